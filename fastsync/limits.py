@@ -1,0 +1,112 @@
+"""Bandwidth and connection caps shared by every process of a run.
+
+The token-bucket arithmetic (`refill_and_charge`) is pure and takes the clock as an
+argument; `SharedBucket` keeps its two numbers in shared memory behind a process lock, so
+the planner and all workers draw from one budget per direction.  The bucket may go into
+debt: a caller charged beyond the available tokens sleeps for exactly the time the debt
+takes to repay, so the long-run rate equals the cap and nobody busy-waits.
+
+Burst: a full bucket holds `BURST_BYTES` (64 KiB, one metered chunk), so over any window
+the bytes that cross the wire exceed ``cap * window`` by at most one burst per direction.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.context
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+BURST_BYTES = 64 * 1024
+
+
+def refill_and_charge(
+    tokens: float, last_s: float, now_s: float, rate_bytes_per_s: float, burst_bytes: float, size_bytes: int
+) -> tuple[float, float, float]:
+    """Charge *size_bytes* to a bucket; returns (tokens, last_s, wait_s).
+
+    Tokens accrue at the rate up to the burst; the charge may take them below zero, and
+    ``wait_s`` is the time until the balance is back at zero.
+    """
+    elapsed = max(0.0, now_s - last_s)
+    tokens = min(burst_bytes, tokens + elapsed * rate_bytes_per_s) - size_bytes
+    wait_s = -tokens / rate_bytes_per_s if tokens < 0 else 0.0
+    return tokens, now_s, wait_s
+
+
+class SharedBucket:
+    """A token bucket in shared memory: ``charge`` blocks until the bytes may cross."""
+
+    def __init__(
+        self,
+        ctx: multiprocessing.context.BaseContext,
+        rate_bytes_per_s: int,
+        burst_bytes: int = BURST_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate_bytes_per_s = float(rate_bytes_per_s)
+        self.burst_bytes = float(burst_bytes)
+        self._clock = clock
+        self._sleep = sleep
+        # [tokens, last refill]; CLOCK_MONOTONIC is system-wide on Linux, so every process
+        # reads the same time base.
+        self._state: Any = ctx.RawArray("d", [float(burst_bytes), clock()])
+        self._lock = ctx.Lock()
+
+    def charge(self, size_bytes: int) -> None:
+        with self._lock:
+            tokens, last, wait_s = refill_and_charge(
+                self._state[0], self._state[1], self._clock(), self.rate_bytes_per_s, self.burst_bytes, size_bytes
+            )
+            self._state[0], self._state[1] = tokens, last
+        if wait_s > 0:
+            self._sleep(wait_s)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The clock and sleep functions are module-level callables in production; they
+        # travel by reference like the shared array and lock.
+        return self.__dict__.copy()
+
+
+class ConnectionSlots:
+    """At most N simultaneous connections to one side, across processes."""
+
+    def __init__(self, ctx: multiprocessing.context.BaseContext, count: int) -> None:
+        self.count = count
+        self._semaphore = ctx.BoundedSemaphore(count)
+
+    def acquire(self) -> None:
+        self._semaphore.acquire()
+
+    def release(self) -> None:
+        self._semaphore.release()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Everything a process needs to respect the caps; passed to each worker at start."""
+
+    down: SharedBucket | None = None
+    up: SharedBucket | None = None
+    src_slots: ConnectionSlots | None = None
+    dst_slots: ConnectionSlots | None = None
+
+    @classmethod
+    def create(
+        cls, ctx: multiprocessing.context.BaseContext, down_bps: int, up_bps: int, max_connections: int
+    ) -> Limits:
+        return cls(
+            down=SharedBucket(ctx, down_bps) if down_bps > 0 else None,
+            up=SharedBucket(ctx, up_bps) if up_bps > 0 else None,
+            src_slots=ConnectionSlots(ctx, max_connections) if max_connections > 0 else None,
+            dst_slots=ConnectionSlots(ctx, max_connections) if max_connections > 0 else None,
+        )
+
+
+def workers_allowed(requested: int, max_connections: int) -> int:
+    """Workers that fit beside the planner's connection (which holds one slot per side)."""
+    if max_connections <= 0:
+        return requested
+    return max(1, min(requested, max_connections - 1))

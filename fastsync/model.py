@@ -1,0 +1,115 @@
+"""Small frozen records that cross process boundaries: primitives only, no sockets or clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One mailbox as LIST reports it, name decoded from modified UTF-7 (RFC 3501 section 5.1.3)."""
+
+    name: str
+    delimiter: str
+    attributes: tuple[str, ...] = ()
+
+    @property
+    def selectable(self) -> bool:
+        lowered = {a.lower() for a in self.attributes}
+        return not lowered & {"\\noselect", "\\nonexistent"}
+
+    @property
+    def special_use(self) -> str:
+        """The RFC 6154 role (``\\Sent``, ``\\Trash``...) or an empty string."""
+        for attribute in self.attributes:
+            if attribute.lower() in SPECIAL_USE:
+                return SPECIAL_USE[attribute.lower()]
+        return ""
+
+
+SPECIAL_USE = {
+    name.lower(): name
+    for name in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+}
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """What STATUS/EXAMINE tell about a folder; ``size_bytes`` is -1 when unknown."""
+
+    messages: int
+    size_bytes: int
+    uidvalidity: int
+    uidnext: int
+
+
+@dataclass(frozen=True)
+class FolderPair:
+    """A source folder and the destination folder its messages go to."""
+
+    src: str
+    dst: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """A message as the planner sees it: UID, RFC822.SIZE and its identity (see plan.identity)."""
+
+    uid: int
+    size_bytes: int
+    identity: str
+    has_message_id: bool = True
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """A set of source UIDs of one folder pair, bounded by count and bytes, copied by one worker."""
+
+    unit_id: int
+    pair: FolderPair
+    uidvalidity: int
+    uids: tuple[int, ...]
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A message the run could not copy, with the server's reason."""
+
+    folder: str
+    uid: int
+    size_bytes: int
+    reason: str
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A worker took a unit from the queue (so the parent can requeue it if the worker dies)."""
+
+    worker: int
+    unit_id: int
+
+
+@dataclass(frozen=True)
+class UnitDone:
+    """A worker's final report on one unit."""
+
+    worker: int
+    unit_id: int
+    folder: str
+    copied: int
+    size_bytes: int
+    vanished: int = 0
+    failures: tuple[Failure, ...] = field(default_factory=tuple)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """A worker stopped because of a failure that ruins its connections (not a message)."""
+
+    worker: int
+    message: str
+    exit_code: int
