@@ -114,21 +114,20 @@ def plan_pairs(
                 pairs.append(FolderPair(folder.name, "INBOX"))
             else:
                 parts = split(folder.name, folder.delimiter)
+                if is_inbox(parts[0]):
+                    parts[0] = "INBOX"
                 pairs.append(FolderPair(folder.name, translate(parts, dst_delimiter)))
     pairs.sort(key=lambda p: (not is_inbox(p.src), p.src))
     return pairs
 
 
 def folders_to_create(pairs: Iterable[FolderPair], existing: Iterable[str], dst_delimiter: str) -> list[str]:
-    """Missing destination folders, parents before children."""
-    have = {name for name in existing}
-    have_inbox = True  # INBOX always exists (RFC 3501 section 5.1).
-    wanted: list[str] = []
-    for pair in pairs:
-        parts = split(pair.dst, dst_delimiter)
-        for depth in range(1, len(parts) + 1):
-            name = dst_delimiter.join(parts[:depth]) if dst_delimiter else pair.dst
-            if name in have or (have_inbox and is_inbox(name)) or name in wanted:
-                continue
-            wanted.append(name)
-    return wanted
+    """Missing destination folders of the pairs, parents before children.
+
+    Only the pairs' own folders are created: a parent that exists on the source only as a
+    \\Noselect container is left for the server to make (RFC 3501 section 6.3.3 lets CREATE
+    add missing superiors), so it does not become a selectable, empty folder.
+    """
+    have = set(existing)
+    wanted = {p.dst for p in pairs if p.dst not in have and not is_inbox(p.dst)}
+    return sorted(wanted, key=lambda name: (len(split(name, dst_delimiter)), name))

@@ -1,0 +1,103 @@
+"""Unit tests for the pure planning logic: identity, multiset diff, sharding."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastsync.model import FolderPair, MessageRef
+from fastsync.plan import identity, missing, normalise_message_id, parse_header_fields, shard
+
+PAIR = FolderPair("INBOX", "INBOX")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"<a@b>", "<a@b>"),
+        (b"  <a@b>  ", "<a@b>"),
+        (b"<a@\r\n b>", "<a@b>"),
+        (b"junk <a@b> (comment)", "<a@b>"),
+        (b"no-angles@example", "no-angles@example"),
+        (b"", ""),
+    ],
+)
+def test_normalise_message_id(raw: bytes, expected: str) -> None:
+    assert normalise_message_id(raw) == expected
+
+
+def test_header_fields_unfold_and_first_wins() -> None:
+    header = b"Message-ID:\r\n <x@y>\r\nSubject: one\r\n two\r\nsubject: again\r\n\r\n"
+    fields = parse_header_fields(header)
+    assert fields["message-id"] == b"<x@y>"
+    assert fields["subject"] == b"one two"
+
+
+def test_identity_uses_message_id_whatever_the_case_of_the_field() -> None:
+    assert identity(b"message-id: <A@B>\r\n\r\n", 10) == ("<A@B>", True)
+
+
+def test_fallback_identity_depends_on_headers_and_size() -> None:
+    header = b"Date: Mon, 1 Jan 2018 10:00:00 +0000\r\nFrom: a@b\r\nSubject: hi\r\n\r\n"
+    key, has_id = identity(header, 100)
+    assert not has_id
+    assert key.startswith("~")
+    assert identity(header, 100)[0] == key
+    assert identity(header, 101)[0] != key
+    assert identity(header.replace(b"hi", b"ho"), 100)[0] != key
+    # An empty Message-Id is no identity either.
+    assert identity(b"Message-Id: <>\r\n" + header, 100)[0] == key
+
+
+def refs(*identities: str) -> list[MessageRef]:
+    return [MessageRef(uid=i + 1, size_bytes=10, identity=x) for i, x in enumerate(identities)]
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "expected_uids"),
+    [
+        (("a", "b", "c"), (), [1, 2, 3]),
+        (("a", "b", "c"), ("a", "b", "c"), []),
+        (("a", "b", "c"), ("b",), [1, 3]),
+        # Same Message-Id twice at the source, once at the destination: one copy.
+        (("a", "a", "b"), ("a",), [2, 3]),
+        (("a", "a"), ("a", "a", "a"), []),
+        ((), ("a",), []),
+    ],
+)
+def test_missing_is_a_multiset_difference(src: tuple[str, ...], dst: tuple[str, ...], expected_uids: list[int]) -> None:
+    assert [r.uid for r in missing(refs(*src), dst)] == expected_uids
+
+
+@given(st.lists(st.sampled_from("abcdef")), st.lists(st.sampled_from("abcdefg")))
+def test_missing_copies_exactly_the_difference(src: list[str], dst: list[str]) -> None:
+    todo = missing(refs(*src), dst)
+    assert Counter(r.identity for r in todo) == Counter(src) - Counter(dst)
+    # After copying, the destination holds at least as many of each identity as the source.
+    after = Counter(dst) + Counter(r.identity for r in todo)
+    assert all(after[x] >= n for x, n in Counter(src).items())
+
+
+def test_shard_bounds_count_and_bytes_and_keeps_every_uid() -> None:
+    sizes = [100, 200, 5000, 50, 50, 50, 50, 10]
+    messages = [MessageRef(uid=i + 1, size_bytes=s, identity=str(i)) for i, s in enumerate(sizes)]
+    units = list(shard(PAIR, 7, messages, first_unit_id=10, max_messages=3, max_bytes=400))
+    assert [u.uids for u in units] == [(1, 2), (3,), (4, 5, 6), (7, 8)]
+    assert [u.unit_id for u in units] == [10, 11, 12, 13]
+    assert all(u.uidvalidity == 7 and u.pair == PAIR for u in units)
+    # The 5000-byte message is over budget and travels alone.
+    assert units[1].size_bytes == 5000
+    assert sum(u.size_bytes for u in units) == sum(sizes)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10_000)), st.integers(1, 50), st.integers(1, 20_000))
+def test_shard_property(sizes: list[int], max_messages: int, max_bytes: int) -> None:
+    messages = [MessageRef(uid=i + 1, size_bytes=s, identity=str(i)) for i, s in enumerate(sizes)]
+    units = list(shard(PAIR, 1, messages, 0, max_messages, max_bytes))
+    assert [uid for u in units for uid in u.uids] == [m.uid for m in messages]
+    for unit in units:
+        assert 1 <= len(unit.uids) <= max_messages
+        assert unit.size_bytes <= max_bytes or len(unit.uids) == 1
