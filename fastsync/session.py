@@ -151,6 +151,15 @@ class _Client(imapclient.IMAPClient):  # type: ignore[misc]
     meter_down: Meter | None = None
     meter_up: Meter | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # IMAPClient sets imaplib's debug level to 5 so that imaplib logs every response
+        # through its logger; imaplib then formats the repr() of every response, message
+        # bodies included, whether or not the logger is enabled.  That formatting cost
+        # more CPU than the whole rest of a copy (measured: 3.2 s of 3.7 s fetching
+        # 400 MB), so imaplib's own tracing stays off.
+        self._imap.debug = 0
+
     def _create_IMAP4(self) -> imaplib.IMAP4:
         connect_timeout = getattr(self._timeout, "connect", None)
         transport: imaplib.IMAP4
