@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastsync import folders as folder_rules
-from fastsync import plan, pool
+from fastsync import plan, pool, providers
 from fastsync.config import Config
 from fastsync.errors import Cancelled, ExitCode, UsageError
 from fastsync.limits import Limits, workers_allowed
@@ -147,6 +147,8 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
                 for p in plans
             ]
         )
+        for notice in providers.notices(config.src, config.dst):
+            reporter.warn(notice)
         missing_folders = folder_rules.folders_to_create(pairs, existing, dst_delimiter(dst_folders))
         if options.dry_run or (summary.planned == 0 and not missing_folders):
             if options.dry_run:

@@ -1,0 +1,1 @@
+"""Test and benchmark harness for fastsync: private Dovecot instances and a reproducible mail corpus."""

@@ -1,0 +1,568 @@
+"""Start a private, throwaway Dovecot IMAP server for fastsync's tests and benchmarks.
+
+Everything the instance needs (configuration, passwd-file, mail store, run directory,
+log, TLS certificates) lives under one directory given by the caller; the system
+configuration in /etc/dovecot is never read because the master is started with
+``-c <our config>``.  Only the standard library is used (plus imapclient for the
+readiness check and the :meth:`Dovecot.client` helper); certificates are made with
+the ``openssl`` command line tool.
+
+Example::
+
+    with Dovecot(tmp / "dc", {"alice": "secret"}) as server:
+        client = server.client("alice")
+        client.create_folder("Archive/2020")
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import grp
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import imapclient
+
+__all__ = ["Dovecot", "DovecotError", "MAIL_FORMAT"]
+
+# Mail storage format.  Appending 5,000 messages of ~1.8 KB to INBOX with MULTIAPPEND
+# (10 batches of 500) over the plain port, mail_fsync=never, measured on the dev VM
+# (2 vCPU, virtio disk, ext4; several alternating runs, the disk's writeback makes
+# single runs noisy):
+#   maildir (LAYOUT=fs): 0.33-0.43 s, 2.7-3.9 s when the disk is flushing
+#   sdbox:               0.35-0.53 s, 2.8-3.9 s when the disk is flushing
+#   mdbox:               0.13-0.21 s, never slower
+#   (on tmpfs: maildir 0.25-0.38 s, sdbox 0.23-0.27 s)
+# maildir and sdbox create one file per message; mdbox appends to a few multi-message
+# storage files (mdbox_rotate_size), so it does far less metadata I/O and is the default.
+# All three use the "fs" hierarchy layout here, so "." is allowed in names with "/".
+MAIL_FORMAT = "mdbox"
+
+# The longest unix socket Dovecot puts under base_dir is about "token-login/imap-urlauth";
+# sun_path holds 108 bytes on Linux, so base_dir must stay well below that.
+_MAX_BASE_DIR = 80
+
+# "Sent Items" and "Deleted Items" are Exchange's names for the same roles: an account
+# that has them (and not "Sent"/"Trash") tests pairing folders by role, not by name.
+_SPECIAL_USE = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Sent Items": "\\Sent",
+    "Deleted Items": "\\Trash",
+}
+
+
+class DovecotError(RuntimeError):
+    """The private Dovecot instance could not be configured, started or queried."""
+
+
+def _free_port() -> int:
+    """Ask the kernel for an unused TCP port on 127.0.0.1 (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise DovecotError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+    return result  # type: ignore[no-any-return]
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """Create a test CA and a server certificate it signs; return (ca_file, cert, key).
+
+    The server certificate names ``IP:127.0.0.1`` and ``DNS:localhost`` in subjectAltName
+    (RFC 6125 verifiers ignore the CN) and carries the key identifiers and key usages that
+    Python's ``VERIFY_X509_STRICT`` (default since 3.13) insists on.
+    """
+    if shutil.which("openssl") is None:
+        raise DovecotError("the openssl command line tool is required to make test certificates")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_file = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
+    ext = directory / "server.ext"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _run(["openssl", "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_file),
+          "-days", "3650", "-subj", "/CN=fastsync test CA",
+          "-addext", "basicConstraints=critical,CA:TRUE",
+          "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+          "-addext", "subjectKeyIdentifier=hash"])
+    _run(["openssl", "req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost"])
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_file), "-CAkey", str(ca_key),
+          "-CAcreateserial", "-out", str(cert), "-days", "3650", "-extfile", str(ext)])
+    return ca_file, cert, key
+
+
+class Dovecot:
+    """A private Dovecot 2.3 instance listening on 127.0.0.1 with free ports.
+
+    ``port`` is plain IMAP (offering STARTTLS unless ``starttls=False``), ``tls_port``
+    is implicit TLS (RFC 8314; ``None`` when ``starttls=False``).  ``users`` maps user
+    names to plain-text passwords; more can be added while running with :meth:`add_user`.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        root: Path,
+        users: dict[str, str],
+        separator: str = "/",
+        starttls: bool = True,
+        max_userip_connections: int = 200,
+        *,
+        mail_format: str = MAIL_FORMAT,
+        imap_capability: str | None = None,
+    ) -> None:
+        if separator not in ("/", "."):
+            raise ValueError(f"separator must be '/' or '.', not {separator!r}")
+        if mail_format not in ("sdbox", "mdbox", "maildir"):
+            raise ValueError(f"mail_format must be 'sdbox', 'mdbox' or 'maildir', not {mail_format!r}")
+        for name in users:
+            self._check_user(name)
+        self.root = Path(root).absolute()
+        self.users = dict(users)
+        self.separator = separator
+        self.starttls = starttls
+        self.max_userip_connections = max_userip_connections
+        self.mail_format = mail_format
+        self.imap_capability = imap_capability
+        self.port = 0
+        self.tls_port: int | None = None
+        self.ca_file: Path | None = None
+        self.config_path = self.root / "dovecot.conf"
+        self.log_path = self.root / "dovecot.log"
+        self.passwd_path = self.root / "users"
+        self.mail_root = self.root / "mail"
+        self.base_dir = self.root / "run"
+        self._short_base_dir: str | None = None
+        self._master: subprocess.Popen[bytes] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Dovecot:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._master is not None and self._master.poll() is None
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Write the configuration, start the master in the foreground and wait for a LOGIN to work."""
+        if self.running:
+            return
+        if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
+            raise DovecotError("dovecot is not installed (Debian: apt-get install dovecot-imapd)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.mail_root.mkdir(exist_ok=True)
+        (self.root / "state").mkdir(exist_ok=True)
+        if len(str(self.base_dir)) > _MAX_BASE_DIR:
+            # Keep socket paths short; this directory is removed again by stop().
+            self._short_base_dir = tempfile.mkdtemp(prefix="dovecot-")
+            self.base_dir = Path(self._short_base_dir)
+        self.base_dir.mkdir(exist_ok=True)
+        if self.starttls and self.ca_file is None:
+            self.ca_file, self._cert, self._key = make_certificates(self.root / "tls")
+        self._write_passwd()
+        self._chown_mail_root()
+
+        last_error = ""
+        for _attempt in range(3):  # a free port may be taken between probing and binding
+            self.port = _free_port()
+            self.tls_port = _free_port() if self.starttls else None
+            self.config_path.write_text(self._config())
+            log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self._master = subprocess.Popen(
+                [self._dovecot_binary(), "-F", "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.root / "master.stderr", "ab"),  # noqa: SIM115 - owned by the child
+                # Own process group: stop() can then reap stragglers without touching anything else.
+                start_new_session=True,
+            )
+            try:
+                self._wait_ready(timeout)
+                return
+            except DovecotError as error:
+                last_error = str(error)
+                self._terminate()
+                log = self.log_path.read_text(errors="replace")[log_offset:] if self.log_path.exists() else ""
+                if "Address already in use" not in log:
+                    break
+        raise DovecotError(last_error)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the master and wait until every process of this instance is gone.
+
+        SIGTERM to the master is what ``doveadm stop`` sends too, but doveadm then polls
+        for up to 3 s; the master itself needs ~1 s.  Sessions whose client is still
+        connected would linger another 10 s ("Server shutting down"), so whatever is
+        left of our process group afterwards gets SIGTERM (then SIGKILL) directly.
+        """
+        if self._master is None:
+            return
+        self._master.terminate()
+        self._terminate(timeout)
+        if self._short_base_dir is not None:
+            shutil.rmtree(self._short_base_dir, ignore_errors=True)
+            self._short_base_dir = None
+            self.base_dir = self.root / "run"
+
+    def _terminate(self, timeout: float = 10.0) -> None:
+        master = self._master
+        if master is None:
+            return
+        pgid = master.pid  # start_new_session=True made the master a group leader
+        try:
+            master.wait(timeout)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait()
+        # Only this instance's processes are in the group: end them, then escalate.  The
+        # log process lingers ~1.5 s after SIGTERM to drain its pipes; the data is
+        # throwaway, so after a short grace period SIGKILL it.
+        deadline = time.monotonic() + 0.5
+        sig = signal.SIGTERM
+        while _group_alive(pgid):
+            if time.monotonic() > deadline:
+                if sig == signal.SIGKILL:
+                    break  # only unreaped zombies can be left; nothing more to do
+                sig = signal.SIGKILL
+                deadline = time.monotonic() + 2
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        self._master = None
+
+    # ------------------------------------------------------------------ users and clients
+
+    def add_user(self, user: str, password: str) -> None:
+        """Add (or change) one user while running; see :meth:`add_users`."""
+        self.add_users({user: password})
+
+    def add_users(self, users: dict[str, str]) -> None:
+        """Add (or change) users while running, without restarting Dovecot.
+
+        The passwd-file passdb re-reads its file when the mtime or size changed, but it
+        stat()s the file at most once per second (db-passwd-file.c compares with
+        ``ioloop_time``).  So after rewriting the file we wait until the wall clock has
+        entered the next second: the next lookup is then guaranteed to see the new file.
+        Add users in batches to pay that wait once.
+        """
+        for name in users:
+            self._check_user(name)
+        self.users.update(users)
+        if self.passwd_path.exists():
+            self._write_passwd()
+            if self.running:
+                written = int(time.time())
+                while int(time.time()) <= written:
+                    time.sleep(0.02)
+
+    def client(
+        self, user: str, tls: bool | Literal["implicit", "starttls", "none"] = False, timeout: float = 30.0
+    ) -> imapclient.IMAPClient:
+        """Return an IMAPClient logged in as ``user`` (tls: False/"none", True/"implicit", "starttls")."""
+        mode = {False: "none", True: "implicit"}.get(tls, tls)  # type: ignore[call-overload]
+        if mode == "none":
+            client = imapclient.IMAPClient(self.host, self.port, ssl=False, timeout=timeout)
+        elif mode == "implicit":
+            if self.tls_port is None:
+                raise DovecotError("this instance was started with starttls=False: no TLS port")
+            client = imapclient.IMAPClient(
+                self.host, self.tls_port, ssl=True, ssl_context=self.ssl_context(), timeout=timeout
+            )
+        elif mode == "starttls":
+            client = imapclient.IMAPClient(self.host, self.port, ssl=False, timeout=timeout)
+            client.starttls(self.ssl_context())
+        else:
+            raise ValueError(f"unknown tls mode {tls!r}")
+        client.login(user, self.users[user])
+        return client
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts only this instance's CA."""
+        if self.ca_file is None:
+            raise DovecotError("this instance has no TLS (starttls=False)")
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def connections(self, user: str) -> int:
+        """Open IMAP sessions of ``user`` as the server counts them (anvil, via ``doveadm who -1``).
+
+        This is the same counter that enforces ``mail_max_userip_connections``.  Only
+        logged-in sessions count; a connection still in the pre-auth state does not.
+        """
+        result = _run(["doveadm", "-c", str(self.config_path), "who", "-1", user])
+        # "doveadm who -1" prints a header line, then one line per session:
+        # username  proto  pid  ip
+        lines = [line.split() for line in result.stdout.splitlines()[1:] if line.strip()]
+        return sum(1 for fields in lines if fields and fields[0] == user)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return "(no log written)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _check_user(name: str) -> None:
+        # passwd-file is colon separated; %u also becomes a directory name.
+        if not name or any(c in name for c in ":/\n\r\t ") or name.startswith("."):
+            raise ValueError(f"unsupported user name {name!r}")
+
+    @staticmethod
+    def _dovecot_binary() -> str:
+        return shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+    def _identities(self) -> tuple[str, str, int, int]:
+        """(internal user, login user, mail uid, mail gid) that work for the current euid.
+
+        Dovecot refuses to let mail processes run as root ("userdb returned 0 as uid"), so
+        when we are root the mail store belongs to the unprivileged ``nobody`` and the
+        mail process is chrooted into it (see :meth:`_config`).  As an ordinary user
+        (rootless install, doc.dovecot.org "Rootless installation") everything runs as us.
+        """
+        if os.geteuid() != 0:
+            me = pwd.getpwuid(os.geteuid()).pw_name
+            return me, me, os.geteuid(), os.getegid()
+        try:
+            internal = pwd.getpwnam("dovecot").pw_name
+            login = pwd.getpwnam("dovenull").pw_name
+        except KeyError:  # Debian's package creates both; fall back to nobody elsewhere
+            internal = login = "nobody"
+        nobody = pwd.getpwnam("nobody")
+        try:
+            gid = grp.getgrnam("nogroup").gr_gid
+        except KeyError:
+            gid = nobody.pw_gid
+        return internal, login, nobody.pw_uid, gid
+
+    def _chown_mail_root(self) -> None:
+        _internal, _login, uid, gid = self._identities()
+        if os.geteuid() == 0:
+            os.chown(self.mail_root, uid, gid)
+
+    def _write_passwd(self) -> None:
+        # Homes are made up front: the mail process chdir()s to its home before it
+        # creates anything, and logs an error when the home is missing.
+        _internal, _login, uid, gid = self._identities()
+        for user in self.users:
+            home = self.mail_root / user
+            if not home.exists():
+                home.mkdir()
+                if os.geteuid() == 0:
+                    os.chown(home, uid, gid)
+        # Written to a temporary file then renamed: the auth process re-reads passwd-file
+        # when it changes, and must never see a half-written file.
+        text = "".join(f"{user}:{{PLAIN}}{password}\n" for user, password in self.users.items())
+        tmp = self.passwd_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.passwd_path)
+
+    def _config(self) -> str:
+        internal, login, uid, gid = self._identities()
+        root_mode = os.geteuid() == 0
+        if root_mode:
+            # "/./" splits the chroot from the home inside it (userdb "home" doc, mail_chroot):
+            # the chroot happens while still root, so the parents of `root` may be 0700
+            # (pytest's /tmp/pytest-of-root is) and the mail process still reaches its home.
+            home = f"{self.mail_root}/./%u"
+            chroot = f"valid_chroot_dirs = {self.mail_root}\n"
+        else:
+            home = f"{self.mail_root}/%u"
+            chroot = ""
+        if self.mail_format in ("sdbox", "mdbox"):
+            mail_location = f"{self.mail_format}:~/mail"
+            # Bigger m.* storage files: fewer files to create while seeding.
+            format_tuning = "mdbox_rotate_size = 64M\n" if self.mail_format == "mdbox" else ""
+        else:
+            # LAYOUT=fs: real directories per folder, so "." is allowed in names with "/".
+            mail_location = "maildir:~/Maildir:LAYOUT=fs"
+            format_tuning = "maildir_very_dirty_syncs = yes\n"  # we are the only writer
+        mailboxes = "".join(
+            f"  mailbox \"{name}\" {{\n    special_use = {flag}\n    auto = no\n  }}\n"
+            for name, flag in _SPECIAL_USE.items()
+        )
+        if self.starttls:
+            assert self.ca_file is not None
+            tls = (
+                "ssl = yes\n"
+                f"ssl_cert = <{self._cert}\n"
+                f"ssl_key = <{self._key}\n"
+                "ssl_min_protocol = TLSv1.2\n"
+            )
+            imaps = f"  inet_listener imaps {{\n    address = {self.host}\n    port = {self.tls_port}\n    ssl = yes\n  }}\n"
+        else:
+            tls = "ssl = no\n"
+            imaps = "  inet_listener imaps {\n    port = 0\n  }\n"  # port 0 disables the built-in 993 listener
+        capability = f"imap_capability = {self.imap_capability}\n" if self.imap_capability else ""
+        # Enough processes for max_userip_connections sessions of several users at once.
+        process_limit = max(100, 4 * self.max_userip_connections)
+        return f"""\
+# Generated by bench/dovecot.py for fastsync tests; do not edit, it is rewritten on start.
+# Started with "dovecot -F -c <this file>", so /etc/dovecot is never read.
+base_dir = {self.base_dir}
+state_dir = {self.root / "state"}
+instance_name = fastsync-{self.port}
+log_path = {self.log_path}
+protocols = imap
+listen = {self.host}
+shutdown_clients = yes
+default_internal_user = {internal}
+default_login_user = {login}
+first_valid_uid = {uid}
+last_valid_uid = 0
+first_valid_gid = {gid}
+{chroot}
+# Authentication: plain passwords over the plain port too (tests do not need TLS).
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_cache_size = 0
+# Failed logins answer at once instead of after the default 2 s (tests try bad passwords).
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self.passwd_path}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={home}
+}}
+
+# Storage: speed over durability, this data is thrown away.
+mail_location = {mail_location}
+mail_fsync = never
+mailbox_list_index = yes
+{format_tuning}mail_max_userip_connections = {self.max_userip_connections}
+{capability}
+# RFC 6154 SPECIAL-USE: the roles are declared here but auto = no, so the folders exist
+# only once created; a test that creates "Sent" then sees it flagged \\Sent.
+namespace inbox {{
+  inbox = yes
+  separator = {self.separator}
+  prefix =
+{mailboxes}}}
+
+{tls}
+default_process_limit = {process_limit}
+default_client_limit = {max(1000, 2 * process_limit + 100)}
+
+service imap-login {{
+  inet_listener imap {{
+    address = {self.host}
+    port = {self.port}
+  }}
+{imaps}  # "High-performance mode": long-lived login processes instead of one fork per connection.
+  service_count = 0
+  process_min_avail = 1
+}}
+service imap {{
+  process_limit = {process_limit}
+}}
+service anvil {{
+  # Disables the auth penalty (doc.dovecot.org "Authentication penalty"): otherwise,
+  # after one failed login, every login from 127.0.0.1 waits up to 15 s.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service auth {{
+  # passwd-file sits under `root`, which may be unreadable for the "dovecot" user.
+  user = {"root" if root_mode else internal}
+}}
+"""
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        user, password = next(iter(self.users.items()), (None, None))
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._master is not None and self._master.poll() is not None:
+                raise DovecotError(
+                    f"dovecot exited with status {self._master.returncode}\n"
+                    f"--- {self.log_path} ---\n{self.log_tail()}\n"
+                    f"--- master.stderr ---\n{(self.root / 'master.stderr').read_text(errors='replace')[-2000:]}"
+                )
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1):
+                    pass
+                if user is None:
+                    return
+                client = imapclient.IMAPClient(self.host, self.port, ssl=False, timeout=5)
+                try:
+                    client.login(user, password)
+                    client.list_folders()  # forces the mail process to open the store
+                finally:
+                    try:
+                        client.logout()
+                    except Exception:  # noqa: BLE001 - best effort
+                        pass
+                return
+            except (OSError, imapclient.exceptions.IMAPClientError) as error:
+                last = error
+                time.sleep(0.05)
+        raise DovecotError(
+            f"dovecot did not accept a LOGIN on {self.host}:{self.port} within {timeout:.0f} s "
+            f"(last error: {last!r})\n--- {self.log_path} ---\n{self.log_tail()}"
+        )
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (non-zombie) process is left in process group ``pgid``.
+
+    Zombies are ignored: once the master is gone its children are re-parented to PID 1,
+    which may reap them only later, and a zombie holds no port, file or lock.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():  # not Linux: ask the kernel about the group
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state, ppid, pgrp, ...  (proc(5))
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False

@@ -1,0 +1,58 @@
+"""Quotas of the big providers, shown before a migration touches them.
+
+Exceeding Gmail's IMAP quotas locks the account out of IMAP for up to a day; Exchange
+Online throttles and then disconnects.  The figures are the providers' published limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastsync.config import Account
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    hosts: tuple[str, ...]
+    quotas: str
+    advice: str
+
+
+PROVIDERS = (
+    Provider(
+        "Gmail",
+        ("imap.gmail.com", "imap.googlemail.com"),
+        "15 simultaneous IMAP connections per account; 2,500 MB/day download and 500 MB/day upload "
+        "over IMAP; exceeding them locks IMAP access for up to 24 hours",
+        "--max-connections 10 --procs 8 and, for a large mailbox, --bps-down 28000 (2,400 MB/day) "
+        "or --bps-up 5700 (490 MB/day) when Gmail is the destination; re-run the next day to finish",
+    ),
+    Provider(
+        "Office 365 / Exchange Online",
+        ("outlook.office365.com", "imap-mail.outlook.com", "outlook.office.com"),
+        "throttling ('Request is throttled. Suggested Backoff Time') and disconnection under load; "
+        "messages over about 35 MB are refused; about 20 connections per account",
+        "--max-connections 8 --procs 6; messages over the size limit are reported, not retried",
+    ),
+)
+
+
+def provider_of(account: Account) -> Provider | None:
+    host = account.host.lower().rstrip(".")
+    for provider in PROVIDERS:
+        if host in provider.hosts:
+            return provider
+    return None
+
+
+def notices(*accounts: Account) -> list[str]:
+    """One line per side that is a known provider: its quotas and the flags that respect them."""
+    lines = []
+    for account in accounts:
+        provider = provider_of(account)
+        if provider is not None:
+            lines.append(
+                f"{account.label} is {provider.name}: {provider.quotas}. Suggested: {provider.advice}."
+            )
+    return lines

@@ -1,0 +1,67 @@
+"""Helpers shared by the integration tests: run the CLI, snapshot an account."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from conftest import Account
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str | Path, env: Mapping[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m fastsync`` as a user would, stdin not a terminal."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSYNC_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "fastsync", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+
+
+Snapshot = dict[str, Counter[tuple[bytes, tuple[bytes, ...], str]]]
+
+
+def snapshot(account: Account, delimiter_to: str = "/") -> Snapshot:
+    """Every message of every selectable folder: (bytes, flags without \\Recent, internal date).
+
+    Folder names are rewritten with *delimiter_to* so two servers with different
+    hierarchy separators compare directly.
+    """
+    client = account.client()
+    client._imap.debug = 0  # imaplib would format the repr of every body (slow)
+    client.normalise_times = False
+    out: Snapshot = {}
+    try:
+        for flags, delimiter, name in client.list_folders():
+            if b"\\Noselect" in flags:
+                continue
+            client.select_folder(name, readonly=True)
+            uids = client.search()
+            messages: Counter[tuple[bytes, tuple[bytes, ...], str]] = Counter()
+            for start in range(0, len(uids), 500):
+                reply = client.fetch(uids[start : start + 500], ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+                for data in reply.values():
+                    flags_kept = tuple(sorted(f for f in data[b"FLAGS"] if f != b"\\Recent"))
+                    messages[(data[b"BODY[]"], flags_kept, data[b"INTERNALDATE"].isoformat())] += 1
+            key = name.replace(delimiter.decode(), delimiter_to) if delimiter else name
+            out[key] = messages
+    finally:
+        client.logout()
+    return out
+
+
+def summary_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if " copied, " in line]
+    assert lines, output
+    return lines[-1]

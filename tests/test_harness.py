@@ -1,0 +1,374 @@
+"""Tests of the test harness itself: the private Dovecot, the corpus and the seeder.
+
+fastsync's own tests trust these pieces, so they are checked against the real server.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from collections import Counter
+from pathlib import Path
+
+import imapclient
+import pytest
+import yaml
+from imapclient.exceptions import LoginError
+
+from bench.corpus import PROFILES, Message, folders_of, generate, seed_account
+from bench.dovecot import Dovecot, DovecotError, _group_alive
+from conftest import STATIC_USERS, Account, AccountFactory, write_config
+
+REQUIRED_CAPABILITIES = {b"MULTIAPPEND", b"LITERAL+", b"UIDPLUS", b"CONDSTORE", b"SPECIAL-USE", b"STATUS=SIZE"}
+
+
+def _wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+@pytest.fixture(params=["/", "."], ids=["slash", "dot"])
+def server(request: pytest.FixtureRequest) -> Dovecot:
+    """Each session server in turn, to run a test under both hierarchy separators."""
+    name = "dovecot" if request.param == "/" else "dovecot_dot"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- server basics
+
+
+def test_login_and_capabilities(dovecot: Dovecot) -> None:
+    client = dovecot.client("alice")
+    try:
+        assert REQUIRED_CAPABILITIES <= set(client.capabilities())
+        assert client.namespace().personal[0] == ("", "/")
+        assert [name for _f, _d, name in client.list_folders()] == ["INBOX"]
+    finally:
+        client.logout()
+
+
+def test_wrong_password_is_rejected(dovecot: Dovecot) -> None:
+    client = imapclient.IMAPClient(dovecot.host, dovecot.port, ssl=False, timeout=10)
+    with pytest.raises(LoginError):
+        client.login("alice", "not-the-password")
+    client.shutdown()
+
+
+def test_config_is_private(dovecot: Dovecot) -> None:
+    text = dovecot.config_path.read_text()
+    assert "!include" not in text  # nothing pulled in from /etc/dovecot
+    assert str(dovecot.root) in text
+    assert f"port = {dovecot.port}" in text and f"port = {dovecot.tls_port}" in text
+
+
+@pytest.mark.parametrize("separator", ["/", "."])
+def test_nested_folders_follow_separator(separator: str, dovecot: Dovecot, dovecot_dot: Dovecot,
+                                         accounts: AccountFactory) -> None:
+    srv = dovecot if separator == "/" else dovecot_dot
+    [account] = accounts(1, server=srv)
+    client = account.client()
+    try:
+        assert client.namespace().personal[0][1] == separator
+        nested = separator.join(["Archive", "2020", "Q1"])
+        client.create_folder(separator.join(["Archive"]))
+        client.create_folder(separator.join(["Archive", "2020"]))
+        client.create_folder(nested)
+        client.create_folder("Café & [data] ü")
+        listed = {name: (delim, flags) for flags, delim, name in client.list_folders()}
+        assert set(listed) == {"INBOX", "Archive", f"Archive{separator}2020", nested, "Café & [data] ü"}
+        assert all(delim == separator.encode() for delim, _ in listed.values())
+        assert b"\\HasChildren" in listed["Archive"][1]
+        # The other separator is an ordinary character in a name.
+        other = "." if separator == "/" else "/"
+        if other == ".":  # the "fs" layout allows "." in names under "/"
+            client.create_folder("v1.2")
+            assert any(name == "v1.2" for _f, _d, name in client.list_folders())
+        client.select_folder(nested)
+        client.append(nested, b"Subject: x\r\n\r\nbody\r\n")
+        assert client.folder_status(nested, [b"MESSAGES"])[b"MESSAGES"] == 1
+    finally:
+        client.logout()
+
+
+def test_special_use_declared_but_not_created(server: Dovecot, accounts: AccountFactory) -> None:
+    [account] = accounts(1, server=server)
+    client = account.client()
+    try:
+        assert [name for _f, _d, name in client.list_folders()] == ["INBOX"]
+        for name in ("Sent", "Trash", "Junk", "Drafts", "Other"):
+            client.create_folder(name)
+        roles = {name: flags for flags, _d, name in client.list_folders()}
+        assert b"\\Sent" in roles["Sent"]
+        assert b"\\Trash" in roles["Trash"]
+        assert b"\\Junk" in roles["Junk"]
+        assert b"\\Drafts" in roles["Drafts"]
+        assert not {b"\\Sent", b"\\Trash", b"\\Junk", b"\\Drafts"} & set(roles["Other"])
+    finally:
+        client.logout()
+
+
+def test_status_size(dovecot: Dovecot, accounts: AccountFactory) -> None:
+    [account] = accounts(1)
+    bodies = [b"Subject: a\r\n\r\nhello\r\n", b"Subject: b\r\n\r\n" + b"x" * 1000 + b"\r\n"]
+    client = account.client()
+    try:
+        for body in bodies:
+            client.append("INBOX", body)
+        status = client.folder_status("INBOX", [b"MESSAGES", b"SIZE"])
+        assert status[b"MESSAGES"] == 2
+        assert status[b"SIZE"] == sum(len(b) for b in bodies)  # RFC 8438: sum of RFC822.SIZE
+    finally:
+        client.logout()
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+def test_accounts_are_fresh_and_isolated(dovecot: Dovecot, accounts: AccountFactory) -> None:
+    first, second = accounts(2)
+    assert first.user != second.user
+    assert first.user not in STATIC_USERS and second.user not in STATIC_USERS
+    a = first.client()
+    a.create_folder("Private")
+    a.append("INBOX", b"Subject: mine\r\n\r\nonly for first\r\n")
+    a.logout()
+    b = second.client()
+    try:
+        assert [name for _f, _d, name in b.list_folders()] == ["INBOX"]
+        assert b.folder_status("INBOX", [b"MESSAGES"])[b"MESSAGES"] == 0
+    finally:
+        b.logout()
+
+
+def test_users_can_be_added_while_running(dovecot: Dovecot) -> None:
+    user = f"late{time.monotonic_ns()}"
+    with pytest.raises(LoginError):
+        imapclient.IMAPClient(dovecot.host, dovecot.port, ssl=False, timeout=10).login(user, "pw")
+    dovecot.add_user(user, "pw")  # no restart: passwd-file is re-read when it changes
+    client = dovecot.client(user)
+    assert client.folder_status("INBOX", [b"MESSAGES"])[b"MESSAGES"] == 0
+    client.logout()
+
+
+def test_account_pool_refills(dovecot: Dovecot, accounts: AccountFactory) -> None:
+    many = accounts(45)  # more than one provisioning batch
+    assert len({a.user for a in many}) == 45
+    for account in (many[0], many[-1]):
+        account.client().logout()
+
+
+def test_write_config(tmp_path: Path, dovecot: Dovecot, accounts: AccountFactory) -> None:
+    src, dst = accounts(2)
+    path = write_config(tmp_path, src.address, src.user, src.password, dst.address, dst.user, dst.password)
+    assert json.loads(path.read_text()) == {
+        "src": {"label": "source", "server": f"127.0.0.1:{dovecot.port}", "user": src.user,
+                "pass": src.password, "tls": "none"},
+        "dst": {"label": "destination", "server": f"127.0.0.1:{dovecot.port}", "user": dst.user,
+                "pass": dst.password, "tls": "none"},
+    }
+    path = write_config(tmp_path, src.address, src.user, src.password, dst.address, dst.user, dst.password,
+                        fmt="yaml", extra={"dst": {"tls": "implicit", "server": "127.0.0.1:1"}, "workers": 4},
+                        ca_file=dovecot.ca_file)
+    loaded = yaml.safe_load(path.read_text())
+    assert loaded["dst"]["tls"] == "implicit" and loaded["dst"]["server"] == "127.0.0.1:1"
+    assert loaded["src"]["ca_file"] == str(dovecot.ca_file)
+    assert loaded["workers"] == 4
+
+
+# --------------------------------------------------------------------------- corpus and seeding
+
+
+def test_generate_is_deterministic() -> None:
+    assert generate("tiny", seed=3) == generate("tiny", seed=3)
+    assert generate("tiny", seed=3) != generate("tiny", seed=4)
+    assert len(generate("small", scale=0.01)) == 200
+    with pytest.raises(ValueError):
+        generate("nope")
+    assert set(PROFILES) == {"tiny", "small", "realistic", "large", "scale"}
+
+
+def _headers(message: Message) -> bytes:
+    return message.body.split(b"\r\n\r\n", 1)[0]
+
+
+def test_tiny_profile_shape() -> None:
+    messages = generate("tiny")
+    counts = Counter(m.folder for m in messages)
+    assert counts == {"INBOX": 152, "Projets/Café & [data]": 92, "Archive/Été 2020": 62}
+    assert folders_of(messages) == ["INBOX", "Projets", "Projets/Café & [data]", "Archive", "Archive/Été 2020"]
+    for message in messages:
+        assert message.internaldate.tzinfo is not None and message.internaldate.microsecond == 0
+        assert b"\r\n\r\n" in message.body
+        assert b"\n" not in message.body.replace(b"\r\n", b""), "bare LF"
+        assert b"\r" not in message.body.replace(b"\r\n", b""), "bare CR"
+        assert max(len(line) for line in message.body.split(b"\r\n")) <= 998  # RFC 5322 2.1.1
+    without_id = [m for m in messages if b"\r\nMessage-ID:" not in _headers(m)]
+    assert len(without_id) >= 6
+    assert any(not m.body.isascii() for m in messages)
+    for folder in counts:
+        ids = Counter(
+            line for m in messages if m.folder == folder
+            for line in _headers(m).split(b"\r\n") if line.startswith(b"Message-ID:")
+        )
+        assert sorted(ids.values())[-2:] == [2, 2], f"{folder}: one exact copy and one reused Message-Id"
+
+
+def test_realistic_profile_shape() -> None:
+    messages = generate("realistic", seed=7, scale=0.3)
+    assert len(messages) == 3000
+    sizes = sorted(len(m.body) for m in messages)
+    assert 8_000 < sizes[len(sizes) // 2] < 18_000  # median ~12 KB
+    assert sizes[-1] > 1_000_000  # multi-MB tail
+    folders = {m.folder for m in messages}
+    assert {"INBOX", "Sent", "Archive/2019", "Archive/2020", "Projets/Café & [data]"} <= folders
+    missing = sum(1 for m in messages if b"\r\nMessage-ID:" not in _headers(m)) / len(messages)
+    assert 0.015 < missing < 0.04
+    keywords = sum(1 for m in messages if any(not f.startswith("\\") for f in m.flags)) / len(messages)
+    assert 0.01 < keywords < 0.04
+    assert any(not _headers(m).isascii() for m in messages)  # RFC 6532 raw UTF-8 headers
+    years = {m.internaldate.year for m in messages}
+    assert len(years) >= 5
+
+
+def test_generation_speed() -> None:
+    started = time.monotonic()
+    messages = generate("realistic", scale=0.5)
+    assert len(messages) == 5000
+    assert time.monotonic() - started < 10
+
+
+def _fetch_folder(client: imapclient.IMAPClient, folder: str) -> list[tuple[bytes, tuple[bytes, ...], object]]:
+    client.select_folder(folder, readonly=True)
+    data = client.fetch(client.search("ALL"), [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"])
+    return [(data[uid][b"BODY[]"], data[uid][b"FLAGS"], data[uid][b"INTERNALDATE"]) for uid in sorted(data)]
+
+
+def test_seed_tiny_round_trip(server: Dovecot, accounts: AccountFactory) -> None:
+    [account] = accounts(1, server=server)
+    messages = generate("tiny")
+    account.seed(messages)
+    sep = server.separator
+    client = account.client()
+    client.normalise_times = False  # keep the zone: compare instants, not local wall time
+    try:
+        listed = {name: flags for flags, _d, name in client.list_folders()}
+        expected_names = {f.replace("/", sep) for f in folders_of(messages)}
+        assert set(listed) == expected_names
+        for folder in dict.fromkeys(m.folder for m in messages):
+            wanted = [m for m in messages if m.folder == folder]
+            got = _fetch_folder(client, folder.replace("/", sep))
+            assert len(got) == len(wanted)
+            for message, (body, flags, internaldate) in zip(wanted, got):
+                assert body == message.body  # byte-identical, 8-bit and CRLF included
+                assert set(flags) - {b"\\Recent"} == {f.encode() for f in message.flags}
+                assert internaldate == message.internaldate
+        # Seeding again into existing folders must not fail ("already exists" ignored).
+        account.seed(messages[:1])
+        client.unselect_folder()  # RFC 3501 6.3.10: no STATUS on the selected mailbox
+        assert client.folder_status("INBOX", [b"MESSAGES"])[b"MESSAGES"] == 153
+    finally:
+        client.logout()
+
+
+def test_seed_batches_large_messages(dovecot: Dovecot, accounts: AccountFactory) -> None:
+    [account] = accounts(1)
+    messages = generate("large", scale=0.03)  # 6 x 2 MB: several 8 MB-bounded APPENDs
+    assert len(messages) == 6 and all(len(m.body) > 2_000_000 for m in messages)
+    seed_account(dovecot.host, dovecot.tls_port or 0, account.user, account.password, messages,
+                 ssl=True, ssl_context=dovecot.ssl_context(), max_batch_bytes=5_000_000)
+    client = account.client()
+    try:
+        status = client.folder_status("INBOX", [b"MESSAGES", b"SIZE"])
+        assert status[b"MESSAGES"] == 6
+        assert status[b"SIZE"] == sum(len(m.body) for m in messages)
+    finally:
+        client.logout()
+
+
+# --------------------------------------------------------------------------- connections and TLS
+
+
+def test_connections_counts_open_sessions(dovecot: Dovecot, accounts: AccountFactory) -> None:
+    [account] = accounts(1)
+    assert dovecot.connections(account.user) == 0
+    clients = [account.client() for _ in range(3)]
+    assert _wait_for(lambda: dovecot.connections(account.user) == 3)
+    other = dovecot.client("alice")
+    assert dovecot.connections(account.user) == 3  # other users are counted separately
+    other.logout()
+    clients.pop().logout()
+    assert _wait_for(lambda: dovecot.connections(account.user) == 2)
+    for client in clients:
+        client.logout()
+    assert _wait_for(lambda: dovecot.connections(account.user) == 0)
+
+
+def test_starttls_with_ca_file(dovecot: Dovecot) -> None:
+    plain = imapclient.IMAPClient(dovecot.host, dovecot.port, ssl=False, timeout=10)
+    assert b"STARTTLS" in plain.capabilities()
+    plain.starttls(dovecot.ssl_context())
+    plain.login("alice", STATIC_USERS["alice"])
+    assert isinstance(plain._imap.sock, ssl.SSLSocket)
+    plain.logout()
+
+
+def test_implicit_tls_with_ca_file(dovecot: Dovecot) -> None:
+    assert dovecot.ca_file is not None and dovecot.tls_port is not None
+    context = ssl.create_default_context(cafile=str(dovecot.ca_file))
+    for host in ("127.0.0.1", "localhost"):  # subjectAltName has both IP and DNS entries
+        client = imapclient.IMAPClient(host, dovecot.tls_port, ssl=True, ssl_context=context, timeout=10)
+        client.login("bob", STATIC_USERS["bob"])
+        client.logout()
+
+
+def test_tls_fails_verification_without_ca_file(dovecot: Dovecot) -> None:
+    assert dovecot.tls_port is not None
+    system_trust = ssl.create_default_context()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        imapclient.IMAPClient(dovecot.host, dovecot.tls_port, ssl=True, ssl_context=system_trust, timeout=10)
+    plain = imapclient.IMAPClient(dovecot.host, dovecot.port, ssl=False, timeout=10)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        plain.starttls(system_trust)
+
+
+def test_client_helper_tls_modes(dovecot: Dovecot) -> None:
+    for mode in (False, True, "starttls"):
+        client = dovecot.client("carol", tls=mode)  # type: ignore[arg-type]
+        assert isinstance(client._imap.sock, ssl.SSLSocket) == (mode is not False)
+        client.logout()
+
+
+def test_private_instance_cap_no_tls_and_clean_stop(tmp_path: Path) -> None:
+    server = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False, max_userip_connections=2)
+    with server:
+        assert server.tls_port is None and server.ca_file is None
+        first = server.client("x")
+        assert b"STARTTLS" not in first.capabilities()
+        second = server.client("x")
+        # mail_max_userip_connections=2: the third session is refused after LOGIN.
+        with pytest.raises(imapclient.exceptions.IMAPClientError):
+            third = server.client("x")
+            third.list_folders()
+        assert server.connections("x") == 2
+        pgid = server._master.pid if server._master else 0
+        port = server.port
+        # no logout: stop() must end sessions whose clients are still connected
+        del first, second
+    assert not _group_alive(pgid)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_start_failure_reports_log(tmp_path: Path) -> None:
+    with Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False) as running:
+        clash = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False)  # same base_dir
+        with pytest.raises(DovecotError, match="already running"):
+            clash.start(timeout=5)
+        assert not clash.running
+        running.client("x").logout()  # the first instance is unharmed
