@@ -1,0 +1,64 @@
+"""Unit tests of the command line: flags, environment variables and their precedence."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastsync.cli import ALL_FLAGS, build_parser, resolve
+from fastsync.errors import UsageError
+
+
+def parse(*argv: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    return resolve(build_parser().parse_args(list(argv)), env or {})
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "key", "expected"),
+    [
+        (("sync",), {}, "workers", None),
+        (("sync",), {"FASTSYNC_WORKERS": "6"}, "workers", 6),
+        (("sync", "--procs", "3"), {"FASTSYNC_WORKERS": "6"}, "workers", 3),
+        (("sync", "-w", "2"), {}, "workers", 2),
+        (("sync", "--workers", "5"), {}, "workers", 5),
+        (("sync",), {"FASTSYNC_CONFIRM": "yes"}, "confirm", True),
+        (("sync",), {"FASTSYNC_CONFIRM": "0"}, "confirm", False),
+        (("sync", "--confirm"), {"FASTSYNC_CONFIRM": "0"}, "confirm", True),
+        (("show",), {"FASTSYNC_VERBOSE": "true"}, "verbose", True),
+        (("show", "-q"), {}, "quiet", True),
+        (("sync",), {"FASTSYNC_SOURCE_FOLDER": "INBOX"}, "src_folder", "INBOX"),
+        (("sync", "-s", "Sent"), {"FASTSYNC_SOURCE_FOLDER": "INBOX"}, "src_folder", "Sent"),
+        (("sync",), {"FASTSYNC_DESTINATION_FOLDER": "Old"}, "dst_folder", "Old"),
+        (("sync",), {"FASTSYNC_BPS_DOWN": "1000"}, "down_bps", 1000),
+        (("sync", "--bps-up", "7"), {"FASTSYNC_BPS_UP": "1000"}, "up_bps", 7),
+        (("sync",), {"FASTSYNC_MAX_CONNECTIONS": "3"}, "max_connections", 3),
+        (("sync", "-c", "a.yaml"), {"FASTSYNC_CONFIG": "b.json"}, "config", "a.yaml"),
+        (("show",), {"FASTSYNC_CONFIG": "b.json"}, "config", "b.json"),
+        (("sync", "-n"), {}, "dry_run", True),
+    ],
+)
+def test_flag_beats_env(argv: tuple[str, ...], env: dict[str, str], key: str, expected: object) -> None:
+    assert parse(*argv, env=env)[key] == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FASTSYNC_WORKERS": "many"}, "environment variable FASTSYNC_WORKERS='many': expected a whole number"),
+        ({"FASTSYNC_WORKERS": "0"}, "--workers / FASTSYNC_WORKERS: expected a whole number >= 1, got 0"),
+        ({"FASTSYNC_CONFIRM": "maybe"}, "environment variable FASTSYNC_CONFIRM='maybe': expected 1/0"),
+        ({"FASTSYNC_BPS_DOWN": "-5"}, "--bps-down / FASTSYNC_BPS_DOWN: expected a whole number >= 0, got -5"),
+    ],
+)
+def test_bad_env_values_are_usage_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse("sync", env=env)
+    assert str(caught.value).startswith(message)
+
+
+def test_every_flag_names_its_env_var_in_the_help() -> None:
+    parser = build_parser()
+    sync_help = parser._subparsers._group_actions[0].choices["sync"].format_help()  # type: ignore[union-attr]
+    flat = " ".join(sync_help.split())
+    for flag in ALL_FLAGS:
+        assert f"[env: {flag.env}]" in flat
+    assert len({f.env for f in ALL_FLAGS}) == len(ALL_FLAGS)

@@ -1,0 +1,165 @@
+"""`fastsync show` and connection failures, against real Dovecot servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bench.corpus import Message
+from bench.dovecot import Dovecot
+from conftest import Account, AccountFactory
+from helpers import run_cli, snapshot
+
+UTC = dt.timezone.utc
+ConfigFor = Callable[..., Path]
+
+FOLDERS = ["INBOX", "Projets/Café & [data]", "Archive/Été 2020/Q1", "Sent", "with space", "[brackets]"]
+
+
+def seed_folders(account: Account) -> dict[str, int]:
+    messages = []
+    sizes: dict[str, int] = {}
+    for index, folder in enumerate(FOLDERS):
+        for n in range(index + 1):
+            body = f"Message-ID: <{index}.{n}@x>\r\nSubject: {folder}\r\n\r\n{'x' * (100 * n)}\r\n".encode()
+            messages.append(Message(folder, body, (), dt.datetime(2020, 1, 1, tzinfo=UTC)))
+            sizes[folder] = sizes.get(folder, 0) + len(body)
+    account.seed(messages)
+    return sizes
+
+
+def rows(output: str, side: str) -> dict[str, list[str]]:
+    return {line.split("\t")[1]: line.split("\t") for line in output.splitlines() if line.startswith(side + "\t")}
+
+
+@pytest.mark.parametrize("server_name", ["dovecot", "dovecot_dot"])
+def test_show_lists_both_accounts_and_the_mapping(
+    server_name: str, request: pytest.FixtureRequest, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    server: Dovecot = request.getfixturevalue(server_name)
+    src, dst = accounts(2, server=server)
+    sizes = seed_folders(src)
+    before = snapshot(src)
+
+    result = run_cli("show", "-c", config_for(src, dst), "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    sep = server.separator
+    listed = rows(result.stdout, "src")
+    for index, folder in enumerate(FOLDERS):
+        name = folder.replace("/", sep)
+        assert listed[name][2] == str(index + 1), name
+        assert listed[name][4] == str(sizes[folder]), name
+    assert listed["Sent"][5] == "\\Sent"
+    # Nested parents exist as containers; shown, without counts.
+    assert listed[f"Archive{sep}Été 2020"][2] in ("-", "0")
+    assert list(rows(result.stdout, "dst")) == ["INBOX"]
+    mapping = [line.split("\t")[1:3] for line in result.stdout.splitlines() if line.startswith("map\t")]
+    assert [f"Archive{sep}Été 2020{sep}Q1"] * 2 in mapping
+    assert ["Projets" + sep + "Café & [data]"] * 2 in mapping
+    # Read-only: nothing changed on the source, \Seen included.
+    assert snapshot(src) == before
+
+
+def test_show_verbose_has_protocol_detail_and_human_mode_has_titles(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    seed_folders(src)
+    verbose = run_cli("show", "-c", config_for(src, dst), "-V")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "capabilities:" in verbose.stdout and "MULTIAPPEND" in verbose.stdout
+    inbox = rows(verbose.stdout, "src")["INBOX"]
+    assert inbox[6] == "/"
+    assert int(inbox[7]) > 0 and int(inbox[8]) == 2
+    assert "# source (" in verbose.stdout
+    assert "# Folder mapping used by sync" in verbose.stdout
+    quiet_env = run_cli("show", "-c", config_for(src, dst), env={"FASTSYNC_QUIET": "1"})
+    assert "# " not in quiet_env.stdout
+
+
+def test_show_an_empty_account(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    result = run_cli("show", "-c", config_for(src, dst), "-q")
+    assert result.returncode == 0, result.stderr
+    assert rows(result.stdout, "src") == {"INBOX": ["src", "INBOX", "0", "0 B", "0", "-"]}
+
+
+def test_wrong_password_is_one_line_exit_4_without_the_password(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    secret = "Wr0ng-Pa55-zebra"
+    result = run_cli("show", "-c", config_for(src, dst, extra={"dst": {"pass": secret}}))
+    assert result.returncode == 4
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: destination ({dst.address}): login as '{dst.user}' refused")
+    assert "Traceback" not in result.stderr
+    assert secret not in result.stdout + result.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_closed_port_is_a_connection_error(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    port = _closed_port()
+    result = run_cli("show", "-c", config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{port}"}}))
+    assert result.returncode == 3
+    assert result.stderr.strip() == (
+        f"error: source (127.0.0.1:{port}): connection refused; check src.server (host and port) "
+        "and that the server runs"
+    )
+
+
+def test_untrusted_certificate_is_refused_and_ca_file_trusts_it(
+    dovecot: Dovecot, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    tls_server = f"127.0.0.1:{dovecot.tls_port}"
+    implicit = {"src": {"server": tls_server, "tls": "implicit"}}
+    refused = run_cli("show", "-c", config_for(src, dst, extra=implicit))
+    assert refused.returncode == 3
+    assert f"error: source ({tls_server}): TLS certificate not trusted" in refused.stderr
+    assert "set src.ca_file" in refused.stderr
+    trusted = run_cli("show", "-c", config_for(src, dst, extra={"src": {**implicit["src"], "ca_file": str(dovecot.ca_file)}}))
+    assert trusted.returncode == 0, trusted.stderr
+    starttls = {"src": {"tls": "starttls", "ca_file": str(dovecot.ca_file)}}
+    upgraded = run_cli("show", "-c", config_for(src, dst, extra=starttls))
+    assert upgraded.returncode == 0, upgraded.stderr
+
+
+def test_starttls_not_offered_is_refused(tmp_path: Path, accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    with Dovecot(tmp_path / "plain", {"p": "p-pw"}, starttls=False) as plain:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{plain.port}", "user": "p", "pass": "p-pw", "tls": "starttls"}})
+        result = run_cli("show", "-c", config)
+    assert result.returncode == 3
+    assert "server does not offer STARTTLS" in result.stderr
+    assert "never plain text" in result.stderr
+
+
+def test_version_makes_no_network_call() -> None:
+    result = run_cli("--version", env={"FASTSYNC_CONFIG": "/nonexistent.json"})
+    assert result.returncode == 0
+    assert result.stdout.startswith("fastsync ")
+
+
+def test_config_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "c.yaml"
+    bad.write_text("src:\n  server: imap.example.com\n")
+    result = run_cli("show", "-c", bad)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    missing = run_cli("sync", env={"FASTSYNC_CONFIG": str(tmp_path / "none.json")})
+    assert missing.returncode == 2
+    assert "none.json: cannot read" in missing.stderr
