@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -106,6 +105,7 @@ class Reporter:
         self._progress: Progress | None = None
         self._overall: TaskID | None = None
         self._folder_tasks: dict[str, TaskID] = {}
+        self._folder_done: dict[str, int] = {}
         self._plain_last = 0.0
         self._done = 0
         self._done_bytes = 0
@@ -191,7 +191,6 @@ class Reporter:
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
@@ -208,13 +207,17 @@ class Reporter:
             self._progress.update(
                 self._overall, advance=size_bytes, description=f"all folders {self._done}/{self._total} msgs"
             )
+            total = folder_total[1]
             task = self._folder_tasks.get(folder)
-            if task is None and folder_total[1]:
-                task = self._progress.add_task(folder, total=folder_total[1])
+            if task is None and total:
+                task = self._progress.add_task(folder, total=total)
                 self._folder_tasks[folder] = task
+                self._folder_done[folder] = 0
             if task is not None:
                 self._progress.update(task, advance=size_bytes)
-                if self._progress.tasks[task].finished:
+                self._folder_done[folder] += size_bytes
+                if self._folder_done[folder] >= total:
+                    # A finished folder leaves the display; the overall bar stays.
                     self._progress.remove_task(task)
                     del self._folder_tasks[folder]
             return
