@@ -70,18 +70,43 @@ class SharedBucket:
         return self.__dict__.copy()
 
 
+# Slots held are counted per worker index modulo this, so that the parent can give back
+# the slots of a worker that was killed before it could release them.
+HOLDERS = 1024
+
+
 class ConnectionSlots:
-    """At most N simultaneous connections to one side, across processes."""
+    """At most N simultaneous connections to one side, across processes.
+
+    Each process says which holder it is (`holder`: the worker index, -1 for the planner);
+    a killed worker cannot release its slots, so the parent calls `release_all(index)`
+    once the worker is gone, and the server closed its connections anyway.
+    """
 
     def __init__(self, ctx: multiprocessing.context.BaseContext, count: int) -> None:
         self.count = count
+        self.holder = -1
         self._semaphore = ctx.BoundedSemaphore(count)
+        self._held: Any = ctx.Array("i", HOLDERS)
 
     def acquire(self) -> None:
         self._semaphore.acquire()
+        with self._held.get_lock():
+            self._held[self.holder % HOLDERS] += 1
 
     def release(self) -> None:
+        with self._held.get_lock():
+            self._held[self.holder % HOLDERS] -= 1
         self._semaphore.release()
+
+    def release_all(self, holder: int) -> int:
+        """Give back every slot a dead process held; returns how many."""
+        with self._held.get_lock():
+            count = self._held[holder % HOLDERS]
+            self._held[holder % HOLDERS] = 0
+        for _ in range(count):
+            self._semaphore.release()
+        return int(count)
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,17 @@ class Limits:
     up: SharedBucket | None = None
     src_slots: ConnectionSlots | None = None
     dst_slots: ConnectionSlots | None = None
+
+    def adopt(self, holder: int) -> None:
+        """Called in a worker process: slots it takes are counted under its index."""
+        for slots in (self.src_slots, self.dst_slots):
+            if slots is not None:
+                slots.holder = holder
+
+    def release_all(self, holder: int) -> None:
+        for slots in (self.src_slots, self.dst_slots):
+            if slots is not None:
+                slots.release_all(holder)
 
     @classmethod
     def create(

@@ -167,6 +167,7 @@ def worker_main(
     # Ctrl-C reaches the whole process group; the parent decides, workers are told via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
+    limits.adopt(index)
     worker = Worker(index, src, dst, limits, results)
     try:
         while not stop.is_set():

@@ -309,6 +309,7 @@ class _Coordinator:
                 continue
             process.join()
             del self.processes[index]
+            self.limits.release_all(index)
             self.exits_in_a_row += 1
             if index not in self.reported_exit:
                 self.reporter.warn(f"worker {index} exited unexpectedly (exit code {process.exitcode})")

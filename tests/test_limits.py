@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 
 import pytest
@@ -77,3 +78,22 @@ def test_connection_slots_cap_across_processes() -> None:
 )
 def test_workers_allowed_leaves_a_slot_for_the_planner(requested: int, max_connections: int, expected: int) -> None:
     assert workers_allowed(requested, max_connections) == expected
+
+
+def _take_and_die(slots: ConnectionSlots) -> None:
+    slots.holder = 5
+    slots.acquire()
+    os._exit(9)
+
+
+def test_slots_of_a_killed_worker_are_given_back() -> None:
+    ctx = multiprocessing.get_context("fork")
+    slots = ConnectionSlots(ctx, 1)
+    worker = ctx.Process(target=_take_and_die, args=(slots,))
+    worker.start()
+    worker.join()
+    assert not slots._semaphore.acquire(timeout=0.05)
+    assert slots.release_all(5) == 1
+    assert slots.release_all(5) == 0
+    slots.acquire()
+    slots.release()

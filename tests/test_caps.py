@@ -1,0 +1,73 @@
+"""Bandwidth and connection caps, measured on the wire between fastsync and a real Dovecot."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bench.corpus import Message
+from conftest import Account, AccountFactory
+from helpers import run_cli, snapshot, summary_line
+from tcpproxy import CountingProxy, Traffic
+
+UTC = dt.timezone.utc
+ConfigFor = Callable[..., Path]
+
+
+def corpus(count: int, size_bytes: int, seed: int = 1) -> list[Message]:
+    rng = random.Random(seed)
+    out = []
+    for n in range(count):
+        filler = "".join(rng.choice("abcdefghij ") for _ in range(size_bytes))
+        lines = "\r\n".join(filler[i : i + 76] for i in range(0, len(filler), 76))
+        body = f"Message-ID: <cap{n}@x>\r\nSubject: {n}\r\n\r\n{lines}\r\n".encode()
+        out.append(Message("INBOX", body, ("\\Seen",), dt.datetime(2021, 5, 1, tzinfo=UTC)))
+    return out
+
+
+def _via(proxy: CountingProxy, account: Account) -> dict[str, str]:
+    return {"server": f"127.0.0.1:{proxy.port}"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("direction", ["down", "up"])
+def test_bandwidth_cap_holds_on_the_wire(
+    direction: str, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    cap = 250_000
+    src.seed(corpus(60, 50_000))
+    target = src if direction == "down" else dst
+    with CountingProxy(target.server.port) as proxy:
+        side = "src" if direction == "down" else "dst"
+        config = config_for(src, dst, extra={side: _via(proxy, target)})
+        flag = "--bps-down" if direction == "down" else "--bps-up"
+        result = run_cli("sync", "-c", config, "-y", "--procs", "4", flag, str(cap))
+    assert result.returncode == 0, result.stderr
+    assert snapshot(dst) == snapshot(src)
+    chunks = proxy.traffic.to_client if direction == "down" else proxy.traffic.to_server
+    seconds, total = Traffic.span(chunks)
+    assert total > 3_000_000 and seconds >= 10
+    # Over any 10 s window: within the cap plus one burst (64 KiB) and one chunk in flight.
+    assert Traffic.rate(chunks, 10.0) <= cap + (64 * 1024 * 2) / 10.0
+    # And the cap is used: at least 90 % of it over the whole transfer.
+    assert total / seconds >= 0.9 * cap
+
+
+@pytest.mark.slow
+def test_max_connections_holds_at_the_server(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    src.seed(corpus(600, 3_000))
+    with CountingProxy(src.server.port) as src_proxy, CountingProxy(dst.server.port) as dst_proxy:
+        config = config_for(src, dst, extra={"src": _via(src_proxy, src), "dst": _via(dst_proxy, dst)})
+        result = run_cli("sync", "-c", config, "-y", "--procs", "8", "--max-connections", "3")
+    assert result.returncode == 0, result.stderr
+    assert "--procs 8 lowered to 2" in result.stderr
+    assert "600 copied" in summary_line(result.stdout)
+    assert src_proxy.peak_connections == 3
+    assert dst_proxy.peak_connections == 3
+    assert snapshot(dst) == snapshot(src)
