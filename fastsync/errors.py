@@ -73,6 +73,30 @@ class ConnectionLost(ConnectError):
     """An established connection broke (reset, BYE, timeout); the session is unusable."""
 
 
+class MalformedResponse(ConnectionLost):
+    """The server sent data the parser cannot read; the connection is out of step."""
+
+
+class Throttled(ConnectionLost):
+    """The server asked us to slow down (Office 365 "Request is throttled", Gmail
+    [THROTTLED], [UNAVAILABLE], "Too many simultaneous connections").
+
+    ``wait_s`` is the server's suggested pause, 0 when it gave none.
+    """
+
+    def __init__(self, message: str, wait_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.wait_s = wait_s
+
+    def __reduce__(self) -> tuple[type, tuple[str, float]]:
+        return (type(self), (self.message, self.wait_s))
+
+
+class DestinationFull(FastsyncError):
+    """The destination account is over quota: every further APPEND would fail too."""
+
+
 class FolderError(FastsyncError):
     """One folder cannot be synced (cannot be selected, created, listed)."""
 

@@ -64,13 +64,21 @@ class MessageRef:
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """A set of source UIDs of one folder pair, bounded by count and bytes, copied by one worker."""
+    """A set of source UIDs of one folder pair, bounded by count and bytes, copied by one worker.
+
+    ``dst_uidnext`` is the destination folder's UIDNEXT when it was planned: every copy
+    fastsync makes into it afterwards has a UID at least that high, which is where a
+    worker looks after an APPEND whose outcome it could not learn.  ``attempt`` counts
+    the workers that took the unit before (a worker that died mid-unit).
+    """
 
     unit_id: int
     pair: FolderPair
     uidvalidity: int
     uids: tuple[int, ...]
     size_bytes: int
+    dst_uidnext: int = 1
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,12 +112,39 @@ class UnitDone:
     vanished: int = 0
     failures: tuple[Failure, ...] = field(default_factory=tuple)
     error: str = ""
+    replan: bool = False
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
 class WorkerExit:
-    """A worker stopped because of a failure that ruins its connections (not a message)."""
+    """A worker stopped because of a failure that ruins its connections (not a message).
+
+    ``kind``: "fatal" (login refused: stop the run), "throttled" (the server asked for
+    fewer connections: run with one worker less), "full" (destination over quota: stop
+    the run cleanly) or "lost" (retries exhausted: the unit goes to another worker).
+    """
 
     worker: int
     message: str
     exit_code: int
+    kind: str = "lost"
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """A worker lost a connection and retries after a pause (shown as a warning)."""
+
+    worker: int
+    message: str
+    wait_s: float
+    attempt: int
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Retry policy of the workers (and the planner)."""
+
+    retries: int = 5
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0

@@ -85,17 +85,30 @@ def shard(
     first_unit_id: int,
     max_messages: int = UNIT_MAX_MESSAGES,
     max_bytes: int = UNIT_MAX_BYTES,
+    dst_uidnext: int = 1,
 ) -> Iterator[WorkUnit]:
-    """Cut messages into units bounded by count and bytes; a message over budget travels alone."""
+    """Cut messages into units bounded by count and bytes; a message over budget travels alone.
+
+    All messages that share an identity go into the same unit (the one of the first), so
+    that after an APPEND with an unknown outcome a worker can tell its own copies apart:
+    no other unit puts that identity into the destination folder.
+    """
     unit_id = first_unit_id
     uids: list[int] = []
     size = 0
+    same: dict[str, list[MessageRef]] = {}
     for ref in refs:
-        if uids and (len(uids) >= max_messages or size + ref.size_bytes > max_bytes):
-            yield WorkUnit(unit_id, pair, uidvalidity, tuple(uids), size)
+        same.setdefault(ref.identity, []).append(ref)
+    for ref in refs:
+        group = same.pop(ref.identity, None)
+        if group is None:
+            continue
+        group_size = sum(r.size_bytes for r in group)
+        if uids and (len(uids) + len(group) > max_messages or size + group_size > max_bytes):
+            yield WorkUnit(unit_id, pair, uidvalidity, tuple(uids), size, dst_uidnext)
             unit_id += 1
             uids, size = [], 0
-        uids.append(ref.uid)
-        size += ref.size_bytes
+        uids.extend(r.uid for r in group)
+        size += group_size
     if uids:
-        yield WorkUnit(unit_id, pair, uidvalidity, tuple(uids), size)
+        yield WorkUnit(unit_id, pair, uidvalidity, tuple(uids), size, dst_uidnext)

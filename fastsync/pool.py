@@ -18,20 +18,33 @@ written to disk.  A worker keeps its two connections for the whole run.
 from __future__ import annotations
 
 import contextlib
-import email.parser
 import multiprocessing
 import multiprocessing.context
 import os
 import queue
+import random
 import signal
 import traceback
+from collections import Counter
 from typing import Any
 
+from fastsync import plan
 from fastsync.config import Account
-from fastsync.errors import ConnectionLost, FastsyncError, FolderError, MessageError
+from fastsync.errors import (
+    AuthError,
+    ConnectError,
+    ConnectionLost,
+    DestinationFull,
+    FastsyncError,
+    FolderError,
+    MalformedResponse,
+    MessageError,
+    Throttled,
+    TLSError,
+)
 from fastsync.limits import Limits
-from fastsync.model import Failure, Taken, UnitDone, WorkerExit, WorkUnit
-from fastsync.session import Fetched, Session
+from fastsync.model import Failure, Retrying, Taken, UnitDone, WorkerExit, WorkerSettings, WorkUnit
+from fastsync.session import Fetched, Session, backoff_s
 
 # forkserver: workers fork from a small server process that has imported this module (and
 # imapclient) once, so a worker starts in milliseconds, yet inherits none of the parent's
@@ -41,60 +54,62 @@ START_METHOD = "forkserver"
 # How often an idle worker wakes to check for cancellation and for a dead parent.
 POLL_S = 0.2
 
-# System flags a client may set on APPEND (RFC 3501 section 2.3.2); \Recent is the server's.
-SYSTEM_FLAGS = frozenset({"\\seen", "\\answered", "\\flagged", "\\deleted", "\\draft"})
-
-
 def context() -> multiprocessing.context.BaseContext:
     ctx = multiprocessing.get_context(START_METHOD)
     if START_METHOD == "forkserver":
-        ctx.set_forkserver_preload(["fastsync.pool"])  # type: ignore[attr-defined]
+        ctx.set_forkserver_preload(["fastsync.pool"])
     return ctx
 
 
-def keep_flags(flags: tuple[str, ...], keywords_allowed: bool) -> tuple[str, ...]:
-    """Flags to set on the copy: never \\Recent; keywords only when the destination keeps them."""
-    kept = []
-    for flag in flags:
-        lowered = flag.lower()
-        if lowered == "\\recent":
-            continue
-        if lowered in SYSTEM_FLAGS or keywords_allowed:
-            kept.append(flag)
-    return tuple(kept)
+def keep_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """Flags to set on the copy: all but \\Recent, which only a server may set (RFC 3501 section 2.3.2).
+
+    Keywords travel too; a server that cannot store them ignores them on APPEND.
+    """
+    return tuple(f for f in flags if f.lower() != "\\recent")
+
+
+def header_of(body: bytes) -> bytes:
+    end = body.find(b"\r\n\r\n")
+    return body[: end + 2] if end >= 0 else body[:8192]
 
 
 def _message_id(body: bytes) -> str:
-    header_end = body.find(b"\r\n\r\n")
-    head = body[: header_end if header_end >= 0 else 4096]
-    value = email.parser.BytesHeaderParser().parsebytes(head).get("Message-Id", "")
-    return str(value).strip()
+    return plan.parse_header_fields(header_of(body)).get("message-id", b"").decode("utf-8", "replace")
 
 
 class Worker:
-    """One worker's state: its connections, reused across units."""
+    """One worker's state: its connections, reused across units, and its retry policy."""
 
-    def __init__(self, index: int, src: Account, dst: Account, limits: Limits, results: Any) -> None:
+    def __init__(
+        self,
+        index: int,
+        src: Account,
+        dst: Account,
+        limits: Limits,
+        settings: WorkerSettings,
+        results: Any,
+        stop: Any,
+    ) -> None:
         self.index = index
         self.src_account = src
         self.dst_account = dst
         self.limits = limits
+        self.settings = settings
         self.results = results
+        self.stop = stop
         self.src: Session | None = None
         self.dst: Session | None = None
         self.src_folder = ""
         self.created: set[str] = set()
+        self.rng = random.Random()
 
     def connect(self) -> tuple[Session, Session]:
         if self.src is None:
-            self.src = Session.open(
-                self.src_account, slots=self.limits.src_slots, meter_down=self.limits.down, meter_up=None
-            )
+            self.src = Session.open(self.src_account, slots=self.limits.src_slots, meter_down=self.limits.down)
             self.src_folder = ""
         if self.dst is None:
-            self.dst = Session.open(
-                self.dst_account, slots=self.limits.dst_slots, meter_down=None, meter_up=self.limits.up
-            )
+            self.dst = Session.open(self.dst_account, slots=self.limits.dst_slots, meter_up=self.limits.up)
         return self.src, self.dst
 
     def close(self) -> None:
@@ -103,30 +118,105 @@ class Worker:
                 session.close()
         self.src = self.dst = None
 
-    def copy(self, unit: WorkUnit) -> UnitDone:
+    def process(self, unit: WorkUnit) -> UnitDone:
+        """Copy a unit, reconnecting with backoff when a connection breaks.
+
+        After a break the outcome of an APPEND in flight is unknown, so every later attempt
+        first looks on the destination for the unit's messages (``check``).  A unit that
+        twice meets data the parser cannot read is copied message by message, so that one
+        malformed message fails alone.
+        """
+        check = unit.attempt > 0
+        malformed = 0
+        attempt = 0
+        while True:
+            try:
+                return self.copy(unit, check, one_by_one=malformed >= 2)
+            except (ConnectError, ConnectionLost) as exc:
+                if not exc.retryable or isinstance(exc, Throttled):
+                    raise
+                self.close()
+                attempt += 1
+                malformed += isinstance(exc, MalformedResponse)
+                if attempt > self.settings.retries:
+                    raise
+                wait_s = backoff_s(attempt, self.settings, self.rng)
+                self.results.put(Retrying(self.index, exc.message, wait_s, attempt))
+                if self.stop.wait(wait_s):
+                    raise
+                check = True
+
+    def copy(self, unit: WorkUnit, check: bool, one_by_one: bool = False) -> UnitDone:
         src, dst = self.connect()
         folder = unit.pair.src
         if self.src_folder != folder:
+            self.src_folder = ""
             status = src.examine(folder)
             self.src_folder = folder
             if status.uidvalidity != unit.uidvalidity:
+                # RFC 3501 section 2.3.1.1: the UIDs of the plan no longer name these messages.
                 return UnitDone(
                     self.index, unit.unit_id, folder, 0, 0,
-                    error=f"{src.where}: folder {folder!r} changed UIDVALIDITY since planning; run again",
+                    error=f"{src.where}: folder {folder!r} changed UIDVALIDITY since planning", replan=True,
                 )
-        fetched = src.fetch_messages(unit.uids)
-        vanished = len(unit.uids) - len(fetched)
-        keywords = "\\*" in dst.permanent_flags or not dst.permanent_flags
-        messages = [
-            Fetched(m.uid, keep_flags(m.flags, keywords), m.internaldate, m.body) for m in fetched
-        ]
-        failures = self._append(dst, unit.pair.dst, folder, messages)
-        copied = len(messages) - len(failures)
-        size = sum(len(m.body) for m in messages) - sum(f.size_bytes for f in failures)
-        return UnitDone(self.index, unit.unit_id, folder, copied, size, vanished, tuple(failures))
+        failures: list[Failure] = []
+        if one_by_one:
+            fetched = self._fetch_one_by_one(unit, failures)
+        else:
+            fetched = src.fetch_messages(unit.uids)
+        # Messages expunged at the source since planning are simply gone: not an error.
+        vanished = len(unit.uids) - len(fetched) - len(failures)
+        messages = [Fetched(m.uid, keep_flags(m.flags), m.internaldate, m.body) for m in fetched]
+        skipped = 0
+        if check:
+            messages, skipped = self._already_there(dst, unit, messages)
+        failures += self._append(dst, unit.pair.dst, folder, messages)
+        refused = {f.uid for f in failures}
+        copied = [m for m in messages if m.uid not in refused]
+        return UnitDone(
+            self.index, unit.unit_id, folder, len(copied) + skipped, sum(len(m.body) for m in copied),
+            vanished, tuple(failures), skipped=skipped,
+        )
+
+    def _fetch_one_by_one(self, unit: WorkUnit, failures: list[Failure]) -> list[Fetched]:
+        fetched = []
+        for uid in unit.uids:
+            src, _dst = self.connect()
+            if self.src_folder != unit.pair.src:
+                src.examine(unit.pair.src)
+                self.src_folder = unit.pair.src
+            try:
+                fetched.extend(src.fetch_messages([uid]))
+            except MalformedResponse as exc:
+                failures.append(Failure(unit.pair.src, uid, 0, exc.message))
+                self.close()
+        return fetched
+
+    def _already_there(self, dst: Session, unit: WorkUnit, messages: list[Fetched]) -> tuple[list[Fetched], int]:
+        """Drop messages an earlier, interrupted attempt already appended.
+
+        Copies made since planning have UIDs >= the folder's UIDNEXT at planning time, and
+        no other unit carries these identities (plan.shard keeps them together), so every
+        match there is one of ours.
+        """
+        try:
+            dst.examine(unit.pair.dst)
+        except FolderError:
+            return messages, 0
+        present = Counter(dst.identities_since(unit.dst_uidnext, plan.identity))
+        keep = []
+        for m in messages:
+            key = plan.identity(header_of(m.body), len(m.body))[0]
+            if present[key] > 0:
+                present[key] -= 1
+            else:
+                keep.append(m)
+        return keep, len(messages) - len(keep)
 
     def _append(self, dst: Session, dst_folder: str, src_folder: str, messages: list[Fetched]) -> list[Failure]:
         """Append all; when the batch is refused, find the refused messages one by one."""
+        if not messages:
+            return []
         try:
             self._append_or_create(dst, dst_folder, messages)
             return []
@@ -146,6 +236,9 @@ class Worker:
         try:
             dst.append(dst_folder, messages)
         except MessageError as exc:
+            if exc.code == "OVERQUOTA":
+                # Every further APPEND would be refused too: stop the run, not each message.
+                raise DestinationFull(f"{exc.message}; free space on the destination and run again") from None
             # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
             if exc.code != "TRYCREATE" or dst_folder in self.created:
                 raise
@@ -159,6 +252,7 @@ def worker_main(
     src: Account,
     dst: Account,
     limits: Limits,
+    settings: WorkerSettings,
     tasks: Any,
     results: Any,
     stop: Any,
@@ -168,7 +262,7 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     limits.adopt(index)
-    worker = Worker(index, src, dst, limits, results)
+    worker = Worker(index, src, dst, limits, settings, results, stop)
     try:
         while not stop.is_set():
             try:
@@ -181,18 +275,24 @@ def worker_main(
                 break
             results.put(Taken(index, unit.unit_id))
             try:
-                done = worker.copy(unit)
+                done = worker.process(unit)
             except FolderError as exc:
                 done = UnitDone(index, unit.unit_id, unit.pair.src, 0, 0, error=exc.message)
-            except ConnectionLost:
-                # The unit is not done; give it back and let the parent decide on a retry.
-                worker.close()
-                raise
             results.put(done)
+    except Throttled as exc:
+        worker.close()
+        # Wait as the server asked before giving the unit back, then leave: the parent
+        # runs on with one connection per side fewer.
+        stop.wait(exc.wait_s or backoff_s(1, settings, worker.rng))
+        results.put(WorkerExit(index, exc.message, int(exc.exit_code), "throttled"))
+    except DestinationFull as exc:
+        results.put(WorkerExit(index, exc.message, int(exc.exit_code), "full"))
+    except (AuthError, TLSError) as exc:
+        results.put(WorkerExit(index, exc.message, int(exc.exit_code), "fatal"))
     except FastsyncError as exc:
-        results.put(WorkerExit(index, exc.message, int(exc.exit_code)))
+        results.put(WorkerExit(index, exc.message, int(exc.exit_code), "lost"))
     except Exception:
-        results.put(WorkerExit(index, traceback.format_exc(limit=8), 1))
+        results.put(WorkerExit(index, traceback.format_exc(limit=8), 1, "lost"))
     finally:
         with contextlib.suppress(Exception):
             worker.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import imaplib
+import random
 import re
 import socket
 import ssl
@@ -31,10 +32,12 @@ from fastsync.errors import (
     ConnectError,
     ConnectionLost,
     FolderError,
+    MalformedResponse,
     MessageError,
+    Throttled,
     TLSError,
 )
-from fastsync.model import Folder, FolderStatus, MessageRef
+from fastsync.model import Folder, FolderStatus, MessageRef, WorkerSettings
 
 # Planning fetches message identities this many at a time: one round trip per few thousand
 # messages keeps a 100,000-message folder at a few dozen commands and bounded memory.
@@ -137,11 +140,11 @@ class _Metered:
             super().send(chunk)  # type: ignore[misc]
 
 
-class _PlainTransport(_Metered, imap4.IMAP4WithTimeout):
+class _PlainTransport(_Metered, imap4.IMAP4WithTimeout):  # type: ignore[misc]
     pass
 
 
-class _TLSTransport(_Metered, tls.IMAP4_TLS):
+class _TLSTransport(_Metered, tls.IMAP4_TLS):  # type: ignore[misc]
     pass
 
 
@@ -167,8 +170,8 @@ class _Client(imapclient.IMAPClient):  # type: ignore[misc]
             transport = _TLSTransport(self.host, self.port, self.ssl_context, connect_timeout)
         else:
             transport = _PlainTransport(self.host, self.port, connect_timeout)
-        transport.meter_down = self.meter_down  # type: ignore[attr-defined]
-        transport.meter_up = self.meter_up  # type: ignore[attr-defined]
+        transport.meter_down = self.meter_down
+        transport.meter_up = self.meter_up
         return transport
 
 
@@ -279,12 +282,14 @@ class Session:
             raise
         except imap_exc.LoginError as exc:
             _close_quietly(client)
+            _raise_if_throttled(_text(exc.args[0] if exc.args else exc), where)
             raise AuthError(
                 f"{where}: login as {account.user!r} refused ({_redact(_text(exc.args[0] if exc.args else exc), account)}); "
                 f"check {account.side}.user and the password"
             ) from None
         except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
             _close_quietly(client)
+            _raise_if_throttled(str(exc), where)
             reason = _describe_os_error(exc, account)
             error_class = TLSError if isinstance(exc, ssl.SSLError) else ConnectError
             raise error_class(f"{where}: {reason}") from None
@@ -323,10 +328,18 @@ class Session:
         """Turn imapclient/socket failures into ours; a broken connection is ConnectionLost."""
         try:
             yield
-        except (OSError, EOFError, imaplib.IMAP4.abort, imap_exc.ProtocolError) as exc:
-            # imapclient.IMAPClientAbortError is an IMAP4.abort: the connection is unusable.
+        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+            # imapclient.IMAPClientAbortError is an IMAP4.abort: the connection is unusable
+            # (a BYE, a reset, a timeout: a stalled server is a lost one).
+            _raise_if_throttled(str(exc), self.where)
             reason = _describe_os_error(exc, self.account)
             raise ConnectionLost(f"{self.where}: {reason}") from None
+        except imap_exc.ProtocolError as exc:
+            # The parser lost its place in the stream: the connection cannot be trusted.
+            raise MalformedResponse(f"{self.where}: malformed response: {_text(exc)[:200]}") from None
+        except imap_exc.IMAPClientError as exc:
+            _raise_if_throttled(_text(exc), self.where)
+            raise
 
     # -- folders -----------------------------------------------------------------------
 
@@ -408,6 +421,22 @@ class Session:
                 refs.append(MessageRef(uid=int(data[b"UID"]), size_bytes=size, identity=key, has_message_id=has_id))
         return refs
 
+    def identities_since(self, first_uid: int, identity: Callable[[bytes, int], tuple[str, bool]]) -> list[str]:
+        """Identities of the examined folder's messages with UID >= *first_uid*."""
+        header_key = b"BODY[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"
+        # "n:*" also matches the highest UID when it is below n (RFC 3501 section 6.4.8),
+        # hence the filter on the UID.
+        reply = self._fetch(
+            f"{max(first_uid, 1)}:*",
+            [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"],
+            uid=True,
+        )
+        return [
+            identity(data.get(header_key) or b"", int(data.get(b"RFC822.SIZE", 0)))[0]
+            for uid, data in reply.items()
+            if uid >= first_uid
+        ]
+
     def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool) -> dict[int, dict[bytes, Any]]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
 
@@ -474,6 +503,39 @@ class Session:
     @property
     def multiappend(self) -> bool:
         return "MULTIAPPEND" in self.capabilities
+
+
+def backoff_s(attempt: int, settings: WorkerSettings, rng: random.Random) -> float:
+    """Pause before retry number *attempt* (1-based): exponential, capped, with jitter.
+
+    The jitter (half to all of the exponential step) keeps workers that lost their
+    connections at the same moment (a server restart) from reconnecting in lockstep.
+    """
+    step = min(settings.backoff_max_s, settings.backoff_base_s * 2 ** (attempt - 1))
+    return rng.uniform(step / 2, step)
+
+
+_BACKOFF_HINT = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*milli", re.IGNORECASE)
+_THROTTLE_SIGNS = ("[THROTTLED]", "[UNAVAILABLE]", "TOO MANY SIMULTANEOUS CONNECTIONS", "REQUEST IS THROTTLED")
+
+
+def throttle_wait(text: str) -> float | None:
+    """Seconds the server asks us to wait (0: unspecified) when *text* is a throttling reply, else None.
+
+    Office 365: "Request is throttled. Suggested Backoff Time: 12000 milliseconds";
+    Gmail: "[THROTTLED]", "[UNAVAILABLE]", "[ALERT] Too many simultaneous connections".
+    """
+    hint = _BACKOFF_HINT.search(text)
+    if hint:
+        return int(hint.group(1)) / 1000
+    upper = text.upper()
+    return 0.0 if any(sign in upper for sign in _THROTTLE_SIGNS) else None
+
+
+def _raise_if_throttled(text: str, where: str) -> None:
+    wait_s = throttle_wait(text)
+    if wait_s is not None:
+        raise Throttled(f"{where}: server is throttling: {text.strip()[:200]}", wait_s) from None
 
 
 def _redact(text: str, account: Account) -> str:

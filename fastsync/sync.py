@@ -7,21 +7,35 @@ into work units; the pool (pool.py) copies them while this process aggregates pr
 
 from __future__ import annotations
 
+import dataclasses
 import queue
+import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fastsync import folders as folder_rules
 from fastsync import plan, pool, providers
 from fastsync.config import Config
-from fastsync.errors import Cancelled, ExitCode, UsageError
+from fastsync.errors import Cancelled, ConnectError, ConnectionLost, Throttled, UsageError
 from fastsync.limits import Limits, workers_allowed
-from fastsync.model import Folder, FolderPair, MessageRef, Taken, UnitDone, WorkerExit, WorkUnit
+from fastsync.model import (
+    Folder,
+    FolderPair,
+    MessageRef,
+    Retrying,
+    Taken,
+    UnitDone,
+    WorkerExit,
+    WorkerSettings,
+    WorkUnit,
+)
 from fastsync.progress import FolderRow, Reporter, Summary
-from fastsync.session import Session
+from fastsync.session import Session, backoff_s
+
+T = TypeVar("T")
 
 # A unit whose worker died is given to another worker this many times before the run
 # reports it as not copied (a unit that kills every worker must not loop forever).
@@ -45,6 +59,11 @@ class Options:
     max_connections: int = 0
     unit_max_messages: int = plan.UNIT_MAX_MESSAGES
     unit_max_bytes: int = plan.UNIT_MAX_BYTES
+    retries: int = WorkerSettings.retries
+
+    @property
+    def settings(self) -> WorkerSettings:
+        return WorkerSettings(retries=self.retries)
 
 
 @dataclass
@@ -55,6 +74,7 @@ class FolderPlan:
     todo: list[MessageRef] = field(default_factory=list)
     without_id: int = 0
     note: str = ""
+    dst_uidnext: int = 1
 
     @property
     def todo_bytes(self) -> int:
@@ -95,8 +115,10 @@ def plan_folder(src: Session, dst: Session, pair: FolderPair, dst_exists: bool) 
     status = src.examine(pair.src)
     refs = src.message_refs(status.messages, plan.identity) if status.messages else []
     dst_ids: list[str] = []
+    dst_uidnext = 1
     if dst_exists:
         dst_status = dst.examine(pair.dst)
+        dst_uidnext = dst_status.uidnext
         if dst_status.messages:
             dst_ids = [r.identity for r in dst.message_refs(dst_status.messages, plan.identity)]
     todo = plan.missing(refs, dst_ids)
@@ -104,8 +126,53 @@ def plan_folder(src: Session, dst: Session, pair: FolderPair, dst_exists: bool) 
     if not dst_exists:
         note = (note + ", " if note else "") + "new folder"
     return FolderPlan(
-        pair, status.uidvalidity, len(refs), todo, sum(1 for r in refs if not r.has_message_id), note
+        pair, status.uidvalidity, len(refs), todo, sum(1 for r in refs if not r.has_message_id), note, dst_uidnext
     )
+
+
+class _Planner:
+    """The parent's two connections (one slot per side), reopened with backoff when they break."""
+
+    def __init__(self, config: Config, limits: Limits, settings: WorkerSettings, reporter: Reporter) -> None:
+        self.config = config
+        self.limits = limits
+        self.settings = settings
+        self.reporter = reporter
+        self.src: Session | None = None
+        self.dst: Session | None = None
+        self.rng = random.Random()
+
+    def open(self) -> tuple[Session, Session]:
+        if self.src is None:
+            self.src = Session.open(self.config.src, slots=self.limits.src_slots, meter_down=self.limits.down)
+        if self.dst is None:
+            self.dst = Session.open(self.config.dst, slots=self.limits.dst_slots, meter_up=self.limits.up)
+        return self.src, self.dst
+
+    def close(self) -> None:
+        for session in (self.src, self.dst):
+            if session is not None:
+                session.close()
+        self.src = self.dst = None
+
+    def call(self, what: str, work: Callable[[Session, Session], T]) -> T:
+        """Run *work* with both sessions; a broken connection is reopened and *work* run again."""
+        attempt = 0
+        while True:
+            try:
+                return work(*self.open())
+            except (ConnectError, ConnectionLost) as exc:
+                if not exc.retryable:
+                    raise
+                self.close()
+                attempt += 1
+                if attempt > self.settings.retries:
+                    raise
+                wait_s = (exc.wait_s if isinstance(exc, Throttled) else 0) or backoff_s(
+                    attempt, self.settings, self.rng
+                )
+                self.reporter.warn(f"{exc.message}; {what}: retrying in {wait_s:.1f} s ({attempt}/{self.settings.retries})")
+                time.sleep(wait_s)
 
 
 def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool | None = None) -> Summary:
@@ -119,24 +186,14 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
             f"--procs {options.workers} lowered to {workers}: --max-connections {options.max_connections} "
             "per side, and the planner holds one"
         )
-    src = Session.open(config.src, slots=limits.src_slots, meter_down=limits.down)
+    planner = _Planner(config, limits, options.settings, reporter)
     try:
-        dst = Session.open(config.dst, slots=limits.dst_slots, meter_up=limits.up)
-    except BaseException:
-        src.close()
-        raise
-    try:
-        reporter.status(f"listing folders of {src.where} and {dst.where}")
-        src_folders = src.list_folders()
-        dst_folders = dst.list_folders()
+        planner.open()
+        reporter.status("listing folders")
+        src_folders, dst_folders = planner.call("listing folders", lambda src, dst: (src.list_folders(), dst.list_folders()))
         pairs = pair_folders(src_folders, dst_folders, rules_from(config, options), reporter)
         existing = {f.name for f in dst_folders if f.selectable}
-        plans = []
-        for index, pair in enumerate(pairs, 1):
-            reporter.status(f"planning {index}/{len(pairs)}: {pair.src}")
-            exists = pair.dst in existing or (folder_rules.is_inbox(pair.dst))
-            plans.append(plan_folder(src, dst, pair, exists))
-        reporter.clear_status()
+        plans = _plan(planner, pairs, existing, reporter)
         summary.folders = len(plans)
         summary.planned = sum(len(p.todo) for p in plans)
         summary.planned_bytes = sum(p.todo_bytes for p in plans)
@@ -168,29 +225,47 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
                 return summary
         # Every mapped folder is created, empty ones too: the destination mirrors the tree.
         for name in missing_folders:
-            reporter.detail(f"creating folder {name!r} on {dst.where}")
-            dst.create_folder(name)
-        if options.max_connections == 1:
-            # One connection per side: the planner's slot is the only one, hand it over.
-            src.close()
-            dst.close()
+            reporter.detail(f"creating folder {name!r}")
+            planner.call("creating folders", lambda _src, dst: dst.create_folder(name))
         copy_started = time.monotonic()
-        if summary.planned:
-            _copy(config, options, plans, workers, limits, reporter, summary)
+        reporter.start_copy(summary.planned, summary.planned_bytes)
+        try:
+            replan = _copy(config, options, plans, workers, limits, reporter, summary)
+            if replan:
+                # A folder whose UIDVALIDITY changed is planned again, once: its old UIDs
+                # name nothing now (RFC 3501 section 2.3.1.1).
+                reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
+                again = _plan(planner, [p for p in pairs if p.src in replan], existing | set(missing_folders), reporter)
+                summary.planned += sum(len(p.todo) for p in again)
+                _copy(config, options, again, workers, limits, reporter, summary)
+        finally:
+            reporter.stop_copy()
         summary.copy_s = time.monotonic() - copy_started
     finally:
         reporter.clear_status()
-        src.close()
-        dst.close()
+        planner.close()
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _plan(planner: _Planner, pairs: Sequence[FolderPair], existing: set[str], reporter: Reporter) -> list[FolderPlan]:
+    plans = []
+    for index, pair in enumerate(pairs, 1):
+        reporter.status(f"planning {index}/{len(pairs)}: {pair.src}")
+        exists = pair.dst in existing or folder_rules.is_inbox(pair.dst)
+        plans.append(planner.call(f"planning {pair.src!r}", lambda src, dst: plan_folder(src, dst, pair, exists)))
+    reporter.clear_status()
+    return plans
 
 
 def _units(plans: Sequence[FolderPlan], options: Options) -> list[WorkUnit]:
     units: list[WorkUnit] = []
     for p in plans:
         units.extend(
-            plan.shard(p.pair, p.uidvalidity, p.todo, len(units), options.unit_max_messages, options.unit_max_bytes)
+            plan.shard(
+                p.pair, p.uidvalidity, p.todo, len(units), options.unit_max_messages, options.unit_max_bytes,
+                p.dst_uidnext,
+            )
         )
     return units
 
@@ -203,11 +278,13 @@ def _copy(
     limits: Limits,
     reporter: Reporter,
     summary: Summary,
-) -> None:
+) -> set[str]:
+    """Copy the plans' units with a pool; returns the source folders to plan again."""
     units = _units(plans, options)
+    if not units:
+        return set()
     folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
-    coordinator = _Coordinator(config, limits, units, min(workers, len(units)), reporter, summary)
-    reporter.start_copy(summary.planned, summary.planned_bytes)
+    coordinator = _Coordinator(config, limits, options.settings, units, min(workers, len(units)), reporter, summary)
     try:
         coordinator.run(folder_totals)
     except KeyboardInterrupt:
@@ -215,35 +292,43 @@ def _copy(
         reporter.stop_copy()
         _shutdown(coordinator.processes.values(), timeout_s=5.0)
         raise Cancelled("Cancelled.") from None
-    finally:
-        reporter.stop_copy()
     _shutdown(coordinator.processes.values(), JOIN_TIMEOUT_S)
     if coordinator.units:
         left = sum(len(u.uids) for u in coordinator.units.values())
         summary.errors.append(f"{left} messages not copied because the workers stopped; run again")
+    return coordinator.replan
 
 
 class _Coordinator:
     """Feeds units to the workers, collects their reports, replaces workers that die."""
 
     def __init__(
-        self, config: Config, limits: Limits, units: Sequence[WorkUnit], workers: int, reporter: Reporter, summary: Summary
+        self,
+        config: Config,
+        limits: Limits,
+        settings: WorkerSettings,
+        units: Sequence[WorkUnit],
+        workers: int,
+        reporter: Reporter,
+        summary: Summary,
     ) -> None:
         self.ctx = pool.context()
         self.config = config
         self.limits = limits
+        self.settings = settings
         self.workers = workers
         self.reporter = reporter
         self.summary = summary
         self.units = {u.unit_id: u for u in units}
         self.attempts = dict.fromkeys(self.units, 0)
-        self.tasks = self.ctx.Queue()  # type: ignore[attr-defined]
-        self.results = self.ctx.Queue()  # type: ignore[attr-defined]
-        self.stop = self.ctx.Event()  # type: ignore[attr-defined]
+        self.tasks = self.ctx.Queue()
+        self.results = self.ctx.Queue()
+        self.stop = self.ctx.Event()
         self.processes: dict[int, Any] = {}
         self.next_index = 0
         self.taken: dict[int, int] = {}
-        self.reported_exit: set[int] = set()
+        self.exits: dict[int, WorkerExit] = {}
+        self.replan: set[str] = set()
         # Workers that stopped since the last unit finished: when every restart fails
         # (server down, account locked) the run ends instead of starting workers forever.
         self.exits_in_a_row = 0
@@ -253,7 +338,10 @@ class _Coordinator:
         self.next_index += 1
         process = self.ctx.Process(  # type: ignore[attr-defined]
             target=pool.worker_main,
-            args=(index, self.config.src, self.config.dst, self.limits, self.tasks, self.results, self.stop),
+            args=(
+                index, self.config.src, self.config.dst, self.limits, self.settings,
+                self.tasks, self.results, self.stop,
+            ),
             name=f"fastsync-worker-{index}",
             daemon=True,
         )
@@ -272,20 +360,39 @@ class _Coordinator:
                 message = None
             if isinstance(message, Taken):
                 self.taken[message.worker] = message.unit_id
-                self.attempts[message.unit_id] += 1
             elif isinstance(message, UnitDone):
                 self.finished(message, folder_totals)
+            elif isinstance(message, Retrying):
+                self.reporter.warn(
+                    f"{message.message}; retrying in {message.wait_s:.1f} s "
+                    f"({message.attempt}/{self.settings.retries})"
+                )
             elif isinstance(message, WorkerExit):
-                self.reported_exit.add(message.worker)
-                self.reporter.warn(f"worker {message.worker} stopped: {message.message.strip()}")
-                if message.exit_code in (ExitCode.AUTH, ExitCode.USAGE):
-                    # A refused login will be refused again: stop instead of retrying.
-                    self.summary.errors.append(message.message.strip())
+                self.exits[message.worker] = message
+                if not self.worker_stopped(message):
                     break
             if not self.reap():
                 break
         for _ in self.processes:
             self.tasks.put(None)
+
+    def worker_stopped(self, exit: WorkerExit) -> bool:
+        """React to a worker's last report; False when the run must stop."""
+        text = exit.message.strip()
+        if exit.kind == "fatal":
+            # A refused login or an untrusted certificate will be refused again.
+            self.summary.errors.append(text)
+            return False
+        if exit.kind == "full":
+            self.summary.errors.append(text)
+            self.stop.set()
+            return False
+        if exit.kind == "throttled":
+            self.workers = max(1, self.workers - 1)
+            self.reporter.warn(f"{text}; continuing with {self.workers} workers")
+        else:
+            self.reporter.warn(f"worker {exit.worker} stopped: {text}")
+        return True
 
     def finished(self, done: UnitDone, folder_totals: dict[str, tuple[int, int]]) -> None:
         self.exits_in_a_row = 0
@@ -294,12 +401,14 @@ class _Coordinator:
         if unit is None:
             return
         s = self.summary
+        if done.replan:
+            self.replan.add(unit.pair.src)
+        elif done.error:
+            s.errors.append(done.error)
         s.copied += done.copied
         s.copied_bytes += done.size_bytes
         s.vanished += done.vanished
         s.failed.extend(done.failures)
-        if done.error:
-            s.errors.append(done.error)
         self.reporter.advance(done.folder, done.copied, unit.size_bytes, folder_totals.get(done.folder, (0, 0)))
 
     def reap(self) -> bool:
@@ -310,19 +419,15 @@ class _Coordinator:
             process.join()
             del self.processes[index]
             self.limits.release_all(index)
-            self.exits_in_a_row += 1
-            if index not in self.reported_exit:
+            exit = self.exits.pop(index, None)
+            if exit is None:
                 self.reporter.warn(f"worker {index} exited unexpectedly (exit code {process.exitcode})")
+            throttled = exit is not None and exit.kind == "throttled"
+            if not throttled:
+                self.exits_in_a_row += 1
             unit_id = self.taken.pop(index, None)
             if unit_id is not None and unit_id in self.units:
-                if self.attempts[unit_id] >= UNIT_ATTEMPTS:
-                    unit = self.units.pop(unit_id)
-                    self.summary.errors.append(
-                        f"{len(unit.uids)} messages of folder {unit.pair.src!r} not copied after "
-                        f"{UNIT_ATTEMPTS} attempts; run again"
-                    )
-                else:
-                    self.tasks.put(self.units[unit_id])
+                self.requeue(self.units[unit_id], counted=not throttled)
             if self.exits_in_a_row > 2 * self.workers + 2:
                 self.summary.errors.append("workers keep failing; stopping (see the warnings above)")
                 return False
@@ -330,8 +435,24 @@ class _Coordinator:
                 self.start_worker()
         return True
 
+    def requeue(self, unit: WorkUnit, counted: bool) -> None:
+        """Give a unit whose worker is gone to another; its APPEND may have landed, so it is checked."""
+        if counted:
+            self.attempts[unit.unit_id] += 1
+            if self.attempts[unit.unit_id] >= UNIT_ATTEMPTS:
+                del self.units[unit.unit_id]
+                self.summary.errors.append(
+                    f"{len(unit.uids)} messages of folder {unit.pair.src!r} not copied after "
+                    f"{UNIT_ATTEMPTS} attempts; run again"
+                )
+                return
+        again = dataclasses.replace(unit, attempt=unit.attempt + 1)
+        self.units[unit.unit_id] = again
+        self.tasks.put(again)
 
-def _shutdown(processes, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
+
+def _shutdown(processes: Iterable[Any], timeout_s: float) -> None:
+    processes = list(processes)
     deadline = time.monotonic() + timeout_s
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))

@@ -101,3 +101,22 @@ def test_shard_property(sizes: list[int], max_messages: int, max_bytes: int) -> 
     for unit in units:
         assert 1 <= len(unit.uids) <= max_messages
         assert unit.size_bytes <= max_bytes or len(unit.uids) == 1
+
+
+def test_shard_keeps_messages_of_one_identity_together() -> None:
+    ids = ["a", "b", "c", "a", "d", "e", "a", "f"]
+    messages = [MessageRef(uid=i + 1, size_bytes=10, identity=x) for i, x in enumerate(ids)]
+    units = list(shard(PAIR, 1, messages, 0, max_messages=3, max_bytes=10_000, dst_uidnext=42))
+    assert [u.uids for u in units] == [(1, 4, 7), (2, 3, 5), (6, 8)]
+    assert all(u.dst_uidnext == 42 for u in units)
+
+
+@given(st.lists(st.sampled_from("abcdefgh"), max_size=40), st.integers(1, 6))
+def test_shard_never_splits_an_identity(ids: list[str], max_messages: int) -> None:
+    messages = [MessageRef(uid=i + 1, size_bytes=10, identity=x) for i, x in enumerate(ids)]
+    units = list(shard(PAIR, 1, messages, 0, max_messages, 10_000))
+    owner: dict[str, int] = {}
+    for unit in units:
+        for uid in unit.uids:
+            assert owner.setdefault(ids[uid - 1], unit.unit_id) == unit.unit_id
+    assert sorted(uid for u in units for uid in u.uids) == list(range(1, len(ids) + 1))
