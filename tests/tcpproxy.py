@@ -1,16 +1,34 @@
-"""A loopback TCP proxy for tests: counts what crosses it, the way a server would see it.
+"""A loopback TCP proxy for tests: counts what crosses it, and injects faults on demand.
 
 Sits between fastsync and a real Dovecot.  It records every chunk relayed in each direction
 with a timestamp (for bandwidth measured on the wire) and the number of connections open
-at once (for connection caps), without changing a byte.
+at once (for connection caps).  Given a `Fault` for a connection (by its number, from 0),
+it breaks that connection the way networks and servers do: closes it after so many bytes,
+resets it, stalls it, refuses it, or swallows the server's answer to an APPEND (so the
+message lands but the client never learns it).
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do to one connection; bytes are counted per direction from its start."""
+
+    refuse: bool = False
+    close_after_down: int = 0
+    close_after_up: int = 0
+    reset: bool = False
+    stall_after_down: int = 0
+    stall_s: float = 0.0
+    lose_append_reply: bool = False
 
 
 @dataclass
@@ -46,8 +64,16 @@ class Traffic:
 class CountingProxy:
     """``with CountingProxy(port) as proxy:`` then point a client at ``proxy.port``."""
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        target_port: int,
+        target_host: str = "127.0.0.1",
+        faults: Callable[[int], Fault | None] | None = None,
+    ) -> None:
         self.target = (target_host, target_port)
+        self.faults = faults or (lambda _n: None)
+        self.accepted = 0
+        self.faults_done = 0
         self.traffic = Traffic()
         self.open_connections = 0
         self.peak_connections = 0
@@ -76,34 +102,82 @@ class CountingProxy:
                 client, _addr = self._listener.accept()
             except OSError:
                 return
+            fault = self.faults(self.accepted) or Fault()
+            self.accepted += 1
+            if fault.refuse:
+                self.faults_done += 1
+                client.close()
+                continue
             server = socket.create_connection(self.target)
             with self._lock:
                 self.open_connections += 1
                 self.peak_connections = max(self.peak_connections, self.open_connections)
-            done = threading.Event()
-            for src, dst, log in ((client, server, self.traffic.to_server), (server, client, self.traffic.to_client)):
-                threading.Thread(target=self._relay, args=(src, dst, log, done), daemon=True).start()
+            link = _Link(client, server, fault)
+            for upstream in (True, False):
+                threading.Thread(target=self._relay, args=(link, upstream), daemon=True).start()
 
-    def _relay(self, src: socket.socket, dst: socket.socket, log: list[tuple[float, int]], done: threading.Event) -> None:
+    def _relay(self, link: _Link, upstream: bool) -> None:
+        src, dst = (link.client, link.server) if upstream else (link.server, link.client)
+        log = self.traffic.to_server if upstream else self.traffic.to_client
+        fault = link.fault
+        limit = fault.close_after_up if upstream else fault.close_after_down
+        relayed = 0
         try:
-            while True:
+            while not link.done.is_set():
                 data = src.recv(65536)
                 if not data:
                     break
+                if upstream and fault.lose_append_reply and b" APPEND " in data:
+                    link.append_sent = True
+                if not upstream and link.append_sent and b" OK " in data:
+                    # The APPEND succeeded on the server; the client never hears of it.
+                    self._break(link)
+                    return
+                if limit and relayed + len(data) >= limit:
+                    dst.sendall(data[: max(0, limit - relayed)])
+                    self._break(link)
+                    return
+                if not upstream and fault.stall_after_down and relayed < fault.stall_after_down <= relayed + len(data):
+                    with self._lock:
+                        self.faults_done += 1
+                    time.sleep(fault.stall_s)
+                relayed += len(data)
                 with self._lock:
                     log.append((time.monotonic(), len(data)))
                 dst.sendall(data)
         except OSError:
             pass
         finally:
-            # The first direction to end closes both sockets; the connection is over.
-            if not done.is_set():
-                done.set()
-                for sock in (src, dst):
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                    sock.close()
-                with self._lock:
-                    self.open_connections -= 1
+            self._close(link)
+
+    def _break(self, link: _Link) -> None:
+        with self._lock:
+            self.faults_done += 1
+        if link.fault.reset:
+            # SO_LINGER 0: close() sends RST instead of FIN.
+            link.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._close(link)
+
+    def _close(self, link: _Link) -> None:
+        # The first direction to end closes both sockets; the connection is over.
+        with self._lock:
+            if link.done.is_set():
+                return
+            link.done.set()
+            self.open_connections -= 1
+        for sock in (link.client, link.server):
+            if not (link.fault.reset and sock is link.client):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            sock.close()
+
+
+@dataclass
+class _Link:
+    client: socket.socket
+    server: socket.socket
+    fault: Fault
+    append_sent: bool = False
+    done: threading.Event = field(default_factory=threading.Event)

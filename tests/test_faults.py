@@ -1,0 +1,127 @@
+"""Faults between fastsync and a real Dovecot: after the run, every message is there exactly once.
+
+A fault-injecting proxy (tests/tcpproxy.py) breaks chosen connections: closed after so many
+bytes, reset, stalled, refused, or with the server's answer to an APPEND swallowed so that
+the message lands but fastsync never learns it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.corpus import generate
+from bench.dovecot import Dovecot
+from conftest import Account, AccountFactory
+from helpers import REPO_ROOT, run_cli, snapshot, summary_line
+from tcpproxy import CountingProxy, Fault
+
+ConfigFor = Callable[..., Path]
+
+# Connection 0 to each side is the planner's; workers open 1, 2, ...
+FAULTS: dict[str, tuple[str, Callable[[int], Fault | None]]] = {
+    "source closes mid-fetch": ("src", lambda n: Fault(close_after_down=150_000) if n in (1, 2) else None),
+    "source resets mid-fetch": ("src", lambda n: Fault(close_after_down=90_000, reset=True) if n in (1, 3) else None),
+    "destination closes mid-append": ("dst", lambda n: Fault(close_after_up=200_000) if n in (1, 2, 3) else None),
+    "destination resets mid-append": ("dst", lambda n: Fault(close_after_up=120_000, reset=True) if n == 2 else None),
+    "append lands, reply lost": ("dst", lambda n: Fault(lose_append_reply=True) if n in (1, 2) else None),
+    "source stalls": ("src", lambda n: Fault(stall_after_down=50_000, stall_s=6) if n == 1 else None),
+    "destination refuses connections": ("dst", lambda n: Fault(refuse=True) if n in (1, 2, 3) else None),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_fault_then_exactly_once(name: str, accounts: AccountFactory, config_for: ConfigFor) -> None:
+    side, faults = FAULTS[name]
+    src, dst = accounts(2)
+    # Several folders, duplicate Message-Ids and messages without one: the hard cases.
+    src.seed(generate("tiny", seed=11) + generate("realistic", seed=12, scale=0.05))
+    target = src if side == "src" else dst
+    with CountingProxy(target.server.port, faults=faults) as proxy:
+        extra = {side: {"server": f"127.0.0.1:{proxy.port}", "timeout_s": 2}}
+        config = config_for(src, dst, extra=extra)
+        result = run_cli("sync", "-c", config, "-y", "--procs", "3")
+        assert proxy.faults_done >= 1, "the fault never fired"
+        if result.returncode != 0:
+            # At most one re-run, and only when the run said it could not finish.
+            assert result.returncode == 1 and "run again" in result.stderr, result.stderr
+            result = run_cli("sync", "-c", config, "-y", "--procs", "3")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(dst) == snapshot(src)
+
+
+def _fastsync(config: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSYNC_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastsync", "sync", "-c", str(config), "-y", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        start_new_session=True,
+    )
+
+
+def _messages(account: Account) -> int:
+    client = account.client()
+    try:
+        return sum(
+            client.folder_status(name, ["MESSAGES"])[b"MESSAGES"]
+            for flags, _d, name in client.list_folders()
+            if b"\\Noselect" not in flags
+        )
+    finally:
+        client.logout()
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_its_unit_requeued(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    src.seed(generate("realistic", seed=13, scale=0.15))
+    process = _fastsync(config_for(src, dst), "--procs", "3")
+    _wait_for(lambda: _messages(dst) > 0)
+    workers = [p for p in psutil.Process(process.pid).children(recursive=True) if p.parent().pid != process.pid]
+    assert workers, "no worker processes found"
+    workers[0].kill()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "exited unexpectedly" in err
+    assert snapshot(dst) == snapshot(src)
+
+
+@pytest.mark.slow
+def test_dovecot_restarted_mid_run(tmp_path: Path, config_for: ConfigFor) -> None:
+    with Dovecot(tmp_path / "restart", {"src": "s-pw", "dst": "d-pw"}) as server:
+        src, dst = Account(server, "src", "s-pw"), Account(server, "dst", "d-pw")
+        src.seed(generate("realistic", seed=14, scale=0.2))
+        # Capped at 10 MB/s so that the restart falls in the middle of the copy.
+        config = config_for(src, dst, extra={"dst": {"timeout_s": 5}, "src": {"timeout_s": 5}})
+        process = _fastsync(config, "--procs", "3", "--bps-down", "10000000")
+        _wait_for(lambda: _messages(dst) > 0)
+        server.stop()
+        server.start()
+        out, err = process.communicate(timeout=180)
+        if process.returncode != 0:
+            assert process.returncode == 1 and "run again" in err, err
+            rerun = run_cli("sync", "-c", config_for(src, dst), "-y")
+            assert rerun.returncode == 0, rerun.stderr
+        assert "retrying in" in err
+        assert snapshot(dst) == snapshot(src)
