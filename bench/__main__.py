@@ -1,0 +1,48 @@
+"""``python -m bench demo`` and ``python -m bench run ...``: see bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.corpus import PROFILES
+
+DEFAULT_TOOLS = "fastsync:4,fastsync:8,doveadm,mbsync,imapsync,offlineimap"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="copy the realistic corpus with fastsync and verify it (< 1 min)")
+    demo.add_argument("--scale", type=float, default=0.3, help="fraction of the 10,000 messages (default 0.3)")
+    demo.add_argument("--procs", type=int, default=8, help="fastsync worker processes (default 8)")
+    demo.add_argument("--seed", type=int, default=1)
+    run = commands.add_parser("run", help="compare tools on one corpus; write JSON, Markdown and a chart")
+    run.add_argument("--profile", choices=PROFILES, default="realistic")
+    run.add_argument("--tools", default=DEFAULT_TOOLS,
+                     help=f"comma-separated: fastsync:N, doveadm, mbsync, imapsync, offlineimap (default {DEFAULT_TOOLS})")
+    run.add_argument("--scale", type=float, default=1.0, help="multiplies the profile's message count")
+    run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--repeat", type=int, default=1, help="rounds over all tools; medians are reported")
+    run.add_argument("--wan-delay-ms", type=float, default=0.0, help="one-way delay added to every IMAP connection")
+    run.add_argument("--wan-rate", type=int, default=0, help="bytes/s cap per connection and direction (0 = none)")
+    run.add_argument("--tls", action="store_true", help="implicit TLS on both sides")
+    run.add_argument("--rerun", action="store_true", help="run each tool a second time: the cost of nothing to copy")
+    run.add_argument("--out", type=Path, required=True, help="directory for results.json/.md/.png and logs")
+    args = parser.parse_args(argv)
+    # Imported after parsing so that --help works without the servers' dependencies.
+    from bench import run as bench_run
+
+    if args.command == "demo":
+        return bench_run.demo(args.scale, args.procs, args.seed)
+    return bench_run.run(
+        args.profile, [t.strip() for t in args.tools.split(",") if t.strip()], args.out, scale=args.scale,
+        seed=args.seed, repeat=args.repeat, wan_delay_ms=args.wan_delay_ms, rate=args.wan_rate, tls=args.tls,
+        rerun=args.rerun,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
