@@ -120,6 +120,13 @@ class Dovecot:
     ``port`` is plain IMAP (offering STARTTLS unless ``starttls=False``), ``tls_port``
     is implicit TLS (RFC 8314; ``None`` when ``starttls=False``).  ``users`` maps user
     names to plain-text passwords; more can be added while running with :meth:`add_user`.
+
+    With ``oauth2_introspection_url``, the server also offers the SASL mechanisms XOAUTH2
+    and OAUTHBEARER (RFC 7628): Dovecot's ``oauth2`` passdb POSTs each bearer token to
+    that URL (RFC 7662 token introspection) and accepts it when the JSON reply has
+    ``"active": true`` and ``"username"`` equal to the login name.  Password logins keep
+    working for every user: the passwd-file passdb stays first and serves only the
+    password mechanisms.
     """
 
     host = "127.0.0.1"
@@ -134,6 +141,7 @@ class Dovecot:
         *,
         mail_format: str = MAIL_FORMAT,
         imap_capability: str | None = None,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError(f"separator must be '/' or '.', not {separator!r}")
@@ -148,12 +156,14 @@ class Dovecot:
         self.max_userip_connections = max_userip_connections
         self.mail_format = mail_format
         self.imap_capability = imap_capability
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.port = 0
         self.tls_port: int | None = None
         self.ca_file: Path | None = None
         self.config_path = self.root / "dovecot.conf"
         self.log_path = self.root / "dovecot.log"
         self.passwd_path = self.root / "users"
+        self.oauth2_path = self.root / "dovecot-oauth2.conf.ext"
         self.mail_root = self.root / "mail"
         self.base_dir = self.root / "run"
         self._short_base_dir: str | None = None
@@ -194,12 +204,15 @@ class Dovecot:
         if self.starttls and self.ca_file is None:
             self.ca_file, self._cert, self._key = make_certificates(self.root / "tls")
         self._write_passwd()
+        self._write_oauth2()
         self._chown_mail_root()
 
         last_error = ""
-        for _attempt in range(3):  # a free port may be taken between probing and binding
-            self.port = _free_port()
-            self.tls_port = _free_port() if self.starttls else None
+        for attempt in range(3):  # a free port may be taken between probing and binding
+            # A restart keeps its ports, as a real server does: clients reconnect to them.
+            if not (attempt == 0 and self.port):
+                self.port = _free_port()
+                self.tls_port = _free_port() if self.starttls else None
             self.config_path.write_text(self._config())
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             self._master = subprocess.Popen(
@@ -393,6 +406,37 @@ class Dovecot:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.passwd_path)
 
+    def _write_oauth2(self) -> None:
+        if self.oauth2_introspection_url is None:
+            return
+        # Keys of Dovecot 2.3's oauth2 passdb (doc.dovecot.org "OAuth2"): "post" sends
+        # token=<token> as a form body; the reply must name the user in username_attribute
+        # and be active, else the login is refused.
+        self.oauth2_path.write_text(
+            f"introspection_mode = post\n"
+            f"introspection_url = {self.oauth2_introspection_url}\n"
+            "username_attribute = username\n"
+            "active_attribute = active\n"
+            "active_value = true\n"
+        )
+
+    def _auth_config(self) -> str:
+        """auth_mechanisms and passdbs: passwd-file, plus oauth2 when an introspection URL is set."""
+        passwd = f"  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {self.passwd_path}\n"
+        if self.oauth2_introspection_url is None:
+            return f"auth_mechanisms = plain login\npassdb {{\n{passwd}}}\n"
+        # Each passdb serves only its own mechanisms, so a bearer token is never compared
+        # with a password (and a password never sent to the introspection endpoint).
+        return (
+            "auth_mechanisms = plain login xoauth2 oauthbearer\n"
+            f"passdb {{\n{passwd}  mechanisms = plain login\n}}\n"
+            "passdb {\n"
+            "  driver = oauth2\n"
+            "  mechanisms = xoauth2 oauthbearer\n"
+            f"  args = {self.oauth2_path}\n"
+            "}\n"
+        )
+
     def _config(self) -> str:
         internal, login, uid, gid = self._identities()
         root_mode = os.geteuid() == 0
@@ -450,15 +494,10 @@ first_valid_gid = {gid}
 {chroot}
 # Authentication: plain passwords over the plain port too (tests do not need TLS).
 disable_plaintext_auth = no
-auth_mechanisms = plain login
 auth_cache_size = 0
 # Failed logins answer at once instead of after the default 2 s (tests try bad passwords).
 auth_failure_delay = 0
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {self.passwd_path}
-}}
-userdb {{
+{self._auth_config()}userdb {{
   driver = static
   args = uid={uid} gid={gid} home={home}
 }}

@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser = build_parser()
     args = parser.parse_args(argv)
     # Imported here so that `--version` and the man-page generator stay light.
-    from fastsync.config import load_config
+    from fastsync.config import load_config, warnings_for
     from fastsync.progress import Reporter
 
     reporter = Reporter()
@@ -179,6 +179,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         reporter = Reporter(quiet=bool(values.get("quiet")), verbose=bool(values.get("verbose")))
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         config = load_config(values.get("config") or DEFAULT_CONFIG)
+        for warning in warnings_for(config) if not reporter.quiet else ():
+            reporter.warn(warning)
         if args.command == "show":
             from fastsync import show
             from fastsync.sync import Options

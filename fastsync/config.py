@@ -2,15 +2,24 @@
 
 The file is JSON (``.json``) or YAML (``.yml``/``.yaml``) and uses the keys of the Go tool
 imapsync-go, so its users' files keep working; fastsync adds a few optional per-side keys
-(``tls``, ``ca_file``, ``timeout_s`` and the ``pass_env``/``pass_file``/``pass_cmd``
-password sources).  :func:`load_config` returns one frozen :class:`Config` whose passwords
-are already resolved, or raises :class:`~fastsync.errors.ConfigError` with a single line::
+(``tls``, ``ca_file``, ``timeout_s``, the ``pass_env``/``pass_file``/``pass_cmd``
+password sources and ``oauth2_token_cmd`` for OAuth2).  :func:`load_config` returns one
+frozen :class:`Config` whose passwords are already resolved, or raises
+:class:`~fastsync.errors.ConfigError` with a single line::
 
     <file>: <field path>[ (line N)]: <what is wrong>; <what is expected>
 
 Messages never contain a password (nor the text of a ``pass_cmd``, which may embed one) and
 never a traceback.  Validation happens in two phases: everything is checked first and only
-then are password sources resolved, so a broken file never runs a ``pass_cmd``.
+then are password sources resolved, so a broken file never runs a ``pass_cmd``.  An
+``oauth2_token_cmd`` is not run here at all: access tokens expire within the hour, so
+``session.py`` runs the command for each connection it opens (:func:`run_secret_cmd`).
+
+Secrets stay out of child processes: a ``pass_cmd`` runs without the variables named by
+``pass_env``, and :func:`load_config` removes those variables from the process environment
+once read, so workers, the multiprocessing forkserver and token commands never inherit
+them.  :func:`warnings_for` lists what is allowed but unsafe (``tls: none``, a password in
+a file others can read), for the command line to print once per run.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import json
 import math
 import os
 import re
+import shlex
 import stat
 import subprocess
 from collections.abc import Callable, Mapping
@@ -34,14 +44,18 @@ from fastsync.errors import ConfigError
 
 __all__ = [
     "EXTENSIONS",
+    "OAUTH2_KEY",
     "PASS_CMD_TIMEOUT_S",
     "TLS_MODES",
     "Account",
     "Config",
     "MapEntry",
     "RateLimit",
+    "SecretCommandError",
     "load_config",
     "parse_config",
+    "run_secret_cmd",
+    "warnings_for",
 ]
 
 TLS_MODES = ("implicit", "starttls", "none")
@@ -62,8 +76,13 @@ SIDE_KEYS = (
     "tls",
     "ca_file",
     "timeout_s",
+    "oauth2_token_cmd",
 )
 PASS_KEYS = ("pass", "pass_env", "pass_file", "pass_cmd")
+# OAuth2 (XOAUTH2 / OAUTHBEARER, RFC 7628) replaces the password: a side has exactly one
+# of PASS_KEYS or this key.
+OAUTH2_KEY = "oauth2_token_cmd"
+CREDENTIAL_KEYS = (*PASS_KEYS, OAUTH2_KEY)
 MAP_KEYS = ("src", "dst")
 RATE_KEYS = ("down_bps", "up_bps", "max_connections")
 
@@ -95,7 +114,10 @@ class Account:
     """One side of the sync, fully resolved: ``password`` is the secret itself.
 
     ``password`` is excluded from ``repr`` (and so from ``str``) so that logging an account
-    or a config can never leak it.
+    or a config can never leak it.  An OAuth2 side has an empty ``password`` and its
+    ``oauth2_token_cmd`` (hidden from ``repr`` too: a command line may embed a client
+    secret), run in ``workdir`` (the config file's folder) for each connection.
+    ``credential_key`` is the config key the credential came from, for messages.
     """
 
     side: str  # "src" or "dst": the config key
@@ -107,6 +129,9 @@ class Account:
     tls: str  # one of TLS_MODES
     ca_file: str | None  # absolute path or None (use the system's trust store)
     timeout_s: float
+    credential_key: str = "pass"
+    oauth2_token_cmd: str | None = field(default=None, repr=False)
+    workdir: str | None = field(default=None, compare=False)
 
     @property
     def server(self) -> str:
@@ -391,6 +416,8 @@ def _resolve_path(base_dir: str, value: str) -> str:
 
 def _readable_file_problem(full: str, shown: str) -> str | None:
     """Why ``full`` cannot be read as a regular file, or None when it can."""
+    if "\0" in full:
+        return f"{shown} is not a file name (it holds a NUL character)"
     try:
         info = os.stat(full)
     except OSError as exc:
@@ -435,7 +462,7 @@ def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str
         ctx.fail(at("user"), f"missing; expected {user_expected}")
     user = _string(ctx, at("user"), body["user"], user_expected)
 
-    given = [key for key in PASS_KEYS if key in body]
+    given = [key for key in CREDENTIAL_KEYS if key in body]
     if len(given) > 1:
         listed = (
             " and ".join(given) if len(given) == 2 else ", ".join(given[:-1]) + " and " + given[-1]
@@ -443,17 +470,25 @@ def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str
         both = "both" if len(given) == 2 else "all"
         ctx.fail(side, f"{listed} {both} given; use exactly one")
     if not given:
-        ctx.fail(side, f"no password; give one of {', '.join(PASS_KEYS)}")
+        ctx.fail(
+            side, f"no password; give one of {', '.join(PASS_KEYS)}, or {OAUTH2_KEY} for OAuth2"
+        )
     pass_key = given[0]
     pass_expected = {
         "pass": "the password as a string",
         "pass_env": "the name of an environment variable holding the password",
         "pass_file": "the path of a file whose first line is the password",
         "pass_cmd": "a shell command that prints the password",
+        OAUTH2_KEY: "a shell command that prints an OAuth2 access token",
     }[pass_key]
-    # pass_cmd text may embed the password (`echo hunter2`), so it is as secret as pass.
+    # Command text may embed the password (`echo hunter2`) or an OAuth2 client secret, so
+    # it is as secret as pass.
     pass_value = _string(
-        ctx, at(pass_key), body[pass_key], pass_expected, secret=pass_key in ("pass", "pass_cmd")
+        ctx,
+        at(pass_key),
+        body[pass_key],
+        pass_expected,
+        secret=pass_key in ("pass", "pass_cmd", OAUTH2_KEY),
     )
     if pass_key == "pass_env" and ("=" in pass_value or "\0" in pass_value):
         ctx.fail(
@@ -503,12 +538,19 @@ def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str
 
 
 def _resolve_password(
-    ctx: _Context, pending: _PendingSide, base_dir: str, environ: Mapping[str, str]
+    ctx: _Context,
+    pending: _PendingSide,
+    base_dir: str,
+    environ: Mapping[str, str],
+    child_env: Mapping[str, str] | None = None,
 ) -> str:
+    """The password of a side; '' for OAuth2, whose token is fetched per connection."""
     path = f"{pending.side}.{pending.pass_key}"
     key, value = pending.pass_key, pending.pass_value
     if key == "pass":
         return value
+    if key == OAUTH2_KEY:
+        return ""
     if key == "pass_env":
         if value not in environ:
             ctx.fail(
@@ -521,7 +563,7 @@ def _resolve_password(
         return environ[value]
     if key == "pass_file":
         return _read_pass_file(ctx, path, base_dir, value)
-    return _run_pass_cmd(ctx, path, value, base_dir)
+    return _run_pass_cmd(ctx, path, value, base_dir, child_env)
 
 
 def _read_pass_file(ctx: _Context, path: str, base_dir: str, value: str) -> str:
@@ -556,10 +598,36 @@ def _strip_newline(text: str) -> str:
     return text
 
 
-def _run_pass_cmd(ctx: _Context, path: str, command: str, base_dir: str) -> str:
-    # Neither the command (it may contain the password) nor its output go into messages.
-    # stderr is inherited so the user sees the command's own complaints on the terminal.
-    expected = "expected a command that prints the password and exits with status 0"
+def _run_pass_cmd(
+    ctx: _Context, path: str, command: str, base_dir: str, env: Mapping[str, str] | None
+) -> str:
+    try:
+        return run_secret_cmd(command, base_dir, "the password", env)
+    except SecretCommandError as exc:
+        ctx.fail(path, exc.problem)
+
+
+class SecretCommandError(Exception):
+    """A ``pass_cmd`` or ``oauth2_token_cmd`` gave no secret; ``problem`` says why.
+
+    ``problem`` never contains the command (it may embed a secret) nor its output.
+    """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def run_secret_cmd(
+    command: str, workdir: str | None, what: str, env: Mapping[str, str] | None = None
+) -> str:
+    """Run a shell ``command`` that prints ``what`` (a password, a token) and return that line.
+
+    The command runs in ``workdir`` (the config file's folder) with ``env`` (default: this
+    process's environment), stdin closed and stderr inherited, so the user sees the
+    command's own complaints on the terminal.  Raises :class:`SecretCommandError`.
+    """
+    expected = f"expected a command that prints {what} and exits with status 0"
     try:
         done = subprocess.run(
             command,
@@ -567,31 +635,35 @@ def _run_pass_cmd(ctx: _Context, path: str, command: str, base_dir: str) -> str:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             timeout=PASS_CMD_TIMEOUT_S,
-            cwd=base_dir if os.path.isdir(base_dir) else None,
+            cwd=workdir if workdir and os.path.isdir(workdir) else None,
+            env=env,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        ctx.fail(path, f"command did not finish within {PASS_CMD_TIMEOUT_S:g} s; {expected}")
+        raise SecretCommandError(
+            f"command did not finish within {PASS_CMD_TIMEOUT_S:g} s; {expected}"
+        ) from None
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        ctx.fail(path, f"command could not be run: {reason}; {expected}")
+        raise SecretCommandError(f"command could not be run: {reason}; {expected}") from None
     if done.returncode < 0:
-        ctx.fail(path, f"command was killed by signal {-done.returncode}; {expected}")
+        raise SecretCommandError(f"command was killed by signal {-done.returncode}; {expected}")
     if done.returncode != 0:
-        ctx.fail(path, f"command failed with exit status {done.returncode}; {expected}")
+        raise SecretCommandError(f"command failed with exit status {done.returncode}; {expected}")
     try:
         text = done.stdout.decode("utf-8")
     except UnicodeDecodeError:
-        ctx.fail(path, f"command printed something that is not UTF-8 text; {expected}")
-    password = _strip_newline(text)
-    if not password:
-        ctx.fail(path, f"command printed nothing; {expected}")
-    if "\n" in password or "\r" in password:
-        ctx.fail(
-            path,
-            "command printed more than one line; expected only the password (e.g. pipe it through head -n 1)",
+        raise SecretCommandError(
+            f"command printed something that is not UTF-8 text; {expected}"
+        ) from None
+    secret = _strip_newline(text)
+    if not secret:
+        raise SecretCommandError(f"command printed nothing; {expected}")
+    if "\n" in secret or "\r" in secret:
+        raise SecretCommandError(
+            f"command printed more than one line; expected only {what} (e.g. pipe it through head -n 1)"
         )
-    return password
+    return secret
 
 
 # --------------------------------------------------------------------------- map, rate_limit
@@ -680,6 +752,9 @@ def parse_config(
     folder_map = _parse_map(ctx, data.get("map"))
     rate_limit = _parse_rate_limit(ctx, data.get("rate_limit"))
 
+    # A pass_cmd must not inherit the other side's pass_env password.
+    hidden = {p.pass_value for p in pending if p.pass_key == "pass_env"}
+    child_env = {k: v for k, v in os.environ.items() if k not in hidden} if hidden else None
     accounts = [
         Account(
             side=p.side,
@@ -687,10 +762,13 @@ def parse_config(
             host=p.host,
             port=p.port,
             user=p.user,
-            password=_resolve_password(ctx, p, base_dir, env),
+            password=_resolve_password(ctx, p, base_dir, env, child_env),
             tls=p.tls,
             ca_file=p.ca_file,
             timeout_s=p.timeout_s,
+            credential_key=p.pass_key,
+            oauth2_token_cmd=p.pass_value if p.pass_key == OAUTH2_KEY else None,
+            workdir=base_dir,
         )
         for p in pending
     ]
@@ -706,7 +784,10 @@ def parse_config(
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read, parse and validate the config file at ``path``; raise ConfigError if anything is off.
 
-    ``environ`` (default ``os.environ``) is where ``pass_env`` names are looked up.
+    ``environ`` (default ``os.environ``) is where ``pass_env`` names are looked up.  With
+    the default, the variables named by ``pass_env`` are removed from ``os.environ`` once
+    read, so that no child process (workers, the forkserver, token commands) inherits a
+    password.
     """
     name = os.fspath(path)
     shown = _printable(name)  # one line even for a file name with a newline in it
@@ -737,7 +818,60 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     parse: Callable[[str, str], tuple[object, dict[str, int]]]
     parse = _parse_json if extension == ".json" else _parse_yaml
     data, lines = parse(text, shown)
-    return parse_config(data, name, lines=lines, environ=environ)
+    config = parse_config(data, name, lines=lines, environ=environ)
+    if environ is None:
+        for side in ("src", "dst"):
+            # parse_config has checked the structure: a pass_env value is a variable name.
+            variable = data[side].get("pass_env")  # type: ignore[index]
+            if isinstance(variable, str):
+                os.environ.pop(variable, None)
+    return config
+
+
+def warnings_for(config: Config) -> list[str]:
+    """What the config allows but is unsafe, one line each, to print once per run.
+
+    A side with ``tls: none`` sends its password (or token) and all mail in clear text;
+    a config file holding a plain ``pass`` must not be readable by group or others.
+    """
+    found: list[str] = []
+    for account in (config.src, config.dst):
+        if account.tls == "none":
+            secret = "access token" if account.oauth2_token_cmd else "password"
+            found.append(
+                f"{account.label} ({account.server}): {account.side}.tls is none: the {secret} "
+                f"and every message cross the network unencrypted; use starttls or implicit"
+            )
+    if any(account.credential_key == "pass" for account in (config.src, config.dst)):
+        exposure = _exposure(config.path)
+        if exposure:
+            shown = _display_path(config.path)
+            found.append(
+                f"{shown} is readable by {exposure} and holds a password; "
+                f"run chmod 600 {shlex.quote(shown)}"
+            )
+    return found
+
+
+def _exposure(path: str) -> str:
+    """Who besides the owner can read ``path``: 'others', 'its group', ... or ''."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    group, others = bool(mode & stat.S_IRGRP), bool(mode & stat.S_IROTH)
+    if group and others:
+        return "its group and others"
+    return "others" if others else "its group" if group else ""
+
+
+def _display_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return _printable(path)
+    return _printable(path if relative.startswith(os.pardir) else relative)
 
 
 # --------------------------------------------------------------------------- parsing

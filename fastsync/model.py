@@ -35,12 +35,14 @@ SPECIAL_USE = {
 
 @dataclass(frozen=True)
 class FolderStatus:
-    """What STATUS/EXAMINE tell about a folder; ``size_bytes`` is -1 when unknown."""
+    """What STATUS/EXAMINE tell about a folder; ``size_bytes`` is -1 when unknown,
+    ``highestmodseq`` 0 when the server has no CONDSTORE (RFC 7162)."""
 
     messages: int
     size_bytes: int
     uidvalidity: int
     uidnext: int
+    highestmodseq: int = 0
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,8 @@ class Summary:
     copy_s: float = 0.0
     dry_run: bool = False
     declined: bool = False
+    copied_by_folder: dict[str, int] = field(default_factory=dict)
+    incomplete: set[str] = field(default_factory=set)
 
     @property
     def messages_per_s(self) -> float:

@@ -6,6 +6,13 @@ side's label and server, so nothing above this module ever sees an imapclient ob
 
 Bandwidth accounting hooks in at the socket layer (`_Metered`): every byte read or written
 is charged to the side's `Meter`, in chunks, so the sync logic never mentions bandwidth.
+
+Connecting (`Session._connect`) verifies the server's certificate and host name (TLS 1.2
+or newer), upgrades with STARTTLS where configured, then authenticates: AUTHENTICATE PLAIN
+(RFC 4616) when offered, else the LOGIN command, or for an OAuth2 side OAUTHBEARER
+(RFC 7628) or XOAUTH2 with a token from the side's ``oauth2_token_cmd``, run afresh for
+each connection (cached in-process for `TOKEN_REUSE_S`).  Neither passwords nor tokens
+reach an error message: server text is passed through `_redact`.
 """
 
 from __future__ import annotations
@@ -13,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import imaplib
+import json
 import random
 import re
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,9 +33,10 @@ from typing import Any, Protocol
 import imapclient
 from imapclient import exceptions as imap_exc
 from imapclient import imap4, tls
-from imapclient.response_parser import parse_fetch_response
+from imapclient.imap_utf7 import decode as decode_utf7
+from imapclient.response_parser import parse_fetch_response, parse_response
 
-from fastsync.config import Account
+from fastsync.config import Account, SecretCommandError, run_secret_cmd
 from fastsync.errors import (
     AuthError,
     ConnectError,
@@ -37,6 +47,7 @@ from fastsync.errors import (
     Throttled,
     TLSError,
 )
+from fastsync import wire
 from fastsync.model import Folder, FolderStatus, MessageRef, WorkerSettings
 
 # Planning fetches message identities this many at a time: one round trip per few thousand
@@ -46,6 +57,7 @@ IDENTITY_BATCH = 5000
 # Header fields that make up a message's identity (see plan.identity).  Fetched with
 # BODY.PEEK so the source's \Seen flags never change (RFC 3501 section 6.4.5).
 IDENTITY_FIELDS = b"MESSAGE-ID DATE FROM SUBJECT"
+_IDENTITY_ITEMS = [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"]
 
 # Bytes charged to a meter per read or write: small enough that a 20 MB message cannot
 # burst through a bandwidth cap, large enough that accounting costs nothing measurable.
@@ -176,10 +188,48 @@ class _Client(imapclient.IMAPClient):  # type: ignore[misc]
 
 
 def tls_context(account: Account) -> ssl.SSLContext:
-    """Verification on (system store or the side's ``ca_file``), TLS 1.2 or newer."""
+    """Verification on (system store or the side's ``ca_file``), TLS 1.2 or newer.
+
+    ``create_default_context`` sets CERT_REQUIRED and check_hostname (RFC 6125 name
+    checks); nothing in fastsync turns either off.
+    """
     context = ssl.create_default_context(cafile=account.ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+# OpenSSL X509_V_ERR_* codes of ssl.SSLCertVerificationError.verify_code that get their
+# own advice; every other code means the issuer is unknown (self-signed, private CA).
+_CERT_NOT_YET_VALID = 9
+_CERT_HAS_EXPIRED = 10
+_NAME_MISMATCH = frozenset({62, 63, 64})  # host name, e-mail, IP address
+
+
+def _describe_certificate_error(exc: ssl.SSLCertVerificationError, account: Account) -> str:
+    """Why the certificate was refused and what fixes it; verification is never switched off."""
+    reason = exc.verify_message or exc.reason or "verification failed"
+    side = account.side
+    if exc.verify_code in _NAME_MISMATCH:
+        return (
+            f"TLS certificate does not match the host name {account.host!r} ({reason}); "
+            f"set {side}.server to a name the certificate holds"
+        )
+    if exc.verify_code == _CERT_HAS_EXPIRED:
+        return (
+            f"TLS certificate has expired ({reason}); the server's certificate must be renewed "
+            "(or this machine's clock is wrong)"
+        )
+    if exc.verify_code == _CERT_NOT_YET_VALID:
+        return f"TLS certificate is not valid yet ({reason}); check this machine's clock"
+    if account.ca_file is not None:
+        return (
+            f"TLS certificate not trusted ({reason}); {side}.ca_file does not hold the CA that "
+            "signed it: set it to that CA's certificate file"
+        )
+    return (
+        f"TLS certificate not trusted ({reason}); for a private CA set {side}.ca_file "
+        "to its certificate file"
+    )
 
 
 def _describe_os_error(exc: BaseException, account: Account) -> str:
@@ -190,11 +240,7 @@ def _describe_os_error(exc: BaseException, account: Account) -> str:
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"no answer within {account.timeout_s:g} s; check the address, the firewall or raise {account.side}.timeout_s"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = exc.verify_message or exc.reason or "verification failed"
-        return (
-            f"TLS certificate not trusted ({reason}); for a private CA set {account.side}.ca_file "
-            "to its certificate file"
-        )
+        return _describe_certificate_error(exc, account)
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed ({exc.reason or exc}); check {account.side}.tls ({account.tls}) and the port"
     if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError)):
@@ -251,6 +297,9 @@ class Session:
     def _connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) -> _Client:
         where = f"{account.label} ({account.server})"
         context = tls_context(account) if account.tls != "none" else None
+        # The token is fetched before connecting: a failing command then opens no
+        # connection, and a slow one cannot run into the server's pre-login timeout.
+        token = access_token(account) if account.oauth2_token_cmd is not None else None
         client: _Client | None = None
         try:
             _Client.meter_down = meter_down
@@ -275,9 +324,12 @@ class Session:
                     f"{where}: server refuses LOGIN on this connection (LOGINDISABLED); "
                     f"set {account.side}.tls to implicit or starttls"
                 )
-            client.login(account.user, account.password)
+            if token is not None:
+                _oauth2_login(client, account, where, *token)
+            else:
+                _password_login(client, account, where)
             return client
-        except (TLSError, AuthError):
+        except (TLSError, AuthError, Throttled):
             _close_quietly(client)
             raise
         except imap_exc.LoginError as exc:
@@ -352,22 +404,62 @@ class Session:
             folders.append(Folder(name=_text(name), delimiter=_text(delimiter or ""), attributes=attributes))
         return folders
 
-    def status(self, folder: str) -> FolderStatus:
+    def _status_items(self) -> list[str]:
         items = ["MESSAGES", "UIDVALIDITY", "UIDNEXT"]
         if "STATUS=SIZE" in self.capabilities:
             items.append("SIZE")
+        if "CONDSTORE" in self.capabilities:
+            items.append("HIGHESTMODSEQ")
+        return items
+
+    def status(self, folder: str) -> FolderStatus:
         try:
             with self._guard(folder):
-                reply = self._client.folder_status(folder, items)
+                reply = self._client.folder_status(folder, self._status_items())
         except imap_exc.IMAPClientError as exc:
             raise FolderError(f"{self.where}: folder {folder!r}: STATUS refused: {_text(exc)}") from None
-        values = {_text(k).upper(): int(v) for k, v in reply.items()}
-        return FolderStatus(
-            messages=values.get("MESSAGES", 0),
-            size_bytes=values.get("SIZE", -1),
-            uidvalidity=values.get("UIDVALIDITY", 0),
-            uidnext=values.get("UIDNEXT", 0),
-        )
+        return _folder_status(reply)
+
+    def statuses(self) -> dict[str, FolderStatus]:
+        """STATUS of every folder, in one round trip where LIST-STATUS (RFC 5819) is offered.
+
+        Nothing may be selected: Dovecot answers STATUS on the selected folder from a
+        stale view.
+        """
+        self.unselect()
+        if "LIST-STATUS" not in self.capabilities:
+            return {f.name: self.status(f.name) for f in self.list_folders() if f.selectable}
+        imap = self._client._imap
+        with self._guard():
+            tag = imap._command("LIST", '""', '"*"', "RETURN", "(STATUS (" + " ".join(self._status_items()) + "))")
+            typ, data = imap._command_complete("LIST", tag)
+            if typ != "OK":
+                raise FolderError(f"{self.where}: LIST-STATUS refused: {_text(data)}")
+            imap.untagged_responses.pop("LIST", None)
+            _typ, replies = imap._untagged_response(typ, data, "STATUS")
+        out = {}
+        for reply in replies:
+            if reply is None:
+                continue
+            try:
+                name, values = parse_response([reply] if isinstance(reply, bytes) else list(reply))
+            except imap_exc.ProtocolError:
+                continue
+            if isinstance(name, bytes | str):
+                out[decode_utf7(name)] = _folder_status(dict(zip(values[::2], values[1::2], strict=False)))
+        return out
+
+    def unselect(self) -> None:
+        """Leave the selected folder without expunging (RFC 3691 UNSELECT; CLOSE after EXAMINE)."""
+        if self._selected is None:
+            return
+        with self._guard():
+            if "UNSELECT" in self.capabilities:
+                self._client.unselect_folder()
+            else:
+                # RFC 3501 section 6.4.2: CLOSE of a folder opened with EXAMINE removes nothing.
+                self._client.close_folder()
+        self._selected = None
 
     def examine(self, folder: str) -> FolderStatus:
         """Select a folder read-only (RFC 3501 section 6.3.2): nothing on it can change."""
@@ -408,39 +500,43 @@ class Session:
         no UID SEARCH (whose single reply line can exceed imaplib's limit) is needed.
         """
         refs: list[MessageRef] = []
-        header_key = b"BODY[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"
         for start in range(1, count + 1, IDENTITY_BATCH):
             end = min(count, start + IDENTITY_BATCH - 1)
-            reply = self._fetch_sequence(
-                start, end, [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"]
-            )
-            for data in reply.values():
-                size = int(data.get(b"RFC822.SIZE", 0))
-                header = data.get(header_key) or b""
-                key, has_id = identity(header, size)
-                refs.append(MessageRef(uid=int(data[b"UID"]), size_bytes=size, identity=key, has_message_id=has_id))
+            data = self._fetch(f"{start}:{end}", _IDENTITY_ITEMS, uid=False)
+            refs.extend(self._refs(data, identity))
         return refs
 
     def identities_since(self, first_uid: int, identity: Callable[[bytes, int], tuple[str, bool]]) -> list[str]:
         """Identities of the examined folder's messages with UID >= *first_uid*."""
-        header_key = b"BODY[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"
         # "n:*" also matches the highest UID when it is below n (RFC 3501 section 6.4.8),
         # hence the filter on the UID.
-        reply = self._fetch(
-            f"{max(first_uid, 1)}:*",
-            [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"],
-            uid=True,
-        )
-        return [
-            identity(data.get(header_key) or b"", int(data.get(b"RFC822.SIZE", 0)))[0]
-            for uid, data in reply.items()
-            if uid >= first_uid
-        ]
+        data = self._fetch(f"{max(first_uid, 1)}:*", _IDENTITY_ITEMS, uid=True)
+        return [ref.identity for ref in self._refs(data, identity) if ref.uid >= first_uid]
 
-    def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool) -> dict[int, dict[bytes, Any]]:
+    def _refs(self, data: list[object], identity: Callable[[bytes, int], tuple[str, bool]]) -> Iterator[MessageRef]:
+        for record in wire.records(data):
+            uid, size, header = record.uid(), record.size(), record.literal()
+            if uid is None or size is None or header is None:
+                # Not the usual shape (e.g. the header section sent as a quoted string).
+                parsed = self._parse_fallback(record)
+                if parsed is None or b"UID" not in parsed:
+                    continue
+                uid, size = int(parsed[b"UID"]), int(parsed.get(b"RFC822.SIZE", 0))
+                header = next((v for k, v in parsed.items() if k.startswith(b"BODY[")), b"") or b""
+            key, has_id = identity(header, size)
+            yield MessageRef(uid=uid, size_bytes=size, identity=key, has_message_id=has_id)
+
+    def _parse_fallback(self, record: wire.Record) -> dict[bytes, Any] | None:
+        try:
+            parsed = parse_fetch_response(record.items, False, False)
+        except imap_exc.ProtocolError as exc:
+            raise MalformedResponse(f"{self.where}: malformed FETCH response: {_text(exc)[:200]}") from None
+        return next(iter(parsed.values()), None)
+
+    def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool) -> list[object]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
 
-        Keys are UIDs for UID FETCH, sequence numbers otherwise.  Unsolicited FETCH
+        Returns imaplib's untagged FETCH items, for `wire.records`.  Unsolicited FETCH
         responses for other messages may be included; callers take what they asked for.
         """
         command = ["UID", "FETCH"] if uid else ["FETCH"]
@@ -451,54 +547,89 @@ class Session:
             if typ != "OK":
                 raise FolderError(f"{self.where}: folder {self._selected!r}: FETCH refused: {_text(data)}")
             typ, data = imap._untagged_response(typ, data, "FETCH")
-            return parse_fetch_response(data, self._client.normalise_times, uid)  # type: ignore[no-any-return]
-
-    def _fetch_sequence(self, start: int, end: int, items: list[bytes]) -> dict[int, dict[bytes, Any]]:
-        """FETCH by message sequence numbers (not UIDs) in the examined folder."""
-        return self._fetch(f"{start}:{end}", items, uid=False)
+        return [item for item in data if item is not None]
 
     def total_size(self, count: int) -> int:
         """Sum of RFC822.SIZE over the examined folder, for servers without STATUS=SIZE (RFC 8438)."""
         total = 0
         for start in range(1, count + 1, IDENTITY_BATCH):
             end = min(count, start + IDENTITY_BATCH - 1)
-            reply = self._fetch_sequence(start, end, [b"RFC822.SIZE"])
-            total += sum(int(d.get(b"RFC822.SIZE", 0)) for d in reply.values())
+            for record in wire.records(self._fetch(f"{start}:{end}", [b"RFC822.SIZE"], uid=False)):
+                total += record.size() or 0
         return total
 
     def fetch_messages(self, uids: Sequence[int]) -> list[Fetched]:
         """Bodies, flags and internal dates of the examined folder; UIDs gone are left out."""
-        reply = self._fetch(sequence_set(uids), [b"FLAGS", b"INTERNALDATE", b"BODY.PEEK[]"], uid=True)
+        data = self._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", b"BODY.PEEK[]"], uid=True)
         wanted = set(uids)
         fetched = []
-        for uid, data in reply.items():
-            body = data.get(b"BODY[]")
-            if body is None or uid not in wanted:
-                continue
-            flags = tuple(_text(f) for f in data.get(b"FLAGS", ()))
-            fetched.append(Fetched(uid=int(uid), flags=flags, internaldate=data[b"INTERNALDATE"], body=body))
+        for record in wire.records(data):
+            uid, flags, date, body = record.uid(), record.flags(), record.internaldate(), record.literal()
+            if uid is None or flags is None or date is None or body is None:
+                parsed = self._parse_fallback(record)
+                if parsed is None or b"BODY[]" not in parsed or b"UID" not in parsed:
+                    continue
+                uid, body = int(parsed[b"UID"]), parsed[b"BODY[]"] or b""
+                flags = tuple(_text(f) for f in parsed.get(b"FLAGS", ()))
+                date = parsed[b"INTERNALDATE"]
+            if uid in wanted:
+                fetched.append(Fetched(uid=uid, flags=flags, internaldate=date, body=body))
         return fetched
 
     def append(self, folder: str, messages: Sequence[Fetched]) -> None:
         """Append messages with their flags and dates: one MULTIAPPEND (RFC 3502) when offered.
 
         A MULTIAPPEND is all-or-nothing; when the server refuses it, the caller retries the
-        messages one by one to find the refused one.
+        messages one by one to find the refused one.  Without MULTIAPPEND, one APPEND per
+        message.
         """
-        items = [
-            {"msg": m.body, "flags": m.flags, "date": m.internaldate} for m in messages
-        ]
         try:
             with self._guard(folder):
-                if len(items) > 1 and "MULTIAPPEND" in self.capabilities:
-                    self._client.multiappend(folder, items)
+                if "MULTIAPPEND" in self.capabilities:
+                    self._append(folder, messages)
                 else:
-                    for item in items:
-                        self._client.append(folder, item["msg"], item["flags"], item["date"])
+                    for message in messages:
+                        self._append(folder, [message])
         except imap_exc.IMAPClientError as exc:
             text = _text(exc)
             code = response_code(text.split(":", 1)[-1]) or response_code(text)
             raise MessageError(f"{self.where}: {folder!r}: APPEND refused: {text}", code) from None
+
+    def _append(self, folder: str, messages: Sequence[Fetched]) -> None:
+        """Send one APPEND command carrying *messages* (RFC 3501 section 6.3.11, RFC 3502).
+
+        Bodies go to the socket as they are: no copy, no line-ending rewrite (imaplib's
+        APPEND turns bare LF into CRLF, which changes the message; imapclient copies each
+        body twice while building the command).  With LITERAL+ (RFC 7888) nothing waits
+        for the server's "+"; without it each literal waits for its continuation.
+        """
+        imap = self._client._imap
+        literal_plus = "LITERAL+" in self.capabilities
+        tag = imap._new_tag()
+        prefix = tag + b" APPEND " + bytes(self._client._normalise_folder(folder))
+        refused = False
+        for message in messages:
+            flags = " ".join(message.flags).encode("ascii", "replace")
+            size = str(len(message.body)).encode("ascii")
+            imap.send(
+                prefix + b" (" + flags + b') "' + wire.format_internaldate(message.internaldate) + b'" {'
+                + size + (b"+}\r\n" if literal_plus else b"}\r\n")
+            )
+            prefix = b""
+            if not literal_plus:
+                # _get_response returns None on a continuation; a tagged reply means refusal.
+                while imap._get_response() is not None:
+                    if imap.tagged_commands.get(tag):
+                        refused = True
+                        break
+                if refused:
+                    break
+            imap.send(message.body)
+        if not refused:
+            imap.send(b"\r\n")
+        typ, data = imap._command_complete("APPEND", tag)
+        if typ != "OK":
+            raise imap_exc.IMAPClientError(f"APPEND: {typ} {_text(data)}")
 
     @property
     def multiappend(self) -> bool:
@@ -538,8 +669,152 @@ def _raise_if_throttled(text: str, where: str) -> None:
         raise Throttled(f"{where}: server is throttling: {text.strip()[:200]}", wait_s) from None
 
 
-def _redact(text: str, account: Account) -> str:
-    return text.replace(account.password, "***") if account.password else text
+def _redact(text: str, account: Account, *secrets: str) -> str:
+    """``text`` with the side's password and any of ``secrets`` (tokens) replaced by ***."""
+    for secret in (account.password, *secrets):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+# -- authentication --------------------------------------------------------------------
+
+# An access token from oauth2_token_cmd is reused for this long within one process, so the
+# planner's two connections, or a worker's reconnects, do not run the command each time.
+# Providers' tokens live an hour (Google, Microsoft 365); a cached token the server refuses
+# is fetched again at once (see _oauth2_login), so a rotated token is still picked up.
+# Workers are processes of their own, each with its own cache.
+TOKEN_REUSE_S = 60.0
+
+_tokens: dict[tuple[str, str | None], tuple[float, str]] = {}
+
+# RFC 6750 section 2.1 b64token: what a bearer token may consist of.  Checked so that a
+# command printing JSON or a "Bearer ..." line fails clearly instead of at the server.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def access_token(account: Account, *, fresh: bool = False) -> tuple[str, bool]:
+    """(token, came from the cache) for an OAuth2 side; runs its ``oauth2_token_cmd`` if needed.
+
+    A failing command is an AuthError naming the side and the field, never the command
+    (it may embed a client secret) nor what it printed.
+    """
+    command = account.oauth2_token_cmd
+    if command is None:
+        raise ValueError(f"{account.side} has no oauth2_token_cmd")
+    key = (command, account.workdir)
+    cached = _tokens.get(key)
+    if cached is not None and not fresh and time.monotonic() - cached[0] < TOKEN_REUSE_S:
+        return cached[1], True
+    where = f"{account.label} ({account.server})"
+    field = f"{account.side}.oauth2_token_cmd"
+    try:
+        token = run_secret_cmd(command, account.workdir, "an access token").strip()
+    except SecretCommandError as exc:
+        raise AuthError(f"{where}: {field}: {exc.problem}") from None
+    if not _B64TOKEN.fullmatch(token):
+        raise AuthError(
+            f"{where}: {field}: command printed something that is not an access token "
+            "(RFC 6750: letters, digits and -._~+/=); print only the token, "
+            "e.g. pipe JSON through jq -r .access_token"
+        )
+    _tokens[key] = (time.monotonic(), token)
+    return token, False
+
+
+class _BearerExchange:
+    """The client side of one OAUTHBEARER (RFC 7628) or XOAUTH2 exchange, for sasl_login.
+
+    The first (empty) challenge is answered with the client response carrying the token.
+    A server that refuses the token first sends a challenge with a JSON error (RFC 7628
+    section 3.2.2), which must be answered with a dummy response (a lone 0x01 for
+    OAUTHBEARER, section 3.2.3; an empty one for XOAUTH2) before the tagged NO.  The JSON
+    ``status`` is kept for the error message.
+    """
+
+    def __init__(self, mechanism: str, account: Account, token: str) -> None:
+        if mechanism == "OAUTHBEARER":
+            # gs2-header "n,a=<authzid>," (RFC 5801 section 4: "," and "=" escaped), then
+            # kvpairs separated by 0x01; host and port as in RFC 7628 section 4.1.
+            authzid = account.user.replace("=", "=3D").replace(",", "=2C")
+            self.first = (
+                f"n,a={authzid},\x01host={account.host}\x01port={account.port}"
+                f"\x01auth=Bearer {token}\x01\x01"
+            ).encode()
+            self.dummy = b"\x01"
+        else:
+            # Google's XOAUTH2 (also Microsoft 365): user=...^Aauth=Bearer ...^A^A
+            self.first = f"user={account.user}\x01auth=Bearer {token}\x01\x01".encode()
+            self.dummy = b""
+        self.sent = False
+        self.status = ""
+
+    def __call__(self, challenge: bytes) -> bytes:
+        if not self.sent:
+            self.sent = True
+            return self.first
+        try:
+            error = json.loads(challenge)
+        except ValueError:
+            error = None
+        if isinstance(error, dict):
+            self.status = str(error.get("status", ""))
+        return self.dummy
+
+
+def bearer_mechanism(capabilities: Sequence[str]) -> str | None:
+    """The SASL mechanism for a bearer token: OAUTHBEARER (RFC 7628, the standard) when the
+    server offers it, else XOAUTH2 (Google's original, the only one Microsoft 365 offers)."""
+    for mechanism in ("OAUTHBEARER", "XOAUTH2"):
+        if f"AUTH={mechanism}" in capabilities:
+            return mechanism
+    return None
+
+
+def _oauth2_login(client: _Client, account: Account, where: str, token: str, cached: bool) -> None:
+    """Authenticate with the bearer token: OAUTHBEARER when offered, else XOAUTH2."""
+    offered = [_text(c).upper() for c in client.capabilities()]
+    field = f"{account.side}.oauth2_token_cmd"
+    mechanism = bearer_mechanism(offered)
+    if mechanism is None:
+        mechanisms = ", ".join(c.removeprefix("AUTH=") for c in offered if c.startswith("AUTH=")) or "none"
+        raise AuthError(
+            f"{where}: server offers neither OAUTHBEARER nor XOAUTH2 (SASL mechanisms: {mechanisms}); "
+            f"{field} needs one of them: give a password source instead"
+        )
+    while True:
+        exchange = _BearerExchange(mechanism, account, token)
+        try:
+            client.sasl_login(mechanism, exchange)
+            return
+        except imap_exc.LoginError as exc:
+            text = _redact(_text(exc.args[0] if exc.args else exc), account, token)
+        _raise_if_throttled(text, where)
+        if cached:
+            # Revoked or rotated since it was cached: the command may know a newer one.
+            token, cached = access_token(account, fresh=True)
+            continue
+        status = f"; status {exchange.status}" if exchange.status else ""
+        raise AuthError(
+            f"{where}: {mechanism} login as {account.user!r} refused ({text}{status}): "
+            f"the access token printed by {field} has expired, was revoked or is not for this user"
+        )
+
+
+def _password_login(client: _Client, account: Account, where: str) -> None:
+    """AUTHENTICATE PLAIN when offered, else LOGIN; a LoginError is left to the caller."""
+    if client.has_capability("AUTH=PLAIN"):
+        # RFC 4616 carries the user name and password as UTF-8; imaplib sends the LOGIN
+        # command's arguments as ASCII only.
+        client.plain_login(account.user, account.password)
+        return
+    if not (account.user.isascii() and account.password.isascii()):
+        raise AuthError(
+            f"{where}: server does not offer AUTH=PLAIN and its LOGIN command cannot carry a "
+            f"user name or password with non-ASCII characters; check {account.side}.user "
+            "and the password"
+        )
+    client.login(account.user, account.password)
 
 
 def _close_quietly(client: Any) -> None:
@@ -547,3 +822,14 @@ def _close_quietly(client: Any) -> None:
         return
     with contextlib.suppress(Exception):
         client.shutdown()
+
+
+def _folder_status(reply: dict[Any, Any]) -> FolderStatus:
+    values = {_text(k).upper(): int(v) for k, v in reply.items()}
+    return FolderStatus(
+        messages=values.get("MESSAGES", 0),
+        size_bytes=values.get("SIZE", -1),
+        uidvalidity=values.get("UIDVALIDITY", 0),
+        uidnext=values.get("UIDNEXT", 0),
+        highestmodseq=values.get("HIGHESTMODSEQ", 0),
+    )

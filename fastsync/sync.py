@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastsync import folders as folder_rules
@@ -24,6 +25,7 @@ from fastsync.limits import Limits, workers_allowed
 from fastsync.model import (
     Folder,
     FolderPair,
+    FolderStatus,
     MessageRef,
     Retrying,
     Taken,
@@ -34,6 +36,7 @@ from fastsync.model import (
 )
 from fastsync.progress import FolderRow, Reporter, Summary
 from fastsync.session import Session, backoff_s
+from fastsync.state import StateCache
 
 T = TypeVar("T")
 
@@ -60,6 +63,8 @@ class Options:
     unit_max_messages: int = plan.UNIT_MAX_MESSAGES
     unit_max_bytes: int = plan.UNIT_MAX_BYTES
     retries: int = WorkerSettings.retries
+    full: bool = False
+    state_dir: Path | None = None
 
     @property
     def settings(self) -> WorkerSettings:
@@ -186,6 +191,7 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
             f"--procs {options.workers} lowered to {workers}: --max-connections {options.max_connections} "
             "per side, and the planner holds one"
         )
+    cache = StateCache.for_config(config, options.state_dir)
     planner = _Planner(config, limits, options.settings, reporter)
     try:
         planner.open()
@@ -193,7 +199,9 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
         src_folders, dst_folders = planner.call("listing folders", lambda src, dst: (src.list_folders(), dst.list_folders()))
         pairs = pair_folders(src_folders, dst_folders, rules_from(config, options), reporter)
         existing = {f.name for f in dst_folders if f.selectable}
-        plans = _plan(planner, pairs, existing, reporter)
+        # Taken before planning: whatever changes later shows up as a difference next time.
+        before = planner.call("reading folder status", lambda src, dst: (src.statuses(), dst.statuses()))
+        plans = _plan(planner, pairs, existing, reporter, cache if not options.full else None, before)
         summary.folders = len(plans)
         summary.planned = sum(len(p.todo) for p in plans)
         summary.planned_bytes = sum(p.todo_bytes for p in plans)
@@ -207,40 +215,16 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
         for notice in providers.notices(config.src, config.dst):
             reporter.warn(notice)
         missing_folders = folder_rules.folders_to_create(pairs, existing, dst_delimiter(dst_folders))
-        if options.dry_run or (summary.planned == 0 and not missing_folders):
-            if options.dry_run:
-                reporter.info("Dry run: nothing was written.")
-            summary.elapsed_s = time.monotonic() - started
-            return summary
-        if not options.confirm:
-            interactive = sys.stdin.isatty() if stdin_is_tty is None else stdin_is_tty
-            if not interactive:
-                raise UsageError(
-                    "no terminal to ask for confirmation; pass -y/--yes (or set FASTSYNC_CONFIRM=1) to copy"
-                )
-            if not reporter.confirm(f"Copy {summary.planned} messages and create {len(missing_folders)} folders?"):
+        if options.dry_run:
+            reporter.info("Dry run: nothing was written.")
+        elif summary.planned or missing_folders:
+            if not _confirmed(options, reporter, summary, missing_folders, stdin_is_tty):
                 summary.declined = True
                 reporter.info("Nothing copied.")
-                summary.elapsed_s = time.monotonic() - started
-                return summary
-        # Every mapped folder is created, empty ones too: the destination mirrors the tree.
-        for name in missing_folders:
-            reporter.detail(f"creating folder {name!r}")
-            planner.call("creating folders", lambda _src, dst: dst.create_folder(name))
-        copy_started = time.monotonic()
-        reporter.start_copy(summary.planned, summary.planned_bytes)
-        try:
-            replan = _copy(config, options, plans, workers, limits, reporter, summary)
-            if replan:
-                # A folder whose UIDVALIDITY changed is planned again, once: its old UIDs
-                # name nothing now (RFC 3501 section 2.3.1.1).
-                reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
-                again = _plan(planner, [p for p in pairs if p.src in replan], existing | set(missing_folders), reporter)
-                summary.planned += sum(len(p.todo) for p in again)
-                _copy(config, options, again, workers, limits, reporter, summary)
-        finally:
-            reporter.stop_copy()
-        summary.copy_s = time.monotonic() - copy_started
+            else:
+                _execute(config, options, planner, pairs, plans, existing, missing_folders, workers, limits, reporter, summary)
+        if not options.dry_run and not summary.declined:
+            _remember(cache, planner, plans, before, summary)
     finally:
         reporter.clear_status()
         planner.close()
@@ -248,9 +232,104 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
     return summary
 
 
-def _plan(planner: _Planner, pairs: Sequence[FolderPair], existing: set[str], reporter: Reporter) -> list[FolderPlan]:
+def _confirmed(
+    options: Options, reporter: Reporter, summary: Summary, missing_folders: Sequence[str], stdin_is_tty: bool | None
+) -> bool:
+    if options.confirm:
+        return True
+    interactive = sys.stdin.isatty() if stdin_is_tty is None else stdin_is_tty
+    if not interactive:
+        raise UsageError("no terminal to ask for confirmation; pass -y/--yes (or set FASTSYNC_CONFIRM=1) to copy")
+    return reporter.confirm(f"Copy {summary.planned} messages and create {len(missing_folders)} folders?")
+
+
+def _execute(
+    config: Config,
+    options: Options,
+    planner: _Planner,
+    pairs: Sequence[FolderPair],
+    plans: Sequence[FolderPlan],
+    existing: set[str],
+    missing_folders: Sequence[str],
+    workers: int,
+    limits: Limits,
+    reporter: Reporter,
+    summary: Summary,
+) -> None:
+    # Every mapped folder is created, empty ones too: the destination mirrors the tree.
+    for name in missing_folders:
+        reporter.detail(f"creating folder {name!r}")
+        planner.call("creating folders", lambda _src, dst: dst.create_folder(name))
+    copy_started = time.monotonic()
+    reporter.start_copy(summary.planned, summary.planned_bytes)
+    try:
+        replan = _copy(config, options, plans, workers, limits, reporter, summary)
+        if replan:
+            # A folder whose UIDVALIDITY changed is planned again, once: its old UIDs
+            # name nothing now (RFC 3501 section 2.3.1.1).
+            reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
+            again = _plan(planner, [p for p in pairs if p.src in replan], existing | set(missing_folders), reporter)
+            summary.planned += sum(len(p.todo) for p in again)
+            summary.incomplete.update(replan)
+            _copy(config, options, again, workers, limits, reporter, summary)
+    finally:
+        reporter.stop_copy()
+    summary.copy_s = time.monotonic() - copy_started
+
+
+def _remember(
+    cache: StateCache,
+    planner: _Planner,
+    plans: Sequence[FolderPlan],
+    before: tuple[dict[str, FolderStatus], dict[str, FolderStatus]],
+    summary: Summary,
+) -> None:
+    """Record the pairs this run left complete, so that the next run can skip them.
+
+    The source's status is the one read before planning.  The destination's is read now,
+    and kept only when it differs from before by exactly the copies this run made: a
+    change by anyone else during the run must not be mistaken for ours.
+    """
+    src_before, dst_before = before
+    after = planner.call("reading folder status", lambda _src, dst: dst.statuses()) if summary.copied else dst_before
+    for p in plans:
+        src, dst0, dst1 = src_before.get(p.pair.src), dst_before.get(p.pair.dst), after.get(p.pair.dst)
+        copied = summary.copied_by_folder.get(p.pair.src, 0)
+        complete = p.pair.src not in summary.incomplete and copied == len(p.todo)
+        if src is None or dst1 is None or not complete:
+            cache.forget(p.pair)
+            continue
+        if dst0 is None:
+            dst0 = FolderStatus(0, -1, dst1.uidvalidity, 1)
+        consistent = (
+            dst1.uidvalidity == dst0.uidvalidity
+            and dst1.uidnext - dst0.uidnext == copied
+            and dst1.messages - dst0.messages == copied
+        )
+        if consistent:
+            cache.record(p.pair, src, dst1)
+        else:
+            cache.forget(p.pair)
+    try:
+        cache.save()
+    except OSError as exc:
+        summary.errors.append(f"cannot write the state cache {cache.path}: {exc.strerror}; the next run will diff everything")
+
+
+def _plan(
+    planner: _Planner,
+    pairs: Sequence[FolderPair],
+    existing: set[str],
+    reporter: Reporter,
+    cache: StateCache | None = None,
+    before: tuple[dict[str, FolderStatus], dict[str, FolderStatus]] = ({}, {}),
+) -> list[FolderPlan]:
     plans = []
     for index, pair in enumerate(pairs, 1):
+        src, dst = before[0].get(pair.src), before[1].get(pair.dst)
+        if cache is not None and src is not None and cache.unchanged(pair, src, dst):
+            plans.append(FolderPlan(pair, src.uidvalidity, src.messages, note="unchanged since the last run"))
+            continue
         reporter.status(f"planning {index}/{len(pairs)}: {pair.src}")
         exists = pair.dst in existing or folder_rules.is_inbox(pair.dst)
         plans.append(planner.call(f"planning {pair.src!r}", lambda src, dst: plan_folder(src, dst, pair, exists)))
@@ -294,6 +373,7 @@ def _copy(
         raise Cancelled("Cancelled.") from None
     _shutdown(coordinator.processes.values(), JOIN_TIMEOUT_S)
     if coordinator.units:
+        summary.incomplete.update(u.pair.src for u in coordinator.units.values())
         left = sum(len(u.uids) for u in coordinator.units.values())
         summary.errors.append(f"{left} messages not copied because the workers stopped; run again")
     return coordinator.replan
@@ -405,6 +485,9 @@ class _Coordinator:
             self.replan.add(unit.pair.src)
         elif done.error:
             s.errors.append(done.error)
+        if done.error or done.failures:
+            s.incomplete.add(unit.pair.src)
+        s.copied_by_folder[unit.pair.src] = s.copied_by_folder.get(unit.pair.src, 0) + done.copied + done.vanished
         s.copied += done.copied
         s.copied_bytes += done.size_bytes
         s.vanished += done.vanished
@@ -441,6 +524,7 @@ class _Coordinator:
             self.attempts[unit.unit_id] += 1
             if self.attempts[unit.unit_id] >= UNIT_ATTEMPTS:
                 del self.units[unit.unit_id]
+                self.summary.incomplete.add(unit.pair.src)
                 self.summary.errors.append(
                     f"{len(unit.uids)} messages of folder {unit.pair.src!r} not copied after "
                     f"{UNIT_ATTEMPTS} attempts; run again"

@@ -1,0 +1,85 @@
+"""A small cache that lets a re-run skip folder pairs nothing has touched.
+
+Per folder pair it keeps what STATUS said of both folders (UIDVALIDITY, UIDNEXT, MESSAGES
+and, with CONDSTORE, HIGHESTMODSEQ) after the last run that left the pair complete.  A
+re-run asks STATUS again (one LIST-STATUS round trip per side) and plans only the pairs
+where something differs: a message added or removed on either side moves UIDNEXT or
+MESSAGES, and a flag change moves HIGHESTMODSEQ.  The cache only ever skips work; deleting
+it, or `--full`, costs one full diff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from fastsync.config import Config
+from fastsync.model import FolderPair, FolderStatus
+
+VERSION = 1
+
+
+def default_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fastsync"
+
+
+def _key(pair: FolderPair) -> str:
+    return f"{pair.src}\n{pair.dst}"
+
+
+def _fingerprint(status: FolderStatus) -> list[int]:
+    return [status.uidvalidity, status.uidnext, status.messages, status.highestmodseq]
+
+
+class StateCache:
+    """The cache file of one (source account, destination account) couple."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.pairs: dict[str, list[list[int]]] = {}
+        if path is None:
+            return
+        try:
+            data = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return
+        if isinstance(data, dict) and data.get("version") == VERSION and isinstance(data.get("pairs"), dict):
+            self.pairs = data["pairs"]
+
+    @classmethod
+    def for_config(cls, config: Config, directory: Path | None) -> StateCache:
+        """The cache of this config's two accounts (named by a hash: no user names on disk)."""
+        accounts = f"{config.src.server}\n{config.src.user}\n{config.dst.server}\n{config.dst.user}"
+        name = hashlib.sha256(accounts.encode()).hexdigest()[:24] + ".json"
+        return cls((directory or default_dir()) / name)
+
+    def unchanged(self, pair: FolderPair, src: FolderStatus | None, dst: FolderStatus | None) -> bool:
+        if src is None or dst is None:
+            return False
+        return self.pairs.get(_key(pair)) == [_fingerprint(src), _fingerprint(dst)]
+
+    def record(self, pair: FolderPair, src: FolderStatus, dst: FolderStatus) -> None:
+        self.pairs[_key(pair)] = [_fingerprint(src), _fingerprint(dst)]
+
+    def forget(self, pair: FolderPair) -> None:
+        self.pairs.pop(_key(pair), None)
+
+    def save(self) -> None:
+        """Write atomically (temporary file, then rename): a crash leaves the old cache."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = orjson.dumps({"version": VERSION, "pairs": self.pairs})
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,131 @@
+"""Fast reading of the FETCH responses fastsync asks for.
+
+imaplib hands over an untagged FETCH response as a list of items: plain lines, and
+``(line, literal)`` pairs where the line ended with ``{n}``.  imapclient's general parser
+tokenises every line byte by byte, which cost more CPU than the rest of a copy (about
+140 µs a message).  The responses fastsync requests have a fixed, simple shape (UID,
+RFC822.SIZE, FLAGS, INTERNALDATE and one body section sent as a literal), so this module
+reads them with a few regular expressions.  Anything else (a body sent as a quoted string
+or NIL, two literals, an item missing) is reported as not understood, and the caller
+falls back to imapclient's parser for that message.  Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+_START = re.compile(rb"(\d+) \(")
+_UID = re.compile(rb"[( ]UID (\d+)")
+_SIZE = re.compile(rb"[( ]RFC822\.SIZE (\d+)")
+_FLAGS = re.compile(rb"[( ]FLAGS \(([^)]*)\)")
+_DATE = re.compile(rb'[( ]INTERNALDATE "([^"]+)"')
+_LITERAL_AT_END = re.compile(rb"\{\d+\}$")
+
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {name.encode(): number for number, name in enumerate(_MONTH_NAMES, 1)}
+# RFC 3501 section 9, date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", day possibly space-padded.
+_INTERNALDATE = re.compile(rb"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$")
+
+
+@dataclass
+class Record:
+    """One message's part of a FETCH response: its text (literals left out) and literals."""
+
+    number: int
+    items: list[object] = field(default_factory=list)
+    text: bytes = b""
+    literals: list[bytes] = field(default_factory=list)
+
+    def uid(self) -> int | None:
+        return _int(_UID.search(self.text))
+
+    def size(self) -> int | None:
+        return _int(_SIZE.search(self.text))
+
+    def flags(self) -> tuple[str, ...] | None:
+        match = _FLAGS.search(self.text)
+        if match is None:
+            return None
+        return tuple(f.decode("utf-8", "replace") for f in match.group(1).split())
+
+    def internaldate(self) -> dt.datetime | None:
+        match = _DATE.search(self.text)
+        return parse_internaldate(match.group(1)) if match else None
+
+    def literal(self) -> bytes | None:
+        """The message's single literal, or None when it had none or several."""
+        return self.literals[0] if len(self.literals) == 1 else None
+
+
+def _int(match: re.Match[bytes] | None) -> int | None:
+    return int(match.group(1)) if match else None
+
+
+def records(data: Iterable[object]) -> Iterator[Record]:
+    """Group imaplib's untagged FETCH items by message.
+
+    imaplib has already taken "FETCH" out: a message's first item starts "<number> (".
+    """
+    current: Record | None = None
+    parts: list[bytes] = []
+    for item in data:
+        if isinstance(item, tuple):
+            line, literal = item[0], item[1]
+        elif isinstance(item, bytes):
+            line, literal = item, None
+        else:
+            continue
+        start = _START.match(line)
+        if start:
+            if current is not None:
+                current.text = b"".join(parts)
+                yield current
+            current = Record(int(start.group(1)))
+            parts = []
+        if current is None:
+            continue
+        current.items.append(item)
+        if literal is not None:
+            # The "{n}" marker leaves the text; a space keeps the next item separated.
+            parts.append(_LITERAL_AT_END.sub(b"", line) + b" ")
+            current.literals.append(literal)
+        else:
+            parts.append(line)
+    if current is not None:
+        current.text = b"".join(parts)
+        yield current
+
+
+def parse_internaldate(raw: bytes) -> dt.datetime | None:
+    """An INTERNALDATE as an aware datetime (its own offset kept), or None when malformed."""
+    match = _INTERNALDATE.match(raw)
+    if not match:
+        return None
+    day, month_name, year, hour, minute, second, sign, off_h, off_m = match.groups()
+    month = _MONTHS.get(month_name.capitalize())
+    if month is None:
+        return None
+    offset = dt.timedelta(hours=int(off_h), minutes=int(off_m))
+    try:
+        return dt.datetime(
+            int(year), month, int(day), int(hour), int(minute), int(second),
+            tzinfo=dt.timezone(-offset if sign == b"-" else offset),
+        )
+    except ValueError:
+        return None
+
+
+def format_internaldate(moment: dt.datetime) -> bytes:
+    """An aware datetime as an RFC 3501 date-time, with its own offset (no locale involved)."""
+    offset = moment.utcoffset() or dt.timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    minutes = abs(minutes)
+    month = _MONTH_NAMES[moment.month - 1]
+    return (
+        f"{moment.day:02d}-{month}-{moment.year:04d} {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} "
+        f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
+    ).encode("ascii")

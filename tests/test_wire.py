@@ -1,0 +1,66 @@
+"""Unit tests of the fast FETCH reader against the item lists imaplib produces."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from fastsync.wire import parse_internaldate, records
+
+
+def test_body_fetch_records() -> None:
+    data = [
+        (b'12 (UID 40 FLAGS (\\Seen $Work) INTERNALDATE "01-Feb-2020 10:11:12 +0100" BODY[] {5}', b"Hello"),
+        b")",
+        (b'13 (UID 41 FLAGS () INTERNALDATE " 3-Mar-2019 00:00:00 -0430" BODY[] {2}', b"Hi"),
+        b")",
+    ]
+    first, second = records(data)
+    assert (first.number, first.uid(), first.flags(), first.literal()) == (12, 40, ("\\Seen", "$Work"), b"Hello")
+    assert first.internaldate() == dt.datetime(2020, 2, 1, 10, 11, 12, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert second.flags() == ()
+    assert second.internaldate() == dt.datetime(
+        2019, 3, 3, tzinfo=dt.timezone(-dt.timedelta(hours=4, minutes=30))
+    )
+
+
+def test_items_after_the_literal_are_read() -> None:
+    data = [(b"7 (UID 9 BODY[] {3}", b"abc"), b' FLAGS (\\Answered) INTERNALDATE "09-Sep-2009 09:09:09 +0000")']
+    [record] = records(data)
+    assert (record.uid(), record.flags(), record.literal()) == (9, ("\\Answered",), b"abc")
+
+
+def test_identity_fetch_and_unsolicited_updates() -> None:
+    header = b"Message-ID: <a@b>\r\n\r\n"
+    data = [
+        (b"1 (UID 5 RFC822.SIZE 1234 BODY[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)] {21}", header),
+        b")",
+        b"2 (FLAGS (\\Seen))",
+    ]
+    first, unsolicited = records(data)
+    assert (first.uid(), first.size(), first.literal()) == (5, 1234, header)
+    assert unsolicited.uid() is None and unsolicited.literal() is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [b'3 (UID 4 FLAGS () INTERNALDATE "01-Jan-2020 00:00:00 +0000" BODY[] "")'],
+        [b'3 (UID 4 FLAGS () INTERNALDATE "01-Jan-2020 00:00:00 +0000" BODY[] NIL)'],
+        [(b"3 (UID 4 BODY[1] {1}", b"a"), (b" BODY[2] {1}", b"b"), b")"],
+    ],
+    ids=["quoted body", "NIL body", "two literals"],
+)
+def test_unusual_shapes_are_left_to_the_general_parser(data: list[object]) -> None:
+    [record] = records(data)
+    assert record.literal() is None
+    assert record.items == data
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"31-Feb-2020 00:00:00 +0000", b"01-Foo-2020 00:00:00 +0000", b"01-Jan-2020 00:00 +0000"],
+)
+def test_malformed_internaldate_is_none(raw: bytes) -> None:
+    assert parse_internaldate(raw) is None
