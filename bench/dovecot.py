@@ -16,9 +16,9 @@ Example::
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
-import grp
 import shutil
 import signal
 import socket
@@ -32,7 +32,7 @@ from typing import Literal
 
 import imapclient
 
-__all__ = ["Dovecot", "DovecotError", "MAIL_FORMAT"]
+__all__ = ["MAIL_FORMAT", "Dovecot", "DovecotError"]
 
 # Mail storage format.  Appending 5,000 messages of ~1.8 KB to INBOX with MULTIAPPEND
 # (10 batches of 500) over the plain port, mail_fsync=never, measured on the dev VM

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastsync import __version__
@@ -33,7 +34,8 @@ exit codes:
 CONFIG_HELP = """\
 config file (JSON or YAML, chosen by extension; the keys of imapsync-go):
   src / dst:   label, server (host:port), user, and one of pass, pass_env (variable name),
-               pass_file (path), pass_cmd (shell command printing the password);
+               pass_file (path), pass_cmd (shell command printing the password),
+               oauth2_token_cmd (shell command printing an OAuth2 access token);
                optional tls (implicit | starttls | none; default implicit on port 993,
                starttls otherwise), ca_file, timeout_s (default 60)
   map:         list of {src, dst}: only these folders (and their subfolders) are synced
@@ -74,6 +76,12 @@ SYNC_FLAGS = (
          "cap on bytes/s written to the destination (0 = unlimited)", "N"),
     Flag(("--max-connections",), "max_connections", "FASTSYNC_MAX_CONNECTIONS", "int",
          "simultaneous connections per side, planner included (0 = unlimited)", "N"),
+    Flag(("--retries",), "retries", "FASTSYNC_RETRIES", "int",
+         "reconnections per worker after a lost connection, with backoff of 1 s doubling to 60 s (default: 5)", "N"),
+    Flag(("--full",), "full", "FASTSYNC_FULL", "bool",
+         "diff every folder pair, even those the state cache knows unchanged"),
+    Flag(("--state-dir",), "state_dir", "FASTSYNC_STATE_DIR", "str",
+         "where the state cache lives (default: $XDG_CACHE_HOME/fastsync or ~/.cache/fastsync)", "PATH"),
 )
 
 ALL_FLAGS = COMMON_FLAGS + SYNC_FLAGS
@@ -199,6 +207,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             down_bps=_pick(values.get("down_bps"), limits.down_bps),
             up_bps=_pick(values.get("up_bps"), limits.up_bps),
             max_connections=_pick(values.get("max_connections"), limits.max_connections),
+            retries=_pick(values.get("retries"), sync.Options.retries),
+            full=bool(values.get("full")),
+            state_dir=Path(values["state_dir"]) if values.get("state_dir") else None,
         )
         summary = sync.run(config, options, reporter)
         reporter.summary(summary)

@@ -11,19 +11,11 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 from fastsync.model import Failure
 
@@ -102,8 +94,9 @@ class Reporter:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.interactive = self.out.isatty() if interactive is None else interactive
-        self.console = Console(file=self.out, highlight=False, soft_wrap=True)
-        self.err_console = Console(file=self.err, highlight=False, soft_wrap=True)
+        # rich is imported only for a terminal: a re-run with nothing to do, or output to a
+        # pipe, does not pay for it (it is a third of fastsync's start-up time).
+        self._console: Console | None = None
         self._progress: Progress | None = None
         self._overall: TaskID | None = None
         self._folder_tasks: dict[str, TaskID] = {}
@@ -117,19 +110,34 @@ class Reporter:
 
     # -- messages ----------------------------------------------------------------------
 
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.out, highlight=False, soft_wrap=True)
+        return self._console
+
+    def _line(self, stream: TextIO, text: str) -> None:
+        if stream is self.out and self.interactive:
+            self.console.print(text, markup=False)
+            return
+        stream.write(text + "\n")
+        stream.flush()
+
     def info(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(text, markup=False)
+            self._line(self.out, text)
 
     def detail(self, text: str) -> None:
         if self.verbose and not self.quiet:
-            self.console.print(text, markup=False)
+            self._line(self.out, text)
 
     def warn(self, text: str) -> None:
-        self.err_console.print(f"warning: {text}", markup=False)
+        self._line(self.err, f"warning: {text}")
 
     def error(self, text: str) -> None:
-        self.err_console.print(f"error: {text}", markup=False)
+        self._line(self.err, f"error: {text}")
 
     # -- status while planning ---------------------------------------------------------
 
@@ -137,11 +145,13 @@ class Reporter:
         """A transient line (sizing an account, planning a folder): shown only on a terminal."""
         if self.quiet or not self.interactive:
             return
-        self.err_console.print(f"[dim]{text}[/dim]", end="\r", soft_wrap=True)
+        self.err.write(f"{text[:79]:79}\r")
+        self.err.flush()
 
     def clear_status(self) -> None:
         if not self.quiet and self.interactive:
-            self.err_console.print(" " * 79, end="\r")
+            self.err.write(" " * 79 + "\r")
+            self.err.flush()
 
     # -- tables ------------------------------------------------------------------------
 
@@ -154,6 +164,8 @@ class Reporter:
                 self.out.write("\t".join(str(c) for c in row) + "\n")
             self.out.flush()
             return
+        from rich.table import Table
+
         table = Table(title=title, title_justify="left")
         for index, header in enumerate(headers):
             table.add_column(header, justify="right" if index and _numeric(rows, index) else "left")
@@ -190,6 +202,15 @@ class Reporter:
         self._started = self._plain_last = time.monotonic()
         if self.quiet or not self.interactive:
             return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -36,6 +36,7 @@ from imapclient import imap4, tls
 from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_fetch_response, parse_response
 
+from fastsync import wire
 from fastsync.config import Account, SecretCommandError, run_secret_cmd
 from fastsync.errors import (
     AuthError,
@@ -47,7 +48,6 @@ from fastsync.errors import (
     Throttled,
     TLSError,
 )
-from fastsync import wire
 from fastsync.model import Folder, FolderStatus, MessageRef, WorkerSettings
 
 # Planning fetches message identities this many at a time: one round trip per few thousand

@@ -8,6 +8,7 @@ into work units; the pool (pool.py) copies them while this process aggregates pr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import queue
 import random
 import sys
@@ -232,6 +233,10 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
     return summary
 
 
+def _create_folder(_src: Session, dst: Session, name: str) -> bool:
+    return dst.create_folder(name)
+
+
 def _confirmed(
     options: Options, reporter: Reporter, summary: Summary, missing_folders: Sequence[str], stdin_is_tty: bool | None
 ) -> bool:
@@ -259,7 +264,7 @@ def _execute(
     # Every mapped folder is created, empty ones too: the destination mirrors the tree.
     for name in missing_folders:
         reporter.detail(f"creating folder {name!r}")
-        planner.call("creating folders", lambda _src, dst: dst.create_folder(name))
+        planner.call("creating folders", functools.partial(_create_folder, name=name))
     copy_started = time.monotonic()
     reporter.start_copy(summary.planned, summary.planned_bytes)
     try:
@@ -332,7 +337,7 @@ def _plan(
             continue
         reporter.status(f"planning {index}/{len(pairs)}: {pair.src}")
         exists = pair.dst in existing or folder_rules.is_inbox(pair.dst)
-        plans.append(planner.call(f"planning {pair.src!r}", lambda src, dst: plan_folder(src, dst, pair, exists)))
+        plans.append(planner.call(f"planning {pair.src!r}", functools.partial(plan_folder, pair=pair, dst_exists=exists)))
     reporter.clear_status()
     return plans
 

@@ -22,8 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # make `bench` importable without installing it
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.corpus import Message, seed_account  # noqa: E402
-from bench.dovecot import Dovecot  # noqa: E402
+from bench.corpus import Message, seed_account
+from bench.dovecot import Dovecot
 
 # Users every session server knows from the start.
 STATIC_USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,12 +13,21 @@ from pathlib import Path
 from conftest import Account
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_HOME = Path(tempfile.mkdtemp(prefix="fastsync-test-cache-"))
+
+
+def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a fastsync run in a test: no FASTSYNC_ settings leak in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSYNC_")}
+    # The state cache goes to the test session's own folder, not the user's home.
+    env["XDG_CACHE_HOME"] = str(STATE_HOME)
+    env.update(extra or {})
+    return env
 
 
 def run_cli(*args: str | Path, env: Mapping[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``python -m fastsync`` as a user would, stdin not a terminal."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSYNC_")}
-    full_env.update(env or {})
+    full_env = cli_env(env)
     return subprocess.run(
         [sys.executable, "-m", "fastsync", *map(str, args)],
         capture_output=True,

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from bench.corpus import Message
 from conftest import Account, AccountFactory
 from helpers import run_cli, snapshot, summary_line
 from tcpproxy import CountingProxy, Traffic
 
-UTC = dt.timezone.utc
+from bench.corpus import Message
+
+UTC = dt.UTC
 ConfigFor = Callable[..., Path]
 
 

@@ -7,8 +7,6 @@ the message lands but fastsync never learns it.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,12 +15,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import Account, AccountFactory
+from helpers import REPO_ROOT, cli_env, run_cli, snapshot
+from tcpproxy import CountingProxy, Fault
 
 from bench.corpus import generate
 from bench.dovecot import Dovecot
-from conftest import Account, AccountFactory
-from helpers import REPO_ROOT, run_cli, snapshot, summary_line
-from tcpproxy import CountingProxy, Fault
 
 ConfigFor = Callable[..., Path]
 
@@ -61,7 +59,7 @@ def test_fault_then_exactly_once(name: str, accounts: AccountFactory, config_for
 
 
 def _fastsync(config: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSYNC_")}
+    env = cli_env()
     return subprocess.Popen(
         [sys.executable, "-m", "fastsync", "sync", "-c", str(config), "-y", *extra],
         stdout=subprocess.PIPE,
@@ -101,7 +99,7 @@ def test_a_killed_worker_is_replaced_and_its_unit_requeued(accounts: AccountFact
     workers = [p for p in psutil.Process(process.pid).children(recursive=True) if p.parent().pid != process.pid]
     assert workers, "no worker processes found"
     workers[0].kill()
-    out, err = process.communicate(timeout=120)
+    _out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert "exited unexpectedly" in err
     assert snapshot(dst) == snapshot(src)
@@ -118,7 +116,7 @@ def test_dovecot_restarted_mid_run(tmp_path: Path, config_for: ConfigFor) -> Non
         _wait_for(lambda: _messages(dst) > 0)
         server.stop()
         server.start()
-        out, err = process.communicate(timeout=180)
+        _out, err = process.communicate(timeout=180)
         if process.returncode != 0:
             assert process.returncode == 1 and "run again" in err, err
             rerun = run_cli("sync", "-c", config_for(src, dst), "-y")

@@ -15,11 +15,11 @@ from pathlib import Path
 import imapclient
 import pytest
 import yaml
+from conftest import STATIC_USERS, AccountFactory, write_config
 from imapclient.exceptions import LoginError
 
 from bench.corpus import PROFILES, Message, folders_of, generate, seed_account
 from bench.dovecot import Dovecot, DovecotError, _group_alive
-from conftest import STATIC_USERS, Account, AccountFactory, write_config
 
 REQUIRED_CAPABILITIES = {b"MULTIAPPEND", b"LITERAL+", b"UIDPLUS", b"CONDSTORE", b"SPECIAL-USE", b"STATUS=SIZE"}
 

@@ -9,7 +9,7 @@ from helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "man"))
 
-from generate import generate  # noqa: E402
+from generate import generate
 
 
 def _without_date(text: str) -> list[str]:

@@ -31,7 +31,7 @@ import imapclient
 import psutil
 import pytest
 from conftest import Account, AccountFactory, write_config
-from helpers import REPO_ROOT, run_cli, snapshot
+from helpers import REPO_ROOT, cli_env, run_cli, snapshot
 from imapclient.exceptions import LoginError
 from tokenserver import TokenServer
 
@@ -321,7 +321,7 @@ def test_no_secret_in_output_logs_argv_or_environment(tmp_path: Path, dovecot: D
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSYNC_")}
+    env = cli_env()
     env.update(SEC_TEST_DST_PW=dst_pw, PYTHONPATH=os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")])))
 
     show = run_cli("show", "-c", config, "-V", env=env)

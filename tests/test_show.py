@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from bench.corpus import Message
-from bench.dovecot import Dovecot
 from conftest import Account, AccountFactory
 from helpers import run_cli, snapshot
 
-UTC = dt.timezone.utc
+from bench.corpus import Message
+from bench.dovecot import Dovecot
+
+UTC = dt.UTC
 ConfigFor = Callable[..., Path]
 
 FOLDERS = ["INBOX", "Projets/Café & [data]", "Archive/Été 2020/Q1", "Sent", "with space", "[brackets]"]

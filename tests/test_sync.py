@@ -13,13 +13,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import Account, AccountFactory
+from helpers import REPO_ROOT, cli_env, run_cli, snapshot, summary_line
 
 from bench.corpus import Message, generate
 from bench.dovecot import Dovecot
-from conftest import Account, AccountFactory
-from helpers import REPO_ROOT, run_cli, snapshot, summary_line
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ConfigFor = Callable[..., Path]
 
 
@@ -171,7 +171,7 @@ def test_thousands_of_messages_over_four_workers(accounts: AccountFactory, confi
 
 
 def _spawn_sync(config: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSYNC_")}
+    env = cli_env()
     return subprocess.Popen(
         [sys.executable, "-m", "fastsync", "sync", "-c", str(config), "-y", "--procs", "4", *extra],
         stdout=subprocess.PIPE,
