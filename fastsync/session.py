@@ -58,6 +58,12 @@ IDENTITY_BATCH = 5000
 # BODY.PEEK so the source's \Seen flags never change (RFC 3501 section 6.4.5).
 IDENTITY_FIELDS = b"MESSAGE-ID DATE FROM SUBJECT"
 _IDENTITY_ITEMS = [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"]
+_IDENTITY_LIST = "(" + " ".join(i.decode() for i in _IDENTITY_ITEMS) + ")"
+
+# Folders whose EXAMINE and FETCH commands are in flight at once while planning: enough
+# to hide the round trip, few enough that the commands never fill a socket buffer while
+# the server waits for us to read its answers.
+SURVEY_WINDOW = 16
 
 # Bytes charged to a meter per read or write: small enough that a 20 MB message cannot
 # burst through a bandwidth cap, large enough that accounting costs nothing measurable.
@@ -78,6 +84,15 @@ class Slots(Protocol):
     def acquire(self) -> None: ...
 
     def release(self) -> None: ...
+
+
+@dataclass
+class FolderScan:
+    """What planning learnt of one folder: its status and every message's identity."""
+
+    status: FolderStatus | None
+    refs: list[MessageRef]
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -398,11 +413,7 @@ class Session:
     def list_folders(self) -> list[Folder]:
         with self._guard():
             rows = self._client.list_folders()
-        folders = []
-        for flags, delimiter, name in rows:
-            attributes = tuple(_text(f) for f in flags)
-            folders.append(Folder(name=_text(name), delimiter=_text(delimiter or ""), attributes=attributes))
-        return folders
+        return [_folder(row) for row in rows]
 
     def _status_items(self) -> list[str]:
         items = ["MESSAGES", "UIDVALIDITY", "UIDNEXT"]
@@ -421,23 +432,36 @@ class Session:
         return _folder_status(reply)
 
     def statuses(self) -> dict[str, FolderStatus]:
-        """STATUS of every folder, in one round trip where LIST-STATUS (RFC 5819) is offered.
+        return self.folders_and_statuses()[1]
+
+    def folders_and_statuses(self) -> tuple[list[Folder], dict[str, FolderStatus]]:
+        """Every folder and its STATUS, in one round trip where LIST-STATUS (RFC 5819) is offered.
 
         Nothing may be selected: Dovecot answers STATUS on the selected folder from a
         stale view.
         """
-        self.unselect()
         if "LIST-STATUS" not in self.capabilities:
-            return {f.name: self.status(f.name) for f in self.list_folders() if f.selectable}
+            self.unselect()
+            folders = self.list_folders()
+            return folders, {f.name: self.status(f.name) for f in folders if f.selectable}
         imap = self._client._imap
         with self._guard():
-            tag = imap._command("LIST", '""', '"*"', "RETURN", "(STATUS (" + " ".join(self._status_items()) + "))")
+            # Leaving the selected folder and listing go out together: one round trip.
+            leave = self._send_unselect()
+            # With RETURN options, special-use attributes come only when asked for (RFC 6154 section 5.1).
+            special = "SPECIAL-USE " if "SPECIAL-USE" in self.capabilities else ""
+            returns = f"({special}STATUS (" + " ".join(self._status_items()) + "))"
+            tag = imap._command("LIST", '""', '"*"', "RETURN", returns)
+            if leave is not None:
+                imap._command_complete(*leave)
+                imap.state = "AUTH"
             typ, data = imap._command_complete("LIST", tag)
             if typ != "OK":
                 raise FolderError(f"{self.where}: LIST-STATUS refused: {_text(data)}")
-            imap.untagged_responses.pop("LIST", None)
+            _typ, rows = imap._untagged_response(typ, data, "LIST")
             _typ, replies = imap._untagged_response(typ, data, "STATUS")
-        out = {}
+            folders = [_folder(row) for row in self._client._proc_folder_list(rows)]
+        statuses = {}
         for reply in replies:
             if reply is None:
                 continue
@@ -446,20 +470,24 @@ class Session:
             except imap_exc.ProtocolError:
                 continue
             if isinstance(name, bytes | str):
-                out[decode_utf7(name)] = _folder_status(dict(zip(values[::2], values[1::2], strict=False)))
-        return out
+                statuses[decode_utf7(name)] = _folder_status(dict(zip(values[::2], values[1::2], strict=False)))
+        return folders, statuses
 
     def unselect(self) -> None:
         """Leave the selected folder without expunging (RFC 3691 UNSELECT; CLOSE after EXAMINE)."""
-        if self._selected is None:
-            return
         with self._guard():
-            if "UNSELECT" in self.capabilities:
-                self._client.unselect_folder()
-            else:
-                # RFC 3501 section 6.4.2: CLOSE of a folder opened with EXAMINE removes nothing.
-                self._client.close_folder()
+            leave = self._send_unselect()
+            if leave is not None:
+                self._client._imap._command_complete(*leave)
+                self._client._imap.state = "AUTH"
+
+    def _send_unselect(self) -> tuple[str, bytes] | None:
+        if self._selected is None:
+            return None
         self._selected = None
+        # RFC 3501 section 6.4.2: CLOSE of a folder opened with EXAMINE removes nothing.
+        command = "UNSELECT" if "UNSELECT" in self.capabilities else "CLOSE"
+        return command, self._client._imap._command(command)
 
     def examine(self, folder: str) -> FolderStatus:
         """Select a folder read-only (RFC 3501 section 6.3.2): nothing on it can change."""
@@ -505,6 +533,110 @@ class Session:
             data = self._fetch(f"{start}:{end}", _IDENTITY_ITEMS, uid=False)
             refs.extend(self._refs(data, identity))
         return refs
+
+    def survey(
+        self,
+        folders: Sequence[tuple[str, int]],
+        identity: Callable[[bytes, int], tuple[str, bool]],
+        window: int = SURVEY_WINDOW,
+    ) -> dict[str, FolderScan]:
+        """Status and message identities of many folders, pipelined (RFC 3501 section 5.5).
+
+        *folders* pairs each name with its message count from STATUS.  For each folder an
+        EXAMINE and the FETCH batches that cover the count (the last one open-ended,
+        ``n:*``) are sent without waiting, up to *window* folders ahead, so a whole account
+        costs about one round trip instead of two per folder.  The server answers in
+        order; a folder whose EXAMINE or FETCH fails (it vanished, or shrank so that a
+        batch fell beyond its end) is read again the plain way, or reported.
+        """
+        imap = self._client._imap
+        pending: list[tuple[str, str, str]] = []  # (folder, command, tag)
+        scans: dict[str, FolderScan] = {}
+        queue_ = list(folders)
+        failed: set[str] = set()
+
+        def send(name: str, count: int) -> None:
+            pending.append((name, "EXAMINE", imap._command("EXAMINE", _quoted_folder(self._client, name))))
+            starts = list(range(1, count + 1, IDENTITY_BATCH))
+            for index, start in enumerate(starts):
+                end = "*" if index == len(starts) - 1 else str(start + IDENTITY_BATCH - 1)
+                pending.append((name, "FETCH", imap._command("FETCH", f"{start}:{end}", _IDENTITY_LIST)))
+
+        with self._guard():
+            self._selected = None
+            # imaplib checks the state before sending a command; the pipelined FETCHes are
+            # valid once their EXAMINE is processed, which the server does first.
+            imap.state = "SELECTED"
+            imap.is_readonly = True
+            sent = 0
+            while queue_ or pending:
+                while queue_ and sent < window:
+                    send(*queue_.pop(0))
+                    sent += 1
+                name, command, tag = pending.pop(0)
+                try:
+                    typ, data = imap._command_complete(command, tag)
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error:
+                    # imaplib raises on BAD (e.g. FETCH after a failed EXAMINE).
+                    typ, data = "BAD", []
+                if command == "EXAMINE":
+                    sent -= 1
+                    reply = self._client._process_select_response(imap.untagged_responses)
+                    imap.untagged_responses.clear()
+                    if typ != "OK":
+                        failed.add(name)
+                        continue
+                    scans[name] = FolderScan(
+                        FolderStatus(
+                            messages=int(reply.get(b"EXISTS", 0)),
+                            size_bytes=-1,
+                            uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
+                            uidnext=int(reply.get(b"UIDNEXT", 0)),
+                            highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
+                        ),
+                        [],
+                    )
+                    self._selected = name
+                    continue
+                items = imap.untagged_responses.pop("FETCH", [])
+                imap.untagged_responses.clear()
+                if typ != "OK" or name in failed:
+                    failed.add(name)
+                    continue
+                scans[name].refs.extend(self._refs([i for i in items if i is not None], identity))
+            imap.state = "SELECTED" if self._selected else "AUTH"
+        # A count that moved between STATUS and EXAMINE leaves batches short or missing.
+        failed.update(n for n, scan in scans.items() if scan.status and scan.status.messages != len(scan.refs))
+        for name, _count in folders:
+            if name not in failed:
+                continue
+            # Read again without pipelining: it may exist after all, or have changed size.
+            scans.pop(name, None)
+            try:
+                status = self.examine(name)
+            except FolderError as exc:
+                scans[name] = FolderScan(None, [], exc.message)
+                continue
+            scans[name] = FolderScan(status, self.message_refs(status.messages, identity) if status.messages else [])
+        return scans
+
+    def create_folders(self, names: Sequence[str]) -> list[str]:
+        """Create folders, pipelined, in the given order (parents first); returns errors.
+
+        A folder that already exists is not an error.
+        """
+        imap = self._client._imap
+        errors = []
+        with self._guard():
+            tags = [(name, imap._command("CREATE", _quoted_folder(self._client, name))) for name in names]
+            for name, tag in tags:
+                typ, data = imap._command_complete("CREATE", tag)
+                text = _text(data)
+                if typ != "OK" and response_code(text) != "ALREADYEXISTS" and "exists" not in text.lower():
+                    errors.append(f"{self.where}: cannot create folder {name!r}: {text}")
+        return errors
 
     def identities_since(self, first_uid: int, identity: Callable[[bytes, int], tuple[str, bool]]) -> list[str]:
         """Identities of the examined folder's messages with UID >= *first_uid*."""
@@ -833,3 +965,13 @@ def _folder_status(reply: dict[Any, Any]) -> FolderStatus:
         uidnext=values.get("UIDNEXT", 0),
         highestmodseq=values.get("HIGHESTMODSEQ", 0),
     )
+
+
+def _quoted_folder(client: Any, name: str) -> str:
+    """A folder name as a command argument: modified UTF-7 (RFC 3501 section 5.1.3), quoted."""
+    return bytes(client._normalise_folder(name)).decode("ascii")
+
+
+def _folder(row: tuple[Any, Any, Any]) -> Folder:
+    flags, delimiter, name = row
+    return Folder(name=_text(name), delimiter=_text(delimiter or ""), attributes=tuple(_text(f) for f in flags))

@@ -7,6 +7,7 @@ into work units; the pool (pool.py) copies them while this process aggregates pr
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import queue
@@ -36,7 +37,7 @@ from fastsync.model import (
     WorkUnit,
 )
 from fastsync.progress import FolderRow, Reporter, Summary
-from fastsync.session import Session, backoff_s
+from fastsync.session import FolderScan, Session, backoff_s
 from fastsync.state import StateCache
 
 T = TypeVar("T")
@@ -81,6 +82,7 @@ class FolderPlan:
     without_id: int = 0
     note: str = ""
     dst_uidnext: int = 1
+    error: str = ""
 
     @property
     def todo_bytes(self) -> int:
@@ -117,25 +119,6 @@ def pair_folders(
     return folder_rules.plan_pairs(src_folders, dst_folders, dst_delimiter(dst_folders), rules)
 
 
-def plan_folder(src: Session, dst: Session, pair: FolderPair, dst_exists: bool) -> FolderPlan:
-    status = src.examine(pair.src)
-    refs = src.message_refs(status.messages, plan.identity) if status.messages else []
-    dst_ids: list[str] = []
-    dst_uidnext = 1
-    if dst_exists:
-        dst_status = dst.examine(pair.dst)
-        dst_uidnext = dst_status.uidnext
-        if dst_status.messages:
-            dst_ids = [r.identity for r in dst.message_refs(dst_status.messages, plan.identity)]
-    todo = plan.missing(refs, dst_ids)
-    note = pair.reason if pair.reason.startswith("special-use") else ""
-    if not dst_exists:
-        note = (note + ", " if note else "") + "new folder"
-    return FolderPlan(
-        pair, status.uidvalidity, len(refs), todo, sum(1 for r in refs if not r.has_message_id), note, dst_uidnext
-    )
-
-
 class _Planner:
     """The parent's two connections (one slot per side), reopened with backoff when they break."""
 
@@ -149,10 +132,27 @@ class _Planner:
         self.rng = random.Random()
 
     def open(self) -> tuple[Session, Session]:
-        if self.src is None:
-            self.src = Session.open(self.config.src, slots=self.limits.src_slots, meter_down=self.limits.down)
-        if self.dst is None:
-            self.dst = Session.open(self.config.dst, slots=self.limits.dst_slots, meter_up=self.limits.up)
+        """Connect both sides at once; when one fails, the other is closed again."""
+        if self.src is None or self.dst is None:
+            with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="fastsync-connect") as threads:
+                opening = {
+                    "src": threads.submit(Session.open, self.config.src, slots=self.limits.src_slots,
+                                          meter_down=self.limits.down) if self.src is None else None,
+                    "dst": threads.submit(Session.open, self.config.dst, slots=self.limits.dst_slots,
+                                          meter_up=self.limits.up) if self.dst is None else None,
+                }
+            failures = []
+            for side, future in opening.items():
+                if future is None:
+                    continue
+                try:
+                    setattr(self, side, future.result())
+                except BaseException as exc:
+                    failures.append(exc)
+            if failures:
+                self.close()
+                raise failures[0]
+        assert self.src is not None and self.dst is not None
         return self.src, self.dst
 
     def close(self) -> None:
@@ -197,13 +197,20 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
     try:
         planner.open()
         reporter.status("listing folders")
-        src_folders, dst_folders = planner.call("listing folders", lambda src, dst: (src.list_folders(), dst.list_folders()))
+        # The statuses are read before planning: whatever changes later shows up as a
+        # difference next time (see _remember).
+        (src_folders, src_before), (dst_folders, dst_before) = planner.call(
+            "listing folders", lambda src, dst: _both(src.folders_and_statuses, dst.folders_and_statuses)
+        )
+        before = (src_before, dst_before)
         pairs = pair_folders(src_folders, dst_folders, rules_from(config, options), reporter)
         existing = {f.name for f in dst_folders if f.selectable}
-        # Taken before planning: whatever changes later shows up as a difference next time.
-        before = planner.call("reading folder status", lambda src, dst: (src.statuses(), dst.statuses()))
         plans = _plan(planner, pairs, existing, reporter, cache if not options.full else None, before)
         summary.folders = len(plans)
+        for p in plans:
+            if p.error:
+                summary.errors.append(p.error)
+                summary.incomplete.add(p.pair.src)
         summary.planned = sum(len(p.todo) for p in plans)
         summary.planned_bytes = sum(p.todo_bytes for p in plans)
         summary.present = sum(p.src_messages - len(p.todo) for p in plans)
@@ -233,10 +240,6 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
     return summary
 
 
-def _create_folder(_src: Session, dst: Session, name: str) -> bool:
-    return dst.create_folder(name)
-
-
 def _confirmed(
     options: Options, reporter: Reporter, summary: Summary, missing_folders: Sequence[str], stdin_is_tty: bool | None
 ) -> bool:
@@ -262,9 +265,10 @@ def _execute(
     summary: Summary,
 ) -> None:
     # Every mapped folder is created, empty ones too: the destination mirrors the tree.
-    for name in missing_folders:
-        reporter.detail(f"creating folder {name!r}")
-        planner.call("creating folders", functools.partial(_create_folder, name=name))
+    if missing_folders:
+        reporter.detail(f"creating folders {', '.join(map(repr, missing_folders))}")
+        for error in planner.call("creating folders", lambda _src, dst: dst.create_folders(missing_folders)):
+            summary.errors.append(error)
     copy_started = time.monotonic()
     reporter.start_copy(summary.planned, summary.planned_bytes)
     try:
@@ -329,17 +333,73 @@ def _plan(
     cache: StateCache | None = None,
     before: tuple[dict[str, FolderStatus], dict[str, FolderStatus]] = ({}, {}),
 ) -> list[FolderPlan]:
-    plans = []
-    for index, pair in enumerate(pairs, 1):
-        src, dst = before[0].get(pair.src), before[1].get(pair.dst)
-        if cache is not None and src is not None and cache.unchanged(pair, src, dst):
-            plans.append(FolderPlan(pair, src.uidvalidity, src.messages, note="unchanged since the last run"))
-            continue
-        reporter.status(f"planning {index}/{len(pairs)}: {pair.src}")
-        exists = pair.dst in existing or folder_rules.is_inbox(pair.dst)
-        plans.append(planner.call(f"planning {pair.src!r}", functools.partial(plan_folder, pair=pair, dst_exists=exists)))
+    """Diff each pair's message identities; pairs the cache knows unchanged are not read."""
+    src_before, dst_before = before
+    skipped = {
+        p.src
+        for p in pairs
+        if cache is not None and cache.unchanged(p, src_before.get(p.src), dst_before.get(p.dst))
+    }
+    to_read = [p for p in pairs if p.src not in skipped]
+
+    def counts(names: Iterable[str], statuses: dict[str, FolderStatus]) -> list[tuple[str, int]]:
+        # Unknown counts read as one open-ended batch.
+        return [(name, statuses[name].messages if name in statuses else 1) for name in dict.fromkeys(names)]
+
+    src_names = counts((p.src for p in to_read), src_before)
+    dst_names = counts((p.dst for p in to_read if p.dst in existing or folder_rules.is_inbox(p.dst)), dst_before)
+    if to_read:
+        reporter.status(f"planning {len(to_read)} folders")
+    src_scans, dst_scans = planner.call(
+        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names)
+    )
     reporter.clear_status()
+    plans = []
+    for pair in pairs:
+        if pair.src in skipped:
+            status = src_before[pair.src]
+            plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note="unchanged since the last run"))
+            continue
+        src = src_scans.get(pair.src)
+        if src is None or src.status is None:
+            error = src.error if src is not None else f"folder {pair.src!r} could not be read"
+            plans.append(FolderPlan(pair, 0, 0, note="not synced", error=error))
+            continue
+        dst = dst_scans.get(pair.dst)
+        dst_refs = dst.refs if dst is not None and dst.status is not None else []
+        dst_uidnext = dst.status.uidnext if dst is not None and dst.status is not None else 1
+        todo = plan.missing(src.refs, [r.identity for r in dst_refs])
+        notes = [pair.reason] if pair.reason.startswith("special-use") else []
+        if dst is None:
+            notes.append("new folder")
+        plans.append(
+            FolderPlan(
+                pair, src.status.uidvalidity, len(src.refs), todo, sum(1 for r in src.refs if not r.has_message_id),
+                ", ".join(notes), dst_uidnext,
+            )
+        )
     return plans
+
+
+def _survey_both(
+    src: Session, dst: Session, src_names: Sequence[tuple[str, int]], dst_names: Sequence[tuple[str, int]]
+) -> tuple[dict[str, FolderScan], dict[str, FolderScan]]:
+    """Read both sides at once: each has its own connection, and the wait is the network's."""
+    return _both(
+        functools.partial(src.survey, src_names, plan.identity), functools.partial(dst.survey, dst_names, plan.identity)
+    )
+
+
+U = TypeVar("U")
+
+
+def _both(src_work: Callable[[], T], dst_work: Callable[[], U]) -> tuple[T, U]:
+    """Run one call per side at the same time: each side has its own connection, and on a
+    distant server the time is spent waiting for the network, not holding the GIL."""
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="fastsync-planner") as threads:
+        src_result = threads.submit(src_work)
+        dst_result = threads.submit(dst_work)
+        return src_result.result(), dst_result.result()
 
 
 def _units(plans: Sequence[FolderPlan], options: Options) -> list[WorkUnit]:
