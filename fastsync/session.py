@@ -17,6 +17,7 @@ reach an error message: server text is passed through `_redact`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import imaplib
@@ -766,6 +767,30 @@ class Session:
     @property
     def multiappend(self) -> bool:
         return "MULTIAPPEND" in self.capabilities
+
+
+def open_concurrently(*openers: Callable[[], Session] | None) -> list[Session | None]:
+    """Open several sessions at once (None: keep that slot empty).
+
+    A login costs several round trips; both sides of a copy log in at the same time.  When
+    one fails, those that opened are closed again and the first failure is raised.
+    """
+    with concurrent.futures.ThreadPoolExecutor(len(openers), thread_name_prefix="fastsync-connect") as threads:
+        futures = [threads.submit(opener) if opener is not None else None for opener in openers]
+    sessions: list[Session | None] = []
+    failures: list[BaseException] = []
+    for future in futures:
+        try:
+            sessions.append(future.result() if future is not None else None)
+        except BaseException as exc:
+            failures.append(exc)
+            sessions.append(None)
+    if failures:
+        for session in sessions:
+            if session is not None:
+                session.close()
+        raise failures[0]
+    return sessions
 
 
 def backoff_s(attempt: int, settings: WorkerSettings, rng: random.Random) -> float:

@@ -37,7 +37,7 @@ from fastsync.model import (
     WorkUnit,
 )
 from fastsync.progress import FolderRow, Reporter, Summary
-from fastsync.session import FolderScan, Session, backoff_s
+from fastsync.session import FolderScan, Session, backoff_s, open_concurrently
 from fastsync.state import StateCache
 
 T = TypeVar("T")
@@ -132,26 +132,14 @@ class _Planner:
         self.rng = random.Random()
 
     def open(self) -> tuple[Session, Session]:
-        """Connect both sides at once; when one fails, the other is closed again."""
         if self.src is None or self.dst is None:
-            with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="fastsync-connect") as threads:
-                opening = {
-                    "src": threads.submit(Session.open, self.config.src, slots=self.limits.src_slots,
-                                          meter_down=self.limits.down) if self.src is None else None,
-                    "dst": threads.submit(Session.open, self.config.dst, slots=self.limits.dst_slots,
-                                          meter_up=self.limits.up) if self.dst is None else None,
-                }
-            failures = []
-            for side, future in opening.items():
-                if future is None:
-                    continue
-                try:
-                    setattr(self, side, future.result())
-                except BaseException as exc:
-                    failures.append(exc)
-            if failures:
-                self.close()
-                raise failures[0]
+            src, dst = open_concurrently(
+                None if self.src else functools.partial(Session.open, self.config.src, slots=self.limits.src_slots,
+                                               meter_down=self.limits.down),
+                None if self.dst else functools.partial(Session.open, self.config.dst, slots=self.limits.dst_slots,
+                                               meter_up=self.limits.up),
+            )
+            self.src, self.dst = self.src or src, self.dst or dst
         assert self.src is not None and self.dst is not None
         return self.src, self.dst
 
@@ -192,6 +180,8 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
             f"--procs {options.workers} lowered to {workers}: --max-connections {options.max_connections} "
             "per side, and the planner holds one"
         )
+    if not options.dry_run:
+        pool.warm_up()
     cache = StateCache.for_config(config, options.state_dir)
     planner = _Planner(config, limits, options.settings, reporter)
     try:
