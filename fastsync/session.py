@@ -179,10 +179,10 @@ class _TLSTransport(_Metered, tls.IMAP4_TLS):  # type: ignore[misc]
 class _Client(imapclient.IMAPClient):  # type: ignore[misc]
     """IMAPClient whose transport is metered."""
 
-    meter_down: Meter | None = None
-    meter_up: Meter | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, meter_down: Meter | None, meter_up: Meter | None, **kwargs: Any) -> None:
+        # Set before IMAPClient.__init__, which connects through _create_IMAP4.
+        self.meter_down = meter_down
+        self.meter_up = meter_up
         super().__init__(*args, **kwargs)
         # IMAPClient sets imaplib's debug level to 5 so that imaplib logs every response
         # through its logger; imaplib then formats the repr() of every response, message
@@ -318,10 +318,10 @@ class Session:
         token = access_token(account) if account.oauth2_token_cmd is not None else None
         client: _Client | None = None
         try:
-            _Client.meter_down = meter_down
-            _Client.meter_up = meter_up
             client = _Client(
                 account.host,
+                meter_down=meter_down,
+                meter_up=meter_up,
                 port=account.port,
                 ssl=account.tls == "implicit",
                 ssl_context=context,
@@ -364,9 +364,6 @@ class Session:
         except imaplib.IMAP4.error as exc:
             _close_quietly(client)
             raise ConnectError(f"{where}: {_redact(_text(exc), account)}") from None
-        finally:
-            _Client.meter_down = None
-            _Client.meter_up = None
 
     def close(self) -> None:
         """Log out politely; a connection that is already broken is simply dropped."""
