@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
+import hashlib
 import imaplib
 import json
 import random
@@ -27,7 +28,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,6 +61,17 @@ IDENTITY_BATCH = 5000
 IDENTITY_FIELDS = b"MESSAGE-ID DATE FROM SUBJECT"
 _IDENTITY_ITEMS = [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"]
 _IDENTITY_LIST = "(" + " ".join(i.decode() for i in _IDENTITY_ITEMS) + ")"
+
+# `check` and ``--sync-flags`` also want each message's flags and internal date.
+_STATE_ITEMS = [b"UID", b"RFC822.SIZE", b"FLAGS", b"INTERNALDATE", _IDENTITY_ITEMS[2]]
+
+# UIDs per UID STORE command: the sequence set is compacted (1:400), but scattered UIDs
+# make a long line and some servers cap command lines at 8 or 64 KB.
+STORE_BATCH = 1000
+
+# `check --bodies` fetches full messages in batches of at most this many bytes (a bigger
+# message travels alone); each body is hashed and dropped, so memory holds one batch.
+HASH_BATCH_BYTES = 8 * 1024 * 1024
 
 # Folders whose EXAMINE and FETCH commands are in flight at once while planning: enough
 # to hide the round trip, few enough that the commands never fill a socket buffer while
@@ -94,6 +106,19 @@ class FolderScan:
     status: FolderStatus | None
     refs: list[MessageRef]
     error: str = ""
+
+
+@dataclass(frozen=True)
+class MessageState:
+    """What `check` and ``--sync-flags`` compare of a message: its identity (see plan.identity),
+    its flags as the server reports them and its internal date (None when unreadable)."""
+
+    uid: int
+    size_bytes: int
+    identity: str
+    flags: tuple[str, ...]
+    internaldate: dt.datetime | None
+    has_message_id: bool = True
 
 
 @dataclass(frozen=True)
@@ -687,6 +712,112 @@ class Session:
             for record in wire.records(self._fetch(f"{start}:{end}", [b"RFC822.SIZE"], uid=False)):
                 total += record.size() or 0
         return total
+
+    # -- flags, dates and body digests (check, --sync-flags) ---------------------------
+
+    def message_states(self, count: int, identity: Callable[[bytes, int], tuple[str, bool]]) -> list[MessageState]:
+        """UID, size, identity, flags and internal date of every message of the selected folder.
+
+        The batches of `message_refs`, with FLAGS and INTERNALDATE added; the header fields
+        come with BODY.PEEK, so the source's \\Seen flags never change (RFC 3501 section 6.4.5).
+        """
+        states: list[MessageState] = []
+        for start in range(1, count + 1, IDENTITY_BATCH):
+            end = min(count, start + IDENTITY_BATCH - 1)
+            for record in wire.records(self._fetch(f"{start}:{end}", _STATE_ITEMS, uid=False)):
+                uid, size, header = record.uid(), record.size(), record.literal()
+                flags, date = record.flags(), record.internaldate()
+                if uid is None or size is None or header is None or flags is None:
+                    parsed = self._parse_fallback(record)
+                    if parsed is None or b"UID" not in parsed:
+                        continue
+                    uid, size = int(parsed[b"UID"]), int(parsed.get(b"RFC822.SIZE", 0))
+                    header = next((v for k, v in parsed.items() if k.startswith(b"BODY[")), b"") or b""
+                    flags = tuple(_text(f) for f in parsed.get(b"FLAGS", ()))
+                    raw_date = parsed.get(b"INTERNALDATE")
+                    date = raw_date if isinstance(raw_date, dt.datetime) else None
+                key, has_id = identity(header, size)
+                states.append(MessageState(uid, size, key, flags, date, has_id))
+        return states
+
+    def select(self, folder: str) -> FolderStatus:
+        """Select a folder read-write (RFC 3501 section 6.3.1): only ``--sync-flags`` does, on
+        the destination, to STORE flags.  Never on the source."""
+        try:
+            with self._guard(folder):
+                reply = self._client.select_folder(folder, readonly=False)
+        except imap_exc.IMAPClientError as exc:
+            self._selected = None
+            raise FolderError(f"{self.where}: cannot open folder {folder!r}: {_text(exc)}") from None
+        self._selected = folder
+        self.permanent_flags = tuple(_text(f) for f in reply.get(b"PERMANENTFLAGS", ()))
+        return FolderStatus(
+            messages=int(reply.get(b"EXISTS", 0)),
+            size_bytes=-1,
+            uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
+            uidnext=int(reply.get(b"UIDNEXT", 0)),
+            highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
+        )
+
+    def store_flags(self, changes: Mapping[tuple[str, ...], Sequence[int]]) -> None:
+        """Set the flags of messages of the folder selected with `select`: flag set -> UIDs.
+
+        One ``UID STORE <uids> FLAGS.SILENT (<flags>)`` per flag set (and per `STORE_BATCH`
+        UIDs), all pipelined: FLAGS replaces a message's whole set and .SILENT spares the
+        untagged FETCH echo of each message (RFC 3501 section 6.4.6).  \\Recent must not
+        be in *changes*: only the server sets it (section 2.3.2).
+        """
+        imap = self._client._imap
+        folder = self._selected or ""
+        with self._guard(folder):
+            tags = []
+            for flags, uids in changes.items():
+                ordered = sorted(uids)
+                for start in range(0, len(ordered), STORE_BATCH):
+                    message_set = sequence_set(ordered[start : start + STORE_BATCH])
+                    argument = "(" + " ".join(flags) + ")"
+                    tags.append(imap._command("UID", "STORE", message_set, "FLAGS.SILENT", argument))
+            errors = []
+            for tag in tags:
+                typ, data = imap._command_complete("STORE", tag)
+                if typ != "OK":
+                    errors.append(_text(data))
+            imap.untagged_responses.pop("FETCH", None)
+        if errors:
+            raise FolderError(f"{self.where}: folder {folder!r}: STORE refused: {errors[0]}")
+
+    def body_digests(self, messages: Sequence[tuple[int, int]], max_batch_bytes: int = HASH_BATCH_BYTES) -> dict[int, str]:
+        """sha256 of each whole message (BODY.PEEK[]) of the selected folder: (UID, size) -> digest.
+
+        Fetched in batches bounded by *max_batch_bytes* (a bigger message alone); each body
+        is hashed and dropped, so memory holds one batch whatever the folder's size.
+        """
+        digests: dict[int, str] = {}
+        batch: list[int] = []
+        batch_bytes = 0
+
+        def flush() -> None:
+            if not batch:
+                return
+            data = self._fetch(sequence_set(batch), [b"UID", b"BODY.PEEK[]"], uid=True)
+            for record in wire.records(data):
+                uid, body = record.uid(), record.literal()
+                if uid is None or body is None:
+                    parsed = self._parse_fallback(record)
+                    if parsed is None or b"UID" not in parsed:
+                        continue
+                    uid, body = int(parsed[b"UID"]), parsed.get(b"BODY[]") or b""
+                digests[uid] = hashlib.sha256(body).hexdigest()
+            batch.clear()
+
+        for uid, size in messages:
+            if batch and batch_bytes + size > max_batch_bytes:
+                flush()
+                batch_bytes = 0
+            batch.append(uid)
+            batch_bytes += size
+        flush()
+        return digests
 
     def fetch_messages(self, uids: Sequence[int]) -> list[Fetched]:
         """Bodies, flags and internal dates of the examined folder; UIDs gone are left out."""
