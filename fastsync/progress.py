@@ -2,25 +2,53 @@
 
 Three modes: on a terminal, live rich progress bars; without one, a plain progress line now
 and then (logs of overnight runs stay readable); with ``quiet``, errors only and plain
-tab-separated tables for piping.
+tab-separated tables for piping.  With ``json_output`` (--json) the human output is
+dropped and stdout gets one JSON document at the end (`Reporter.document`), built by the
+``*_document`` functions below from the same records as the human summary; warnings
+and errors stay on stderr.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import logging
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+import orjson
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+    from fastsync.check import CheckSummary
+    from fastsync.model import FolderPair
+    from fastsync.show import AccountInfo
+
 from fastsync.model import Failure
 
 # Seconds between plain progress lines when stdout is not a terminal.
 PLAIN_INTERVAL_S = 10.0
+
+# The event log (--log-file); cli.py attaches its handler, nothing is written otherwise.
+log = logging.getLogger("fastsync")
+
+
+def event(
+    name: str, *, side: str = "", folder: str = "", uid: int | None = None, level: int = logging.INFO, **fields: object
+) -> None:
+    """Log one event of the run for --log-file.
+
+    *side* ("src" or "dst"), *folder* and *uid* name what the event is about; the other
+    *fields* are primitives (numbers, strings, lists of UIDs).  Callers pass server text
+    that session.py has already redacted; cli.py's handler redacts the run's secrets again.
+    """
+    if log.isEnabledFor(level):
+        log.log(level, name, extra={"event": name, "side": side, "folder": folder, "uid": uid, "fields": fields})
 
 
 def human_bytes(size: float) -> str:
@@ -62,6 +90,9 @@ class Summary:
     copy_s: float = 0.0
     dry_run: bool = False
     declined: bool = False
+    sync_flags: bool = False
+    flags_planned: int = 0
+    flags_updated: int = 0
     copied_by_folder: dict[str, int] = field(default_factory=dict)
     incomplete: set[str] = field(default_factory=set)
 
@@ -88,11 +119,17 @@ class Reporter:
         out: TextIO | None = None,
         err: TextIO | None = None,
         interactive: bool | None = None,
+        json_output: bool = False,
     ) -> None:
         self.quiet = quiet
         self.verbose = verbose
-        self.out = out or sys.stdout
+        self.json_output = json_output
+        # With --json the JSON document is the only thing on stdout: human output goes to
+        # a sink, which also makes the run non-interactive (no progress bars, no rich).
+        self.document_out = out or sys.stdout
+        self.out = io.StringIO() if json_output else self.document_out
         self.err = err or sys.stderr
+        self.plan_rows: list[FolderRow] = []
         self.interactive = self.out.isatty() if interactive is None else interactive
         # rich is imported only for a terminal: a re-run with nothing to do, or output to a
         # pipe, does not pay for it (it is a third of fastsync's start-up time).
@@ -174,6 +211,7 @@ class Reporter:
         self.console.print(table)
 
     def plan(self, rows: Sequence[FolderRow]) -> None:
+        self.plan_rows = list(rows)
         if self.quiet:
             return
         body = []
@@ -271,11 +309,153 @@ class Reporter:
             self.error(text)
         if self.quiet:
             return
+        # Figures are appended at the end only: scripts parse this line by position.
+        flags = f", {s.flags_updated} flags updated" if s.sync_flags else ""
         self.info(
             f"{s.folders} folders, {s.copied} copied, {s.present} already present, "
             f"{len(s.failed)} failed, {human_bytes(s.copied_bytes)}, {s.elapsed_s:.1f} s, "
-            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s"
+            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}"
         )
+
+    def check_report(self, s: CheckSummary, limit: int = 20) -> None:
+        """check's table, the first *limit* differences of each folder, and a last line."""
+        for text in s.errors:
+            self.error(text)
+        if self.quiet:
+            return
+        kinds = _check_kinds(s)
+        rows = [
+            [f.pair.src, f.pair.dst, f.src_messages, f.dst_messages, *(f.count(k) for k in kinds),
+             "error" if f.error else "match" if f.matches else "differs"]
+            for f in s.folders
+        ]
+        self.table("Check", ["source", "destination", "src messages", "dst messages", *kinds, "result"], rows)
+        for f in s.folders:
+            for d in f.differences[:limit]:
+                where = f"UID {d.src_uid}" if d.src_uid is not None else f"destination UID {d.dst_uid}"
+                values = f": {d.src!r} on the source, {d.dst!r} on the destination" if d.src or d.dst else ""
+                self.info(f"{d.kind}: folder {f.pair.src!r} {where} {d.identity}{values}")
+            if len(f.differences) > limit:
+                self.info(f"... and {len(f.differences) - limit} more in {f.pair.src!r} (--json lists all)")
+        totals = ", ".join(f"{s.total(k)} {k}" for k in kinds)
+        verdict = "everything matches" if s.matches else "the accounts differ"
+        self.info(f"{len(s.folders)} folders checked, {totals}, {s.elapsed_s:.1f} s: {verdict}.")
+
+    # -- --json --------------------------------------------------------------------------
+
+    def document(self, doc: dict[str, Any]) -> None:
+        """Write the run's one JSON document on stdout (only with --json)."""
+        if not self.json_output:
+            return
+        self.document_out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        self.document_out.flush()
+
+
+def sync_document(s: Summary, rows: Sequence[FolderRow]) -> dict[str, Any]:
+    """sync's --json document: the plan's rows and every figure of the summary line."""
+    return {
+        "command": "sync",
+        "dry_run": s.dry_run,
+        "declined": s.declined,
+        "folders": [
+            {
+                "src": r.src, "dst": r.dst, "messages": r.messages, "to_copy": r.to_copy,
+                "to_copy_bytes": r.to_copy_bytes, "without_message_id": r.without_id, "note": r.note,
+            }
+            for r in rows
+        ],
+        "summary": {
+            "folders": s.folders,
+            "planned": s.planned,
+            "planned_bytes": s.planned_bytes,
+            "copied": s.copied,
+            "present": s.present,
+            "failed": len(s.failed),
+            "copied_bytes": s.copied_bytes,
+            "vanished": s.vanished,
+            "flags_planned": s.flags_planned,
+            "flags_updated": s.flags_updated,
+            "elapsed_s": round(s.elapsed_s, 3),
+            "copy_s": round(s.copy_s, 3),
+            "messages_per_s": round(s.messages_per_s, 1),
+            "mb_per_s": round(s.mb_per_s, 3),
+        },
+        "failed": [dataclasses.asdict(f) for f in s.failed],
+        "errors": list(s.errors),
+        "complete": s.complete,
+    }
+
+
+def show_document(src: AccountInfo, dst: AccountInfo, pairs: Sequence[FolderPair]) -> dict[str, Any]:
+    """show's --json document: both accounts' folders and the mapping."""
+
+    def account(info: AccountInfo) -> dict[str, Any]:
+        folders = []
+        for item in info.folders:
+            st = item.status
+            folders.append({
+                "name": item.folder.name,
+                "delimiter": item.folder.delimiter,
+                "attributes": list(item.folder.attributes),
+                "special_use": item.folder.special_use,
+                "selectable": item.folder.selectable,
+                "messages": st.messages if st else None,
+                "size_bytes": st.size_bytes if st else None,
+                "uidvalidity": st.uidvalidity if st else None,
+                "uidnext": st.uidnext if st else None,
+                "error": item.error,
+            })
+        return {
+            "label": info.account.label,
+            "server": info.account.server,
+            "user": info.account.user,
+            "capabilities": list(info.capabilities),
+            "folders": folders,
+            "messages": sum(i.status.messages for i in info.folders if i.status),
+            "size_bytes": sum(i.status.size_bytes for i in info.folders if i.status),
+        }
+
+    return {
+        "command": "show",
+        "src": account(src),
+        "dst": account(dst),
+        "mapping": [{"src": p.src, "dst": p.dst, "reason": p.reason or "same name"} for p in pairs],
+    }
+
+
+def check_document(s: CheckSummary) -> dict[str, Any]:
+    """check's --json document: per folder the counts and every difference."""
+    kinds = _check_kinds(s)
+    return {
+        "command": "check",
+        "bodies": s.bodies,
+        "folders": [
+            {
+                "src": f.pair.src,
+                "dst": f.pair.dst,
+                "src_messages": f.src_messages,
+                "dst_messages": f.dst_messages,
+                "counts": {k: f.count(k) for k in kinds},
+                "differences": [dataclasses.asdict(d) for d in f.differences],
+                "error": f.error,
+                "matches": f.matches,
+            }
+            for f in s.folders
+        ],
+        "summary": {
+            "folders": len(s.folders),
+            **{k: s.total(k) for k in kinds},
+            "errors": len(s.errors),
+            "elapsed_s": round(s.elapsed_s, 3),
+        },
+        "errors": s.errors,
+        "matches": s.matches,
+    }
+
+
+def _check_kinds(s: CheckSummary) -> list[str]:
+    """The kinds of difference check reports: bodies only with --bodies."""
+    return ["missing", "extra", "flags", "date"] + (["body"] if s.bodies else [])
 
 
 def _numeric(rows: Sequence[Sequence[object]], index: int) -> bool:

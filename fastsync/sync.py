@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import logging
 import queue
 import random
 import sys
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 from fastsync import folders as folder_rules
 from fastsync import plan, pool, providers
 from fastsync.config import Config
-from fastsync.errors import Cancelled, ConnectError, ConnectionLost, Throttled, UsageError
+from fastsync.errors import Cancelled, ConnectError, ConnectionLost, FolderError, Throttled, UsageError
 from fastsync.limits import Limits, workers_allowed
 from fastsync.model import (
     Folder,
@@ -36,8 +37,8 @@ from fastsync.model import (
     WorkerSettings,
     WorkUnit,
 )
-from fastsync.progress import FolderRow, Reporter, Summary
-from fastsync.session import FolderScan, Session, backoff_s, open_concurrently
+from fastsync.progress import FolderRow, Reporter, Summary, event
+from fastsync.session import FolderScan, MessageState, Session, backoff_s, open_concurrently
 from fastsync.state import StateCache
 
 T = TypeVar("T")
@@ -45,6 +46,9 @@ T = TypeVar("T")
 # A unit whose worker died is given to another worker this many times before the run
 # reports it as not copied (a unit that kills every worker must not loop forever).
 UNIT_ATTEMPTS = 3
+
+# The plan's note on a pair the state cache let the run skip.
+UNCHANGED = "unchanged since the last run"
 
 # Seconds to wait for workers to log out after the queue is drained or the run cancelled.
 JOIN_TIMEOUT_S = 10.0
@@ -67,6 +71,7 @@ class Options:
     retries: int = WorkerSettings.retries
     full: bool = False
     state_dir: Path | None = None
+    sync_flags: bool = False
 
     @property
     def settings(self) -> WorkerSettings:
@@ -87,6 +92,47 @@ class FolderPlan:
     @property
     def todo_bytes(self) -> int:
         return sum(r.size_bytes for r in self.todo)
+
+
+def comparable_flags(flags: Iterable[str]) -> frozenset[str]:
+    """Flags as the two sides' copies are compared: without \\Recent, which only a server
+    sets (RFC 3501 section 2.3.2), and case-insensitively, as RFC 3501 treats system flags
+    and servers (Dovecot, Gmail) treat keywords."""
+    return frozenset(f.lower() for f in flags if f.lower() != "\\recent")
+
+
+def match_by_identity(
+    src: Sequence[MessageState], dst: Sequence[MessageState]
+) -> tuple[list[tuple[MessageState, MessageState]], list[MessageState], list[MessageState]]:
+    """(matched pairs, missing on the destination, extra on the destination).
+
+    The multiset view of plan.missing: the k-th source copy of an identity (in UID
+    order) pairs with the k-th destination copy; copies beyond the other side's count
+    are missing or extra.
+    """
+    by_identity: dict[str, list[MessageState]] = {}
+    for state in sorted(dst, key=lambda m: m.uid):
+        by_identity.setdefault(state.identity, []).append(state)
+    matched, missing = [], []
+    for state in sorted(src, key=lambda m: m.uid):
+        copies = by_identity.get(state.identity)
+        if copies:
+            matched.append((state, copies.pop(0)))
+        else:
+            missing.append(state)
+    extra = sorted((m for copies in by_identity.values() for m in copies), key=lambda m: m.uid)
+    return matched, missing, extra
+
+
+def flag_changes(matched: Sequence[tuple[MessageState, MessageState]]) -> dict[tuple[str, ...], list[int]]:
+    """Destination UIDs whose flags differ from their source copy, grouped by the source's
+    flag set so that one STORE sets each set (\\Recent left out)."""
+    changes: dict[tuple[str, ...], list[int]] = {}
+    for src, dst in matched:
+        if comparable_flags(src.flags) != comparable_flags(dst.flags):
+            wanted = tuple(sorted(f for f in src.flags if f.lower() != "\\recent"))
+            changes.setdefault(wanted, []).append(dst.uid)
+    return changes
 
 
 def rules_from(config: Config, options: Options) -> list[folder_rules.Rule]:
@@ -195,7 +241,9 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
         before = (src_before, dst_before)
         pairs = pair_folders(src_folders, dst_folders, rules_from(config, options), reporter)
         existing = {f.name for f in dst_folders if f.selectable}
-        plans = _plan(planner, pairs, existing, reporter, cache if not options.full else None, before)
+        plans = _plan(
+            planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags
+        )
         summary.folders = len(plans)
         for p in plans:
             if p.error:
@@ -204,6 +252,16 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
         summary.planned = sum(len(p.todo) for p in plans)
         summary.planned_bytes = sum(p.todo_bytes for p in plans)
         summary.present = sum(p.src_messages - len(p.todo) for p in plans)
+        for p in plans:
+            event(
+                "folder planned", side="src", folder=p.pair.src, dst_folder=p.pair.dst, messages=p.src_messages,
+                to_copy=len(p.todo), to_copy_bytes=p.todo_bytes, note=p.note, error=p.error,
+            )
+        changes: dict[str, dict[tuple[str, ...], list[int]]] = {}
+        if options.sync_flags:
+            summary.sync_flags = True
+            changes = _flags_to_update(planner, plans, existing, reporter)
+            summary.flags_planned = sum(len(uids) for c in changes.values() for uids in c.values())
         reporter.plan(
             [
                 FolderRow(p.pair.src, p.pair.dst, p.src_messages, 0, len(p.todo), p.todo_bytes, p.without_id, p.note)
@@ -215,12 +273,18 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
         missing_folders = folder_rules.folders_to_create(pairs, existing, dst_delimiter(dst_folders))
         if options.dry_run:
             reporter.info("Dry run: nothing was written.")
-        elif summary.planned or missing_folders:
+        elif summary.planned or missing_folders or summary.flags_planned:
             if not _confirmed(options, reporter, summary, missing_folders, stdin_is_tty):
                 summary.declined = True
                 reporter.info("Nothing copied.")
             else:
-                _execute(config, options, planner, pairs, plans, existing, missing_folders, workers, limits, reporter, summary)
+                if summary.planned or missing_folders:
+                    _execute(
+                        config, options, planner, pairs, plans, existing, missing_folders, workers, limits, reporter,
+                        summary,
+                    )
+                if changes:
+                    _update_flags(planner, changes, reporter, summary)
         if not options.dry_run and not summary.declined:
             _remember(cache, planner, plans, before, summary)
     finally:
@@ -238,7 +302,8 @@ def _confirmed(
     interactive = sys.stdin.isatty() if stdin_is_tty is None else stdin_is_tty
     if not interactive:
         raise UsageError("no terminal to ask for confirmation; pass -y/--yes (or set FASTSYNC_CONFIRM=1) to copy")
-    return reporter.confirm(f"Copy {summary.planned} messages and create {len(missing_folders)} folders?")
+    flags = f" and update the flags of {summary.flags_planned} messages" if summary.flags_planned else ""
+    return reporter.confirm(f"Copy {summary.planned} messages{flags} and create {len(missing_folders)} folders?")
 
 
 def _execute(
@@ -257,6 +322,8 @@ def _execute(
     # Every mapped folder is created, empty ones too: the destination mirrors the tree.
     if missing_folders:
         reporter.detail(f"creating folders {', '.join(map(repr, missing_folders))}")
+        for name in missing_folders:
+            event("folder created", side="dst", folder=name)
         for error in planner.call("creating folders", lambda _src, dst: dst.create_folders(missing_folders)):
             summary.errors.append(error)
     copy_started = time.monotonic()
@@ -290,7 +357,8 @@ def _remember(
     change by anyone else during the run must not be mistaken for ours.
     """
     src_before, dst_before = before
-    after = planner.call("reading folder status", lambda _src, dst: dst.statuses()) if summary.copied else dst_before
+    changed = summary.copied or summary.flags_updated
+    after = planner.call("reading folder status", lambda _src, dst: dst.statuses()) if changed else dst_before
     for p in plans:
         src, dst0, dst1 = src_before.get(p.pair.src), dst_before.get(p.pair.dst), after.get(p.pair.dst)
         copied = summary.copied_by_folder.get(p.pair.src, 0)
@@ -322,13 +390,26 @@ def _plan(
     reporter: Reporter,
     cache: StateCache | None = None,
     before: tuple[dict[str, FolderStatus], dict[str, FolderStatus]] = ({}, {}),
+    need_modseq: bool = False,
 ) -> list[FolderPlan]:
-    """Diff each pair's message identities; pairs the cache knows unchanged are not read."""
+    """Diff each pair's message identities; pairs the cache knows unchanged are not read.
+
+    With *need_modseq* (--sync-flags) a pair is skipped only when both sides report a
+    HIGHESTMODSEQ (RFC 7162 CONDSTORE): without it, a flag change moves neither UIDNEXT
+    nor MESSAGES, so an unchanged STATUS proves nothing about flags.
+    """
     src_before, dst_before = before
+
+    def modseq_known(pair: FolderPair) -> bool:
+        src, dst = src_before.get(pair.src), dst_before.get(pair.dst)
+        return src is not None and dst is not None and src.highestmodseq > 0 and dst.highestmodseq > 0
+
     skipped = {
         p.src
         for p in pairs
-        if cache is not None and cache.unchanged(p, src_before.get(p.src), dst_before.get(p.dst))
+        if cache is not None
+        and cache.unchanged(p, src_before.get(p.src), dst_before.get(p.dst))
+        and (not need_modseq or modseq_known(p))
     }
     to_read = [p for p in pairs if p.src not in skipped]
 
@@ -348,7 +429,7 @@ def _plan(
     for pair in pairs:
         if pair.src in skipped:
             status = src_before[pair.src]
-            plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note="unchanged since the last run"))
+            plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note=UNCHANGED))
             continue
         src = src_scans.get(pair.src)
         if src is None or src.status is None:
@@ -369,6 +450,85 @@ def _plan(
             )
         )
     return plans
+
+
+def _flags_to_update(
+    planner: _Planner, plans: Sequence[FolderPlan], existing: set[str], reporter: Reporter
+) -> dict[str, dict[tuple[str, ...], list[int]]]:
+    """Destination folder -> {source flag set: destination UIDs} for --sync-flags.
+
+    Both folders of each pair are read with EXAMINE (nothing changes yet); messages are
+    matched by identity as the planner does, so only copies present on both sides count.
+    Pairs the state cache skipped have no change on either side (HIGHESTMODSEQ equal).
+    """
+    changes: dict[str, dict[tuple[str, ...], list[int]]] = {}
+    readable = [
+        p for p in plans
+        if not p.error and p.note != UNCHANGED and (p.pair.dst in existing or folder_rules.is_inbox(p.pair.dst))
+    ]
+    for index, p in enumerate(readable, 1):
+        reporter.status(f"comparing flags {index}/{len(readable)} {p.pair.src}")
+        src_states, dst_states = planner.call(
+            "comparing flags", functools.partial(_states_both, src_folder=p.pair.src, dst_folder=p.pair.dst)
+        )
+        matched, _missing, _extra = match_by_identity(src_states, dst_states)
+        folder_changes = flag_changes(matched)
+        if folder_changes:
+            changes[p.pair.dst] = folder_changes
+            src_uid = {d.uid: s.uid for s, d in matched}
+            for flags, uids in folder_changes.items():
+                for uid in uids:
+                    event("flags differ", side="dst", folder=p.pair.dst, uid=uid, src_folder=p.pair.src,
+                          src_uid=src_uid[uid], flags=list(flags))
+    reporter.clear_status()
+    if changes:
+        count = sum(len(uids) for c in changes.values() for uids in c.values())
+        reporter.info(f"{count} messages present on both sides have flags to update on the destination.")
+    return changes
+
+
+def _states_both(
+    src: Session, dst: Session, src_folder: str, dst_folder: str
+) -> tuple[list[MessageState], list[MessageState]]:
+    """Flags, dates and identities of a folder pair, both sides at once, read-only (EXAMINE)."""
+
+    def read(session: Session, folder: str) -> list[MessageState]:
+        status = session.examine(folder)
+        return session.message_states(status.messages, plan.identity) if status.messages else []
+
+    return _both(functools.partial(read, src, src_folder), functools.partial(read, dst, dst_folder))
+
+
+def _update_flags(
+    planner: _Planner, changes: dict[str, dict[tuple[str, ...], list[int]]], reporter: Reporter, summary: Summary
+) -> None:
+    """STORE the source's flags on the destination copies (never on the source).
+
+    A folder is selected read-write only for its STOREs, then examined again: SELECT and
+    EXAMINE leave the previous folder without expunging, where CLOSE after SELECT would
+    expunge the destination's \\Deleted messages (RFC 3501 section 6.4.2).
+    """
+
+    def store(_src: Session, dst: Session, folder: str, folder_changes: dict[tuple[str, ...], list[int]]) -> None:
+        dst.select(folder)
+        try:
+            dst.store_flags(folder_changes)
+        finally:
+            dst.examine(folder)
+
+    for folder, folder_changes in changes.items():
+        count = sum(len(uids) for uids in folder_changes.values())
+        try:
+            # STORE FLAGS sets the whole set: repeating it after a lost connection is harmless.
+            planner.call("updating flags", functools.partial(store, folder=folder, folder_changes=folder_changes))
+        except FolderError as exc:
+            summary.errors.append(exc.message)
+            event("flags not updated", side="dst", folder=folder, level=logging.ERROR, reason=exc.message)
+            continue
+        summary.flags_updated += count
+        for flags, uids in folder_changes.items():
+            event("flags updated", side="dst", folder=folder, uids=uids, flags=list(flags))
+        reporter.detail(f"flags updated on {count} messages of {folder!r}")
 
 
 def _survey_both(
@@ -498,6 +658,8 @@ class _Coordinator:
             elif isinstance(message, UnitDone):
                 self.finished(message, folder_totals)
             elif isinstance(message, Retrying):
+                self.log_worker("retry", message.worker, message.message, logging.WARNING,
+                                wait_s=round(message.wait_s, 3), attempt=message.attempt)
                 self.reporter.warn(
                     f"{message.message}; retrying in {message.wait_s:.1f} s "
                     f"({message.attempt}/{self.settings.retries})"
@@ -511,9 +673,21 @@ class _Coordinator:
         for _ in self.processes:
             self.tasks.put(None)
 
+    def log_worker(self, name: str, worker: int, text: str, level: int, **fields: Any) -> None:
+        """Log a worker's report with the side its text names and the unit it held."""
+        unit = self.units.get(self.taken.get(worker, -1))
+        side = next(
+            (a.side for a in (self.config.src, self.config.dst) if text.startswith(f"{a.label} (")), ""
+        )
+        event(
+            name, side=side, folder=unit.pair.src if unit else "", level=level, worker=worker, message=text,
+            uids=list(unit.uids) if unit else [], **fields,
+        )
+
     def worker_stopped(self, exit: WorkerExit) -> bool:
         """React to a worker's last report; False when the run must stop."""
         text = exit.message.strip()
+        self.log_worker("worker exit", exit.worker, text, logging.WARNING, kind=exit.kind, exit_code=exit.exit_code)
         if exit.kind == "fatal":
             # A refused login or an untrusted certificate will be refused again.
             self.summary.errors.append(text)
@@ -547,6 +721,18 @@ class _Coordinator:
         s.copied_bytes += done.size_bytes
         s.vanished += done.vanished
         s.failed.extend(done.failures)
+        refused = {f.uid for f in done.failures}
+        event(
+            "unit copied", side="src", folder=unit.pair.src, uids=[u for u in unit.uids if u not in refused],
+            dst_folder=unit.pair.dst, worker=done.worker, copied=done.copied, size_bytes=done.size_bytes,
+            vanished=done.vanished, skipped=done.skipped, error=done.error,
+        )
+        for failure in done.failures:
+            event(
+                "message refused", side="src", folder=failure.folder, uid=failure.uid, level=logging.ERROR,
+                dst_folder=unit.pair.dst, message_id=failure.message_id, size_bytes=failure.size_bytes,
+                reason=failure.reason,
+            )
         self.reporter.advance(done.folder, done.copied, unit.size_bytes, folder_totals.get(done.folder, (0, 0)))
 
     def reap(self) -> bool:
@@ -560,6 +746,7 @@ class _Coordinator:
             exit = self.exits.pop(index, None)
             if exit is None:
                 self.reporter.warn(f"worker {index} exited unexpectedly (exit code {process.exitcode})")
+                self.log_worker("worker exit", index, "exited unexpectedly", logging.WARNING, exit_code=process.exitcode)
             throttled = exit is not None and exit.kind == "throttled"
             if not throttled:
                 self.exits_in_a_row += 1
