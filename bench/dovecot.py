@@ -142,6 +142,8 @@ class Dovecot:
         mail_format: str = MAIL_FORMAT,
         imap_capability: str | None = None,
         oauth2_introspection_url: str | None = None,
+        quota_storage: str | None = None,
+        quota_max_mail_size: str | None = None,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError(f"separator must be '/' or '.', not {separator!r}")
@@ -157,6 +159,10 @@ class Dovecot:
         self.mail_format = mail_format
         self.imap_capability = imap_capability
         self.oauth2_introspection_url = oauth2_introspection_url
+        # Dovecot's quota plugin, for tests of refused APPENDs: a storage limit per user
+        # (e.g. "500K": APPEND fails with [OVERQUOTA]) and a largest message (e.g. "100k").
+        self.quota_storage = quota_storage
+        self.quota_max_mail_size = quota_max_mail_size
         self.port = 0
         self.tls_port: int | None = None
         self.ca_file: Path | None = None
@@ -406,6 +412,17 @@ class Dovecot:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.passwd_path)
 
+    def _quota_config(self) -> str:
+        if self.quota_storage is None and self.quota_max_mail_size is None:
+            return ""
+        # The "count" backend keeps its own counters; it requires quota_vsizes.
+        lines = ["  quota = count:User quota", "  quota_vsizes = yes"]
+        if self.quota_storage is not None:
+            lines.append(f"  quota_rule = *:storage={self.quota_storage}")
+        if self.quota_max_mail_size is not None:
+            lines.append(f"  quota_max_mail_size = {self.quota_max_mail_size}")
+        return "mail_plugins = $mail_plugins quota\nplugin {\n" + "\n".join(lines) + "\n}\n"
+
     def _write_oauth2(self) -> None:
         if self.oauth2_introspection_url is None:
             return
@@ -506,7 +523,7 @@ auth_failure_delay = 0
 mail_location = {mail_location}
 mail_fsync = never
 mailbox_list_index = yes
-{format_tuning}mail_max_userip_connections = {self.max_userip_connections}
+{self._quota_config()}{format_tuning}mail_max_userip_connections = {self.max_userip_connections}
 {capability}
 # RFC 6154 SPECIAL-USE: the roles are declared here but auto = no, so the folders exist
 # only once created; a test that creates "Sent" then sees it flagged \\Sent.

@@ -113,6 +113,7 @@ class Worker:
         self.src_folder = ""
         self.created: set[str] = set()
         self.rng = random.Random()
+        self.full: DestinationFull | None = None
 
     def connect(self) -> tuple[Session, Session]:
         if self.src is None or self.dst is None:
@@ -186,12 +187,14 @@ class Worker:
         skipped = 0
         if check:
             messages, skipped = self._already_there(dst, unit, messages)
-        failures += self._append(dst, unit.pair.dst, folder, messages)
-        refused = {f.uid for f in failures}
-        copied = [m for m in messages if m.uid not in refused]
+        refused, left = self._append(dst, unit.pair.dst, folder, messages)
+        failures += refused
+        not_copied = {f.uid for f in failures} | {m.uid for m in messages[len(messages) - left :]}
+        copied = [m for m in messages if m.uid not in not_copied]
+        error = f"{left} messages of folder {folder!r} not copied: the destination is over quota" if left else ""
         return UnitDone(
             self.index, unit.unit_id, folder, len(copied) + skipped, sum(len(m.body) for m in copied),
-            vanished, tuple(failures), skipped=skipped,
+            vanished, tuple(failures), error=error, skipped=skipped,
         )
 
     def _fetch_one_by_one(self, unit: WorkUnit, failures: list[Failure]) -> list[Fetched]:
@@ -229,32 +232,48 @@ class Worker:
                 keep.append(m)
         return keep, len(messages) - len(keep)
 
-    def _append(self, dst: Session, dst_folder: str, src_folder: str, messages: list[Fetched]) -> list[Failure]:
-        """Append all; when the batch is refused, find the refused messages one by one."""
+    def _append(
+        self, dst: Session, dst_folder: str, src_folder: str, messages: list[Fetched]
+    ) -> tuple[list[Failure], int]:
+        """Append all; when the batch is refused, find the refused messages one by one.
+
+        Returns the refused messages and how many at the end were not tried because the
+        destination is full (then `self.full` says why and the worker stops after this unit).
+        """
         if not messages:
-            return []
+            return [], 0
         try:
             self._append_or_create(dst, dst_folder, messages)
-            return []
+            return [], 0
         except MessageError as exc:
             if len(messages) == 1:
                 m = messages[0]
-                return [Failure(src_folder, m.uid, len(m.body), exc.message, _message_id(m.body))]
+                return [Failure(src_folder, m.uid, len(m.body), exc.message, _message_id(m.body))], 0
+        except DestinationFull as exc:
+            self.full = exc
+            return [], len(messages)
         failures = []
-        for m in messages:
+        for index, m in enumerate(messages):
             try:
                 self._append_or_create(dst, dst_folder, [m])
             except MessageError as exc:
                 failures.append(Failure(src_folder, m.uid, len(m.body), exc.message, _message_id(m.body)))
-        return failures
+            except DestinationFull as exc:
+                self.full = exc
+                return failures, len(messages) - index
+        return failures, 0
 
     def _append_or_create(self, dst: Session, dst_folder: str, messages: list[Fetched]) -> None:
         try:
             dst.append(dst_folder, messages)
         except MessageError as exc:
-            if exc.code == "OVERQUOTA":
-                # Every further APPEND would be refused too: stop the run, not each message.
-                raise DestinationFull(f"{exc.message}; free space on the destination and run again") from None
+            if exc.code == "OVERQUOTA" and len(messages) == 1:
+                # Even one more message does not fit: every further APPEND would be refused
+                # too, so the run stops instead of failing each message.  (A refused batch
+                # is retried message by message first: part of it may fit.)
+                raise DestinationFull(
+                    f"{exc.message.rstrip('. ')}; free space on the destination and run again"
+                ) from None
             # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
             if exc.code != "TRYCREATE" or dst_folder in self.created:
                 raise
@@ -295,6 +314,8 @@ def worker_main(
             except FolderError as exc:
                 done = UnitDone(index, unit.unit_id, unit.pair.src, 0, 0, error=exc.message)
             results.put(done)
+            if worker.full is not None:
+                raise worker.full
     except Throttled as exc:
         worker.close()
         # Wait as the server asked before giving the unit back, then leave: the parent

@@ -890,7 +890,8 @@ class Session:
             imap.send(b"\r\n")
         typ, data = imap._command_complete("APPEND", tag)
         if typ != "OK":
-            raise imap_exc.IMAPClientError(f"APPEND: {typ} {_text(data)}")
+            text = _text(data)
+            raise MessageError(f"{self.where}: {folder!r}: APPEND refused: {typ} {text}", response_code(text))
 
     @property
     def multiappend(self) -> bool:

@@ -7,6 +7,7 @@ the message lands but fastsync never learns it.
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import time
@@ -16,10 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Account, AccountFactory
-from helpers import REPO_ROOT, cli_env, run_cli, snapshot
+from helpers import REPO_ROOT, cli_env, run_cli, snapshot, summary_line
 from tcpproxy import CountingProxy, Fault
 
-from bench.corpus import generate
+from bench.corpus import Message, generate
 from bench.dovecot import Dovecot
 
 ConfigFor = Callable[..., Path]
@@ -123,3 +124,46 @@ def test_dovecot_restarted_mid_run(tmp_path: Path, config_for: ConfigFor) -> Non
             assert rerun.returncode == 0, rerun.stderr
         assert "retrying in" in err
         assert snapshot(dst) == snapshot(src)
+
+
+def _sized(n: int, size: int) -> Message:
+    body = f"Message-ID: <sized{n}@x>\r\nSubject: {n}\r\n\r\n".encode() + b"x" * size + b"\r\n"
+    return Message("INBOX", body, ("\\Seen",), dt.datetime(2020, 6, 1, tzinfo=dt.UTC))
+
+
+def test_refused_messages_are_listed_and_the_run_goes_on(
+    tmp_path: Path, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    [src] = accounts(1)
+    messages = [_sized(n, 40_000 if n in (3, 7) else 2_000) for n in range(10)]
+    src.seed(messages)
+    with Dovecot(tmp_path / "limited", {"dst": "d-pw"}, quota_max_mail_size="20k") as limited:
+        dst = Account(limited, "dst", "d-pw")
+        config = config_for(src, dst)
+        for _run in range(2):
+            result = run_cli("sync", "-c", config, "-y")
+            assert result.returncode == 1, result.stderr
+            refused = [line for line in result.stderr.splitlines() if line.startswith("error: not copied:")]
+            assert len(refused) == 2
+            for line, uid in zip(sorted(refused), (4, 8), strict=True):
+                assert f"folder 'INBOX' UID {uid} <sized{uid - 1}@x>" in line
+                assert "[LIMIT]" in line
+        assert "0 copied" in summary_line(result.stdout)
+        copied = snapshot(dst)["INBOX"]
+    assert sum(copied.values()) == 8
+    assert all(count == 1 for count in copied.values())
+
+
+def test_over_quota_destination_stops_the_run(tmp_path: Path, accounts: AccountFactory, config_for: ConfigFor) -> None:
+    [src] = accounts(1)
+    src.seed([_sized(n, 10_000) for n in range(300)])
+    with Dovecot(tmp_path / "full", {"dst": "d-pw"}, quota_storage="300K") as full:
+        dst = Account(full, "dst", "d-pw")
+        result = run_cli("sync", "-c", config_for(src, dst), "-y", "--procs", "3")
+        assert result.returncode == 1
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert any("[OVERQUOTA]" in line and "free space on the destination" in line for line in errors)
+        # Stopped, instead of reporting each of the hundreds of remaining messages.
+        assert len(errors) < 10
+        assert "Traceback" not in result.stderr
+        assert 0 < sum(snapshot(dst)["INBOX"].values()) < 300
