@@ -1,4 +1,4 @@
-"""``python -m bench demo`` and ``python -m bench run ...``: see bench/README.md."""
+"""``python -m bench demo``, ``python -m bench run ...`` and ``python -m bench scale``: see bench/README.md."""
 
 from __future__ import annotations
 
@@ -31,12 +31,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--tls", action="store_true", help="implicit TLS on both sides")
     run.add_argument("--rerun", action="store_true", help="run each tool a second time: the cost of nothing to copy")
     run.add_argument("--out", type=Path, required=True, help="directory for results.json/.md/.png and logs")
+    grow = commands.add_parser("scale", help="plan and copy one folder at 25k, 50k and 100k messages")
+    grow.add_argument("--sizes", default="25000,50000,100000", help="comma-separated message counts")
+    grow.add_argument("--procs", type=int, default=4, help="fastsync worker processes (default 4)")
+    grow.add_argument("--seed", type=int, default=1)
+    grow.add_argument("--out", type=Path, default=None, help="directory for scale.json and scale.md")
     args = parser.parse_args(argv)
     # Imported after parsing so that --help works without the servers' dependencies.
     from bench import run as bench_run
 
     if args.command == "demo":
         return bench_run.demo(args.scale, args.procs, args.seed)
+    if args.command == "scale":
+        from bench.scale import scale
+
+        return scale([int(n) for n in args.sizes.split(",")], args.procs, args.seed, args.out)
     return bench_run.run(
         args.profile, [t.strip() for t in args.tools.split(",") if t.strip()], args.out, scale=args.scale,
         seed=args.seed, repeat=args.repeat, wan_delay_ms=args.wan_delay_ms, rate=args.wan_rate, tls=args.tls,
