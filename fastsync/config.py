@@ -38,8 +38,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
-
 from fastsync.errors import ConfigError
 
 __all__ = [
@@ -878,6 +876,9 @@ def _display_path(path: str) -> str:
 
 
 def _parse_yaml(text: str, shown: str) -> tuple[object, dict[str, int]]:
+    # Imported here: worker processes import this module but never parse a file.
+    import yaml  # type: ignore[import-untyped]  # PyYAML ships no type stubs
+
     loader = yaml.SafeLoader(text)
     try:
         # One parse gives both the node tree (for line numbers) and the data built from it.
@@ -897,6 +898,9 @@ def _parse_yaml(text: str, shown: str) -> tuple[object, dict[str, int]]:
 
 
 def _parse_json(text: str, shown: str) -> tuple[object, dict[str, int]]:
+    # Imported here: worker processes import this module but never parse a file.
+    import yaml
+
     duplicates: list[str] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -955,6 +959,9 @@ def _oneline(text: str) -> str:
 
 def _node_lines(shown: str, root: Any) -> dict[str, int]:
     """Map each key path to the 1-based line of its key; raise on a duplicate key."""
+    # Imported here: worker processes import this module but never parse a file.
+    import yaml
+
     lines: dict[str, int] = {}
     seen: set[int] = set()
     duplicate: tuple[str, int, int] | None = None
