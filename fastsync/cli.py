@@ -232,6 +232,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             quiet=bool(values.get("quiet")), verbose=bool(values.get("verbose")), json_output=bool(values.get("json"))
         )
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        # Events are for --log-file only: the terminal is progress.py's, even for an
+        # error that stops the run before the log file is open.
+        # A NullHandler keeps logging's last-resort handler from printing error events.
+        events = logging.getLogger("fastsync")
+        events.propagate = False
+        if not any(isinstance(h, logging.NullHandler) for h in events.handlers):
+            events.addHandler(logging.NullHandler())
         config = load_config(values.get("config") or DEFAULT_CONFIG)
         log_handler = _configure_log(values.get("log_file"), values.get("log_format") or "text", config)
         code = _run(args.command, values, config, reporter)
@@ -369,11 +376,9 @@ def _configure_log(path: str | None, log_format: str, config: Config) -> logging
     """Attach the --log-file handler to the "fastsync" logger (None without --log-file).
 
     The file is opened in append mode, so successive runs keep one history.  Events never
-    propagate to the root logger: without --log-file they go nowhere, and the terminal is
-    progress.py's.
+    propagate to the root logger (see `main`): without --log-file they go nowhere.
     """
     logger = logging.getLogger("fastsync")
-    logger.propagate = False
     if not path:
         return None
     try:
