@@ -34,6 +34,13 @@ def parse(*argv: str, env: dict[str, str] | None = None) -> dict[str, object]:
         (("sync", "-c", "a.yaml"), {"FASTSYNC_CONFIG": "b.json"}, "config", "a.yaml"),
         (("show",), {"FASTSYNC_CONFIG": "b.json"}, "config", "b.json"),
         (("sync", "-n"), {}, "dry_run", True),
+        (("show",), {"FASTSYNC_JSON": "1"}, "json", True),
+        (("check", "--json"), {"FASTSYNC_JSON": "0"}, "json", True),
+        (("sync",), {"FASTSYNC_LOG_FILE": "run.log"}, "log_file", "run.log"),
+        (("sync", "--log-format", "json"), {"FASTSYNC_LOG_FORMAT": "text"}, "log_format", "json"),
+        (("sync",), {"FASTSYNC_SYNC_FLAGS": "on"}, "sync_flags", True),
+        (("check",), {"FASTSYNC_BODIES": "yes"}, "bodies", True),
+        (("check", "-s", "INBOX"), {}, "src_folder", "INBOX"),
     ],
 )
 def test_flag_beats_env(argv: tuple[str, ...], env: dict[str, str], key: str, expected: object) -> None:
@@ -47,6 +54,7 @@ def test_flag_beats_env(argv: tuple[str, ...], env: dict[str, str], key: str, ex
         ({"FASTSYNC_WORKERS": "0"}, "--workers / FASTSYNC_WORKERS: expected a whole number >= 1, got 0"),
         ({"FASTSYNC_CONFIRM": "maybe"}, "environment variable FASTSYNC_CONFIRM='maybe': expected 1/0"),
         ({"FASTSYNC_BPS_DOWN": "-5"}, "--bps-down / FASTSYNC_BPS_DOWN: expected a whole number >= 0, got -5"),
+        ({"FASTSYNC_LOG_FORMAT": "xml"}, "environment variable FASTSYNC_LOG_FORMAT='xml': expected one of text, json"),
     ],
 )
 def test_bad_env_values_are_usage_errors(env: dict[str, str], message: str) -> None:
@@ -57,8 +65,8 @@ def test_bad_env_values_are_usage_errors(env: dict[str, str], message: str) -> N
 
 def test_every_flag_names_its_env_var_in_the_help() -> None:
     parser = build_parser()
-    sync_help = parser._subparsers._group_actions[0].choices["sync"].format_help()  # type: ignore[union-attr]
-    flat = " ".join(sync_help.split())
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    flat = " ".join(" ".join(commands[name].format_help() for name in ("sync", "check")).split())
     for flag in ALL_FLAGS:
         assert f"[env: {flag.env}]" in flat
     assert len({f.env for f in ALL_FLAGS}) == len(ALL_FLAGS)

@@ -333,7 +333,8 @@ def test_no_secret_in_output_logs_argv_or_environment(tmp_path: Path, dovecot: D
     with out.open("wb") as stdout, err.open("wb") as stderr:
         # --bps-down stretches the copy over a few seconds so that the workers can be inspected.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fastsync", "sync", "-c", str(config), "-V", "-y", "--procs", "2", "--bps-down", "40000"],
+            [sys.executable, "-m", "fastsync", "sync", "-c", str(config), "-V", "-y", "--procs", "2", "--bps-down", "40000",
+             "--log-file", str(tmp_path / "sync.log"), "--log-format", "json"],
             stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT,
         )
         top = psutil.Process(proc.pid)
@@ -355,7 +356,10 @@ def test_no_secret_in_output_logs_argv_or_environment(tmp_path: Path, dovecot: D
 
     children = [pid for pid, (is_top, _c, _e) in seen.items() if not is_top]
     assert len(children) >= 3, "forkserver and two workers were not observed"
-    outputs = out.read_bytes() + err.read_bytes() + show.stdout.encode() + show.stderr.encode()
+    # The event log is written and holds no secret either.
+    log = (tmp_path / "sync.log").read_bytes()
+    assert b'"unit copied"' in log
+    outputs = out.read_bytes() + err.read_bytes() + show.stdout.encode() + show.stderr.encode() + log
     assert b"imapclient" in outputs
     for form in secret_forms(src_user, src_pw) + secret_forms(dst_user, dst_pw):
         assert form not in outputs
