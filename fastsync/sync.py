@@ -590,11 +590,12 @@ def _copy(
         reporter.stop_copy()
         _shutdown(coordinator.processes.values(), timeout_s=5.0)
         raise Cancelled("Cancelled.") from None
-    _shutdown(coordinator.processes.values(), JOIN_TIMEOUT_S)
+    coordinator.drain(folder_totals, JOIN_TIMEOUT_S)
+    _shutdown(coordinator.processes.values(), 0.0)
     if coordinator.units:
         summary.incomplete.update(u.pair.src for u in coordinator.units.values())
         left = sum(len(u.uids) for u in coordinator.units.values())
-        summary.errors.append(f"{left} messages not copied because the workers stopped; run again")
+        summary.errors.append(f"{left} messages not copied because the run stopped early; run again")
     return coordinator.replan
 
 
@@ -676,6 +677,28 @@ class _Coordinator:
                 break
         for _ in self.processes:
             self.tasks.put(None)
+
+    def drain(self, folder_totals: dict[str, tuple[int, int]], timeout_s: float) -> None:
+        """Let workers finish the unit in hand (they stop at the next one) and count it.
+
+        After the run stopped early (destination full, login refused) a worker may still
+        be appending; what it copies must show in the summary.
+        """
+        deadline = time.monotonic() + timeout_s
+        while any(p.is_alive() for p in self.processes.values()) and time.monotonic() < deadline:
+            try:
+                message = self.results.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(message, UnitDone):
+                self.finished(message, folder_totals)
+        while True:
+            try:
+                message = self.results.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(message, UnitDone):
+                self.finished(message, folder_totals)
 
     def log_worker(self, name: str, worker: int, text: str, level: int, **fields: Any) -> None:
         """Log a worker's report with the side its text names and the unit it held."""
