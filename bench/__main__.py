@@ -1,4 +1,4 @@
-"""``python -m bench demo``, ``python -m bench run ...`` and ``python -m bench scale``: see bench/README.md."""
+"""``python -m bench demo``, ``python -m bench run ...``, ``scale`` and ``caps``: see bench/README.md."""
 
 from __future__ import annotations
 
@@ -36,12 +36,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     grow.add_argument("--procs", type=int, default=4, help="fastsync worker processes (default 4)")
     grow.add_argument("--seed", type=int, default=1)
     grow.add_argument("--out", type=Path, default=None, help="directory for scale.json and scale.md")
+    capped = commands.add_parser("caps", help="bandwidth and connection caps as the server sees them")
+    capped.add_argument("--cap", type=int, default=2_000_000, help="bytes/s for --bps-down and --bps-up")
+    capped.add_argument("--seconds", type=float, default=15.0, help="length of each capped transfer")
+    capped.add_argument("--out", type=Path, default=None, help="directory for caps.json and caps.md")
     args = parser.parse_args(argv)
     # Imported after parsing so that --help works without the servers' dependencies.
     from bench import run as bench_run
 
     if args.command == "demo":
         return bench_run.demo(args.scale, args.procs, args.seed)
+    if args.command == "caps":
+        from bench.caps import caps
+
+        return caps(args.cap, args.seconds, args.out)
     if args.command == "scale":
         from bench.scale import scale
 

@@ -1,4 +1,4 @@
-"""A loopback TCP proxy for tests: counts what crosses it, and injects faults on demand.
+"""A loopback TCP proxy for tests and benchmarks: counts what crosses it, injects faults on demand.
 
 Sits between fastsync and a real Dovecot.  It records every chunk relayed in each direction
 with a timestamp (for bandwidth measured on the wire) and the number of connections open
@@ -23,6 +23,7 @@ class Fault:
     """What to do to one connection; bytes are counted per direction from its start."""
 
     refuse: bool = False
+    greeting: bytes = b""
     close_after_down: int = 0
     close_after_up: int = 0
     reset: bool = False
@@ -104,8 +105,12 @@ class CountingProxy:
                 return
             fault = self.faults(self.accepted) or Fault()
             self.accepted += 1
-            if fault.refuse:
+            if fault.refuse or fault.greeting:
+                # A refused connection, or a server that greets and hangs up at once
+                # (Gmail's "* BYE [UNAVAILABLE] Too many simultaneous connections").
                 self.faults_done += 1
+                if fault.greeting:
+                    client.sendall(fault.greeting)
                 client.close()
                 continue
             server = socket.create_connection(self.target)

@@ -388,6 +388,8 @@ class Session:
             raise error_class(f"{where}: {reason}") from None
         except imaplib.IMAP4.error as exc:
             _close_quietly(client)
+            # A server that greets with BYE: busy, or throttling this account.
+            _raise_if_throttled(_text(exc), where)
             raise ConnectError(f"{where}: {_redact(_text(exc), account)}") from None
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import Account, AccountFactory
 from helpers import run_cli, snapshot, summary_line
-from tcpproxy import CountingProxy, Traffic
+from bench.tcpproxy import CountingProxy, Traffic
 
 from bench.corpus import Message
 

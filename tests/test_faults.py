@@ -1,6 +1,6 @@
 """Faults between fastsync and a real Dovecot: after the run, every message is there exactly once.
 
-A fault-injecting proxy (tests/tcpproxy.py) breaks chosen connections: closed after so many
+A fault-injecting proxy (bench/tcpproxy.py) breaks chosen connections: closed after so many
 bytes, reset, stalled, refused, or with the server's answer to an APPEND swallowed so that
 the message lands but fastsync never learns it.
 """
@@ -18,7 +18,7 @@ import psutil
 import pytest
 from conftest import Account, AccountFactory
 from helpers import REPO_ROOT, cli_env, run_cli, snapshot, summary_line
-from tcpproxy import CountingProxy, Fault
+from bench.tcpproxy import CountingProxy, Fault
 
 from bench.corpus import Message, generate
 from bench.dovecot import Dovecot
@@ -34,6 +34,14 @@ FAULTS: dict[str, tuple[str, Callable[[int], Fault | None]]] = {
     "append lands, reply lost": ("dst", lambda n: Fault(lose_append_reply=True) if n in (1, 2) else None),
     "source stalls": ("src", lambda n: Fault(stall_after_down=50_000, stall_s=6) if n == 1 else None),
     "destination refuses connections": ("dst", lambda n: Fault(refuse=True) if n in (1, 2, 3) else None),
+    "source busy (Gmail)": (
+        "src", lambda n: Fault(greeting=b"* BYE [UNAVAILABLE] Too many simultaneous connections\r\n") if n in (1, 2) else None
+    ),
+    "destination throttles (Office 365)": (
+        "dst",
+        lambda n: Fault(greeting=b"* BYE Request is throttled. Suggested Backoff Time: 300 milliseconds\r\n")
+        if n == 1 else None,
+    ),
 }
 
 
@@ -56,6 +64,9 @@ def test_fault_then_exactly_once(name: str, accounts: AccountFactory, config_for
             result = run_cli("sync", "-c", config, "-y", "--procs", "3")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+    if "throttles" in name or "busy" in name:
+        # The server asked for fewer connections: the run goes on with fewer workers.
+        assert "server is throttling" in result.stderr and "continuing with" in result.stderr, result.stderr
     assert snapshot(dst) == snapshot(src)
 
 
