@@ -28,7 +28,6 @@ import signal
 import threading
 import traceback
 from collections import Counter
-from functools import partial
 from typing import Any
 
 from fastsync import plan
@@ -47,7 +46,7 @@ from fastsync.errors import (
 )
 from fastsync.limits import Limits
 from fastsync.model import Failure, Retrying, Taken, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.session import Fetched, Session, backoff_s, open_concurrently
+from fastsync.session import Fetched, Session, SessionPair, backoff_s
 
 # forkserver: workers fork from a small server process that has imported this module (and
 # imapclient) once, so a worker starts in milliseconds, yet inherits none of the parent's
@@ -102,38 +101,22 @@ class Worker:
         stop: Any,
     ) -> None:
         self.index = index
-        self.src_account = src
-        self.dst_account = dst
-        self.limits = limits
         self.settings = settings
         self.results = results
         self.stop = stop
-        self.src: Session | None = None
-        self.dst: Session | None = None
+        self.sessions = SessionPair(src, dst, limits)
         self.src_folder = ""
         self.created: set[str] = set()
         self.rng = random.Random()
         self.full: DestinationFull | None = None
 
     def connect(self) -> tuple[Session, Session]:
-        if self.src is None or self.dst is None:
-            if self.src is None:
-                self.src_folder = ""
-            src, dst = open_concurrently(
-                None if self.src else partial(Session.open, self.src_account, slots=self.limits.src_slots,
-                                               meter_down=self.limits.down),
-                None if self.dst else partial(Session.open, self.dst_account, slots=self.limits.dst_slots,
-                                               meter_up=self.limits.up),
-            )
-            self.src, self.dst = self.src or src, self.dst or dst
-        assert self.src is not None and self.dst is not None
-        return self.src, self.dst
+        if self.sessions.src is None:
+            self.src_folder = ""
+        return self.sessions.open()
 
     def close(self) -> None:
-        for session in (self.src, self.dst):
-            if session is not None:
-                session.close()
-        self.src = self.dst = None
+        self.sessions.close()
 
     def process(self, unit: WorkUnit) -> UnitDone:
         """Copy a unit, reconnecting with backoff when a connection breaks.

@@ -30,6 +30,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import imapclient
@@ -50,6 +51,7 @@ from fastsync.errors import (
     Throttled,
     TLSError,
 )
+from fastsync.limits import Limits
 from fastsync.model import Folder, FolderStatus, MessageRef, WorkerSettings
 
 # Planning fetches message identities this many at a time: one round trip per few thousand
@@ -516,9 +518,12 @@ class Session:
 
     def examine(self, folder: str) -> FolderStatus:
         """Select a folder read-only (RFC 3501 section 6.3.2): nothing on it can change."""
+        return self._select(folder, readonly=True)
+
+    def _select(self, folder: str, readonly: bool) -> FolderStatus:
         try:
             with self._guard(folder):
-                reply = self._client.select_folder(folder, readonly=True)
+                reply = self._client.select_folder(folder, readonly=readonly)
         except imap_exc.IMAPClientError as exc:
             self._selected = None
             raise FolderError(f"{self.where}: cannot open folder {folder!r}: {_text(exc)}") from None
@@ -529,6 +534,7 @@ class Session:
             size_bytes=-1,
             uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
             uidnext=int(reply.get(b"UIDNEXT", 0)),
+            highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
         )
 
     def create_folder(self, folder: str) -> bool:
@@ -600,12 +606,12 @@ class Session:
                     sent += 1
                 name, command, tag = pending.pop(0)
                 try:
-                    typ, data = imap._command_complete(command, tag)
+                    typ, _data = imap._command_complete(command, tag)
                 except imaplib.IMAP4.abort:
                     raise
                 except imaplib.IMAP4.error:
                     # imaplib raises on BAD (e.g. FETCH after a failed EXAMINE).
-                    typ, data = "BAD", []
+                    typ = "BAD"
                 if command == "EXAMINE":
                     sent -= 1
                     reply = self._client._process_select_response(imap.untagged_responses)
@@ -745,21 +751,7 @@ class Session:
     def select(self, folder: str) -> FolderStatus:
         """Select a folder read-write (RFC 3501 section 6.3.1): only ``--sync-flags`` does, on
         the destination, to STORE flags.  Never on the source."""
-        try:
-            with self._guard(folder):
-                reply = self._client.select_folder(folder, readonly=False)
-        except imap_exc.IMAPClientError as exc:
-            self._selected = None
-            raise FolderError(f"{self.where}: cannot open folder {folder!r}: {_text(exc)}") from None
-        self._selected = folder
-        self.permanent_flags = tuple(_text(f) for f in reply.get(b"PERMANENTFLAGS", ()))
-        return FolderStatus(
-            messages=int(reply.get(b"EXISTS", 0)),
-            size_bytes=-1,
-            uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
-            uidnext=int(reply.get(b"UIDNEXT", 0)),
-            highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
-        )
+        return self._select(folder, readonly=False)
 
     def store_flags(self, changes: Mapping[tuple[str, ...], Sequence[int]]) -> None:
         """Set the flags of messages of the folder selected with `select`: flag set -> UIDs.
@@ -898,6 +890,40 @@ class Session:
     @property
     def multiappend(self) -> bool:
         return "MULTIAPPEND" in self.capabilities
+
+
+class SessionPair:
+    """A source and a destination session, opened together and reopened after a break.
+
+    Each side takes a connection slot of its own (`limits`) and meters the direction that
+    carries messages: bytes read from the source, bytes written to the destination.
+    """
+
+    def __init__(self, src: Account, dst: Account, limits: Limits) -> None:
+        self.src_account = src
+        self.dst_account = dst
+        self.limits = limits
+        self.src: Session | None = None
+        self.dst: Session | None = None
+
+    def open(self) -> tuple[Session, Session]:
+        if self.src is None or self.dst is None:
+            limits = self.limits
+            src, dst = open_concurrently(
+                None if self.src else partial(Session.open, self.src_account, slots=limits.src_slots,
+                                               meter_down=limits.down),
+                None if self.dst else partial(Session.open, self.dst_account, slots=limits.dst_slots,
+                                               meter_up=limits.up),
+            )
+            self.src, self.dst = self.src or src, self.dst or dst
+        assert self.src is not None and self.dst is not None
+        return self.src, self.dst
+
+    def close(self) -> None:
+        for session in (self.src, self.dst):
+            if session is not None:
+                session.close()
+        self.src = self.dst = None
 
 
 def open_concurrently(*openers: Callable[[], Session] | None) -> list[Session | None]:

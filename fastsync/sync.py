@@ -38,7 +38,7 @@ from fastsync.model import (
     WorkUnit,
 )
 from fastsync.progress import FolderRow, Reporter, Summary, event
-from fastsync.session import FolderScan, MessageState, Session, backoff_s, open_concurrently
+from fastsync.session import FolderScan, MessageState, Session, SessionPair, backoff_s
 from fastsync.state import StateCache
 
 T = TypeVar("T")
@@ -165,35 +165,14 @@ def pair_folders(
     return folder_rules.plan_pairs(src_folders, dst_folders, dst_delimiter(dst_folders), rules)
 
 
-class _Planner:
+class _Planner(SessionPair):
     """The parent's two connections (one slot per side), reopened with backoff when they break."""
 
     def __init__(self, config: Config, limits: Limits, settings: WorkerSettings, reporter: Reporter) -> None:
-        self.config = config
-        self.limits = limits
+        super().__init__(config.src, config.dst, limits)
         self.settings = settings
         self.reporter = reporter
-        self.src: Session | None = None
-        self.dst: Session | None = None
         self.rng = random.Random()
-
-    def open(self) -> tuple[Session, Session]:
-        if self.src is None or self.dst is None:
-            src, dst = open_concurrently(
-                None if self.src else functools.partial(Session.open, self.config.src, slots=self.limits.src_slots,
-                                               meter_down=self.limits.down),
-                None if self.dst else functools.partial(Session.open, self.config.dst, slots=self.limits.dst_slots,
-                                               meter_up=self.limits.up),
-            )
-            self.src, self.dst = self.src or src, self.dst or dst
-        assert self.src is not None and self.dst is not None
-        return self.src, self.dst
-
-    def close(self) -> None:
-        for session in (self.src, self.dst):
-            if session is not None:
-                session.close()
-        self.src = self.dst = None
 
     def call(self, what: str, work: Callable[[Session, Session], T]) -> T:
         """Run *work* with both sessions; a broken connection is reopened and *work* run again."""
