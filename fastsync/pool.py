@@ -56,6 +56,7 @@ START_METHOD = "forkserver"
 # How often an idle worker wakes to check for cancellation and for a dead parent.
 POLL_S = 0.2
 
+
 def context() -> multiprocessing.context.BaseContext:
     ctx = multiprocessing.get_context(START_METHOD)
     if START_METHOD == "forkserver":
