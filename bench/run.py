@@ -516,9 +516,9 @@ def run(
     root = Path(tempfile.mkdtemp(prefix="fsbench-"))
     try:
         with bench_session(root / "servers", corpus, users, tls=tls, delay_s=wan_delay_ms / 1000, rate=rate) as bench:
-            if not tls:
-                # On a TLS port the server speaks only after the handshake: no greeting to time.
-                rtt = measure_rtt(bench.src.host, bench.src.port)
+            # On a TLS port the server speaks only after the handshake: no greeting to time.
+            rtt = None if tls else measure_rtt(bench.src.host, bench.src.port)
+            if rtt is not None:
                 print(f"connect + greeting through the source address: {rtt * 1000:.1f} ms")
             for round_ in range(1, repeat + 1):
                 # Rounds go over all tools in turn, so drift (disk writeback, caches) is shared.
@@ -535,7 +535,7 @@ def run(
     meta: dict[str, object] = {
         "profile": profile, "scale": scale, "seed": seed, "messages": len(corpus), "mb": _mb(size),
         "wan_delay_ms": wan_delay_ms, "rate_bytes_per_s": rate, "tls": tls, "rounds": repeat,
-        "connect_greeting_ms": round(rtt * 1000, 1), "cpus": psutil.cpu_count(),
+        "connect_greeting_ms": round(rtt * 1000, 1) if rtt is not None else None, "cpus": psutil.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "versions": _versions(),
     }

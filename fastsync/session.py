@@ -157,10 +157,19 @@ def response_code(text: str | bytes) -> str:
 
 
 class _Metered:
-    """imaplib transport mixin that charges the side's meters for every byte."""
+    """imaplib transport mixin: charges the side's meters for every byte, sends without delay."""
 
     meter_down: Meter | None = None
     meter_up: Meter | None = None
+
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        sock: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
+        # An APPEND ends with a 2-byte CRLF after its last literal.  With Nagle's algorithm
+        # that small segment waits for the ACK of the literal, which the server delays
+        # (delayed ACK, 40 ms on Linux): 40 ms lost per APPEND.  Measured on 200 messages
+        # of 2 MB with 4 workers: 1.95 s with Nagle, see bench/README.md for without.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
 
     def read(self, size: int) -> bytes:
         file = self.file  # type: ignore[attr-defined]
