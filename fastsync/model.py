@@ -95,14 +95,6 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class Taken:
-    """A worker took a unit from the queue (so the parent can requeue it if the worker dies)."""
-
-    worker: int
-    unit_id: int
-
-
-@dataclass(frozen=True)
 class UnitDone:
     """A worker's final report on one unit."""
 

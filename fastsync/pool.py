@@ -4,11 +4,15 @@ Data flow::
 
     parent (sync.py)                         worker i (this module, one process each)
     ----------------                         ----------------------------------------
-    plan -> WorkUnit --- tasks queue ----->  take unit, report Taken
+    plan -> WorkUnit ---- own pipe ------->  one unit at a time
                                              src: EXAMINE folder, UID FETCH bodies  (BODY.PEEK)
                                              dst: MULTIAPPEND bodies with flags + dates
-    progress bars <---- results queue -----  UnitDone (copied, bytes, refused messages)
+    progress bars <------ own pipe --------  UnitDone (copied, bytes, refused messages), Retrying
     requeue the unit of a dead worker <----  WorkerExit(error) when its connections broke
+
+Each worker has a pipe of its own to the parent, not a queue shared by all: a worker
+killed while writing to a shared queue would die holding the queue's lock and freeze
+every other worker.
 
 Only WorkUnits (UIDs) and small reports cross processes: message bodies go from the
 source socket to the destination socket inside one worker and are never pickled or
@@ -22,12 +26,13 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 import os
-import queue
 import random
 import signal
 import threading
 import traceback
 from collections import Counter
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 from fastsync import plan
@@ -45,7 +50,7 @@ from fastsync.errors import (
     TLSError,
 )
 from fastsync.limits import Limits
-from fastsync.model import Failure, Retrying, Taken, UnitDone, WorkerExit, WorkerSettings, WorkUnit
+from fastsync.model import Failure, Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
 from fastsync.session import Fetched, Session, SessionPair, backoff_s
 
 # forkserver: workers fork from a small server process that has imported this module (and
@@ -98,12 +103,12 @@ class Worker:
         dst: Account,
         limits: Limits,
         settings: WorkerSettings,
-        results: Any,
+        report: Callable[[object], None],
         stop: Any,
     ) -> None:
         self.index = index
         self.settings = settings
-        self.results = results
+        self.report = report
         self.stop = stop
         self.sessions = SessionPair(src, dst, limits)
         self.src_folder = ""
@@ -142,7 +147,7 @@ class Worker:
                 if attempt > self.settings.retries:
                     raise
                 wait_s = backoff_s(attempt, self.settings, self.rng)
-                self.results.put(Retrying(self.index, exc.message, wait_s, attempt))
+                self.report(Retrying(self.index, exc.message, wait_s, attempt))
                 if self.stop.wait(wait_s):
                     raise
                 check = True
@@ -272,50 +277,54 @@ def worker_main(
     dst: Account,
     limits: Limits,
     settings: WorkerSettings,
-    tasks: Any,
-    results: Any,
+    channel: Connection,
     stop: Any,
 ) -> None:
-    """Process entry point: take units until the queue says stop, the run is cancelled or the parent dies."""
+    """Process entry point: copy the units the parent sends until it sends None, the run is
+    cancelled or the parent is gone."""
     # Ctrl-C reaches the whole process group; the parent decides, workers are told via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     limits.adopt(index)
-    worker = Worker(index, src, dst, limits, settings, results, stop)
+    worker = Worker(index, src, dst, limits, settings, channel.send, stop)
     try:
         while not stop.is_set():
-            try:
-                unit = tasks.get(timeout=POLL_S)
-            except queue.Empty:
+            if not channel.poll(POLL_S):
                 if os.getppid() != parent:
                     break
                 continue
+            unit = channel.recv()
             if unit is None:
                 break
-            results.put(Taken(index, unit.unit_id))
             try:
                 done = worker.process(unit)
             except FolderError as exc:
                 done = UnitDone(index, unit.unit_id, unit.pair.src, 0, 0, error=exc.message)
-            results.put(done)
+            channel.send(done)
             if worker.full is not None:
                 raise worker.full
+    except (EOFError, BrokenPipeError):
+        pass  # the parent is gone
     except Throttled as exc:
         worker.close()
         # Wait as the server asked before giving the unit back, then leave: the parent
         # runs on with one connection per side fewer.
         stop.wait(exc.wait_s or backoff_s(1, settings, worker.rng))
-        results.put(WorkerExit(index, exc.message, int(exc.exit_code), "throttled"))
+        _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "throttled"))
     except DestinationFull as exc:
-        results.put(WorkerExit(index, exc.message, int(exc.exit_code), "full"))
+        _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "full"))
     except (AuthError, TLSError) as exc:
-        results.put(WorkerExit(index, exc.message, int(exc.exit_code), "fatal"))
+        _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "fatal"))
     except FastsyncError as exc:
-        results.put(WorkerExit(index, exc.message, int(exc.exit_code), "lost"))
+        _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "lost"))
     except Exception:
-        results.put(WorkerExit(index, traceback.format_exc(limit=8), 1, "lost"))
+        _last_word(channel, WorkerExit(index, traceback.format_exc(limit=8), 1, "lost"))
     finally:
         with contextlib.suppress(Exception):
             worker.close()
-        results.close()
-        results.join_thread()
+        channel.close()
+
+
+def _last_word(channel: Connection, exit: WorkerExit) -> None:
+    with contextlib.suppress(OSError):
+        channel.send(exit)

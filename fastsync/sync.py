@@ -7,16 +7,19 @@ into work units; the pool (pool.py) copies them while this process aggregates pr
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import logging
-import queue
+import multiprocessing.connection
 import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +34,6 @@ from fastsync.model import (
     FolderStatus,
     MessageRef,
     Retrying,
-    Taken,
     UnitDone,
     WorkerExit,
     WorkerSettings,
@@ -600,10 +602,11 @@ class _Coordinator:
         self.summary = summary
         self.units = {u.unit_id: u for u in units}
         self.attempts = dict.fromkeys(self.units, 0)
-        self.tasks = self.ctx.Queue()
-        self.results = self.ctx.Queue()
+        # Units not yet given to a worker; each worker holds at most one (`taken`).
+        self.pending = collections.deque(units)
         self.stop = self.ctx.Event()
         self.processes: dict[int, Any] = {}
+        self.channels: dict[int, Connection] = {}
         self.next_index = 0
         self.taken: dict[int, int] = {}
         self.exits: dict[int, WorkerExit] = {}
@@ -615,47 +618,75 @@ class _Coordinator:
     def start_worker(self) -> None:
         index = self.next_index
         self.next_index += 1
+        channel, child_channel = self.ctx.Pipe()
         process = self.ctx.Process(  # type: ignore[attr-defined]
             target=pool.worker_main,
-            args=(
-                index, self.config.src, self.config.dst, self.limits, self.settings,
-                self.tasks, self.results, self.stop,
-            ),
+            args=(index, self.config.src, self.config.dst, self.limits, self.settings, child_channel, self.stop),
             name=f"fastsync-worker-{index}",
             daemon=True,
         )
         process.start()
+        child_channel.close()
         self.processes[index] = process
+        self.channels[index] = channel
+        self.dispatch(index)
+
+    def dispatch(self, index: int) -> None:
+        """Give an idle worker the next unit, if any (it waits otherwise: a unit may come back)."""
+        if index in self.taken or not self.pending or index not in self.channels:
+            return
+        unit = self.pending.popleft()
+        try:
+            self.channels[index].send(unit)
+        except OSError:
+            self.pending.appendleft(unit)  # the worker is gone; reap() will notice
+            return
+        self.taken[index] = unit.unit_id
 
     def run(self, folder_totals: dict[str, tuple[int, int]]) -> None:
-        for unit in self.units.values():
-            self.tasks.put(unit)
         for _ in range(self.workers):
             self.start_worker()
         while self.units:
-            try:
-                message = self.results.get(timeout=0.5)
-            except queue.Empty:
-                message = None
-            if isinstance(message, Taken):
-                self.taken[message.worker] = message.unit_id
-            elif isinstance(message, UnitDone):
-                self.finished(message, folder_totals)
-            elif isinstance(message, Retrying):
-                self.log_worker("retry", message.worker, message.message, logging.WARNING,
-                                wait_s=round(message.wait_s, 3), attempt=message.attempt)
-                self.reporter.warn(
-                    f"{message.message}; retrying in {message.wait_s:.1f} s "
-                    f"({message.attempt}/{self.settings.retries})"
-                )
-            elif isinstance(message, WorkerExit):
-                self.exits[message.worker] = message
-                if not self.worker_stopped(message):
-                    break
+            for message in self.receive(timeout_s=0.5):
+                if isinstance(message, UnitDone):
+                    self.finished(message, folder_totals)
+                    self.dispatch(message.worker)
+                elif isinstance(message, Retrying):
+                    self.log_worker("retry", message.worker, message.message, logging.WARNING,
+                                    wait_s=round(message.wait_s, 3), attempt=message.attempt)
+                    self.reporter.warn(
+                        f"{message.message}; retrying in {message.wait_s:.1f} s "
+                        f"({message.attempt}/{self.settings.retries})"
+                    )
+                elif isinstance(message, WorkerExit):
+                    self.exits[message.worker] = message
+                    if not self.worker_stopped(message):
+                        return self.dismiss()
             if not self.reap():
-                break
-        for _ in self.processes:
-            self.tasks.put(None)
+                return self.dismiss()
+        self.dismiss()
+
+    def receive(self, timeout_s: float) -> list[object]:
+        """Every report waiting on any worker's pipe (waits up to *timeout_s* for the first)."""
+        ready = multiprocessing.connection.wait(list(self.channels.values()), timeout_s)
+        messages = []
+        for index, channel in list(self.channels.items()):
+            if channel not in ready:
+                continue
+            try:
+                while channel.poll():
+                    messages.append(channel.recv())
+            except (EOFError, OSError):
+                # The worker is gone; reap() gives its unit to another.
+                channel.close()
+                del self.channels[index]
+        return messages
+
+    def dismiss(self) -> None:
+        """Tell every worker to stop after the unit in hand."""
+        for channel in self.channels.values():
+            with contextlib.suppress(OSError):
+                channel.send(None)
 
     def drain(self, folder_totals: dict[str, tuple[int, int]], timeout_s: float) -> None:
         """Let workers finish the unit in hand (they stop at the next one) and count it.
@@ -664,20 +695,10 @@ class _Coordinator:
         be appending; what it copies must show in the summary.
         """
         deadline = time.monotonic() + timeout_s
-        while any(p.is_alive() for p in self.processes.values()) and time.monotonic() < deadline:
-            try:
-                message = self.results.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if isinstance(message, UnitDone):
-                self.finished(message, folder_totals)
-        while True:
-            try:
-                message = self.results.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(message, UnitDone):
-                self.finished(message, folder_totals)
+        while self.channels and time.monotonic() < deadline:
+            for message in self.receive(timeout_s=0.1):
+                if isinstance(message, UnitDone):
+                    self.finished(message, folder_totals)
 
     def log_worker(self, name: str, worker: int, text: str, level: int, **fields: Any) -> None:
         """Log a worker's report with the side its text names and the unit it held."""
@@ -756,6 +777,9 @@ class _Coordinator:
             throttled = exit is not None and exit.kind == "throttled"
             if not throttled:
                 self.exits_in_a_row += 1
+            channel = self.channels.pop(index, None)
+            if channel is not None:
+                channel.close()
             unit_id = self.taken.pop(index, None)
             if unit_id is not None and unit_id in self.units:
                 self.requeue(self.units[unit_id], counted=not throttled)
@@ -780,7 +804,9 @@ class _Coordinator:
                 return
         again = dataclasses.replace(unit, attempt=unit.attempt + 1)
         self.units[unit.unit_id] = again
-        self.tasks.put(again)
+        self.pending.appendleft(again)
+        for index in list(self.channels):
+            self.dispatch(index)
 
 
 def _shutdown(processes: Iterable[Any], timeout_s: float) -> None:
