@@ -88,7 +88,9 @@ _RESPONSE_CODE = re.compile(rb"^\s*\[([A-Za-z0-9-]+)")
 
 
 class Meter(Protocol):
-    """Something that is told about bytes before they cross the wire (limits.Bucket)."""
+    """Something that is told about bytes before they cross the wire (limits.SharedBucket)."""
+
+    rate_bytes_per_s: float
 
     def charge(self, size_bytes: int) -> None: ...
 
@@ -236,7 +238,25 @@ class _Client(imapclient.IMAPClient):  # type: ignore[misc]
             transport = _PlainTransport(self.host, self.port, connect_timeout)
         transport.meter_down = self.meter_down
         transport.meter_up = self.meter_up
+        # Under a cap, socket buffers in proportion to it: otherwise the kernel reads (or
+        # queues) megabytes ahead of the bucket, and the server sees that as a burst.
+        sock = transport.sock
+        if self.meter_down is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, capped_buffer_bytes(self.meter_down.rate_bytes_per_s))
+        if self.meter_up is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, capped_buffer_bytes(self.meter_up.rate_bytes_per_s))
         return transport
+
+
+def capped_buffer_bytes(rate_bytes_per_s: float) -> int:
+    """A capped connection's socket buffer: 1/16 s at the cap, between 64 KiB (smaller
+    windows, with delayed ACKs, cost more throughput than the cap allows) and 1 MiB.
+
+    The kernel doubles the value, and it is the most a connection can take in before the
+    bucket acts: part of the burst a server sees at the start of a capped transfer.
+    Without it, the kernel's automatic tuning lets a connection buffer megabytes.
+    """
+    return int(min(1024 * 1024, max(64 * 1024, rate_bytes_per_s / 16)))
 
 
 def tls_context(account: Account) -> ssl.SSLContext:

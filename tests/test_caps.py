@@ -11,6 +11,7 @@ import pytest
 from conftest import Account, AccountFactory
 from helpers import run_cli, snapshot, summary_line
 from bench.tcpproxy import CountingProxy, Traffic
+from fastsync.session import capped_buffer_bytes
 
 from bench.corpus import Message
 
@@ -52,8 +53,12 @@ def test_bandwidth_cap_holds_on_the_wire(
     chunks = proxy.traffic.to_client if direction == "down" else proxy.traffic.to_server
     seconds, total = Traffic.span(chunks)
     assert total > 3_000_000 and seconds >= 10
-    # Over any 10 s window: within the cap plus one burst (64 KiB) and one chunk in flight.
-    assert Traffic.rate(chunks, 10.0) <= cap + (64 * 1024 * 2) / 10.0
+    # Over any 10 s window: within the cap plus one burst.  The burst is the bucket's
+    # 64 KiB and one chunk in flight, plus what the kernel buffers before the bucket acts:
+    # per connection (planner and 4 workers) fastsync's socket buffer (the kernel doubles
+    # it) and the proxy's two 64 KiB legs.
+    buffers = 5 * (2 * capped_buffer_bytes(cap) + 2 * 64 * 1024)
+    assert Traffic.rate(chunks, 10.0) <= cap + (2 * 64 * 1024 + buffers) / 10.0
     # And the cap is used: at least 90 % of it over the whole transfer.
     assert total / seconds >= 0.9 * cap
 
