@@ -16,7 +16,7 @@ from fastsync.model import FolderPair, MessageRef, WorkUnit
 # imapclient makes when it builds the APPEND), so bytes bound memory; the count bounds the
 # length of the UID list on the command line and how much work a crash can interrupt.
 UNIT_MAX_MESSAGES = 400
-UNIT_MAX_BYTES = 2 * 1024 * 1024
+UNIT_MAX_BYTES = 1024 * 1024
 
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 _ANGLE = re.compile(r"<[^<>]*>")
