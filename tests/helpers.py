@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,22 @@ def run_cli(*args: str | Path, env: Mapping[str, str] | None = None, timeout: fl
         stdin=subprocess.DEVNULL,
         timeout=timeout,
         cwd=REPO_ROOT,
+    )
+
+
+def spawn_sync(config: Path, *extra: str) -> subprocess.Popen[str]:
+    """Start ``fastsync sync -c CONFIG -y ...`` in a process group of its own, to signal or kill."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastsync", "sync", "-c", str(config), "-y", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=REPO_ROOT,
+        start_new_session=True,
+        # A shell or CI runner may have set SIGINT to "ignore" for background jobs; the
+        # user's terminal does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

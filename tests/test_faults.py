@@ -8,8 +8,6 @@ the message lands but fastsync never learns it.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,11 +15,11 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Account, AccountFactory
-from helpers import REPO_ROOT, cli_env, run_cli, snapshot, summary_line
-from bench.tcpproxy import CountingProxy, Fault
+from helpers import run_cli, snapshot, spawn_sync, summary_line
 
 from bench.corpus import Message, generate
 from bench.dovecot import Dovecot
+from bench.tcpproxy import CountingProxy, Fault
 
 ConfigFor = Callable[..., Path]
 
@@ -70,19 +68,6 @@ def test_fault_then_exactly_once(name: str, accounts: AccountFactory, config_for
     assert snapshot(dst) == snapshot(src)
 
 
-def _fastsync(config: Path, *extra: str) -> subprocess.Popen[str]:
-    env = cli_env()
-    return subprocess.Popen(
-        [sys.executable, "-m", "fastsync", "sync", "-c", str(config), "-y", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        start_new_session=True,
-    )
-
-
 def _messages(account: Account) -> int:
     client = account.client()
     try:
@@ -106,7 +91,7 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60) -> None:
 def test_a_killed_worker_is_replaced_and_its_unit_requeued(accounts: AccountFactory, config_for: ConfigFor) -> None:
     src, dst = accounts(2)
     src.seed(generate("realistic", seed=13, scale=0.15))
-    process = _fastsync(config_for(src, dst), "--procs", "3")
+    process = spawn_sync(config_for(src, dst), "--procs", "3")
     _wait_for(lambda: _messages(dst) > 0)
     workers = [p for p in psutil.Process(process.pid).children(recursive=True) if p.parent().pid != process.pid]
     assert workers, "no worker processes found"
@@ -124,7 +109,7 @@ def test_dovecot_restarted_mid_run(tmp_path: Path, config_for: ConfigFor) -> Non
         src.seed(generate("realistic", seed=14, scale=0.2))
         # Capped at 10 MB/s so that the restart falls in the middle of the copy.
         config = config_for(src, dst, extra={"dst": {"timeout_s": 5}, "src": {"timeout_s": 5}})
-        process = _fastsync(config, "--procs", "3", "--bps-down", "10000000")
+        process = spawn_sync(config, "--procs", "3", "--bps-down", "10000000")
         _wait_for(lambda: _messages(dst) > 0)
         server.stop()
         server.start()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import Account, AccountFactory
-from helpers import REPO_ROOT, cli_env, run_cli, snapshot, summary_line
+from helpers import run_cli, snapshot, spawn_sync, summary_line
 
 from bench.corpus import Message, generate
 from bench.dovecot import Dovecot
@@ -170,22 +168,6 @@ def test_thousands_of_messages_over_four_workers(accounts: AccountFactory, confi
     assert snapshot(dst) == snapshot(src)
 
 
-def _spawn_sync(config: Path, *extra: str) -> subprocess.Popen[str]:
-    env = cli_env()
-    return subprocess.Popen(
-        [sys.executable, "-m", "fastsync", "sync", "-c", str(config), "-y", "--procs", "4", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        start_new_session=True,
-        # A shell or CI runner may have set SIGINT to "ignore" for background jobs; the
-        # user's terminal does not.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
 def _wait_until_copying(dst: Account, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -206,7 +188,7 @@ def test_interrupted_run_then_rerun_ends_exact(how: str, accounts: AccountFactor
     src, dst = accounts(2)
     src.seed(generate("realistic", seed=7, scale=0.15))
     config = config_for(src, dst)
-    process = _spawn_sync(config)
+    process = spawn_sync(config, "--procs", "4")
     _wait_until_copying(dst)
     tree = psutil.Process(process.pid).children(recursive=True)
     if how == "sigint":
