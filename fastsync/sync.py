@@ -531,10 +531,18 @@ U = TypeVar("U")
 def _both(src_work: Callable[[], T], dst_work: Callable[[], U]) -> tuple[T, U]:
     """Run one call per side at the same time: each side has its own connection, and on a
     distant server the time is spent waiting for the network, not holding the GIL."""
-    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="fastsync-planner") as threads:
+    threads = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="fastsync-planner")
+    try:
         src_result = threads.submit(src_work)
         dst_result = threads.submit(dst_work)
-        return src_result.result(), dst_result.result()
+        results = src_result.result(), dst_result.result()
+    except BaseException:
+        # Ctrl-C, or one side failed: do not wait for the other side's reading to finish;
+        # the caller closes both connections, which ends it.
+        threads.shutdown(wait=False, cancel_futures=True)
+        raise
+    threads.shutdown()
+    return results
 
 
 def _units(plans: Sequence[FolderPlan], options: Options) -> list[WorkUnit]:
