@@ -245,12 +245,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         _log_end(args.command, code)
         return code
     except Cancelled as exc:
-        reporter.stop_copy()
-        print(exc.message, file=sys.stderr)
+        reporter.cancelled(exc.message)
         return _failed(reporter, args.command, exc.message, exc.exit_code)
     except KeyboardInterrupt:
-        reporter.stop_copy()
-        print("Cancelled.", file=sys.stderr)
+        reporter.cancelled("Cancelled.")
         return _failed(reporter, args.command, "Cancelled.", ExitCode.INTERRUPTED)
     except FastsyncError as exc:
         reporter.stop_copy()

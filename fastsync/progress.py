@@ -173,6 +173,11 @@ class Reporter:
     def warn(self, text: str) -> None:
         self._line(self.err, f"warning: {text}")
 
+    def cancelled(self, text: str) -> None:
+        """The run was interrupted: stop the progress display and say so, as is."""
+        self.stop_copy()
+        self._line(self.err, text)
+
     def error(self, text: str) -> None:
         self._line(self.err, f"error: {text}")
 
