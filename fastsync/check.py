@@ -140,7 +140,7 @@ def run(config: Config, options: Options, reporter: Reporter, bodies: bool = Fal
         (src_folders, _src_statuses), (dst_folders, _dst_statuses) = planner.call(
             "listing folders", lambda src, dst: _both(src.folders_and_statuses, dst.folders_and_statuses)
         )
-        pairs = pair_folders(src_folders, dst_folders, rules_from(config, options), reporter)
+        pairs = pair_folders(src_folders, dst_folders, rules_from(config, options))
         existing = {f.name for f in dst_folders if f.selectable}
         for index, pair in enumerate(pairs, 1):
             reporter.status(f"checking {index}/{len(pairs)} {pair.src}")

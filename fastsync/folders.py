@@ -45,7 +45,7 @@ def translate(parts: Sequence[str], dst_delimiter: str) -> str:
     return dst_delimiter.join(p.replace(dst_delimiter, DELIMITER_SUBSTITUTE) for p in parts)
 
 
-def _matches(rule_src: str, name: str, delimiter: str) -> list[str] | None:
+def matches(rule_src: str, name: str, delimiter: str) -> list[str] | None:
     """The components of *name* below *rule_src* ([] for the folder itself), or None."""
     if same_name(rule_src, name):
         return []
@@ -100,7 +100,7 @@ def plan_pairs(
         if not folder.selectable:
             continue
         for rule in ordered:
-            rest = _matches(rule.src, folder.name, folder.delimiter)
+            rest = matches(rule.src, folder.name, folder.delimiter)
             if rest is None:
                 continue
             base = rule.dst

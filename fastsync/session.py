@@ -341,7 +341,6 @@ class Session:
             _text(c).upper() for c in client.capabilities()
         )
         self._selected: str | None = None
-        self.permanent_flags: tuple[str, ...] = ()
 
     # -- connection --------------------------------------------------------------------
 
@@ -557,7 +556,6 @@ class Session:
             self._selected = None
             raise FolderError(f"{self.where}: cannot open folder {folder!r}: {_text(exc)}") from None
         self._selected = folder
-        self.permanent_flags = tuple(_text(f) for f in reply.get(b"PERMANENTFLAGS", ()))
         return FolderStatus(
             messages=int(reply.get(b"EXISTS", 0)),
             size_bytes=-1,
@@ -916,9 +914,6 @@ class Session:
             text = _text(data)
             raise MessageError(f"{self.where}: {folder!r}: APPEND refused: {typ} {text}", response_code(text))
 
-    @property
-    def multiappend(self) -> bool:
-        return "MULTIAPPEND" in self.capabilities
 
 
 class SessionPair:

@@ -60,7 +60,7 @@ def run(config: Config, options: Options, reporter: Reporter) -> tuple[AccountIn
             infos.append(survey(session, reporter))
     src, dst = infos
     pairs = pair_folders(
-        [i.folder for i in src.folders], [i.folder for i in dst.folders], rules_from(config, options), reporter
+        [i.folder for i in src.folders], [i.folder for i in dst.folders], rules_from(config, options)
     )
     for info in (src, dst):
         render_account(info, reporter)

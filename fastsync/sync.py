@@ -156,11 +156,11 @@ def dst_delimiter(folders: Sequence[Folder]) -> str:
 
 
 def pair_folders(
-    src_folders: Sequence[Folder], dst_folders: Sequence[Folder], rules: Sequence[folder_rules.Rule], reporter: Reporter
+    src_folders: Sequence[Folder], dst_folders: Sequence[Folder], rules: Sequence[folder_rules.Rule]
 ) -> list[FolderPair]:
-    names = {f.name for f in src_folders}
     for rule in rules:
-        if not any(folder_rules.same_name(rule.src, n) or n.startswith(rule.src) for n in names):
+        # The same test as the mapping itself: "Old" covers "Old/a", not "Older".
+        if not any(folder_rules.matches(rule.src, f.name, f.delimiter) is not None for f in src_folders):
             raise UsageError(
                 f"source folder {rule.src!r} ({rule.reason}) does not exist; `fastsync show` lists the folders"
             )
@@ -224,7 +224,7 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
             "listing folders", lambda src, dst: _both(src.folders_and_statuses, dst.folders_and_statuses)
         )
         before = (src_before, dst_before)
-        pairs = pair_folders(src_folders, dst_folders, rules_from(config, options), reporter)
+        pairs = pair_folders(src_folders, dst_folders, rules_from(config, options))
         existing = {f.name for f in dst_folders if f.selectable}
         plans = _plan(
             planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags

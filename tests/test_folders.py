@@ -87,3 +87,13 @@ def test_special_use_pairs_by_role() -> None:
 )
 def test_folders_to_create_parents_first(pairs: list[tuple[str, str]], existing: list[str], expected: list[str]) -> None:
     assert folders_to_create([FolderPair(s, d) for s, d in pairs], existing, "/") == expected
+
+
+def test_a_rule_naming_no_folder_is_an_error_even_with_a_longer_name_around() -> None:
+    from fastsync.errors import UsageError
+    from fastsync.sync import pair_folders
+
+    src = folders("/", "INBOX", "Older", "Old2")
+    with pytest.raises(UsageError, match="source folder 'Old' \\(map\\) does not exist"):
+        pair_folders(src, [], [Rule("Old", "Archive")])
+    assert [p.dst for p in pair_folders(folders("/", "Old", "Old/a"), [], [Rule("Old", "X")])] == ["X", "X/a"]
