@@ -29,6 +29,8 @@ from datetime import datetime
 
 import imapclient
 
+from fastsync.plan import comparable_flags
+
 __all__ = ["Endpoint", "FolderReport", "Report", "compare"]
 
 ClientFactory = Callable[[], imapclient.IMAPClient]
@@ -150,16 +152,8 @@ class Report:
 
 
 def _flag_set(flags: Iterable[bytes | str]) -> frozenset[str]:
-    out = set()
-    for flag in flags:
-        text = flag.decode("utf-8", "replace") if isinstance(flag, bytes) else flag
-        # System flags are case-insensitive (RFC 3501 section 2.3.2); \Recent is per session.
-        if text.startswith("\\"):
-            text = text.lower()
-            if text == "\\recent":
-                continue
-        out.add(text)
-    return frozenset(out)
+    """Flags as fastsync's own check compares them (`fastsync.plan.comparable_flags`)."""
+    return comparable_flags(f.decode("utf-8", "replace") if isinstance(f, bytes) else f for f in flags)
 
 
 def _identity(body: bytes) -> tuple[bytes, tuple[bytes, ...]]:

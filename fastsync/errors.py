@@ -1,5 +1,7 @@
 """Failures by the scope they ruin, and the exit codes they map to.
 
+Records layer: imports nothing of fastsync; every module may raise these.
+
 A failure ruins one message, one folder, one account (a side's connection or login) or
 the whole run (bad configuration).  Each class knows its exit code and whether trying again
 can help; `cli.main` is the one place where an exception becomes an exit code.
@@ -21,6 +23,8 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     CONNECTION = 3
     AUTH = 4
+    # sysexits.h EX_SOFTWARE: an unexpected exception, a defect of fastsync itself.
+    INTERNAL = 70
     INTERRUPTED = 130
 
 
@@ -94,7 +98,8 @@ class Throttled(ConnectionLost):
 
 
 class DestinationFull(FastsyncError):
-    """The destination account is over quota: every further APPEND would fail too."""
+    """The destination refused a message for lack of space (``[OVERQUOTA]``, RFC 9208
+    section 4.3): once a single message does not fit, every further APPEND would fail too."""
 
 
 class FolderError(FastsyncError):
@@ -115,6 +120,11 @@ class MessageError(FastsyncError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         return (type(self), (self.message, self.code))
+
+
+class FolderMissing(MessageError):
+    """An APPEND was refused because the folder does not exist (``[TRYCREATE]``, RFC 3501
+    section 6.3.11): creating it and appending again may succeed."""
 
 
 class Cancelled(FastsyncError):

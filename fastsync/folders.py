@@ -2,6 +2,9 @@
 
 Names here are decoded (modified UTF-7, RFC 3501 section 5.1.3, is the session's business)
 and written with each side's own hierarchy delimiter.  Pure functions, no IMAP.
+
+Pure-logic layer: imports records and settings; every command pairs folders through
+`pair_folders`, so sync, check and show always agree on the mapping.
 """
 
 from __future__ import annotations
@@ -9,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from fastsync.config import Config
+from fastsync.errors import UsageError
 from fastsync.model import Folder, FolderPair
+from fastsync.options import Options
 
 # Substitute for a destination delimiter found inside a source name component
 # (a folder "a/b" on a "." server cannot keep its "/" on a "/" server).
@@ -131,3 +137,34 @@ def folders_to_create(pairs: Iterable[FolderPair], existing: Iterable[str], dst_
     have = set(existing)
     wanted = {p.dst for p in pairs if p.dst not in have and not is_inbox(p.dst)}
     return sorted(wanted, key=lambda name: (len(split(name, dst_delimiter)), name))
+
+
+def rules_from(config: Config, options: Options) -> list[Rule]:
+    """The mapping rules of a run: ``-s/-d`` when given (they override ``map``), else ``map``."""
+    if options.src_folder or options.dst_folder:
+        src = options.src_folder or options.dst_folder or ""
+        dst = options.dst_folder or src
+        return [Rule(src, dst, "command line")]
+    return [Rule(m.src, m.dst, "map") for m in config.map]
+
+
+def dst_delimiter(folders: Sequence[Folder]) -> str:
+    """The destination's hierarchy delimiter: INBOX's, else the first folder's, else "/"."""
+    for folder in folders:
+        if is_inbox(folder.name) and folder.delimiter:
+            return folder.delimiter
+    for folder in folders:
+        if folder.delimiter:
+            return folder.delimiter
+    return "/"
+
+
+def pair_folders(src_folders: Sequence[Folder], dst_folders: Sequence[Folder], rules: Sequence[Rule]) -> list[FolderPair]:
+    """`plan_pairs` for two listed accounts; a rule naming no source folder is a usage error."""
+    for rule in rules:
+        # The same test as the mapping itself: "Old" covers "Old/a", not "Older".
+        if not any(matches(rule.src, f.name, f.delimiter) is not None for f in src_folders):
+            raise UsageError(
+                f"source folder {rule.src!r} ({rule.reason}) does not exist; `fastsync show` lists the folders"
+            )
+    return plan_pairs(src_folders, dst_folders, dst_delimiter(dst_folders), rules)

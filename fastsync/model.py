@@ -1,7 +1,11 @@
-"""Small frozen records that cross process boundaries: primitives only, no sockets or clients."""
+"""Small records that cross process and layer boundaries: primitives only, no sockets or clients.
+
+Records layer: imports nothing of fastsync; every other module may use it.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 
@@ -142,3 +146,36 @@ class WorkerSettings:
     retries: int = 5
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class MessageState:
+    """What `check` and ``--sync-flags`` compare of a message: its identity (see plan.identity),
+    its flags as the server reports them and its internal date (None when unreadable)."""
+
+    uid: int
+    size_bytes: int
+    identity: str
+    flags: tuple[str, ...]
+    internaldate: dt.datetime | None
+    has_message_id: bool = True
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A message body with the metadata that must travel with it (inside one worker only)."""
+
+    uid: int
+    flags: tuple[str, ...]
+    internaldate: dt.datetime
+    body: bytes
+
+
+@dataclass
+class FolderScan:
+    """What planning learnt of one folder: its status and every message's identity
+    (``status`` None and ``error`` set when the folder could not be read)."""
+
+    status: FolderStatus | None
+    refs: list[MessageRef]
+    error: str = ""

@@ -1,20 +1,29 @@
-"""Pure planning logic: message identity, the multiset diff, sharding into work units.
+"""Pure planning logic: message identity, the one multiset matcher, the one flag rule,
+sharding into work units.
 
-Nothing here speaks IMAP; everything is testable with plain values.
+Pure-logic layer: imports only records.  Nothing here speaks IMAP; everything is
+testable with plain values.  Whoever decides whether a message is present (the planner,
+a worker after a lost APPEND, check, --sync-flags) calls `match_by_identity`; whoever
+compares or sets flags calls `settable_flags` / `comparable_flags`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from fastsync.model import FolderPair, MessageRef, WorkUnit
+from fastsync.model import FolderPair, MessageRef, MessageState, WorkUnit
 
-# A work unit's default budget.  A worker holds one unit's bodies in memory (plus the copy
-# imapclient makes when it builds the APPEND), so bytes bound memory; the count bounds the
-# length of the UID list on the command line and how much work a crash can interrupt.
+S = TypeVar("S")
+D = TypeVar("D")
+
+# A work unit's default budget.  A worker holds one unit's bodies in memory (they go to the
+# socket without a copy), so bytes bound memory; the count bounds the length of the UID
+# list on the command line and how much work a crash can interrupt.
 UNIT_MAX_MESSAGES = 400
 UNIT_MAX_BYTES = 1024 * 1024
 
@@ -61,21 +70,82 @@ def identity(header: bytes, size_bytes: int) -> tuple[str, bool]:
     return "~" + digest.hexdigest()[:24], False
 
 
-def missing(src: Sequence[MessageRef], dst_identities: Iterable[str]) -> list[MessageRef]:
-    """Source messages absent from the destination, as a multiset difference.
+@dataclass
+class Matching(Generic[S, D]):
+    """Two sides' messages paired by identity."""
 
-    An identity present twice at the source and once at the destination yields one copy,
-    so messages that share a Message-Id (resent mail, copies in one folder) all arrive.
-    The source order (ascending UID) is kept.
+    matched: list[tuple[S, D]]
+    missing: list[S]
+    extra: list[D]
+
+
+def match_by_identity(
+    src: Iterable[S], dst: Iterable[D], src_key: Callable[[S], str], dst_key: Callable[[D], str]
+) -> Matching[S, D]:
+    """The multiset matching of identities, in the order given (ascending UID).
+
+    The k-th source copy of an identity pairs with the k-th destination copy; copies beyond
+    the other side's count are missing (source) or extra (destination).  An identity present
+    twice at the source and once at the destination yields one copy to make, so messages
+    that share a Message-Id (resent mail, copies in one folder) all arrive.
     """
-    have = Counter(dst_identities)
-    out = []
-    for ref in src:
-        if have[ref.identity] > 0:
-            have[ref.identity] -= 1
+    waiting: dict[str, deque[D]] = {}
+    for copy in dst:
+        waiting.setdefault(dst_key(copy), deque()).append(copy)
+    matched: list[tuple[S, D]] = []
+    missing: list[S] = []
+    for item in src:
+        copies = waiting.get(src_key(item))
+        if copies:
+            matched.append((item, copies.popleft()))
         else:
-            out.append(ref)
-    return out
+            missing.append(item)
+    taken = {id(d) for _s, d in matched}
+    extra = [d for copies in waiting.values() for d in copies if id(d) not in taken]
+    return Matching(matched, missing, extra)
+
+
+def missing(src: Sequence[MessageRef], dst_identities: Iterable[str]) -> list[MessageRef]:
+    """Source messages absent from the destination (see `match_by_identity`), in source order."""
+    return match_by_identity(src, dst_identities, _identity_of, str).missing
+
+
+def match_states(src: Sequence[MessageState], dst: Sequence[MessageState]) -> Matching[MessageState, MessageState]:
+    """`match_by_identity` for two folders read with FETCH (check, --sync-flags)."""
+    result = match_by_identity(src, dst, _identity_of, _identity_of)
+    result.extra.sort(key=lambda m: m.uid)
+    return result
+
+
+def _identity_of(item: MessageRef | MessageState) -> str:
+    return item.identity
+
+
+def settable_flags(flags: Iterable[str]) -> tuple[str, ...]:
+    """The flags a copy carries and a comparison sees: all but \\Recent, which only a server
+    may set (RFC 3501 section 2.3.2).  Keywords travel too; order and case are kept."""
+    return tuple(f for f in flags if f.lower() != "\\recent")
+
+
+def comparable_flags(flags: Iterable[str]) -> frozenset[str]:
+    """Flags as the two sides' copies are compared: `settable_flags`, case-insensitively,
+    as RFC 3501 treats system flags and servers (Dovecot, Gmail) treat keywords."""
+    return frozenset(f.lower() for f in settable_flags(flags))
+
+
+def flags_text(flags: Iterable[str]) -> str:
+    """A flag set as one line of text, for reports: settable flags, sorted."""
+    return " ".join(sorted(settable_flags(flags)))
+
+
+def flag_changes(matched: Iterable[tuple[MessageState, MessageState]]) -> dict[tuple[str, ...], list[int]]:
+    """Destination UIDs whose flags differ from their source copy, grouped by the source's
+    flag set so that one STORE sets each set."""
+    changes: dict[tuple[str, ...], list[int]] = {}
+    for src, dst in matched:
+        if comparable_flags(src.flags) != comparable_flags(dst.flags):
+            changes.setdefault(tuple(sorted(settable_flags(src.flags))), []).append(dst.uid)
+    return changes
 
 
 def shard(

@@ -1,57 +1,49 @@
-"""The process pool that copies messages, and the copy loop of one worker.
+"""The process pool that copies work units: the parent's coordinator and the workers' loop.
 
-Data flow::
+Engine layer.  Data flow::
 
-    parent (sync.py)                         worker i (this module, one process each)
-    ----------------                         ----------------------------------------
-    plan -> WorkUnit ---- own pipe ------->  one unit at a time
+    parent (Coordinator, this module)        worker i (worker_main, one process each)
+    ---------------------------------        ----------------------------------------
+    plan -> WorkUnit ---- own pipe ------->  one unit at a time (transfer.Copier):
                                              src: EXAMINE folder, UID FETCH bodies  (BODY.PEEK)
                                              dst: MULTIAPPEND bodies with flags + dates
-    progress bars <------ own pipe --------  UnitDone (copied, bytes, refused messages), Retrying
-    requeue the unit of a dead worker <----  WorkerExit(error) when its connections broke
+    progress, summary <-- own pipe --------  UnitDone (copied, bytes, refused messages), Retrying
+    requeue the unit of a dead worker <----  WorkerExit(kind) when its connections broke
 
 Each worker has a pipe of its own to the parent, not a queue shared by all: a worker
 killed while writing to a shared queue would die holding the queue's lock and freeze
-every other worker.
-
-Only WorkUnits (UIDs) and small reports cross processes: message bodies go from the
-source socket to the destination socket inside one worker and are never pickled or
-written to disk.  A worker keeps its two connections for the whole run.
+every other worker.  Only WorkUnits (UIDs) and the small reports of `fastsync.model`
+cross processes; message bodies stay inside one worker.  A worker keeps its two
+connections for the whole run; one initializer (`worker_main`) sets it up.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
+import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.context
 import multiprocessing.forkserver
 import os
-import random
 import signal
 import threading
+import time
 import traceback
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from fastsync import plan
-from fastsync.config import Account
-from fastsync.errors import (
-    AuthError,
-    ConnectError,
-    ConnectionLost,
-    DestinationFull,
-    FastsyncError,
-    FolderError,
-    MalformedResponse,
-    MessageError,
-    Throttled,
-    TLSError,
-)
+from fastsync.config import Account, Config
+from fastsync.errors import AuthError, Cancelled, DestinationFull, FastsyncError, FolderError, Throttled, TLSError
+from fastsync.events import event
 from fastsync.limits import Limits
-from fastsync.model import Failure, Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.session import Fetched, Session, SessionPair, backoff_s
+from fastsync.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
+from fastsync.results import Reporter, Summary
+from fastsync.retry import backoff_s
+from fastsync.transfer import Copier
 
 # forkserver: workers fork from a small server process that has imported this module (and
 # imapclient) once, so a worker starts in milliseconds, yet inherits none of the parent's
@@ -60,6 +52,13 @@ START_METHOD = "forkserver"
 
 # How often an idle worker wakes to check for cancellation and for a dead parent.
 POLL_S = 0.2
+
+# A unit whose worker died is given to another worker this many times before the run
+# reports it as not copied (a unit that kills every worker must not loop forever).
+UNIT_ATTEMPTS = 3
+
+# Seconds to wait for workers to log out after the queue is drained or the run cancelled.
+JOIN_TIMEOUT_S = 10.0
 
 
 def context() -> multiprocessing.context.BaseContext:
@@ -76,199 +75,278 @@ def warm_up() -> None:
         threading.Thread(target=multiprocessing.forkserver.ensure_running, daemon=True).start()
 
 
-def keep_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
-    """Flags to set on the copy: all but \\Recent, which only a server may set (RFC 3501 section 2.3.2).
+def copy_units(
+    config: Config,
+    units: Sequence[WorkUnit],
+    folder_totals: dict[str, tuple[int, int]],
+    workers: int,
+    limits: Limits,
+    settings: WorkerSettings,
+    reporter: Reporter,
+    summary: Summary,
+) -> set[str]:
+    """Copy *units* with a pool of *workers*, counting into *summary*; returns the source
+    folders to plan again (their UIDVALIDITY changed)."""
+    if not units:
+        return set()
+    coordinator = Coordinator(config, limits, settings, units, min(workers, len(units)), reporter, summary)
+    try:
+        coordinator.run(folder_totals)
+    except KeyboardInterrupt:
+        coordinator.stop.set()
+        reporter.stop_copy()
+        shutdown(coordinator.processes.values(), timeout_s=5.0)
+        raise Cancelled("Cancelled.") from None
+    coordinator.drain(folder_totals, JOIN_TIMEOUT_S)
+    shutdown(coordinator.processes.values(), 0.0)
+    if coordinator.units:
+        summary.incomplete.update(u.pair.src for u in coordinator.units.values())
+        left = sum(len(u.uids) for u in coordinator.units.values())
+        summary.errors.append(f"{left} messages not copied because the run stopped early; run again")
+    return coordinator.replan
 
-    Keywords travel too; a server that cannot store them ignores them on APPEND.
-    """
-    return tuple(f for f in flags if f.lower() != "\\recent")
 
-
-def header_of(body: bytes) -> bytes:
-    end = body.find(b"\r\n\r\n")
-    return body[: end + 2] if end >= 0 else body[:8192]
-
-
-def _message_id(body: bytes) -> str:
-    return plan.parse_header_fields(header_of(body)).get("message-id", b"").decode("utf-8", "replace")
-
-
-class Worker:
-    """One worker's state: its connections, reused across units, and its retry policy."""
+class Coordinator:
+    """Feeds units to the workers, collects their reports, replaces workers that die."""
 
     def __init__(
         self,
-        index: int,
-        src: Account,
-        dst: Account,
+        config: Config,
         limits: Limits,
         settings: WorkerSettings,
-        report: Callable[[object], None],
-        stop: Any,
+        units: Sequence[WorkUnit],
+        workers: int,
+        reporter: Reporter,
+        summary: Summary,
     ) -> None:
-        self.index = index
+        self.ctx = context()
+        self.config = config
+        self.limits = limits
         self.settings = settings
-        self.report = report
-        self.stop = stop
-        self.sessions = SessionPair(src, dst, limits)
-        self.src_folder = ""
-        self.created: set[str] = set()
-        self.rng = random.Random()
-        self.full: DestinationFull | None = None
+        self.workers = workers
+        self.reporter = reporter
+        self.summary = summary
+        self.units = {u.unit_id: u for u in units}
+        self.attempts = dict.fromkeys(self.units, 0)
+        # Units not yet given to a worker; each worker holds at most one (`taken`).
+        self.pending = collections.deque(units)
+        self.stop = self.ctx.Event()
+        self.processes: dict[int, Any] = {}
+        self.channels: dict[int, Connection] = {}
+        self.next_index = 0
+        self.taken: dict[int, int] = {}
+        self.exits: dict[int, WorkerExit] = {}
+        self.replan: set[str] = set()
+        # Workers that stopped since the last unit finished: when every restart fails
+        # (server down, account locked) the run ends instead of starting workers forever.
+        self.exits_in_a_row = 0
 
-    def connect(self) -> tuple[Session, Session]:
-        if self.sessions.src is None:
-            self.src_folder = ""
-        return self.sessions.open()
+    def start_worker(self) -> None:
+        index = self.next_index
+        self.next_index += 1
+        channel, child_channel = self.ctx.Pipe()
+        process = self.ctx.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(index, self.config.src, self.config.dst, self.limits, self.settings, child_channel, self.stop),
+            name=f"fastsync-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        child_channel.close()
+        self.processes[index] = process
+        self.channels[index] = channel
+        self.dispatch(index)
 
-    def close(self) -> None:
-        self.sessions.close()
+    def dispatch(self, index: int) -> None:
+        """Give an idle worker the next unit, if any (it waits otherwise: a unit may come back)."""
+        if index in self.taken or not self.pending or index not in self.channels:
+            return
+        unit = self.pending.popleft()
+        try:
+            self.channels[index].send(unit)
+        except OSError:
+            self.pending.appendleft(unit)  # the worker is gone; reap() will notice
+            return
+        self.taken[index] = unit.unit_id
 
-    def process(self, unit: WorkUnit) -> UnitDone:
-        """Copy a unit, reconnecting with backoff when a connection breaks.
+    def run(self, folder_totals: dict[str, tuple[int, int]]) -> None:
+        for _ in range(self.workers):
+            self.start_worker()
+        while self.units:
+            for message in self.receive(timeout_s=0.5):
+                if isinstance(message, UnitDone):
+                    self.finished(message, folder_totals)
+                    self.dispatch(message.worker)
+                elif isinstance(message, Retrying):
+                    self.log_worker("retry", message.worker, message.message, logging.WARNING,
+                                    wait_s=round(message.wait_s, 3), attempt=message.attempt)
+                    self.reporter.warn(
+                        f"{message.message}; retrying in {message.wait_s:.1f} s "
+                        f"({message.attempt}/{self.settings.retries})"
+                    )
+                elif isinstance(message, WorkerExit):
+                    self.exits[message.worker] = message
+                    if not self.worker_stopped(message):
+                        return self.dismiss()
+            if not self.reap():
+                return self.dismiss()
+        self.dismiss()
 
-        After a break the outcome of an APPEND in flight is unknown, so every later attempt
-        first looks on the destination for the unit's messages (``check``).  A unit that
-        twice meets data the parser cannot read is copied message by message, so that one
-        malformed message fails alone.
-        """
-        check = unit.attempt > 0
-        malformed = 0
-        attempt = 0
-        while True:
+    def receive(self, timeout_s: float) -> list[object]:
+        """Every report waiting on any worker's pipe (waits up to *timeout_s* for the first)."""
+        ready = multiprocessing.connection.wait(list(self.channels.values()), timeout_s)
+        messages = []
+        for index, channel in list(self.channels.items()):
+            if channel not in ready:
+                continue
             try:
-                return self.copy(unit, check, one_by_one=malformed >= 2)
-            except (ConnectError, ConnectionLost) as exc:
-                if not exc.retryable or isinstance(exc, Throttled):
-                    raise
-                self.close()
-                attempt += 1
-                malformed += isinstance(exc, MalformedResponse)
-                if attempt > self.settings.retries:
-                    raise
-                wait_s = backoff_s(attempt, self.settings, self.rng)
-                self.report(Retrying(self.index, exc.message, wait_s, attempt))
-                if self.stop.wait(wait_s):
-                    raise
-                check = True
+                while channel.poll():
+                    messages.append(channel.recv())
+            except (EOFError, OSError):
+                # The worker is gone; reap() gives its unit to another.
+                channel.close()
+                del self.channels[index]
+        return messages
 
-    def copy(self, unit: WorkUnit, check: bool, one_by_one: bool = False) -> UnitDone:
-        src, dst = self.connect()
-        folder = unit.pair.src
-        if self.src_folder != folder:
-            self.src_folder = ""
-            status = src.examine(folder)
-            self.src_folder = folder
-            if status.uidvalidity != unit.uidvalidity:
-                # RFC 3501 section 2.3.1.1: the UIDs of the plan no longer name these messages.
-                return UnitDone(
-                    self.index, unit.unit_id, folder, 0, 0,
-                    error=f"{src.where}: folder {folder!r} changed UIDVALIDITY since planning", replan=True,
-                )
-        failures: list[Failure] = []
-        if one_by_one:
-            fetched = self._fetch_one_by_one(unit, failures)
-        else:
-            fetched = src.fetch_messages(unit.uids)
-        # Messages expunged at the source since planning are simply gone: not an error.
-        vanished = len(unit.uids) - len(fetched) - len(failures)
-        messages = [Fetched(m.uid, keep_flags(m.flags), m.internaldate, m.body) for m in fetched]
-        skipped = 0
-        if check:
-            messages, skipped = self._already_there(dst, unit, messages)
-        refused, left = self._append(dst, unit.pair.dst, folder, messages)
-        failures += refused
-        not_copied = {f.uid for f in failures} | {m.uid for m in messages[len(messages) - left :]}
-        copied = [m for m in messages if m.uid not in not_copied]
-        error = f"{left} messages of folder {folder!r} not copied: the destination is over quota" if left else ""
-        return UnitDone(
-            self.index, unit.unit_id, folder, len(copied) + skipped, sum(len(m.body) for m in copied),
-            vanished, tuple(failures), error=error, skipped=skipped,
+    def dismiss(self) -> None:
+        """Tell every worker to stop after the unit in hand."""
+        for channel in self.channels.values():
+            with contextlib.suppress(OSError):
+                channel.send(None)
+
+    def drain(self, folder_totals: dict[str, tuple[int, int]], timeout_s: float) -> None:
+        """Let workers finish the unit in hand (they stop at the next one) and count it.
+
+        After the run stopped early (destination full, login refused) a worker may still
+        be appending; what it copies must show in the summary.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.channels and time.monotonic() < deadline:
+            for message in self.receive(timeout_s=0.1):
+                if isinstance(message, UnitDone):
+                    self.finished(message, folder_totals)
+
+    def log_worker(self, name: str, worker: int, text: str, level: int, **fields: Any) -> None:
+        """Log a worker's report with the side its text names and the unit it held."""
+        unit = self.units.get(self.taken.get(worker, -1))
+        side = next(
+            (a.side for a in (self.config.src, self.config.dst) if text.startswith(f"{a.label} (")), ""
+        )
+        event(
+            name, side=side, folder=unit.pair.src if unit else "", level=level, worker=worker, message=text,
+            uids=list(unit.uids) if unit else [], **fields,
         )
 
-    def _fetch_one_by_one(self, unit: WorkUnit, failures: list[Failure]) -> list[Fetched]:
-        fetched = []
-        for uid in unit.uids:
-            src, _dst = self.connect()
-            if self.src_folder != unit.pair.src:
-                src.examine(unit.pair.src)
-                self.src_folder = unit.pair.src
-            try:
-                fetched.extend(src.fetch_messages([uid]))
-            except MalformedResponse as exc:
-                failures.append(Failure(unit.pair.src, uid, 0, exc.message))
-                self.close()
-        return fetched
+    def worker_stopped(self, exit: WorkerExit) -> bool:
+        """React to a worker's last report; False when the run must stop."""
+        text = exit.message.strip()
+        self.log_worker("worker exit", exit.worker, text, logging.WARNING, kind=exit.kind, exit_code=exit.exit_code)
+        if exit.kind == "fatal":
+            # A refused login or an untrusted certificate will be refused again.
+            self.summary.errors.append(text)
+            return False
+        if exit.kind == "full":
+            self.summary.errors.append(text)
+            self.stop.set()
+            return False
+        if exit.kind == "throttled":
+            self.workers = max(1, self.workers - 1)
+            self.reporter.warn(f"{text}; continuing with {self.workers} workers")
+        else:
+            self.reporter.warn(f"worker {exit.worker} stopped: {text}")
+        return True
 
-    def _already_there(self, dst: Session, unit: WorkUnit, messages: list[Fetched]) -> tuple[list[Fetched], int]:
-        """Drop messages an earlier, interrupted attempt already appended.
+    def finished(self, done: UnitDone, folder_totals: dict[str, tuple[int, int]]) -> None:
+        self.exits_in_a_row = 0
+        self.taken.pop(done.worker, None)
+        unit = self.units.pop(done.unit_id, None)
+        if unit is None:
+            return
+        s = self.summary
+        if done.replan:
+            self.replan.add(unit.pair.src)
+        elif done.error:
+            s.errors.append(done.error)
+        if done.error or done.failures:
+            s.incomplete.add(unit.pair.src)
+        s.copied_by_folder[unit.pair.src] = s.copied_by_folder.get(unit.pair.src, 0) + done.copied + done.vanished
+        s.copied += done.copied
+        s.copied_bytes += done.size_bytes
+        s.vanished += done.vanished
+        s.failed.extend(done.failures)
+        refused = {f.uid for f in done.failures}
+        event(
+            "unit copied", side="src", folder=unit.pair.src, uids=[u for u in unit.uids if u not in refused],
+            dst_folder=unit.pair.dst, worker=done.worker, copied=done.copied, size_bytes=done.size_bytes,
+            vanished=done.vanished, skipped=done.skipped, error=done.error,
+        )
+        for failure in done.failures:
+            event(
+                "message refused", side="src", folder=failure.folder, uid=failure.uid, level=logging.ERROR,
+                dst_folder=unit.pair.dst, message_id=failure.message_id, size_bytes=failure.size_bytes,
+                reason=failure.reason,
+            )
+        self.reporter.advance(done.folder, done.copied, unit.size_bytes, folder_totals.get(done.folder, (0, 0)))
 
-        Copies made since planning have UIDs >= the folder's UIDNEXT at planning time, and
-        no other unit carries these identities (plan.shard keeps them together), so every
-        match there is one of ours.
-        """
-        try:
-            dst.examine(unit.pair.dst)
-        except FolderError:
-            return messages, 0
-        present = Counter(dst.identities_since(unit.dst_uidnext, plan.identity))
-        keep = []
-        for m in messages:
-            key = plan.identity(header_of(m.body), len(m.body))[0]
-            if present[key] > 0:
-                present[key] -= 1
-            else:
-                keep.append(m)
-        return keep, len(messages) - len(keep)
+    def reap(self) -> bool:
+        """Notice workers that are gone and give their unit to a fresh one; False to give up."""
+        for index, process in list(self.processes.items()):
+            if process.is_alive():
+                continue
+            process.join()
+            del self.processes[index]
+            self.limits.release_all(index)
+            exit = self.exits.pop(index, None)
+            if exit is None:
+                self.reporter.warn(f"worker {index} exited unexpectedly (exit code {process.exitcode})")
+                self.log_worker("worker exit", index, "exited unexpectedly", logging.WARNING, exit_code=process.exitcode)
+            throttled = exit is not None and exit.kind == "throttled"
+            if not throttled:
+                self.exits_in_a_row += 1
+            channel = self.channels.pop(index, None)
+            if channel is not None:
+                channel.close()
+            unit_id = self.taken.pop(index, None)
+            if unit_id is not None and unit_id in self.units:
+                self.requeue(self.units[unit_id], counted=not throttled)
+            if self.exits_in_a_row > 2 * self.workers + 2:
+                self.summary.errors.append("workers keep failing; stopping (see the warnings above)")
+                return False
+            if self.units and len(self.processes) < self.workers:
+                self.start_worker()
+        return True
 
-    def _append(
-        self, dst: Session, dst_folder: str, src_folder: str, messages: list[Fetched]
-    ) -> tuple[list[Failure], int]:
-        """Append all; when the batch is refused, find the refused messages one by one.
+    def requeue(self, unit: WorkUnit, counted: bool) -> None:
+        """Give a unit whose worker is gone to another; its APPEND may have landed, so it is checked."""
+        if counted:
+            self.attempts[unit.unit_id] += 1
+            if self.attempts[unit.unit_id] >= UNIT_ATTEMPTS:
+                del self.units[unit.unit_id]
+                self.summary.incomplete.add(unit.pair.src)
+                self.summary.errors.append(
+                    f"{len(unit.uids)} messages of folder {unit.pair.src!r} not copied after "
+                    f"{UNIT_ATTEMPTS} attempts; run again"
+                )
+                return
+        again = dataclasses.replace(unit, attempt=unit.attempt + 1)
+        self.units[unit.unit_id] = again
+        self.pending.appendleft(again)
+        for index in list(self.channels):
+            self.dispatch(index)
 
-        Returns the refused messages and how many at the end were not tried because the
-        destination is full (then `self.full` says why and the worker stops after this unit).
-        """
-        if not messages:
-            return [], 0
-        try:
-            self._append_or_create(dst, dst_folder, messages)
-            return [], 0
-        except MessageError as exc:
-            if len(messages) == 1:
-                m = messages[0]
-                return [Failure(src_folder, m.uid, len(m.body), exc.message, _message_id(m.body))], 0
-        except DestinationFull as exc:
-            self.full = exc
-            return [], len(messages)
-        failures = []
-        for index, m in enumerate(messages):
-            try:
-                self._append_or_create(dst, dst_folder, [m])
-            except MessageError as exc:
-                failures.append(Failure(src_folder, m.uid, len(m.body), exc.message, _message_id(m.body)))
-            except DestinationFull as exc:
-                self.full = exc
-                return failures, len(messages) - index
-        return failures, 0
 
-    def _append_or_create(self, dst: Session, dst_folder: str, messages: list[Fetched]) -> None:
-        try:
-            dst.append(dst_folder, messages)
-        except MessageError as exc:
-            if exc.code == "OVERQUOTA" and len(messages) == 1:
-                # Even one more message does not fit: every further APPEND would be refused
-                # too, so the run stops instead of failing each message.  (A refused batch
-                # is retried message by message first: part of it may fit.)
-                raise DestinationFull(
-                    f"{exc.message.rstrip('. ')}; free space on the destination and run again"
-                ) from None
-            # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
-            if exc.code != "TRYCREATE" or dst_folder in self.created:
-                raise
-            dst.create_folder(dst_folder)
-            self.created.add(dst_folder)
-            dst.append(dst_folder, messages)
+def shutdown(processes: Iterable[Any], timeout_s: float) -> None:
+    processes = list(processes)
+    deadline = time.monotonic() + timeout_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+            process.join(1.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def worker_main(
@@ -286,7 +364,7 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     limits.adopt(index)
-    worker = Worker(index, src, dst, limits, settings, channel.send, stop)
+    worker = Copier(index, src, dst, limits, settings, channel.send, stop)
     try:
         while not stop.is_set():
             if not channel.poll(POLL_S):

@@ -1,5 +1,8 @@
 """The only writer to the terminal: plan and folder tables, progress, prompts and summaries.
 
+Output layer: reads the records of `results.py` (and `model.py`), imports nothing else of
+fastsync.  `Reporter` implements the `results.Reporter` protocol the commands talk to.
+
 Three modes: on a terminal, live rich progress bars; without one, a plain progress line now
 and then (logs of overnight runs stay readable); with ``quiet``, errors only and plain
 tab-separated tables for piping.  With ``json_output`` (--json) the human output is
@@ -12,43 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
+
+from fastsync.results import AccountInfo, CheckSummary, FolderRow, Listing, Summary
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-    from fastsync.check import CheckSummary
-    from fastsync.model import FolderPair
-    from fastsync.show import AccountInfo
-
-from fastsync.model import Failure
-
 # Seconds between plain progress lines when stdout is not a terminal.
 PLAIN_INTERVAL_S = 10.0
-
-# The event log (--log-file); cli.py attaches its handler, nothing is written otherwise.
-log = logging.getLogger("fastsync")
-
-
-def event(
-    name: str, *, side: str = "", folder: str = "", uid: int | None = None, level: int = logging.INFO, **fields: object
-) -> None:
-    """Log one event of the run for --log-file.
-
-    *side* ("src" or "dst"), *folder* and *uid* name what the event is about; the other
-    *fields* are primitives (numbers, strings, lists of UIDs).  Callers pass server text
-    that session.py has already redacted; cli.py's handler redacts the run's secrets again.
-    """
-    if log.isEnabledFor(level):
-        log.log(level, name, extra={"event": name, "side": side, "folder": folder, "uid": uid, "fields": fields})
 
 
 def human_bytes(size: float) -> str:
@@ -57,56 +38,6 @@ def human_bytes(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} TB"
-
-
-@dataclass
-class FolderRow:
-    """One line of a folder table (show) or plan (sync)."""
-
-    src: str
-    dst: str
-    messages: int
-    size_bytes: int
-    to_copy: int = 0
-    to_copy_bytes: int = 0
-    without_id: int = 0
-    note: str = ""
-
-
-@dataclass
-class Summary:
-    """What a sync did; every figure of the human summary (and of --json)."""
-
-    folders: int = 0
-    planned: int = 0
-    planned_bytes: int = 0
-    copied: int = 0
-    copied_bytes: int = 0
-    present: int = 0
-    vanished: int = 0
-    failed: list[Failure] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    elapsed_s: float = 0.0
-    copy_s: float = 0.0
-    dry_run: bool = False
-    declined: bool = False
-    sync_flags: bool = False
-    flags_planned: int = 0
-    flags_updated: int = 0
-    copied_by_folder: dict[str, int] = field(default_factory=dict)
-    incomplete: set[str] = field(default_factory=set)
-
-    @property
-    def messages_per_s(self) -> float:
-        return self.copied / self.copy_s if self.copy_s > 0 else 0.0
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.copied_bytes / 1e6 / self.copy_s if self.copy_s > 0 else 0.0
-
-    @property
-    def complete(self) -> bool:
-        return not self.failed and not self.errors
 
 
 class Reporter:
@@ -129,7 +60,6 @@ class Reporter:
         self.document_out = out or sys.stdout
         self.out = io.StringIO() if json_output else self.document_out
         self.err = err or sys.stderr
-        self.plan_rows: list[FolderRow] = []
         self.interactive = self.out.isatty() if interactive is None else interactive
         # rich is imported only for a terminal: a re-run with nothing to do, or output to a
         # pipe, does not pay for it (it is a third of fastsync's start-up time).
@@ -181,6 +111,11 @@ class Reporter:
     def error(self, text: str) -> None:
         self._line(self.err, f"error: {text}")
 
+    def trace(self, text: str) -> None:
+        """A traceback, as it is (an internal error with -V)."""
+        self.err.write(text if text.endswith("\n") else text + "\n")
+        self.err.flush()
+
     # -- status while planning ---------------------------------------------------------
 
     def status(self, text: str) -> None:
@@ -216,7 +151,6 @@ class Reporter:
         self.console.print(table)
 
     def plan(self, rows: Sequence[FolderRow]) -> None:
-        self.plan_rows = list(rows)
         if self.quiet:
             return
         body = []
@@ -328,7 +262,7 @@ class Reporter:
             self.error(text)
         if self.quiet:
             return
-        kinds = _check_kinds(s)
+        kinds = s.kinds
         rows = [
             [f.pair.src, f.pair.dst, f.src_messages, f.dst_messages, *(f.count(k) for k in kinds),
              "error" if f.error else "match" if f.matches else "differs"]
@@ -346,6 +280,47 @@ class Reporter:
         verdict = "everything matches" if s.matches else "the accounts differ"
         self.info(f"{len(s.folders)} folders checked, {totals}, {s.elapsed_s:.1f} s: {verdict}.")
 
+    def show_report(self, listing: Listing) -> None:
+        """show's two folder tables and the mapping."""
+        for info in (listing.src, listing.dst):
+            self._account_table(info)
+        rows = [["map", p.src, p.dst, p.reason or "same name"] for p in listing.pairs]
+        self.table("Folder mapping used by sync", ["", "source", "destination", "why"], rows)
+
+    def _account_table(self, info: AccountInfo) -> None:
+        if self.verbose:
+            self.detail(f"{info.label} ({info.server}) capabilities: {' '.join(info.capabilities)}")
+        headers = ["side", "folder", "messages", "size", "bytes", "special-use"]
+        if self.verbose:
+            headers += ["delimiter", "uidvalidity", "uidnext", "attributes"]
+        rows = []
+        for item in info.folders:
+            status = item.status
+            row: list[object] = [
+                info.side,
+                item.folder.name,
+                status.messages if status else "-",
+                human_bytes(status.size_bytes) if status else "-",
+                status.size_bytes if status else "-",
+                item.folder.special_use or "-",
+            ]
+            if self.verbose:
+                row += [
+                    item.folder.delimiter or "NIL",
+                    status.uidvalidity if status else "-",
+                    status.uidnext if status else "-",
+                    " ".join(item.folder.attributes) or "-",
+                ]
+            if item.error:
+                row[2] = f"error: {item.error}"
+            rows.append(row)
+        self.table(
+            f"{info.label} ({info.server}, {info.user}): {len(info.folders)} folders, "
+            f"{info.messages} messages, {human_bytes(info.size_bytes)}",
+            headers,
+            rows,
+        )
+
     # -- --json --------------------------------------------------------------------------
 
     def document(self, doc: dict[str, Any]) -> None:
@@ -356,7 +331,7 @@ class Reporter:
         self.document_out.flush()
 
 
-def sync_document(s: Summary, rows: Sequence[FolderRow]) -> dict[str, Any]:
+def sync_document(s: Summary) -> dict[str, Any]:
     """sync's --json document: the plan's rows and every figure of the summary line."""
     return {
         "command": "sync",
@@ -367,7 +342,7 @@ def sync_document(s: Summary, rows: Sequence[FolderRow]) -> dict[str, Any]:
                 "src": r.src, "dst": r.dst, "messages": r.messages, "to_copy": r.to_copy,
                 "to_copy_bytes": r.to_copy_bytes, "without_message_id": r.without_id, "note": r.note,
             }
-            for r in rows
+            for r in s.rows
         ],
         "summary": {
             "folders": s.folders,
@@ -391,7 +366,7 @@ def sync_document(s: Summary, rows: Sequence[FolderRow]) -> dict[str, Any]:
     }
 
 
-def show_document(src: AccountInfo, dst: AccountInfo, pairs: Sequence[FolderPair]) -> dict[str, Any]:
+def show_document(listing: Listing) -> dict[str, Any]:
     """show's --json document: both accounts' folders and the mapping."""
 
     def account(info: AccountInfo) -> dict[str, Any]:
@@ -411,26 +386,26 @@ def show_document(src: AccountInfo, dst: AccountInfo, pairs: Sequence[FolderPair
                 "error": item.error,
             })
         return {
-            "label": info.account.label,
-            "server": info.account.server,
-            "user": info.account.user,
+            "label": info.label,
+            "server": info.server,
+            "user": info.user,
             "capabilities": list(info.capabilities),
             "folders": folders,
-            "messages": sum(i.status.messages for i in info.folders if i.status),
-            "size_bytes": sum(i.status.size_bytes for i in info.folders if i.status),
+            "messages": info.messages,
+            "size_bytes": info.size_bytes,
         }
 
     return {
         "command": "show",
-        "src": account(src),
-        "dst": account(dst),
-        "mapping": [{"src": p.src, "dst": p.dst, "reason": p.reason or "same name"} for p in pairs],
+        "src": account(listing.src),
+        "dst": account(listing.dst),
+        "mapping": [{"src": p.src, "dst": p.dst, "reason": p.reason or "same name"} for p in listing.pairs],
     }
 
 
 def check_document(s: CheckSummary) -> dict[str, Any]:
     """check's --json document: per folder the counts and every difference."""
-    kinds = _check_kinds(s)
+    kinds = s.kinds
     return {
         "command": "check",
         "bodies": s.bodies,
@@ -456,11 +431,6 @@ def check_document(s: CheckSummary) -> dict[str, Any]:
         "errors": s.errors,
         "matches": s.matches,
     }
-
-
-def _check_kinds(s: CheckSummary) -> list[str]:
-    """The kinds of difference check reports: bodies only with --bodies."""
-    return ["missing", "extra", "flags", "date"] + (["body"] if s.bodies else [])
 
 
 def _numeric(rows: Sequence[Sequence[object]], index: int) -> bool:

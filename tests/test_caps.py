@@ -11,7 +11,7 @@ import pytest
 from conftest import Account, AccountFactory
 from helpers import run_cli, snapshot, summary_line
 from bench.tcpproxy import CountingProxy, Traffic
-from fastsync.session import capped_buffer_bytes
+from fastsync.imap.transport import capped_buffer_bytes
 
 from bench.corpus import Message
 

@@ -14,9 +14,9 @@ from conftest import Account, AccountFactory
 from helpers import run_cli, snapshot
 from test_sync import message
 
-from fastsync.check import compare
-from fastsync.session import MessageState
-from fastsync.sync import flag_changes, match_by_identity
+from fastsync.commands.check import compare
+from fastsync.model import MessageState
+from fastsync.plan import flag_changes, match_states
 
 UTC = dt.UTC
 ConfigFor = Callable[..., Path]
@@ -50,7 +50,8 @@ def test_compare(src: list[MessageState], dst: list[MessageState], expected: lis
 def test_kth_copy_pairs_with_kth_copy_and_flag_sets_are_batched() -> None:
     src = [state(1, "a", ("\\Seen",)), state(2, "a", ("\\Flagged",)), state(3, "b", ("\\Seen",))]
     dst = [state(10, "a"), state(11, "a", ("\\Flagged",)), state(12, "b")]
-    matched, missing, extra = match_by_identity(src, dst)
+    matching = match_states(src, dst)
+    matched, missing, extra = matching.matched, matching.missing, matching.extra
     assert [(s.uid, d.uid) for s, d in matched] == [(1, 10), (2, 11), (3, 12)]
     assert missing == extra == []
     assert flag_changes(matched) == {("\\Seen",): [10, 12]}

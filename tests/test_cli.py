@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fastsync.cli import ALL_FLAGS, build_parser, resolve
+from fastsync.cli import build_parser
+from fastsync.options import ALL_FLAGS
+from fastsync.options import given as resolve
 from fastsync.errors import UsageError
 
 

@@ -91,7 +91,7 @@ def test_folders_to_create_parents_first(pairs: list[tuple[str, str]], existing:
 
 def test_a_rule_naming_no_folder_is_an_error_even_with_a_longer_name_around() -> None:
     from fastsync.errors import UsageError
-    from fastsync.sync import pair_folders
+    from fastsync.folders import pair_folders
 
     src = folders("/", "INBOX", "Older", "Old2")
     with pytest.raises(UsageError, match="source folder 'Old' \\(map\\) does not exist"):

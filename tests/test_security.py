@@ -37,7 +37,8 @@ from tokenserver import TokenServer
 
 from bench.corpus import Message
 from bench.dovecot import Dovecot
-from fastsync import session
+from fastsync import credentials
+from fastsync.imap import session
 from fastsync.config import Account as SideAccount
 from fastsync.config import load_config, parse_config, warnings_for
 from fastsync.errors import ConfigError
@@ -511,7 +512,7 @@ def test_server_without_oauth2_mechanisms_is_a_clear_error(tmp_path: Path, dovec
     ],
 )
 def test_bearer_mechanism_prefers_the_standard(capabilities: list[str], expected: str | None) -> None:
-    assert session.bearer_mechanism(capabilities) == expected
+    assert credentials.bearer_mechanism(capabilities) == expected
 
 
 @pytest.mark.parametrize("mechanism", ["OAUTHBEARER", "XOAUTH2"])
@@ -525,7 +526,7 @@ def test_bearer_exchange_against_dovecot(oauth: tuple[Dovecot, TokenServer], mec
                           tls="none", ca_file=None, timeout_s=10)
     client = imapclient.IMAPClient(server.host, server.port, ssl=False, timeout=10)
     try:
-        exchange = session._BearerExchange(mechanism, account, token)
+        exchange = credentials.BearerExchange(mechanism, account, token)
         if valid:
             client.sasl_login(mechanism, exchange)
             assert client.list_folders()

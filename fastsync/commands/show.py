@@ -1,0 +1,55 @@
+"""`fastsync show`: the folders of both accounts and the mapping a sync would use.
+
+Command layer: `run(config, options, reporter) -> Listing`; `progress.py` renders it.
+Read-only on both sides: LIST, STATUS and, where STATUS=SIZE (RFC 8438) is missing,
+EXAMINE plus a FETCH of RFC822.SIZE.
+"""
+
+from __future__ import annotations
+
+from fastsync import folders as folder_rules
+from fastsync.config import Config
+from fastsync.errors import FolderError
+from fastsync.imap.session import Session
+from fastsync.model import FolderStatus
+from fastsync.options import Options
+from fastsync.results import AccountInfo, FolderInfo, Listing, Reporter
+
+
+def run(config: Config, options: Options, reporter: Reporter) -> Listing:
+    infos = []
+    for account in (config.src, config.dst):
+        with Session.open(account) as session:
+            infos.append(describe(session, reporter))
+    src, dst = infos
+    pairs = folder_rules.pair_folders(
+        [i.folder for i in src.folders], [i.folder for i in dst.folders], folder_rules.rules_from(config, options)
+    )
+    return Listing(src, dst, tuple(pairs))
+
+
+def describe(session: Session, reporter: Reporter) -> AccountInfo:
+    """One account's folders with their counts and sizes."""
+    folders = session.list_folders()
+    infos = []
+    for index, folder in enumerate(folders, 1):
+        if not folder.selectable:
+            infos.append(FolderInfo(folder, None))
+            continue
+        reporter.status(f"{session.account.label}: sizing folder {index}/{len(folders)} {folder.name}")
+        try:
+            status = session.status(folder.name)
+            if status.size_bytes < 0 and status.messages:
+                session.examine(folder.name)
+                size = session.total_size(status.messages)
+                status = FolderStatus(status.messages, size, status.uidvalidity, status.uidnext)
+            elif status.size_bytes < 0:
+                status = FolderStatus(0, 0, status.uidvalidity, status.uidnext)
+            infos.append(FolderInfo(folder, status))
+        except FolderError as exc:
+            infos.append(FolderInfo(folder, None, exc.message))
+    reporter.clear_status()
+    account = session.account
+    return AccountInfo(
+        account.side, account.label, account.server, account.user, tuple(sorted(session.capabilities)), tuple(infos)
+    )

@@ -1,0 +1,250 @@
+"""`fastsync sync`: plan in this process, copy in a process pool.
+
+Command layer: `run(config, options, reporter) -> Summary` is the one entry point.  The
+survey (survey.py) lists both accounts, pairs folders and diffs message identities per
+folder pair; what is missing is cut into work units (plan.shard) that the pool (pool.py)
+copies while this process counts.  ``--sync-flags`` then sets the destination's flags,
+and the state cache records the pairs the run left complete.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from fastsync import folders as folder_rules
+from fastsync import plan, pool, providers
+from fastsync.config import Config
+from fastsync.errors import FolderError, UsageError
+from fastsync.events import event
+from fastsync.imap.session import Session
+from fastsync.limits import Limits, workers_allowed
+from fastsync.model import FolderPair, FolderStatus, WorkUnit
+from fastsync.options import Options
+from fastsync.results import FolderRow, Reporter, Summary
+from fastsync.state import StateCache
+from fastsync.survey import FolderPlan, Planner, Statuses, flags_to_update, list_both, plan_folders
+
+FlagChanges = dict[str, dict[tuple[str, ...], list[int]]]
+
+
+def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool | None = None) -> Summary:
+    started = time.monotonic()
+    summary = Summary(dry_run=options.dry_run)
+    limits = Limits.create(pool.context(), options.down_bps, options.up_bps, options.max_connections)
+    workers = workers_allowed(options.workers, options.max_connections)
+    if workers < options.workers:
+        reporter.warn(
+            f"--procs {options.workers} lowered to {workers}: --max-connections {options.max_connections} "
+            "per side, and the planner holds one"
+        )
+    if not options.dry_run:
+        pool.warm_up()
+    cache = StateCache.for_config(config, options.state_dir)
+    if options.sync_flags and cache.path is not None:
+        # A plain sync records a pair as complete whatever its flags, so --sync-flags keeps
+        # its own cache: it skips only pairs that a --sync-flags run left in step.
+        cache = StateCache(cache.path.with_suffix(".flags.json"))
+    planner = Planner(config, limits, options.settings, reporter)
+    try:
+        planner.open()
+        _Run(config, options, reporter, summary, planner, limits, workers).go(cache, stdin_is_tty)
+    finally:
+        reporter.clear_status()
+        planner.close()
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+class _Run:
+    """One sync's steps, sharing the planner, the caps and the summary."""
+
+    def __init__(
+        self, config: Config, options: Options, reporter: Reporter, summary: Summary, planner: Planner,
+        limits: Limits, workers: int,
+    ) -> None:
+        self.config, self.options, self.reporter, self.summary = config, options, reporter, summary
+        self.planner, self.limits, self.workers = planner, limits, workers
+
+    def go(self, cache: StateCache, stdin_is_tty: bool | None) -> None:
+        options, reporter, summary = self.options, self.reporter, self.summary
+        reporter.status("listing folders")
+        # The statuses are read before planning: whatever changes later shows up as a
+        # difference next time (see _remember).
+        (src_folders, src_before), (dst_folders, dst_before) = list_both(self.planner)
+        before = (src_before, dst_before)
+        pairs = folder_rules.pair_folders(src_folders, dst_folders, folder_rules.rules_from(self.config, options))
+        existing = {f.name for f in dst_folders if f.selectable}
+        plans = plan_folders(
+            self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags
+        )
+        self.count_plan(plans)
+        changes: FlagChanges = {}
+        if options.sync_flags:
+            summary.sync_flags = True
+            changes = flags_to_update(self.planner, plans, existing, reporter)
+            summary.flags_planned = sum(len(uids) for c in changes.values() for uids in c.values())
+        reporter.plan(summary.rows)
+        for notice in providers.notices(self.config.src, self.config.dst):
+            reporter.warn(notice)
+        missing_folders = folder_rules.folders_to_create(pairs, existing, folder_rules.dst_delimiter(dst_folders))
+        if options.dry_run:
+            reporter.info("Dry run: nothing was written.")
+        elif summary.planned or missing_folders or summary.flags_planned:
+            if not _confirmed(options, reporter, summary, missing_folders, stdin_is_tty):
+                summary.declined = True
+                reporter.info("Nothing copied.")
+            else:
+                if summary.planned or missing_folders:
+                    self.execute(pairs, plans, existing, missing_folders)
+                if changes:
+                    _update_flags(self.planner, changes, reporter, summary)
+        if not options.dry_run and not summary.declined:
+            _remember(cache, self.planner, plans, before, summary)
+
+    def count_plan(self, plans: Sequence[FolderPlan]) -> None:
+        summary = self.summary
+        summary.folders = len(plans)
+        for p in plans:
+            if p.error:
+                summary.errors.append(p.error)
+                summary.incomplete.add(p.pair.src)
+            event(
+                "folder planned", side="src", folder=p.pair.src, dst_folder=p.pair.dst, messages=p.src_messages,
+                to_copy=len(p.todo), to_copy_bytes=p.todo_bytes, note=p.note, error=p.error,
+            )
+        summary.planned = sum(len(p.todo) for p in plans)
+        summary.planned_bytes = sum(p.todo_bytes for p in plans)
+        summary.present = sum(p.src_messages - len(p.todo) for p in plans)
+        summary.rows = [
+            FolderRow(p.pair.src, p.pair.dst, p.src_messages, 0, len(p.todo), p.todo_bytes, p.without_id, p.note)
+            for p in plans
+        ]
+
+    def execute(
+        self, pairs: Sequence[FolderPair], plans: Sequence[FolderPlan], existing: set[str], missing_folders: Sequence[str]
+    ) -> None:
+        reporter, summary = self.reporter, self.summary
+        # Every mapped folder is created, empty ones too: the destination mirrors the tree.
+        if missing_folders:
+            reporter.detail(f"creating folders {', '.join(map(repr, missing_folders))}")
+            for name in missing_folders:
+                event("folder created", side="dst", folder=name)
+            for error in self.planner.call("creating folders", lambda _src, dst: dst.create_folders(missing_folders)):
+                summary.errors.append(error)
+        copy_started = time.monotonic()
+        reporter.start_copy(summary.planned, summary.planned_bytes)
+        try:
+            replan = self.copy(plans)
+            if replan:
+                # A folder whose UIDVALIDITY changed is planned again, once: its old UIDs
+                # name nothing now (RFC 3501 section 2.3.1.1).
+                reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
+                again = plan_folders(
+                    self.planner, [p for p in pairs if p.src in replan], existing | set(missing_folders), reporter
+                )
+                summary.planned += sum(len(p.todo) for p in again)
+                summary.incomplete.update(replan)
+                self.copy(again)
+        finally:
+            reporter.stop_copy()
+        summary.copy_s = time.monotonic() - copy_started
+
+    def copy(self, plans: Sequence[FolderPlan]) -> set[str]:
+        units: list[WorkUnit] = []
+        for p in plans:
+            units.extend(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), dst_uidnext=p.dst_uidnext))
+        folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
+        return pool.copy_units(
+            self.config, units, folder_totals, self.workers, self.limits, self.options.settings, self.reporter,
+            self.summary,
+        )
+
+
+def _confirmed(
+    options: Options, reporter: Reporter, summary: Summary, missing_folders: Sequence[str], stdin_is_tty: bool | None
+) -> bool:
+    if options.confirm:
+        return True
+    interactive = sys.stdin.isatty() if stdin_is_tty is None else stdin_is_tty
+    if not interactive:
+        raise UsageError("no terminal to ask for confirmation; pass -y/--yes (or set FASTSYNC_CONFIRM=1) to copy")
+    flags = f" and update the flags of {summary.flags_planned} messages" if summary.flags_planned else ""
+    return reporter.confirm(f"Copy {summary.planned} messages{flags} and create {len(missing_folders)} folders?")
+
+
+def _remember(
+    cache: StateCache,
+    planner: Planner,
+    plans: Sequence[FolderPlan],
+    before: tuple[Statuses, Statuses],
+    summary: Summary,
+) -> None:
+    """Record the pairs this run left complete, so that the next run can skip them.
+
+    The source's status is the one read before planning.  The destination's is read now,
+    and kept only when it differs from before by exactly the copies this run made: a
+    change by anyone else during the run must not be mistaken for ours.
+    """
+    src_before, dst_before = before
+    changed = summary.copied or summary.flags_updated
+    after = planner.call("reading folder status", lambda _src, dst: dst.statuses()) if changed else dst_before
+    for p in plans:
+        src, dst0, dst1 = src_before.get(p.pair.src), dst_before.get(p.pair.dst), after.get(p.pair.dst)
+        copied = summary.copied_by_folder.get(p.pair.src, 0)
+        complete = p.pair.src not in summary.incomplete and copied == len(p.todo)
+        if src is None or dst1 is None or not complete:
+            cache.forget(p.pair)
+            continue
+        if dst0 is None:
+            dst0 = FolderStatus(0, -1, dst1.uidvalidity, 1)
+        consistent = (
+            dst1.uidvalidity == dst0.uidvalidity
+            and dst1.uidnext - dst0.uidnext == copied
+            and dst1.messages - dst0.messages == copied
+        )
+        if consistent:
+            cache.record(p.pair, src, dst1)
+        else:
+            cache.forget(p.pair)
+    try:
+        cache.save()
+    except OSError as exc:
+        summary.errors.append(f"cannot write the state cache {cache.path}: {exc.strerror}; the next run will diff everything")
+
+
+def _update_flags(
+    planner: Planner, changes: FlagChanges, reporter: Reporter, summary: Summary
+) -> None:
+    """STORE the source's flags on the destination copies (never on the source).
+
+    A folder is selected read-write only for its STOREs, then examined again: SELECT and
+    EXAMINE leave the previous folder without expunging, where CLOSE after SELECT would
+    expunge the destination's \\Deleted messages (RFC 3501 section 6.4.2).
+    """
+
+    def store(_src: Session, dst: Session, folder: str, folder_changes: dict[tuple[str, ...], list[int]]) -> None:
+        dst.select(folder)
+        try:
+            dst.store_flags(folder_changes)
+        finally:
+            dst.examine(folder)
+
+    for folder, folder_changes in changes.items():
+        count = sum(len(uids) for uids in folder_changes.values())
+        try:
+            # STORE FLAGS sets the whole set: repeating it after a lost connection is harmless.
+            planner.call("updating flags", functools.partial(store, folder=folder, folder_changes=folder_changes))
+        except FolderError as exc:
+            summary.errors.append(exc.message)
+            event("flags not updated", side="dst", folder=folder, level=logging.ERROR, reason=exc.message)
+            continue
+        summary.flags_updated += count
+        for flags, uids in folder_changes.items():
+            event("flags updated", side="dst", folder=folder, uids=uids, flags=list(flags))
+        reporter.detail(f"flags updated on {count} messages of {folder!r}")
+
+

@@ -1,0 +1,76 @@
+"""What a server's reply means: the one place where reply text becomes a typed exception.
+
+Protocol edge, but pure: no I/O, no imapclient.  A tagged NO or BAD reaches fastsync only
+as text (imapclient raises it as a message), so response codes (RFC 3501 section 7.1:
+``[TRYCREATE]``, ``[OVERQUOTA]``, ``[ALREADYEXISTS]``...) and the throttling phrases of the
+big providers are recognised here, and every caller routes on the exception's type.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastsync.errors import DestinationFull, FolderMissing, MessageError, Throttled
+
+_RESPONSE_CODE = re.compile(rb"^\s*\[([A-Za-z0-9-]+)")
+_BACKOFF_HINT = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*milli", re.IGNORECASE)
+_THROTTLE_SIGNS = ("[THROTTLED]", "[UNAVAILABLE]", "TOO MANY SIMULTANEOUS CONNECTIONS", "REQUEST IS THROTTLED")
+
+
+def response_code(text: str | bytes) -> str:
+    """The RFC 3501 section 7.1 response code of a tagged reply (``TRYCREATE``...) or ''."""
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    match = _RESPONSE_CODE.match(raw)
+    return match.group(1).decode("ascii").upper() if match else ""
+
+
+def throttle_wait(text: str) -> float | None:
+    """Seconds the server asks us to wait (0: unspecified) when *text* is a throttling reply, else None.
+
+    Office 365: "Request is throttled. Suggested Backoff Time: 12000 milliseconds";
+    Gmail: "[THROTTLED]", "[UNAVAILABLE]", "[ALERT] Too many simultaneous connections".
+    """
+    hint = _BACKOFF_HINT.search(text)
+    if hint:
+        return int(hint.group(1)) / 1000
+    upper = text.upper()
+    return 0.0 if any(sign in upper for sign in _THROTTLE_SIGNS) else None
+
+
+def raise_if_throttled(text: str, where: str) -> None:
+    """Raise `Throttled` (with the server's suggested wait) when *text* is a throttling reply."""
+    wait_s = throttle_wait(text)
+    if wait_s is not None:
+        raise Throttled(f"{where}: server is throttling: {text.strip()[:200]}", wait_s) from None
+
+
+def already_exists(text: str) -> bool:
+    """True when a refused CREATE says the folder is there already (RFC 5530
+    ``[ALREADYEXISTS]``; servers without response codes say so in words)."""
+    return response_code(text) == "ALREADYEXISTS" or "exists" in text.lower()
+
+
+def append_refused(where: str, folder: str, text: str, status: str = "") -> MessageError | DestinationFull:
+    """The exception for a refused APPEND: the folder is missing, the account is full, or
+    the server refused these messages (too big, a limit, anything else).
+
+    *text* is the reply after its status (*status*: "NO", "BAD"), or the message of an
+    error imaplib raised, which puts its own words before the server's ("...: BAD [...]").
+    """
+    code = response_code(text) or response_code(text.split(":", 1)[-1])
+    message = f"{where}: {folder!r}: APPEND refused: {status + ' ' if status else ''}{text}"
+    if code == "OVERQUOTA":
+        # RFC 9208 section 4.3.  A batch refused for quota may still fit in part: the
+        # caller retries its messages one by one before concluding the account is full.
+        return DestinationFull(f"{message.rstrip('. ')}; free space on the destination and run again")
+    if code == "TRYCREATE":
+        return FolderMissing(message, code)
+    return MessageError(message, code)
+
+
+def redact(text: str, *secrets: str) -> str:
+    """*text* with every non-empty secret (password, token) replaced by ***."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,665 @@
+"""IMAP operations on one logged-in connection, returning `fastsync.model` records.
+
+Protocol edge, with `transport.py` the only modules that import imapclient or imaplib.
+A `Session` turns imapclient's values into records and its exceptions into
+`fastsync.errors` classes that name the side's label and server (`replies.py` says what a
+refusal means), so nothing above this package ever sees an imapclient object.
+`SessionPair` is a worker's (or the planner's) source and destination together.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime as dt
+import hashlib
+import imaplib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+from imapclient import exceptions as imap_exc
+from imapclient.imap_utf7 import decode as decode_utf7
+from imapclient.response_parser import parse_fetch_response, parse_response
+
+from fastsync import wire
+from fastsync.config import Account
+from fastsync.errors import ConnectionLost, FolderError, MalformedResponse
+from fastsync.imap import replies, transport
+from fastsync.imap.transport import Client, Meter, text_of
+from fastsync.limits import Limits
+from fastsync.model import Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState
+
+Identity = Callable[[bytes, int], tuple[str, bool]]
+
+# Planning fetches message identities this many at a time: one round trip per few thousand
+# messages keeps a 100,000-message folder at a few dozen commands and bounded memory.
+IDENTITY_BATCH = 5000
+
+# Header fields that make up a message's identity (see plan.identity).  Fetched with
+# BODY.PEEK so the source's \Seen flags never change (RFC 3501 section 6.4.5).
+IDENTITY_FIELDS = b"MESSAGE-ID DATE FROM SUBJECT"
+_IDENTITY_ITEMS = [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"]
+_IDENTITY_LIST = "(" + " ".join(i.decode() for i in _IDENTITY_ITEMS) + ")"
+
+# `check` and ``--sync-flags`` also want each message's flags and internal date.
+_STATE_ITEMS = [b"UID", b"RFC822.SIZE", b"FLAGS", b"INTERNALDATE", _IDENTITY_ITEMS[2]]
+
+# UIDs per UID STORE command: the sequence set is compacted (1:400), but scattered UIDs
+# make a long line and some servers cap command lines at 8 or 64 KB.
+STORE_BATCH = 1000
+
+# `check --bodies` fetches full messages in batches of at most this many bytes (a bigger
+# message travels alone); each body is hashed and dropped, so memory holds one batch.
+HASH_BATCH_BYTES = 8 * 1024 * 1024
+
+# Folders whose EXAMINE and FETCH commands are in flight at once while planning: enough
+# to hide the round trip, few enough that the commands never fill a socket buffer while
+# the server waits for us to read its answers.
+SURVEY_WINDOW = 16
+
+class Slots(Protocol):
+    """A per-side connection cap (limits.ConnectionSlots)."""
+
+    def acquire(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+def sequence_set(numbers: Sequence[int]) -> str:
+    """Compact IMAP sequence set (RFC 3501 section 9, ``sequence-set``): 1,2,3,7 -> ``1:3,7``."""
+    ordered = sorted(set(numbers))
+    parts = []
+    start = prev = ordered[0] if ordered else 0
+    for n in ordered[1:]:
+        if n == prev + 1:
+            prev = n
+            continue
+        parts.append(f"{start}:{prev}" if prev != start else str(start))
+        start = prev = n
+    if ordered:
+        parts.append(f"{start}:{prev}" if prev != start else str(start))
+    return ",".join(parts)
+
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """The items of one message's FETCH response that fastsync asks for (None: not sent)."""
+
+    uid: int
+    size_bytes: int | None
+    flags: tuple[str, ...] | None
+    internaldate: dt.datetime | None
+    literal: bytes | None
+
+
+class Session:
+    """One logged-in connection to one side."""
+
+    def __init__(self, account: Account, client: Client, slots: Slots | None) -> None:
+        self.account = account
+        self._client = client
+        self._slots = slots
+        self.capabilities = frozenset(text_of(c).upper() for c in client.capabilities())
+        self._selected: str | None = None
+
+    # -- connection --------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        account: Account,
+        *,
+        slots: Slots | None = None,
+        meter_down: Meter | None = None,
+        meter_up: Meter | None = None,
+    ) -> Session:
+        """Take a connection slot, connect, secure and log in (`transport.connect`)."""
+        if slots is not None:
+            slots.acquire()
+        try:
+            return cls(account, transport.connect(account, meter_down, meter_up), slots)
+        except BaseException:
+            if slots is not None:
+                slots.release()
+            raise
+
+    def close(self) -> None:
+        """Log out politely; a connection that is already broken is simply dropped."""
+        client, self._client = self._client, None  # type: ignore[assignment]
+        if client is None:
+            return
+        try:
+            with contextlib.suppress(Exception):
+                client.logout()
+            transport.close_quietly(client)
+        finally:
+            if self._slots is not None:
+                self._slots.release()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def where(self) -> str:
+        return f"{self.account.label} ({self.account.server})"
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn imapclient/socket failures into ours; a broken connection is ConnectionLost."""
+        try:
+            yield
+        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+            # imapclient.IMAPClientAbortError is an IMAP4.abort: the connection is unusable
+            # (a BYE, a reset, a timeout: a stalled server is a lost one).
+            replies.raise_if_throttled(str(exc), self.where)
+            reason = transport.describe_os_error(exc, self.account)
+            raise ConnectionLost(f"{self.where}: {reason}") from None
+        except imap_exc.ProtocolError as exc:
+            # The parser lost its place in the stream: the connection cannot be trusted.
+            raise MalformedResponse(f"{self.where}: malformed response: {text_of(exc)[:200]}") from None
+        except imap_exc.IMAPClientError as exc:
+            replies.raise_if_throttled(text_of(exc), self.where)
+            raise
+
+    def _pipelined(self, command: str, argument_lists: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+        """Send every command before reading any reply (RFC 3501 section 5.5); (status, text) each."""
+        imap = self._client._imap
+        tags = [imap._command(*arguments) for arguments in argument_lists]
+        out = []
+        for tag in tags:
+            typ, data = imap._command_complete(command, tag)
+            out.append((typ, text_of(data)))
+        return out
+
+    # -- folders -----------------------------------------------------------------------
+
+    def list_folders(self) -> list[Folder]:
+        with self._guard():
+            rows = self._client.list_folders()
+        return [_folder(row) for row in rows]
+
+    def _status_items(self) -> list[str]:
+        items = ["MESSAGES", "UIDVALIDITY", "UIDNEXT"]
+        if "STATUS=SIZE" in self.capabilities:
+            items.append("SIZE")
+        if "CONDSTORE" in self.capabilities:
+            items.append("HIGHESTMODSEQ")
+        return items
+
+    def status(self, folder: str) -> FolderStatus:
+        try:
+            with self._guard():
+                reply = self._client.folder_status(folder, self._status_items())
+        except imap_exc.IMAPClientError as exc:
+            raise FolderError(f"{self.where}: folder {folder!r}: STATUS refused: {text_of(exc)}") from None
+        return _folder_status(reply)
+
+    def statuses(self) -> dict[str, FolderStatus]:
+        return self.folders_and_statuses()[1]
+
+    def folders_and_statuses(self) -> tuple[list[Folder], dict[str, FolderStatus]]:
+        """Every folder and its STATUS, in one round trip where LIST-STATUS (RFC 5819) is offered.
+
+        Nothing may be selected: Dovecot answers STATUS on the selected folder from a
+        stale view.
+        """
+        if "LIST-STATUS" not in self.capabilities:
+            self.unselect()
+            folders = self.list_folders()
+            return folders, {f.name: self.status(f.name) for f in folders if f.selectable}
+        imap = self._client._imap
+        with self._guard():
+            # Leaving the selected folder and listing go out together: one round trip.
+            leave = self._send_unselect()
+            # With RETURN options, special-use attributes come only when asked for (RFC 6154 section 5.1).
+            special = "SPECIAL-USE " if "SPECIAL-USE" in self.capabilities else ""
+            returns = f"({special}STATUS (" + " ".join(self._status_items()) + "))"
+            tag = imap._command("LIST", '""', '"*"', "RETURN", returns)
+            if leave is not None:
+                imap._command_complete(*leave)
+                imap.state = "AUTH"
+            typ, data = imap._command_complete("LIST", tag)
+            if typ != "OK":
+                raise FolderError(f"{self.where}: LIST-STATUS refused: {text_of(data)}")
+            _typ, rows = imap._untagged_response(typ, data, "LIST")
+            _typ, status_replies = imap._untagged_response(typ, data, "STATUS")
+            folders = [_folder(row) for row in self._client._proc_folder_list(rows)]
+        statuses = {}
+        for reply in status_replies:
+            if reply is None:
+                continue
+            try:
+                name, values = parse_response([reply] if isinstance(reply, bytes) else list(reply))
+            except imap_exc.ProtocolError:
+                continue
+            if isinstance(name, bytes | str):
+                statuses[decode_utf7(name)] = _folder_status(dict(zip(values[::2], values[1::2], strict=False)))
+        return folders, statuses
+
+    def unselect(self) -> None:
+        """Leave the selected folder without expunging (RFC 3691 UNSELECT; CLOSE after EXAMINE)."""
+        with self._guard():
+            leave = self._send_unselect()
+            if leave is not None:
+                self._client._imap._command_complete(*leave)
+                self._client._imap.state = "AUTH"
+
+    def _send_unselect(self) -> tuple[str, bytes] | None:
+        if self._selected is None:
+            return None
+        self._selected = None
+        # RFC 3501 section 6.4.2: CLOSE of a folder opened with EXAMINE removes nothing.
+        command = "UNSELECT" if "UNSELECT" in self.capabilities else "CLOSE"
+        return command, self._client._imap._command(command)
+
+    def examine(self, folder: str) -> FolderStatus:
+        """Select a folder read-only (RFC 3501 section 6.3.2): nothing on it can change."""
+        return self._select(folder, readonly=True)
+
+    def select(self, folder: str) -> FolderStatus:
+        """Select a folder read-write (RFC 3501 section 6.3.1): only ``--sync-flags`` does, on
+        the destination, to STORE flags.  Never on the source."""
+        return self._select(folder, readonly=False)
+
+    def _select(self, folder: str, readonly: bool) -> FolderStatus:
+        try:
+            with self._guard():
+                reply = self._client.select_folder(folder, readonly=readonly)
+        except imap_exc.IMAPClientError as exc:
+            self._selected = None
+            raise FolderError(f"{self.where}: cannot open folder {folder!r}: {text_of(exc)}") from None
+        self._selected = folder
+        return _selected_status(reply)
+
+    def create_folder(self, folder: str) -> bool:
+        """Create a folder; True when it was created, False when it already existed."""
+        try:
+            with self._guard():
+                self._client.create_folder(folder)
+        except imap_exc.IMAPClientError as exc:
+            text = text_of(exc)
+            if replies.already_exists(text):
+                return False
+            raise FolderError(f"{self.where}: cannot create folder {folder!r}: {text}") from None
+        return True
+
+    def create_folders(self, names: Sequence[str]) -> list[str]:
+        """Create folders, pipelined, in the given order (parents first); returns errors.
+
+        A folder that already exists is not an error.
+        """
+        with self._guard():
+            results = self._pipelined("CREATE", [("CREATE", transport.quoted_folder(self._client, n)) for n in names])
+        return [
+            f"{self.where}: cannot create folder {name!r}: {text}"
+            for name, (typ, text) in zip(names, results, strict=True)
+            if typ != "OK" and not replies.already_exists(text)
+        ]
+
+    # -- reading messages --------------------------------------------------------------
+
+    def survey(self, folders: Sequence[tuple[str, int]], identity: Identity, window: int = SURVEY_WINDOW) -> dict[str, FolderScan]:
+        """Status and message identities of many folders, pipelined: see `_Survey`."""
+        return _Survey(self, identity, window).run(folders)
+
+    def message_refs(self, count: int, identity: Identity) -> list[MessageRef]:
+        """UID, size and identity of every message of the examined folder.
+
+        Sequence-number FETCH in batches: RFC 3501 section 7.4.1 forbids EXPUNGE responses
+        while a FETCH is answered, so consecutive batches see stable sequence numbers and
+        no UID SEARCH (whose single reply line can exceed imaplib's limit) is needed.
+        """
+        refs: list[MessageRef] = []
+        for message_set in _batches(count):
+            refs.extend(self._refs(self._fetch(message_set, _IDENTITY_ITEMS, uid=False), identity))
+        return refs
+
+    def identities_since(self, first_uid: int, identity: Identity) -> list[str]:
+        """Identities of the examined folder's messages with UID >= *first_uid*."""
+        # "n:*" also matches the highest UID when it is below n (RFC 3501 section 6.4.8),
+        # hence the filter on the UID.
+        data = self._fetch(f"{max(first_uid, 1)}:*", _IDENTITY_ITEMS, uid=True)
+        return [ref.identity for ref in self._refs(data, identity) if ref.uid >= first_uid]
+
+    def total_size(self, count: int) -> int:
+        """Sum of RFC822.SIZE over the examined folder, for servers without STATUS=SIZE (RFC 8438)."""
+        total = 0
+        for message_set in _batches(count):
+            for record in wire.records(self._fetch(message_set, [b"RFC822.SIZE"], uid=False)):
+                total += record.size() or 0
+        return total
+
+    def message_states(self, count: int, identity: Identity) -> list[MessageState]:
+        """UID, size, identity, flags and internal date of every message of the selected folder.
+
+        The batches of `message_refs`, with FLAGS and INTERNALDATE added; the header fields
+        come with BODY.PEEK, so the source's \\Seen flags never change (RFC 3501 section 6.4.5).
+        """
+        states: list[MessageState] = []
+        for message_set in _batches(count):
+            for record in wire.records(self._fetch(message_set, _STATE_ITEMS, uid=False)):
+                fields = self._fields(record, "size_bytes", "literal", "flags")
+                if fields is None:
+                    continue
+                size = fields.size_bytes or 0
+                key, has_id = identity(fields.literal or b"", size)
+                states.append(MessageState(fields.uid, size, key, fields.flags or (), fields.internaldate, has_id))
+        return states
+
+    def body_digests(self, messages: Sequence[tuple[int, int]], max_batch_bytes: int = HASH_BATCH_BYTES) -> dict[int, str]:
+        """sha256 of each whole message (BODY.PEEK[]) of the selected folder: (UID, size) -> digest.
+
+        Fetched in batches bounded by *max_batch_bytes* (a bigger message alone); each body
+        is hashed and dropped, so memory holds one batch whatever the folder's size.
+        """
+        digests: dict[int, str] = {}
+        batch: list[int] = []
+        batch_bytes = 0
+
+        def flush() -> None:
+            if not batch:
+                return
+            for record in wire.records(self._fetch(sequence_set(batch), [b"UID", b"BODY.PEEK[]"], uid=True)):
+                fields = self._fields(record, "literal")
+                if fields is not None:
+                    digests[fields.uid] = hashlib.sha256(fields.literal or b"").hexdigest()
+            batch.clear()
+
+        for uid, size in messages:
+            if batch and batch_bytes + size > max_batch_bytes:
+                flush()
+                batch_bytes = 0
+            batch.append(uid)
+            batch_bytes += size
+        flush()
+        return digests
+
+    def fetch_messages(self, uids: Sequence[int]) -> list[Fetched]:
+        """Bodies, flags and internal dates of the examined folder; UIDs gone are left out."""
+        data = self._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", b"BODY.PEEK[]"], uid=True)
+        wanted = set(uids)
+        fetched = []
+        for record in wire.records(data):
+            fields = self._fields(record, "flags", "internaldate", "literal")
+            if fields is None or fields.literal is None or fields.uid not in wanted:
+                continue
+            if fields.internaldate is None:
+                raise MalformedResponse(f"{self.where}: UID {fields.uid}: FETCH response without an INTERNALDATE")
+            fetched.append(Fetched(fields.uid, fields.flags or (), fields.internaldate, fields.literal))
+        return fetched
+
+    def _refs(self, data: list[object], identity: Identity) -> Iterator[MessageRef]:
+        for record in wire.records(data):
+            fields = self._fields(record, "size_bytes", "literal")
+            if fields is None:
+                continue
+            size = fields.size_bytes or 0
+            key, has_id = identity(fields.literal or b"", size)
+            yield MessageRef(uid=fields.uid, size_bytes=size, identity=key, has_message_id=has_id)
+
+    def _fields(self, record: wire.Record, *needed: str) -> _Fields | None:
+        """A message's items: `wire`'s fast reading, or imapclient's parser when the response
+        is not of the usual shape (e.g. a header section sent as a quoted string).  None when
+        the response has no UID."""
+        uid = record.uid()
+        if uid is not None:
+            fields = _Fields(uid, record.size(), record.flags(), record.internaldate(), record.literal())
+            if all(getattr(fields, name) is not None for name in needed):
+                return fields
+        try:
+            parsed = next(iter(parse_fetch_response(record.items, False, False).values()), None)
+        except imap_exc.ProtocolError as exc:
+            raise MalformedResponse(f"{self.where}: malformed FETCH response: {text_of(exc)[:200]}") from None
+        if parsed is None or b"UID" not in parsed:
+            return None
+        date = parsed.get(b"INTERNALDATE")
+        return _Fields(
+            int(parsed[b"UID"]),
+            int(parsed.get(b"RFC822.SIZE", 0)),
+            tuple(text_of(f) for f in parsed.get(b"FLAGS", ())),
+            date if isinstance(date, dt.datetime) else None,
+            next((v or b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
+        )
+
+    def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool) -> list[object]:
+        """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
+
+        Returns imaplib's untagged FETCH items, for `wire.records`.  Unsolicited FETCH
+        responses for other messages may be included; callers take what they asked for.
+        """
+        command = ["UID", "FETCH"] if uid else ["FETCH"]
+        imap = self._client._imap
+        with self._guard():
+            tag = imap._command(*command, message_set, "(" + " ".join(i.decode() for i in items) + ")")
+            typ, data = imap._command_complete("FETCH", tag)
+            if typ != "OK":
+                raise FolderError(f"{self.where}: folder {self._selected!r}: FETCH refused: {text_of(data)}")
+            typ, data = imap._untagged_response(typ, data, "FETCH")
+        return [item for item in data if item is not None]
+
+    # -- writing (destination only) ----------------------------------------------------
+
+    def store_flags(self, changes: Mapping[tuple[str, ...], Sequence[int]]) -> None:
+        """Set the flags of messages of the folder selected with `select`: flag set -> UIDs.
+
+        One ``UID STORE <uids> FLAGS.SILENT (<flags>)`` per flag set (and per `STORE_BATCH`
+        UIDs), all pipelined: FLAGS replaces a message's whole set and .SILENT spares the
+        untagged FETCH echo of each message (RFC 3501 section 6.4.6).  \\Recent must not
+        be in *changes*: only the server sets it (section 2.3.2).
+        """
+        commands = []
+        for flags, uids in changes.items():
+            ordered = sorted(uids)
+            for start in range(0, len(ordered), STORE_BATCH):
+                message_set = sequence_set(ordered[start : start + STORE_BATCH])
+                commands.append(("UID", "STORE", message_set, "FLAGS.SILENT", "(" + " ".join(flags) + ")"))
+        with self._guard():
+            results = self._pipelined("STORE", commands)
+            self._client._imap.untagged_responses.pop("FETCH", None)
+        errors = [text for typ, text in results if typ != "OK"]
+        if errors:
+            raise FolderError(f"{self.where}: folder {self._selected or ''!r}: STORE refused: {errors[0]}")
+
+    def append(self, folder: str, messages: Sequence[Fetched]) -> None:
+        """Append messages with their flags and dates: one MULTIAPPEND (RFC 3502) when offered,
+        else one APPEND per message.
+
+        A MULTIAPPEND is all-or-nothing; a refusal raises what `replies.append_refused` makes
+        of it (`FolderMissing`, `DestinationFull` or `MessageError`), and the caller may try
+        the messages one by one to find the refused one.
+        """
+        batches = [messages] if "MULTIAPPEND" in self.capabilities else [[m] for m in messages]
+        literal_plus = "LITERAL+" in self.capabilities
+        try:
+            with self._guard():
+                for batch in batches:
+                    typ, text = transport.send_append(self._client, folder, batch, literal_plus)
+                    if typ != "OK":
+                        raise replies.append_refused(self.where, folder, text, typ)
+        except imap_exc.IMAPClientError as exc:
+            raise replies.append_refused(self.where, folder, text_of(exc)) from None
+
+
+class _Survey:
+    """Status and message identities of many folders, pipelined (RFC 3501 section 5.5).
+
+    *folders* pairs each name with its message count from STATUS.  For each folder an
+    EXAMINE and the FETCH batches that cover the count (the last one open-ended, ``n:*``)
+    are sent without waiting, up to *window* folders ahead, so a whole account costs about
+    one round trip instead of two per folder.  The server answers in order; a folder whose
+    EXAMINE or FETCH fails (it vanished, or shrank so that a batch fell beyond its end) is
+    read again the plain way, or reported.
+    """
+
+    def __init__(self, session: Session, identity: Identity, window: int) -> None:
+        self.session = session
+        self.identity = identity
+        self.window = window
+        self.imap = session._client._imap
+        self.pending: list[tuple[str, str, str]] = []  # (folder, command, tag)
+        self.scans: dict[str, FolderScan] = {}
+        self.failed: set[str] = set()
+
+    def send(self, name: str, count: int) -> None:
+        imap = self.imap
+        self.pending.append((name, "EXAMINE", imap._command("EXAMINE", transport.quoted_folder(self.session._client, name))))
+        starts = list(range(1, count + 1, IDENTITY_BATCH))
+        for index, start in enumerate(starts):
+            end = "*" if index == len(starts) - 1 else str(start + IDENTITY_BATCH - 1)
+            self.pending.append((name, "FETCH", imap._command("FETCH", f"{start}:{end}", _IDENTITY_LIST)))
+
+    def run(self, folders: Sequence[tuple[str, int]]) -> dict[str, FolderScan]:
+        session, imap = self.session, self.imap
+        queue = list(folders)
+        with session._guard():
+            session._selected = None
+            # imaplib checks the state before sending a command; the pipelined FETCHes are
+            # valid once their EXAMINE is processed, which the server does first.
+            imap.state = "SELECTED"
+            imap.is_readonly = True
+            in_flight = 0
+            while queue or self.pending:
+                while queue and in_flight < self.window:
+                    self.send(*queue.pop(0))
+                    in_flight += 1
+                name, command, tag = self.pending.pop(0)
+                in_flight -= command == "EXAMINE"
+                self.receive(name, command, tag)
+            imap.state = "SELECTED" if session._selected else "AUTH"
+        # A count that moved between STATUS and EXAMINE leaves batches short or missing.
+        self.failed.update(n for n, scan in self.scans.items() if scan.status and scan.status.messages != len(scan.refs))
+        for name, _count in folders:
+            if name in self.failed:
+                self.scans[name] = self.read_plainly(name)
+        return self.scans
+
+    def receive(self, name: str, command: str, tag: str) -> None:
+        imap = self.imap
+        try:
+            typ, _data = imap._command_complete(command, tag)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:
+            # imaplib raises on BAD (e.g. FETCH after a failed EXAMINE).
+            typ = "BAD"
+        if command == "EXAMINE":
+            reply = self.session._client._process_select_response(imap.untagged_responses)
+            imap.untagged_responses.clear()
+            if typ != "OK":
+                self.failed.add(name)
+                return
+            self.scans[name] = FolderScan(_selected_status(reply), [])
+            self.session._selected = name
+            return
+        items = imap.untagged_responses.pop("FETCH", [])
+        imap.untagged_responses.clear()
+        if typ != "OK" or name in self.failed:
+            self.failed.add(name)
+            return
+        self.scans[name].refs.extend(self.session._refs([i for i in items if i is not None], self.identity))
+
+    def read_plainly(self, name: str) -> FolderScan:
+        """Read a folder again without pipelining: it may exist after all, or have changed size."""
+        try:
+            status = self.session.examine(name)
+        except FolderError as exc:
+            return FolderScan(None, [], exc.message)
+        return FolderScan(status, self.session.message_refs(status.messages, self.identity) if status.messages else [])
+
+
+class SessionPair:
+    """A source and a destination session, opened together and reopened after a break.
+
+    Each side takes a connection slot of its own (`limits`) and meters the direction that
+    carries messages: bytes read from the source, bytes written to the destination.
+    """
+
+    def __init__(self, src: Account, dst: Account, limits: Limits) -> None:
+        self.src_account = src
+        self.dst_account = dst
+        self.limits = limits
+        self.src: Session | None = None
+        self.dst: Session | None = None
+
+    def open(self) -> tuple[Session, Session]:
+        if self.src is None or self.dst is None:
+            limits = self.limits
+            src, dst = open_concurrently(
+                None if self.src else partial(Session.open, self.src_account, slots=limits.src_slots,
+                                               meter_down=limits.down),
+                None if self.dst else partial(Session.open, self.dst_account, slots=limits.dst_slots,
+                                               meter_up=limits.up),
+            )
+            self.src, self.dst = self.src or src, self.dst or dst
+        assert self.src is not None and self.dst is not None
+        return self.src, self.dst
+
+    def close(self) -> None:
+        for session in (self.src, self.dst):
+            if session is not None:
+                session.close()
+        self.src = self.dst = None
+
+
+def open_concurrently(*openers: Callable[[], Session] | None) -> list[Session | None]:
+    """Open several sessions at once (None: keep that slot empty).
+
+    A login costs several round trips; both sides of a copy log in at the same time.  When
+    one fails, those that opened are closed again and the first failure is raised.
+    """
+    with concurrent.futures.ThreadPoolExecutor(len(openers), thread_name_prefix="fastsync-connect") as threads:
+        futures = [threads.submit(opener) if opener is not None else None for opener in openers]
+    sessions: list[Session | None] = []
+    failures: list[BaseException] = []
+    for future in futures:
+        try:
+            sessions.append(future.result() if future is not None else None)
+        except BaseException as exc:
+            failures.append(exc)
+            sessions.append(None)
+    if failures:
+        for session in sessions:
+            if session is not None:
+                session.close()
+        raise failures[0]
+    return sessions
+
+
+
+def _batches(count: int) -> Iterator[str]:
+    """Sequence sets covering messages 1..count, `IDENTITY_BATCH` at a time."""
+    for start in range(1, count + 1, IDENTITY_BATCH):
+        yield f"{start}:{min(count, start + IDENTITY_BATCH - 1)}"
+
+
+def _selected_status(reply: Mapping[bytes, Any]) -> FolderStatus:
+    """What SELECT or EXAMINE reported (RFC 3501 section 6.3.1; HIGHESTMODSEQ, RFC 7162)."""
+    return FolderStatus(
+        messages=int(reply.get(b"EXISTS", 0)),
+        size_bytes=-1,
+        uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
+        uidnext=int(reply.get(b"UIDNEXT", 0)),
+        highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
+    )
+
+
+def _folder_status(reply: dict[Any, Any]) -> FolderStatus:
+    values = {text_of(k).upper(): int(v) for k, v in reply.items()}
+    return FolderStatus(
+        messages=values.get("MESSAGES", 0),
+        size_bytes=values.get("SIZE", -1),
+        uidvalidity=values.get("UIDVALIDITY", 0),
+        uidnext=values.get("UIDNEXT", 0),
+        highestmodseq=values.get("HIGHESTMODSEQ", 0),
+    )
+
+
+def _folder(row: tuple[Any, Any, Any]) -> Folder:
+    flags, delimiter, name = row
+    return Folder(name=text_of(name), delimiter=text_of(delimiter or ""), attributes=tuple(text_of(f) for f in flags))

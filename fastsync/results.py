@@ -1,0 +1,202 @@
+"""What each command returns, and the interface of the reporter that shows it.
+
+Records layer: imports only `fastsync.model`.  Commands fill these records; the output
+layer (`progress.py`) renders them as tables, summary lines and ``--json`` documents, so a
+figure on the terminal and the same figure in a document come from one field.
+
+`Reporter` is the protocol the engine and the commands talk to while they run (status
+lines, warnings, the plan, progress, the confirmation prompt); `progress.Reporter`
+implements it, and nothing below the entry point imports the output layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fastsync.model import Failure, Folder, FolderPair, FolderStatus
+
+# The kinds of difference check reports, in the order it reports them.
+DIFFERENCE_KINDS = ("missing", "extra", "flags", "date", "body")
+
+
+class Reporter(Protocol):
+    """What a running command may tell the user; only the output layer writes."""
+
+    verbose: bool
+    quiet: bool
+
+    def info(self, text: str) -> None: ...
+
+    def detail(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def status(self, text: str) -> None: ...
+
+    def clear_status(self) -> None: ...
+
+    def plan(self, rows: list[FolderRow]) -> None: ...
+
+    def confirm(self, question: str) -> bool: ...
+
+    def start_copy(self, messages: int, size_bytes: int) -> None: ...
+
+    def advance(self, folder: str, messages: int, size_bytes: int, folder_total: tuple[int, int] = (0, 0)) -> None: ...
+
+    def stop_copy(self) -> None: ...
+
+
+# -- sync --------------------------------------------------------------------------------
+
+
+@dataclass
+class FolderRow:
+    """One line of sync's plan."""
+
+    src: str
+    dst: str
+    messages: int
+    size_bytes: int
+    to_copy: int = 0
+    to_copy_bytes: int = 0
+    without_id: int = 0
+    note: str = ""
+
+
+@dataclass
+class Summary:
+    """What a sync did; every figure of the human summary (and of --json)."""
+
+    folders: int = 0
+    planned: int = 0
+    planned_bytes: int = 0
+    copied: int = 0
+    copied_bytes: int = 0
+    present: int = 0
+    vanished: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    copy_s: float = 0.0
+    dry_run: bool = False
+    declined: bool = False
+    sync_flags: bool = False
+    flags_planned: int = 0
+    flags_updated: int = 0
+    copied_by_folder: dict[str, int] = field(default_factory=dict)
+    incomplete: set[str] = field(default_factory=set)
+    rows: list[FolderRow] = field(default_factory=list)
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.copied / self.copy_s if self.copy_s > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.copied_bytes / 1e6 / self.copy_s if self.copy_s > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and not self.errors
+
+
+# -- check -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One message that differs.  ``src`` / ``dst`` hold the differing values as text
+    (flags, internal date, sha256); a missing message has no ``dst_uid``, an extra one no
+    ``src_uid``."""
+
+    kind: str
+    identity: str
+    src_uid: int | None
+    dst_uid: int | None
+    src: str = ""
+    dst: str = ""
+
+
+@dataclass
+class FolderCheck:
+    """What check found for one folder pair."""
+
+    pair: FolderPair
+    src_messages: int = 0
+    dst_messages: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    error: str = ""
+
+    def count(self, kind: str) -> int:
+        return sum(1 for d in self.differences if d.kind == kind)
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences and not self.error
+
+
+@dataclass
+class CheckSummary:
+    """Every figure of check's report (human and --json)."""
+
+    folders: list[FolderCheck] = field(default_factory=list)
+    bodies: bool = False
+    elapsed_s: float = 0.0
+
+    def total(self, kind: str) -> int:
+        return sum(f.count(kind) for f in self.folders)
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds of difference this check looked for: bodies only with --bodies."""
+        return [k for k in DIFFERENCE_KINDS if k != "body" or self.bodies]
+
+    @property
+    def errors(self) -> list[str]:
+        return [f.error for f in self.folders if f.error]
+
+    @property
+    def matches(self) -> bool:
+        return all(f.matches for f in self.folders)
+
+
+# -- show --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """One folder as show lists it; ``status`` None for a \\Noselect folder or on error."""
+
+    folder: Folder
+    status: FolderStatus | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    """One side as show lists it: who, what the server offers, and its folders."""
+
+    side: str
+    label: str
+    server: str
+    user: str
+    capabilities: tuple[str, ...]
+    folders: tuple[FolderInfo, ...]
+
+    @property
+    def messages(self) -> int:
+        return sum(i.status.messages for i in self.folders if i.status)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(i.status.size_bytes for i in self.folders if i.status)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """show's result: both accounts and the folder pairs sync would use."""
+
+    src: AccountInfo
+    dst: AccountInfo
+    pairs: tuple[FolderPair, ...]

@@ -1,0 +1,232 @@
+"""The survey of both accounts that every command shares, and the diff that makes a plan.
+
+Engine layer.  `Planner` is the parent's two connections (one slot per side), reopened
+with the retry rule of `retry.py` when they break.  On it: listing both accounts
+(`list_both`), reading message identities of many folder pairs at once and diffing them
+(`plan_folders`), and reading flags and dates of one pair (`read_states`) for check and
+``--sync-flags``.  Matching goes through `plan.match_by_identity`, so sync, check and
+--sync-flags agree on which messages are present.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from fastsync import folders as folder_rules
+from fastsync import plan
+from fastsync.config import Config
+from fastsync.errors import ConnectError
+from fastsync.events import event
+from fastsync.imap.session import Session, SessionPair
+from fastsync.limits import Limits
+from fastsync.model import Folder, FolderPair, FolderScan, FolderStatus, MessageRef, MessageState, WorkerSettings
+from fastsync.results import Reporter
+from fastsync.retry import with_retries
+from fastsync.state import StateCache
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+# The plan's note on a pair the state cache let the run skip.
+UNCHANGED = "unchanged since the last run"
+
+Statuses = dict[str, FolderStatus]
+
+
+@dataclass
+class FolderPlan:
+    """One folder pair's part of the plan: what the source holds and what is missing."""
+
+    pair: FolderPair
+    uidvalidity: int
+    src_messages: int
+    todo: list[MessageRef] = field(default_factory=list)
+    without_id: int = 0
+    note: str = ""
+    dst_uidnext: int = 1
+    error: str = ""
+
+    @property
+    def todo_bytes(self) -> int:
+        return sum(r.size_bytes for r in self.todo)
+
+
+class Planner(SessionPair):
+    """The parent's two connections (one slot per side), reopened with backoff when they break."""
+
+    def __init__(self, config: Config, limits: Limits, settings: WorkerSettings, reporter: Reporter) -> None:
+        super().__init__(config.src, config.dst, limits)
+        self.settings = settings
+        self.reporter = reporter
+        self.rng = random.Random()
+
+    def call(self, what: str, work: Callable[[Session, Session], T]) -> T:
+        """Run *work* with both sessions; a broken connection is reopened and *work* run again."""
+
+        def notify(exc: ConnectError, wait_s: float, attempt: int) -> None:
+            self.reporter.warn(f"{exc.message}; {what}: retrying in {wait_s:.1f} s ({attempt}/{self.settings.retries})")
+
+        def wait(wait_s: float) -> bool:
+            time.sleep(wait_s)
+            return False
+
+        return with_retries(
+            lambda _failures: work(*self.open()), self.settings, reset=self.close, notify=notify, wait=wait, rng=self.rng
+        )
+
+
+def both(src_work: Callable[[], T], dst_work: Callable[[], U]) -> tuple[T, U]:
+    """Run one call per side at the same time: each side has its own connection, and on a
+    distant server the time is spent waiting for the network, not holding the GIL."""
+    threads = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="fastsync-planner")
+    try:
+        src_result = threads.submit(src_work)
+        dst_result = threads.submit(dst_work)
+        results = src_result.result(), dst_result.result()
+    except BaseException:
+        # Ctrl-C, or one side failed: do not wait for the other side's reading to finish;
+        # the caller closes both connections, which ends it.
+        threads.shutdown(wait=False, cancel_futures=True)
+        raise
+    threads.shutdown()
+    return results
+
+
+def list_both(planner: Planner) -> tuple[tuple[list[Folder], Statuses], tuple[list[Folder], Statuses]]:
+    """Both accounts' folders and their STATUS, read at the same time."""
+    return planner.call("listing folders", lambda src, dst: both(src.folders_and_statuses, dst.folders_and_statuses))
+
+
+def readable_on_dst(pair: FolderPair, existing: set[str]) -> bool:
+    """Whether the pair's destination folder can be examined: it was listed, or it is INBOX,
+    which exists on every account whatever LIST said (RFC 3501 section 5.1)."""
+    return pair.dst in existing or folder_rules.is_inbox(pair.dst)
+
+
+def plan_folders(
+    planner: Planner,
+    pairs: Sequence[FolderPair],
+    existing: set[str],
+    reporter: Reporter,
+    cache: StateCache | None = None,
+    before: tuple[Statuses, Statuses] = ({}, {}),
+    need_modseq: bool = False,
+) -> list[FolderPlan]:
+    """Diff each pair's message identities; pairs the cache knows unchanged are not read.
+
+    With *need_modseq* (--sync-flags) a pair is skipped only when both sides report a
+    HIGHESTMODSEQ (RFC 7162 CONDSTORE): without it, a flag change moves neither UIDNEXT
+    nor MESSAGES, so an unchanged STATUS proves nothing about flags.
+    """
+    src_before, dst_before = before
+
+    def modseq_known(pair: FolderPair) -> bool:
+        src, dst = src_before.get(pair.src), dst_before.get(pair.dst)
+        return src is not None and dst is not None and src.highestmodseq > 0 and dst.highestmodseq > 0
+
+    skipped = {
+        p.src
+        for p in pairs
+        if cache is not None
+        and cache.unchanged(p, src_before.get(p.src), dst_before.get(p.dst))
+        and (not need_modseq or modseq_known(p))
+    }
+    to_read = [p for p in pairs if p.src not in skipped]
+
+    def counts(names: Iterable[str], statuses: Statuses) -> list[tuple[str, int]]:
+        # Unknown counts read as one open-ended batch.
+        return [(name, statuses[name].messages if name in statuses else 1) for name in dict.fromkeys(names)]
+
+    src_names = counts((p.src for p in to_read), src_before)
+    dst_names = counts((p.dst for p in to_read if readable_on_dst(p, existing)), dst_before)
+    if to_read:
+        reporter.status(f"planning {len(to_read)} folders")
+    src_scans, dst_scans = planner.call(
+        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names)
+    )
+    reporter.clear_status()
+    plans = []
+    for pair in pairs:
+        if pair.src in skipped:
+            status = src_before[pair.src]
+            plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note=UNCHANGED))
+        else:
+            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst)))
+    return plans
+
+
+def _diff(pair: FolderPair, src: FolderScan | None, dst: FolderScan | None) -> FolderPlan:
+    """One pair's plan from the two folders' scans (*dst* None: a folder still to create)."""
+    if src is None or src.status is None:
+        error = src.error if src is not None else f"folder {pair.src!r} could not be read"
+        return FolderPlan(pair, 0, 0, note="not synced", error=error)
+    dst_refs = dst.refs if dst is not None and dst.status is not None else []
+    dst_uidnext = dst.status.uidnext if dst is not None and dst.status is not None else 1
+    todo = plan.missing(src.refs, [r.identity for r in dst_refs])
+    notes = [pair.reason] if pair.reason.startswith("special-use") else []
+    if dst is None:
+        notes.append("new folder")
+    without_id = sum(1 for r in src.refs if not r.has_message_id)
+    return FolderPlan(pair, src.status.uidvalidity, len(src.refs), todo, without_id, ", ".join(notes), dst_uidnext)
+
+
+def _survey_both(
+    src: Session, dst: Session, src_names: Sequence[tuple[str, int]], dst_names: Sequence[tuple[str, int]]
+) -> tuple[dict[str, FolderScan], dict[str, FolderScan]]:
+    """Read both sides at once: each has its own connection, and the wait is the network's."""
+    return both(
+        functools.partial(src.survey, src_names, plan.identity), functools.partial(dst.survey, dst_names, plan.identity)
+    )
+
+
+def read_states(session: Session, folder: str, exists: bool = True) -> list[MessageState]:
+    """Flags, dates and identities of a folder's messages, read-only (EXAMINE, BODY.PEEK)."""
+    if not exists:
+        return []
+    status = session.examine(folder)
+    return session.message_states(status.messages, plan.identity) if status.messages else []
+
+
+def states_both(
+    src: Session, dst: Session, pair: FolderPair, dst_exists: bool = True
+) -> tuple[list[MessageState], list[MessageState]]:
+    """`read_states` of a folder pair, both sides at once."""
+    return both(
+        functools.partial(read_states, src, pair.src), functools.partial(read_states, dst, pair.dst, dst_exists)
+    )
+
+
+def flags_to_update(
+    planner: Planner, plans: Sequence[FolderPlan], existing: set[str], reporter: Reporter
+) -> dict[str, dict[tuple[str, ...], list[int]]]:
+    """Destination folder -> {source flag set: destination UIDs} for --sync-flags.
+
+    Both folders of each pair are read with EXAMINE (nothing changes yet); messages are
+    matched by identity as the planner does, so only copies present on both sides count.
+    Pairs the state cache skipped have no change on either side (HIGHESTMODSEQ equal).
+    """
+    changes: dict[str, dict[tuple[str, ...], list[int]]] = {}
+    readable = [p for p in plans if not p.error and p.note != UNCHANGED and readable_on_dst(p.pair, existing)]
+    for index, p in enumerate(readable, 1):
+        reporter.status(f"comparing flags {index}/{len(readable)} {p.pair.src}")
+        src_states, dst_states = planner.call("comparing flags", functools.partial(states_both, pair=p.pair))
+        matched = plan.match_states(src_states, dst_states).matched
+        folder_changes = plan.flag_changes(matched)
+        if folder_changes:
+            changes[p.pair.dst] = folder_changes
+            src_uid = {d.uid: s.uid for s, d in matched}
+            for flags, uids in folder_changes.items():
+                for uid in uids:
+                    event("flags differ", side="dst", folder=p.pair.dst, uid=uid, src_folder=p.pair.src,
+                          src_uid=src_uid[uid], flags=list(flags))
+    reporter.clear_status()
+    if changes:
+        count = sum(len(uids) for c in changes.values() for uids in c.values())
+        reporter.info(f"{count} messages present on both sides have flags to update on the destination.")
+    return changes
