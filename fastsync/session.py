@@ -40,7 +40,8 @@ from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_fetch_response, parse_response
 
 from fastsync import wire
-from fastsync.config import Account, SecretCommandError, run_secret_cmd
+from fastsync.config import Account
+from fastsync.credentials import SecretCommandError, run_secret_cmd
 from fastsync.errors import (
     AuthError,
     ConnectError,
