@@ -1,18 +1,256 @@
-"""Credentials: OAuth2 access tokens from ``oauth2_token_cmd``, their cache, and the SASL
-exchange that carries them.
+"""Credentials: password sources, OAuth2 access tokens and their cache, and the SASL
+exchange that carries a token.
 
-Settings layer: imports `config` and `errors`.
+Settings layer: imports only `errors`.  ``config.py`` resolves each side's password
+through `resolve_password` once the whole file has been checked; the protocol edge gets
+a token for each connection it opens from `access_token` (which runs the side's
+``oauth2_token_cmd`` through `run_secret_cmd`) and logs in with a `BearerExchange`.
+Password sources know nothing of the config file's layout: they get plain values and
+raise `CredentialError` with the problem alone; the caller adds the file name and field
+path.  An account is anything shaped like `config.Account` (`TokenAccount`), so this
+module does not import the config it serves.
+
+Nothing here ever puts a secret in a message: not the password, not the output of a
+command, not the text of a command (which may embed one).  A ``pass_cmd`` runs without
+the variables named by ``pass_env``, and `forget_env_passwords` removes those variables
+from the process environment once read, so that no child process inherits them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
+import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
-from fastsync.config import Account, SecretCommandError, run_secret_cmd
 from fastsync.errors import AuthError
+
+__all__ = [
+    "PASS_CMD_TIMEOUT_S",
+    "CredentialError",
+    "SecretCommandError",
+    "environ_without",
+    "forget_env_passwords",
+    "readable_file_problem",
+    "resolve_password",
+    "resolve_path",
+    "run_secret_cmd",
+    "TOKEN_REUSE_S",
+    "TokenAccount",
+    "access_token",
+    "BearerExchange",
+    "bearer_mechanism",
+]
+
+PASS_CMD_TIMEOUT_S = 60.0
+
+
+class CredentialError(Exception):
+    """A password source gave no password; ``problem`` says why, without the secret."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+class SecretCommandError(CredentialError):
+    """A ``pass_cmd`` or ``oauth2_token_cmd`` gave no secret; ``problem`` says why.
+
+    ``problem`` never contains the command (it may embed a secret) nor its output.
+    """
+
+
+def resolve_password(
+    key: str,
+    value: str,
+    shown: str,
+    base_dir: str,
+    environ: Mapping[str, str],
+    child_env: Mapping[str, str] | None = None,
+) -> str:
+    """The password that the source ``key`` (``pass``, ``pass_env``, ...) with ``value`` names.
+
+    ``shown`` is how messages name ``value`` (the caller's quoting of a ``pass_file``
+    path); ``base_dir`` anchors a relative ``pass_file`` and is where a ``pass_cmd`` runs,
+    with ``child_env`` as its environment.  Raises :class:`CredentialError`.
+    """
+    if key == "pass":
+        return value
+    if key == "pass_env":
+        return _env_password(value, environ)
+    if key == "pass_file":
+        return _read_pass_file(base_dir, value, shown)
+    if key == "pass_cmd":
+        return run_secret_cmd(value, base_dir, "the password", child_env)
+    raise ValueError(f"not a password source: {key}")
+
+
+def _env_password(variable: str, environ: Mapping[str, str]) -> str:
+    if variable not in environ:
+        raise CredentialError(
+            f"environment variable {variable} is not set; expected it to hold the password"
+        )
+    if not environ[variable]:
+        raise CredentialError(
+            f"environment variable {variable} is empty; expected it to hold the password"
+        )
+    return environ[variable]
+
+
+def environ_without(variables: Iterable[str]) -> dict[str, str] | None:
+    """This process's environment minus ``variables``, for a ``pass_cmd``; None if none to drop.
+
+    A ``pass_cmd`` must not inherit the other side's ``pass_env`` password.
+    """
+    hidden = set(variables)
+    if not hidden:
+        return None
+    return {k: v for k, v in os.environ.items() if k not in hidden}
+
+
+def forget_env_passwords(variables: Iterable[str]) -> None:
+    """Remove the ``pass_env`` ``variables`` from ``os.environ`` once their passwords are read.
+
+    Workers, the multiprocessing forkserver and token commands then never inherit them.
+    """
+    for variable in variables:
+        os.environ.pop(variable, None)
+
+
+def resolve_path(base_dir: str, value: str) -> str:
+    """``value`` (``~`` expanded) as an absolute path, relative ones taken from ``base_dir``."""
+    return os.path.abspath(os.path.join(base_dir, os.path.expanduser(value)))
+
+
+def readable_file_problem(full: str, shown: str) -> str | None:
+    """Why ``full`` cannot be read as a regular file, or None when it can; ``shown`` names it."""
+    if "\0" in full:
+        return f"{shown} is not a file name (it holds a NUL character)"
+    try:
+        info = os.stat(full)
+    except OSError as exc:
+        return f"cannot read {shown}: {exc.strerror or 'error'}"
+    # Opening a FIFO or a device could block forever or read without end.
+    if not stat.S_ISREG(info.st_mode):
+        return f"{shown} is not a regular file"
+    try:
+        with open(full, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot read {shown}: {exc.strerror or 'error'}"
+    return None
+
+
+def _read_pass_file(base_dir: str, value: str, shown: str) -> str:
+    expected = (
+        "a readable file whose first line is the password, relative to the config file's folder"
+    )
+    full = resolve_path(base_dir, value)
+    problem = readable_file_problem(full, shown)
+    if problem:
+        raise CredentialError(f"{problem}; expected {expected}")
+    try:
+        with open(full, "rb") as handle:
+            first = handle.readline(1 << 16)
+    except OSError as exc:
+        raise CredentialError(
+            f"cannot read {shown}: {exc.strerror or 'error'}; expected {expected}"
+        ) from None
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CredentialError(f"{shown} is not UTF-8 text; expected {expected}") from None
+    password = _strip_newline(text)
+    if not password:
+        raise CredentialError(f"the first line of {shown} is empty; expected {expected}")
+    return password
+
+
+def _strip_newline(text: str) -> str:
+    if text.endswith("\n"):
+        text = text[:-1]
+        text = text.removesuffix("\r")
+    return text
+
+
+def run_secret_cmd(
+    command: str, workdir: str | None, what: str, env: Mapping[str, str] | None = None
+) -> str:
+    """Run a shell ``command`` that prints ``what`` (a password, a token) and return that line.
+
+    The command runs in ``workdir`` (the config file's folder) with ``env`` (default: this
+    process's environment), stdin closed and stderr inherited, so the user sees the
+    command's own complaints on the terminal.  Raises :class:`SecretCommandError`.
+    """
+    expected = f"expected a command that prints {what} and exits with status 0"
+    try:
+        done = subprocess.run(
+            command,
+            shell=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            timeout=PASS_CMD_TIMEOUT_S,
+            cwd=workdir if workdir and os.path.isdir(workdir) else None,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise SecretCommandError(
+            f"command did not finish within {PASS_CMD_TIMEOUT_S:g} s; {expected}"
+        ) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SecretCommandError(f"command could not be run: {reason}; {expected}") from None
+    if done.returncode < 0:
+        raise SecretCommandError(f"command was killed by signal {-done.returncode}; {expected}")
+    if done.returncode != 0:
+        raise SecretCommandError(f"command failed with exit status {done.returncode}; {expected}")
+    try:
+        text = done.stdout.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretCommandError(
+            f"command printed something that is not UTF-8 text; {expected}"
+        ) from None
+    secret = _strip_newline(text)
+    if not secret:
+        raise SecretCommandError(f"command printed nothing; {expected}")
+    if "\n" in secret or "\r" in secret:
+        raise SecretCommandError(
+            f"command printed more than one line; expected only {what} (e.g. pipe it through head -n 1)"
+        )
+    return secret
+
+class TokenAccount(Protocol):
+    """What a token and a SASL exchange need of a side (`config.Account` has it all)."""
+
+    @property
+    def side(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def oauth2_token_cmd(self) -> str | None: ...
+
+    @property
+    def workdir(self) -> str | None: ...
+
+    @property
+    def server(self) -> str: ...
+
 
 # An access token from oauth2_token_cmd is reused for this long within one process, so the
 # planner's two connections, or a worker's reconnects, do not run the command each time.
@@ -28,7 +266,7 @@ _tokens: dict[tuple[str, str | None], tuple[float, str]] = {}
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
-def access_token(account: Account, *, fresh: bool = False) -> tuple[str, bool]:
+def access_token(account: TokenAccount, *, fresh: bool = False) -> tuple[str, bool]:
     """(token, came from the cache) for an OAuth2 side; runs its ``oauth2_token_cmd`` if needed.
 
     A failing command is an AuthError naming the side and the field, never the command
@@ -67,7 +305,7 @@ class BearerExchange:
     ``status`` is kept for the error message.
     """
 
-    def __init__(self, mechanism: str, account: Account, token: str) -> None:
+    def __init__(self, mechanism: str, account: TokenAccount, token: str) -> None:
         if mechanism == "OAUTHBEARER":
             # gs2-header "n,a=<authzid>," (RFC 5801 section 4: "," and "=" escaped), then
             # kvpairs separated by 0x01; host and port as in RFC 7628 section 4.1.

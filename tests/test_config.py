@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastsync import config as config_module
+from fastsync import credentials
 from fastsync.config import (
     Account,
     Config,
@@ -243,7 +243,7 @@ def test_account_pickles_and_hides_password() -> None:
 
 
 def test_pass_cmd_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config_module, "PASS_CMD_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(credentials, "PASS_CMD_TIMEOUT_S", 0.2)
     data = minimal(src={"server": "h:993", "user": "a", "pass_cmd": "sleep 5; echo hunter2"})
     with pytest.raises(ConfigError) as info:
         parse_config(data, "c.yaml", environ={})
