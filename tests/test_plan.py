@@ -9,7 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastsync.model import FolderPair, MessageRef
-from fastsync.plan import identity, missing, normalise_message_id, parse_header_fields, shard
+from fastsync.plan import (
+    comparable_flags,
+    identity,
+    match_by_identity,
+    missing,
+    normalise_message_id,
+    parse_header_fields,
+    settable_flags,
+    shard,
+)
 
 PAIR = FolderPair("INBOX", "INBOX")
 
@@ -120,3 +129,46 @@ def test_shard_never_splits_an_identity(ids: list[str], max_messages: int) -> No
         for uid in unit.uids:
             assert owner.setdefault(ids[uid - 1], unit.unit_id) == unit.unit_id
     assert sorted(uid for u in units for uid in u.uids) == list(range(1, len(ids) + 1))
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "matched", "missing", "extra"),
+    [
+        ("aab", "ab", [("a1", "a1"), ("b1", "b1")], ["a2"], []),
+        ("ab", "aab", [("a1", "a1"), ("b1", "b1")], [], ["a2"]),
+        ("", "ba", [], [], ["b1", "a1"]),
+        ("cab", "", [], ["c1", "a1", "b1"], []),
+        ("abab", "bbaa", [("a1", "a1"), ("b1", "b1"), ("a2", "a2"), ("b2", "b2")], [], []),
+    ],
+)
+def test_match_by_identity_pairs_the_kth_copy_with_the_kth(
+    src: str, dst: str, matched: list[tuple[str, str]], missing: list[str], extra: list[str]
+) -> None:
+    """Items are "<identity><copy number>", the identity being one letter."""
+
+    def numbered(letters: str) -> list[str]:
+        seen: Counter[str] = Counter()
+        out = []
+        for letter in letters:
+            seen[letter] += 1
+            out.append(f"{letter}{seen[letter]}")
+        return out
+
+    result = match_by_identity(numbered(src), numbered(dst), lambda s: s[0], lambda d: d[0])
+    assert result.matched == matched
+    assert result.missing == missing
+    assert result.extra == extra
+
+
+@pytest.mark.parametrize(
+    ("flags", "settable", "comparable"),
+    [
+        (("\\Seen", "\\Recent", "$Label1"), ("\\Seen", "$Label1"), {"\\seen", "$label1"}),
+        (("\\RECENT",), (), set()),
+        ((), (), set()),
+        (("\\Flagged", "\\Answered"), ("\\Flagged", "\\Answered"), {"\\flagged", "\\answered"}),
+    ],
+)
+def test_the_one_flag_rule(flags: tuple[str, ...], settable: tuple[str, ...], comparable: set[str]) -> None:
+    assert settable_flags(flags) == settable
+    assert comparable_flags(flags) == comparable

@@ -1,0 +1,69 @@
+"""Unit tests of option resolution: flag > environment > config file > default, in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from fastsync.cli import build_parser
+from fastsync.config import parse_config
+from fastsync.options import ALL_FLAGS, COMMAND_FLAGS, Options, given, resolve
+
+CONFIG = {
+    "src": {"server": "a.example:143", "user": "a", "pass": "pa", "tls": "none"},
+    "dst": {"server": "b.example:143", "user": "b", "pass": "pb", "tls": "none"},
+    "rate_limit": {"down_bps": 5000, "up_bps": 6000, "max_connections": 3},
+}
+
+
+def options(*argv: str, env: dict[str, str] | None = None, rate_limit: bool = True) -> Options:
+    data = dict(CONFIG) if rate_limit else {k: v for k, v in CONFIG.items() if k != "rate_limit"}
+    config = parse_config(data, "fastsync.json", environ={})
+    args = build_parser().parse_args(list(argv))
+    return resolve(given(args, env or {}), config, COMMAND_FLAGS[args.command])
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "field", "expected"),
+    [
+        # flag > env > config file > default
+        (("sync", "--bps-down", "7"), {"FASTSYNC_BPS_DOWN": "8"}, "down_bps", 7),
+        (("sync",), {"FASTSYNC_BPS_DOWN": "8"}, "down_bps", 8),
+        (("sync",), {}, "down_bps", 5000),
+        (("sync",), {}, "up_bps", 6000),
+        (("sync",), {}, "max_connections", 3),
+        (("sync", "--max-connections", "0"), {}, "max_connections", 0),
+        (("sync",), {}, "workers", 4),
+        (("sync",), {}, "retries", 5),
+        (("sync", "--retries", "0"), {}, "retries", 0),
+        (("sync", "--state-dir", "/var/cache/x"), {}, "state_dir", Path("/var/cache/x")),
+        (("sync",), {"FASTSYNC_CONFIRM": "no"}, "confirm", False),
+        # A command takes only its own flags: check and show do not read the copy caps.
+        (("check",), {"FASTSYNC_BPS_DOWN": "8"}, "down_bps", 0),
+        (("show",), {"FASTSYNC_WORKERS": "9"}, "workers", 4),
+        (("check", "--bodies"), {}, "bodies", True),
+        (("show",), {"FASTSYNC_SOURCE_FOLDER": "INBOX"}, "src_folder", None),
+    ],
+)
+def test_precedence(argv: tuple[str, ...], env: dict[str, str], field: str, expected: object) -> None:
+    assert getattr(options(*argv, env=env), field) == expected
+
+
+def test_without_a_rate_limit_block_the_defaults_hold() -> None:
+    got = options("sync", rate_limit=False)
+    assert (got.down_bps, got.up_bps, got.max_connections) == (0, 0, 0)
+
+
+def test_every_flag_has_an_options_field_and_every_field_a_flag() -> None:
+    fields = {f.name for f in dataclasses.fields(Options)}
+    assert {flag.dest for flag in ALL_FLAGS} == fields
+
+
+def test_flags_that_name_a_rate_limit_key_name_a_real_one() -> None:
+    config = parse_config(CONFIG, "fastsync.json", environ={})
+    keyed = [flag for flag in ALL_FLAGS if flag.rate_limit_key]
+    assert {flag.rate_limit_key for flag in keyed} == {"down_bps", "up_bps", "max_connections"}
+    for flag in keyed:
+        assert hasattr(config.rate_limit, flag.rate_limit_key)

@@ -1,0 +1,139 @@
+"""Unit tests of the one retry rule and of what a server's reply means (pure logic)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fastsync.errors import (
+    AuthError,
+    ConnectError,
+    ConnectionLost,
+    DestinationFull,
+    FolderMissing,
+    MalformedResponse,
+    MessageError,
+    Throttled,
+    TLSError,
+)
+from fastsync.imap.replies import already_exists, append_refused, redact
+from fastsync.model import WorkerSettings
+from fastsync.retry import with_retries
+
+SETTINGS = WorkerSettings(retries=3, backoff_base_s=1.0, backoff_max_s=60.0)
+
+
+class Script:
+    """A call that fails with the given errors, then returns "done"; records what happened."""
+
+    def __init__(self, *errors: ConnectError) -> None:
+        self.errors = list(errors)
+        self.seen: list[list[str]] = []
+        self.resets = 0
+        self.notices: list[tuple[str, float, int]] = []
+        self.waits: list[float] = []
+
+    def work(self, failures: list[ConnectError]) -> str:
+        self.seen.append([type(f).__name__ for f in failures])
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+    def run(self, *, cancel: bool = False, wait_out_throttling: bool = True) -> str:
+        def reset() -> None:
+            self.resets += 1
+
+        def notify(exc: ConnectError, wait_s: float, attempt: int) -> None:
+            self.notices.append((exc.message, wait_s, attempt))
+
+        def wait(wait_s: float) -> bool:
+            self.waits.append(wait_s)
+            return cancel
+
+        return with_retries(self.work, SETTINGS, reset=reset, notify=notify, wait=wait, rng=random.Random(1),
+                            wait_out_throttling=wait_out_throttling)
+
+
+def test_lost_connections_are_retried_with_growing_backoff() -> None:
+    script = Script(ConnectionLost("a"), MalformedResponse("b"))
+    assert script.run() == "done"
+    assert script.seen == [[], ["ConnectionLost"], ["ConnectionLost", "MalformedResponse"]]
+    assert script.resets == 2
+    assert [n[2] for n in script.notices] == [1, 2]
+    first, second = script.waits
+    assert 0.5 <= first <= 1.0 and 1.0 <= second <= 2.0
+
+
+def test_retries_are_bounded() -> None:
+    script = Script(*[ConnectionLost(str(n)) for n in range(4)])
+    with pytest.raises(ConnectionLost, match="3"):
+        script.run()
+    assert len(script.notices) == 3 and script.resets == 4
+
+
+def test_the_servers_suggested_wait_is_used() -> None:
+    script = Script(Throttled("slow down", 12.0))
+    assert script.run() == "done"
+    assert script.waits == [12.0]
+
+
+def test_a_worker_does_not_wait_out_throttling() -> None:
+    script = Script(Throttled("slow down", 12.0))
+    with pytest.raises(Throttled):
+        script.run(wait_out_throttling=False)
+    assert script.resets == 0 and script.waits == []
+
+
+@pytest.mark.parametrize("error", [AuthError("refused"), TLSError("untrusted certificate")])
+def test_what_retrying_cannot_mend_is_raised_at_once(error: AuthError | TLSError) -> None:
+    script = Script(error)  # type: ignore[arg-type]
+    with pytest.raises(type(error)):
+        script.run()
+    assert script.resets == 0
+
+
+def test_cancellation_during_the_wait_ends_the_retries() -> None:
+    script = Script(ConnectionLost("gone"))
+    with pytest.raises(ConnectionLost):
+        script.run(cancel=True)
+    assert len(script.waits) == 1 and len(script.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "kind", "code"),
+    [
+        ("[TRYCREATE] Mailbox doesn't exist: Archive", "NO", FolderMissing, "TRYCREATE"),
+        ("[OVERQUOTA] Quota exceeded (mailbox for user is full)", "NO", DestinationFull, ""),
+        ("[LIMIT] Mail too large", "NO", MessageError, "LIMIT"),
+        ("[TOOBIG] Message too big", "NO", MessageError, "TOOBIG"),
+        ("Some other refusal", "NO", MessageError, ""),
+        # imaplib's own words before the server's reply.
+        ("append failed: [TRYCREATE] no such folder", "", FolderMissing, "TRYCREATE"),
+    ],
+)
+def test_append_refusals_are_typed(text: str, status: str, kind: type, code: str) -> None:
+    error = append_refused("dest (h:1)", "Archive", text, status)
+    assert type(error) is kind
+    assert error.message.startswith(f"dest (h:1): 'Archive': APPEND refused: {status + ' ' if status else ''}")
+    if isinstance(error, MessageError):
+        assert error.code == code
+    else:
+        assert error.message.endswith("; free space on the destination and run again")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[ALREADYEXISTS] Mailbox already exists", True),
+        ("Mailbox exists", True),
+        ("[CANNOT] Invalid mailbox name", False),
+        ("Permission denied", False),
+    ],
+)
+def test_already_exists(text: str, expected: bool) -> None:
+    assert already_exists(text) is expected
+
+
+def test_redact_replaces_every_secret_and_ignores_empty_ones() -> None:
+    assert redact("user pw1 token tk2 pw1", "pw1", "", "tk2") == "user *** token *** ***"
