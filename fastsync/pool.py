@@ -364,7 +364,7 @@ def worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     limits.adopt(index)
-    worker = Copier(index, src, dst, limits, settings, channel.send, stop)
+    copier = Copier(index, src, dst, limits, settings, channel.send, stop)
     try:
         while not stop.is_set():
             if not channel.poll(POLL_S):
@@ -375,19 +375,19 @@ def worker_main(
             if unit is None:
                 break
             try:
-                done = worker.process(unit)
+                done = copier.process(unit)
             except FolderError as exc:
                 done = UnitDone(index, unit.unit_id, unit.pair.src, 0, 0, error=exc.message)
             channel.send(done)
-            if worker.full is not None:
-                raise worker.full
+            if copier.full is not None:
+                raise copier.full
     except (EOFError, BrokenPipeError):
         pass  # the parent is gone
     except Throttled as exc:
-        worker.close()
+        copier.close()
         # Wait as the server asked before giving the unit back, then leave: the parent
         # runs on with one connection per side fewer.
-        stop.wait(exc.wait_s or backoff_s(1, settings, worker.rng))
+        stop.wait(exc.wait_s or backoff_s(1, settings, copier.rng))
         _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "throttled"))
     except DestinationFull as exc:
         _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "full"))
@@ -399,7 +399,7 @@ def worker_main(
         _last_word(channel, WorkerExit(index, traceback.format_exc(limit=8), 1, "lost"))
     finally:
         with contextlib.suppress(Exception):
-            worker.close()
+            copier.close()
         channel.close()
 
 
