@@ -344,6 +344,7 @@ def test_client_helper_tls_modes(dovecot: Dovecot) -> None:
         client.logout()
 
 
+@pytest.mark.dovecot
 def test_private_instance_cap_no_tls_and_clean_stop(tmp_path: Path) -> None:
     server = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False, max_userip_connections=2)
     with server:
@@ -365,6 +366,7 @@ def test_private_instance_cap_no_tls_and_clean_stop(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+@pytest.mark.dovecot
 def test_start_failure_reports_log(tmp_path: Path) -> None:
     with Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False) as running:
         clash = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False)  # same base_dir
