@@ -117,6 +117,8 @@ def _pool(server: Dovecot) -> _Pool:
 
 
 AccountFactory = Callable[..., list[Account]]
+# config_for(src_account, dst_account, fmt="json", extra=None, **kw) -> path of a config file
+ConfigFor = Callable[..., Path]
 
 
 @pytest.fixture
@@ -184,7 +186,7 @@ def write_config(
 
 
 @pytest.fixture
-def config_for(tmp_path: Path) -> Callable[..., Path]:
+def config_for(tmp_path: Path) -> ConfigFor:
     """``config_for(src_account, dst_account, fmt="json", extra=None, **kw)`` -> path of a config file."""
 
     def make(src: Account, dst: Account, fmt: str = "json", extra: dict[str, Any] | None = None, **kw: Any) -> Path:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Account, AccountFactory
+from conftest import Account, AccountFactory, ConfigFor
 from helpers import run_cli, snapshot
 
 from bench.corpus import Message
 from bench.dovecot import Dovecot
 
 UTC = dt.UTC
-ConfigFor = Callable[..., Path]
 
 FOLDERS = ["INBOX", "Projets/Café & [data]", "Archive/Été 2020/Q1", "Sent", "with space", "[brackets]"]
 
