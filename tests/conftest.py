@@ -3,6 +3,13 @@
 Two session-wide servers run for the whole test session: ``dovecot`` (hierarchy
 separator "/") and ``dovecot_dot`` (separator ".").  Tests never share mail: the
 ``accounts`` fixture hands out users that no other test has used.
+
+Every test that needs a running Dovecot carries the ``dovecot`` marker: added below to
+tests that use a server fixture (`SERVER_FIXTURES`), written out on tests that start a
+server themselves; an unmarked test that starts one fails.  Run the two halves with:
+
+    python -m pytest -m "not dovecot" -q   # unit tests only: seconds, no server started
+    python -m pytest -m dovecot -q         # the tests against real Dovecot servers
 """
 
 from __future__ import annotations
@@ -110,6 +117,8 @@ def _pool(server: Dovecot) -> _Pool:
 
 
 AccountFactory = Callable[..., list[Account]]
+# config_for(src_account, dst_account, fmt="json", extra=None, **kw) -> path of a config file
+ConfigFor = Callable[..., Path]
 
 
 @pytest.fixture
@@ -177,7 +186,7 @@ def write_config(
 
 
 @pytest.fixture
-def config_for(tmp_path: Path) -> Callable[..., Path]:
+def config_for(tmp_path: Path) -> ConfigFor:
     """``config_for(src_account, dst_account, fmt="json", extra=None, **kw)`` -> path of a config file."""
 
     def make(src: Account, dst: Account, fmt: str = "json", extra: dict[str, Any] | None = None, **kw: Any) -> Path:
@@ -186,3 +195,47 @@ def config_for(tmp_path: Path) -> Callable[..., Path]:
         )
 
     return make
+
+
+# --------------------------------------------------------------------------- the dovecot marker
+
+# Fixtures that start a server or hand out accounts on one (config_for takes such accounts).
+# `server` (test_harness.py) and `oauth` (test_security.py) start or fetch servers of their own.
+SERVER_FIXTURES = frozenset({"dovecot", "dovecot_dot", "accounts", "config_for", "server", "oauth"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.dovecot)
+
+
+# Dovecot instances started so far in this session, counted to catch an unmarked test
+# that starts one: `-m "not dovecot"` would start servers without anyone noticing.
+_starts = 0
+_starts_before = pytest.StashKey[int]()
+_dovecot_start = Dovecot.start
+
+
+def _counted_start(self: Dovecot, *args: Any, **kwargs: Any) -> None:
+    global _starts
+    _starts += 1
+    _dovecot_start(self, *args, **kwargs)
+
+
+Dovecot.start = _counted_start  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    item.stash[_starts_before] = _starts
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    result = yield
+    if _starts > item.stash.get(_starts_before, _starts) and item.get_closest_marker("dovecot") is None:
+        pytest.fail(f"{item.nodeid} starts a Dovecot server: mark it @pytest.mark.dovecot", pytrace=False)
+    return result

@@ -1,17 +1,25 @@
-"""Helpers shared by the integration tests: run the CLI, snapshot an account."""
+"""Helpers shared by the tests: run the CLI, build and count messages, snapshot an account, wait.
+
+Test modules import from here (and from conftest), never from each other.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import psutil
 from conftest import Account
+
+from bench.corpus import Message
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_HOME = Path(tempfile.mkdtemp(prefix="fastsync-test-cache-"))
@@ -54,6 +62,60 @@ def spawn_sync(config: Path, *extra: str) -> subprocess.Popen[str]:
         # user's terminal does not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+def message(folder: str, n: int, message_id: str | None = "auto", flags: tuple[str, ...] = (), body: str = "") -> Message:
+    """A small message numbered *n*: Message-ID <mN@example.org> unless *message_id* says otherwise
+    (None: no Message-ID header at all)."""
+    headers = [f"From: Sender {n} <s{n}@example.org>", f"Subject: message {n}", f"Date: Mon, 1 Jan 2018 10:00:{n % 60:02d} +0000"]
+    if message_id == "auto":
+        headers.append(f"Message-ID: <m{n}@example.org>")
+    elif message_id is not None:
+        headers.append(f"Message-ID: {message_id}")
+    text = "\r\n".join(headers) + "\r\n\r\n" + (body or f"Body of message {n}.\r\n")
+    return Message(folder, text.encode("utf-8"), flags, dt.datetime(2015, 3, 1, 8, 0, n % 60, tzinfo=dt.UTC))
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float = 60.0, interval_s: float = 0.05, what: str = "") -> None:
+    """Poll *predicate* every *interval_s* until it is true; fail the test after *timeout_s*.
+
+    The predicate is checked once more at the deadline, so a slow last poll is not lost.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what or 'the condition'}")
+        time.sleep(interval_s)
+
+
+def message_count(account: Account) -> int:
+    """Messages in all selectable folders of *account* (STATUS MESSAGES)."""
+    client = account.client()
+    try:
+        return sum(
+            client.folder_status(name, ["MESSAGES"])[b"MESSAGES"]
+            for flags, _d, name in client.list_folders()
+            if b"\\Noselect" not in flags
+        )
+    finally:
+        client.logout()
+
+
+def workers_of(pid: int) -> list[psutil.Process]:
+    """The copy workers of the fastsync run *pid*: forked by its forkserver, so its grandchildren."""
+    try:
+        tree = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    workers = []
+    for process in tree:
+        try:
+            parent = process.parent()
+        except psutil.NoSuchProcess:
+            continue
+        if parent is not None and parent.pid != pid:
+            workers.append(process)
+    return workers
 
 
 Snapshot = dict[str, Counter[tuple[bytes, tuple[bytes, ...], str]]]

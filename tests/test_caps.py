@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from conftest import Account, AccountFactory
+from conftest import Account, AccountFactory, ConfigFor
 from helpers import run_cli, snapshot, summary_line
 from bench.tcpproxy import CountingProxy, Traffic
 from fastsync.imap.transport import capped_buffer_bytes
@@ -16,7 +14,6 @@ from fastsync.imap.transport import capped_buffer_bytes
 from bench.corpus import Message
 
 UTC = dt.UTC
-ConfigFor = Callable[..., Path]
 
 
 def corpus(count: int, size_bytes: int, seed: int = 1) -> list[Message]:

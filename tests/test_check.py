@@ -5,21 +5,18 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Account, AccountFactory
-from helpers import run_cli, snapshot
-from test_sync import message
+from conftest import Account, AccountFactory, ConfigFor
+from helpers import message, run_cli, snapshot
 
 from fastsync.commands.check import compare
 from fastsync.model import MessageState
 from fastsync.plan import flag_changes, match_states
 
 UTC = dt.UTC
-ConfigFor = Callable[..., Path]
 DAY = dt.datetime(2020, 1, 1, tzinfo=UTC)
 
 

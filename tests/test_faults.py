@@ -8,20 +8,17 @@ the message lands but fastsync never learns it.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import Account, AccountFactory
-from helpers import run_cli, snapshot, spawn_sync, summary_line
+from conftest import Account, AccountFactory, ConfigFor
+from helpers import message_count, run_cli, snapshot, spawn_sync, summary_line, wait_for, workers_of
 
 from bench.corpus import Message, generate
 from bench.dovecot import Dovecot
 from bench.tcpproxy import CountingProxy, Fault
 
-ConfigFor = Callable[..., Path]
 
 # Connection 0 to each side is the planner's; workers open 1, 2, ...
 FAULTS: dict[str, tuple[str, Callable[[int], Fault | None]]] = {
@@ -68,32 +65,13 @@ def test_fault_then_exactly_once(name: str, accounts: AccountFactory, config_for
     assert snapshot(dst) == snapshot(src)
 
 
-def _messages(account: Account) -> int:
-    client = account.client()
-    try:
-        return sum(
-            client.folder_status(name, ["MESSAGES"])[b"MESSAGES"]
-            for flags, _d, name in client.list_folders()
-            if b"\\Noselect" not in flags
-        )
-    finally:
-        client.logout()
-
-
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_unit_requeued(accounts: AccountFactory, config_for: ConfigFor) -> None:
     src, dst = accounts(2)
     src.seed(generate("realistic", seed=13, scale=0.15))
     process = spawn_sync(config_for(src, dst), "--procs", "3")
-    _wait_for(lambda: _messages(dst) > 0)
-    workers = [p for p in psutil.Process(process.pid).children(recursive=True) if p.parent().pid != process.pid]
+    wait_for(lambda: message_count(dst) > 0, timeout_s=60, what="the sync to start copying")
+    workers = workers_of(process.pid)
     assert workers, "no worker processes found"
     workers[0].kill()
     _out, err = process.communicate(timeout=120)
@@ -110,7 +88,7 @@ def test_dovecot_restarted_mid_run(tmp_path: Path, config_for: ConfigFor) -> Non
         # Capped at 10 MB/s so that the restart falls in the middle of the copy.
         config = config_for(src, dst, extra={"dst": {"timeout_s": 5}, "src": {"timeout_s": 5}})
         process = spawn_sync(config, "--procs", "3", "--bps-down", "10000000")
-        _wait_for(lambda: _messages(dst) > 0)
+        wait_for(lambda: message_count(dst) > 0, timeout_s=60, what="the sync to start copying")
         server.stop()
         server.start()
         _out, err = process.communicate(timeout=180)

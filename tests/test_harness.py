@@ -16,21 +16,13 @@ import imapclient
 import pytest
 import yaml
 from conftest import STATIC_USERS, AccountFactory, write_config
+from helpers import wait_for
 from imapclient.exceptions import LoginError
 
 from bench.corpus import PROFILES, Message, folders_of, generate, seed_account
 from bench.dovecot import Dovecot, DovecotError, _group_alive
 
 REQUIRED_CAPABILITIES = {b"MULTIAPPEND", b"LITERAL+", b"UIDPLUS", b"CONDSTORE", b"SPECIAL-USE", b"STATUS=SIZE"}
-
-
-def _wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 @pytest.fixture(params=["/", "."], ids=["slash", "dot"])
@@ -298,15 +290,15 @@ def test_connections_counts_open_sessions(dovecot: Dovecot, accounts: AccountFac
     [account] = accounts(1)
     assert dovecot.connections(account.user) == 0
     clients = [account.client() for _ in range(3)]
-    assert _wait_for(lambda: dovecot.connections(account.user) == 3)
+    wait_for(lambda: dovecot.connections(account.user) == 3, timeout_s=5, interval_s=0.02, what="3 open sessions")
     other = dovecot.client("alice")
     assert dovecot.connections(account.user) == 3  # other users are counted separately
     other.logout()
     clients.pop().logout()
-    assert _wait_for(lambda: dovecot.connections(account.user) == 2)
+    wait_for(lambda: dovecot.connections(account.user) == 2, timeout_s=5, interval_s=0.02, what="2 open sessions")
     for client in clients:
         client.logout()
-    assert _wait_for(lambda: dovecot.connections(account.user) == 0)
+    wait_for(lambda: dovecot.connections(account.user) == 0, timeout_s=5, interval_s=0.02, what="0 open sessions")
 
 
 def test_starttls_with_ca_file(dovecot: Dovecot) -> None:
@@ -344,6 +336,7 @@ def test_client_helper_tls_modes(dovecot: Dovecot) -> None:
         client.logout()
 
 
+@pytest.mark.dovecot
 def test_private_instance_cap_no_tls_and_clean_stop(tmp_path: Path) -> None:
     server = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False, max_userip_connections=2)
     with server:
@@ -365,6 +358,7 @@ def test_private_instance_cap_no_tls_and_clean_stop(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+@pytest.mark.dovecot
 def test_start_failure_reports_log(tmp_path: Path) -> None:
     with Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False) as running:
         clash = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False)  # same base_dir

@@ -8,20 +8,14 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Account, AccountFactory
-from helpers import REPO_ROOT, cli_env, run_cli, summary_line
-from test_sync import message
+from conftest import Account, AccountFactory, ConfigFor
+from helpers import REPO_ROOT, message, run_cli, spawn_sync, summary_line, wait_for, workers_of
 
 from fastsync.errors import ExitCode
-
-ConfigFor = Callable[..., Path]
 
 
 def seed(account: Account) -> None:
@@ -193,14 +187,10 @@ def test_exit_codes(name: str, code: int, accounts: AccountFactory, config_for: 
 def test_interrupted_is_130(accounts: AccountFactory, config_for: ConfigFor) -> None:
     src, dst = accounts(2)
     src.seed([message("INBOX", n, body="x" * 4000 + "\r\n") for n in range(1, 41)])
-    process = subprocess.Popen(
-        # A bandwidth cap keeps the copy going for seconds: long enough to interrupt it.
-        [sys.executable, "-m", "fastsync", "sync", "-c", str(config_for(src, dst)), "-y", "--bps-down", "20000",
-         "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO_ROOT,
-        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    time.sleep(2.0)
+    # A bandwidth cap keeps the copy going for seconds: long enough to interrupt it.
+    process = spawn_sync(config_for(src, dst), "--bps-down", "20000", "--json")
+    # All 40 messages make one unit, appended at once: wait for the worker, not for mail.
+    wait_for(lambda: workers_of(process.pid), timeout_s=60, what="a copy worker to start")
     os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == ExitCode.INTERRUPTED == 130, err

@@ -1,14 +1,15 @@
-"""Unit tests of the shared bandwidth buckets and connection slots, with a fake clock."""
+"""Unit tests of the shared bandwidth buckets and connection slots: a fake clock, and real processes."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import time
+from typing import Any
 
 import pytest
 
-from fastsync.limits import BURST_BYTES, ConnectionSlots, SharedBucket, refill_and_charge, workers_allowed
+from fastsync.limits import BURST_BYTES, HOLDERS, ConnectionSlots, SharedBucket, refill_and_charge, workers_allowed
 
 
 def test_refill_caps_at_burst_and_debt_sets_the_wait() -> None:
@@ -62,7 +63,7 @@ def test_processes_share_one_bucket() -> None:
     assert elapsed >= (4_000_000 - BURST_BYTES) / rate * 0.98
 
 
-def test_connection_slots_cap_across_processes() -> None:
+def test_connection_slots_block_at_the_cap() -> None:
     ctx = multiprocessing.get_context("fork")
     slots = ConnectionSlots(ctx, 2)
     slots.acquire()
@@ -70,6 +71,46 @@ def test_connection_slots_cap_across_processes() -> None:
     assert not slots._semaphore.acquire(timeout=0.05)
     slots.release()
     assert slots._semaphore.acquire(timeout=0.05)
+
+
+def _hold_a_slot(slots: ConnectionSlots, meeting: Any, active: Any, peak: Any, finished: Any) -> None:
+    """One worker's connection: take a slot, count the holders, wait for a full house, give it back."""
+    slots.acquire()
+    with active.get_lock():
+        active.value += 1
+        peak.value = max(peak.value, active.value)
+    # Passes only once `cap` holders are here together: proves the cap is reachable, and the
+    # holders stay long enough for a slot too many to show in the count.
+    meeting.wait(timeout=20)
+    time.sleep(0.05)
+    with active.get_lock():
+        active.value -= 1
+    slots.release()
+    with finished.get_lock():
+        finished.value += 1
+
+
+@pytest.mark.parametrize(("cap", "processes"), [(2, 6), (3, 9)])
+def test_connection_slots_cap_across_processes(cap: int, processes: int) -> None:
+    # The start method of fastsync's workers: nothing is shared by inheriting memory.
+    ctx = multiprocessing.get_context("forkserver")
+    slots = ConnectionSlots(ctx, cap)
+    meeting = ctx.Barrier(cap)
+    active, peak, finished = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Value("i", 0)
+    workers = [ctx.Process(target=_hold_a_slot, args=(slots, meeting, active, peak, finished)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0] * processes
+    assert finished.value == processes
+    assert peak.value == cap
+    assert active.value == 0
+    # Every slot was given back, and counted under the default holder only.
+    assert slots._held[-1 % HOLDERS] == 0 and sum(slots._held) == 0
+    for _ in range(cap):
+        assert slots._semaphore.acquire(timeout=1)
+    assert not slots._semaphore.acquire(timeout=0.05)
 
 
 @pytest.mark.parametrize(

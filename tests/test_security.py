@@ -23,14 +23,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
 import imapclient
 import psutil
 import pytest
-from conftest import Account, AccountFactory, write_config
+from conftest import Account, AccountFactory, ConfigFor, write_config
 from helpers import REPO_ROOT, cli_env, run_cli, snapshot
 from imapclient.exceptions import LoginError
 from tokenserver import TokenServer
@@ -44,7 +44,6 @@ from fastsync.config import load_config, parse_config, warnings_for
 from fastsync.errors import ConfigError
 
 UTC = dt.UTC
-ConfigFor = Callable[..., Path]
 _names = itertools.count(1)
 
 

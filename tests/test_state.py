@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bench.corpus import Message
-from conftest import Account, AccountFactory
+from conftest import Account, AccountFactory, ConfigFor
 from helpers import run_cli, snapshot, summary_line
 
 UTC = dt.timezone.utc
-ConfigFor = Callable[..., Path]
 UNCHANGED = "unchanged since the last run"
 
 

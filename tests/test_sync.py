@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Account, AccountFactory
-from helpers import run_cli, snapshot, spawn_sync, summary_line
+from conftest import AccountFactory, ConfigFor
+from helpers import message, message_count, run_cli, snapshot, spawn_sync, summary_line, wait_for
 
-from bench.corpus import Message, generate
+from bench.corpus import generate
 from bench.dovecot import Dovecot
-
-UTC = dt.UTC
-ConfigFor = Callable[..., Path]
-
-
-def message(folder: str, n: int, message_id: str | None = "auto", flags: tuple[str, ...] = (), body: str = "") -> Message:
-    headers = [f"From: Sender {n} <s{n}@example.org>", f"Subject: message {n}", f"Date: Mon, 1 Jan 2018 10:00:{n % 60:02d} +0000"]
-    if message_id == "auto":
-        headers.append(f"Message-ID: <m{n}@example.org>")
-    elif message_id is not None:
-        headers.append(f"Message-ID: {message_id}")
-    text = "\r\n".join(headers) + "\r\n\r\n" + (body or f"Body of message {n}.\r\n")
-    return Message(folder, text.encode("utf-8"), flags, dt.datetime(2015, 3, 1, 8, 0, n % 60, tzinfo=UTC))
 
 
 def test_sync_copies_everything_byte_for_byte_and_rerun_copies_nothing(
@@ -168,18 +152,8 @@ def test_thousands_of_messages_over_four_workers(accounts: AccountFactory, confi
     assert snapshot(dst) == snapshot(src)
 
 
-def _wait_until_copying(dst: Account, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        client = dst.client()
-        try:
-            counts = [client.folder_status(name, ["MESSAGES"])[b"MESSAGES"] for _f, _d, name in client.list_folders()]
-        finally:
-            client.logout()
-        if sum(counts) > 0:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the sync never started copying")
+def _alive(processes: list[psutil.Process]) -> list[int]:
+    return [p.pid for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
 @pytest.mark.slow
@@ -189,7 +163,7 @@ def test_interrupted_run_then_rerun_ends_exact(how: str, accounts: AccountFactor
     src.seed(generate("realistic", seed=7, scale=0.15))
     config = config_for(src, dst)
     process = spawn_sync(config, "--procs", "4")
-    _wait_until_copying(dst)
+    wait_for(lambda: message_count(dst) > 0, timeout_s=60, what="the sync to start copying")
     tree = psutil.Process(process.pid).children(recursive=True)
     if how == "sigint":
         # Ctrl-C on a terminal signals the whole foreground process group.
@@ -203,10 +177,7 @@ def test_interrupted_run_then_rerun_ends_exact(how: str, accounts: AccountFactor
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate(timeout=30)
     # No worker or forkserver is left behind.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree):
-        time.sleep(0.1)
-    assert not [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    wait_for(lambda: not _alive(tree), timeout_s=10, interval_s=0.1, what="the workers and the forkserver to exit")
     assert snapshot(dst) != snapshot(src)
 
     rerun = run_cli("sync", "-c", config, "-y", "--procs", "4")

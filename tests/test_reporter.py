@@ -1,0 +1,343 @@
+"""What the reporter writes: the --json documents of sync, check and show, and the plain text output."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import orjson
+import pytest
+
+from fastsync.check import CheckSummary, Difference, FolderCheck
+from fastsync.config import Account
+from fastsync.model import Failure, Folder, FolderPair, FolderStatus
+from fastsync.progress import FolderRow, Reporter, Summary, check_document, show_document, sync_document
+from fastsync.show import AccountInfo, FolderInfo
+
+ROWS = [
+    FolderRow("INBOX", "INBOX", messages=5, size_bytes=2500, to_copy=3, to_copy_bytes=1500, without_id=1),
+    FolderRow("Sent Items", "Sent", messages=2, size_bytes=900, note="special-use \\Sent"),
+]
+FAILURE = Failure("INBOX", 4, 40_000, "[LIMIT] Message too large", "<m4@example.org>")
+
+
+def summary(**changes: Any) -> Summary:
+    base: dict[str, Any] = dict(
+        folders=2, planned=3, planned_bytes=1500, copied=10, copied_bytes=5_000_000, present=4, vanished=1,
+        elapsed_s=2.5, copy_s=2.0,
+    )
+    return Summary(**{**base, **changes})
+
+
+def reporter(**kwargs: Any) -> tuple[Reporter, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    return Reporter(out=out, err=err, interactive=False, **kwargs), out, err
+
+
+def check_summary(*, differ: bool, bodies: bool = False) -> CheckSummary:
+    differences = [
+        Difference("missing", "<a@example.org>", 3, None),
+        Difference("extra", "<z@example.org>", None, 8),
+        Difference("flags", "<b@example.org>", 1, 5, "\\Seen", ""),
+    ]
+    return CheckSummary(
+        folders=[
+            FolderCheck(FolderPair("INBOX", "INBOX"), 3, 3, differences if differ else []),
+            FolderCheck(FolderPair("Work", "Archive/Work", "map"), 2, 2),
+        ],
+        bodies=bodies,
+        elapsed_s=0.5234,
+    )
+
+
+# ----------------------------------------------------------------------------- sync --json
+
+
+def test_sync_document() -> None:
+    s = summary(failed=[FAILURE], errors=["folder 'Junk': cannot be selected"], flags_planned=2, flags_updated=1)
+    assert sync_document(s, ROWS) == {
+        "command": "sync",
+        "dry_run": False,
+        "declined": False,
+        "folders": [
+            {"src": "INBOX", "dst": "INBOX", "messages": 5, "to_copy": 3, "to_copy_bytes": 1500,
+             "without_message_id": 1, "note": ""},
+            {"src": "Sent Items", "dst": "Sent", "messages": 2, "to_copy": 0, "to_copy_bytes": 0,
+             "without_message_id": 0, "note": "special-use \\Sent"},
+        ],
+        "summary": {
+            "folders": 2, "planned": 3, "planned_bytes": 1500, "copied": 10, "present": 4, "failed": 1,
+            "copied_bytes": 5_000_000, "vanished": 1, "flags_planned": 2, "flags_updated": 1,
+            "elapsed_s": 2.5, "copy_s": 2.0, "messages_per_s": 5.0, "mb_per_s": 2.5,
+        },
+        "failed": [
+            {"folder": "INBOX", "uid": 4, "size_bytes": 40_000, "reason": "[LIMIT] Message too large",
+             "message_id": "<m4@example.org>"},
+        ],
+        "errors": ["folder 'Junk': cannot be selected"],
+        "complete": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, {"complete": True, "dry_run": False, "declined": False, "messages_per_s": 5.0, "mb_per_s": 2.5}),
+        ({"dry_run": True, "copied": 0, "copied_bytes": 0, "copy_s": 0.0},
+         {"complete": True, "dry_run": True, "declined": False, "messages_per_s": 0.0, "mb_per_s": 0.0}),
+        ({"declined": True, "copied": 0, "copied_bytes": 0, "copy_s": 0.0},
+         {"complete": True, "dry_run": False, "declined": True, "messages_per_s": 0.0, "mb_per_s": 0.0}),
+        ({"failed": [FAILURE]}, {"complete": False, "dry_run": False, "declined": False, "messages_per_s": 5.0,
+                                 "mb_per_s": 2.5}),
+        ({"errors": ["lost"]}, {"complete": False, "dry_run": False, "declined": False, "messages_per_s": 5.0,
+                                "mb_per_s": 2.5}),
+        ({"copied": 1, "copied_bytes": 1234567, "copy_s": 3.0, "elapsed_s": 3.14159},
+         {"complete": True, "dry_run": False, "declined": False, "messages_per_s": 0.3, "mb_per_s": 0.412}),
+    ],
+    ids=["complete", "dry run", "declined", "a message failed", "an error", "rounded"],
+)
+def test_sync_document_flags_and_rates(changes: dict[str, Any], expected: dict[str, Any]) -> None:
+    doc = sync_document(summary(**changes), [])
+    got = {"complete": doc["complete"], "dry_run": doc["dry_run"], "declined": doc["declined"],
+           "messages_per_s": doc["summary"]["messages_per_s"], "mb_per_s": doc["summary"]["mb_per_s"]}
+    assert got == expected
+    assert doc["folders"] == []
+
+
+# ----------------------------------------------------------------------------- check --json
+
+
+def test_check_document_with_differences() -> None:
+    assert check_document(check_summary(differ=True)) == {
+        "command": "check",
+        "bodies": False,
+        "folders": [
+            {
+                "src": "INBOX", "dst": "INBOX", "src_messages": 3, "dst_messages": 3,
+                "counts": {"missing": 1, "extra": 1, "flags": 1, "date": 0},
+                "differences": [
+                    {"kind": "missing", "identity": "<a@example.org>", "src_uid": 3, "dst_uid": None, "src": "", "dst": ""},
+                    {"kind": "extra", "identity": "<z@example.org>", "src_uid": None, "dst_uid": 8, "src": "", "dst": ""},
+                    {"kind": "flags", "identity": "<b@example.org>", "src_uid": 1, "dst_uid": 5, "src": "\\Seen",
+                     "dst": ""},
+                ],
+                "error": "",
+                "matches": False,
+            },
+            {
+                "src": "Work", "dst": "Archive/Work", "src_messages": 2, "dst_messages": 2,
+                "counts": {"missing": 0, "extra": 0, "flags": 0, "date": 0},
+                "differences": [], "error": "", "matches": True,
+            },
+        ],
+        "summary": {"folders": 2, "missing": 1, "extra": 1, "flags": 1, "date": 0, "errors": 0, "elapsed_s": 0.523},
+        "errors": [],
+        "matches": False,
+    }
+
+
+def test_check_document_bodies_and_errors() -> None:
+    s = CheckSummary(
+        folders=[
+            FolderCheck(FolderPair("INBOX", "INBOX"), 1, 1, [Difference("body", "<a@example.org>", 1, 1, "ab12", "cd34")]),
+            FolderCheck(FolderPair("Junk", "Spam"), error="folder 'Spam' cannot be selected"),
+        ],
+        bodies=True,
+        elapsed_s=1.0,
+    )
+    doc = check_document(s)
+    assert doc["bodies"] is True
+    assert [f["counts"] for f in doc["folders"]] == [
+        {"missing": 0, "extra": 0, "flags": 0, "date": 0, "body": 1},
+        {"missing": 0, "extra": 0, "flags": 0, "date": 0, "body": 0},
+    ]
+    assert [(f["error"], f["matches"]) for f in doc["folders"]] == [("", False), ("folder 'Spam' cannot be selected", False)]
+    assert doc["summary"] == {"folders": 2, "missing": 0, "extra": 0, "flags": 0, "date": 0, "body": 1, "errors": 1,
+                              "elapsed_s": 1.0}
+    assert doc["errors"] == ["folder 'Spam' cannot be selected"]
+    assert doc["matches"] is False
+    assert check_document(check_summary(differ=False))["matches"] is True
+
+
+# ----------------------------------------------------------------------------- show --json
+
+
+def side(name: str, label: str, server: str, user: str) -> Account:
+    host, port = server.rsplit(":", 1)
+    return Account(side=name, label=label, host=host, port=int(port), user=user, password="pw-not-shown",
+                   tls="implicit", ca_file=None, timeout_s=30.0)
+
+
+def test_show_document() -> None:
+    src = AccountInfo(
+        side("src", "source", "imap.example.org:993", "alice"),
+        ("IMAP4rev1", "SPECIAL-USE"),
+        (
+            FolderInfo(Folder("INBOX", "/", ("\\HasNoChildren",)), FolderStatus(3, 3000, 17, 4, 9)),
+            FolderInfo(Folder("Sent Items", "/", ("\\Sent",)), FolderStatus(1, 500, 18, 2)),
+            FolderInfo(Folder("Archive", "/", ("\\Noselect", "\\HasChildren")), None),
+            FolderInfo(Folder("Broken", "/"), None, "STATUS failed"),
+        ),
+    )
+    dst = AccountInfo(side("dst", "destination", "mail.example.net:993", "alice.smith"), (), ())
+    pairs = [FolderPair("INBOX", "INBOX"), FolderPair("Sent Items", "Sent", "special-use \\Sent")]
+    doc = show_document(src, dst, pairs)
+    assert doc == {
+        "command": "show",
+        "src": {
+            "label": "source",
+            "server": "imap.example.org:993",
+            "user": "alice",
+            "capabilities": ["IMAP4rev1", "SPECIAL-USE"],
+            "folders": [
+                {"name": "INBOX", "delimiter": "/", "attributes": ["\\HasNoChildren"], "special_use": "",
+                 "selectable": True, "messages": 3, "size_bytes": 3000, "uidvalidity": 17, "uidnext": 4, "error": ""},
+                {"name": "Sent Items", "delimiter": "/", "attributes": ["\\Sent"], "special_use": "\\Sent",
+                 "selectable": True, "messages": 1, "size_bytes": 500, "uidvalidity": 18, "uidnext": 2, "error": ""},
+                {"name": "Archive", "delimiter": "/", "attributes": ["\\Noselect", "\\HasChildren"], "special_use": "",
+                 "selectable": False, "messages": None, "size_bytes": None, "uidvalidity": None, "uidnext": None,
+                 "error": ""},
+                {"name": "Broken", "delimiter": "/", "attributes": [], "special_use": "", "selectable": True,
+                 "messages": None, "size_bytes": None, "uidvalidity": None, "uidnext": None, "error": "STATUS failed"},
+            ],
+            "messages": 4,
+            "size_bytes": 3500,
+        },
+        "dst": {
+            "label": "destination", "server": "mail.example.net:993", "user": "alice.smith",
+            "capabilities": [], "folders": [], "messages": 0, "size_bytes": 0,
+        },
+        "mapping": [
+            {"src": "INBOX", "dst": "INBOX", "reason": "same name"},
+            {"src": "Sent Items", "dst": "Sent", "reason": "special-use \\Sent"},
+        ],
+    }
+    assert "pw-not-shown" not in json.dumps(doc)
+
+
+# ----------------------------------------------------------------------------- text output
+
+
+@pytest.mark.parametrize(
+    ("changes", "line"),
+    [
+        ({}, "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s"),
+        ({"failed": [FAILURE]}, "2 folders, 10 copied, 4 already present, 1 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s"),
+        ({"copied": 0, "copied_bytes": 0, "copy_s": 0.0, "present": 7},
+         "2 folders, 0 copied, 7 already present, 0 failed, 0 B, 2.5 s, 0 messages/s, 0.0 MB/s"),
+        ({"sync_flags": True, "flags_updated": 3},
+         "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s, 3 flags updated"),
+        ({"copied": 1200, "copied_bytes": 1_234_567_890, "copy_s": 60.0, "elapsed_s": 61.25},
+         "2 folders, 1200 copied, 4 already present, 0 failed, 1.2 GB, 61.2 s, 20 messages/s, 20.6 MB/s"),
+    ],
+    ids=["copied", "one failed", "nothing to copy", "flags updated", "large run"],
+)
+def test_summary_line(changes: dict[str, Any], line: str) -> None:
+    report, out, err = reporter()
+    report.summary(summary(**changes))
+    assert out.getvalue() == line + "\n"
+    failures = changes.get("failed", [])
+    assert err.getvalue() == "".join(
+        "error: not copied: folder 'INBOX' UID 4 <m4@example.org> 40.0 KB: [LIMIT] Message too large\n" for _ in failures
+    )
+
+
+def test_summary_lists_failures_and_errors_on_stderr_even_when_quiet() -> None:
+    report, out, err = reporter(quiet=True)
+    report.summary(summary(failed=[FAILURE, Failure("Work", 9, 999, "[CANNOT] refused")], errors=["folder 'Junk': gone"]))
+    assert out.getvalue() == ""
+    assert err.getvalue() == (
+        "error: not copied: folder 'INBOX' UID 4 <m4@example.org> 40.0 KB: [LIMIT] Message too large\n"
+        "error: not copied: folder 'Work' UID 9 (no Message-Id) 999 B: [CANNOT] refused\n"
+        "error: folder 'Junk': gone\n"
+    )
+
+
+def test_plan_is_a_tab_separated_table() -> None:
+    report, out, err = reporter()
+    report.plan(ROWS)
+    assert out.getvalue() == (
+        "# Plan\n"
+        "INBOX\tINBOX\t5\t3\t1.5 KB\t1\t\n"
+        "Sent Items\tSent\t2\t0\t0 B\t0\tspecial-use \\Sent\n"
+        "3 messages (1.5 KB) to copy in 2 folders.\n"
+    )
+    assert err.getvalue() == ""
+    assert report.plan_rows == ROWS
+
+
+def test_quiet_plan_writes_nothing_but_keeps_the_rows() -> None:
+    report, out, err = reporter(quiet=True)
+    report.plan(ROWS)
+    assert (out.getvalue(), err.getvalue()) == ("", "")
+    assert report.plan_rows == ROWS
+
+
+@pytest.mark.parametrize(
+    ("differ", "last"),
+    [
+        (False, "2 folders checked, 0 missing, 0 extra, 0 flags, 0 date, 0.5 s: everything matches."),
+        (True, "2 folders checked, 1 missing, 1 extra, 1 flags, 0 date, 0.5 s: the accounts differ."),
+    ],
+    ids=["match", "differ"],
+)
+def test_check_report(differ: bool, last: str) -> None:
+    report, out, err = reporter()
+    report.check_report(check_summary(differ=differ))
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == last
+    assert lines[0] == "# Check"
+    assert lines[1] == "INBOX\tINBOX\t3\t3\t" + ("1\t1\t1\t0\tdiffers" if differ else "0\t0\t0\t0\tmatch")
+    assert lines[2] == "Work\tArchive/Work\t2\t2\t0\t0\t0\t0\tmatch"
+    assert lines[3:-1] == ([
+        "missing: folder 'INBOX' UID 3 <a@example.org>",
+        "extra: folder 'INBOX' destination UID 8 <z@example.org>",
+        "flags: folder 'INBOX' UID 1 <b@example.org>: '\\\\Seen' on the source, '' on the destination",
+    ] if differ else [])
+    assert err.getvalue() == ""
+
+
+def test_check_report_limits_the_differences_shown_per_folder() -> None:
+    many = [Difference("missing", f"<m{n}@example.org>", n, None) for n in range(1, 26)]
+    report, out, _err = reporter()
+    report.check_report(CheckSummary([FolderCheck(FolderPair("INBOX", "INBOX"), 25, 0, many)]), limit=20)
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if line.startswith("missing: ")] == [
+        f"missing: folder 'INBOX' UID {n} <m{n}@example.org>" for n in range(1, 21)
+    ]
+    assert lines[-2] == "... and 5 more in 'INBOX' (--json lists all)"
+    assert lines[-1] == "1 folders checked, 25 missing, 0 extra, 0 flags, 0 date, 0.0 s: the accounts differ."
+
+
+def test_check_report_errors_go_to_stderr() -> None:
+    s = CheckSummary([FolderCheck(FolderPair("Junk", "Spam"), error="folder 'Spam' cannot be selected")])
+    report, out, err = reporter()
+    report.check_report(s)
+    assert err.getvalue() == "error: folder 'Spam' cannot be selected\n"
+    assert out.getvalue().splitlines()[1] == "Junk\tSpam\t0\t0\t0\t0\t0\t0\terror"
+
+
+def test_json_mode_puts_nothing_but_the_document_on_stdout() -> None:
+    report, out, err = reporter(json_output=True)
+    s = summary(failed=[FAILURE])
+    report.info("planning")
+    report.plan(ROWS)
+    report.summary(s)
+    report.check_report(check_summary(differ=True))
+    report.warn("src.tls is none")
+    doc = {**sync_document(s, ROWS), "exit_code": 1}
+    report.document(doc)
+    assert out.getvalue() == orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
+    assert json.loads(out.getvalue()) == doc
+    assert err.getvalue() == (
+        "error: not copied: folder 'INBOX' UID 4 <m4@example.org> 40.0 KB: [LIMIT] Message too large\n"
+        "warning: src.tls is none\n"
+    )
+    assert report.interactive is False
+
+
+def test_without_json_mode_document_writes_nothing() -> None:
+    report, out, err = reporter()
+    report.document({"command": "sync"})
+    assert (out.getvalue(), err.getvalue()) == ("", "")
