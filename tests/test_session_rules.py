@@ -7,8 +7,10 @@ import random
 import pytest
 
 from fastsync.model import WorkerSettings
-from fastsync.pool import keep_flags
-from fastsync.session import backoff_s, response_code, sequence_set, throttle_wait
+from fastsync.imap.replies import response_code, throttle_wait
+from fastsync.imap.session import sequence_set
+from fastsync.plan import settable_flags
+from fastsync.retry import backoff_s
 
 # ----------------------------------------------------------------------------- sequence sets
 
@@ -154,5 +156,5 @@ def test_backoff_never_exceeds_the_cap_however_many_attempts() -> None:
         (("Recent", "$Recent", "\\Recently"), ("Recent", "$Recent", "\\Recently")),
     ],
 )
-def test_keep_flags(flags: tuple[str, ...], expected: tuple[str, ...]) -> None:
-    assert keep_flags(flags) == expected
+def test_settable_flags(flags: tuple[str, ...], expected: tuple[str, ...]) -> None:
+    assert settable_flags(flags) == expected
