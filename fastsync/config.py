@@ -1,5 +1,8 @@
 """Load and validate the configuration file: two IMAP accounts, a folder map and rate limits.
 
+Settings layer: imports `errors`, `configfile` and `credentials`; every layer below reads
+the `Config` it returns.
+
 The file is JSON (``.json``) or YAML (``.yml``/``.yaml``) and uses the keys of the Go tool
 imapsync-go, so its users' files keep working; fastsync adds a few optional per-side keys
 (``tls``, ``ca_file``, ``timeout_s``, the ``pass_env``/``pass_file``/``pass_cmd``

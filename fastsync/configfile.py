@@ -1,6 +1,6 @@
 """The config file's syntax: reading it, YAML and JSON with the line of every key, rendering.
 
-Used by ``config.py`` only.  :func:`read_config_file` picks :func:`parse_yaml` or
+Settings layer, used by ``config.py`` only.  :func:`read_config_file` picks :func:`parse_yaml` or
 :func:`parse_json` by the file's extension; both turn the text into data plus a map from
 field paths (``"src.server"``, ``"map[1].dst"``) to 1-based line numbers, or raise
 :class:`~fastsync.errors.ConfigError` with a one-line message that never quotes the file's

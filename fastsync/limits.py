@@ -1,5 +1,8 @@
 """Bandwidth and connection caps shared by every process of a run.
 
+Pure-logic layer (no fastsync imports): the protocol edge charges the buckets at the
+socket and takes the slots; the engine creates them and gives back a dead worker's.
+
 The token-bucket arithmetic (`refill_and_charge`) is pure and takes the clock as an
 argument; `SharedBucket` keeps its two numbers in shared memory behind a process lock, so
 the planner and all workers draw from one budget per direction.  The bucket may go into

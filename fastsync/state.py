@@ -1,5 +1,8 @@
 """A small cache that lets a re-run skip folder pairs nothing has touched.
 
+Engine layer: imports `config` and `model`; the planner consults it, the sync command
+records into it.
+
 Per folder pair it keeps what STATUS said of both folders (UIDVALIDITY, UIDNEXT, MESSAGES
 and, with CONDSTORE, HIGHESTMODSEQ) after the last run that left the pair complete.  A
 re-run asks STATUS again (one LIST-STATUS round trip per side) and plans only the pairs

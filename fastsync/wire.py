@@ -1,5 +1,7 @@
 """Fast reading of the FETCH responses fastsync asks for.
 
+Pure-logic layer (no fastsync imports), used by the protocol edge.
+
 imaplib hands over an untagged FETCH response as a list of items: plain lines, and
 ``(line, literal)`` pairs where the line ended with ``{n}``.  imapclient's general parser
 tokenises every line byte by byte, which cost more CPU than the rest of a copy (about
