@@ -1,7 +1,13 @@
-"""Source -> destination folder names: map entries, hierarchy delimiters, INBOX, special-use.
+"""Source -> destination folder names: namespaces, map entries, delimiters, INBOX, special-use.
 
 Names here are decoded (modified UTF-7, RFC 3501 section 5.1.3, is the session's business)
 and written with each side's own hierarchy delimiter.  Pure functions, no IMAP.
+
+Names are mapped in their namespace-relative form (RFC 2342): the source's personal
+prefix is taken off, the components are joined with the destination's delimiter, and the
+destination's prefix is put on.  So ``INBOX.Archive.2020`` on a server whose folders live
+under ``INBOX.`` becomes ``Archive/2020`` on a plain "/" server, and back; INBOX stays
+INBOX, and a child of INBOX on a plain server (``INBOX/Sub``) stays a child of INBOX.
 
 Pure-logic layer: imports records and settings; every command pairs folders through
 `pair_folders`, so sync, check and show always agree on the mapping.
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 
 from fastsync.config import Config
 from fastsync.errors import UsageError
-from fastsync.model import Folder, FolderPair
+from fastsync.model import Folder, FolderPair, Namespace
 from fastsync.options import Options
 
 # Substitute for a destination delimiter found inside a source name component
@@ -51,6 +57,56 @@ def translate(parts: Sequence[str], dst_delimiter: str) -> str:
     return dst_delimiter.join(p.replace(dst_delimiter, DELIMITER_SUBSTITUTE) for p in parts)
 
 
+def relative_parts(folder: Folder, namespace: Namespace) -> list[str]:
+    """A folder's name components below its account's personal namespace prefix.
+
+    INBOX is ``["INBOX"]`` and a child of INBOX outside the prefix keeps ``INBOX`` first;
+    a folder outside the personal namespace (another user's, a shared one) keeps its
+    whole name.
+    """
+    name = folder.name
+    if is_inbox(name):
+        return ["INBOX"]
+    prefix = namespace.prefix
+    if prefix and _has_prefix(name, prefix) and len(name) > len(prefix):
+        return split(name[len(prefix):], folder.delimiter or namespace.delimiter)
+    parts = split(name, folder.delimiter)
+    if is_inbox(parts[0]):
+        parts[0] = "INBOX"
+    return parts
+
+
+def absolute_name(parts: Sequence[str], namespace: Namespace) -> str:
+    """The destination's name for namespace-relative *parts* (see `relative_parts`)."""
+    delimiter = namespace.delimiter
+    if is_inbox(parts[0]):
+        return "INBOX" if len(parts) == 1 else "INBOX" + delimiter + translate(parts[1:], delimiter)
+    return namespace.prefix + translate(parts, delimiter)
+
+
+def _has_prefix(name: str, prefix: str) -> bool:
+    # A prefix beginning with INBOX matches case-insensitively there (RFC 3501 section 5.1).
+    if prefix[:5].upper() == "INBOX":
+        return name[:5].upper() == "INBOX" and name[5 : len(prefix)] == prefix[5:]
+    return name.startswith(prefix)
+
+
+def infer_namespace(folders: Sequence[Folder], delimiter: str = "") -> Namespace:
+    """The personal namespace of a server without NAMESPACE, from its folder list.
+
+    The delimiter is INBOX's (else the first folder's, else *delimiter*, from
+    ``LIST "" ""``, else "/").  The prefix is ``INBOX`` plus the delimiter when every
+    folder but INBOX lives below INBOX and there is at least one: the layout of servers
+    that put personal folders under INBOX; otherwise empty.
+    """
+    found = next((f.delimiter for f in folders if is_inbox(f.name) and f.delimiter), "")
+    found = found or next((f.delimiter for f in folders if f.delimiter), "") or delimiter or "/"
+    others = [f for f in folders if not is_inbox(f.name)]
+    below_inbox = [f for f in others if is_inbox(split(f.name, found)[0])]
+    prefix = "INBOX" + found if others and len(below_inbox) == len(others) else ""
+    return Namespace(prefix, found, announced=False)
+
+
 def matches(rule_src: str, name: str, delimiter: str) -> list[str] | None:
     """The components of *name* below *rule_src* ([] for the folder itself), or None."""
     if same_name(rule_src, name):
@@ -63,7 +119,9 @@ def matches(rule_src: str, name: str, delimiter: str) -> list[str] | None:
     return None
 
 
-def special_use_rules(src: Iterable[Folder], dst: Iterable[Folder]) -> list[Rule]:
+def special_use_rules(
+    src: Iterable[Folder], dst: Iterable[Folder], src_ns: Namespace, dst_ns: Namespace
+) -> list[Rule]:
     """Pair folders by RFC 6154 role when their names differ (``Sent Items`` -> ``Sent``)."""
     dst_by_role: dict[str, Folder] = {}
     for folder in dst:
@@ -77,9 +135,7 @@ def special_use_rules(src: Iterable[Folder], dst: Iterable[Folder]) -> list[Rule
             continue
         seen_roles.add(role)
         target = dst_by_role[role]
-        src_parts = split(folder.name, folder.delimiter)
-        dst_parts = split(target.name, target.delimiter)
-        if src_parts != dst_parts:
+        if relative_parts(folder, src_ns) != relative_parts(target, dst_ns):
             rules.append(Rule(folder.name, target.name, f"special-use {role}"))
     return rules
 
@@ -87,20 +143,22 @@ def special_use_rules(src: Iterable[Folder], dst: Iterable[Folder]) -> list[Rule
 def plan_pairs(
     src_folders: Sequence[Folder],
     dst_folders: Sequence[Folder],
-    dst_delimiter: str,
+    dst_ns: Namespace,
     rules: Sequence[Rule] = (),
+    src_ns: Namespace = Namespace("", ""),
 ) -> list[FolderPair]:
     """The folder pairs a sync would use.
 
     With *rules* (from ``map`` or ``-s/-d``), only the named folders and their subfolders
     are synced, the longest matching rule winning.  Without, every selectable source folder
-    goes to the same path on the destination, except that special-use folders are paired by
-    role.  ``\\Noselect`` folders are skipped but their children are not.
+    goes to the same namespace-relative path on the destination, except that special-use
+    folders are paired by role.  ``\\Noselect`` folders are skipped but their children are not.
     """
     explicit = bool(rules)
     if not explicit:
-        rules = special_use_rules(src_folders, dst_folders)
+        rules = special_use_rules(src_folders, dst_folders, src_ns, dst_ns)
     ordered = sorted(rules, key=lambda r: len(r.src), reverse=True)
+    delimiter = dst_ns.delimiter
     pairs = []
     for folder in src_folders:
         if not folder.selectable:
@@ -109,20 +167,12 @@ def plan_pairs(
             rest = matches(rule.src, folder.name, folder.delimiter)
             if rest is None:
                 continue
-            base = rule.dst
-            dst = base if not rest else base + dst_delimiter + translate(rest, dst_delimiter)
+            dst = rule.dst if not rest else rule.dst + delimiter + translate(rest, delimiter)
             pairs.append(FolderPair(folder.name, dst, rule.reason))
             break
         else:
-            if explicit:
-                continue
-            if is_inbox(folder.name):
-                pairs.append(FolderPair(folder.name, "INBOX"))
-            else:
-                parts = split(folder.name, folder.delimiter)
-                if is_inbox(parts[0]):
-                    parts[0] = "INBOX"
-                pairs.append(FolderPair(folder.name, translate(parts, dst_delimiter)))
+            if not explicit:
+                pairs.append(FolderPair(folder.name, absolute_name(relative_parts(folder, src_ns), dst_ns)))
     pairs.sort(key=lambda p: (not is_inbox(p.src), p.src))
     return pairs
 
@@ -148,23 +198,47 @@ def rules_from(config: Config, options: Options) -> list[Rule]:
     return [Rule(m.src, m.dst, "map") for m in config.map]
 
 
-def dst_delimiter(folders: Sequence[Folder]) -> str:
-    """The destination's hierarchy delimiter: INBOX's, else the first folder's, else "/"."""
-    for folder in folders:
-        if is_inbox(folder.name) and folder.delimiter:
-            return folder.delimiter
-    for folder in folders:
-        if folder.delimiter:
-            return folder.delimiter
-    return "/"
+def resolve_rules(
+    rules: Sequence[Rule], src_folders: Sequence[Folder], src_ns: Namespace, dst_ns: Namespace
+) -> list[Rule]:
+    """Rules with names as the servers spell them: a ``map`` entry or ``-s/-d`` may be written
+    with or without the namespace prefix (``Archive`` or ``INBOX.Archive``).
 
-
-def pair_folders(src_folders: Sequence[Folder], dst_folders: Sequence[Folder], rules: Sequence[Rule]) -> list[FolderPair]:
-    """`plan_pairs` for two listed accounts; a rule naming no source folder is a usage error."""
+    A source name is taken as written when a folder has it, else with the source's prefix;
+    one that names no folder either way is a usage error.  A destination name gets the
+    destination's prefix unless it has it already or is INBOX (or below it).
+    """
+    resolved = []
     for rule in rules:
-        # The same test as the mapping itself: "Old" covers "Old/a", not "Older".
-        if not any(matches(rule.src, f.name, f.delimiter) is not None for f in src_folders):
+        src = rule.src
+        if not _names_a_folder(src, src_folders) and src_ns.prefix and _names_a_folder(src_ns.prefix + src, src_folders):
+            src = src_ns.prefix + src
+        if not _names_a_folder(src, src_folders):
             raise UsageError(
                 f"source folder {rule.src!r} ({rule.reason}) does not exist; `fastsync show` lists the folders"
             )
-    return plan_pairs(src_folders, dst_folders, dst_delimiter(dst_folders), rules)
+        dst = rule.dst
+        inbox_child = is_inbox(split(dst, dst_ns.delimiter)[0])
+        if dst_ns.prefix and not inbox_child and not _has_prefix(dst, dst_ns.prefix):
+            dst = dst_ns.prefix + dst
+        reason = rule.reason if (src, dst) == (rule.src, rule.dst) else f"{rule.reason} {rule.src!r} -> {rule.dst!r}"
+        resolved.append(Rule(src, dst, reason))
+    return resolved
+
+
+def _names_a_folder(name: str, folders: Sequence[Folder]) -> bool:
+    # The same test as the mapping itself: "Old" covers "Old/a", not "Older".
+    return any(matches(name, f.name, f.delimiter) is not None for f in folders)
+
+
+def pair_folders(
+    src_folders: Sequence[Folder],
+    dst_folders: Sequence[Folder],
+    rules: Sequence[Rule],
+    src_ns: Namespace | None = None,
+    dst_ns: Namespace | None = None,
+) -> list[FolderPair]:
+    """`plan_pairs` for two listed accounts, with their namespaces (inferred when not given)."""
+    src_ns = src_ns or infer_namespace(src_folders)
+    dst_ns = dst_ns or infer_namespace(dst_folders)
+    return plan_pairs(src_folders, dst_folders, dst_ns, resolve_rules(rules, src_folders, src_ns, dst_ns), src_ns)

@@ -31,6 +31,17 @@ class Folder:
         return ""
 
 
+@dataclass(frozen=True)
+class Namespace:
+    """An account's personal namespace (RFC 2342): the prefix of its folder names (``INBOX.``
+    on many hosting servers, usually empty) and its hierarchy delimiter.  ``announced`` is
+    False when the server has no NAMESPACE and fastsync inferred it from the folder list."""
+
+    prefix: str
+    delimiter: str
+    announced: bool = True
+
+
 SPECIAL_USE = {
     name.lower(): name
     for name in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
@@ -47,6 +58,15 @@ class FolderStatus:
     uidvalidity: int
     uidnext: int
     highestmodseq: int = 0
+
+
+@dataclass(frozen=True)
+class Mailboxes:
+    """One account as listed: its folders, their STATUS and its personal namespace."""
+
+    folders: list[Folder]
+    statuses: dict[str, FolderStatus]
+    namespace: Namespace
 
 
 @dataclass(frozen=True)

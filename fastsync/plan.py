@@ -9,11 +9,12 @@ compares or sets flags calls `settable_flags` / `comparable_flags`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 import re
-from collections import deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from fastsync.model import FolderPair, MessageRef, MessageState, WorkUnit
@@ -70,55 +71,86 @@ def identity(header: bytes, size_bytes: int) -> tuple[str, bool]:
     return "~" + digest.hexdigest()[:24], False
 
 
-@dataclass
 class Matching(Generic[S, D]):
-    """Two sides' messages paired by identity."""
+    """Two sides' messages paired by identity: the k-th source copy of an identity pairs
+    with the k-th destination copy, in the order given (ascending UID); copies beyond the
+    other side's count are `missing` (source) or `extra` (destination).
 
-    matched: list[tuple[S, D]]
-    missing: list[S]
-    extra: list[D]
+    `missing` is counted at once (the planner wants only that, for 100,000-message
+    folders); `matched` and `extra` are paired on first use.
+    """
+
+    def __init__(self, src: Iterable[S], dst: Iterable[D], src_key: Callable[[S], str], dst_key: Callable[[D], str]):
+        self._dst = list(dst)
+        self._dst_key = dst_key
+        self._src_key = src_key
+        have = Counter(map(dst_key, self._dst))
+        self.missing: list[S] = []
+        self._present: list[S] = []
+        for item in src:
+            key = src_key(item)
+            if have[key] > 0:
+                have[key] -= 1
+                self._present.append(item)
+            else:
+                self.missing.append(item)
+
+    @functools.cached_property
+    def _pairing(self) -> tuple[list[tuple[S, D]], list[D]]:
+        waiting: dict[str, list[D]] = {}
+        for copy in self._dst:
+            waiting.setdefault(self._dst_key(copy), []).append(copy)
+        taken: Counter[str] = Counter()
+        matched = []
+        for item in self._present:
+            key = self._src_key(item)
+            matched.append((item, waiting[key][taken[key]]))
+            taken[key] += 1
+        # The copies after the matched ones, in the destination's own order.
+        seen: Counter[str] = Counter()
+        extra = []
+        for copy in self._dst:
+            key = self._dst_key(copy)
+            seen[key] += 1
+            if seen[key] > taken[key]:
+                extra.append(copy)
+        return matched, extra
+
+    @property
+    def matched(self) -> list[tuple[S, D]]:
+        return self._pairing[0]
+
+    @property
+    def extra(self) -> list[D]:
+        return self._pairing[1]
 
 
 def match_by_identity(
     src: Iterable[S], dst: Iterable[D], src_key: Callable[[S], str], dst_key: Callable[[D], str]
 ) -> Matching[S, D]:
-    """The multiset matching of identities, in the order given (ascending UID).
+    """The one multiset matching of identities (see `Matching`).
 
-    The k-th source copy of an identity pairs with the k-th destination copy; copies beyond
-    the other side's count are missing (source) or extra (destination).  An identity present
-    twice at the source and once at the destination yields one copy to make, so messages
-    that share a Message-Id (resent mail, copies in one folder) all arrive.
+    An identity present twice at the source and once at the destination yields one copy to
+    make, so messages that share a Message-Id (resent mail, copies in one folder) all arrive.
     """
-    waiting: dict[str, deque[D]] = {}
-    for copy in dst:
-        waiting.setdefault(dst_key(copy), deque()).append(copy)
-    matched: list[tuple[S, D]] = []
-    missing: list[S] = []
-    for item in src:
-        copies = waiting.get(src_key(item))
-        if copies:
-            matched.append((item, copies.popleft()))
-        else:
-            missing.append(item)
-    taken = {id(d) for _s, d in matched}
-    extra = [d for copies in waiting.values() for d in copies if id(d) not in taken]
-    return Matching(matched, missing, extra)
+    return Matching(src, dst, src_key, dst_key)
 
 
 def missing(src: Sequence[MessageRef], dst_identities: Iterable[str]) -> list[MessageRef]:
     """Source messages absent from the destination (see `match_by_identity`), in source order."""
-    return match_by_identity(src, dst_identities, _identity_of, str).missing
+    return match_by_identity(src, dst_identities, _IDENTITY, _itself).missing
 
 
 def match_states(src: Sequence[MessageState], dst: Sequence[MessageState]) -> Matching[MessageState, MessageState]:
     """`match_by_identity` for two folders read with FETCH (check, --sync-flags)."""
-    result = match_by_identity(src, dst, _identity_of, _identity_of)
-    result.extra.sort(key=lambda m: m.uid)
-    return result
+    return match_by_identity(src, dst, _IDENTITY, _IDENTITY)
 
 
-def _identity_of(item: MessageRef | MessageState) -> str:
-    return item.identity
+_IDENTITY: Callable[[MessageRef | MessageState], str] = operator.attrgetter("identity")
+
+
+def _itself(identity: str) -> str:
+    return identity
 
 
 def settable_flags(flags: Iterable[str]) -> tuple[str, ...]:

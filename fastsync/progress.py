@@ -244,6 +244,11 @@ class Reporter:
                 f"not copied: folder {failure.folder!r} UID {failure.uid} "
                 f"{failure.message_id or '(no Message-Id)'} {human_bytes(failure.size_bytes)}: {failure.reason}"
             )
+        for refused in s.folders_refused:
+            self.error(
+                f"folder {refused.folder!r} could not be created on the destination: {refused.reason}; "
+                f"{refused.messages} messages not copied"
+            )
         for text in s.errors:
             self.error(text)
         if self.quiet:
@@ -314,9 +319,12 @@ class Reporter:
             if item.error:
                 row[2] = f"error: {item.error}"
             rows.append(row)
+        ns = info.namespace
+        how = "" if ns.announced else ", inferred"
         self.table(
             f"{info.label} ({info.server}, {info.user}): {len(info.folders)} folders, "
-            f"{info.messages} messages, {human_bytes(info.size_bytes)}",
+            f"{info.messages} messages, {human_bytes(info.size_bytes)}; "
+            f"namespace prefix {ns.prefix!r}, delimiter {ns.delimiter!r}{how}",
             headers,
             rows,
         )
@@ -361,6 +369,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
             "mb_per_s": round(s.mb_per_s, 3),
         },
         "failed": [dataclasses.asdict(f) for f in s.failed],
+        "folders_refused": [dataclasses.asdict(f) for f in s.folders_refused],
         "errors": list(s.errors),
         "complete": s.complete,
     }
@@ -390,6 +399,8 @@ def show_document(listing: Listing) -> dict[str, Any]:
             "server": info.server,
             "user": info.user,
             "capabilities": list(info.capabilities),
+            "namespace": {"prefix": info.namespace.prefix, "delimiter": info.namespace.delimiter,
+                          "announced": info.namespace.announced},
             "folders": folders,
             "messages": info.messages,
             "size_bytes": info.size_bytes,

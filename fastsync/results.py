@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fastsync.model import Failure, Folder, FolderPair, FolderStatus
+from fastsync.model import Failure, Folder, FolderPair, FolderStatus, Namespace
 
 # The kinds of difference check reports, in the order it reports them.
 DIFFERENCE_KINDS = ("missing", "extra", "flags", "date", "body")
@@ -64,6 +64,15 @@ class FolderRow:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class RefusedFolder:
+    """A destination folder the server would not create, and the messages left out for it."""
+
+    folder: str
+    reason: str
+    messages: int
+
+
 @dataclass
 class Summary:
     """What a sync did; every figure of the human summary (and of --json)."""
@@ -87,6 +96,7 @@ class Summary:
     copied_by_folder: dict[str, int] = field(default_factory=dict)
     incomplete: set[str] = field(default_factory=set)
     rows: list[FolderRow] = field(default_factory=list)
+    folders_refused: list[RefusedFolder] = field(default_factory=list)
 
     @property
     def messages_per_s(self) -> float:
@@ -98,7 +108,7 @@ class Summary:
 
     @property
     def complete(self) -> bool:
-        return not self.failed and not self.errors
+        return not self.failed and not self.errors and not self.folders_refused
 
 
 # -- check -------------------------------------------------------------------------------
@@ -183,6 +193,7 @@ class AccountInfo:
     user: str
     capabilities: tuple[str, ...]
     folders: tuple[FolderInfo, ...]
+    namespace: Namespace = Namespace("", "/")
 
     @property
     def messages(self) -> int:

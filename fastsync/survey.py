@@ -25,7 +25,8 @@ from fastsync.errors import ConnectError
 from fastsync.events import event
 from fastsync.imap.session import Session, SessionPair
 from fastsync.limits import Limits
-from fastsync.model import Folder, FolderPair, FolderScan, FolderStatus, MessageRef, MessageState, WorkerSettings
+from fastsync.model import Folder, FolderPair, FolderScan, FolderStatus, Mailboxes, Namespace, MessageRef, MessageState, WorkerSettings
+from fastsync.options import Options
 from fastsync.results import Reporter
 from fastsync.retry import with_retries
 from fastsync.state import StateCache
@@ -98,9 +99,33 @@ def both(src_work: Callable[[], T], dst_work: Callable[[], U]) -> tuple[T, U]:
     return results
 
 
-def list_both(planner: Planner) -> tuple[tuple[list[Folder], Statuses], tuple[list[Folder], Statuses]]:
-    """Both accounts' folders and their STATUS, read at the same time."""
-    return planner.call("listing folders", lambda src, dst: both(src.folders_and_statuses, dst.folders_and_statuses))
+def list_both(planner: Planner) -> tuple[Mailboxes, Mailboxes]:
+    """Both accounts' folders, their STATUS and namespaces, read at the same time."""
+    return planner.call("listing folders", lambda src, dst: both(functools.partial(mailboxes, src),
+                                                                   functools.partial(mailboxes, dst)))
+
+
+def mailboxes(session: Session) -> Mailboxes:
+    """One account's folders with their STATUS, and its personal namespace: as NAMESPACE
+    reports it, else inferred from the folders (and ``LIST "" ""`` when they tell nothing)."""
+    folders, statuses = session.folders_and_statuses()
+    return Mailboxes(folders, statuses, namespace_of(session, folders))
+
+
+def namespace_of(session: Session, folders: Sequence[Folder]) -> Namespace:
+    """The account's personal namespace: NAMESPACE's answer, else inferred from *folders*
+    (and from ``LIST "" ""`` when no folder has a delimiter)."""
+    namespace = session.namespace()
+    if namespace is None:
+        known = any(f.delimiter for f in folders)
+        namespace = folder_rules.infer_namespace(folders, "" if known else session.root_delimiter())
+    return namespace
+
+
+def pair_both(config: Config, options: Options, src: Mailboxes, dst: Mailboxes) -> list[FolderPair]:
+    """The folder pairs of a run: map or -s/-d, else every folder, across both namespaces."""
+    rules = folder_rules.rules_from(config, options)
+    return folder_rules.pair_folders(src.folders, dst.folders, rules, src.namespace, dst.namespace)
 
 
 def readable_on_dst(pair: FolderPair, existing: set[str]) -> bool:

@@ -139,6 +139,8 @@ def test_shard_never_splits_an_identity(ids: list[str], max_messages: int) -> No
         ("", "ba", [], [], ["b1", "a1"]),
         ("cab", "", [], ["c1", "a1", "b1"], []),
         ("abab", "bbaa", [("a1", "a1"), ("b1", "b1"), ("a2", "a2"), ("b2", "b2")], [], []),
+        # Extra copies keep the destination's order (ascending UID), whatever their identity.
+        ("a", "abca", [("a1", "a1")], [], ["b1", "c1", "a2"]),
     ],
 )
 def test_match_by_identity_pairs_the_kth_copy_with_the_kth(

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from fastsync.model import Failure, Folder, FolderPair, FolderStatus
+from fastsync.model import Failure, Folder, FolderPair, FolderStatus, Namespace
 from fastsync.progress import Reporter, check_document, show_document, sync_document
-from fastsync.results import AccountInfo, CheckSummary, Difference, FolderCheck, FolderInfo, FolderRow, Listing, Summary
+from fastsync.results import AccountInfo, CheckSummary, Difference, FolderCheck, FolderInfo, FolderRow, Listing, RefusedFolder, Summary
 
 ROWS = [
     FolderRow("INBOX", "INBOX", messages=5, size_bytes=2500, to_copy=3, to_copy_bytes=1500, without_id=1),
@@ -73,9 +73,24 @@ def test_sync_document() -> None:
             {"folder": "INBOX", "uid": 4, "size_bytes": 40_000, "reason": "[LIMIT] Message too large",
              "message_id": "<m4@example.org>"},
         ],
+        "folders_refused": [],
         "errors": ["folder 'Junk': cannot be selected"],
         "complete": False,
     }
+
+
+def test_a_refused_folder_is_one_error_line_and_one_document_entry() -> None:
+    report, out, err = reporter()
+    s = summary(folders_refused=[RefusedFolder("~old", "[CANNOT] Invalid mailbox name", 12)])
+    report.summary(s)
+    assert err.getvalue() == (
+        "error: folder '~old' could not be created on the destination: [CANNOT] Invalid mailbox name; "
+        "12 messages not copied\n"
+    )
+    assert s.complete is False
+    assert sync_document(s)["folders_refused"] == [
+        {"folder": "~old", "reason": "[CANNOT] Invalid mailbox name", "messages": 12}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -176,7 +191,8 @@ def test_show_document() -> None:
             FolderInfo(Folder("Broken", "/"), None, "STATUS failed"),
         ),
     )
-    dst = AccountInfo(*side("dst", "destination", "mail.example.net:993", "alice.smith"), (), ())
+    dst = AccountInfo(*side("dst", "destination", "mail.example.net:993", "alice.smith"), (), (),
+                      Namespace("INBOX.", ".", announced=False))
     pairs = (FolderPair("INBOX", "INBOX"), FolderPair("Sent Items", "Sent", "special-use \\Sent"))
     doc = show_document(Listing(src, dst, pairs))
     assert doc == {
@@ -186,6 +202,7 @@ def test_show_document() -> None:
             "server": "imap.example.org:993",
             "user": "alice",
             "capabilities": ["IMAP4rev1", "SPECIAL-USE"],
+            "namespace": {"prefix": "", "delimiter": "/", "announced": True},
             "folders": [
                 {"name": "INBOX", "delimiter": "/", "attributes": ["\\HasNoChildren"], "special_use": "",
                  "selectable": True, "messages": 3, "size_bytes": 3000, "uidvalidity": 17, "uidnext": 4, "error": ""},
@@ -202,7 +219,8 @@ def test_show_document() -> None:
         },
         "dst": {
             "label": "destination", "server": "mail.example.net:993", "user": "alice.smith",
-            "capabilities": [], "folders": [], "messages": 0, "size_bytes": 0,
+            "capabilities": [], "namespace": {"prefix": "INBOX.", "delimiter": ".", "announced": False},
+            "folders": [], "messages": 0, "size_bytes": 0,
         },
         "mapping": [
             {"src": "INBOX", "dst": "INBOX", "reason": "same name"},

@@ -21,7 +21,6 @@ import functools
 import time
 from collections.abc import Sequence
 
-from fastsync import folders as folder_rules
 from fastsync import plan, pool
 from fastsync.config import Config
 from fastsync.errors import FolderError
@@ -31,7 +30,7 @@ from fastsync.limits import Limits
 from fastsync.model import FolderPair, MessageState
 from fastsync.options import Options
 from fastsync.results import DIFFERENCE_KINDS, CheckSummary, Difference, FolderCheck, Reporter
-from fastsync.survey import Planner, both, list_both, readable_on_dst, states_both
+from fastsync.survey import Planner, both, list_both, pair_both, readable_on_dst, states_both
 from fastsync.wire import format_internaldate
 
 
@@ -73,9 +72,9 @@ def run(config: Config, options: Options, reporter: Reporter) -> CheckSummary:
     planner = Planner(config, limits, options.settings, reporter)
     try:
         reporter.status("listing folders")
-        (src_folders, _src_statuses), (dst_folders, _dst_statuses) = list_both(planner)
-        pairs = folder_rules.pair_folders(src_folders, dst_folders, folder_rules.rules_from(config, options))
-        existing = {f.name for f in dst_folders if f.selectable}
+        src_side, dst_side = list_both(planner)
+        pairs = pair_both(config, options, src_side, dst_side)
+        existing = {f.name for f in dst_side.folders if f.selectable}
         for index, pair in enumerate(pairs, 1):
             reporter.status(f"checking {index}/{len(pairs)} {pair.src}")
             found = planner.call(

@@ -14,6 +14,7 @@ from fastsync.imap.session import Session
 from fastsync.model import FolderStatus
 from fastsync.options import Options
 from fastsync.results import AccountInfo, FolderInfo, Listing, Reporter
+from fastsync.survey import namespace_of
 
 
 def run(config: Config, options: Options, reporter: Reporter) -> Listing:
@@ -23,7 +24,8 @@ def run(config: Config, options: Options, reporter: Reporter) -> Listing:
             infos.append(describe(session, reporter))
     src, dst = infos
     pairs = folder_rules.pair_folders(
-        [i.folder for i in src.folders], [i.folder for i in dst.folders], folder_rules.rules_from(config, options)
+        [i.folder for i in src.folders], [i.folder for i in dst.folders], folder_rules.rules_from(config, options),
+        src.namespace, dst.namespace,
     )
     return Listing(src, dst, tuple(pairs))
 
@@ -49,7 +51,9 @@ def describe(session: Session, reporter: Reporter) -> AccountInfo:
         except FolderError as exc:
             infos.append(FolderInfo(folder, None, exc.message))
     reporter.clear_status()
+    namespace = namespace_of(session, folders)
     account = session.account
     return AccountInfo(
-        account.side, account.label, account.server, account.user, tuple(sorted(session.capabilities)), tuple(infos)
+        account.side, account.label, account.server, account.user, tuple(sorted(session.capabilities)), tuple(infos),
+        namespace,
     )

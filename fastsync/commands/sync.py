@@ -24,9 +24,9 @@ from fastsync.imap.session import Session
 from fastsync.limits import Limits, workers_allowed
 from fastsync.model import FolderPair, FolderStatus, WorkUnit
 from fastsync.options import Options
-from fastsync.results import FolderRow, Reporter, Summary
+from fastsync.results import FolderRow, RefusedFolder, Reporter, Summary
 from fastsync.state import StateCache
-from fastsync.survey import FolderPlan, Planner, Statuses, flags_to_update, list_both, plan_folders
+from fastsync.survey import FolderPlan, Planner, Statuses, flags_to_update, list_both, pair_both, plan_folders
 
 FlagChanges = dict[str, dict[tuple[str, ...], list[int]]]
 
@@ -74,10 +74,16 @@ class _Run:
         reporter.status("listing folders")
         # The statuses are read before planning: whatever changes later shows up as a
         # difference next time (see _remember).
-        (src_folders, src_before), (dst_folders, dst_before) = list_both(self.planner)
-        before = (src_before, dst_before)
-        pairs = folder_rules.pair_folders(src_folders, dst_folders, folder_rules.rules_from(self.config, options))
-        existing = {f.name for f in dst_folders if f.selectable}
+        src_side, dst_side = list_both(self.planner)
+        for account, side in ((self.config.src, src_side), (self.config.dst, dst_side)):
+            how = "" if side.namespace.announced else " (inferred: no NAMESPACE)"
+            reporter.detail(
+                f"{account.label} ({account.server}): namespace prefix {side.namespace.prefix!r}, "
+                f"delimiter {side.namespace.delimiter!r}{how}"
+            )
+        before = (src_side.statuses, dst_side.statuses)
+        pairs = pair_both(self.config, options, src_side, dst_side)
+        existing = {f.name for f in dst_side.folders if f.selectable}
         plans = plan_folders(
             self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags
         )
@@ -90,7 +96,7 @@ class _Run:
         reporter.plan(summary.rows)
         for notice in providers.notices(self.config.src, self.config.dst):
             reporter.warn(notice)
-        missing_folders = folder_rules.folders_to_create(pairs, existing, folder_rules.dst_delimiter(dst_folders))
+        missing_folders = folder_rules.folders_to_create(pairs, existing, dst_side.namespace.delimiter)
         if options.dry_run:
             reporter.info("Dry run: nothing was written.")
         elif summary.planned or missing_folders or summary.flags_planned:
@@ -129,29 +135,42 @@ class _Run:
     ) -> None:
         reporter, summary = self.reporter, self.summary
         # Every mapped folder is created, empty ones too: the destination mirrors the tree.
+        refused: dict[str, str] = {}
         if missing_folders:
             reporter.detail(f"creating folders {', '.join(map(repr, missing_folders))}")
+            refused = self.planner.call("creating folders", lambda _src, dst: dst.create_folders(missing_folders))
             for name in missing_folders:
-                event("folder created", side="dst", folder=name)
-            for error in self.planner.call("creating folders", lambda _src, dst: dst.create_folders(missing_folders)):
-                summary.errors.append(error)
+                if name in refused:
+                    event("folder refused", side="dst", folder=name, level=logging.ERROR, reason=refused[name])
+                else:
+                    event("folder created", side="dst", folder=name)
+        plans = self.leave_out(plans, refused) if refused else plans
         copy_started = time.monotonic()
-        reporter.start_copy(summary.planned, summary.planned_bytes)
+        reporter.start_copy(sum(len(p.todo) for p in plans), sum(p.todo_bytes for p in plans))
         try:
             replan = self.copy(plans)
             if replan:
                 # A folder whose UIDVALIDITY changed is planned again, once: its old UIDs
                 # name nothing now (RFC 3501 section 2.3.1.1).
                 reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
-                again = plan_folders(
-                    self.planner, [p for p in pairs if p.src in replan], existing | set(missing_folders), reporter
-                )
+                created = existing | (set(missing_folders) - set(refused))
+                again = plan_folders(self.planner, [p for p in pairs if p.src in replan], created, reporter)
                 summary.planned += sum(len(p.todo) for p in again)
                 summary.incomplete.update(replan)
                 self.copy(again)
         finally:
             reporter.stop_copy()
         summary.copy_s = time.monotonic() - copy_started
+
+    def leave_out(self, plans: Sequence[FolderPlan], refused: dict[str, str]) -> list[FolderPlan]:
+        """The plans still to copy once the destination refused to create *refused*: each
+        refused folder is reported once, with the messages it leaves out, not per message."""
+        for name, reason in refused.items():
+            left = [p for p in plans if p.pair.dst == name]
+            self.summary.incomplete.update(p.pair.src for p in left)
+            messages = sum(len(p.todo) for p in left)
+            self.summary.folders_refused.append(RefusedFolder(name, reason, messages))
+        return [p for p in plans if p.pair.dst not in refused]
 
     def copy(self, plans: Sequence[FolderPlan]) -> set[str]:
         units: list[WorkUnit] = []

@@ -29,7 +29,7 @@ from fastsync.errors import ConnectionLost, FolderError, MalformedResponse
 from fastsync.imap import replies, transport
 from fastsync.imap.transport import Client, Meter, text_of
 from fastsync.limits import Limits
-from fastsync.model import Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState
+from fastsync.model import Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState, Namespace
 
 Identity = Callable[[bytes, int], tuple[str, bool]]
 
@@ -184,18 +184,33 @@ class Session:
             rows = self._client.list_folders()
         return [_folder(row) for row in rows]
 
-    def _status_items(self) -> list[str]:
-        items = ["MESSAGES", "UIDVALIDITY", "UIDNEXT"]
-        if "STATUS=SIZE" in self.capabilities:
-            items.append("SIZE")
-        if "CONDSTORE" in self.capabilities:
-            items.append("HIGHESTMODSEQ")
-        return items
+    def namespace(self) -> Namespace | None:
+        """The personal namespace as NAMESPACE (RFC 2342) reports it: the first personal
+        prefix and its delimiter.  None when the server does not announce NAMESPACE or
+        refuses it: the caller infers it from the folder list (`folders.infer_namespace`)."""
+        if "NAMESPACE" not in self.capabilities:
+            return None
+        try:
+            with self._guard():
+                reply = self._client.namespace()
+        except imap_exc.IMAPClientError:
+            return None
+        personal = reply.personal or ()
+        if not personal:
+            return None
+        prefix, delimiter = personal[0]
+        return Namespace(text_of(prefix), text_of(delimiter or ""))
+
+    def root_delimiter(self) -> str:
+        """The hierarchy delimiter from ``LIST "" ""`` (RFC 3501 section 6.3.8), '' if none."""
+        with self._guard():
+            rows = self._client.list_folders("", "")
+        return next((text_of(delimiter) for _flags, delimiter, _name in rows if delimiter), "")
 
     def status(self, folder: str) -> FolderStatus:
         try:
             with self._guard():
-                reply = self._client.folder_status(folder, self._status_items())
+                reply = self._client.folder_status(folder, _status_items(self.capabilities))
         except imap_exc.IMAPClientError as exc:
             raise FolderError(f"{self.where}: folder {folder!r}: STATUS refused: {text_of(exc)}") from None
         return _folder_status(reply)
@@ -219,7 +234,7 @@ class Session:
             leave = self._send_unselect()
             # With RETURN options, special-use attributes come only when asked for (RFC 6154 section 5.1).
             special = "SPECIAL-USE " if "SPECIAL-USE" in self.capabilities else ""
-            returns = f"({special}STATUS (" + " ".join(self._status_items()) + "))"
+            returns = f"({special}STATUS (" + " ".join(_status_items(self.capabilities)) + "))"
             tag = imap._command("LIST", '""', '"*"', "RETURN", returns)
             if leave is not None:
                 imap._command_complete(*leave)
@@ -230,17 +245,7 @@ class Session:
             _typ, rows = imap._untagged_response(typ, data, "LIST")
             _typ, status_replies = imap._untagged_response(typ, data, "STATUS")
             folders = [_folder(row) for row in self._client._proc_folder_list(rows)]
-        statuses = {}
-        for reply in status_replies:
-            if reply is None:
-                continue
-            try:
-                name, values = parse_response([reply] if isinstance(reply, bytes) else list(reply))
-            except imap_exc.ProtocolError:
-                continue
-            if isinstance(name, bytes | str):
-                statuses[decode_utf7(name)] = _folder_status(dict(zip(values[::2], values[1::2], strict=False)))
-        return folders, statuses
+        return folders, _statuses(status_replies)
 
     def unselect(self) -> None:
         """Leave the selected folder without expunging (RFC 3691 UNSELECT; CLOSE after EXAMINE)."""
@@ -289,18 +294,19 @@ class Session:
             raise FolderError(f"{self.where}: cannot create folder {folder!r}: {text}") from None
         return True
 
-    def create_folders(self, names: Sequence[str]) -> list[str]:
-        """Create folders, pipelined, in the given order (parents first); returns errors.
+    def create_folders(self, names: Sequence[str]) -> dict[str, str]:
+        """Create folders, pipelined, in the given order (parents first).
 
-        A folder that already exists is not an error.
+        Returns the folders the server refused, each with its reply text; a folder that
+        already exists is not refused.
         """
         with self._guard():
             results = self._pipelined("CREATE", [("CREATE", transport.quoted_folder(self._client, n)) for n in names])
-        return [
-            f"{self.where}: cannot create folder {name!r}: {text}"
+        return {
+            name: text
             for name, (typ, text) in zip(names, results, strict=True)
             if typ != "OK" and not replies.already_exists(text)
-        ]
+        }
 
     # -- reading messages --------------------------------------------------------------
 
@@ -636,6 +642,31 @@ def _batches(count: int) -> Iterator[str]:
     """Sequence sets covering messages 1..count, `IDENTITY_BATCH` at a time."""
     for start in range(1, count + 1, IDENTITY_BATCH):
         yield f"{start}:{min(count, start + IDENTITY_BATCH - 1)}"
+
+
+def _status_items(capabilities: frozenset[str]) -> list[str]:
+    """What STATUS asks for: sizes (RFC 8438) and HIGHESTMODSEQ (RFC 7162) where announced."""
+    items = ["MESSAGES", "UIDVALIDITY", "UIDNEXT"]
+    if "STATUS=SIZE" in capabilities:
+        items.append("SIZE")
+    if "CONDSTORE" in capabilities:
+        items.append("HIGHESTMODSEQ")
+    return items
+
+
+def _statuses(replies: Sequence[Any]) -> dict[str, FolderStatus]:
+    """Folder name -> status from the untagged STATUS replies of a LIST-STATUS (RFC 5819)."""
+    statuses = {}
+    for reply in replies:
+        if reply is None:
+            continue
+        try:
+            name, values = parse_response([reply] if isinstance(reply, bytes) else list(reply))
+        except imap_exc.ProtocolError:
+            continue
+        if isinstance(name, bytes | str):
+            statuses[decode_utf7(name)] = _folder_status(dict(zip(values[::2], values[1::2], strict=False)))
+    return statuses
 
 
 def _selected_status(reply: Mapping[bytes, Any]) -> FolderStatus:
