@@ -127,6 +127,12 @@ class Dovecot:
     ``"active": true`` and ``"username"`` equal to the login name.  Password logins keep
     working for every user: the passwd-file passdb stays first and serves only the
     password mechanisms.
+
+    ``namespace_prefix="INBOX."`` (with ``separator="."``) puts every personal folder
+    under INBOX, as Courier and Cyrus do (RFC 2342): "Sent" is then "INBOX.Sent", and
+    the special-use declarations below apply to the names under the prefix.
+    ``validate_fs_names=False`` lets the server hold names that Dovecot's default
+    refuses (a component starting with "~"), to give another server one to refuse.
     """
 
     host = "127.0.0.1"
@@ -144,9 +150,18 @@ class Dovecot:
         oauth2_introspection_url: str | None = None,
         quota_storage: str | None = None,
         quota_max_mail_size: str | None = None,
+        namespace_prefix: str = "",
+        validate_fs_names: bool = True,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError(f"separator must be '/' or '.', not {separator!r}")
+        # RFC 2342 personal namespace prefix, the Courier/Cyrus style "INBOX." with "." as
+        # separator: every folder but INBOX is then named "INBOX.<name>".  Other prefixes
+        # are not needed by the tests, so they are refused rather than half supported.
+        if namespace_prefix not in ("", "INBOX."):
+            raise ValueError(f"namespace_prefix must be '' or 'INBOX.', not {namespace_prefix!r}")
+        if namespace_prefix and separator != ".":
+            raise ValueError(f"namespace_prefix {namespace_prefix!r} needs separator '.', not {separator!r}")
         if mail_format not in ("sdbox", "mdbox", "maildir"):
             raise ValueError(f"mail_format must be 'sdbox', 'mdbox' or 'maildir', not {mail_format!r}")
         for name in users:
@@ -163,6 +178,11 @@ class Dovecot:
         # (e.g. "500K": APPEND fails with [OVERQUOTA]) and a largest message (e.g. "100k").
         self.quota_storage = quota_storage
         self.quota_max_mail_size = quota_max_mail_size
+        self.namespace_prefix = namespace_prefix
+        # Dovecot refuses folder names that are awkward as file names (starting with "~",
+        # a "." or ".." component); with False (mail_location's NO-FS-VALIDATION) it
+        # accepts them, so a source can hold a folder that a default destination refuses.
+        self.validate_fs_names = validate_fs_names
         self.port = 0
         self.tls_port: int | None = None
         self.ca_file: Path | None = None
@@ -478,6 +498,8 @@ class Dovecot:
             f"  mailbox \"{name}\" {{\n    special_use = {flag}\n    auto = no\n  }}\n"
             for name, flag in _SPECIAL_USE.items()
         )
+        if not self.validate_fs_names:
+            mail_location += ":NO-FS-VALIDATION"
         if self.starttls:
             assert self.ca_file is not None
             tls = (
@@ -526,11 +548,12 @@ mailbox_list_index = yes
 {self._quota_config()}{format_tuning}mail_max_userip_connections = {self.max_userip_connections}
 {capability}
 # RFC 6154 SPECIAL-USE: the roles are declared here but auto = no, so the folders exist
-# only once created; a test that creates "Sent" then sees it flagged \\Sent.
+# only once created; a test that creates "Sent" then sees it flagged \\Sent.  The names
+# are relative to the namespace prefix: with prefix "INBOX." the folder is "INBOX.Sent".
 namespace inbox {{
   inbox = yes
   separator = {self.separator}
-  prefix =
+  prefix = {self.namespace_prefix}
 {mailboxes}}}
 
 {tls}

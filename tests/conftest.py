@@ -1,7 +1,10 @@
 """Pytest fixtures: private Dovecot servers, throwaway accounts and fastsync config files.
 
-Two session-wide servers run for the whole test session: ``dovecot`` (hierarchy
-separator "/") and ``dovecot_dot`` (separator ".").  Tests never share mail: the
+Session-wide servers, each started by the first test that asks for it and kept for
+the rest of the session: ``dovecot`` (hierarchy separator "/"), ``dovecot_dot``
+(separator "."), ``dovecot_prefixed`` (separator "." and every personal folder under
+the namespace prefix "INBOX.", RFC 2342) and ``dovecot_lax`` (separator "/", accepts
+folder names that the others refuse, such as "~x").  Tests never share mail: the
 ``accounts`` fixture hands out users that no other test has used.
 
 Every test that needs a running Dovecot carries the ``dovecot`` marker: added below to
@@ -83,8 +86,10 @@ class _Pool:
         return Account(self.server, user, self.server.users[user])
 
 
-def _server(tmp_path_factory: pytest.TempPathFactory, name: str, separator: str) -> Iterator[Dovecot]:
-    server = Dovecot(tmp_path_factory.mktemp(name), dict(STATIC_USERS), separator=separator)
+def _server(
+    tmp_path_factory: pytest.TempPathFactory, name: str, separator: str, **options: Any
+) -> Iterator[Dovecot]:
+    server = Dovecot(tmp_path_factory.mktemp(name), dict(STATIC_USERS), separator=separator, **options)
     # Provision the first batch of throwaway users before starting: no reload wait.
     server.add_users({f"u{next(_counter)}": f"pw-{n}" for n in range(_POOL_BATCH)})
     server.start()
@@ -104,6 +109,18 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
 def dovecot_dot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
     """A Dovecot with hierarchy separator "." for the whole session."""
     yield from _server(tmp_path_factory, "dovecot-dot", ".")
+
+
+@pytest.fixture(scope="session")
+def dovecot_prefixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    """A Dovecot whose personal namespace has prefix "INBOX." and separator ".": "INBOX.Sent"."""
+    yield from _server(tmp_path_factory, "dovecot-prefixed", ".", namespace_prefix="INBOX.")
+
+
+@pytest.fixture(scope="session")
+def dovecot_lax(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    """A Dovecot with separator "/" that accepts names the others refuse to create ("~x")."""
+    yield from _server(tmp_path_factory, "dovecot-lax", "/", validate_fs_names=False)
 
 
 _pools: dict[int, _Pool] = {}
@@ -201,7 +218,9 @@ def config_for(tmp_path: Path) -> ConfigFor:
 
 # Fixtures that start a server or hand out accounts on one (config_for takes such accounts).
 # `server` (test_harness.py) and `oauth` (test_security.py) start or fetch servers of their own.
-SERVER_FIXTURES = frozenset({"dovecot", "dovecot_dot", "accounts", "config_for", "server", "oauth"})
+SERVER_FIXTURES = frozenset(
+    {"dovecot", "dovecot_dot", "dovecot_prefixed", "dovecot_lax", "accounts", "config_for", "server", "oauth"}
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects by marker

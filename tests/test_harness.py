@@ -10,6 +10,7 @@ import socket
 import ssl
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import imapclient
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from conftest import STATIC_USERS, AccountFactory, write_config
 from helpers import wait_for
-from imapclient.exceptions import LoginError
+from imapclient.exceptions import IMAPClientError, LoginError
 
 from bench.corpus import PROFILES, Message, folders_of, generate, seed_account
 from bench.dovecot import Dovecot, DovecotError, _group_alive
@@ -103,6 +104,76 @@ def test_special_use_declared_but_not_created(server: Dovecot, accounts: Account
         assert not {b"\\Sent", b"\\Trash", b"\\Junk", b"\\Drafts"} & set(roles["Other"])
     finally:
         client.logout()
+
+
+def test_prefixed_namespace(dovecot_prefixed: Dovecot, accounts: AccountFactory) -> None:
+    [account] = accounts(1, server=dovecot_prefixed)
+    client = account.client()
+    try:
+        assert client.namespace().personal == (("INBOX.", "."),)
+        # Outside the prefix there is nothing: the NO names the prefix (no response code).
+        with pytest.raises(IMAPClientError, match=r"nonexistent namespace. \(Mailbox name should probably be "
+                                                  r"prefixed with: INBOX.\)"):
+            client.create_folder("Sent")
+        with pytest.raises(IMAPClientError, match=r"\[CANNOT\] Character not allowed in mailbox name: '/'"):
+            client.create_folder("INBOX.x/y")
+        names = ["INBOX.Sent", "INBOX.Sent Items", "INBOX.Trash", "INBOX.Archive", "INBOX.Archive.2020", "INBOX.Café"]
+        for name in names:
+            client.create_folder(name)
+        listed = {name: (delim, set(flags)) for flags, delim, name in client.list_folders()}
+        assert set(listed) == {"INBOX", *names}
+        assert all(delim == b"." for delim, _ in listed.values())
+        # The special-use declarations name folders relative to the prefix.
+        roles = {name: flags & {b"\\Sent", b"\\Trash"} for name, (_d, flags) in listed.items()}
+        assert roles == {
+            "INBOX": set(), "INBOX.Sent": {b"\\Sent"}, "INBOX.Sent Items": {b"\\Sent"}, "INBOX.Trash": {b"\\Trash"},
+            "INBOX.Archive": set(), "INBOX.Archive.2020": set(), "INBOX.Café": set(),
+        }
+    finally:
+        client.logout()
+
+
+def test_seed_on_a_prefixed_server(dovecot_prefixed: Dovecot, accounts: AccountFactory) -> None:
+    [account] = accounts(1, server=dovecot_prefixed)
+    when = datetime(2020, 1, 1, tzinfo=UTC)
+    # Message.folder is "/"-separated and written with the prefix: "INBOX/Archive/2020".
+    account.seed([Message("INBOX/Archive/2020", b"Subject: a\r\n\r\na\r\n", ("\\Seen",), when),
+                  Message("INBOX/Sent", b"Subject: b\r\n\r\nb\r\n", (), when),
+                  Message("INBOX", b"Subject: c\r\n\r\nc\r\n", (), when)])
+    client = account.client()
+    try:
+        counts = {name: client.folder_status(name, [b"MESSAGES"])[b"MESSAGES"] for _f, _d, name in client.list_folders()}
+        assert counts == {"INBOX": 1, "INBOX.Archive": 0, "INBOX.Archive.2020": 1, "INBOX.Sent": 1}
+    finally:
+        client.logout()
+
+
+def test_lax_server_holds_a_name_the_others_refuse(
+    dovecot: Dovecot, dovecot_lax: Dovecot, accounts: AccountFactory
+) -> None:
+    [strict] = accounts(1, server=dovecot)
+    [lax] = accounts(1, server=dovecot_lax)
+    client = strict.client()
+    try:
+        with pytest.raises(IMAPClientError, match=r"\[CANNOT\] Invalid mailbox name: Begins with '~'"):
+            client.create_folder("~tilde")
+    finally:
+        client.logout()
+    client = lax.client()
+    try:
+        client.create_folder("~tilde")
+        client.append("~tilde", b"Subject: x\r\n\r\nx\r\n")
+        assert client.folder_status("~tilde", [b"MESSAGES"])[b"MESSAGES"] == 1
+    finally:
+        client.logout()
+
+
+@pytest.mark.parametrize(
+    ("separator", "prefix"), [("/", "INBOX."), (".", "INBOX/"), (".", "Mail."), ("/", "INBOX/")]
+)
+def test_namespace_prefix_is_inbox_dot_with_dot_only(tmp_path: Path, separator: str, prefix: str) -> None:
+    with pytest.raises(ValueError, match="namespace_prefix"):
+        Dovecot(tmp_path, {}, separator=separator, namespace_prefix=prefix)
 
 
 def test_status_size(dovecot: Dovecot, accounts: AccountFactory) -> None:
