@@ -193,8 +193,9 @@ def rules_from(config: Config, options: Options) -> list[Rule]:
     """The mapping rules of a run: ``-s/-d`` when given (they override ``map``), else ``map``."""
     if options.src_folder or options.dst_folder:
         src = options.src_folder or options.dst_folder or ""
-        dst = options.dst_folder or src
-        return [Rule(src, dst, "command line")]
+        # Without -d, the same name on the destination: filled in by resolve_rules, which
+        # knows both namespaces.
+        return [Rule(src, options.dst_folder or "", "command line")]
     return [Rule(m.src, m.dst, "map") for m in config.map]
 
 
@@ -206,7 +207,8 @@ def resolve_rules(
 
     A source name is taken as written when a folder has it, else with the source's prefix;
     one that names no folder either way is a usage error.  A destination name gets the
-    destination's prefix unless it has it already or is INBOX (or below it).
+    destination's prefix unless it has it already or is INBOX (or below it); an empty one
+    (``-s`` without ``-d``) is the source folder's own name on the destination.
     """
     resolved = []
     for rule in rules:
@@ -217,6 +219,11 @@ def resolve_rules(
             raise UsageError(
                 f"source folder {rule.src!r} ({rule.reason}) does not exist; `fastsync show` lists the folders"
             )
+        if not rule.dst:
+            delimiter = next((f.delimiter for f in src_folders if same_name(f.name, src)), src_ns.delimiter)
+            dst = absolute_name(relative_parts(Folder(src, delimiter), src_ns), dst_ns)
+            resolved.append(Rule(src, dst, rule.reason))
+            continue
         dst = rule.dst
         inbox_child = is_inbox(split(dst, dst_ns.delimiter)[0])
         if dst_ns.prefix and not inbox_child and not _has_prefix(dst, dst_ns.prefix):

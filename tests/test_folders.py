@@ -159,6 +159,11 @@ def test_special_use_pairs_across_prefixes() -> None:
         (Rule("Archive", "Old"), SLASH, PREFIXED, Rule("Archive", "INBOX.Old", "map 'Archive' -> 'Old'")),
         (Rule("Archive", "INBOX.Old"), SLASH, PREFIXED, Rule("Archive", "INBOX.Old", "map")),
         (Rule("INBOX", "INBOX"), PREFIXED, PREFIXED, Rule("INBOX", "INBOX", "map")),
+        # -s without -d: the source folder's own name, as the destination spells it.
+        (Rule("Archive", "", "command line"), PREFIXED, SLASH, Rule("INBOX.Archive", "Archive", "command line")),
+        (Rule("INBOX.Archive.2020", "", "command line"), PREFIXED, SLASH,
+         Rule("INBOX.Archive.2020", "Archive/2020", "command line")),
+        (Rule("Archive", "", "command line"), SLASH, PREFIXED, Rule("Archive", "INBOX.Archive", "command line")),
     ],
 )
 def test_rules_accept_names_with_or_without_the_prefix(

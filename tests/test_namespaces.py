@@ -238,8 +238,8 @@ def test_show_prints_both_namespaces(
     result = run_cli("show", "-c", config, "--json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["src"]["namespace"] == NAMESPACES[case.src_server]
-    assert doc["dst"]["namespace"] == NAMESPACES[case.dst_server]
+    assert doc["src"]["namespace"] == {**NAMESPACES[case.src_server], "announced": True}
+    assert doc["dst"]["namespace"] == {**NAMESPACES[case.dst_server], "announced": True}
 
 
 # --------------------------------------------------------------------------- map and -s/-d, either form
