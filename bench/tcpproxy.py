@@ -6,6 +6,18 @@ at once (for connection caps).  Given a `Fault` for a connection (by its number,
 it breaks that connection the way networks and servers do: closes it after so many bytes,
 resets it, stalls it, refuses it, or swallows the server's answer to an APPEND (so the
 message lands but the client never learns it).
+
+Two opt-in extras, both off by default (the proxy then relays bytes untouched and keeps
+none of them):
+
+* ``record=True`` keeps every byte relayed, per connection: ``proxy.recordings[n]`` is
+  connection *n*'s `Recording`, with ``client_bytes`` (client to server) and
+  ``server_bytes`` (server to client) as bytearrays, for tests that read the commands a
+  client sent.  Memory grows with the traffic: for small transfers only.
+* ``replace_down=(old, new)`` rewrites every *old* the server sends into *new* before the
+  client sees it, to imitate another server's formatting (e.g. a space-padded date).  It
+  also matches across chunks; *old* and *new* of equal length keep literal counts true,
+  and *old* must not occur inside message bodies.
 """
 
 from __future__ import annotations
@@ -30,6 +42,14 @@ class Fault:
     stall_after_down: int = 0
     stall_s: float = 0.0
     lose_append_reply: bool = False
+
+
+@dataclass
+class Recording:
+    """The bytes one connection carried, when the proxy records (``record=True``)."""
+
+    client_bytes: bytearray = field(default_factory=bytearray)
+    server_bytes: bytearray = field(default_factory=bytearray)
 
 
 @dataclass
@@ -70,9 +90,17 @@ class CountingProxy:
         target_port: int,
         target_host: str = "127.0.0.1",
         faults: Callable[[int], Fault | None] | None = None,
+        *,
+        record: bool = False,
+        replace_down: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.target = (target_host, target_port)
         self.faults = faults or (lambda _n: None)
+        self.record = record
+        self.recordings: list[Recording] = []
+        if replace_down is not None and not replace_down[0]:
+            raise ValueError("replace_down needs a non-empty string to replace")
+        self.replace_down = replace_down
         self.accepted = 0
         self.faults_done = 0
         self.traffic = Traffic()
@@ -105,11 +133,16 @@ class CountingProxy:
                 return
             fault = self.faults(self.accepted) or Fault()
             self.accepted += 1
+            recording = Recording() if self.record else None
+            if recording is not None:
+                self.recordings.append(recording)
             if fault.refuse or fault.greeting:
                 # A refused connection, or a server that greets and hangs up at once
                 # (Gmail's "* BYE [UNAVAILABLE] Too many simultaneous connections").
                 self.faults_done += 1
                 if fault.greeting:
+                    if recording is not None:
+                        recording.server_bytes += fault.greeting
                     client.sendall(fault.greeting)
                 client.close()
                 continue
@@ -122,7 +155,7 @@ class CountingProxy:
             with self._lock:
                 self.open_connections += 1
                 self.peak_connections = max(self.peak_connections, self.open_connections)
-            link = _Link(client, server, fault)
+            link = _Link(client, server, fault, recording)
             for upstream in (True, False):
                 threading.Thread(target=self._relay, args=(link, upstream), daemon=True).start()
 
@@ -131,12 +164,25 @@ class CountingProxy:
         log = self.traffic.to_server if upstream else self.traffic.to_client
         fault = link.fault
         limit = fault.close_after_up if upstream else fault.close_after_down
+        kept = None
+        if link.recording is not None:
+            kept = link.recording.client_bytes if upstream else link.recording.server_bytes
+        replace = None if upstream else self.replace_down
+        held = b""
         relayed = 0
         try:
             while not link.done.is_set():
                 data = src.recv(65536)
                 if not data:
+                    if held:
+                        if kept is not None:
+                            kept += held
+                        dst.sendall(held)
                     break
+                if replace is not None:
+                    data, held = _replace(held + data, *replace)
+                    if not data:
+                        continue
                 if upstream and fault.lose_append_reply and b" APPEND " in data:
                     link.append_sent = True
                 if not upstream and link.append_sent and b" OK " in data:
@@ -144,6 +190,8 @@ class CountingProxy:
                     self._break(link)
                     return
                 if limit and relayed + len(data) >= limit:
+                    if kept is not None:
+                        kept += data[: max(0, limit - relayed)]
                     dst.sendall(data[: max(0, limit - relayed)])
                     self._break(link)
                     return
@@ -154,6 +202,8 @@ class CountingProxy:
                 relayed += len(data)
                 with self._lock:
                     log.append((time.monotonic(), len(data)))
+                if kept is not None:
+                    kept += data
                 dst.sendall(data)
         except OSError:
             pass
@@ -184,10 +234,21 @@ class CountingProxy:
             sock.close()
 
 
+def _replace(data: bytes, old: bytes, new: bytes) -> tuple[bytes, bytes]:
+    """(*data* with *old* replaced by *new*, the tail held back because it may begin an *old*
+    that the next chunk completes)."""
+    data = data.replace(old, new)
+    for keep in range(min(len(old) - 1, len(data)), 0, -1):
+        if old.startswith(data[-keep:]):
+            return data[:-keep], data[-keep:]
+    return data, b""
+
+
 @dataclass
 class _Link:
     client: socket.socket
     server: socket.socket
     fault: Fault
+    recording: Recording | None = None
     append_sent: bool = False
     done: threading.Event = field(default_factory=threading.Event)

@@ -193,6 +193,12 @@ def _diff(pair: FolderPair, src: FolderScan | None, dst: FolderScan | None) -> F
         return FolderPlan(pair, 0, 0, note="not synced", error=error)
     dst_refs = dst.refs if dst is not None and dst.status is not None else []
     dst_uidnext = dst.status.uidnext if dst is not None and dst.status is not None else 1
+    if dst_uidnext == 0:
+        # EXAMINE said no UIDNEXT (RFC 3501 section 6.3.1 requires it, some servers give it
+        # only to STATUS).  Every message the survey saw has a lower UID, so one past the
+        # highest still marks where this run's copies begin; 0 would count every message
+        # already there as one of ours when a unit is retried.
+        dst_uidnext = max((r.uid for r in dst_refs), default=0) + 1
     todo = plan.missing(src.refs, [r.identity for r in dst_refs])
     notes = [pair.reason] if pair.reason.startswith("special-use") else []
     if dst is None:
