@@ -69,7 +69,7 @@ COMMANDS = {
         "compare source and destination without copying; exit 1 when they differ",
         ("For every folder pair sync would use, compare the two sides: message counts, messages missing on "
          "the destination or extra on it (matched by Message-Id, as sync matches them), and flags or internal "
-         "dates that differ; with --bodies, the content too. Read-only on both sides (EXAMINE, BODY.PEEK). "
+         "dates that differ; with --bodies, the content too. Changes nothing on either side (BODY.PEEK). "
          "Run it before switching MX records."),
     ),
 }

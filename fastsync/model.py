@@ -51,13 +51,16 @@ SPECIAL_USE = {
 @dataclass(frozen=True)
 class FolderStatus:
     """What STATUS/EXAMINE tell about a folder; ``size_bytes`` is -1 when unknown,
-    ``highestmodseq`` 0 when the server has no CONDSTORE (RFC 7162)."""
+    ``highestmodseq`` 0 when the server has no CONDSTORE (RFC 7162).  ``permanent_flags``
+    is what SELECT reported as PERMANENTFLAGS (RFC 3501 section 7.1; ``\\*``: any keyword),
+    None when not reported."""
 
     messages: int
     size_bytes: int
     uidvalidity: int
     uidnext: int
     highestmodseq: int = 0
+    permanent_flags: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

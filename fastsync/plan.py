@@ -159,6 +159,24 @@ def settable_flags(flags: Iterable[str]) -> tuple[str, ...]:
     return tuple(f for f in flags if f.lower() != "\\recent")
 
 
+def keepable_flags(flags: Iterable[str], permanent: Sequence[str] | None) -> tuple[str, ...]:
+    """The `settable_flags` a folder keeps, given its PERMANENTFLAGS (RFC 3501 section 7.1):
+    all when it has ``\\*`` (any keyword) or did not say, else those it lists.  A server
+    drops the others silently on APPEND and STORE, so comparing them would report the
+    same messages on every run."""
+    settable = settable_flags(flags)
+    if permanent is None or "\\*" in permanent:
+        return settable
+    allowed = {p.lower() for p in permanent}
+    return tuple(f for f in settable if f.lower() in allowed)
+
+
+def unkept_flags(messages: Iterable[MessageState], permanent: Sequence[str] | None) -> list[str]:
+    """The flags of *messages* that a folder with PERMANENTFLAGS *permanent* cannot keep."""
+    wanted = {f for m in messages for f in settable_flags(m.flags)}
+    return sorted(wanted - set(keepable_flags(wanted, permanent)))
+
+
 def comparable_flags(flags: Iterable[str]) -> frozenset[str]:
     """Flags as the two sides' copies are compared: `settable_flags`, case-insensitively,
     as RFC 3501 treats system flags and servers (Dovecot, Gmail) treat keywords."""
@@ -170,13 +188,22 @@ def flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(settable_flags(flags)))
 
 
-def flag_changes(matched: Iterable[tuple[MessageState, MessageState]]) -> dict[tuple[str, ...], list[int]]:
-    """Destination UIDs whose flags differ from their source copy, grouped by the source's
-    flag set so that one STORE sets each set."""
+def flags_differ(src: MessageState, dst: MessageState, permanent: Sequence[str] | None = None) -> bool:
+    """Whether two copies' flags differ, among those the destination folder can keep."""
+    return comparable_flags(keepable_flags(src.flags, permanent)) != comparable_flags(
+        keepable_flags(dst.flags, permanent)
+    )
+
+
+def flag_changes(
+    matched: Iterable[tuple[MessageState, MessageState]], permanent: Sequence[str] | None = None
+) -> dict[tuple[str, ...], list[int]]:
+    """Destination UIDs whose flags differ from their source copy (among those the folder
+    can keep), grouped by the source's flag set so that one STORE sets each set."""
     changes: dict[tuple[str, ...], list[int]] = {}
     for src, dst in matched:
-        if comparable_flags(src.flags) != comparable_flags(dst.flags):
-            changes.setdefault(tuple(sorted(settable_flags(src.flags))), []).append(dst.uid)
+        if flags_differ(src, dst, permanent):
+            changes.setdefault(tuple(sorted(keepable_flags(src.flags, permanent))), []).append(dst.uid)
     return changes
 
 

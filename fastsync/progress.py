@@ -275,6 +275,11 @@ class Reporter:
         ]
         self.table("Check", ["source", "destination", "src messages", "dst messages", *kinds, "result"], rows)
         for f in s.folders:
+            if f.unkept_flags:
+                self.info(
+                    f"note: destination folder {f.pair.dst!r} cannot keep {', '.join(f.unkept_flags)} "
+                    "(PERMANENTFLAGS); not compared"
+                )
             for d in f.differences[:limit]:
                 where = f"UID {d.src_uid}" if d.src_uid is not None else f"destination UID {d.dst_uid}"
                 values = f": {d.src!r} on the source, {d.dst!r} on the destination" if d.src or d.dst else ""
@@ -428,6 +433,7 @@ def check_document(s: CheckSummary) -> dict[str, Any]:
                 "dst_messages": f.dst_messages,
                 "counts": {k: f.count(k) for k in kinds},
                 "differences": [dataclasses.asdict(d) for d in f.differences],
+                "unkept_flags": list(f.unkept_flags),
                 "error": f.error,
                 "matches": f.matches,
             }

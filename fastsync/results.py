@@ -137,6 +137,8 @@ class FolderCheck:
     dst_messages: int = 0
     differences: list[Difference] = field(default_factory=list)
     error: str = ""
+    # Flags of source messages the destination folder cannot keep (PERMANENTFLAGS): not compared.
+    unkept_flags: tuple[str, ...] = ()
 
     def count(self, kind: str) -> int:
         return sum(1 for d in self.differences if d.kind == kind)

@@ -39,6 +39,9 @@ UNCHANGED = "unchanged since the last run"
 
 Statuses = dict[str, FolderStatus]
 
+# A destination folder's PERMANENTFLAGS; None when the server did not say.
+Permanent = tuple[str, ...] | None
+
 
 @dataclass
 class FolderPlan:
@@ -224,13 +227,28 @@ def read_states(session: Session, folder: str, exists: bool = True) -> list[Mess
     return session.message_states(status.messages, plan.identity) if status.messages else []
 
 
+def read_kept_states(session: Session, folder: str, exists: bool = True) -> tuple[list[MessageState], Permanent]:
+    """`read_states` of a destination folder, with the flags it can keep.
+
+    PERMANENTFLAGS comes only with SELECT (EXAMINE reports it empty: nothing can be stored
+    in a read-only session, RFC 3501 section 6.3.2), so the folder is selected read-write;
+    nothing is stored, and leaving it expunges nothing.
+    """
+    if not exists:
+        return [], None
+    status = session.select(folder)
+    return (session.message_states(status.messages, plan.identity) if status.messages else []), status.permanent_flags
+
+
 def states_both(
     src: Session, dst: Session, pair: FolderPair, dst_exists: bool = True
-) -> tuple[list[MessageState], list[MessageState]]:
-    """`read_states` of a folder pair, both sides at once."""
-    return both(
-        functools.partial(read_states, src, pair.src), functools.partial(read_states, dst, pair.dst, dst_exists)
+) -> tuple[list[MessageState], list[MessageState], Permanent]:
+    """Both folders of a pair, at once: the source read-only, the destination with the flags
+    it can keep (`read_kept_states`)."""
+    src_states, (dst_states, permanent) = both(
+        functools.partial(read_states, src, pair.src), functools.partial(read_kept_states, dst, pair.dst, dst_exists)
     )
+    return src_states, dst_states, permanent
 
 
 def flags_to_update(
@@ -246,9 +264,17 @@ def flags_to_update(
     readable = [p for p in plans if not p.error and p.note != UNCHANGED and readable_on_dst(p.pair, existing)]
     for index, p in enumerate(readable, 1):
         reporter.status(f"comparing flags {index}/{len(readable)} {p.pair.src}")
-        src_states, dst_states = planner.call("comparing flags", functools.partial(states_both, pair=p.pair))
+        src_states, dst_states, permanent = planner.call(
+            "comparing flags", functools.partial(states_both, pair=p.pair)
+        )
+        unkept = plan.unkept_flags(src_states, permanent)
+        if unkept:
+            reporter.warn(
+                f"destination folder {p.pair.dst!r} cannot keep {', '.join(unkept)} (its PERMANENTFLAGS "
+                "lack them); those flags are neither compared nor set"
+            )
         matched = plan.match_states(src_states, dst_states).matched
-        folder_changes = plan.flag_changes(matched)
+        folder_changes = plan.flag_changes(matched, permanent)
         if folder_changes:
             changes[p.pair.dst] = folder_changes
             src_uid = {d.uid: s.uid for s, d in matched}

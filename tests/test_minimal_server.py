@@ -35,7 +35,7 @@ from helpers import Snapshot, message, run_cli, snapshot, summary_line, wait_for
 from bench.corpus import Message
 from bench.dovecot import Dovecot
 from bench.tcpproxy import CountingProxy, Recording, _replace
-from fastsync.imap.session import _selected_status
+from fastsync.imap.transport import selected_status
 from fastsync.model import FolderPair, FolderScan, FolderStatus, MessageRef
 from fastsync.survey import _diff
 
@@ -370,7 +370,7 @@ def test_replacement_across_chunks_is_held_back_until_complete() -> None:
 
 
 def test_examine_without_uidnext_or_uidvalidity_reads_as_zero() -> None:
-    status = _selected_status({b"EXISTS": 3, b"FLAGS": (), b"PERMANENTFLAGS": ()})
+    status = selected_status({b"EXISTS": 3, b"FLAGS": (), b"PERMANENTFLAGS": ()})
     assert (status.messages, status.uidvalidity, status.uidnext) == (3, 0, 0)
 
 

@@ -12,6 +12,7 @@ from fastsync.model import FolderPair, MessageRef
 from fastsync.plan import (
     comparable_flags,
     identity,
+    keepable_flags,
     match_by_identity,
     missing,
     normalise_message_id,
@@ -174,3 +175,19 @@ def test_match_by_identity_pairs_the_kth_copy_with_the_kth(
 def test_the_one_flag_rule(flags: tuple[str, ...], settable: tuple[str, ...], comparable: set[str]) -> None:
     assert settable_flags(flags) == settable
     assert comparable_flags(flags) == comparable
+
+
+@pytest.mark.parametrize(
+    ("flags", "permanent", "kept"),
+    [
+        (("\\Seen", "$Label1"), None, ("\\Seen", "$Label1")),
+        (("\\Seen", "$Label1"), ("\\Seen", "\\*"), ("\\Seen", "$Label1")),
+        (("\\Seen", "$Label1", "\\Recent"), ("\\Seen", "\\Flagged"), ("\\Seen",)),
+        (("\\seen", "$label1"), ("\\Seen", "$Label1"), ("\\seen", "$label1")),
+        (("\\Seen",), (), ()),
+    ],
+)
+def test_keepable_flags_follow_permanentflags(
+    flags: tuple[str, ...], permanent: tuple[str, ...] | None, kept: tuple[str, ...]
+) -> None:
+    assert keepable_flags(flags, permanent) == kept

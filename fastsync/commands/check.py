@@ -1,4 +1,4 @@
-"""`fastsync check`: does the destination hold what the source holds?  Read-only on both sides.
+"""`fastsync check`: does the destination hold what the source holds?  Changes nothing on either side.
 
 Command layer: `run(config, options, reporter) -> CheckSummary`.
 
@@ -10,8 +10,9 @@ pair, flags (without \\Recent) and internal dates that differ.  With ``--bodies`
 compares the sha256 of each whole message, fetched in batches bounded by bytes and
 dropped once hashed.
 
-Only LIST, STATUS, EXAMINE and FETCH with BODY.PEEK are sent (RFC 3501 sections 6.3.2
-and 6.4.5): nothing changes on either side, \\Seen included.  This is what a migration
+Only LIST, STATUS, EXAMINE (SELECT on the destination, whose PERMANENTFLAGS say which
+flags it can keep; nothing is stored) and FETCH with BODY.PEEK are sent (RFC 3501 sections
+6.3.2 and 6.4.5): nothing changes on either side, \\Seen included.  This is what a migration
 team runs before switching MX records: exit 0 when everything matches, 1 otherwise.
 """
 
@@ -39,17 +40,19 @@ def compare(
     dst: Sequence[MessageState],
     src_digests: dict[int, str] | None = None,
     dst_digests: dict[int, str] | None = None,
+    permanent: Sequence[str] | None = None,
 ) -> list[Difference]:
     """The differences between two folders' messages (pure: testable with plain values).
 
-    Internal dates are compared as instants: the same moment written with another UTC
-    offset is equal (RFC 3501 section 2.3.3 leaves the offset to the server).
+    Flags are compared among those the destination folder can keep (*permanent*, its
+    PERMANENTFLAGS).  Internal dates are compared as instants: the same moment written with
+    another UTC offset is equal (RFC 3501 section 2.3.3 leaves the offset to the server).
     """
     matching = plan.match_states(src, dst)
     out = [Difference("missing", m.identity, m.uid, None) for m in matching.missing]
     out += [Difference("extra", m.identity, None, m.uid) for m in matching.extra]
     for s, d in matching.matched:
-        if plan.comparable_flags(s.flags) != plan.comparable_flags(d.flags):
+        if plan.flags_differ(s, d, permanent):
             out.append(Difference("flags", s.identity, s.uid, d.uid, plan.flags_text(s.flags), plan.flags_text(d.flags)))
         if s.internaldate != d.internaldate:
             out.append(Difference("date", s.identity, s.uid, d.uid, _date_text(s), _date_text(d)))
@@ -108,11 +111,12 @@ def _log(found: FolderCheck) -> None:
 def _check_pair(src: Session, dst: Session, pair: FolderPair, dst_exists: bool, bodies: bool) -> FolderCheck:
     found = FolderCheck(pair)
     try:
-        src_states, dst_states = states_both(src, dst, pair, dst_exists)
+        src_states, dst_states, permanent = states_both(src, dst, pair, dst_exists)
     except FolderError as exc:
         found.error = exc.message
         return found
     found.src_messages, found.dst_messages = len(src_states), len(dst_states)
+    found.unkept_flags = tuple(plan.unkept_flags(src_states, permanent))
     src_digests = dst_digests = None
     if bodies:
         matched = plan.match_states(src_states, dst_states).matched
@@ -121,5 +125,5 @@ def _check_pair(src: Session, dst: Session, pair: FolderPair, dst_exists: bool, 
             functools.partial(src.body_digests, [(s.uid, s.size_bytes) for s, _d in matched]),
             functools.partial(dst.body_digests, [(d.uid, d.size_bytes) for _s, d in matched]),
         )
-    found.differences = compare(src_states, dst_states, src_digests, dst_digests)
+    found.differences = compare(src_states, dst_states, src_digests, dst_digests, permanent)
     return found

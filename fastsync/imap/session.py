@@ -17,11 +17,10 @@ import imaplib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 from imapclient import exceptions as imap_exc
-from imapclient.imap_utf7 import decode as decode_utf7
-from imapclient.response_parser import parse_fetch_response, parse_response
+from imapclient.response_parser import parse_fetch_response
 
 from fastsync import wire
 from fastsync.config import Account
@@ -104,6 +103,7 @@ class Session:
         self._slots = slots
         self.capabilities = frozenset(text_of(c).upper() for c in client.capabilities())
         self._selected: str | None = None
+        self._writable = False
 
     # -- connection --------------------------------------------------------------------
 
@@ -182,12 +182,11 @@ class Session:
     def list_folders(self) -> list[Folder]:
         with self._guard():
             rows = self._client.list_folders()
-        return [_folder(row) for row in rows]
+        return [transport.folder_of(row) for row in rows]
 
     def namespace(self) -> Namespace | None:
-        """The personal namespace as NAMESPACE (RFC 2342) reports it: the first personal
-        prefix and its delimiter.  None when the server does not announce NAMESPACE or
-        refuses it: the caller infers it from the folder list (`folders.infer_namespace`)."""
+        """The first personal namespace NAMESPACE (RFC 2342) reports; None without it (the
+        caller infers one from the folder list: `folders.infer_namespace`)."""
         if "NAMESPACE" not in self.capabilities:
             return None
         try:
@@ -210,10 +209,10 @@ class Session:
     def status(self, folder: str) -> FolderStatus:
         try:
             with self._guard():
-                reply = self._client.folder_status(folder, _status_items(self.capabilities))
+                reply = self._client.folder_status(folder, transport.status_items(self.capabilities))
         except imap_exc.IMAPClientError as exc:
             raise FolderError(f"{self.where}: folder {folder!r}: STATUS refused: {text_of(exc)}") from None
-        return _folder_status(reply)
+        return transport.status_of(reply)
 
     def statuses(self) -> dict[str, FolderStatus]:
         return self.folders_and_statuses()[1]
@@ -234,7 +233,7 @@ class Session:
             leave = self._send_unselect()
             # With RETURN options, special-use attributes come only when asked for (RFC 6154 section 5.1).
             special = "SPECIAL-USE " if "SPECIAL-USE" in self.capabilities else ""
-            returns = f"({special}STATUS (" + " ".join(_status_items(self.capabilities)) + "))"
+            returns = f"({special}STATUS (" + " ".join(transport.status_items(self.capabilities)) + "))"
             tag = imap._command("LIST", '""', '"*"', "RETURN", returns)
             if leave is not None:
                 imap._command_complete(*leave)
@@ -244,8 +243,8 @@ class Session:
                 raise FolderError(f"{self.where}: LIST-STATUS refused: {text_of(data)}")
             _typ, rows = imap._untagged_response(typ, data, "LIST")
             _typ, status_replies = imap._untagged_response(typ, data, "STATUS")
-            folders = [_folder(row) for row in self._client._proc_folder_list(rows)]
-        return folders, _statuses(status_replies)
+            folders = [transport.folder_of(row) for row in self._client._proc_folder_list(rows)]
+        return folders, transport.statuses_of(status_replies)
 
     def unselect(self) -> None:
         """Leave the selected folder without expunging (RFC 3691 UNSELECT; CLOSE after EXAMINE)."""
@@ -258,8 +257,11 @@ class Session:
     def _send_unselect(self) -> tuple[str, bytes] | None:
         if self._selected is None:
             return None
+        if "UNSELECT" not in self.capabilities and self._writable:
+            # RFC 3501 section 6.4.2: CLOSE after SELECT expunges every \Deleted message;
+            # after EXAMINE it removes nothing.  Reopen read-only first.
+            self._select(self._selected, readonly=True)
         self._selected = None
-        # RFC 3501 section 6.4.2: CLOSE of a folder opened with EXAMINE removes nothing.
         command = "UNSELECT" if "UNSELECT" in self.capabilities else "CLOSE"
         return command, self._client._imap._command(command)
 
@@ -268,8 +270,8 @@ class Session:
         return self._select(folder, readonly=True)
 
     def select(self, folder: str) -> FolderStatus:
-        """Select a folder read-write (RFC 3501 section 6.3.1): only ``--sync-flags`` does, on
-        the destination, to STORE flags.  Never on the source."""
+        """Select a destination folder read-write (RFC 3501 section 6.3.1): to STORE flags and
+        to learn PERMANENTFLAGS (EXAMINE reports none).  Never the source; never left by CLOSE."""
         return self._select(folder, readonly=False)
 
     def _select(self, folder: str, readonly: bool) -> FolderStatus:
@@ -280,7 +282,8 @@ class Session:
             self._selected = None
             raise FolderError(f"{self.where}: cannot open folder {folder!r}: {text_of(exc)}") from None
         self._selected = folder
-        return _selected_status(reply)
+        self._writable = not readonly
+        return transport.selected_status(reply)
 
     def create_folder(self, folder: str) -> bool:
         """Create a folder; True when it was created, False when it already existed."""
@@ -560,7 +563,7 @@ class _Survey:
             if typ != "OK":
                 self.failed.add(name)
                 return
-            self.scans[name] = FolderScan(_selected_status(reply), [])
+            self.scans[name] = FolderScan(transport.selected_status(reply), [])
             self.session._selected = name
             return
         items = imap.untagged_responses.pop("FETCH", [])
@@ -642,55 +645,3 @@ def _batches(count: int) -> Iterator[str]:
     """Sequence sets covering messages 1..count, `IDENTITY_BATCH` at a time."""
     for start in range(1, count + 1, IDENTITY_BATCH):
         yield f"{start}:{min(count, start + IDENTITY_BATCH - 1)}"
-
-
-def _status_items(capabilities: frozenset[str]) -> list[str]:
-    """What STATUS asks for: sizes (RFC 8438) and HIGHESTMODSEQ (RFC 7162) where announced."""
-    items = ["MESSAGES", "UIDVALIDITY", "UIDNEXT"]
-    if "STATUS=SIZE" in capabilities:
-        items.append("SIZE")
-    if "CONDSTORE" in capabilities:
-        items.append("HIGHESTMODSEQ")
-    return items
-
-
-def _statuses(replies: Sequence[Any]) -> dict[str, FolderStatus]:
-    """Folder name -> status from the untagged STATUS replies of a LIST-STATUS (RFC 5819)."""
-    statuses = {}
-    for reply in replies:
-        if reply is None:
-            continue
-        try:
-            name, values = parse_response([reply] if isinstance(reply, bytes) else list(reply))
-        except imap_exc.ProtocolError:
-            continue
-        if isinstance(name, bytes | str):
-            statuses[decode_utf7(name)] = _folder_status(dict(zip(values[::2], values[1::2], strict=False)))
-    return statuses
-
-
-def _selected_status(reply: Mapping[bytes, Any]) -> FolderStatus:
-    """What SELECT or EXAMINE reported (RFC 3501 section 6.3.1; HIGHESTMODSEQ, RFC 7162)."""
-    return FolderStatus(
-        messages=int(reply.get(b"EXISTS", 0)),
-        size_bytes=-1,
-        uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
-        uidnext=int(reply.get(b"UIDNEXT", 0)),
-        highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
-    )
-
-
-def _folder_status(reply: dict[Any, Any]) -> FolderStatus:
-    values = {text_of(k).upper(): int(v) for k, v in reply.items()}
-    return FolderStatus(
-        messages=values.get("MESSAGES", 0),
-        size_bytes=values.get("SIZE", -1),
-        uidvalidity=values.get("UIDVALIDITY", 0),
-        uidnext=values.get("UIDNEXT", 0),
-        highestmodseq=values.get("HIGHESTMODSEQ", 0),
-    )
-
-
-def _folder(row: tuple[Any, Any, Any]) -> Folder:
-    flags, delimiter, name = row
-    return Folder(name=text_of(name), delimiter=text_of(delimiter or ""), attributes=tuple(text_of(f) for f in flags))

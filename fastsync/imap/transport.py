@@ -19,18 +19,20 @@ import contextlib
 import imaplib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import imapclient
 from imapclient import exceptions as imap_exc
 from imapclient import imap4, tls
+from imapclient.imap_utf7 import decode as decode_utf7
+from imapclient.response_parser import parse_response
 
 from fastsync import credentials, wire
 from fastsync.config import Account
 from fastsync.errors import AuthError, ConnectError, Throttled, TLSError
 from fastsync.imap.replies import raise_if_throttled, redact
-from fastsync.model import Fetched
+from fastsync.model import Fetched, Folder, FolderStatus
 
 # Bytes charged to a meter per read or write: small enough that a 20 MB message cannot
 # burst through a bandwidth cap, large enough that accounting costs nothing measurable.
@@ -368,3 +370,60 @@ def send_append(client: Client, folder: str, messages: Sequence[Fetched], litera
 def quoted_folder(client: Client, name: str) -> str:
     """A folder name as a command argument: modified UTF-7 (RFC 3501 section 5.1.3), quoted."""
     return bytes(client._normalise_folder(name)).decode("ascii")
+
+
+# -- server values -> records --------------------------------------------------------------
+
+
+def status_items(capabilities: frozenset[str]) -> list[str]:
+    """What STATUS asks for: sizes (RFC 8438) and HIGHESTMODSEQ (RFC 7162) where announced."""
+    items = ["MESSAGES", "UIDVALIDITY", "UIDNEXT"]
+    if "STATUS=SIZE" in capabilities:
+        items.append("SIZE")
+    if "CONDSTORE" in capabilities:
+        items.append("HIGHESTMODSEQ")
+    return items
+
+
+def statuses_of(replies: Sequence[Any]) -> dict[str, FolderStatus]:
+    """Folder name -> status from the untagged STATUS replies of a LIST-STATUS (RFC 5819)."""
+    statuses = {}
+    for reply in replies:
+        if reply is None:
+            continue
+        try:
+            name, values = parse_response([reply] if isinstance(reply, bytes) else list(reply))
+        except imap_exc.ProtocolError:
+            continue
+        if isinstance(name, bytes | str):
+            statuses[decode_utf7(name)] = status_of(dict(zip(values[::2], values[1::2], strict=False)))
+    return statuses
+
+
+def selected_status(reply: Mapping[bytes, Any]) -> FolderStatus:
+    """What SELECT or EXAMINE reported (RFC 3501 section 6.3.1; HIGHESTMODSEQ, RFC 7162)."""
+    permanent = reply.get(b"PERMANENTFLAGS")
+    return FolderStatus(
+        messages=int(reply.get(b"EXISTS", 0)),
+        size_bytes=-1,
+        uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
+        uidnext=int(reply.get(b"UIDNEXT", 0)),
+        highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
+        permanent_flags=tuple(text_of(f) for f in permanent) if permanent is not None else None,
+    )
+
+
+def status_of(reply: dict[Any, Any]) -> FolderStatus:
+    values = {text_of(k).upper(): int(v) for k, v in reply.items()}
+    return FolderStatus(
+        messages=values.get("MESSAGES", 0),
+        size_bytes=values.get("SIZE", -1),
+        uidvalidity=values.get("UIDVALIDITY", 0),
+        uidnext=values.get("UIDNEXT", 0),
+        highestmodseq=values.get("HIGHESTMODSEQ", 0),
+    )
+
+
+def folder_of(row: tuple[Any, Any, Any]) -> Folder:
+    flags, delimiter, name = row
+    return Folder(name=text_of(name), delimiter=text_of(delimiter or ""), attributes=tuple(text_of(f) for f in flags))

@@ -1,0 +1,100 @@
+"""Keywords a destination folder cannot keep (PERMANENTFLAGS without \\*, RFC 3501 section 7.1).
+
+Dovecot keeps every keyword, so a proxy rewrites the destination's PERMANENTFLAGS to leave
+out ``\\*``, and the destination's copy is seeded without the keyword, as such a server
+would have stored it.  The same accounts reached directly are the control: there the
+keyword counts, and check and --sync-flags see the difference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Account, AccountFactory, ConfigFor
+from helpers import message, run_cli, snapshot, summary_line
+
+from bench.dovecot import Dovecot
+from bench.tcpproxy import CountingProxy
+
+# What Dovecot answers to SELECT, and the same without "any keyword".
+ANY_KEYWORD = (b"\\Draft \\*)]", b"\\Draft)]")
+
+
+def _accounts(accounts: AccountFactory) -> tuple[Account, Account]:
+    src, dst = accounts(2)
+    kept = message("INBOX", 1, flags=("\\Seen", "$Label1"))
+    src.seed([kept, message("INBOX", 2, flags=("\\Flagged",))])
+    # The destination dropped the keyword on APPEND, as a server without \* does.
+    dst.seed([message("INBOX", 1, flags=("\\Seen",)), message("INBOX", 2, flags=("\\Flagged",))])
+    return src, dst
+
+
+def _proxied_config(config_for: ConfigFor, src: Account, dst: Account, proxy: CountingProxy) -> Path:
+    return config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{proxy.port}"}}, name="proxied")
+
+
+def test_check_compares_only_what_the_destination_keeps(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = _accounts(accounts)
+    direct = run_cli("check", "-c", config_for(src, dst), "--json")
+    assert direct.returncode == 1, direct.stderr
+    [inbox] = json.loads(direct.stdout)["folders"]
+    assert [d["kind"] for d in inbox["differences"]] == ["flags"]
+    assert inbox["unkept_flags"] == []
+
+    with CountingProxy(dst.server.port, replace_down=ANY_KEYWORD) as proxy:
+        config = _proxied_config(config_for, src, dst, proxy)
+        result = run_cli("check", "-c", config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "destination folder 'INBOX' cannot keep $Label1 (PERMANENTFLAGS); not compared" in result.stdout
+        assert result.stdout.rstrip().endswith("everything matches.")
+        doc = json.loads(run_cli("check", "-c", config, "--json").stdout)
+    assert doc["folders"][0]["unkept_flags"] == ["$Label1"]
+    assert doc["matches"] is True
+
+
+def test_sync_flags_sets_nothing_the_destination_cannot_keep(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = _accounts(accounts)
+    before = snapshot(dst)
+    with CountingProxy(dst.server.port, replace_down=ANY_KEYWORD) as proxy:
+        result = run_cli("sync", "-c", _proxied_config(config_for, src, dst, proxy), "-y", "--sync-flags")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "destination folder 'INBOX' cannot keep $Label1" in result.stderr
+    assert summary_line(result.stdout).endswith("0 flags updated")
+    assert snapshot(dst) == before
+
+    # The control: reached directly, the destination keeps keywords, and the flag is set.
+    direct = run_cli("sync", "-c", config_for(src, dst), "-y", "--sync-flags", "--full")
+    assert direct.returncode == 0, direct.stdout + direct.stderr
+    assert summary_line(direct.stdout).endswith("1 flags updated")
+    assert snapshot(dst) == snapshot(src)
+
+
+@pytest.fixture(scope="module")
+def without_unselect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    """A destination without UNSELECT (RFC 3691): leaving a folder takes CLOSE there."""
+    server = Dovecot(tmp_path_factory.mktemp("no-unselect"), {"d1": "p1", "d2": "p2"}, starttls=False,
+                     imap_capability="IMAP4rev1 NAMESPACE")
+    with server:
+        yield server
+
+
+@pytest.mark.dovecot
+@pytest.mark.parametrize(("command", "user"), [("check", "d1"), ("sync", "d2")])
+def test_leaving_a_selected_destination_folder_expunges_nothing(
+    command: str, user: str, accounts: AccountFactory, config_for: ConfigFor, without_unselect: Dovecot
+) -> None:
+    """SELECT is used on the destination; a CLOSE after it would expunge \\Deleted messages."""
+    [src] = accounts(1)
+    src.seed([message("INBOX", 1), message("INBOX", 2)])
+    src.client().create_folder("Other")
+    dst = Account(without_unselect, user, without_unselect.users[user])
+    dst.seed([message("INBOX", 1), message("INBOX", 9, flags=("\\Deleted",))])
+    args = ("check",) if command == "check" else ("sync", "-y", "--sync-flags")
+    result = run_cli(*args, "-c", config_for(src, dst))
+    assert result.returncode in (0, 1), result.stderr
+    kept = snapshot(dst)["INBOX"]
+    assert any("\\Deleted" in str(flags) for _body, flags, _date in kept)
+    assert sum(kept.values()) == (2 if command == "check" else 3)
