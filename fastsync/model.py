@@ -98,7 +98,8 @@ class WorkUnit:
     ``dst_uidnext`` is the destination folder's UIDNEXT when it was planned: every copy
     fastsync makes into it afterwards has a UID at least that high, which is where a
     worker looks after an APPEND whose outcome it could not learn.  ``attempt`` counts
-    the workers that took the unit before (a worker that died mid-unit).
+    the workers that took the unit before (a worker that died mid-unit).  ``verify``: the
+    first unit into its folder checks that the destination stored what was sent.
     """
 
     unit_id: int
@@ -108,6 +109,7 @@ class WorkUnit:
     size_bytes: int
     dst_uidnext: int = 1
     attempt: int = 0
+    verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,11 @@ class UnitDone:
     error: str = ""
     replan: bool = False
     skipped: int = 0
+    # (source UID, destination UID) of the copies, from APPENDUID (RFC 4315), for the ledger.
+    appended: tuple[tuple[int, int], ...] = ()
+    dst_uidvalidity: int = 0
+    # The destination stored a copy under another identity (it rewrites Message-Id).
+    rewrites: bool = False
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,12 @@ FOLDER_FLAGS = (
          "destination folder for --src-folder (default: same name)", "FOLDER"),
 )
 
+STATE_FLAGS = (
+    Flag(("--state-dir",), "state_dir", "FASTSYNC_STATE_DIR", "str",
+         "where the state cache and the ledger of copies live "
+         "(default: $XDG_CACHE_HOME/fastsync or ~/.cache/fastsync)", "PATH"),
+)
+
 SYNC_FLAGS = FOLDER_FLAGS + (
     Flag(("--procs", "-w", "--workers"), "workers", "FASTSYNC_WORKERS", "count",
          f"worker processes copying in parallel (default: {DEFAULT_WORKERS})", "N"),
@@ -84,13 +90,12 @@ SYNC_FLAGS = FOLDER_FLAGS + (
          "reconnections per worker after a lost connection, with backoff of 1 s doubling to 60 s (default: 5)", "N"),
     Flag(("--full",), "full", "FASTSYNC_FULL", "bool",
          "diff every folder pair, even those the state cache knows unchanged"),
-    Flag(("--state-dir",), "state_dir", "FASTSYNC_STATE_DIR", "str",
-         "where the state cache lives (default: $XDG_CACHE_HOME/fastsync or ~/.cache/fastsync)", "PATH"),
     Flag(("--sync-flags",), "sync_flags", "FASTSYNC_SYNC_FLAGS", "bool",
          "also set the flags of messages already on both sides to the source's (STORE on the destination only)"),
-)
+) + STATE_FLAGS
 
-CHECK_FLAGS = FOLDER_FLAGS + (
+
+CHECK_FLAGS = FOLDER_FLAGS + STATE_FLAGS + (
     Flag(("--bodies",), "bodies", "FASTSYNC_BODIES", "bool",
          "also compare a sha256 of every message present on both sides (fetches every body)"),
 )

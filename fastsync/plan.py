@@ -14,7 +14,7 @@ import hashlib
 import operator
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
 from fastsync.model import FolderPair, MessageRef, MessageState, WorkUnit
@@ -80,7 +80,15 @@ class Matching(Generic[S, D]):
     folders); `matched` and `extra` are paired on first use.
     """
 
-    def __init__(self, src: Iterable[S], dst: Iterable[D], src_key: Callable[[S], str], dst_key: Callable[[D], str]):
+    def __init__(
+        self,
+        src: Iterable[S],
+        dst: Iterable[D],
+        src_key: Callable[[S], str],
+        dst_key: Callable[[D], str],
+        paired: Sequence[tuple[S, D]] = (),
+    ):
+        self._paired = list(paired)
         self._dst = list(dst)
         self._dst_key = dst_key
         self._src_key = src_key
@@ -118,7 +126,8 @@ class Matching(Generic[S, D]):
 
     @property
     def matched(self) -> list[tuple[S, D]]:
-        return self._pairing[0]
+        """Pairs known beforehand (the ledger's), then pairs by identity."""
+        return self._paired + self._pairing[0]
 
     @property
     def extra(self) -> list[D]:
@@ -141,9 +150,34 @@ def missing(src: Sequence[MessageRef], dst_identities: Iterable[str]) -> list[Me
     return match_by_identity(src, dst_identities, _IDENTITY, _itself).missing
 
 
-def match_states(src: Sequence[MessageState], dst: Sequence[MessageState]) -> Matching[MessageState, MessageState]:
-    """`match_by_identity` for two folders read with FETCH (check, --sync-flags)."""
-    return match_by_identity(src, dst, _IDENTITY, _IDENTITY)
+def match_states(
+    src: Sequence[MessageState], dst: Sequence[MessageState], known: Mapping[int, int] | None = None
+) -> Matching[MessageState, MessageState]:
+    """`match_by_identity` for two folders read with FETCH (check, --sync-flags), after the
+    pairs the ledger *known* (source UID -> destination UID) names."""
+    paired, src_rest, dst_rest = split_known(src, dst, known or {})
+    return Matching(src_rest, dst_rest, _IDENTITY, _IDENTITY, paired)
+
+
+U_S = TypeVar("U_S", MessageRef, MessageState)
+U_D = TypeVar("U_D", MessageRef, MessageState)
+
+
+def split_known(
+    src: Sequence[U_S], dst: Sequence[U_D], known: Mapping[int, int]
+) -> tuple[list[tuple[U_S, U_D]], list[U_S], list[U_D]]:
+    """(pairs the ledger knows, the other source messages, the other destination messages).
+
+    *known* maps source UIDs to the destination UIDs their copies got; a pair counts only
+    when both messages are there, so an entry whose copy was deleted names nothing.
+    """
+    if not known:
+        return [], list(src), list(dst)
+    dst_by_uid = {d.uid: d for d in dst}
+    paired = [(s, dst_by_uid[known[s.uid]]) for s in src if known.get(s.uid) in dst_by_uid]
+    src_taken = {s.uid for s, _d in paired}
+    dst_taken = {d.uid for _s, d in paired}
+    return paired, [s for s in src if s.uid not in src_taken], [d for d in dst if d.uid not in dst_taken]
 
 
 _IDENTITY: Callable[[MessageRef | MessageState], str] = operator.attrgetter("identity")

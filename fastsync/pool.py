@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -84,12 +84,15 @@ def copy_units(
     settings: WorkerSettings,
     reporter: Reporter,
     summary: Summary,
+    on_unit: Callable[[WorkUnit, UnitDone], None] | None = None,
 ) -> set[str]:
     """Copy *units* with a pool of *workers*, counting into *summary*; returns the source
-    folders to plan again (their UIDVALIDITY changed)."""
+    folders to plan again (their UIDVALIDITY changed).  *on_unit* hears of every finished
+    unit (the ledger records its copies)."""
     if not units:
         return set()
     coordinator = Coordinator(config, limits, settings, units, min(workers, len(units)), reporter, summary)
+    coordinator.on_unit = on_unit
     try:
         coordinator.run(folder_totals)
     except KeyboardInterrupt:
@@ -126,6 +129,7 @@ class Coordinator:
         self.workers = workers
         self.reporter = reporter
         self.summary = summary
+        self.on_unit: Callable[[WorkUnit, UnitDone], None] | None = None
         self.units = {u.unit_id: u for u in units}
         self.attempts = dict.fromkeys(self.units, 0)
         # Units not yet given to a worker; each worker holds at most one (`taken`).
@@ -262,6 +266,8 @@ class Coordinator:
         unit = self.units.pop(done.unit_id, None)
         if unit is None:
             return
+        if self.on_unit is not None:
+            self.on_unit(unit, done)
         s = self.summary
         if done.replan:
             self.replan.add(unit.pair.src)

@@ -24,6 +24,7 @@ from fastsync.config import Config
 from fastsync.errors import ConnectError
 from fastsync.events import event
 from fastsync.imap.session import Session, SessionPair
+from fastsync.ledger import Ledger
 from fastsync.limits import Limits
 from fastsync.model import Folder, FolderPair, FolderScan, FolderStatus, Mailboxes, Namespace, MessageRef, MessageState, WorkerSettings
 from fastsync.options import Options
@@ -145,6 +146,7 @@ def plan_folders(
     cache: StateCache | None = None,
     before: tuple[Statuses, Statuses] = ({}, {}),
     need_modseq: bool = False,
+    ledger: Ledger | None = None,
 ) -> list[FolderPlan]:
     """Diff each pair's message identities; pairs the cache knows unchanged are not read.
 
@@ -185,12 +187,16 @@ def plan_folders(
             status = src_before[pair.src]
             plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note=UNCHANGED))
         else:
-            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst)))
+            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger))
     return plans
 
 
-def _diff(pair: FolderPair, src: FolderScan | None, dst: FolderScan | None) -> FolderPlan:
-    """One pair's plan from the two folders' scans (*dst* None: a folder still to create)."""
+def _diff(pair: FolderPair, src: FolderScan | None, dst: FolderScan | None, ledger: Ledger | None = None) -> FolderPlan:
+    """One pair's plan from the two folders' scans (*dst* None: a folder still to create).
+
+    Copies the ledger knows, still on the destination, are present whatever their identity
+    there (a destination that rewrites Message-Id); the rest is matched by identity.
+    """
     if src is None or src.status is None:
         error = src.error if src is not None else f"folder {pair.src!r} could not be read"
         return FolderPlan(pair, 0, 0, note="not synced", error=error)
@@ -202,7 +208,11 @@ def _diff(pair: FolderPair, src: FolderScan | None, dst: FolderScan | None) -> F
         # highest still marks where this run's copies begin; 0 would count every message
         # already there as one of ours when a unit is retried.
         dst_uidnext = max((r.uid for r in dst_refs), default=0) + 1
-    todo = plan.missing(src.refs, [r.identity for r in dst_refs])
+    known: dict[int, int] = {}
+    if ledger is not None and dst is not None and dst.status is not None:
+        known = ledger.copies((pair.src, src.status.uidvalidity), (pair.dst, dst.status.uidvalidity))
+    _paired, src_rest, dst_rest = plan.split_known(src.refs, dst_refs, known)
+    todo = plan.missing(src_rest, [r.identity for r in dst_rest])
     notes = [pair.reason] if pair.reason.startswith("special-use") else []
     if dst is None:
         notes.append("new folder")
@@ -219,16 +229,17 @@ def _survey_both(
     )
 
 
-def read_states(session: Session, folder: str, exists: bool = True) -> list[MessageState]:
-    """Flags, dates and identities of a folder's messages, read-only (EXAMINE, BODY.PEEK)."""
+def read_states(session: Session, folder: str, exists: bool = True) -> tuple[list[MessageState], FolderStatus | None]:
+    """Flags, dates and identities of a folder's messages, read-only (EXAMINE, BODY.PEEK),
+    with the folder's status (None when it does not exist)."""
     if not exists:
-        return []
+        return [], None
     status = session.examine(folder)
-    return session.message_states(status.messages, plan.identity) if status.messages else []
+    return (session.message_states(status.messages, plan.identity) if status.messages else []), status
 
 
-def read_kept_states(session: Session, folder: str, exists: bool = True) -> tuple[list[MessageState], Permanent]:
-    """`read_states` of a destination folder, with the flags it can keep.
+def read_kept_states(session: Session, folder: str, exists: bool = True) -> tuple[list[MessageState], FolderStatus | None]:
+    """`read_states` of a destination folder, whose status says which flags it can keep.
 
     PERMANENTFLAGS comes only with SELECT (EXAMINE reports it empty: nothing can be stored
     in a read-only session, RFC 3501 section 6.3.2), so the folder is selected read-write;
@@ -237,22 +248,42 @@ def read_kept_states(session: Session, folder: str, exists: bool = True) -> tupl
     if not exists:
         return [], None
     status = session.select(folder)
-    return (session.message_states(status.messages, plan.identity) if status.messages else []), status.permanent_flags
+    return (session.message_states(status.messages, plan.identity) if status.messages else []), status
 
 
-def states_both(
-    src: Session, dst: Session, pair: FolderPair, dst_exists: bool = True
-) -> tuple[list[MessageState], list[MessageState], Permanent]:
+@dataclass
+class PairStates:
+    """Both folders of a pair as check and --sync-flags compare them."""
+
+    src: list[MessageState]
+    dst: list[MessageState]
+    src_status: FolderStatus | None
+    dst_status: FolderStatus | None
+
+    @property
+    def permanent(self) -> Permanent:
+        """The destination folder's PERMANENTFLAGS (None: not said, or no folder)."""
+        return self.dst_status.permanent_flags if self.dst_status is not None else None
+
+    def matching(self, pair: FolderPair, ledger: Ledger | None) -> plan.Matching[MessageState, MessageState]:
+        """The two sides paired: first the copies the ledger knows, then by identity."""
+        known: dict[int, int] = {}
+        if ledger is not None and self.src_status is not None and self.dst_status is not None:
+            known = ledger.copies((pair.src, self.src_status.uidvalidity), (pair.dst, self.dst_status.uidvalidity))
+        return plan.match_states(self.src, self.dst, known)
+
+
+def states_both(src: Session, dst: Session, pair: FolderPair, dst_exists: bool = True) -> PairStates:
     """Both folders of a pair, at once: the source read-only, the destination with the flags
     it can keep (`read_kept_states`)."""
-    src_states, (dst_states, permanent) = both(
+    (src_states, src_status), (dst_states, dst_status) = both(
         functools.partial(read_states, src, pair.src), functools.partial(read_kept_states, dst, pair.dst, dst_exists)
     )
-    return src_states, dst_states, permanent
+    return PairStates(src_states, dst_states, src_status, dst_status)
 
 
 def flags_to_update(
-    planner: Planner, plans: Sequence[FolderPlan], existing: set[str], reporter: Reporter
+    planner: Planner, plans: Sequence[FolderPlan], existing: set[str], reporter: Reporter, ledger: Ledger | None = None
 ) -> dict[str, dict[tuple[str, ...], list[int]]]:
     """Destination folder -> {source flag set: destination UIDs} for --sync-flags.
 
@@ -264,16 +295,15 @@ def flags_to_update(
     readable = [p for p in plans if not p.error and p.note != UNCHANGED and readable_on_dst(p.pair, existing)]
     for index, p in enumerate(readable, 1):
         reporter.status(f"comparing flags {index}/{len(readable)} {p.pair.src}")
-        src_states, dst_states, permanent = planner.call(
-            "comparing flags", functools.partial(states_both, pair=p.pair)
-        )
-        unkept = plan.unkept_flags(src_states, permanent)
+        states = planner.call("comparing flags", functools.partial(states_both, pair=p.pair))
+        permanent = states.permanent
+        unkept = plan.unkept_flags(states.src, permanent)
         if unkept:
             reporter.warn(
                 f"destination folder {p.pair.dst!r} cannot keep {', '.join(unkept)} (its PERMANENTFLAGS "
                 "lack them); those flags are neither compared nor set"
             )
-        matched = plan.match_states(src_states, dst_states).matched
+        matched = states.matching(p.pair, ledger).matched
         folder_changes = plan.flag_changes(matched, permanent)
         if folder_changes:
             changes[p.pair.dst] = folder_changes

@@ -61,6 +61,9 @@ class Copier:
         self.created: set[str] = set()
         self.rng = random.Random()
         self.full: DestinationFull | None = None
+        # The unit in hand's copies: (source UID, destination UID), and the UIDVALIDITY.
+        self.appended: list[tuple[int, int]] = []
+        self.dst_uidvalidity = 0
 
     def connect(self) -> tuple[Session, Session]:
         if self.sessions.src is None:
@@ -112,15 +115,36 @@ class Copier:
         skipped = 0
         if check:
             messages, skipped = self._already_there(dst, unit, messages)
+        self.appended, self.dst_uidvalidity = [], 0
         refused, left = self._append(dst, unit.pair.dst, folder, messages)
         failures += refused
         not_copied = {f.uid for f in failures} | {m.uid for m in messages[len(messages) - left :]}
         copied = [m for m in messages if m.uid not in not_copied]
+        rewrites = self._rewrites(dst, unit, copied) if copied and unit.verify else False
         error = f"{left} messages of folder {folder!r} not copied: the destination is over quota" if left else ""
         return UnitDone(
             self.index, unit.unit_id, folder, len(copied) + skipped, sum(len(m.body) for m in copied),
-            vanished, tuple(failures), error=error, skipped=skipped,
+            vanished, tuple(failures), error=error, skipped=skipped, appended=tuple(self.appended),
+            dst_uidvalidity=self.dst_uidvalidity, rewrites=rewrites,
         )
+
+    def _rewrites(self, dst: Session, unit: WorkUnit, copied: list[Fetched]) -> bool:
+        """Whether the destination stored the copies under other identities (it rewrites
+        Message-Id): checked on the first unit of each folder (`WorkUnit.verify`), on one
+        copy where APPENDUID named it, else on all of the unit's (no match among the
+        folder's new messages)."""
+        try:
+            dst.examine(unit.pair.dst)
+        except FolderError:
+            return False
+        sent = {m.uid: _identity_of_body(m) for m in copied}
+        by_dst = {d: s for s, d in self.appended if s in sent}
+        if by_dst:
+            dst_uid, src_uid = next(iter(by_dst.items()))
+            stored = dst.identities_of([dst_uid], plan.identity)
+            return dst_uid in stored and stored[dst_uid] != sent[src_uid]
+        present = set(dst.identities_since(unit.dst_uidnext, plan.identity))
+        return not present & set(sent.values())
 
     def _fetch_one_by_one(self, unit: WorkUnit, failures: list[Failure]) -> list[Fetched]:
         fetched = []
@@ -187,14 +211,17 @@ class Copier:
 
     def _append_or_create(self, dst: Session, dst_folder: str, messages: list[Fetched]) -> None:
         try:
-            dst.append(dst_folder, messages)
+            reported = dst.append(dst_folder, messages)
         except FolderMissing:
             # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
             if dst_folder in self.created:
                 raise
             dst.create_folder(dst_folder)
             self.created.add(dst_folder)
-            dst.append(dst_folder, messages)
+            reported = dst.append(dst_folder, messages)
+        if reported is not None:
+            self.dst_uidvalidity, uids = reported
+            self.appended.extend(zip((m.uid for m in messages), uids, strict=True))
 
 
 def _identity_of_body(message: Fetched) -> str:

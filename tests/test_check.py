@@ -41,7 +41,7 @@ def state(uid: int, identity: str, flags: tuple[str, ...] = (), date: dt.datetim
     ],
 )
 def test_compare(src: list[MessageState], dst: list[MessageState], expected: list[tuple[str, Any, Any]]) -> None:
-    assert [(d.kind, d.src_uid, d.dst_uid) for d in compare(src, dst)] == expected
+    assert [(d.kind, d.src_uid, d.dst_uid) for d in compare(match_states(src, dst))] == expected
 
 
 def test_kth_copy_pairs_with_kth_copy_and_flag_sets_are_batched() -> None:

@@ -77,4 +77,6 @@ def test_a_broken_cache_file_costs_one_full_diff(accounts: AccountFactory, confi
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
     assert UNCHANGED not in again.stdout
+    # The ledger of copies was overwritten too: the run goes on without it, and says so.
+    assert "ledger" in again.stderr and "cannot be read" in again.stderr
     assert UNCHANGED in run_cli(*args).stdout

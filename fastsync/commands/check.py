@@ -27,17 +27,18 @@ from fastsync.config import Config
 from fastsync.errors import FolderError
 from fastsync.events import event
 from fastsync.imap.session import Session
+from fastsync.ledger import Ledger
 from fastsync.limits import Limits
 from fastsync.model import FolderPair, MessageState
 from fastsync.options import Options
 from fastsync.results import DIFFERENCE_KINDS, CheckSummary, Difference, FolderCheck, Reporter
 from fastsync.survey import Planner, both, list_both, pair_both, readable_on_dst, states_both
+from fastsync.state import default_dir
 from fastsync.wire import format_internaldate
 
 
 def compare(
-    src: Sequence[MessageState],
-    dst: Sequence[MessageState],
+    matching: plan.Matching[MessageState, MessageState],
     src_digests: dict[int, str] | None = None,
     dst_digests: dict[int, str] | None = None,
     permanent: Sequence[str] | None = None,
@@ -48,7 +49,6 @@ def compare(
     PERMANENTFLAGS).  Internal dates are compared as instants: the same moment written with
     another UTC offset is equal (RFC 3501 section 2.3.3 leaves the offset to the server).
     """
-    matching = plan.match_states(src, dst)
     out = [Difference("missing", m.identity, m.uid, None) for m in matching.missing]
     out += [Difference("extra", m.identity, None, m.uid) for m in matching.extra]
     for s, d in matching.matched:
@@ -73,6 +73,7 @@ def run(config: Config, options: Options, reporter: Reporter) -> CheckSummary:
     summary = CheckSummary(bodies=options.bodies)
     limits = Limits.create(pool.context(), options.down_bps, 0, 0)
     planner = Planner(config, limits, options.settings, reporter)
+    ledger = Ledger.for_config(config, options.state_dir or default_dir())
     try:
         reporter.status("listing folders")
         src_side, dst_side = list_both(planner)
@@ -82,13 +83,17 @@ def run(config: Config, options: Options, reporter: Reporter) -> CheckSummary:
             reporter.status(f"checking {index}/{len(pairs)} {pair.src}")
             found = planner.call(
                 "checking",
-                functools.partial(_check_pair, pair=pair, dst_exists=readable_on_dst(pair, existing), bodies=options.bodies),
+                functools.partial(
+                    _check_pair, pair=pair, dst_exists=readable_on_dst(pair, existing), bodies=options.bodies,
+                    ledger=ledger,
+                ),
             )
             summary.folders.append(found)
             _log(found)
     finally:
         reporter.clear_status()
         planner.close()
+        ledger.close()
     summary.elapsed_s = time.monotonic() - started
     return summary
 
@@ -108,22 +113,26 @@ def _log(found: FolderCheck) -> None:
         )
 
 
-def _check_pair(src: Session, dst: Session, pair: FolderPair, dst_exists: bool, bodies: bool) -> FolderCheck:
+def _check_pair(
+    src: Session, dst: Session, pair: FolderPair, dst_exists: bool, bodies: bool, ledger: Ledger
+) -> FolderCheck:
     found = FolderCheck(pair)
     try:
-        src_states, dst_states, permanent = states_both(src, dst, pair, dst_exists)
+        states = states_both(src, dst, pair, dst_exists)
     except FolderError as exc:
         found.error = exc.message
         return found
+    src_states, dst_states, permanent = states.src, states.dst, states.permanent
+    matching = states.matching(pair, ledger)
     found.src_messages, found.dst_messages = len(src_states), len(dst_states)
     found.unkept_flags = tuple(plan.unkept_flags(src_states, permanent))
     src_digests = dst_digests = None
     if bodies:
-        matched = plan.match_states(src_states, dst_states).matched
+        matched = matching.matched
         # Each side's folder is still the examined one: hash only the matched messages.
         src_digests, dst_digests = both(
             functools.partial(src.body_digests, [(s.uid, s.size_bytes) for s, _d in matched]),
             functools.partial(dst.body_digests, [(d.uid, d.size_bytes) for _s, d in matched]),
         )
-    found.differences = compare(src_states, dst_states, src_digests, dst_digests, permanent)
+    found.differences = compare(matching, src_digests, dst_digests, permanent)
     return found

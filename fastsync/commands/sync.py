@@ -9,6 +9,7 @@ and the state cache records the pairs the run left complete.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sys
@@ -22,10 +23,11 @@ from fastsync.errors import FolderError, UsageError
 from fastsync.events import event
 from fastsync.imap.session import Session
 from fastsync.limits import Limits, workers_allowed
-from fastsync.model import FolderPair, FolderStatus, WorkUnit
+from fastsync.ledger import Ledger
+from fastsync.model import FolderPair, FolderStatus, UnitDone, WorkUnit
 from fastsync.options import Options
 from fastsync.results import FolderRow, RefusedFolder, Reporter, Summary
-from fastsync.state import StateCache
+from fastsync.state import StateCache, default_dir
 from fastsync.survey import FolderPlan, Planner, Statuses, flags_to_update, list_both, pair_both, plan_folders
 
 FlagChanges = dict[str, dict[tuple[str, ...], list[int]]]
@@ -48,13 +50,17 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
         # A plain sync records a pair as complete whatever its flags, so --sync-flags keeps
         # its own cache: it skips only pairs that a --sync-flags run left in step.
         cache = StateCache(cache.path.with_suffix(".flags.json"))
+    ledger = Ledger.for_config(config, options.state_dir or default_dir())
     planner = Planner(config, limits, options.settings, reporter)
     try:
         planner.open()
-        _Run(config, options, reporter, summary, planner, limits, workers).go(cache, stdin_is_tty)
+        _Run(config, options, reporter, summary, planner, limits, workers, ledger).go(cache, stdin_is_tty)
+        if ledger.problem:
+            reporter.warn(ledger.problem)
     finally:
         reporter.clear_status()
         planner.close()
+        ledger.close()
     summary.elapsed_s = time.monotonic() - started
     return summary
 
@@ -64,10 +70,12 @@ class _Run:
 
     def __init__(
         self, config: Config, options: Options, reporter: Reporter, summary: Summary, planner: Planner,
-        limits: Limits, workers: int,
+        limits: Limits, workers: int, ledger: Ledger,
     ) -> None:
         self.config, self.options, self.reporter, self.summary = config, options, reporter, summary
         self.planner, self.limits, self.workers = planner, limits, workers
+        self.ledger = ledger
+        self.rewrites_said = False
 
     def go(self, cache: StateCache, stdin_is_tty: bool | None) -> None:
         options, reporter, summary = self.options, self.reporter, self.summary
@@ -85,13 +93,14 @@ class _Run:
         pairs = pair_both(self.config, options, src_side, dst_side)
         existing = {f.name for f in dst_side.folders if f.selectable}
         plans = plan_folders(
-            self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags
+            self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags,
+            self.ledger,
         )
         self.count_plan(plans)
         changes: FlagChanges = {}
         if options.sync_flags:
             summary.sync_flags = True
-            changes = flags_to_update(self.planner, plans, existing, reporter)
+            changes = flags_to_update(self.planner, plans, existing, reporter, self.ledger)
             summary.flags_planned = sum(len(uids) for c in changes.values() for uids in c.values())
         reporter.plan(summary.rows)
         for notice in providers.notices(self.config.src, self.config.dst):
@@ -154,7 +163,9 @@ class _Run:
                 # name nothing now (RFC 3501 section 2.3.1.1).
                 reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
                 created = existing | (set(missing_folders) - set(refused))
-                again = plan_folders(self.planner, [p for p in pairs if p.src in replan], created, reporter)
+                again = plan_folders(
+                    self.planner, [p for p in pairs if p.src in replan], created, reporter, ledger=self.ledger
+                )
                 summary.planned += sum(len(p.todo) for p in again)
                 summary.incomplete.update(replan)
                 self.copy(again)
@@ -175,12 +186,30 @@ class _Run:
     def copy(self, plans: Sequence[FolderPlan]) -> set[str]:
         units: list[WorkUnit] = []
         for p in plans:
-            units.extend(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), dst_uidnext=p.dst_uidnext))
+            # The first unit into each folder checks what the destination stored (rewriting).
+            shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), dst_uidnext=p.dst_uidnext))
+            units.extend(dataclasses.replace(u, verify=i == 0) for i, u in enumerate(shards))
         folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
         return pool.copy_units(
             self.config, units, folder_totals, self.workers, self.limits, self.options.settings, self.reporter,
-            self.summary,
+            self.summary, self.unit_done,
         )
+
+    def unit_done(self, unit: WorkUnit, done: UnitDone) -> None:
+        """Record a unit's copies in the ledger; say once that the destination rewrites them."""
+        if done.appended:
+            self.ledger.record((unit.pair.src, unit.uidvalidity), (unit.pair.dst, done.dst_uidvalidity), done.appended)
+        if done.rewrites and not self.rewrites_said:
+            self.rewrites_said = True
+            if done.appended:
+                self.reporter.warn("the destination rewrites Message-Id; re-runs rely on the ledger")
+            else:
+                self.reporter.warn(
+                    "the destination rewrites Message-Id and does not report the UIDs of copies (no UIDPLUS, "
+                    "RFC 4315): a re-run may duplicate messages"
+                )
+            event("destination rewrites", side="dst", folder=unit.pair.dst, level=logging.WARNING,
+                  ledger=bool(done.appended))
 
 
 def _confirmed(

@@ -68,6 +68,24 @@ def append_refused(where: str, folder: str, text: str, status: str = "") -> Mess
     return MessageError(message, code)
 
 
+_APPENDUID = re.compile(r"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
+
+
+def append_uids(text: str, count: int) -> tuple[int, list[int]] | None:
+    """(UIDVALIDITY, the new messages' UIDs in order) from a tagged OK to an APPEND that
+    carried *count* messages (RFC 4315 section 3 APPENDUID; RFC 3502 gives a MULTIAPPEND a
+    uid-set); None when the reply has none, or a set of another size."""
+    match = _APPENDUID.search(text)
+    if match is None:
+        return None
+    uids: list[int] = []
+    for part in match.group(2).split(","):
+        first, _, last = part.partition(":")
+        low, high = sorted((int(first), int(last or first)))
+        uids.extend(range(low, high + 1))
+    return (int(match.group(1)), uids) if len(uids) == count else None
+
+
 def redact(text: str, *secrets: str) -> str:
     """*text* with every non-empty secret (password, token) replaced by ***."""
     for secret in secrets:

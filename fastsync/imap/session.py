@@ -336,6 +336,11 @@ class Session:
         data = self._fetch(f"{max(first_uid, 1)}:*", _IDENTITY_ITEMS, uid=True)
         return [ref.identity for ref in self._refs(data, identity) if ref.uid >= first_uid]
 
+    def identities_of(self, uids: Sequence[int], identity: Identity) -> dict[int, str]:
+        """UID -> identity of some messages of the examined folder (UIDs gone are left out)."""
+        data = self._fetch(sequence_set(uids), _IDENTITY_ITEMS, uid=True)
+        return {ref.uid: ref.identity for ref in self._refs(data, identity)}
+
     def total_size(self, count: int) -> int:
         """Sum of RFC822.SIZE over the examined folder, for servers without STATUS=SIZE (RFC 8438)."""
         total = 0
@@ -353,7 +358,7 @@ class Session:
         states: list[MessageState] = []
         for message_set in _batches(count):
             for record in wire.records(self._fetch(message_set, _STATE_ITEMS, uid=False)):
-                fields = self._fields(record, "size_bytes", "literal", "flags")
+                fields = _fields(self.where, record, "size_bytes", "literal", "flags")
                 if fields is None:
                     continue
                 size = fields.size_bytes or 0
@@ -375,7 +380,7 @@ class Session:
             if not batch:
                 return
             for record in wire.records(self._fetch(sequence_set(batch), [b"UID", b"BODY.PEEK[]"], uid=True)):
-                fields = self._fields(record, "literal")
+                fields = _fields(self.where, record, "literal")
                 if fields is not None:
                     digests[fields.uid] = hashlib.sha256(fields.literal or b"").hexdigest()
             batch.clear()
@@ -395,7 +400,7 @@ class Session:
         wanted = set(uids)
         fetched = []
         for record in wire.records(data):
-            fields = self._fields(record, "flags", "internaldate", "literal")
+            fields = _fields(self.where, record, "flags", "internaldate", "literal")
             if fields is None or fields.literal is None or fields.uid not in wanted:
                 continue
             if fields.internaldate is None:
@@ -405,36 +410,12 @@ class Session:
 
     def _refs(self, data: list[object], identity: Identity) -> Iterator[MessageRef]:
         for record in wire.records(data):
-            fields = self._fields(record, "size_bytes", "literal")
+            fields = _fields(self.where, record, "size_bytes", "literal")
             if fields is None:
                 continue
             size = fields.size_bytes or 0
             key, has_id = identity(fields.literal or b"", size)
             yield MessageRef(uid=fields.uid, size_bytes=size, identity=key, has_message_id=has_id)
-
-    def _fields(self, record: wire.Record, *needed: str) -> _Fields | None:
-        """A message's items: `wire`'s fast reading, or imapclient's parser when the response
-        is not of the usual shape (e.g. a header section sent as a quoted string).  None when
-        the response has no UID."""
-        uid = record.uid()
-        if uid is not None:
-            fields = _Fields(uid, record.size(), record.flags(), record.internaldate(), record.literal())
-            if all(getattr(fields, name) is not None for name in needed):
-                return fields
-        try:
-            parsed = next(iter(parse_fetch_response(record.items, False, False).values()), None)
-        except imap_exc.ProtocolError as exc:
-            raise MalformedResponse(f"{self.where}: malformed FETCH response: {text_of(exc)[:200]}") from None
-        if parsed is None or b"UID" not in parsed:
-            return None
-        date = parsed.get(b"INTERNALDATE")
-        return _Fields(
-            int(parsed[b"UID"]),
-            int(parsed.get(b"RFC822.SIZE", 0)),
-            tuple(text_of(f) for f in parsed.get(b"FLAGS", ())),
-            date if isinstance(date, dt.datetime) else None,
-            next((v or b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
-        )
 
     def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool) -> list[object]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
@@ -475,9 +456,10 @@ class Session:
         if errors:
             raise FolderError(f"{self.where}: folder {self._selected or ''!r}: STORE refused: {errors[0]}")
 
-    def append(self, folder: str, messages: Sequence[Fetched]) -> None:
+    def append(self, folder: str, messages: Sequence[Fetched]) -> tuple[int, list[int]] | None:
         """Append messages with their flags and dates: one MULTIAPPEND (RFC 3502) when offered,
-        else one APPEND per message.
+        else one APPEND per message.  Returns the folder's UIDVALIDITY and the new UIDs, in
+        order, where the server reports them (APPENDUID, RFC 4315 UIDPLUS), else None.
 
         A MULTIAPPEND is all-or-nothing; a refusal raises what `replies.append_refused` makes
         of it (`FolderMissing`, `DestinationFull` or `MessageError`), and the caller may try
@@ -485,14 +467,20 @@ class Session:
         """
         batches = [messages] if "MULTIAPPEND" in self.capabilities else [[m] for m in messages]
         literal_plus = "LITERAL+" in self.capabilities
+        validities, uids = set(), []
         try:
             with self._guard():
                 for batch in batches:
                     typ, text = transport.send_append(self._client, folder, batch, literal_plus)
                     if typ != "OK":
                         raise replies.append_refused(self.where, folder, text, typ)
+                    reported = replies.append_uids(text, len(batch))
+                    validities.add(reported[0] if reported else 0)
+                    uids.extend(reported[1] if reported else [])
         except imap_exc.IMAPClientError as exc:
             raise replies.append_refused(self.where, folder, text_of(exc)) from None
+        validity = validities.pop() if len(validities) == 1 else 0
+        return (validity, uids) if validity and len(uids) == len(messages) else None
 
 
 class _Survey:
@@ -639,6 +627,31 @@ def open_concurrently(*openers: Callable[[], Session] | None) -> list[Session | 
         raise failures[0]
     return sessions
 
+
+
+def _fields(where: str, record: wire.Record, *needed: str) -> _Fields | None:
+    """A message's items: `wire`'s fast reading, or imapclient's parser when the response
+    is not of the usual shape (e.g. a header section sent as a quoted string).  None when
+    the response has no UID."""
+    uid = record.uid()
+    if uid is not None:
+        fields = _Fields(uid, record.size(), record.flags(), record.internaldate(), record.literal())
+        if all(getattr(fields, name) is not None for name in needed):
+            return fields
+    try:
+        parsed = next(iter(parse_fetch_response(record.items, False, False).values()), None)
+    except imap_exc.ProtocolError as exc:
+        raise MalformedResponse(f"{where}: malformed FETCH response: {text_of(exc)[:200]}") from None
+    if parsed is None or b"UID" not in parsed:
+        return None
+    date = parsed.get(b"INTERNALDATE")
+    return _Fields(
+        int(parsed[b"UID"]),
+        int(parsed.get(b"RFC822.SIZE", 0)),
+        tuple(text_of(f) for f in parsed.get(b"FLAGS", ())),
+        date if isinstance(date, dt.datetime) else None,
+        next((v or b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
+    )
 
 
 def _batches(count: int) -> Iterator[str]:

@@ -1,0 +1,117 @@
+"""The ledger: which destination message each copy became, so that a re-run knows its copies
+even on a destination that rewrites them.
+
+Engine layer: imports `config` and `model`.  Some servers (Exchange and hosted setups)
+replace the Message-Id of an appended message, so the identity fastsync compares is not
+the one it sent, and every re-run would copy everything again.  Where the destination
+announces UIDPLUS, each APPEND answers with the new message's UID (APPENDUID, RFC 4315
+section 3); the parent records source (folder, UIDVALIDITY, UID) -> destination (folder,
+UIDVALIDITY, UID) once per work unit.  Planning then counts a ledgered message as present
+when its destination UID still exists under the same UIDVALIDITY, and never otherwise:
+the ledger is checked against the server, not trusted.
+
+SQLite in WAL mode: a transaction per unit, so Ctrl-C, a crash or ``kill -9`` loses at
+most the unit in hand and never corrupts what was written.  A few dozen bytes a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from fastsync.config import Config
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS copies (
+    src_folder TEXT NOT NULL,
+    src_uidvalidity INTEGER NOT NULL,
+    src_uid INTEGER NOT NULL,
+    dst_folder TEXT NOT NULL,
+    dst_uidvalidity INTEGER NOT NULL,
+    dst_uid INTEGER NOT NULL,
+    PRIMARY KEY (src_folder, src_uidvalidity, src_uid, dst_folder)
+) WITHOUT ROWID
+"""
+
+
+class Ledger:
+    """The ledger of one (source account, destination account) couple; None path: keep nothing."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        # Why the ledger is not used, when a file is there that SQLite cannot read.
+        self.problem = ""
+
+    @classmethod
+    def for_config(cls, config: Config, directory: Path) -> Ledger:
+        """The ledger of this config's two accounts (named by a hash: no user names on disk)."""
+        accounts = f"{config.src.server}\n{config.src.user}\n{config.dst.server}\n{config.dst.user}"
+        return cls(directory / (hashlib.sha256(accounts.encode()).hexdigest()[:24] + ".ledger.sqlite"))
+
+    def _connection(self) -> sqlite3.Connection | None:
+        if self.path is None:
+            return None
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                # WAL: a writer never blocks a reader, and a transaction is on disk or absent.
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_SCHEMA)
+            except sqlite3.DatabaseError as exc:
+                # Not a database (overwritten, truncated by a full disk): the run goes on
+                # without it, matching by identity as without UIDPLUS; the file is kept.
+                db.close()
+                self.problem = f"the ledger {self.path} cannot be read ({exc}); re-runs match copies by Message-Id"
+                self.path = None
+                return None
+            self._db = db
+        return self._db
+
+    def record(
+        self, src: tuple[str, int], dst: tuple[str, int], uids: Iterable[tuple[int, int]]
+    ) -> None:
+        """Record the copies of one unit: *src* and *dst* are (folder, UIDVALIDITY), *uids*
+        (source UID, destination UID) pairs.  One transaction."""
+        db = self._connection()
+        rows = [(src[0], src[1], s, dst[0], dst[1], d) for s, d in uids]
+        if db is None or not rows:
+            return
+        with _transaction(db):
+            db.executemany("INSERT OR REPLACE INTO copies VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def copies(self, src: tuple[str, int], dst: tuple[str, int]) -> dict[int, int]:
+        """Source UID -> destination UID of the copies made from folder *src* into *dst*,
+        both as (folder, UIDVALIDITY): entries of another UIDVALIDITY name nothing now."""
+        if self.path is None or (self._db is None and not self.path.exists()):
+            return {}
+        db = self._connection()
+        if db is None:
+            return {}
+        rows = db.execute(
+            "SELECT src_uid, dst_uid FROM copies WHERE src_folder = ? AND src_uidvalidity = ? "
+            "AND dst_folder = ? AND dst_uidvalidity = ?",
+            (src[0], src[1], dst[0], dst[1]),
+        )
+        return dict(rows.fetchall())
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

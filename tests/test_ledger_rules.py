@@ -1,0 +1,91 @@
+"""Unit tests of the ledger of copies and of what it takes from the server (pure, no Dovecot)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fastsync.imap.replies import append_uids
+from fastsync.ledger import Ledger
+from fastsync.model import MessageRef, MessageState
+from fastsync.plan import match_states, split_known
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "expected"),
+    [
+        ("[APPENDUID 38505 3955] APPEND completed", 1, (38505, [3955])),
+        ("[APPENDUID 38505 3955:3957,3960] Append completed.", 4, (38505, [3955, 3956, 3957, 3960])),
+        ("[appenduid 7 12] ok", 1, (7, [12])),
+        # RFC 3501 section 9: a range may be written high:low.
+        ("[APPENDUID 7 14:12] ok", 3, (7, [12, 13, 14])),
+        ("Append completed.", 1, None),
+        # A set of another size than the messages sent names nothing reliably.
+        ("[APPENDUID 7 5:6] ok", 3, None),
+    ],
+)
+def test_append_uids(text: str, count: int, expected: tuple[int, list[int]] | None) -> None:
+    assert append_uids(text, count) == expected
+
+
+def test_the_ledger_keeps_copies_per_folder_and_uidvalidity(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "state" / "l.sqlite")
+    assert ledger.copies(("INBOX", 1), ("INBOX", 9)) == {}
+    assert not (tmp_path / "state").exists()  # reading creates nothing
+    ledger.record(("INBOX", 1), ("INBOX", 9), [(10, 100), (11, 101)])
+    ledger.record(("Work", 1), ("Work", 9), [(10, 500)])
+    ledger.record(("INBOX", 1), ("INBOX", 9), [(11, 102)])  # copied again: the newer copy
+    ledger.close()
+    again = Ledger(tmp_path / "state" / "l.sqlite")
+    assert again.copies(("INBOX", 1), ("INBOX", 9)) == {10: 100, 11: 102}
+    assert again.copies(("Work", 1), ("Work", 9)) == {10: 500}
+    # Another UIDVALIDITY on either side: those UIDs name other messages now.
+    assert again.copies(("INBOX", 2), ("INBOX", 9)) == {}
+    assert again.copies(("INBOX", 1), ("INBOX", 8)) == {}
+    again.close()
+
+
+def test_a_ledger_survives_an_interrupted_write(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path)
+    ledger.record(("INBOX", 1), ("INBOX", 9), [(1, 1)])
+    # A unit whose write fails halfway leaves nothing of it: one transaction per unit.
+    with pytest.raises(sqlite3.IntegrityError):
+        ledger.record(("INBOX", 1), ("INBOX", 9), [(2, 2), (3, None)])  # type: ignore[list-item]
+    assert ledger.copies(("INBOX", 1), ("INBOX", 9)) == {1: 1}
+    ledger.close()
+
+
+def test_an_unreadable_ledger_is_set_aside_with_a_reason(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    path.write_text("{not a database")
+    ledger = Ledger(path)
+    ledger.record(("INBOX", 1), ("INBOX", 9), [(1, 1)])
+    assert ledger.copies(("INBOX", 1), ("INBOX", 9)) == {}
+    assert "cannot be read" in ledger.problem and str(path) in ledger.problem
+    assert path.read_text() == "{not a database"
+
+
+def _ref(uid: int, identity: str) -> MessageRef:
+    return MessageRef(uid, 10, identity)
+
+
+def test_split_known_pairs_only_copies_still_there() -> None:
+    src = [_ref(1, "<a>"), _ref(2, "<b>"), _ref(3, "<c>")]
+    dst = [_ref(10, "<rewritten-a>"), _ref(12, "<c>")]
+    # UID 2's copy (11) was deleted on the destination: it names nothing.
+    paired, src_rest, dst_rest = split_known(src, dst, {1: 10, 2: 11})
+    assert [(s.uid, d.uid) for s, d in paired] == [(1, 10)]
+    assert [s.uid for s in src_rest] == [2, 3]
+    assert [d.uid for d in dst_rest] == [12]
+
+
+def test_match_states_pairs_the_ledgers_copies_first() -> None:
+    def state(uid: int, identity: str) -> MessageState:
+        return MessageState(uid, 10, identity, (), None)
+
+    matching = match_states([state(1, "<a>"), state(2, "<a>")], [state(7, "<x>"), state(8, "<a>")], {1: 7})
+    assert [(s.uid, d.uid) for s, d in matching.matched] == [(1, 7), (2, 8)]
+    assert matching.missing == [] and matching.extra == []
