@@ -15,6 +15,7 @@ Pure-logic layer: imports records and settings; every command pairs folders thro
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,13 @@ from fastsync.config import Config
 from fastsync.errors import UsageError
 from fastsync.model import Folder, FolderPair, Namespace
 from fastsync.options import Options
+
+# RFC 6154 \All: every message of the account (Gmail's All Mail, archived mail included).
+ALL = "\\All"
+
+# Folders that show messages of other folders (Gmail's Starred and Important): skipped
+# unless a map entry or -s names them, or every labelled message would arrive twice.
+VIEWS = ("\\Flagged", "\\Important")
 
 # Substitute for a destination delimiter found inside a source name component
 # (a folder "a/b" on a "." server cannot keep its "/" on a "/" server).
@@ -131,7 +139,7 @@ def special_use_rules(
     seen_roles = set()
     for folder in src:
         role = folder.special_use
-        if not role or role in seen_roles or role == "\\All" or role not in dst_by_role:
+        if not role or role in seen_roles or role == ALL or role not in dst_by_role:
             continue
         seen_roles.add(role)
         target = dst_by_role[role]
@@ -168,12 +176,15 @@ def plan_pairs(
             if rest is None:
                 continue
             dst = rule.dst if not rest else rule.dst + delimiter + translate(rest, delimiter)
-            pairs.append(FolderPair(folder.name, dst, rule.reason))
+            pairs.append(FolderPair(folder.name, dst, rule.reason, folder.special_use))
             break
         else:
             if not explicit:
-                pairs.append(FolderPair(folder.name, absolute_name(relative_parts(folder, src_ns), dst_ns)))
-    pairs.sort(key=lambda p: (not is_inbox(p.src), p.src))
+                dst = absolute_name(relative_parts(folder, src_ns), dst_ns)
+                pairs.append(FolderPair(folder.name, dst, src_role=folder.special_use))
+    # INBOX first; a source \All folder last: of its messages, only those in no other synced
+    # folder are copied (the planner needs the others' identities first).
+    pairs.sort(key=lambda p: (p.src_role == ALL, not is_inbox(p.src), p.src))
     return pairs
 
 
@@ -245,7 +256,42 @@ def pair_folders(
     src_ns: Namespace | None = None,
     dst_ns: Namespace | None = None,
 ) -> list[FolderPair]:
-    """`plan_pairs` for two listed accounts, with their namespaces (inferred when not given)."""
+    """The folder pairs of two listed accounts, with their namespaces (inferred when not
+    given), less those `left_out_folders` names."""
+    return sort_out(src_folders, dst_folders, rules, src_ns, dst_ns)[0]
+
+
+def left_out_folders(
+    src_folders: Sequence[Folder],
+    dst_folders: Sequence[Folder],
+    rules: Sequence[Rule],
+    src_ns: Namespace | None = None,
+    dst_ns: Namespace | None = None,
+) -> list[FolderPair]:
+    """The pairs not synced, each with the reason: a source folder that is a view of others
+    (`VIEWS`) when no rule names it, and any pair into the destination's \\All folder (Gmail
+    shows every message there already; appending into it makes copies)."""
+    return sort_out(src_folders, dst_folders, rules, src_ns, dst_ns)[1]
+
+
+def sort_out(
+    src_folders: Sequence[Folder],
+    dst_folders: Sequence[Folder],
+    rules: Sequence[Rule],
+    src_ns: Namespace | None = None,
+    dst_ns: Namespace | None = None,
+) -> tuple[list[FolderPair], list[FolderPair]]:
+    """(the pairs to sync, the pairs left out with their reason); see `pair_folders`."""
     src_ns = src_ns or infer_namespace(src_folders)
     dst_ns = dst_ns or infer_namespace(dst_folders)
-    return plan_pairs(src_folders, dst_folders, dst_ns, resolve_rules(rules, src_folders, src_ns, dst_ns), src_ns)
+    resolved = resolve_rules(rules, src_folders, src_ns, dst_ns)
+    dst_all = {f.name for f in dst_folders if f.special_use == ALL}
+    kept, left = [], []
+    for pair in plan_pairs(src_folders, dst_folders, dst_ns, resolved, src_ns):
+        if not resolved and pair.src_role in VIEWS:
+            left.append(dataclasses.replace(pair, reason=f"skipped: {pair.src_role}, a view of other folders"))
+        elif pair.dst in dst_all:
+            left.append(dataclasses.replace(pair, reason=f"skipped: the destination's {ALL} folder"))
+        else:
+            kept.append(pair)
+    return kept, left

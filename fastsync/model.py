@@ -44,7 +44,8 @@ class Namespace:
 
 SPECIAL_USE = {
     name.lower(): name
-    for name in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+    # RFC 6154's roles, and Gmail's \Important (a view, like \Flagged: see folders.VIEWS).
+    for name in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash", "\\Important")
 }
 
 
@@ -74,11 +75,13 @@ class Mailboxes:
 
 @dataclass(frozen=True)
 class FolderPair:
-    """A source folder and the destination folder its messages go to."""
+    """A source folder and the destination folder its messages go to; ``src_role`` is the
+    source folder's special use (RFC 6154), e.g. ``\\All`` for Gmail's All Mail."""
 
     src: str
     dst: str
     reason: str = ""
+    src_role: str = ""
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,7 @@ class Reporter:
         for info in (listing.src, listing.dst):
             self._account_table(info)
         rows = [["map", p.src, p.dst, p.reason or "same name"] for p in listing.pairs]
+        rows += [["skip", p.src, "-", p.reason] for p in listing.left_out]
         self.table("Folder mapping used by sync", ["", "source", "destination", "why"], rows)
 
     def _account_table(self, info: AccountInfo) -> None:
@@ -416,6 +417,7 @@ def show_document(listing: Listing) -> dict[str, Any]:
         "src": account(listing.src),
         "dst": account(listing.dst),
         "mapping": [{"src": p.src, "dst": p.dst, "reason": p.reason or "same name"} for p in listing.pairs],
+        "left_out": [{"src": p.src, "reason": p.reason} for p in listing.left_out],
     }
 
 

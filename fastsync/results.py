@@ -213,3 +213,5 @@ class Listing:
     src: AccountInfo
     dst: AccountInfo
     pairs: tuple[FolderPair, ...]
+    # Pairs not synced, each with its reason (a view such as \\Flagged, the destination's \\All).
+    left_out: tuple[FolderPair, ...] = ()

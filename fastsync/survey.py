@@ -126,10 +126,13 @@ def namespace_of(session: Session, folders: Sequence[Folder]) -> Namespace:
     return namespace
 
 
-def pair_both(config: Config, options: Options, src: Mailboxes, dst: Mailboxes) -> list[FolderPair]:
-    """The folder pairs of a run: map or -s/-d, else every folder, across both namespaces."""
+def pair_both(
+    config: Config, options: Options, src: Mailboxes, dst: Mailboxes
+) -> tuple[list[FolderPair], list[FolderPair]]:
+    """The folder pairs of a run (map or -s/-d, else every folder, across both namespaces)
+    and those left out with their reason (`folders.sort_out`)."""
     rules = folder_rules.rules_from(config, options)
-    return folder_rules.pair_folders(src.folders, dst.folders, rules, src.namespace, dst.namespace)
+    return folder_rules.sort_out(src.folders, dst.folders, rules, src.namespace, dst.namespace)
 
 
 def readable_on_dst(pair: FolderPair, existing: set[str]) -> bool:
@@ -168,12 +171,16 @@ def plan_folders(
         and (not need_modseq or modseq_known(p))
     }
     to_read = [p for p in pairs if p.src not in skipped]
+    # A source \All folder (Gmail's All Mail) is diffed against the identities of every
+    # other synced source folder: their sources are read even when the cache skips them.
+    everything = any(p.src_role == folder_rules.ALL for p in to_read)
+    src_read = pairs if everything else to_read
 
     def counts(names: Iterable[str], statuses: Statuses) -> list[tuple[str, int]]:
         # Unknown counts read as one open-ended batch.
         return [(name, statuses[name].messages if name in statuses else 1) for name in dict.fromkeys(names)]
 
-    src_names = counts((p.src for p in to_read), src_before)
+    src_names = counts((p.src for p in src_read), src_before)
     dst_names = counts((p.dst for p in to_read if readable_on_dst(p, existing)), dst_before)
     if to_read:
         reporter.status(f"planning {len(to_read)} folders")
@@ -181,21 +188,36 @@ def plan_folders(
         "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names)
     )
     reporter.clear_status()
+    elsewhere = {
+        ref.identity
+        for p in pairs if everything and p.src_role != folder_rules.ALL and p.src in src_scans
+        for ref in src_scans[p.src].refs
+    }
     plans = []
     for pair in pairs:
         if pair.src in skipped:
             status = src_before[pair.src]
             plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note=UNCHANGED))
         else:
-            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger))
+            only = elsewhere if pair.src_role == folder_rules.ALL else None
+            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only))
     return plans
 
 
-def _diff(pair: FolderPair, src: FolderScan | None, dst: FolderScan | None, ledger: Ledger | None = None) -> FolderPlan:
+def _diff(
+    pair: FolderPair,
+    src: FolderScan | None,
+    dst: FolderScan | None,
+    ledger: Ledger | None = None,
+    elsewhere: set[str] | None = None,
+) -> FolderPlan:
     """One pair's plan from the two folders' scans (*dst* None: a folder still to create).
 
     Copies the ledger knows, still on the destination, are present whatever their identity
-    there (a destination that rewrites Message-Id); the rest is matched by identity.
+    there (a destination that rewrites Message-Id); the rest is matched by identity.  With
+    *elsewhere* (for a source \\All folder: the identities of every other synced source
+    folder), only the messages in no other folder are candidates: archived mail arrives
+    once, labelled mail is not copied a second time.
     """
     if src is None or src.status is None:
         error = src.error if src is not None else f"folder {pair.src!r} could not be read"
@@ -212,8 +234,12 @@ def _diff(pair: FolderPair, src: FolderScan | None, dst: FolderScan | None, ledg
     if ledger is not None and dst is not None and dst.status is not None:
         known = ledger.copies((pair.src, src.status.uidvalidity), (pair.dst, dst.status.uidvalidity))
     _paired, src_rest, dst_rest = plan.split_known(src.refs, dst_refs, known)
-    todo = plan.missing(src_rest, [r.identity for r in dst_rest])
     notes = [pair.reason] if pair.reason.startswith("special-use") else []
+    if elsewhere is not None:
+        candidates = [r for r in src_rest if r.identity not in elsewhere]
+        notes.append(f"{len(src_rest) - len(candidates)} in other folders")
+        src_rest = candidates
+    todo = plan.missing(src_rest, [r.identity for r in dst_rest])
     if dst is None:
         notes.append("new folder")
     without_id = sum(1 for r in src.refs if not r.has_message_id)

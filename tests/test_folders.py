@@ -12,6 +12,7 @@ from fastsync.folders import (
     pair_folders,
     plan_pairs,
     resolve_rules,
+    sort_out,
     special_use_rules,
 )
 from fastsync.model import Folder, FolderPair, Namespace
@@ -188,3 +189,33 @@ def test_infer_namespace(listed: list[Folder], expected: Namespace) -> None:
 
 def test_infer_namespace_takes_the_root_delimiter_when_no_folder_has_one() -> None:
     assert infer_namespace([Folder("INBOX", "")], ".") == Namespace("", ".", announced=False)
+
+
+# ----------------------------------------------------------------------------- Gmail-like accounts
+
+GMAIL_ROLES = {"[Gmail]/All Mail": "\\All", "[Gmail]/Starred": "\\Flagged", "[Gmail]/Important": "\\Important"}
+
+
+def test_views_are_left_out_and_all_mail_goes_last() -> None:
+    src = folders("/", "INBOX", "[Gmail]", "[Gmail]/All Mail", "[Gmail]/Starred", "[Gmail]/Important", "Work",
+                  noselect=("[Gmail]",), roles=GMAIL_ROLES)
+    kept, left = sort_out(src, folders("/", "INBOX"), [], SLASH, SLASH)
+    assert [(p.src, p.dst, p.src_role) for p in kept] == [
+        ("INBOX", "INBOX", ""), ("Work", "Work", ""), ("[Gmail]/All Mail", "[Gmail]/All Mail", "\\All"),
+    ]
+    assert [(p.src, p.reason) for p in left] == [
+        ("[Gmail]/Important", "skipped: \\Important, a view of other folders"),
+        ("[Gmail]/Starred", "skipped: \\Flagged, a view of other folders"),
+    ]
+    # A map entry naming a view brings it back.
+    kept, left = sort_out(src, folders("/", "INBOX"), [Rule("[Gmail]/Starred", "Starred")], SLASH, SLASH)
+    assert [(p.src, p.dst) for p in kept] == [("[Gmail]/Starred", "Starred")]
+    assert left == []
+
+
+def test_nothing_goes_into_the_destinations_all_folder() -> None:
+    src = folders("/", "INBOX", "[Gmail]/All Mail", "Work", roles={"[Gmail]/All Mail": "\\All"})
+    dst = folders("/", "INBOX", "[Gmail]/All Mail", roles={"[Gmail]/All Mail": "\\All"})
+    kept, left = sort_out(src, dst, [], SLASH, SLASH)
+    assert [p.src for p in kept] == ["INBOX", "Work"]
+    assert [(p.src, p.reason) for p in left] == [("[Gmail]/All Mail", "skipped: the destination's \\All folder")]

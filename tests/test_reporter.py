@@ -227,6 +227,7 @@ def test_show_document() -> None:
             {"src": "INBOX", "dst": "INBOX", "reason": "same name"},
             {"src": "Sent Items", "dst": "Sent", "reason": "special-use \\Sent"},
         ],
+        "left_out": [],
     }
     assert "pw-not-shown" not in json.dumps(doc)
 

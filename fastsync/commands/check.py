@@ -22,6 +22,7 @@ import functools
 import time
 from collections.abc import Sequence
 
+from fastsync import folders as folder_rules
 from fastsync import plan, pool
 from fastsync.config import Config
 from fastsync.errors import FolderError
@@ -77,15 +78,16 @@ def run(config: Config, options: Options, reporter: Reporter) -> CheckSummary:
     try:
         reporter.status("listing folders")
         src_side, dst_side = list_both(planner)
-        pairs = pair_both(config, options, src_side, dst_side)
+        pairs, _left_out = pair_both(config, options, src_side, dst_side)
         existing = {f.name for f in dst_side.folders if f.selectable}
+        seen: set[str] = set()
         for index, pair in enumerate(pairs, 1):
             reporter.status(f"checking {index}/{len(pairs)} {pair.src}")
             found = planner.call(
                 "checking",
                 functools.partial(
                     _check_pair, pair=pair, dst_exists=readable_on_dst(pair, existing), bodies=options.bodies,
-                    ledger=ledger,
+                    ledger=ledger, seen=seen,
                 ),
             )
             summary.folders.append(found)
@@ -114,14 +116,21 @@ def _log(found: FolderCheck) -> None:
 
 
 def _check_pair(
-    src: Session, dst: Session, pair: FolderPair, dst_exists: bool, bodies: bool, ledger: Ledger
+    src: Session, dst: Session, pair: FolderPair, dst_exists: bool, bodies: bool, ledger: Ledger, seen: set[str]
 ) -> FolderCheck:
+    """Compare one pair.  *seen* collects the identities of the source folders checked so
+    far; a source \\All folder, checked last, is compared on the messages in none of them,
+    the only ones sync copies from it."""
     found = FolderCheck(pair)
     try:
         states = states_both(src, dst, pair, dst_exists)
     except FolderError as exc:
         found.error = exc.message
         return found
+    if pair.src_role == folder_rules.ALL:
+        states.src = [m for m in states.src if m.identity not in seen]
+    else:
+        seen.update(m.identity for m in states.src)
     src_states, dst_states, permanent = states.src, states.dst, states.permanent
     matching = states.matching(pair, ledger)
     found.src_messages, found.dst_messages = len(src_states), len(dst_states)

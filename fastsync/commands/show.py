@@ -23,11 +23,11 @@ def run(config: Config, options: Options, reporter: Reporter) -> Listing:
         with Session.open(account) as session:
             infos.append(describe(session, reporter))
     src, dst = infos
-    pairs = folder_rules.pair_folders(
+    pairs, left_out = folder_rules.sort_out(
         [i.folder for i in src.folders], [i.folder for i in dst.folders], folder_rules.rules_from(config, options),
         src.namespace, dst.namespace,
     )
-    return Listing(src, dst, tuple(pairs))
+    return Listing(src, dst, tuple(pairs), tuple(left_out))
 
 
 def describe(session: Session, reporter: Reporter) -> AccountInfo:

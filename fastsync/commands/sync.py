@@ -90,13 +90,13 @@ class _Run:
                 f"delimiter {side.namespace.delimiter!r}{how}"
             )
         before = (src_side.statuses, dst_side.statuses)
-        pairs = pair_both(self.config, options, src_side, dst_side)
+        pairs, left_out = pair_both(self.config, options, src_side, dst_side)
         existing = {f.name for f in dst_side.folders if f.selectable}
         plans = plan_folders(
             self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags,
             self.ledger,
         )
-        self.count_plan(plans)
+        self.count_plan(plans, left_out)
         changes: FlagChanges = {}
         if options.sync_flags:
             summary.sync_flags = True
@@ -120,7 +120,7 @@ class _Run:
         if not options.dry_run and not summary.declined:
             _remember(cache, self.planner, plans, before, summary)
 
-    def count_plan(self, plans: Sequence[FolderPlan]) -> None:
+    def count_plan(self, plans: Sequence[FolderPlan], left_out: Sequence[FolderPair] = ()) -> None:
         summary = self.summary
         summary.folders = len(plans)
         for p in plans:
@@ -137,7 +137,9 @@ class _Run:
         summary.rows = [
             FolderRow(p.pair.src, p.pair.dst, p.src_messages, 0, len(p.todo), p.todo_bytes, p.without_id, p.note)
             for p in plans
-        ]
+        ] + [FolderRow(skip.src, "", 0, 0, note=skip.reason) for skip in left_out]
+        for skip in left_out:
+            event("folder skipped", side="src", folder=skip.src, dst_folder=skip.dst, reason=skip.reason)
 
     def execute(
         self, pairs: Sequence[FolderPair], plans: Sequence[FolderPlan], existing: set[str], missing_folders: Sequence[str]
