@@ -51,7 +51,8 @@ config file (JSON or YAML, chosen by extension; the keys of imapsync-go):
                optional tls (implicit | starttls | none; default implicit on port 993,
                starttls otherwise), ca_file, timeout_s (default 60)
   map:         list of {src, dst}: only these folders (and their subfolders) are synced
-  rate_limit:  down_bps, up_bps, max_connections (0 = unlimited)
+  include, exclude: lists of regular expressions, as --include and --exclude
+  rate_limit:  down_bps, up_bps (bytes/s: 2M, 500k), max_connections (0 = unlimited)
 """
 
 COMMANDS = {
@@ -80,6 +81,10 @@ def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
         help_text = f"{flag.help} [env: {flag.env}]"
         if flag.kind == "bool":
             parser.add_argument(*flag.names, dest=flag.dest, action="store_true", default=None, help=help_text)
+        elif flag.kind == "list":
+            parser.add_argument(
+                *flag.names, dest=flag.dest, action="append", default=None, help=help_text, metavar=flag.metavar
+            )
         else:
             parser.add_argument(
                 *flag.names, dest=flag.dest, default=None, help=help_text, metavar=flag.metavar,

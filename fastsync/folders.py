@@ -10,11 +10,13 @@ under ``INBOX.`` becomes ``Archive/2020`` on a plain "/" server, and back; INBOX
 INBOX, and a child of INBOX on a plain server (``INBOX/Sub``) stays a child of INBOX.
 
 Pure-logic layer: imports records and settings; every command pairs folders through
-`pair_folders`, so sync, check and show always agree on the mapping.
+`pair_folders` and filters the pairs through `filter_pairs` (``--include``/``--exclude``),
+so sync, check and show always agree on the mapping and on what is left out.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -249,3 +251,31 @@ def pair_folders(
     src_ns = src_ns or infer_namespace(src_folders)
     dst_ns = dst_ns or infer_namespace(dst_folders)
     return plan_pairs(src_folders, dst_folders, dst_ns, resolve_rules(rules, src_folders, src_ns, dst_ns), src_ns)
+
+
+def exclusion(name: str, include: Sequence[str], exclude: Sequence[str]) -> str:
+    """Why the source folder *name* is left out by ``--include`` / ``--exclude``; '' when it is taken.
+
+    As imapsync does: Python regular expressions searched (`re.search`) in the decoded
+    name with the source's own delimiter, as ``show`` prints it, so ``^Archive`` takes the
+    subfolders of Archive too and ``^Archive$`` only Archive.  A folder is taken when it
+    matches one of *include* (all are, without any) and none of *exclude*.
+    """
+    if include and not any(re.search(pattern, name) for pattern in include):
+        return "not matched by --include " + " ".join(repr(pattern) for pattern in include)
+    matched = next((pattern for pattern in exclude if re.search(pattern, name)), None)
+    return f"excluded by --exclude {matched!r}" if matched is not None else ""
+
+
+def filter_pairs(
+    pairs: Iterable[FolderPair], include: Sequence[str], exclude: Sequence[str]
+) -> tuple[list[FolderPair], list[FolderPair]]:
+    """The pairs a run takes, and those `exclusion` leaves out (with the reason as theirs)."""
+    taken, left_out = [], []
+    for pair in pairs:
+        why = exclusion(pair.src, include, exclude)
+        if why:
+            left_out.append(FolderPair(pair.src, pair.dst, why))
+        else:
+            taken.append(pair)
+    return taken, left_out

@@ -11,6 +11,7 @@ with the retry rule of `retry.py` when they break.  On it: listing both accounts
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import functools
 import random
 import time
@@ -23,9 +24,13 @@ from fastsync import plan
 from fastsync.config import Config
 from fastsync.errors import ConnectError
 from fastsync.events import event
-from fastsync.imap.session import Session, SessionPair
+from fastsync.imap import replies
+from fastsync.imap.session import Session, SessionPair, uids_within
 from fastsync.limits import Limits
-from fastsync.model import Folder, FolderPair, FolderScan, FolderStatus, Mailboxes, Namespace, MessageRef, MessageState, WorkerSettings
+from fastsync.model import (
+    Folder, FolderPair, FolderScan, FolderStatus, Mailboxes, Namespace, MessageRef, MessageState, Selection, Skipped,
+    WorkerSettings,
+)
 from fastsync.options import Options
 from fastsync.results import Reporter
 from fastsync.retry import with_retries
@@ -36,6 +41,9 @@ U = TypeVar("U")
 
 # The plan's note on a pair the state cache let the run skip.
 UNCHANGED = "unchanged since the last run"
+
+# No date window, no size bound: what a run takes without --max-age, --max-size...
+EVERY_MESSAGE = Selection()
 
 Statuses = dict[str, FolderStatus]
 
@@ -52,6 +60,8 @@ class FolderPlan:
     note: str = ""
     dst_uidnext: int = 1
     error: str = ""
+    skipped: list[Skipped] = field(default_factory=list)
+    outside: int = 0
 
     @property
     def todo_bytes(self) -> int:
@@ -123,9 +133,31 @@ def namespace_of(session: Session, folders: Sequence[Folder]) -> Namespace:
 
 
 def pair_both(config: Config, options: Options, src: Mailboxes, dst: Mailboxes) -> list[FolderPair]:
-    """The folder pairs of a run: map or -s/-d, else every folder, across both namespaces."""
+    """The folder pairs of a run: map or -s/-d, else every folder, across both namespaces;
+    without the folders --include / --exclude leave out."""
     rules = folder_rules.rules_from(config, options)
-    return folder_rules.pair_folders(src.folders, dst.folders, rules, src.namespace, dst.namespace)
+    pairs = folder_rules.pair_folders(src.folders, dst.folders, rules, src.namespace, dst.namespace)
+    return folder_rules.filter_pairs(pairs, options.include, options.exclude)[0]
+
+
+def selection_of(options: Options, append_limit_bytes: int = 0, today: dt.date | None = None) -> Selection:
+    """The messages a run takes: ``--max-age N`` is SINCE the day N days before *today*
+    (the local date), ``--min-age N`` BEFORE it, so that the two split a folder exactly;
+    the size bounds as given."""
+    today = today or dt.date.today()
+
+    def back(days: int | None) -> dt.date | None:
+        return None if days is None else today - dt.timedelta(days=days)
+
+    return Selection(
+        back(options.max_age_days), back(options.min_age_days), options.min_size_bytes, options.max_size_bytes,
+        append_limit_bytes,
+    )
+
+
+def append_limit(planner: Planner) -> int:
+    """The destination's APPENDLIMIT (RFC 7889) in bytes, 0 when it announces none."""
+    return planner.call("reading capabilities", lambda _src, dst: replies.append_limit(dst.capabilities))
 
 
 def readable_on_dst(pair: FolderPair, existing: set[str]) -> bool:
@@ -142,8 +174,13 @@ def plan_folders(
     cache: StateCache | None = None,
     before: tuple[Statuses, Statuses] = ({}, {}),
     need_modseq: bool = False,
+    selection: Selection = EVERY_MESSAGE,
 ) -> list[FolderPlan]:
     """Diff each pair's message identities; pairs the cache knows unchanged are not read.
+
+    *selection* narrows what is copied: on the source only the messages within its dates
+    are read (UID SEARCH, in the same pipeline), while every destination message counts
+    as present; messages outside its sizes are skipped (`plan.size_reason`).
 
     With *need_modseq* (--sync-flags) a pair is skipped only when both sides report a
     HIGHESTMODSEQ (RFC 7162 CONDSTORE): without it, a flag change moves neither UIDNEXT
@@ -173,7 +210,7 @@ def plan_folders(
     if to_read:
         reporter.status(f"planning {len(to_read)} folders")
     src_scans, dst_scans = planner.call(
-        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names)
+        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names, selection=selection)
     )
     reporter.clear_status()
     plans = []
@@ -182,53 +219,74 @@ def plan_folders(
             status = src_before[pair.src]
             plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note=UNCHANGED))
         else:
-            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst)))
+            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), selection))
     return plans
 
 
-def _diff(pair: FolderPair, src: FolderScan | None, dst: FolderScan | None) -> FolderPlan:
+def _diff(pair: FolderPair, src: FolderScan | None, dst: FolderScan | None, selection: Selection) -> FolderPlan:
     """One pair's plan from the two folders' scans (*dst* None: a folder still to create)."""
     if src is None or src.status is None:
         error = src.error if src is not None else f"folder {pair.src!r} could not be read"
         return FolderPlan(pair, 0, 0, note="not synced", error=error)
     dst_refs = dst.refs if dst is not None and dst.status is not None else []
     dst_uidnext = dst.status.uidnext if dst is not None and dst.status is not None else 1
-    todo = plan.missing(src.refs, [r.identity for r in dst_refs])
+    todo, skipped = plan.skip_by_size(pair.src, plan.missing(src.refs, [r.identity for r in dst_refs]), selection)
     notes = [pair.reason] if pair.reason.startswith("special-use") else []
     if dst is None:
         notes.append("new folder")
+    if src.outside:
+        notes.append(f"{src.outside} outside the dates")
+    if skipped:
+        notes.append(f"{len(skipped)} skipped by size")
     without_id = sum(1 for r in src.refs if not r.has_message_id)
-    return FolderPlan(pair, src.status.uidvalidity, len(src.refs), todo, without_id, ", ".join(notes), dst_uidnext)
-
-
-def _survey_both(
-    src: Session, dst: Session, src_names: Sequence[tuple[str, int]], dst_names: Sequence[tuple[str, int]]
-) -> tuple[dict[str, FolderScan], dict[str, FolderScan]]:
-    """Read both sides at once: each has its own connection, and the wait is the network's."""
-    return both(
-        functools.partial(src.survey, src_names, plan.identity), functools.partial(dst.survey, dst_names, plan.identity)
+    return FolderPlan(
+        pair, src.status.uidvalidity, len(src.refs), todo, without_id, ", ".join(notes), dst_uidnext,
+        skipped=skipped, outside=src.outside,
     )
 
 
-def read_states(session: Session, folder: str, exists: bool = True) -> list[MessageState]:
-    """Flags, dates and identities of a folder's messages, read-only (EXAMINE, BODY.PEEK)."""
+def _survey_both(
+    src: Session, dst: Session, src_names: Sequence[tuple[str, int]], dst_names: Sequence[tuple[str, int]],
+    selection: Selection = EVERY_MESSAGE,
+) -> tuple[dict[str, FolderScan], dict[str, FolderScan]]:
+    """Read both sides at once: each has its own connection, and the wait is the network's.
+    Only the source is narrowed to *selection*'s dates: a copy on the destination is
+    present whatever its date."""
+    return both(
+        functools.partial(src.survey, src_names, plan.identity, selection=selection),
+        functools.partial(dst.survey, dst_names, plan.identity),
+    )
+
+
+def read_states(
+    session: Session, folder: str, exists: bool = True, selection: Selection = EVERY_MESSAGE
+) -> list[MessageState]:
+    """Flags, dates and identities of a folder's messages, read-only (EXAMINE, BODY.PEEK);
+    only those within *selection*'s dates (UID SEARCH) and sizes."""
     if not exists:
         return []
     status = session.examine(folder)
-    return session.message_states(status.messages, plan.identity) if status.messages else []
+    states = session.message_states(status.messages, plan.identity) if status.messages else []
+    if selection.dated and states:
+        within = uids_within(session, status.messages, selection)
+        states = [s for s in states if s.uid in within]
+    return [s for s in states if not plan.size_reason(s.size_bytes, selection)]
 
 
 def states_both(
-    src: Session, dst: Session, pair: FolderPair, dst_exists: bool = True
+    src: Session, dst: Session, pair: FolderPair, dst_exists: bool = True, selection: Selection = EVERY_MESSAGE
 ) -> tuple[list[MessageState], list[MessageState]]:
-    """`read_states` of a folder pair, both sides at once."""
+    """`read_states` of a folder pair, both sides at once, each narrowed to *selection*:
+    check compares a window with the same window."""
     return both(
-        functools.partial(read_states, src, pair.src), functools.partial(read_states, dst, pair.dst, dst_exists)
+        functools.partial(read_states, src, pair.src, selection=selection),
+        functools.partial(read_states, dst, pair.dst, dst_exists, selection),
     )
 
 
 def flags_to_update(
-    planner: Planner, plans: Sequence[FolderPlan], existing: set[str], reporter: Reporter
+    planner: Planner, plans: Sequence[FolderPlan], existing: set[str], reporter: Reporter,
+    selection: Selection = EVERY_MESSAGE,
 ) -> dict[str, dict[tuple[str, ...], list[int]]]:
     """Destination folder -> {source flag set: destination UIDs} for --sync-flags.
 
@@ -240,7 +298,9 @@ def flags_to_update(
     readable = [p for p in plans if not p.error and p.note != UNCHANGED and readable_on_dst(p.pair, existing)]
     for index, p in enumerate(readable, 1):
         reporter.status(f"comparing flags {index}/{len(readable)} {p.pair.src}")
-        src_states, dst_states = planner.call("comparing flags", functools.partial(states_both, pair=p.pair))
+        src_states, dst_states = planner.call(
+            "comparing flags", functools.partial(states_both, pair=p.pair, selection=selection)
+        )
         matched = plan.match_states(src_states, dst_states).matched
         folder_changes = plan.flag_changes(matched)
         if folder_changes:

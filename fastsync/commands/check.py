@@ -27,10 +27,10 @@ from fastsync.errors import FolderError
 from fastsync.events import event
 from fastsync.imap.session import Session
 from fastsync.limits import Limits
-from fastsync.model import FolderPair, MessageState
+from fastsync.model import FolderPair, MessageState, Selection
 from fastsync.options import Options
 from fastsync.results import DIFFERENCE_KINDS, CheckSummary, Difference, FolderCheck, Reporter
-from fastsync.survey import Planner, both, list_both, pair_both, readable_on_dst, states_both
+from fastsync.survey import Planner, both, list_both, pair_both, readable_on_dst, selection_of, states_both
 from fastsync.wire import format_internaldate
 
 
@@ -75,11 +75,17 @@ def run(config: Config, options: Options, reporter: Reporter) -> CheckSummary:
         src_side, dst_side = list_both(planner)
         pairs = pair_both(config, options, src_side, dst_side)
         existing = {f.name for f in dst_side.folders if f.selectable}
+        # --max-age/--min-age/--max-size/--min-size narrow both sides alike: a window is
+        # compared with the same window (the destination's APPENDLIMIT plays no part).
+        selection = selection_of(options)
         for index, pair in enumerate(pairs, 1):
             reporter.status(f"checking {index}/{len(pairs)} {pair.src}")
             found = planner.call(
                 "checking",
-                functools.partial(_check_pair, pair=pair, dst_exists=readable_on_dst(pair, existing), bodies=options.bodies),
+                functools.partial(
+                    _check_pair, pair=pair, dst_exists=readable_on_dst(pair, existing), bodies=options.bodies,
+                    selection=selection,
+                ),
             )
             summary.folders.append(found)
             _log(found)
@@ -105,10 +111,12 @@ def _log(found: FolderCheck) -> None:
         )
 
 
-def _check_pair(src: Session, dst: Session, pair: FolderPair, dst_exists: bool, bodies: bool) -> FolderCheck:
+def _check_pair(
+    src: Session, dst: Session, pair: FolderPair, dst_exists: bool, bodies: bool, selection: Selection
+) -> FolderCheck:
     found = FolderCheck(pair)
     try:
-        src_states, dst_states = states_both(src, dst, pair, dst_exists)
+        src_states, dst_states = states_both(src, dst, pair, dst_exists, selection)
     except FolderError as exc:
         found.error = exc.message
         return found

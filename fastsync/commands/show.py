@@ -27,7 +27,8 @@ def run(config: Config, options: Options, reporter: Reporter) -> Listing:
         [i.folder for i in src.folders], [i.folder for i in dst.folders], folder_rules.rules_from(config, options),
         src.namespace, dst.namespace,
     )
-    return Listing(src, dst, tuple(pairs))
+    taken, excluded = folder_rules.filter_pairs(pairs, options.include, options.exclude)
+    return Listing(src, dst, tuple(taken), tuple(excluded))
 
 
 def describe(session: Session, reporter: Reporter) -> AccountInfo:
