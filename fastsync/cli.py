@@ -51,7 +51,8 @@ config file (JSON or YAML, chosen by extension; the keys of imapsync-go):
                optional tls (implicit | starttls | none; default implicit on port 993,
                starttls otherwise), ca_file, timeout_s (default 60)
   map:         list of {src, dst}: only these folders (and their subfolders) are synced
-  rate_limit:  down_bps, up_bps, max_connections (0 = unlimited)
+  include, exclude: lists of regular expressions, as --include and --exclude
+  rate_limit:  down_bps, up_bps (bytes/s: 2M, 500k), max_connections (0 = unlimited)
 """
 
 COMMANDS = {
@@ -80,6 +81,10 @@ def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
         help_text = f"{flag.help} [env: {flag.env}]"
         if flag.kind == "bool":
             parser.add_argument(*flag.names, dest=flag.dest, action="store_true", default=None, help=help_text)
+        elif flag.kind == "list":
+            parser.add_argument(
+                *flag.names, dest=flag.dest, action="append", default=None, help=help_text, metavar=flag.metavar
+            )
         else:
             parser.add_argument(
                 *flag.names, dest=flag.dest, default=None, help=help_text, metavar=flag.metavar,
@@ -118,17 +123,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     log_handler: logging.Handler | None = None
     verbose = False
     try:
-        values = option_rules.given(args, environ)
-        verbose = bool(values.get("verbose"))
-        reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         # Events are for --log-file only: the terminal is progress.py's, even for an
-        # error that stops the run before the log file is open.
+        # error that stops the run before the log file is open (a bad flag value too).
         # A NullHandler keeps logging's last-resort handler from printing error events.
         events = logging.getLogger("fastsync")
         events.propagate = False
         if not any(isinstance(h, logging.NullHandler) for h in events.handlers):
             events.addHandler(logging.NullHandler())
+        values = option_rules.given(args, environ)
+        verbose = bool(values.get("verbose"))
+        reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
         config = load_config(values.get("config") or DEFAULT_CONFIG)
         options = option_rules.resolve(values, config, COMMAND_FLAGS[args.command])
         log_handler = _configure_log(options.log_file, options.log_format, config)

@@ -1,4 +1,5 @@
-"""Load and validate the configuration file: two IMAP accounts, a folder map and rate limits.
+"""Load and validate the configuration file: two IMAP accounts, a folder map, folder filters
+and rate limits.
 
 Settings layer: imports `errors`, `configfile` and `credentials`; every layer below reads
 the `Config` it returns.
@@ -63,6 +64,7 @@ from fastsync.credentials import (
     resolve_path,
 )
 from fastsync.errors import ConfigError
+from fastsync.values import parse_size, regex_problem
 
 __all__ = [
     "OAUTH2_KEY",
@@ -80,7 +82,7 @@ TLS_MODES = ("implicit", "starttls", "none")
 DEFAULT_TIMEOUT_S = 60.0
 IMAPS_PORT = 993
 
-TOP_KEYS = ("src", "dst", "map", "rate_limit")
+TOP_KEYS = ("src", "dst", "map", "include", "exclude", "rate_limit")
 SIDE_KEYS = (
     "label",
     "server",
@@ -108,6 +110,9 @@ CREDENTIAL_EXPECTED = {
 }
 MAP_KEYS = ("src", "dst")
 RATE_KEYS = ("down_bps", "up_bps", "max_connections")
+BPS_EXPECTED = (
+    "a whole number of bytes per second >= 0 or a size such as 2M or 500k (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024)"
+)
 
 SIDE_NAMES = {"src": "source", "dst": "destination"}
 
@@ -189,6 +194,9 @@ class Config:
     dst: Account
     map: tuple[MapEntry, ...]
     rate_limit: RateLimit
+    # Regular expressions on source folder names (see options.FILTER_FLAGS).
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- errors
@@ -542,17 +550,33 @@ def _parse_rate_limit(ctx: _Context, value: object) -> RateLimit:
         return RateLimit()
     body = _mapping(ctx, "rate_limit", value, "a mapping with down_bps, up_bps, max_connections")
     _check_keys(ctx, "rate_limit", body, RATE_KEYS)
-    expected = {
-        "down_bps": "a whole number of bytes per second >= 0",
-        "up_bps": "a whole number of bytes per second >= 0",
-        "max_connections": "a whole number of connections per side >= 0",
-    }
-    numbers = {
-        key: _whole(ctx, f"rate_limit.{key}", body[key], expected[key])
-        for key in RATE_KEYS
-        if body.get(key) is not None
-    }
+    numbers = {}
+    for key in (k for k in RATE_KEYS if body.get(k) is not None):
+        path, raw = f"rate_limit.{key}", body[key]
+        if key == "max_connections":
+            numbers[key] = _whole(ctx, path, raw, "a whole number of connections per side >= 0")
+            continue
+        try:
+            # Bytes per second as a number, or as a size the flags accept too (2M, 500k).
+            raw = parse_size(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            ctx.fail(path, f"expected {BPS_EXPECTED}, got {quote(raw)}")
+        numbers[key] = _whole(ctx, path, raw, BPS_EXPECTED)
     return RateLimit(**numbers)
+
+
+def _parse_patterns(ctx: _Context, key: str, value: object) -> tuple[str, ...]:
+    """``include`` / ``exclude``: regular expressions; a single string is a list of one."""
+    if value is None:
+        return ()
+    if not isinstance(value, (str, list, tuple)):
+        ctx.fail(key, f'expected a list of regular expressions, e.g. ["^Trash$"], got {show(value)}')
+    named = [(key, value)] if isinstance(value, str) else [(f"{key}[{i}]", item) for i, item in enumerate(value)]
+    for path, item in named:
+        problem = regex_problem(_string(ctx, path, item, "a regular expression"))
+        if problem:
+            ctx.fail(path, f"{quote(item)} is not a valid regular expression: {problem}")
+    return tuple(item for _path, item in named)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -584,6 +608,7 @@ def parse_config(
 
     pending = [_parse_side(ctx, side, data, base_dir) for side in ("src", "dst")]
     folder_map = _parse_map(ctx, data.get("map"))
+    patterns = {key: _parse_patterns(ctx, key, data.get(key)) for key in ("include", "exclude")}
     rate_limit = _parse_rate_limit(ctx, data.get("rate_limit"))
 
     # A pass_cmd must not inherit the other side's pass_env password.
@@ -611,6 +636,7 @@ def parse_config(
         dst=accounts[1],
         map=folder_map,
         rate_limit=rate_limit,
+        **patterns,
     )
 
 

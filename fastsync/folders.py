@@ -10,12 +10,14 @@ under ``INBOX.`` becomes ``Archive/2020`` on a plain "/" server, and back; INBOX
 INBOX, and a child of INBOX on a plain server (``INBOX/Sub``) stays a child of INBOX.
 
 Pure-logic layer: imports records and settings; every command pairs folders through
-`pair_folders`, so sync, check and show always agree on the mapping.
+`pair_folders` and filters the pairs through `filter_pairs` (``--include``/``--exclude``),
+so sync, check and show always agree on the mapping and on what is left out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -280,18 +282,49 @@ def sort_out(
     rules: Sequence[Rule],
     src_ns: Namespace | None = None,
     dst_ns: Namespace | None = None,
+    include: Sequence[str] = (),
 ) -> tuple[list[FolderPair], list[FolderPair]]:
-    """(the pairs to sync, the pairs left out with their reason); see `pair_folders`."""
+    """(the pairs to sync, the pairs left out with their reason); see `pair_folders`.  A
+    view that an ``--include`` pattern names is synced like any folder."""
     src_ns = src_ns or infer_namespace(src_folders)
     dst_ns = dst_ns or infer_namespace(dst_folders)
     resolved = resolve_rules(rules, src_folders, src_ns, dst_ns)
     dst_all = {f.name for f in dst_folders if f.special_use == ALL}
     kept, left = [], []
     for pair in plan_pairs(src_folders, dst_folders, dst_ns, resolved, src_ns):
-        if not resolved and pair.src_role in VIEWS:
+        named = any(re.search(pattern, pair.src) for pattern in include)
+        if not resolved and pair.src_role in VIEWS and not named:
             left.append(dataclasses.replace(pair, reason=f"skipped: {pair.src_role}, a view of other folders"))
         elif pair.dst in dst_all:
             left.append(dataclasses.replace(pair, reason=f"skipped: the destination's {ALL} folder"))
         else:
             kept.append(pair)
     return kept, left
+
+
+def exclusion(name: str, include: Sequence[str], exclude: Sequence[str]) -> str:
+    """Why the source folder *name* is left out by ``--include`` / ``--exclude``; '' when it is taken.
+
+    As imapsync does: Python regular expressions searched (`re.search`) in the decoded
+    name with the source's own delimiter, as ``show`` prints it, so ``^Archive`` takes the
+    subfolders of Archive too and ``^Archive$`` only Archive.  A folder is taken when it
+    matches one of *include* (all are, without any) and none of *exclude*.
+    """
+    if include and not any(re.search(pattern, name) for pattern in include):
+        return "not matched by --include " + " ".join(repr(pattern) for pattern in include)
+    matched = next((pattern for pattern in exclude if re.search(pattern, name)), None)
+    return f"excluded by --exclude {matched!r}" if matched is not None else ""
+
+
+def filter_pairs(
+    pairs: Iterable[FolderPair], include: Sequence[str], exclude: Sequence[str]
+) -> tuple[list[FolderPair], list[FolderPair]]:
+    """The pairs a run takes, and those `exclusion` leaves out (with the reason as theirs)."""
+    taken, left_out = [], []
+    for pair in pairs:
+        why = exclusion(pair.src, include, exclude)
+        if why:
+            left_out.append(FolderPair(pair.src, pair.dst, why))
+        else:
+            taken.append(pair)
+    return taken, left_out

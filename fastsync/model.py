@@ -207,8 +207,49 @@ class Fetched:
 @dataclass
 class FolderScan:
     """What planning learnt of one folder: its status and every message's identity
-    (``status`` None and ``error`` set when the folder could not be read)."""
+    (``status`` None and ``error`` set when the folder could not be read).  ``outside``
+    counts the messages a date window left out of ``refs``."""
 
     status: FolderStatus | None
     refs: list[MessageRef]
     error: str = ""
+    outside: int = 0
+
+    def keep_only(self, uids: set[int]) -> None:
+        """Leave out of ``refs`` the messages whose UID is not in *uids*, counting them."""
+        kept = [ref for ref in self.refs if ref.uid in uids]
+        self.outside += len(self.refs) - len(kept)
+        self.refs = kept
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which messages of the source a run takes (``--max-age``, ``--min-age``, ``--max-size``,
+    ``--min-size``) and the largest message the destination accepts.
+
+    ``since`` / ``before`` are calendar dates for ``UID SEARCH SINCE`` / ``BEFORE``, which
+    compare the date of a message's internal date, in its own time zone, without the time
+    (RFC 3501 section 6.4.4).  A size of 0 is no bound; ``append_limit_bytes`` is the
+    destination's APPENDLIMIT (RFC 7889), 0 when it announces none.
+    """
+
+    since: dt.date | None = None
+    before: dt.date | None = None
+    min_size_bytes: int = 0
+    max_size_bytes: int = 0
+    append_limit_bytes: int = 0
+
+    @property
+    def dated(self) -> bool:
+        return self.since is not None or self.before is not None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A message a run leaves out on purpose: outside the size bounds or over the
+    destination's APPENDLIMIT.  Not a failure: it does not change the exit code."""
+
+    folder: str
+    uid: int
+    size_bytes: int
+    reason: str

@@ -1,9 +1,11 @@
 """Every option of the command line, its environment variable, and the one record commands take.
 
-Settings layer: imports `errors`, `model` and `config`.  An option is declared once, as a
-`Flag` in the tables below, and has a field of the same name in `Options`; `resolve`
-applies the precedence flag > environment > config file > default in one place.  `cli.py`
-builds the parser from the same tables, and the man page is generated from that parser.
+Settings layer: imports `errors`, `model`, `values` and `config`.  An option is declared
+once, as a `Flag` in the tables below, and has a field of the same name in `Options`;
+`resolve` applies the precedence flag > environment > config file > default in one place.
+`cli.py` builds the parser from the same tables, and the man page is generated from that
+parser.  Sizes, ages and regular expressions are parsed by `values.py`, as the config
+file's are, so a flag and its config key accept the same text.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastsync import values as value_rules
 from fastsync.config import Config
 from fastsync.errors import UsageError
 from fastsync.model import WorkerSettings
@@ -29,9 +32,12 @@ _FALSE = {"0", "false", "no", "off", ""}
 @dataclass(frozen=True)
 class Flag:
     """An option: its names, environment variable, type and, where a config key backs it,
-    that key under ``rate_limit``.
+    that key's path in `Config` (``rate_limit.down_bps``, ``exclude``).
 
-    ``kind``: "bool" (a switch), "int" (>= 0), "count" (>= 1) or "str".
+    ``kind``: "bool" (a switch), "int" (>= 0), "count" (>= 1), "str", "size" (bytes:
+    ``2M``, ``500k``, see `values.parse_size`), "age" (whole days: ``30d``, ``12w``, ``2y``)
+    or "list" (a regular expression; the flag may be repeated, and its environment
+    variable holds one per line, since a regular expression may contain a comma).
     """
 
     names: tuple[str, ...]
@@ -41,7 +47,7 @@ class Flag:
     help: str
     metavar: str | None = None
     choices: tuple[str, ...] = ()
-    rate_limit_key: str = ""
+    config_key: str = ""
 
 
 COMMON_FLAGS = (
@@ -73,19 +79,49 @@ STATE_FLAGS = (
          "(default: $XDG_CACHE_HOME/fastsync or ~/.cache/fastsync)", "PATH"),
 )
 
-SYNC_FLAGS = FOLDER_FLAGS + (
+# Which source folders a run takes (show marks the others): Python regular expressions
+# searched (re.search) in the source folder's name as show prints it, as imapsync does.
+FILTER_FLAGS = (
+    Flag(("--include",), "include", "FASTSYNC_INCLUDE", "list",
+         "only the source folders whose name matches this Python regular expression (re.search on the name "
+         "as show prints it); repeatable: a folder matching any is taken; replaces the config's include "
+         "(environment: one expression per line)", "REGEX", config_key="include"),
+    Flag(("--exclude",), "exclude", "FASTSYNC_EXCLUDE", "list",
+         "leave out the source folders whose name matches this regular expression (after --include): "
+         "neither created nor counted; repeatable; replaces the config's exclude "
+         "(environment: one expression per line)", "REGEX", config_key="exclude"),
+)
+
+# Which messages of those folders a run takes: by internal date, selected by the server
+# (UID SEARCH SINCE / BEFORE, RFC 3501 section 6.4.4, which compares dates, not times),
+# and by size (RFC822.SIZE, known from planning).
+MESSAGE_FLAGS = (
+    Flag(("--max-age",), "max_age_days", "FASTSYNC_MAX_AGE", "age",
+         "only messages whose internal date is on or after the day AGE ago: 30d, 12w, 2y (a bare number is "
+         "days; IMAP compares days, not times: UID SEARCH SINCE)", "AGE"),
+    Flag(("--min-age",), "min_age_days", "FASTSYNC_MIN_AGE", "age",
+         "only messages whose internal date is before the day AGE ago (UID SEARCH BEFORE); "
+         "--max-age N and --min-age N split a folder in two", "AGE"),
+    Flag(("--max-size",), "max_size_bytes", "FASTSYNC_MAX_SIZE", "size",
+         "skip messages larger than SIZE: 500k, 25M, 1G (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024; "
+         "a bare number is bytes; 0 = no limit); sync counts them as skipped, not failed", "SIZE"),
+    Flag(("--min-size",), "min_size_bytes", "FASTSYNC_MIN_SIZE", "size",
+         "skip messages smaller than SIZE (same units as --max-size)", "SIZE"),
+)
+
+SYNC_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + (
     Flag(("--procs", "-w", "--workers"), "workers", "FASTSYNC_WORKERS", "count",
          f"worker processes copying in parallel (default: {DEFAULT_WORKERS})", "N"),
     Flag(("-y", "--yes", "--confirm"), "confirm", "FASTSYNC_CONFIRM", "bool", "copy without asking"),
     Flag(("-n", "--dry-run"), "dry_run", "FASTSYNC_DRY_RUN", "bool", "print the plan and stop; write nothing"),
-    Flag(("--bps-down",), "down_bps", "FASTSYNC_BPS_DOWN", "int",
-         "cap on bytes/s read from the source, all processes together (0 = unlimited)", "N",
-         rate_limit_key="down_bps"),
-    Flag(("--bps-up",), "up_bps", "FASTSYNC_BPS_UP", "int",
-         "cap on bytes/s written to the destination (0 = unlimited)", "N", rate_limit_key="up_bps"),
+    Flag(("--bps-down",), "down_bps", "FASTSYNC_BPS_DOWN", "size",
+         "cap on bytes/s read from the source, all processes together: 2M, 500k, or bytes (0 = unlimited)", "N",
+         config_key="rate_limit.down_bps"),
+    Flag(("--bps-up",), "up_bps", "FASTSYNC_BPS_UP", "size",
+         "cap on bytes/s written to the destination: 2M, 500k, or bytes (0 = unlimited)", "N", config_key="rate_limit.up_bps"),
     Flag(("--max-connections",), "max_connections", "FASTSYNC_MAX_CONNECTIONS", "int",
          "simultaneous connections per side, planner included (0 = unlimited)", "N",
-         rate_limit_key="max_connections"),
+         config_key="rate_limit.max_connections"),
     Flag(("--retries",), "retries", "FASTSYNC_RETRIES", "int",
          "reconnections per worker after a lost connection, with backoff of 1 s doubling to 60 s (default: 5)", "N"),
     Flag(("--full",), "full", "FASTSYNC_FULL", "bool",
@@ -95,14 +131,14 @@ SYNC_FLAGS = FOLDER_FLAGS + (
 ) + STATE_FLAGS
 
 
-CHECK_FLAGS = FOLDER_FLAGS + STATE_FLAGS + (
+CHECK_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + STATE_FLAGS + (
     Flag(("--bodies",), "bodies", "FASTSYNC_BODIES", "bool",
          "also compare a sha256 of every message present on both sides (fetches every body)"),
 )
 
 # The flags of each command, in the order --help lists them.
 COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
-    "show": COMMON_FLAGS,
+    "show": COMMON_FLAGS + FILTER_FLAGS,
     "sync": COMMON_FLAGS + SYNC_FLAGS,
     "check": COMMON_FLAGS + CHECK_FLAGS,
 }
@@ -127,6 +163,12 @@ class Options:
     log_format: str = "text"
     src_folder: str | None = None
     dst_folder: str | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    max_age_days: int | None = None
+    min_age_days: int | None = None
+    max_size_bytes: int = 0
+    min_size_bytes: int = 0
     workers: int = DEFAULT_WORKERS
     confirm: bool = False
     dry_run: bool = False
@@ -148,21 +190,44 @@ def _from_env(flag: Flag, environ: Mapping[str, str]) -> Any:
     raw = environ.get(flag.env)
     if raw is None:
         return None
+    where = f"environment variable {flag.env}={raw!r}"
     if flag.kind == "bool":
         value = raw.strip().lower()
         if value in _TRUE:
             return True
         if value in _FALSE:
             return False
-        raise UsageError(f"environment variable {flag.env}={raw!r}: expected 1/0, true/false, yes/no or on/off")
+        raise UsageError(f"{where}: expected 1/0, true/false, yes/no or on/off")
     if flag.choices and raw not in flag.choices:
-        raise UsageError(f"environment variable {flag.env}={raw!r}: expected one of {', '.join(flag.choices)}")
+        raise UsageError(f"{where}: expected one of {', '.join(flag.choices)}")
     if flag.kind in ("int", "count"):
         try:
             return int(raw.strip())
         except ValueError:
-            raise UsageError(f"environment variable {flag.env}={raw!r}: expected a whole number") from None
-    return raw
+            raise UsageError(f"{where}: expected a whole number") from None
+    if flag.kind == "list":
+        # One regular expression per line: a comma may be part of one.
+        return _patterns([line for line in raw.splitlines() if line.strip()], f"environment variable {flag.env}")
+    return _parsed(flag, raw, where)
+
+
+def _parsed(flag: Flag, raw: str, where: str) -> Any:
+    """A size or an age as `values` reads it, or *raw* itself for the other kinds."""
+    parse = {"size": value_rules.parse_size, "age": value_rules.parse_age_days}.get(flag.kind)
+    if parse is None:
+        return raw
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _patterns(patterns: Sequence[str], where: str) -> tuple[str, ...]:
+    for pattern in patterns:
+        problem = value_rules.regex_problem(pattern)
+        if problem:
+            raise UsageError(f"{where}: {pattern!r} is not a valid regular expression: {problem}")
+    return tuple(patterns)
 
 
 def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -174,6 +239,10 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
         value = getattr(args, flag.dest)
         if value is None:
             value = _from_env(flag, environ)
+        elif flag.kind == "list":
+            value = _patterns(value, flag.names[-1])
+        else:
+            value = _parsed(flag, value, f"{flag.names[-1]} {value!r}")
         if value is not None and flag.kind in ("int", "count"):
             minimum = 1 if flag.kind == "count" else 0
             if value < minimum:
@@ -185,15 +254,40 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
 def resolve(values: Mapping[str, Any], config: Config | None = None, flags: Sequence[Flag] = ALL_FLAGS) -> Options:
     """The options record: *values* (from `given`), else the config file, else the default.
 
-    Only *flags* (a command's own) are taken; the config file's ``rate_limit`` backs the
-    flags that name one of its keys.
+    Only *flags* (a command's own) are taken; a flag with a ``config_key`` is backed by
+    that field of the config file (``rate_limit.down_bps``, ``exclude``).
     """
     chosen: dict[str, Any] = {}
     for flag in flags:
         value = values.get(flag.dest)
-        if value is None and flag.rate_limit_key and config is not None:
-            value = getattr(config.rate_limit, flag.rate_limit_key)
+        if value is None and flag.config_key and config is not None:
+            value = config_value(config, flag.config_key)
         if value is None:
             continue
         chosen[flag.dest] = Path(value) if flag.dest == "state_dir" else value
-    return dataclasses.replace(Options(), **chosen)
+    options = dataclasses.replace(Options(), **chosen)
+    _check_bounds(options)
+    return options
+
+
+def config_value(config: Config, key: str) -> Any:
+    """The value of the config field at the dotted path *key* (``rate_limit.up_bps``)."""
+    value: Any = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _check_bounds(options: Options) -> None:
+    """Bounds that leave nothing to take are a mistake, not an empty run."""
+    max_age, min_age = options.max_age_days, options.min_age_days
+    if max_age is not None and min_age is not None and max_age <= min_age:
+        raise UsageError(
+            f"--max-age {max_age} days and --min-age {min_age} days leave no message; "
+            "--max-age must be more days than --min-age"
+        )
+    if options.max_size_bytes and options.min_size_bytes > options.max_size_bytes:
+        raise UsageError(
+            f"--min-size {options.min_size_bytes} bytes is above --max-size {options.max_size_bytes} bytes; "
+            "no message fits"
+        )

@@ -1,5 +1,5 @@
 """Pure planning logic: message identity, the one multiset matcher, the one flag rule,
-sharding into work units.
+the one size rule, sharding into work units.
 
 Pure-logic layer: imports only records.  Nothing here speaks IMAP; everything is
 testable with plain values.  Whoever decides whether a message is present (the planner,
@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from fastsync.model import FolderPair, MessageRef, MessageState, WorkUnit
+from fastsync.model import FolderPair, MessageRef, MessageState, Selection, Skipped, WorkUnit
 
 S = TypeVar("S")
 D = TypeVar("D")
@@ -239,6 +239,39 @@ def flag_changes(
         if flags_differ(src, dst, permanent):
             changes.setdefault(tuple(sorted(keepable_flags(src.flags, permanent))), []).append(dst.uid)
     return changes
+
+
+def size_reason(size_bytes: int, selection: Selection) -> str:
+    """Why a message of *size_bytes* is not copied, '' when it is: the one size rule.
+
+    The user's bounds (``--max-size``, ``--min-size``) first, then the destination's
+    APPENDLIMIT (RFC 7889): a message over it would only be refused, one APPEND after
+    another, so it is skipped and said once per folder instead.
+    """
+    if selection.max_size_bytes and size_bytes > selection.max_size_bytes:
+        return f"larger than --max-size ({selection.max_size_bytes} bytes)"
+    if size_bytes < selection.min_size_bytes:
+        return f"smaller than --min-size ({selection.min_size_bytes} bytes)"
+    if selection.append_limit_bytes and size_bytes > selection.append_limit_bytes:
+        return appendlimit_reason(selection.append_limit_bytes)
+    return ""
+
+
+def appendlimit_reason(limit_bytes: int) -> str:
+    return f"over the destination's APPENDLIMIT of {limit_bytes} bytes"
+
+
+def skip_by_size(folder: str, refs: Sequence[MessageRef], selection: Selection) -> tuple[list[MessageRef], list[Skipped]]:
+    """*refs* split by `size_reason`: those to copy, and those skipped with their reason."""
+    kept: list[MessageRef] = []
+    skipped: list[Skipped] = []
+    for ref in refs:
+        reason = size_reason(ref.size_bytes, selection)
+        if reason:
+            skipped.append(Skipped(folder, ref.uid, ref.size_bytes, reason))
+        else:
+            kept.append(ref)
+    return kept, skipped
 
 
 def shard(

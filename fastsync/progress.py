@@ -253,12 +253,18 @@ class Reporter:
             self.error(text)
         if self.quiet:
             return
+        for skipped in s.skipped:
+            self.detail(
+                f"skipped: folder {skipped.folder!r} UID {skipped.uid} {human_bytes(skipped.size_bytes)} "
+                f"({skipped.size_bytes} bytes): {skipped.reason}"
+            )
         # Figures are appended at the end only: scripts parse this line by position.
         flags = f", {s.flags_updated} flags updated" if s.sync_flags else ""
+        skips = f", {len(s.skipped)} skipped" if s.skipped or s.size_bounds else ""
         self.info(
             f"{s.folders} folders, {s.copied} copied, {s.present} already present, "
             f"{len(s.failed)} failed, {human_bytes(s.copied_bytes)}, {s.elapsed_s:.1f} s, "
-            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}"
+            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}{skips}"
         )
 
     def check_report(self, s: CheckSummary, limit: int = 20) -> None:
@@ -296,6 +302,7 @@ class Reporter:
             self._account_table(info)
         rows = [["map", p.src, p.dst, p.reason or "same name"] for p in listing.pairs]
         rows += [["skip", p.src, "-", p.reason] for p in listing.left_out]
+        rows += [["excluded", p.src, "-", p.reason] for p in listing.excluded]
         self.table("Folder mapping used by sync", ["", "source", "destination", "why"], rows)
 
     def _account_table(self, info: AccountInfo) -> None:
@@ -355,6 +362,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
             {
                 "src": r.src, "dst": r.dst, "messages": r.messages, "to_copy": r.to_copy,
                 "to_copy_bytes": r.to_copy_bytes, "without_message_id": r.without_id, "note": r.note,
+                "skipped": r.skipped, "outside_dates": r.outside_dates,
             }
             for r in s.rows
         ],
@@ -365,6 +373,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
             "copied": s.copied,
             "present": s.present,
             "failed": len(s.failed),
+            "skipped": len(s.skipped),
             "copied_bytes": s.copied_bytes,
             "vanished": s.vanished,
             "flags_planned": s.flags_planned,
@@ -375,6 +384,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
             "mb_per_s": round(s.mb_per_s, 3),
         },
         "failed": [dataclasses.asdict(f) for f in s.failed],
+        "skipped": [dataclasses.asdict(skipped) for skipped in s.skipped],
         "folders_refused": [dataclasses.asdict(f) for f in s.folders_refused],
         "errors": list(s.errors),
         "complete": s.complete,
@@ -384,7 +394,9 @@ def sync_document(s: Summary) -> dict[str, Any]:
 def show_document(listing: Listing) -> dict[str, Any]:
     """show's --json document: both accounts' folders and the mapping."""
 
-    def account(info: AccountInfo) -> dict[str, Any]:
+    left_out = {p.src: p.reason for p in listing.excluded}
+
+    def account(info: AccountInfo, excluded: dict[str, str]) -> dict[str, Any]:
         folders = []
         for item in info.folders:
             st = item.status
@@ -399,6 +411,7 @@ def show_document(listing: Listing) -> dict[str, Any]:
                 "uidvalidity": st.uidvalidity if st else None,
                 "uidnext": st.uidnext if st else None,
                 "error": item.error,
+                "excluded": excluded.get(item.folder.name, ""),
             })
         return {
             "label": info.label,
@@ -414,10 +427,12 @@ def show_document(listing: Listing) -> dict[str, Any]:
 
     return {
         "command": "show",
-        "src": account(listing.src),
-        "dst": account(listing.dst),
+        "src": account(listing.src, left_out),
+        "dst": account(listing.dst, {}),
         "mapping": [{"src": p.src, "dst": p.dst, "reason": p.reason or "same name"} for p in listing.pairs],
         "left_out": [{"src": p.src, "reason": p.reason} for p in listing.left_out],
+        # Folders --include / --exclude leave out: not in the mapping, never created.
+        "excluded": [{"src": p.src, "reason": p.reason} for p in listing.excluded],
     }
 
 

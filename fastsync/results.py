@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fastsync.model import Failure, Folder, FolderPair, FolderStatus, Namespace
+from fastsync.model import Failure, Folder, FolderPair, FolderStatus, Namespace, Skipped
 
 # The kinds of difference check reports, in the order it reports them.
 DIFFERENCE_KINDS = ("missing", "extra", "flags", "date", "body")
@@ -62,6 +62,8 @@ class FolderRow:
     to_copy_bytes: int = 0
     without_id: int = 0
     note: str = ""
+    skipped: int = 0
+    outside_dates: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,9 @@ class Summary:
     incomplete: set[str] = field(default_factory=set)
     rows: list[FolderRow] = field(default_factory=list)
     folders_refused: list[RefusedFolder] = field(default_factory=list)
+    # Left out on purpose (--max-size, --min-size, APPENDLIMIT): not failures.
+    skipped: list[Skipped] = field(default_factory=list)
+    size_bounds: bool = False
 
     @property
     def messages_per_s(self) -> float:
@@ -215,3 +220,5 @@ class Listing:
     pairs: tuple[FolderPair, ...]
     # Pairs not synced, each with its reason (a view such as \\Flagged, the destination's \\All).
     left_out: tuple[FolderPair, ...] = ()
+    # Pairs --include / --exclude leave out, each with the reason as its own.
+    excluded: tuple[FolderPair, ...] = ()

@@ -11,6 +11,7 @@ with the retry rule of `retry.py` when they break.  On it: listing both accounts
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import functools
 import random
 import time
@@ -23,10 +24,23 @@ from fastsync import plan
 from fastsync.config import Config
 from fastsync.errors import ConnectError
 from fastsync.events import event
-from fastsync.imap.session import Session, SessionPair
+from fastsync.imap import replies
+from fastsync.imap.session import Session, SessionPair, uids_within
 from fastsync.ledger import Ledger
 from fastsync.limits import Limits
-from fastsync.model import Folder, FolderPair, FolderScan, FolderStatus, Mailboxes, Namespace, MessageRef, MessageState, WorkerSettings
+from fastsync.model import (
+    Folder,
+    FolderPair,
+    FolderScan,
+    FolderStatus,
+    Mailboxes,
+    MessageRef,
+    MessageState,
+    Namespace,
+    Selection,
+    Skipped,
+    WorkerSettings,
+)
 from fastsync.options import Options
 from fastsync.results import Reporter
 from fastsync.retry import with_retries
@@ -37,6 +51,9 @@ U = TypeVar("U")
 
 # The plan's note on a pair the state cache let the run skip.
 UNCHANGED = "unchanged since the last run"
+
+# No date window, no size bound: what a run takes without --max-age, --max-size...
+EVERY_MESSAGE = Selection()
 
 Statuses = dict[str, FolderStatus]
 
@@ -56,6 +73,8 @@ class FolderPlan:
     note: str = ""
     dst_uidnext: int = 1
     error: str = ""
+    skipped: list[Skipped] = field(default_factory=list)
+    outside: int = 0
 
     @property
     def todo_bytes(self) -> int:
@@ -130,9 +149,33 @@ def pair_both(
     config: Config, options: Options, src: Mailboxes, dst: Mailboxes
 ) -> tuple[list[FolderPair], list[FolderPair]]:
     """The folder pairs of a run (map or -s/-d, else every folder, across both namespaces)
-    and those left out with their reason (`folders.sort_out`)."""
+    and those left out with their reason (`folders.sort_out`, --include / --exclude)."""
     rules = folder_rules.rules_from(config, options)
-    return folder_rules.sort_out(src.folders, dst.folders, rules, src.namespace, dst.namespace)
+    pairs, left_out = folder_rules.sort_out(
+        src.folders, dst.folders, rules, src.namespace, dst.namespace, options.include
+    )
+    taken, excluded = folder_rules.filter_pairs(pairs, options.include, options.exclude)
+    return taken, left_out + excluded
+
+
+def selection_of(options: Options, append_limit_bytes: int = 0, today: dt.date | None = None) -> Selection:
+    """The messages a run takes: ``--max-age N`` is SINCE the day N days before *today*
+    (the local date), ``--min-age N`` BEFORE it, so that the two split a folder exactly;
+    the size bounds as given."""
+    today = today or dt.date.today()
+
+    def back(days: int | None) -> dt.date | None:
+        return None if days is None else today - dt.timedelta(days=days)
+
+    return Selection(
+        back(options.max_age_days), back(options.min_age_days), options.min_size_bytes, options.max_size_bytes,
+        append_limit_bytes,
+    )
+
+
+def append_limit(planner: Planner) -> int:
+    """The destination's APPENDLIMIT (RFC 7889) in bytes, 0 when it announces none."""
+    return planner.call("reading capabilities", lambda _src, dst: replies.append_limit(dst.capabilities))
 
 
 def readable_on_dst(pair: FolderPair, existing: set[str]) -> bool:
@@ -150,6 +193,7 @@ def plan_folders(
     before: tuple[Statuses, Statuses] = ({}, {}),
     need_modseq: bool = False,
     ledger: Ledger | None = None,
+    selection: Selection = EVERY_MESSAGE,
 ) -> list[FolderPlan]:
     """Diff each pair's message identities; pairs the cache knows unchanged are not read.
 
@@ -185,7 +229,7 @@ def plan_folders(
     if to_read:
         reporter.status(f"planning {len(to_read)} folders")
     src_scans, dst_scans = planner.call(
-        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names)
+        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names, selection=selection)
     )
     reporter.clear_status()
     elsewhere = {
@@ -200,7 +244,7 @@ def plan_folders(
             plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note=UNCHANGED))
         else:
             only = elsewhere if pair.src_role == folder_rules.ALL else None
-            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only))
+            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only, selection))
     return plans
 
 
@@ -210,6 +254,7 @@ def _diff(
     dst: FolderScan | None,
     ledger: Ledger | None = None,
     elsewhere: set[str] | None = None,
+    selection: Selection = EVERY_MESSAGE,
 ) -> FolderPlan:
     """One pair's plan from the two folders' scans (*dst* None: a folder still to create).
 
@@ -239,32 +284,56 @@ def _diff(
         candidates = [r for r in src_rest if r.identity not in elsewhere]
         notes.append(f"{len(src_rest) - len(candidates)} in other folders")
         src_rest = candidates
-    todo = plan.missing(src_rest, [r.identity for r in dst_rest])
+    todo, skipped = plan.skip_by_size(pair.src, plan.missing(src_rest, [r.identity for r in dst_rest]), selection)
     if dst is None:
         notes.append("new folder")
+    if src.outside:
+        notes.append(f"{src.outside} outside the dates")
+    if skipped:
+        notes.append(f"{len(skipped)} skipped by size")
     without_id = sum(1 for r in src.refs if not r.has_message_id)
-    return FolderPlan(pair, src.status.uidvalidity, len(src.refs), todo, without_id, ", ".join(notes), dst_uidnext)
-
-
-def _survey_both(
-    src: Session, dst: Session, src_names: Sequence[tuple[str, int]], dst_names: Sequence[tuple[str, int]]
-) -> tuple[dict[str, FolderScan], dict[str, FolderScan]]:
-    """Read both sides at once: each has its own connection, and the wait is the network's."""
-    return both(
-        functools.partial(src.survey, src_names, plan.identity), functools.partial(dst.survey, dst_names, plan.identity)
+    return FolderPlan(
+        pair, src.status.uidvalidity, len(src.refs), todo, without_id, ", ".join(notes), dst_uidnext,
+        skipped=skipped, outside=src.outside,
     )
 
 
-def read_states(session: Session, folder: str, exists: bool = True) -> tuple[list[MessageState], FolderStatus | None]:
+def _survey_both(
+    src: Session, dst: Session, src_names: Sequence[tuple[str, int]], dst_names: Sequence[tuple[str, int]],
+    selection: Selection = EVERY_MESSAGE,
+) -> tuple[dict[str, FolderScan], dict[str, FolderScan]]:
+    """Read both sides at once: each has its own connection, and the wait is the network's.
+    Only the source is narrowed to *selection*'s dates: a copy on the destination is
+    present whatever its date."""
+    return both(
+        functools.partial(src.survey, src_names, plan.identity, selection=selection),
+        functools.partial(dst.survey, dst_names, plan.identity),
+    )
+
+
+def read_states(
+    session: Session, folder: str, exists: bool = True, selection: Selection = EVERY_MESSAGE
+) -> tuple[list[MessageState], FolderStatus | None]:
     """Flags, dates and identities of a folder's messages, read-only (EXAMINE, BODY.PEEK),
-    with the folder's status (None when it does not exist)."""
+    only those within *selection*'s dates (UID SEARCH) and sizes; with the folder's status
+    (None when it does not exist)."""
     if not exists:
         return [], None
-    status = session.examine(folder)
-    return (session.message_states(status.messages, plan.identity) if status.messages else []), status
+    return _within(session, session.examine(folder), selection)
 
 
-def read_kept_states(session: Session, folder: str, exists: bool = True) -> tuple[list[MessageState], FolderStatus | None]:
+def _within(session: Session, status: FolderStatus, selection: Selection) -> tuple[list[MessageState], FolderStatus]:
+    """The selected folder's message states within *selection*, and *status*."""
+    states = session.message_states(status.messages, plan.identity) if status.messages else []
+    if selection.dated and states:
+        within = uids_within(session, status.messages, selection)
+        states = [s for s in states if s.uid in within]
+    return [s for s in states if not plan.size_reason(s.size_bytes, selection)], status
+
+
+def read_kept_states(
+    session: Session, folder: str, exists: bool = True, selection: Selection = EVERY_MESSAGE
+) -> tuple[list[MessageState], FolderStatus | None]:
     """`read_states` of a destination folder, whose status says which flags it can keep.
 
     PERMANENTFLAGS comes only with SELECT (EXAMINE reports it empty: nothing can be stored
@@ -273,8 +342,7 @@ def read_kept_states(session: Session, folder: str, exists: bool = True) -> tupl
     """
     if not exists:
         return [], None
-    status = session.select(folder)
-    return (session.message_states(status.messages, plan.identity) if status.messages else []), status
+    return _within(session, session.select(folder), selection)
 
 
 @dataclass
@@ -299,17 +367,26 @@ class PairStates:
         return plan.match_states(self.src, self.dst, known)
 
 
-def states_both(src: Session, dst: Session, pair: FolderPair, dst_exists: bool = True) -> PairStates:
-    """Both folders of a pair, at once: the source read-only, the destination with the flags
-    it can keep (`read_kept_states`)."""
+def states_both(
+    src: Session, dst: Session, pair: FolderPair, dst_exists: bool = True, selection: Selection = EVERY_MESSAGE
+) -> PairStates:
+    """Both folders of a pair, at once, each narrowed to *selection* (check compares a
+    window with the same window): the source read-only, the destination with the flags it
+    can keep (`read_kept_states`)."""
     (src_states, src_status), (dst_states, dst_status) = both(
-        functools.partial(read_states, src, pair.src), functools.partial(read_kept_states, dst, pair.dst, dst_exists)
+        functools.partial(read_states, src, pair.src, selection=selection),
+        functools.partial(read_kept_states, dst, pair.dst, dst_exists, selection),
     )
     return PairStates(src_states, dst_states, src_status, dst_status)
 
 
 def flags_to_update(
-    planner: Planner, plans: Sequence[FolderPlan], existing: set[str], reporter: Reporter, ledger: Ledger | None = None
+    planner: Planner,
+    plans: Sequence[FolderPlan],
+    existing: set[str],
+    reporter: Reporter,
+    ledger: Ledger | None = None,
+    selection: Selection = EVERY_MESSAGE,
 ) -> dict[str, dict[tuple[str, ...], list[int]]]:
     """Destination folder -> {source flag set: destination UIDs} for --sync-flags.
 
@@ -321,7 +398,7 @@ def flags_to_update(
     readable = [p for p in plans if not p.error and p.note != UNCHANGED and readable_on_dst(p.pair, existing)]
     for index, p in enumerate(readable, 1):
         reporter.status(f"comparing flags {index}/{len(readable)} {p.pair.src}")
-        states = planner.call("comparing flags", functools.partial(states_both, pair=p.pair))
+        states = planner.call("comparing flags", functools.partial(states_both, pair=p.pair, selection=selection))
         permanent = states.permanent
         unkept = plan.unkept_flags(states.src, permanent)
         if unkept:

@@ -1,4 +1,5 @@
-"""Fast reading of the FETCH responses fastsync asks for.
+"""Fast reading of the FETCH responses fastsync asks for, and the small pieces of protocol
+text around them: sequence sets, dates, SEARCH replies.
 
 Pure-logic layer (no fastsync imports), used by the protocol edge.
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 _START = re.compile(rb"(\d+) \(")
@@ -131,3 +132,42 @@ def format_internaldate(moment: dt.datetime) -> bytes:
         f"{moment.day:02d}-{month}-{moment.year:04d} {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} "
         f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
     ).encode("ascii")
+
+
+def sequence_set(numbers: Sequence[int]) -> str:
+    """Compact IMAP sequence set (RFC 3501 section 9, ``sequence-set``): 1,2,3,7 -> ``1:3,7``."""
+    ordered = sorted(set(numbers))
+    parts = []
+    start = prev = ordered[0] if ordered else 0
+    for n in ordered[1:]:
+        if n == prev + 1:
+            prev = n
+            continue
+        parts.append(f"{start}:{prev}" if prev != start else str(start))
+        start = prev = n
+    if ordered:
+        parts.append(f"{start}:{prev}" if prev != start else str(start))
+    return ",".join(parts)
+
+
+def search_dates(since: dt.date | None, before: dt.date | None) -> list[str]:
+    """SEARCH keys for a window of internal dates: ``SINCE 1-Feb-2024 BEFORE 3-Mar-2024``
+    (RFC 3501 section 6.4.4: dates without time, compared with the date of each message's
+    internal date in its own zone; month names in English whatever the locale)."""
+    keys = []
+    for key, day in (("SINCE", since), ("BEFORE", before)):
+        if day is not None:
+            keys += [key, f"{day.day}-{_MONTH_NAMES[day.month - 1]}-{day.year:04d}"]
+    return keys
+
+
+def search_uids(data: Iterable[object]) -> set[int]:
+    """The numbers of untagged SEARCH replies as imaplib hands them over (``b"4 7 9"``, or
+    ``b""`` when nothing matched)."""
+    return {int(n) for item in data if isinstance(item, bytes) for n in item.split() if n.isdigit()}
+
+
+def batches(count: int, size: int) -> Iterator[str]:
+    """Sequence sets covering messages 1..*count*, *size* at a time."""
+    for start in range(1, count + 1, size):
+        yield f"{start}:{min(count, start + size - 1)}"

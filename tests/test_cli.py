@@ -55,7 +55,7 @@ def test_flag_beats_env(argv: tuple[str, ...], env: dict[str, str], key: str, ex
         ({"FASTSYNC_WORKERS": "many"}, "environment variable FASTSYNC_WORKERS='many': expected a whole number"),
         ({"FASTSYNC_WORKERS": "0"}, "--workers / FASTSYNC_WORKERS: expected a whole number >= 1, got 0"),
         ({"FASTSYNC_CONFIRM": "maybe"}, "environment variable FASTSYNC_CONFIRM='maybe': expected 1/0"),
-        ({"FASTSYNC_BPS_DOWN": "-5"}, "--bps-down / FASTSYNC_BPS_DOWN: expected a whole number >= 0, got -5"),
+        ({"FASTSYNC_BPS_DOWN": "-5"}, "environment variable FASTSYNC_BPS_DOWN='-5': expected a size such as 500k"),
         ({"FASTSYNC_LOG_FORMAT": "xml"}, "environment variable FASTSYNC_LOG_FORMAT='xml': expected one of text, json"),
     ],
 )

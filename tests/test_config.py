@@ -401,8 +401,8 @@ BAD_DATA: list[tuple[dict[str, Any], str]] = [
         {"src__zzz": "x"},
         "src.zzz: unknown key; known keys: label, server, user, pass, pass_env, pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd",
     ),
-    ({"extra": 1}, "extra: unknown key; known keys: src, dst, map, rate_limit"),
-    ({"maps": []}, "maps: unknown key; known keys: src, dst, map, rate_limit (did you mean map?)"),
+    ({"extra": 1}, "extra: unknown key; known keys: src, dst, map, include, exclude, rate_limit"),
+    ({"maps": []}, "maps: unknown key; known keys: src, dst, map, include, exclude, rate_limit (did you mean map?)"),
     (
         {"map": {"src": "a", "dst": "b"}},
         "map: expected a list of {src, dst} folder pairs, got a mapping",
@@ -434,15 +434,15 @@ BAD_DATA: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"rate_limit": {"down_bps": "fast"}},
-        'rate_limit.down_bps: expected a whole number of bytes per second >= 0, got "fast"',
+        'rate_limit.down_bps: expected a whole number of bytes per second >= 0 or a size such as 2M or 500k (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024), got "fast"',
     ),
     (
         {"rate_limit": {"up_bps": -1}},
-        "rate_limit.up_bps: expected a whole number of bytes per second >= 0, got -1",
+        "rate_limit.up_bps: expected a whole number of bytes per second >= 0 or a size such as 2M or 500k (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024), got -1",
     ),
     (
         {"rate_limit": {"up_bps": 1.5}},
-        "rate_limit.up_bps: expected a whole number of bytes per second >= 0, got 1.5",
+        "rate_limit.up_bps: expected a whole number of bytes per second >= 0 or a size such as 2M or 500k (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024), got 1.5",
     ),
     (
         {"rate_limit": {"max_connections": True}},
@@ -474,7 +474,7 @@ def test_bad_data(tmp_path: Path, overrides: dict[str, Any], expected: str) -> N
         (None, "c.yaml: the file is empty; expected a mapping with src, dst"),
         ([], "c.yaml: the top level is a list; expected a mapping with src, dst"),
         ("src", "c.yaml: the top level is a string; expected a mapping"),
-        ({1: 2}, "c.yaml: 1: unknown key; known keys: src, dst, map, rate_limit"),
+        ({1: 2}, "c.yaml: 1: unknown key; known keys: src, dst, map, include, exclude, rate_limit"),
         ({None: 2}, "c.yaml: null: unknown key"),
         ({"a b\nc": 2}, 'c.yaml: "a b\\x0ac": unknown key'),
     ],
@@ -552,7 +552,7 @@ BAD_YAML: list[tuple[str, str, str]] = [
     (
         "  pass: secret2\n",
         "  pass: secret2\nrate_limit:\n  down_bps: fast\n",
-        'rate_limit.down_bps (line 10): expected a whole number of bytes per second >= 0, got "fast"',
+        'rate_limit.down_bps (line 10): expected a whole number of bytes per second >= 0 or a size such as 2M or 500k (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024), got "fast"',
     ),
 ]
 
@@ -571,7 +571,7 @@ def test_json_field_errors_carry_lines(tmp_path: Path) -> None:
     message = load_error(path)
     assert message == (
         f"{path}: rate_limit.down_bps (line 13): expected a whole number of bytes per second "
-        '>= 0, got "fast"'
+        '>= 0 or a size such as 2M or 500k (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024), got "fast"'
     )
 
 

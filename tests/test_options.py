@@ -9,7 +9,7 @@ import pytest
 
 from fastsync.cli import build_parser
 from fastsync.config import parse_config
-from fastsync.options import ALL_FLAGS, COMMAND_FLAGS, Options, given, resolve
+from fastsync.options import ALL_FLAGS, COMMAND_FLAGS, Options, config_value, given, resolve
 
 CONFIG = {
     "src": {"server": "a.example:143", "user": "a", "pass": "pa", "tls": "none"},
@@ -61,9 +61,11 @@ def test_every_flag_has_an_options_field_and_every_field_a_flag() -> None:
     assert {flag.dest for flag in ALL_FLAGS} == fields
 
 
-def test_flags_that_name_a_rate_limit_key_name_a_real_one() -> None:
+def test_flags_that_name_a_config_key_name_a_real_one() -> None:
     config = parse_config(CONFIG, "fastsync.json", environ={})
-    keyed = [flag for flag in ALL_FLAGS if flag.rate_limit_key]
-    assert {flag.rate_limit_key for flag in keyed} == {"down_bps", "up_bps", "max_connections"}
+    keyed = [flag for flag in ALL_FLAGS if flag.config_key]
+    assert {flag.config_key for flag in keyed} == {
+        "rate_limit.down_bps", "rate_limit.up_bps", "rate_limit.max_connections", "include", "exclude",
+    }
     for flag in keyed:
-        assert hasattr(config.rate_limit, flag.rate_limit_key)
+        config_value(config, flag.config_key)

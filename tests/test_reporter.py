@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from fastsync.model import Failure, Folder, FolderPair, FolderStatus, Namespace
+from fastsync.model import Failure, Folder, FolderPair, FolderStatus, Namespace, Skipped
 from fastsync.progress import Reporter, check_document, show_document, sync_document
 from fastsync.results import AccountInfo, CheckSummary, Difference, FolderCheck, FolderInfo, FolderRow, Listing, RefusedFolder, Summary
 
@@ -18,6 +18,7 @@ ROWS = [
     FolderRow("Sent Items", "Sent", messages=2, size_bytes=900, note="special-use \\Sent"),
 ]
 FAILURE = Failure("INBOX", 4, 40_000, "[LIMIT] Message too large", "<m4@example.org>")
+SKIPPED = Skipped("Archive", 12, 30_000_000, "larger than --max-size (25000000 bytes)")
 
 
 def summary(**changes: Any) -> Summary:
@@ -60,19 +61,20 @@ def test_sync_document() -> None:
         "declined": False,
         "folders": [
             {"src": "INBOX", "dst": "INBOX", "messages": 5, "to_copy": 3, "to_copy_bytes": 1500,
-             "without_message_id": 1, "note": ""},
+             "without_message_id": 1, "note": "", "skipped": 0, "outside_dates": 0},
             {"src": "Sent Items", "dst": "Sent", "messages": 2, "to_copy": 0, "to_copy_bytes": 0,
-             "without_message_id": 0, "note": "special-use \\Sent"},
+             "without_message_id": 0, "note": "special-use \\Sent", "skipped": 0, "outside_dates": 0},
         ],
         "summary": {
             "folders": 2, "planned": 3, "planned_bytes": 1500, "copied": 10, "present": 4, "failed": 1,
-            "copied_bytes": 5_000_000, "vanished": 1, "flags_planned": 2, "flags_updated": 1,
+            "skipped": 0, "copied_bytes": 5_000_000, "vanished": 1, "flags_planned": 2, "flags_updated": 1,
             "elapsed_s": 2.5, "copy_s": 2.0, "messages_per_s": 5.0, "mb_per_s": 2.5,
         },
         "failed": [
             {"folder": "INBOX", "uid": 4, "size_bytes": 40_000, "reason": "[LIMIT] Message too large",
              "message_id": "<m4@example.org>"},
         ],
+        "skipped": [],
         "folders_refused": [],
         "errors": ["folder 'Junk': cannot be selected"],
         "complete": False,
@@ -195,7 +197,8 @@ def test_show_document() -> None:
     dst = AccountInfo(*side("dst", "destination", "mail.example.net:993", "alice.smith"), (), (),
                       Namespace("INBOX.", ".", announced=False))
     pairs = (FolderPair("INBOX", "INBOX"), FolderPair("Sent Items", "Sent", "special-use \\Sent"))
-    doc = show_document(Listing(src, dst, pairs))
+    excluded = (FolderPair("Broken", "Broken", "excluded by --exclude 'Bro'"),)
+    doc = show_document(Listing(src, dst, pairs, excluded=excluded))
     assert doc == {
         "command": "show",
         "src": {
@@ -206,14 +209,17 @@ def test_show_document() -> None:
             "namespace": {"prefix": "", "delimiter": "/", "announced": True},
             "folders": [
                 {"name": "INBOX", "delimiter": "/", "attributes": ["\\HasNoChildren"], "special_use": "",
-                 "selectable": True, "messages": 3, "size_bytes": 3000, "uidvalidity": 17, "uidnext": 4, "error": ""},
+                 "selectable": True, "messages": 3, "size_bytes": 3000, "uidvalidity": 17, "uidnext": 4, "error": "",
+                 "excluded": ""},
                 {"name": "Sent Items", "delimiter": "/", "attributes": ["\\Sent"], "special_use": "\\Sent",
-                 "selectable": True, "messages": 1, "size_bytes": 500, "uidvalidity": 18, "uidnext": 2, "error": ""},
+                 "selectable": True, "messages": 1, "size_bytes": 500, "uidvalidity": 18, "uidnext": 2, "error": "",
+                 "excluded": ""},
                 {"name": "Archive", "delimiter": "/", "attributes": ["\\Noselect", "\\HasChildren"], "special_use": "",
                  "selectable": False, "messages": None, "size_bytes": None, "uidvalidity": None, "uidnext": None,
-                 "error": ""},
+                 "error": "", "excluded": ""},
                 {"name": "Broken", "delimiter": "/", "attributes": [], "special_use": "", "selectable": True,
-                 "messages": None, "size_bytes": None, "uidvalidity": None, "uidnext": None, "error": "STATUS failed"},
+                 "messages": None, "size_bytes": None, "uidvalidity": None, "uidnext": None, "error": "STATUS failed",
+                 "excluded": "excluded by --exclude 'Bro'"},
             ],
             "messages": 4,
             "size_bytes": 3500,
@@ -228,6 +234,7 @@ def test_show_document() -> None:
             {"src": "Sent Items", "dst": "Sent", "reason": "special-use \\Sent"},
         ],
         "left_out": [],
+        "excluded": [{"src": "Broken", "reason": "excluded by --exclude 'Bro'"}],
     }
     assert "pw-not-shown" not in json.dumps(doc)
 
@@ -246,8 +253,13 @@ def test_show_document() -> None:
          "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s, 3 flags updated"),
         ({"copied": 1200, "copied_bytes": 1_234_567_890, "copy_s": 60.0, "elapsed_s": 61.25},
          "2 folders, 1200 copied, 4 already present, 0 failed, 1.2 GB, 61.2 s, 20 messages/s, 20.6 MB/s"),
+        ({"size_bounds": True},
+         "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s, 0 skipped"),
+        ({"skipped": [SKIPPED], "sync_flags": True},
+         "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s, 0 flags updated, "
+         "1 skipped"),
     ],
-    ids=["copied", "one failed", "nothing to copy", "flags updated", "large run"],
+    ids=["copied", "one failed", "nothing to copy", "flags updated", "large run", "size bounds", "skipped"],
 )
 def test_summary_line(changes: dict[str, Any], line: str) -> None:
     report, out, err = reporter()
@@ -257,6 +269,37 @@ def test_summary_line(changes: dict[str, Any], line: str) -> None:
     assert err.getvalue() == "".join(
         "error: not copied: folder 'INBOX' UID 4 <m4@example.org> 40.0 KB: [LIMIT] Message too large\n" for _ in failures
     )
+
+
+def test_skipped_messages_are_listed_with_verbose_and_counted_in_the_document() -> None:
+    report, out, err = reporter(verbose=True)
+    s = summary(skipped=[SKIPPED])
+    report.summary(s)
+    assert out.getvalue().splitlines()[0] == (
+        "skipped: folder 'Archive' UID 12 30.0 MB (30000000 bytes): larger than --max-size (25000000 bytes)"
+    )
+    assert err.getvalue() == ""
+    assert s.complete is True
+    doc = sync_document(s)
+    assert doc["summary"]["skipped"] == 1
+    assert doc["skipped"] == [
+        {"folder": "Archive", "uid": 12, "size_bytes": 30_000_000, "reason": "larger than --max-size (25000000 bytes)"}
+    ]
+    quiet, out, _err = reporter()
+    quiet.summary(s)
+    assert "skipped: folder" not in out.getvalue()
+
+
+def test_show_marks_excluded_folders_in_the_mapping_table() -> None:
+    report, out, _err = reporter()
+    src = AccountInfo("src", "source", "a:993", "alice", (), ())
+    dst = AccountInfo("dst", "destination", "b:993", "bob", (), ())
+    excluded = (FolderPair("Trash", "Trash", "excluded by --exclude '^Trash$'"),)
+    report.show_report(Listing(src, dst, (FolderPair("INBOX", "INBOX"),), excluded=excluded))
+    assert out.getvalue().splitlines()[-2:] == [
+        "map\tINBOX\tINBOX\tsame name",
+        "excluded\tTrash\t-\texcluded by --exclude '^Trash$'",
+    ]
 
 
 def test_summary_lists_failures_and_errors_on_stderr_even_when_quiet() -> None:

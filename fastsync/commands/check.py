@@ -30,11 +30,11 @@ from fastsync.events import event
 from fastsync.imap.session import Session
 from fastsync.ledger import Ledger
 from fastsync.limits import Limits
-from fastsync.model import FolderPair, MessageState
+from fastsync.model import FolderPair, MessageState, Selection
 from fastsync.options import Options
 from fastsync.results import DIFFERENCE_KINDS, CheckSummary, Difference, FolderCheck, Reporter
-from fastsync.survey import Planner, both, list_both, pair_both, readable_on_dst, states_both
 from fastsync.state import default_dir
+from fastsync.survey import Planner, both, list_both, pair_both, readable_on_dst, selection_of, states_both
 from fastsync.wire import format_internaldate
 
 
@@ -81,13 +81,16 @@ def run(config: Config, options: Options, reporter: Reporter) -> CheckSummary:
         pairs, _left_out = pair_both(config, options, src_side, dst_side)
         existing = {f.name for f in dst_side.folders if f.selectable}
         seen: set[str] = set()
+        # --max-age/--min-age/--max-size/--min-size narrow both sides alike: a window is
+        # compared with the same window (the destination's APPENDLIMIT plays no part).
+        selection = selection_of(options)
         for index, pair in enumerate(pairs, 1):
             reporter.status(f"checking {index}/{len(pairs)} {pair.src}")
             found = planner.call(
                 "checking",
                 functools.partial(
                     _check_pair, pair=pair, dst_exists=readable_on_dst(pair, existing), bodies=options.bodies,
-                    ledger=ledger, seen=seen,
+                    ledger=ledger, seen=seen, selection=selection,
                 ),
             )
             summary.folders.append(found)
@@ -116,14 +119,21 @@ def _log(found: FolderCheck) -> None:
 
 
 def _check_pair(
-    src: Session, dst: Session, pair: FolderPair, dst_exists: bool, bodies: bool, ledger: Ledger, seen: set[str]
+    src: Session,
+    dst: Session,
+    pair: FolderPair,
+    dst_exists: bool,
+    bodies: bool,
+    ledger: Ledger,
+    seen: set[str],
+    selection: Selection,
 ) -> FolderCheck:
     """Compare one pair.  *seen* collects the identities of the source folders checked so
     far; a source \\All folder, checked last, is compared on the messages in none of them,
     the only ones sync copies from it."""
     found = FolderCheck(pair)
     try:
-        states = states_both(src, dst, pair, dst_exists)
+        states = states_both(src, dst, pair, dst_exists, selection)
     except FolderError as exc:
         found.error = exc.message
         return found

@@ -25,9 +25,10 @@ def run(config: Config, options: Options, reporter: Reporter) -> Listing:
     src, dst = infos
     pairs, left_out = folder_rules.sort_out(
         [i.folder for i in src.folders], [i.folder for i in dst.folders], folder_rules.rules_from(config, options),
-        src.namespace, dst.namespace,
+        src.namespace, dst.namespace, options.include,
     )
-    return Listing(src, dst, tuple(pairs), tuple(left_out))
+    taken, excluded = folder_rules.filter_pairs(pairs, options.include, options.exclude)
+    return Listing(src, dst, tuple(taken), tuple(left_out), tuple(excluded))
 
 
 def describe(session: Session, reporter: Reporter) -> AccountInfo:

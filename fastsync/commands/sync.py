@@ -28,7 +28,17 @@ from fastsync.model import FolderPair, FolderStatus, UnitDone, WorkUnit
 from fastsync.options import Options
 from fastsync.results import FolderRow, RefusedFolder, Reporter, Summary
 from fastsync.state import StateCache, default_dir
-from fastsync.survey import FolderPlan, Planner, Statuses, flags_to_update, list_both, pair_both, plan_folders
+from fastsync.survey import (
+    FolderPlan,
+    Planner,
+    Statuses,
+    append_limit,
+    flags_to_update,
+    list_both,
+    pair_both,
+    plan_folders,
+    selection_of,
+)
 
 FlagChanges = dict[str, dict[tuple[str, ...], list[int]]]
 
@@ -76,6 +86,7 @@ class _Run:
         self.planner, self.limits, self.workers = planner, limits, workers
         self.ledger = ledger
         self.rewrites_said = False
+        self.selection = selection_of(options)
 
     def go(self, cache: StateCache, stdin_is_tty: bool | None) -> None:
         options, reporter, summary = self.options, self.reporter, self.summary
@@ -92,15 +103,17 @@ class _Run:
         before = (src_side.statuses, dst_side.statuses)
         pairs, left_out = pair_both(self.config, options, src_side, dst_side)
         existing = {f.name for f in dst_side.folders if f.selectable}
+        self.selection = selection_of(options, append_limit(self.planner))
+        summary.size_bounds = bool(options.max_size_bytes or options.min_size_bytes)
         plans = plan_folders(
             self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags,
-            self.ledger,
+            self.ledger, self.selection,
         )
         self.count_plan(plans, left_out)
         changes: FlagChanges = {}
         if options.sync_flags:
             summary.sync_flags = True
-            changes = flags_to_update(self.planner, plans, existing, reporter, self.ledger)
+            changes = flags_to_update(self.planner, plans, existing, reporter, self.ledger, self.selection)
             summary.flags_planned = sum(len(uids) for c in changes.values() for uids in c.values())
         reporter.plan(summary.rows)
         for notice in providers.notices(self.config.src, self.config.dst):
@@ -130,16 +143,36 @@ class _Run:
             event(
                 "folder planned", side="src", folder=p.pair.src, dst_folder=p.pair.dst, messages=p.src_messages,
                 to_copy=len(p.todo), to_copy_bytes=p.todo_bytes, note=p.note, error=p.error,
+                skipped=len(p.skipped), outside_dates=p.outside,
             )
+            self.count_skipped(p)
         summary.planned = sum(len(p.todo) for p in plans)
         summary.planned_bytes = sum(p.todo_bytes for p in plans)
-        summary.present = sum(p.src_messages - len(p.todo) for p in plans)
+        summary.present = sum(p.src_messages - len(p.todo) - len(p.skipped) for p in plans)
         summary.rows = [
-            FolderRow(p.pair.src, p.pair.dst, p.src_messages, 0, len(p.todo), p.todo_bytes, p.without_id, p.note)
+            FolderRow(
+                p.pair.src, p.pair.dst, p.src_messages, 0, len(p.todo), p.todo_bytes, p.without_id, p.note,
+                len(p.skipped), p.outside,
+            )
             for p in plans
         ] + [FolderRow(skip.src, "", 0, 0, note=skip.reason) for skip in left_out]
         for skip in left_out:
             event("folder skipped", side="src", folder=skip.src, dst_folder=skip.dst, reason=skip.reason)
+
+    def count_skipped(self, p: FolderPlan) -> None:
+        """Messages the size rule leaves out: in the summary, the log, and for those over the
+        destination's APPENDLIMIT one warning per folder rather than a refusal per message."""
+        self.summary.skipped.extend(p.skipped)
+        for skipped in p.skipped:
+            event("message skipped", side="src", folder=skipped.folder, uid=skipped.uid,
+                  size_bytes=skipped.size_bytes, reason=skipped.reason)
+        limit = self.selection.append_limit_bytes
+        over = sum(1 for skipped in p.skipped if skipped.reason == plan.appendlimit_reason(limit))
+        if over:
+            messages = "message" if over == 1 else "messages"
+            self.reporter.warn(
+                f"folder {p.pair.src!r}: {over} {messages} over the destination's APPENDLIMIT of {limit} bytes skipped"
+            )
 
     def execute(
         self, pairs: Sequence[FolderPair], plans: Sequence[FolderPlan], existing: set[str], missing_folders: Sequence[str]
@@ -166,7 +199,8 @@ class _Run:
                 reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
                 created = existing | (set(missing_folders) - set(refused))
                 again = plan_folders(
-                    self.planner, [p for p in pairs if p.src in replan], created, reporter, ledger=self.ledger
+                    self.planner, [p for p in pairs if p.src in replan], created, reporter, ledger=self.ledger,
+                    selection=self.selection,
                 )
                 summary.planned += sum(len(p.todo) for p in again)
                 summary.incomplete.update(replan)
@@ -245,7 +279,8 @@ def _remember(
     for p in plans:
         src, dst0, dst1 = src_before.get(p.pair.src), dst_before.get(p.pair.dst), after.get(p.pair.dst)
         copied = summary.copied_by_folder.get(p.pair.src, 0)
-        complete = p.pair.src not in summary.incomplete and copied == len(p.todo)
+        # A pair with messages left out by dates or sizes is not complete for a run without them.
+        complete = p.pair.src not in summary.incomplete and copied == len(p.todo) and not (p.skipped or p.outside)
         if src is None or dst1 is None or not complete:
             cache.forget(p.pair)
             continue

@@ -28,7 +28,8 @@ from fastsync.errors import ConnectionLost, FolderError, MalformedResponse
 from fastsync.imap import replies, transport
 from fastsync.imap.transport import Client, Meter, text_of
 from fastsync.limits import Limits
-from fastsync.model import Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState, Namespace
+from fastsync.model import Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState, Namespace, Selection
+from fastsync.wire import sequence_set
 
 Identity = Callable[[bytes, int], tuple[str, bool]]
 
@@ -64,23 +65,6 @@ class Slots(Protocol):
     def acquire(self) -> None: ...
 
     def release(self) -> None: ...
-
-
-def sequence_set(numbers: Sequence[int]) -> str:
-    """Compact IMAP sequence set (RFC 3501 section 9, ``sequence-set``): 1,2,3,7 -> ``1:3,7``."""
-    ordered = sorted(set(numbers))
-    parts = []
-    start = prev = ordered[0] if ordered else 0
-    for n in ordered[1:]:
-        if n == prev + 1:
-            prev = n
-            continue
-        parts.append(f"{start}:{prev}" if prev != start else str(start))
-        start = prev = n
-    if ordered:
-        parts.append(f"{start}:{prev}" if prev != start else str(start))
-    return ",".join(parts)
-
 
 
 @dataclass(frozen=True)
@@ -313,9 +297,12 @@ class Session:
 
     # -- reading messages --------------------------------------------------------------
 
-    def survey(self, folders: Sequence[tuple[str, int]], identity: Identity, window: int = SURVEY_WINDOW) -> dict[str, FolderScan]:
+    def survey(
+        self, folders: Sequence[tuple[str, int]], identity: Identity, window: int = SURVEY_WINDOW,
+        selection: Selection | None = None,
+    ) -> dict[str, FolderScan]:
         """Status and message identities of many folders, pipelined: see `_Survey`."""
-        return _Survey(self, identity, window).run(folders)
+        return _Survey(self, identity, window, selection).run(folders)
 
     def message_refs(self, count: int, identity: Identity) -> list[MessageRef]:
         """UID, size and identity of every message of the examined folder.
@@ -325,7 +312,7 @@ class Session:
         no UID SEARCH (whose single reply line can exceed imaplib's limit) is needed.
         """
         refs: list[MessageRef] = []
-        for message_set in _batches(count):
+        for message_set in wire.batches(count, IDENTITY_BATCH):
             refs.extend(self._refs(self._fetch(message_set, _IDENTITY_ITEMS, uid=False), identity))
         return refs
 
@@ -344,7 +331,7 @@ class Session:
     def total_size(self, count: int) -> int:
         """Sum of RFC822.SIZE over the examined folder, for servers without STATUS=SIZE (RFC 8438)."""
         total = 0
-        for message_set in _batches(count):
+        for message_set in wire.batches(count, IDENTITY_BATCH):
             for record in wire.records(self._fetch(message_set, [b"RFC822.SIZE"], uid=False)):
                 total += record.size() or 0
         return total
@@ -356,7 +343,7 @@ class Session:
         come with BODY.PEEK, so the source's \\Seen flags never change (RFC 3501 section 6.4.5).
         """
         states: list[MessageState] = []
-        for message_set in _batches(count):
+        for message_set in wire.batches(count, IDENTITY_BATCH):
             for record in wire.records(self._fetch(message_set, _STATE_ITEMS, uid=False)):
                 fields = _fields(self.where, record, "size_bytes", "literal", "flags")
                 if fields is None:
@@ -483,6 +470,21 @@ class Session:
         return (validity, uids) if validity and len(uids) == len(messages) else None
 
 
+def uids_within(session: Session, count: int, selection: Selection) -> set[int]:
+    """UIDs of the examined folder's messages 1..*count* whose internal date is within
+    *selection*'s dates: ``UID SEARCH 1:5000 SINCE ...`` per batch, pipelined, so that no
+    reply line outgrows imaplib's limit; no message is fetched (RFC 3501 section 6.4.4)."""
+    keys = wire.search_dates(selection.since, selection.before)
+    with session._guard():
+        commands = [("UID", "SEARCH", batch, *keys) for batch in wire.batches(count, IDENTITY_BATCH)]
+        results = session._pipelined("SEARCH", commands)
+        found = session._client._imap.untagged_responses.pop("SEARCH", [])
+    refused = [text for typ, text in results if typ != "OK"]
+    if refused:
+        raise FolderError(f"{session.where}: folder {session._selected!r}: SEARCH refused: {refused[0]}")
+    return wire.search_uids(found)
+
+
 class _Survey:
     """Status and message identities of many folders, pipelined (RFC 3501 section 5.5).
 
@@ -492,12 +494,17 @@ class _Survey:
     one round trip instead of two per folder.  The server answers in order; a folder whose
     EXAMINE or FETCH fails (it vanished, or shrank so that a batch fell beyond its end) is
     read again the plain way, or reported.
+    With dates in *selection*, a ``UID SEARCH`` of the same messages follows each FETCH
+    batch (no round trip more) and only the messages it finds stay in the scan.
     """
 
-    def __init__(self, session: Session, identity: Identity, window: int) -> None:
+    def __init__(self, session: Session, identity: Identity, window: int, selection: Selection | None) -> None:
         self.session = session
         self.identity = identity
         self.window = window
+        self.selection = selection if selection is not None and selection.dated else None
+        self.dates = wire.search_dates(self.selection.since, self.selection.before) if self.selection else []
+        self.within: dict[str, set[int]] = {}
         self.imap = session._client._imap
         self.pending: list[tuple[str, str, str]] = []  # (folder, command, tag)
         self.scans: dict[str, FolderScan] = {}
@@ -510,6 +517,8 @@ class _Survey:
         for index, start in enumerate(starts):
             end = "*" if index == len(starts) - 1 else str(start + IDENTITY_BATCH - 1)
             self.pending.append((name, "FETCH", imap._command("FETCH", f"{start}:{end}", _IDENTITY_LIST)))
+            if self.dates:
+                self.pending.append((name, "SEARCH", imap._command("UID", "SEARCH", f"{start}:{end}", *self.dates)))
 
     def run(self, folders: Sequence[tuple[str, int]]) -> dict[str, FolderScan]:
         session, imap = self.session, self.imap
@@ -534,6 +543,8 @@ class _Survey:
         for name, _count in folders:
             if name in self.failed:
                 self.scans[name] = self.read_plainly(name)
+            elif self.selection:
+                self.scans[name].keep_only(self.within.get(name, set()))
         return self.scans
 
     def receive(self, name: str, command: str, tag: str) -> None:
@@ -554,12 +565,16 @@ class _Survey:
             self.scans[name] = FolderScan(transport.selected_status(reply), [])
             self.session._selected = name
             return
-        items = imap.untagged_responses.pop("FETCH", [])
+        # A server may run a folder's FETCH and SEARCH commands side by side (Dovecot does,
+        # RFC 3501 section 5.5), so one's replies can come before the other's completion:
+        # both kinds are taken at each completion, and belong to this folder.
+        items, found = imap.untagged_responses.pop("FETCH", []), imap.untagged_responses.pop("SEARCH", [])
         imap.untagged_responses.clear()
         if typ != "OK" or name in self.failed:
             self.failed.add(name)
             return
         self.scans[name].refs.extend(self.session._refs([i for i in items if i is not None], self.identity))
+        self.within.setdefault(name, set()).update(wire.search_uids(found))
 
     def read_plainly(self, name: str) -> FolderScan:
         """Read a folder again without pipelining: it may exist after all, or have changed size."""
@@ -567,7 +582,10 @@ class _Survey:
             status = self.session.examine(name)
         except FolderError as exc:
             return FolderScan(None, [], exc.message)
-        return FolderScan(status, self.session.message_refs(status.messages, self.identity) if status.messages else [])
+        scan = FolderScan(status, self.session.message_refs(status.messages, self.identity) if status.messages else [])
+        if self.selection and scan.refs:
+            scan.keep_only(uids_within(self.session, status.messages, self.selection))
+        return scan
 
 
 class SessionPair:
@@ -652,9 +670,3 @@ def _fields(where: str, record: wire.Record, *needed: str) -> _Fields | None:
         date if isinstance(date, dt.datetime) else None,
         next((v or b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
     )
-
-
-def _batches(count: int) -> Iterator[str]:
-    """Sequence sets covering messages 1..count, `IDENTITY_BATCH` at a time."""
-    for start in range(1, count + 1, IDENTITY_BATCH):
-        yield f"{start}:{min(count, start + IDENTITY_BATCH - 1)}"

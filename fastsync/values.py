@@ -1,0 +1,75 @@
+"""The values people type in flags, environment variables and the config file: sizes, ages,
+regular expressions.
+
+Settings layer: imports nothing of fastsync.  `options.py` (flags and ``FASTSYNC_*``
+variables) and `config.py` (the config file) both parse through these functions, so
+``--bps-down 2M``, ``FASTSYNC_BPS_DOWN=2M`` and ``rate_limit.down_bps: 2M`` mean the same.
+A parser raises ValueError whose text is the problem alone ("expected ..."): the caller
+knows whether a flag, a variable or a config field was wrong and names it.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+# Sizes: k, M, G, T are powers of 1000 (as disks and providers count: Gmail's 25 MB,
+# 2,500 MB a day); Ki, Mi, Gi, Ti powers of 1024 (IEC 80000-13).  Letters are read
+# case-insensitively ("2m" is 2M) and a trailing B is allowed ("500kB", "1GiB").
+SIZE_FACTORS = {
+    "": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+}
+SIZE_EXPECTED = (
+    "expected a size such as 500k, 25M or 1G (k, M, G: powers of 1000; Ki, Mi, Gi: powers of 1024) "
+    "or a whole number of bytes"
+)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?", re.IGNORECASE)
+
+# Ages are whole days: IMAP searches internal dates by day (RFC 3501 section 6.4.4), so an
+# hour would promise a precision the server does not give.  A year is 365 days.
+AGE_DAYS = {"": 1, "d": 1, "w": 7, "y": 365}
+AGE_EXPECTED = "expected an age in days, weeks or years such as 30d, 12w or 2y (a bare number is days)"
+_AGE = re.compile(r"(\d+)\s*([dwy]?)", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in *text*: ``2M`` -> 2000000, ``500Ki`` -> 512000, ``1.5G`` -> 1500000000, ``300`` -> 300.
+
+    A fraction is allowed with a unit and rounded down to whole bytes; a bare number is
+    whole bytes.  Raises ValueError (`SIZE_EXPECTED`) for anything else.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(SIZE_EXPECTED)
+    number, unit = match.group(1), (match.group(2) or "").lower()
+    if not unit and "." in number:
+        raise ValueError(SIZE_EXPECTED)
+    return int(Decimal(number) * SIZE_FACTORS[unit])
+
+
+def parse_age_days(text: str) -> int:
+    """Whole days in *text*: ``30d`` -> 30, ``12w`` -> 84, ``2y`` -> 730, ``45`` -> 45.
+
+    Raises ValueError (`AGE_EXPECTED`) for anything else, hours and minutes included.
+    """
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(AGE_EXPECTED)
+    return int(match.group(1)) * AGE_DAYS[match.group(2).lower()]
+
+
+def regex_problem(pattern: str) -> str:
+    """Why *pattern* is not a Python regular expression ('' when it is one)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return str(exc)
+    return ""
