@@ -118,17 +118,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     log_handler: logging.Handler | None = None
     verbose = False
     try:
-        values = option_rules.given(args, environ)
-        verbose = bool(values.get("verbose"))
-        reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         # Events are for --log-file only: the terminal is progress.py's, even for an
-        # error that stops the run before the log file is open.
+        # error that stops the run before the log file is open (a bad flag value too).
         # A NullHandler keeps logging's last-resort handler from printing error events.
         events = logging.getLogger("fastsync")
         events.propagate = False
         if not any(isinstance(h, logging.NullHandler) for h in events.handlers):
             events.addHandler(logging.NullHandler())
+        values = option_rules.given(args, environ)
+        verbose = bool(values.get("verbose"))
+        reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
         config = load_config(values.get("config") or DEFAULT_CONFIG)
         options = option_rules.resolve(values, config, COMMAND_FLAGS[args.command])
         log_handler = _configure_log(options.log_file, options.log_format, config)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ class Flag:
     """An option: its names, environment variable, type and, where a config key backs it,
     that key under ``rate_limit``.
 
-    ``kind``: "bool" (a switch), "int" (>= 0), "count" (>= 1) or "str".
+    ``kind``: "bool" (a switch), "int" (>= 0), "count" (>= 1) or "str".  A "str" flag
+    with ``parse`` takes its value (from the command line or the environment) through it;
+    a ValueError's text becomes a one-line error naming the flag and the variable.
     """
 
     names: tuple[str, ...]
@@ -42,6 +45,59 @@ class Flag:
     metavar: str | None = None
     choices: tuple[str, ...] = ()
     rate_limit_key: str = ""
+    parse: Callable[[str], Any] | None = None
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``2500M``, ``500k``, ``1.5G`` or a bare number of bytes (1000-based, as
+    providers state their quotas); ValueError with a one-line reason otherwise."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"expected a size such as 500k, 25M, 2.5G or a number of bytes, got {text!r}")
+    return int(float(match.group(1)) * _SIZE_FACTORS[match.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class DeleteCeiling:
+    """The most ``--delete-dest`` may delete in one destination folder per run.
+
+    A folder's deletions are refused when they exceed every limit set: by default more
+    than 10 messages *and* more than 10 % of the folder, so a small folder can be cleaned
+    and a mapping mistake cannot empty a big one.  ``--max-delete N`` keeps only the count,
+    ``--max-delete N%`` only the share (``100%`` allows everything).
+    """
+
+    count: int | None = 10
+    percent: float | None = 10.0
+
+    def allows(self, to_delete: int, messages: int) -> bool:
+        over_count = self.count is None or to_delete > self.count
+        over_share = self.percent is None or to_delete * 100 > self.percent * messages
+        return to_delete == 0 or not (over_count and over_share)
+
+    def __str__(self) -> str:
+        parts = [] if self.count is None else [f"{self.count} messages"]
+        parts += [] if self.percent is None else [f"{self.percent:g} % of the folder"]
+        return " and ".join(parts)
+
+
+def parse_ceiling(text: str) -> DeleteCeiling:
+    """``--max-delete``: ``N`` (messages) or ``N%`` (of each destination folder)."""
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            if 0 <= percent <= 100:
+                return DeleteCeiling(None, percent)
+        elif int(value) >= 0:
+            return DeleteCeiling(int(value), None)
+    except ValueError:
+        pass
+    raise ValueError(f"expected a number of messages (50) or a share of each folder (5%, 100%), got {text!r}")
 
 
 COMMON_FLAGS = (
@@ -88,6 +144,19 @@ SYNC_FLAGS = FOLDER_FLAGS + (
          "where the state cache lives (default: $XDG_CACHE_HOME/fastsync or ~/.cache/fastsync)", "PATH"),
     Flag(("--sync-flags",), "sync_flags", "FASTSYNC_SYNC_FLAGS", "bool",
          "also set the flags of messages already on both sides to the source's (STORE on the destination only)"),
+    Flag(("--delete-dest",), "delete_dest", "FASTSYNC_DELETE_DEST", "bool",
+         "also delete from each synced destination folder the messages its source folder does not have "
+         "(UID EXPUNGE, RFC 4315; never the source, never a folder), within --max-delete"),
+    Flag(("--max-delete",), "max_delete", "FASTSYNC_MAX_DELETE", "str",
+         "--delete-dest deletes nothing in a folder where it would delete more than N messages, or N%% of "
+         "the folder (default: more than 10 messages and more than 10%%; 100%% allows everything)", "LIMIT",
+         parse=parse_ceiling),
+    Flag(("--force-expunge",), "force_expunge", "FASTSYNC_FORCE_EXPUNGE", "bool",
+         "with --delete-dest and -y, on a destination without UIDPLUS: expunge anyway, which also removes "
+         "the other messages already flagged \\Deleted in those folders"),
+    Flag(("--max-transfer",), "max_transfer", "FASTSYNC_MAX_TRANSFER", "str",
+         "stop once this many bytes were copied (500M, 2.4G; 1000-based): units in hand finish, "
+         "exit code 1; run again to go on", "SIZE", parse=parse_size),
 )
 
 CHECK_FLAGS = FOLDER_FLAGS + (
@@ -132,6 +201,10 @@ class Options:
     full: bool = False
     state_dir: Path | None = None
     sync_flags: bool = False
+    delete_dest: bool = False
+    max_delete: DeleteCeiling = DeleteCeiling()
+    force_expunge: bool = False
+    max_transfer: int = 0
     bodies: bool = False
 
     @property
@@ -157,7 +230,16 @@ def _from_env(flag: Flag, environ: Mapping[str, str]) -> Any:
             return int(raw.strip())
         except ValueError:
             raise UsageError(f"environment variable {flag.env}={raw!r}: expected a whole number") from None
-    return raw
+    return _parsed(flag, raw, f"environment variable {flag.env}")
+
+
+def _parsed(flag: Flag, raw: str, where: str) -> Any:
+    if flag.parse is None:
+        return raw
+    try:
+        return flag.parse(raw)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -169,6 +251,8 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
         value = getattr(args, flag.dest)
         if value is None:
             value = _from_env(flag, environ)
+        elif flag.parse is not None:
+            value = _parsed(flag, value, flag.names[-1])
         if value is not None and flag.kind in ("int", "count"):
             minimum = 1 if flag.kind == "count" else 0
             if value < minimum:

@@ -62,6 +62,8 @@ class FolderRow:
     to_copy_bytes: int = 0
     without_id: int = 0
     note: str = ""
+    # --delete-dest: destination messages to delete (None: deletions not asked for).
+    to_delete: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,13 @@ class Summary:
     incomplete: set[str] = field(default_factory=set)
     rows: list[FolderRow] = field(default_factory=list)
     folders_refused: list[RefusedFolder] = field(default_factory=list)
+    # --delete-dest: destination messages planned for deletion (within the ceiling), deleted,
+    # and per destination folder those deleted; --max-transfer: whether the limit stopped the copy.
+    delete_dest: bool = False
+    delete_planned: int = 0
+    deleted: int = 0
+    deleted_by_folder: dict[str, int] = field(default_factory=dict)
+    transfer_limited: bool = False
 
     @property
     def messages_per_s(self) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 _START = re.compile(rb"(\d+) \(")
@@ -131,3 +131,27 @@ def format_internaldate(moment: dt.datetime) -> bytes:
         f"{moment.day:02d}-{month}-{moment.year:04d} {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} "
         f"{sign}{minutes // 60:02d}{minutes % 60:02d}"
     ).encode("ascii")
+
+
+def sequence_set(numbers: Sequence[int]) -> str:
+    """Compact IMAP sequence set (RFC 3501 section 9, ``sequence-set``): 1,2,3,7 -> ``1:3,7``."""
+    ordered = sorted(set(numbers))
+    parts = []
+    start = prev = ordered[0] if ordered else 0
+    for n in ordered[1:]:
+        if n == prev + 1:
+            prev = n
+            continue
+        parts.append(f"{start}:{prev}" if prev != start else str(start))
+        start = prev = n
+    if ordered:
+        parts.append(f"{start}:{prev}" if prev != start else str(start))
+    return ",".join(parts)
+
+
+def uid_sets(uids: Sequence[int], batch: int) -> Iterator[str]:
+    """`sequence_set`s of at most *batch* UIDs each, ascending: some servers cap command
+    lines at 8 or 64 KB, and scattered UIDs make a long one."""
+    ordered = sorted(set(uids))
+    for start in range(0, len(ordered), batch):
+        yield sequence_set(ordered[start : start + batch])

@@ -8,7 +8,7 @@ import pytest
 
 from fastsync.model import WorkerSettings
 from fastsync.imap.replies import response_code, throttle_wait
-from fastsync.imap.session import sequence_set
+from fastsync.wire import sequence_set
 from fastsync.plan import settable_flags
 from fastsync.retry import backoff_s
 
