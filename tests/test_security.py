@@ -171,6 +171,23 @@ def test_ca_file_of_another_ca_is_named(
     assert line.endswith("src.ca_file does not hold the CA that signed it: set it to that CA's certificate file")
 
 
+@pytest.mark.parametrize("tls", ["starttls", "none"])
+def test_a_port_that_expects_tls_from_the_first_byte_is_named(
+    tls: str, dovecot: Dovecot, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    # Dovecot's implicit-TLS port waits for a handshake and never greets in plain text.
+    src, dst = accounts(2)
+    side = {"server": f"127.0.0.1:{dovecot.tls_port}", "tls": tls, "timeout_s": 2}
+    started = time.monotonic()
+    result = run_cli("show", "-c", config_for(src, dst, extra={"dst": side}))
+    assert result.returncode == 3
+    assert time.monotonic() - started < 30
+    assert one_line_error(result) == (
+        f"error: destination (127.0.0.1:{dovecot.tls_port}): connected, but the server sent no greeting within 2 s: "
+        "the port may expect TLS from the first byte (usually port 993); dst.tls: implicit does that"
+    )
+
+
 def test_tls_none_warns_once_per_side_and_quiet_silences_it(
     accounts: AccountFactory, config_for: ConfigFor
 ) -> None:

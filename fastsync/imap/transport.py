@@ -45,11 +45,25 @@ class Meter(Protocol):
     def charge(self, size_bytes: int) -> None: ...
 
 
+class NoGreeting(TimeoutError):
+    """The connection opened but the server said nothing within the timeout: typically a
+    port that speaks TLS from the first byte, waiting for a TLS handshake that never comes."""
+
+
 class Metered:
     """imaplib transport mixin: charges the side's meters for every byte, sends without delay."""
 
     meter_down: Meter | None = None
     meter_up: Meter | None = None
+
+    def _connect(self) -> None:
+        # imaplib reads the greeting here (RFC 3501 section 7.1), then asks for CAPABILITY.
+        try:
+            super()._connect()  # type: ignore[misc]
+        except TimeoutError as exc:
+            if getattr(self, "welcome", None) is None:
+                raise NoGreeting(*exc.args) from None
+            raise
 
     def _create_socket(self, timeout: float | None = None) -> socket.socket:
         sock: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
@@ -196,6 +210,11 @@ def describe_os_error(exc: BaseException, account: Account) -> str:
         return f"cannot resolve host {account.host!r}; check {account.side}.server"
     if isinstance(exc, ConnectionRefusedError):
         return f"connection refused; check {account.side}.server (host and port) and that the server runs"
+    if isinstance(exc, NoGreeting) and account.tls != "implicit":
+        return (
+            f"connected, but the server sent no greeting within {account.timeout_s:g} s: the port may expect TLS "
+            f"from the first byte (usually port 993); {account.side}.tls: implicit does that"
+        )
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"no answer within {account.timeout_s:g} s; check the address, the firewall or raise {account.side}.timeout_s"
     if isinstance(exc, ssl.SSLCertVerificationError):
