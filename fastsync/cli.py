@@ -17,8 +17,8 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from fastsync import __version__
 from fastsync.errors import Cancelled, ExitCode, FastsyncError, UsageError
@@ -34,7 +34,8 @@ PROG = "fastsync"
 EXIT_CODES_HELP = """\
 exit codes:
   0    success: everything is copied (or nothing needed copying); check: the accounts match
-  1    partial: some messages or folders could not be copied (listed in the summary); run again;
+  1    partial: some messages or folders could not be copied (listed in the summary), --max-transfer
+       stopped the copy, or deletions exceeded --max-delete; run again;
        check: the accounts differ (or a folder could not be read)
   2    usage or configuration error (bad flag, bad config file, unknown folder, no terminal to confirm)
   3    connection error: a server could not be reached or TLS failed
@@ -214,11 +215,25 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
 
 
 class _TextFormatter(logging.Formatter):
-    """``time level event side=... folder=... uid=... key=value...``: one line per event."""
+    """``time level event side=... folder=... uid=... key=value...``: one line per event.
 
-    def __init__(self, secrets: Sequence[str]) -> None:
+    Server text was redacted in session.py already; this is the second line of defence:
+    no secret of this run reaches the file, whatever an event carries.  Values are
+    redacted before they are rendered, since rendering escapes them (a password holding
+    ``"`` or ``\\`` comes out of repr() or JSON as ``\\"`` or ``\\\\``, which a search for the
+    secret no longer finds); the rendered line is searched once more for every secret in
+    its plain and escaped forms.  *more* is asked for further secrets at each record: the
+    OAuth2 tokens fetched since the run began (`credentials.known_secrets`).
+    """
+
+    def __init__(self, secrets: Sequence[str], more: Callable[[], Iterable[str]] = tuple) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s]
+        self.fixed = [s for s in secrets if s]
+        self.more = more
+
+    def secrets(self) -> list[str]:
+        # Longest first, so that a secret containing another is replaced whole.
+        return sorted({*self.fixed, *(s for s in self.more() if s)}, key=len, reverse=True)
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -230,13 +245,12 @@ class _TextFormatter(logging.Formatter):
             "uid": getattr(record, "uid", None),
         }
         data.update(getattr(record, "fields", {}))
-        return data
+        return cast(dict[str, Any], _redact(data, self.secrets()))
 
     def redact(self, text: str) -> str:
-        # Server text was redacted in session.py already; this is the second line of
-        # defence: no secret of this run reaches the file, whatever an event carries.
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
+        for secret in self.secrets():
+            for form in (secret, repr(secret)[1:-1], _json_escaped(secret)):
+                text = text.replace(form, "***")
         return text
 
     def format(self, record: logging.LogRecord) -> str:
@@ -256,6 +270,34 @@ class _JSONFormatter(_TextFormatter):
         return self.redact(orjson.dumps(self.fields(record), default=str).decode())
 
 
+def _redact(value: Any, secrets: Sequence[str]) -> Any:
+    """*value* with every secret replaced by ``***`` in each string it holds, keys too;
+    anything but a plain number is rendered as text first, as the formatters would."""
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {_redact(str(k), secrets): _redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact(v, secrets) for v in value]
+    text = value if isinstance(value, str) else str(value)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _json_escaped(text: str) -> str:
+    import json
+
+    return json.dumps(text)[1:-1]
+
+
+def log_formatter(log_format: str, secrets: Sequence[str], more: Callable[[], Iterable[str]] = tuple) -> logging.Formatter:
+    """The --log-file formatter for *log_format* ("text" or "json"), redacting *secrets*
+    and whatever *more* returns at each record."""
+    cls = _JSONFormatter if log_format == "json" else _TextFormatter
+    return cls(secrets, more)
+
+
 def _configure_log(path: str | None, log_format: str, config: Config) -> logging.Handler | None:
     """Attach the --log-file handler to the "fastsync" logger (None without --log-file).
 
@@ -269,8 +311,10 @@ def _configure_log(path: str | None, log_format: str, config: Config) -> logging
         handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--log-file {path}: cannot open: {exc.strerror}") from None
+    from fastsync import credentials
+
     secrets = [config.src.password, config.dst.password]
-    handler.setFormatter(_JSONFormatter(secrets) if log_format == "json" else _TextFormatter(secrets))
+    handler.setFormatter(log_formatter(log_format, secrets, credentials.known_secrets))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     return handler

@@ -44,6 +44,8 @@ __all__ = [
     "access_token",
     "BearerExchange",
     "bearer_mechanism",
+    "remember_secret",
+    "known_secrets",
 ]
 
 PASS_CMD_TIMEOUT_S = 60.0
@@ -261,6 +263,22 @@ TOKEN_REUSE_S = 60.0
 
 _tokens: dict[tuple[str, str | None], tuple[float, str]] = {}
 
+# Every access token this process has fetched (and any other secret handed to
+# `remember_secret`): the --log-file formatter redacts them as a second line of defence,
+# whatever an event carries.  Tokens are short-lived, but one in a log file is still a key.
+_secrets: set[str] = set()
+
+
+def remember_secret(value: str) -> None:
+    """Have the log redact *value* from now on (see `known_secrets`)."""
+    if value:
+        _secrets.add(value)
+
+
+def known_secrets() -> frozenset[str]:
+    """The secrets this process has seen so far: tokens, and what `remember_secret` got."""
+    return frozenset(_secrets)
+
 # RFC 6750 section 2.1 b64token: what a bearer token may consist of.  Checked so that a
 # command printing JSON or a "Bearer ..." line fails clearly instead of at the server.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -292,6 +310,7 @@ def access_token(account: TokenAccount, *, fresh: bool = False) -> tuple[str, bo
             "e.g. pipe JSON through jq -r .access_token"
         )
     _tokens[key] = (time.monotonic(), token)
+    remember_secret(token)
     return token, False
 
 

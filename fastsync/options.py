@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ class Flag:
     ``kind``: "bool" (a switch), "int" (>= 0), "count" (>= 1), "str", "size" (bytes:
     ``2M``, ``500k``, see `values.parse_size`), "age" (whole days: ``30d``, ``12w``, ``2y``)
     or "list" (a regular expression; the flag may be repeated, and its environment
-    variable holds one per line, since a regular expression may contain a comma).
+    variable holds one per line, since a regular expression may contain a comma).  A flag
+    with ``parse`` takes its value through it; a ValueError's text becomes a one-line error
+    naming the flag or the variable.
     """
 
     names: tuple[str, ...]
@@ -48,6 +50,46 @@ class Flag:
     metavar: str | None = None
     choices: tuple[str, ...] = ()
     config_key: str = ""
+    parse: Callable[[str], Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeleteCeiling:
+    """The most ``--delete-dest`` may delete in one destination folder per run.
+
+    A folder's deletions are refused when they exceed every limit set: by default more
+    than 10 messages *and* more than 10 % of the folder, so a small folder can be cleaned
+    and a mapping mistake cannot empty a big one.  ``--max-delete N`` keeps only the count,
+    ``--max-delete N%`` only the share (``100%`` allows everything).
+    """
+
+    count: int | None = 10
+    percent: float | None = 10.0
+
+    def allows(self, to_delete: int, messages: int) -> bool:
+        over_count = self.count is None or to_delete > self.count
+        over_share = self.percent is None or to_delete * 100 > self.percent * messages
+        return to_delete == 0 or not (over_count and over_share)
+
+    def __str__(self) -> str:
+        parts = [] if self.count is None else [f"{self.count} messages"]
+        parts += [] if self.percent is None else [f"{self.percent:g} % of the folder"]
+        return " and ".join(parts)
+
+
+def parse_ceiling(text: str) -> DeleteCeiling:
+    """``--max-delete``: ``N`` (messages) or ``N%`` (of each destination folder)."""
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            if 0 <= percent <= 100:
+                return DeleteCeiling(None, percent)
+        elif int(value) >= 0:
+            return DeleteCeiling(int(value), None)
+    except ValueError:
+        pass
+    raise ValueError(f"expected a number of messages (50) or a share of each folder (5%, 100%), got {text!r}")
 
 
 COMMON_FLAGS = (
@@ -128,6 +170,19 @@ SYNC_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + (
          "diff every folder pair, even those the state cache knows unchanged"),
     Flag(("--sync-flags",), "sync_flags", "FASTSYNC_SYNC_FLAGS", "bool",
          "also set the flags of messages already on both sides to the source's (STORE on the destination only)"),
+    Flag(("--delete-dest",), "delete_dest", "FASTSYNC_DELETE_DEST", "bool",
+         "also delete from each synced destination folder the messages its source folder does not have "
+         "(UID EXPUNGE, RFC 4315; never the source, never a folder), within --max-delete"),
+    Flag(("--max-delete",), "max_delete", "FASTSYNC_MAX_DELETE", "str",
+         "--delete-dest deletes nothing in a folder where it would delete more than N messages, or N%% of "
+         "the folder (default: more than 10 messages and more than 10%%; 100%% allows everything)", "LIMIT",
+         parse=parse_ceiling),
+    Flag(("--force-expunge",), "force_expunge", "FASTSYNC_FORCE_EXPUNGE", "bool",
+         "with --delete-dest and -y, on a destination without UIDPLUS: expunge anyway, which also removes "
+         "the other messages already flagged \\Deleted in those folders"),
+    Flag(("--max-transfer",), "max_transfer", "FASTSYNC_MAX_TRANSFER", "size",
+         "stop once this many bytes were copied (500M, 2.4G; k, M, G: powers of 1000): units in hand finish, "
+         "exit code 1; run again to go on", "SIZE"),
 ) + STATE_FLAGS
 
 
@@ -179,6 +234,10 @@ class Options:
     full: bool = False
     state_dir: Path | None = None
     sync_flags: bool = False
+    delete_dest: bool = False
+    max_delete: DeleteCeiling = DeleteCeiling()
+    force_expunge: bool = False
+    max_transfer: int = 0
     bodies: bool = False
 
     @property
@@ -213,7 +272,7 @@ def _from_env(flag: Flag, environ: Mapping[str, str]) -> Any:
 
 def _parsed(flag: Flag, raw: str, where: str) -> Any:
     """A size or an age as `values` reads it, or *raw* itself for the other kinds."""
-    parse = {"size": value_rules.parse_size, "age": value_rules.parse_age_days}.get(flag.kind)
+    parse = flag.parse or {"size": value_rules.parse_size, "age": value_rules.parse_age_days}.get(flag.kind)
     if parse is None:
         return raw
     try:

@@ -150,6 +150,13 @@ def missing(src: Sequence[MessageRef], dst_identities: Iterable[str]) -> list[Me
     return match_by_identity(src, dst_identities, _IDENTITY, _itself).missing
 
 
+def extra(src: Iterable[MessageRef], dst: Sequence[MessageRef]) -> list[MessageRef]:
+    """Destination messages no source message accounts for (see `match_by_identity`), in
+    destination order: what ``--delete-dest`` removes.  Of two destination copies of an
+    identity the source has once, the later one is extra."""
+    return match_by_identity(src, dst, _IDENTITY, _IDENTITY).extra
+
+
 def match_states(
     src: Sequence[MessageState], dst: Sequence[MessageState], known: Mapping[int, int] | None = None
 ) -> Matching[MessageState, MessageState]:

@@ -85,14 +85,17 @@ def copy_units(
     reporter: Reporter,
     summary: Summary,
     on_unit: Callable[[WorkUnit, UnitDone], None] | None = None,
+    max_transfer_bytes: int = 0,
 ) -> set[str]:
     """Copy *units* with a pool of *workers*, counting into *summary*; returns the source
     folders to plan again (their UIDVALIDITY changed).  *on_unit* hears of every finished
-    unit (the ledger records its copies)."""
+    unit (the ledger records its copies).  With *max_transfer_bytes* (0: no limit) no unit
+    is started once that many bytes are copied or on their way."""
     if not units:
         return set()
     coordinator = Coordinator(config, limits, settings, units, min(workers, len(units)), reporter, summary)
     coordinator.on_unit = on_unit
+    coordinator.max_transfer_bytes = max_transfer_bytes
     try:
         coordinator.run(folder_totals)
     except KeyboardInterrupt:
@@ -105,7 +108,15 @@ def copy_units(
     if coordinator.units:
         summary.incomplete.update(u.pair.src for u in coordinator.units.values())
         left = sum(len(u.uids) for u in coordinator.units.values())
-        summary.errors.append(f"{left} messages not copied because the run stopped early; run again")
+        if coordinator.at_limit():
+            summary.transfer_limited = True
+            summary.errors.append(
+                f"stopped at the transfer limit ({summary.copied_bytes / 1e6:,.1f} MB copied, --max-transfer "
+                f"{max_transfer_bytes / 1e6:,.1f} MB): {left} messages not copied yet; run again tomorrow "
+                "(or once the provider's quota allows) to go on"
+            )
+        else:
+            summary.errors.append(f"{left} messages not copied because the run stopped early; run again")
     return coordinator.replan
 
 
@@ -144,6 +155,16 @@ class Coordinator:
         # Workers that stopped since the last unit finished: when every restart fails
         # (server down, account locked) the run ends instead of starting workers forever.
         self.exits_in_a_row = 0
+        # --max-transfer (0: none): bytes after which no unit is started (see at_limit).
+        self.max_transfer_bytes = 0
+
+    def at_limit(self) -> bool:
+        """Whether --max-transfer stops new units: bytes copied plus those of the units in
+        workers' hands reach it, so the run ends at most one unit past the limit."""
+        if not self.max_transfer_bytes:
+            return False
+        in_hand = sum(self.units[u].size_bytes for u in self.taken.values() if u in self.units)
+        return self.summary.copied_bytes + in_hand >= self.max_transfer_bytes
 
     def start_worker(self) -> None:
         index = self.next_index
@@ -163,7 +184,7 @@ class Coordinator:
 
     def dispatch(self, index: int) -> None:
         """Give an idle worker the next unit, if any (it waits otherwise: a unit may come back)."""
-        if index in self.taken or not self.pending or index not in self.channels:
+        if index in self.taken or not self.pending or index not in self.channels or self.at_limit():
             return
         unit = self.pending.popleft()
         try:
@@ -174,9 +195,14 @@ class Coordinator:
         self.taken[index] = unit.unit_id
 
     def run(self, folder_totals: dict[str, tuple[int, int]]) -> None:
+        if self.at_limit():
+            return
         for _ in range(self.workers):
             self.start_worker()
         while self.units:
+            if not self.taken and self.at_limit():
+                # The transfer limit is reached and every unit in hand is done.
+                return self.dismiss()
             for message in self.receive(timeout_s=0.5):
                 if isinstance(message, UnitDone):
                     self.finished(message, folder_totals)

@@ -153,17 +153,19 @@ class Reporter:
     def plan(self, rows: Sequence[FolderRow]) -> None:
         if self.quiet:
             return
+        # The "to delete" column only with --delete-dest (rows then carry a count).
+        deleting = any(row.to_delete is not None for row in rows)
         body = []
         for row in rows:
-            body.append(
-                [row.src, row.dst, row.messages, row.to_copy, human_bytes(row.to_copy_bytes), row.without_id, row.note]
-            )
-        self.table(
-            "Plan", ["source", "destination", "messages", "to copy", "bytes", "no Message-Id", "note"], body
-        )
+            cells: list[object] = [row.src, row.dst, row.messages, row.to_copy, human_bytes(row.to_copy_bytes)]
+            body.append([*cells, *([row.to_delete] if deleting else []), row.without_id, row.note])
+        headers = ["source", "destination", "messages", "to copy", "bytes"]
+        self.table("Plan", [*headers, *(["to delete"] if deleting else []), "no Message-Id", "note"], body)
         to_copy = sum(r.to_copy for r in rows)
         size = sum(r.to_copy_bytes for r in rows)
         self.info(f"{to_copy} messages ({human_bytes(size)}) to copy in {len(rows)} folders.")
+        if deleting:
+            self.info(f"{sum(r.to_delete or 0 for r in rows)} messages on the destination are not on the source.")
 
     def confirm(self, question: str) -> bool:
         """Ask y/N on the terminal; the caller makes sure stdin is one."""
@@ -261,10 +263,11 @@ class Reporter:
         # Figures are appended at the end only: scripts parse this line by position.
         flags = f", {s.flags_updated} flags updated" if s.sync_flags else ""
         skips = f", {len(s.skipped)} skipped" if s.skipped or s.size_bounds else ""
+        deleted = f", {s.deleted} deleted" if s.delete_dest else ""
         self.info(
             f"{s.folders} folders, {s.copied} copied, {s.present} already present, "
             f"{len(s.failed)} failed, {human_bytes(s.copied_bytes)}, {s.elapsed_s:.1f} s, "
-            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}{skips}"
+            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}{skips}{deleted}"
         )
 
     def check_report(self, s: CheckSummary, limit: int = 20) -> None:
@@ -363,6 +366,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
                 "src": r.src, "dst": r.dst, "messages": r.messages, "to_copy": r.to_copy,
                 "to_copy_bytes": r.to_copy_bytes, "without_message_id": r.without_id, "note": r.note,
                 "skipped": r.skipped, "outside_dates": r.outside_dates,
+                **({} if r.to_delete is None else {"to_delete": r.to_delete}),
             }
             for r in s.rows
         ],
@@ -378,6 +382,9 @@ def sync_document(s: Summary) -> dict[str, Any]:
             "vanished": s.vanished,
             "flags_planned": s.flags_planned,
             "flags_updated": s.flags_updated,
+            "delete_planned": s.delete_planned,
+            "deleted": s.deleted,
+            "stopped_at_transfer_limit": s.transfer_limited,
             "elapsed_s": round(s.elapsed_s, 3),
             "copy_s": round(s.copy_s, 3),
             "messages_per_s": round(s.messages_per_s, 1),

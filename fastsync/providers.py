@@ -19,6 +19,9 @@ class Provider:
     hosts: tuple[str, ...]
     quotas: str
     advice: str
+    # Added to the advice when the provider is the source / the destination.
+    as_src: str = ""
+    as_dst: str = ""
 
 
 PROVIDERS = (
@@ -27,8 +30,11 @@ PROVIDERS = (
         ("imap.gmail.com", "imap.googlemail.com"),
         "15 simultaneous IMAP connections per account; 2,500 MB/day download and 500 MB/day upload "
         "over IMAP; exceeding them locks IMAP access for up to 24 hours",
-        "--max-connections 10 --procs 8 and, for a large mailbox, --bps-down 28000 (2,400 MB/day) "
-        "or --bps-up 5700 (490 MB/day) when Gmail is the destination; re-run the next day to finish",
+        "--max-connections 10 --procs 8",
+        " and, for a large mailbox, --max-transfer 2400M for the daily download quota (or --bps-down 28000 "
+        "to spread 2,400 MB over the day); run again the next day to go on",
+        " and, for a large mailbox, --max-transfer 490M for the daily upload quota (or --bps-up 5700 "
+        "to spread 490 MB over the day); run again the next day to go on",
     ),
     Provider(
         "Office 365 / Exchange Online",
@@ -54,7 +60,8 @@ def notices(*accounts: Account) -> list[str]:
     for account in accounts:
         provider = provider_of(account)
         if provider is not None:
+            extra = provider.as_src if account.side == "src" else provider.as_dst
             lines.append(
-                f"{account.label} is {provider.name}: {provider.quotas}. Suggested: {provider.advice}."
+                f"{account.label} is {provider.name}: {provider.quotas}. Suggested: {provider.advice}{extra}."
             )
     return lines

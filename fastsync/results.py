@@ -64,6 +64,8 @@ class FolderRow:
     note: str = ""
     skipped: int = 0
     outside_dates: int = 0
+    # --delete-dest: destination messages to delete (None: deletions not asked for).
+    to_delete: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,13 @@ class Summary:
     # Left out on purpose (--max-size, --min-size, APPENDLIMIT): not failures.
     skipped: list[Skipped] = field(default_factory=list)
     size_bounds: bool = False
+    # --delete-dest: destination messages planned for deletion (within the ceiling), deleted,
+    # and per destination folder those deleted; --max-transfer: whether the limit stopped the copy.
+    delete_dest: bool = False
+    delete_planned: int = 0
+    deleted: int = 0
+    deleted_by_folder: dict[str, int] = field(default_factory=dict)
+    transfer_limited: bool = False
 
     @property
     def messages_per_s(self) -> float:

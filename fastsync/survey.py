@@ -75,6 +75,12 @@ class FolderPlan:
     error: str = ""
     skipped: list[Skipped] = field(default_factory=list)
     outside: int = 0
+    # --delete-dest: the destination folder's messages no source message accounts for,
+    # set on the first plan of each destination folder (see `plan_deletions`), with what
+    # the destination folder held when they were counted.
+    to_delete: list[MessageRef] = field(default_factory=list)
+    dst_messages: int = 0
+    dst_uidvalidity: int = 0
 
     @property
     def todo_bytes(self) -> int:
@@ -194,12 +200,14 @@ def plan_folders(
     need_modseq: bool = False,
     ledger: Ledger | None = None,
     selection: Selection = EVERY_MESSAGE,
+    deletions: bool = False,
 ) -> list[FolderPlan]:
     """Diff each pair's message identities; pairs the cache knows unchanged are not read.
 
     With *need_modseq* (--sync-flags) a pair is skipped only when both sides report a
     HIGHESTMODSEQ (RFC 7162 CONDSTORE): without it, a flag change moves neither UIDNEXT
-    nor MESSAGES, so an unchanged STATUS proves nothing about flags.
+    nor MESSAGES, so an unchanged STATUS proves nothing about flags.  With *deletions*
+    (--delete-dest) the destination's extra messages are planned too (`plan_deletions`).
     """
     src_before, dst_before = before
 
@@ -214,6 +222,11 @@ def plan_folders(
         and cache.unchanged(p, src_before.get(p.src), dst_before.get(p.dst))
         and (not need_modseq or modseq_known(p))
     }
+    if deletions:
+        # A destination folder fed by several source folders is compared with all of
+        # them at once: their pairs are read together or skipped together.
+        read_dst = {p.dst for p in pairs if p.src not in skipped}
+        skipped -= {p.src for p in pairs if p.dst in read_dst}
     to_read = [p for p in pairs if p.src not in skipped]
     # A source \All folder (Gmail's All Mail) is diffed against the identities of every
     # other synced source folder: their sources are read even when the cache skips them.
@@ -245,7 +258,41 @@ def plan_folders(
         else:
             only = elsewhere if pair.src_role == folder_rules.ALL else None
             plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only, selection))
+    if deletions:
+        plan_deletions(plans, src_scans, dst_scans, ledger)
     return plans
+
+
+def plan_deletions(
+    plans: Sequence[FolderPlan],
+    src_scans: dict[str, FolderScan],
+    dst_scans: dict[str, FolderScan],
+    ledger: Ledger | None = None,
+) -> None:
+    """Set `FolderPlan.to_delete` for --delete-dest: per destination folder, its messages
+    that none of the source folders mapped to it accounts for (`plan.extra`), on the first
+    plan of that folder.  Nothing is planned where a source folder could not be read: its
+    messages would look extra.  Copies made later have UIDs above those read here, so a
+    message this run copies is never among them.  A copy the ledger knows is never extra,
+    whatever its identity on the destination (one that rewrites Message-Id).
+    """
+    groups: dict[str, list[FolderPlan]] = {}
+    for p in plans:
+        groups.setdefault(p.pair.dst, []).append(p)
+    for name, group in groups.items():
+        dst = dst_scans.get(name)
+        sources = [src_scans.get(p.pair.src) for p in group]
+        if dst is None or dst.status is None or any(s is None or s.status is None for s in sources):
+            continue
+        first = group[0]
+        dst_refs = dst.refs
+        for p, s in zip(group, sources, strict=True):
+            if ledger is not None and s is not None and s.status is not None:
+                known = ledger.copies((p.pair.src, s.status.uidvalidity), (name, dst.status.uidvalidity))
+                dst_refs = plan.split_known(s.refs, dst_refs, known)[2]
+        first.to_delete = plan.extra((r for s in sources if s is not None for r in s.refs), dst_refs)
+        first.dst_messages = len(dst.refs)
+        first.dst_uidvalidity = dst.status.uidvalidity
 
 
 def _diff(

@@ -171,3 +171,11 @@ def batches(count: int, size: int) -> Iterator[str]:
     """Sequence sets covering messages 1..*count*, *size* at a time."""
     for start in range(1, count + 1, size):
         yield f"{start}:{min(count, start + size - 1)}"
+
+
+def uid_sets(uids: Sequence[int], batch: int) -> Iterator[str]:
+    """`sequence_set`s of at most *batch* UIDs each, ascending: some servers cap command
+    lines at 8 or 64 KB, and scattered UIDs make a long one."""
+    ordered = sorted(set(uids))
+    for start in range(0, len(ordered), batch):
+        yield sequence_set(ordered[start : start + batch])

@@ -33,3 +33,17 @@ def test_notices_name_the_quotas_and_the_flags(src: str, dst: str, expected: lis
         assert "--max-connections" in line
     if "gmail" in src.lower():
         assert "2,500 MB/day download and 500 MB/day upload" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "advice"),
+    [
+        ("imap.gmail.com", "imap.example.org", "--max-transfer 2400M for the daily download quota"),
+        ("imap.example.org", "imap.gmail.com", "--max-transfer 490M for the daily upload quota"),
+    ],
+)
+def test_gmail_notice_suggests_the_transfer_limit_of_its_side(src: str, dst: str, advice: str) -> None:
+    cfg = config(src, dst)
+    [line] = notices(cfg.src, cfg.dst)  # type: ignore[attr-defined]
+    assert advice in line
+    assert line.endswith("run again the next day to go on.")

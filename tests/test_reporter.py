@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from typing import Any
@@ -68,6 +69,7 @@ def test_sync_document() -> None:
         "summary": {
             "folders": 2, "planned": 3, "planned_bytes": 1500, "copied": 10, "present": 4, "failed": 1,
             "skipped": 0, "copied_bytes": 5_000_000, "vanished": 1, "flags_planned": 2, "flags_updated": 1,
+            "delete_planned": 0, "deleted": 0, "stopped_at_transfer_limit": False,
             "elapsed_s": 2.5, "copy_s": 2.0, "messages_per_s": 5.0, "mb_per_s": 2.5,
         },
         "failed": [
@@ -258,8 +260,11 @@ def test_show_document() -> None:
         ({"skipped": [SKIPPED], "sync_flags": True},
          "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s, 0 flags updated, "
          "1 skipped"),
+        ({"sync_flags": True, "flags_updated": 3, "delete_dest": True, "deleted": 7},
+         "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s, 3 flags updated, "
+         "7 deleted"),
     ],
-    ids=["copied", "one failed", "nothing to copy", "flags updated", "large run", "size bounds", "skipped"],
+    ids=["copied", "one failed", "nothing to copy", "flags updated", "large run", "size bounds", "skipped", "deleted"],
 )
 def test_summary_line(changes: dict[str, Any], line: str) -> None:
     report, out, err = reporter()
@@ -323,6 +328,23 @@ def test_plan_is_a_tab_separated_table() -> None:
         "3 messages (1.5 KB) to copy in 2 folders.\n"
     )
     assert err.getvalue() == ""
+
+
+def test_with_delete_dest_the_plan_has_a_to_delete_column_and_the_document_a_count() -> None:
+    rows = [dataclasses.replace(ROWS[0], to_delete=4), dataclasses.replace(ROWS[1], to_delete=0)]
+    report, out, _err = reporter()
+    report.plan(rows)
+    assert out.getvalue() == (
+        "# Plan\n"
+        "INBOX\tINBOX\t5\t3\t1.5 KB\t4\t1\t\n"
+        "Sent Items\tSent\t2\t0\t0 B\t0\t0\tspecial-use \\Sent\n"
+        "3 messages (1.5 KB) to copy in 2 folders.\n"
+        "4 messages on the destination are not on the source.\n"
+    )
+    doc = sync_document(summary(rows=rows, delete_dest=True, delete_planned=4, deleted=4))
+    assert [row["to_delete"] for row in doc["folders"]] == [4, 0]
+    assert (doc["summary"]["delete_planned"], doc["summary"]["deleted"]) == (4, 4)
+    assert "to_delete" not in sync_document(summary())["folders"][0]
 
 
 def test_quiet_plan_writes_nothing() -> None:

@@ -14,6 +14,8 @@ import base64
 import contextlib
 import datetime as dt
 import itertools
+import json
+import logging
 import os
 import pickle
 import shlex
@@ -37,7 +39,7 @@ from tokenserver import TokenServer
 
 from bench.corpus import Message
 from bench.dovecot import Dovecot
-from fastsync import credentials
+from fastsync import cli, credentials
 from fastsync.imap import session
 from fastsync.config import Account as SideAccount
 from fastsync.config import load_config, parse_config, warnings_for
@@ -171,6 +173,23 @@ def test_ca_file_of_another_ca_is_named(
     assert line.endswith("src.ca_file does not hold the CA that signed it: set it to that CA's certificate file")
 
 
+@pytest.mark.parametrize("tls", ["starttls", "none"])
+def test_a_port_that_expects_tls_from_the_first_byte_is_named(
+    tls: str, dovecot: Dovecot, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    # Dovecot's implicit-TLS port waits for a handshake and never greets in plain text.
+    src, dst = accounts(2)
+    side = {"server": f"127.0.0.1:{dovecot.tls_port}", "tls": tls, "timeout_s": 2}
+    started = time.monotonic()
+    result = run_cli("show", "-c", config_for(src, dst, extra={"dst": side}))
+    assert result.returncode == 3
+    assert time.monotonic() - started < 30
+    assert one_line_error(result) == (
+        f"error: destination (127.0.0.1:{dovecot.tls_port}): connected, but the server sent no greeting within 2 s: "
+        "the port may expect TLS from the first byte (usually port 993); dst.tls: implicit does that"
+    )
+
+
 def test_tls_none_warns_once_per_side_and_quiet_silences_it(
     accounts: AccountFactory, config_for: ConfigFor
 ) -> None:
@@ -293,6 +312,43 @@ SITECUSTOMIZE = """\
 import logging, sys
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(process)d %(name)s %(message)s")
 """
+
+
+class Opaque:
+    """A value an event might carry that is not a primitive (rendered with str())."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"Opaque({self.text})"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_log_redacts_secrets_before_rendering_them(log_format: str) -> None:
+    # Characters that repr() and JSON escape: replacing after rendering would miss them.
+    password = 'pa"ss\\wo\'rd\n'
+    token = "ya29.token-" + str(next(_names)) + "-Zx"
+    formatter = cli.log_formatter(log_format, [password, ""], credentials.known_secrets)
+    # A token fetched after the log was opened is redacted too.
+    credentials.remember_secret(token)
+    record = logging.LogRecord("fastsync", logging.ERROR, __file__, 1, "retry", None, None)
+    record.event = f"retry after {password}"
+    record.side, record.folder, record.uid = "dst", f"INBOX {token}", 7
+    record.fields = {
+        "message": f"server said: LOGIN u {password} failed",
+        "uids": [1, 2, password],
+        "nested": {"token": f"Bearer {token}", password: "as a key"},
+        "error": Opaque(password),
+        "both": (token, password),
+    }
+    line = formatter.format(record)
+    for secret in (password, token):
+        forms = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], repr(repr(secret))[1:-1]}
+        for form in forms:
+            assert form not in line, (form, line)
+    assert line.count("***") >= 9
+    assert "server said: LOGIN u *** failed" in (json.loads(line)["message"] if log_format == "json" else line)
 
 
 def secret_forms(user: str, password: str) -> list[bytes]:

@@ -4,7 +4,9 @@ Command layer: `run(config, options, reporter) -> Summary` is the one entry poin
 survey (survey.py) lists both accounts, pairs folders and diffs message identities per
 folder pair; what is missing is cut into work units (plan.shard) that the pool (pool.py)
 copies while this process counts.  ``--sync-flags`` then sets the destination's flags,
-and the state cache records the pairs the run left complete.
+``--delete-dest`` deletes the destination's messages the source does not have (planned
+with the copy, applied after it), and the state cache records the pairs the run left
+complete.
 """
 
 from __future__ import annotations
@@ -56,10 +58,12 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
     if not options.dry_run:
         pool.warm_up()
     cache = StateCache.for_config(config, options.state_dir)
-    if options.sync_flags and cache.path is not None:
-        # A plain sync records a pair as complete whatever its flags, so --sync-flags keeps
-        # its own cache: it skips only pairs that a --sync-flags run left in step.
-        cache = StateCache(cache.path.with_suffix(".flags.json"))
+    suffix = (".flags" if options.sync_flags else "") + (".delete" if options.delete_dest else "")
+    if suffix and cache.path is not None:
+        # A plain sync records a pair as complete whatever its flags and whatever extra
+        # messages the destination holds, so --sync-flags and --delete-dest keep caches of
+        # their own: each skips only pairs that a run of its kind left in step.
+        cache = StateCache(cache.path.with_suffix(suffix + ".json"))
     ledger = Ledger.for_config(config, options.state_dir or default_dir())
     planner = Planner(config, limits, options.settings, reporter)
     try:
@@ -87,6 +91,7 @@ class _Run:
         self.ledger = ledger
         self.rewrites_said = False
         self.selection = selection_of(options)
+        self.replanned: set[str] = set()
 
     def go(self, cache: StateCache, stdin_is_tty: bool | None) -> None:
         options, reporter, summary = self.options, self.reporter, self.summary
@@ -104,12 +109,23 @@ class _Run:
         pairs, left_out = pair_both(self.config, options, src_side, dst_side)
         existing = {f.name for f in dst_side.folders if f.selectable}
         self.selection = selection_of(options, append_limit(self.planner))
+        if options.delete_dest and (self.selection.dated or options.max_size_bytes or options.min_size_bytes):
+            # The source then shows only part of each folder: every destination message
+            # outside the window would look deleted at the source.
+            raise UsageError(
+                "--delete-dest cannot be combined with --max-age, --min-age, --max-size or --min-size: "
+                "messages outside them would look deleted; run --delete-dest without them"
+            )
         summary.size_bounds = bool(options.max_size_bytes or options.min_size_bytes)
         plans = plan_folders(
             self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags,
-            self.ledger, self.selection,
+            self.ledger, self.selection, options.delete_dest,
         )
         self.count_plan(plans, left_out)
+        deletions = self.within_ceiling(plans) if options.delete_dest else []
+        expunge_all = bool(deletions) and not self.planner.call(
+            "reading capabilities", lambda _src, dst: "UIDPLUS" in dst.capabilities
+        )
         changes: FlagChanges = {}
         if options.sync_flags:
             summary.sync_flags = True
@@ -119,9 +135,11 @@ class _Run:
         for notice in providers.notices(self.config.src, self.config.dst):
             reporter.warn(notice)
         missing_folders = folder_rules.folders_to_create(pairs, existing, dst_side.namespace.delimiter)
+        if expunge_all:
+            _no_uidplus(self.config, options, reporter, summary.delete_planned)
         if options.dry_run:
             reporter.info("Dry run: nothing was written.")
-        elif summary.planned or missing_folders or summary.flags_planned:
+        elif summary.planned or missing_folders or summary.flags_planned or summary.delete_planned:
             if not _confirmed(options, reporter, summary, missing_folders, stdin_is_tty):
                 summary.declined = True
                 reporter.info("Nothing copied.")
@@ -130,6 +148,8 @@ class _Run:
                     self.execute(pairs, plans, existing, missing_folders)
                 if changes:
                     _update_flags(self.planner, changes, reporter, summary)
+                # After the copy: a run that fails on the way deletes nothing.
+                self.delete(plans, deletions, expunge_all)
         if not options.dry_run and not summary.declined:
             _remember(cache, self.planner, plans, before, summary)
 
@@ -149,10 +169,12 @@ class _Run:
         summary.planned = sum(len(p.todo) for p in plans)
         summary.planned_bytes = sum(p.todo_bytes for p in plans)
         summary.present = sum(p.src_messages - len(p.todo) - len(p.skipped) for p in plans)
+        summary.delete_dest = self.options.delete_dest
+        to_delete = (lambda p: len(p.to_delete)) if self.options.delete_dest else (lambda _p: None)
         summary.rows = [
             FolderRow(
                 p.pair.src, p.pair.dst, p.src_messages, 0, len(p.todo), p.todo_bytes, p.without_id, p.note,
-                len(p.skipped), p.outside,
+                len(p.skipped), p.outside, to_delete(p),
             )
             for p in plans
         ] + [FolderRow(skip.src, "", 0, 0, note=skip.reason) for skip in left_out]
@@ -174,6 +196,33 @@ class _Run:
                 f"folder {p.pair.src!r}: {over} {messages} over the destination's APPENDLIMIT of {limit} bytes skipped"
             )
 
+    def within_ceiling(self, plans: Sequence[FolderPlan]) -> list[FolderPlan]:
+        """The plans whose deletions --max-delete allows.  A folder over the ceiling keeps
+        everything, is reported with how many messages would have gone, and the run ends
+        with exit code 1: many extra messages usually mean a wrong mapping, not a mirror."""
+        summary, ceiling = self.summary, self.options.max_delete
+        allowed = []
+        for index, p in enumerate(plans):
+            if not p.to_delete:
+                continue
+            event("deletions planned", side="dst", folder=p.pair.dst, uids=[r.uid for r in p.to_delete],
+                  messages=p.dst_messages)
+            if ceiling.allows(len(p.to_delete), p.dst_messages):
+                allowed.append(p)
+                continue
+            summary.incomplete.update(q.pair.src for q in plans if q.pair.dst == p.pair.dst)
+            row = summary.rows[index]
+            row.note = ", ".join(filter(None, [row.note, "over --max-delete: nothing deleted"]))
+            text = (
+                f"folder {p.pair.dst!r}: nothing deleted: {len(p.to_delete)} of its {p.dst_messages} messages "
+                f"are not on the source, more than --max-delete allows ({ceiling}); check the folder mapping, "
+                f"then run with --max-delete {len(p.to_delete)} to delete them"
+            )
+            summary.errors.append(text)
+            event("deletions refused", side="dst", folder=p.pair.dst, level=logging.WARNING, reason=text)
+        summary.delete_planned = sum(len(p.to_delete) for p in allowed)
+        return allowed
+
     def execute(
         self, pairs: Sequence[FolderPair], plans: Sequence[FolderPlan], existing: set[str], missing_folders: Sequence[str]
     ) -> None:
@@ -192,7 +241,7 @@ class _Run:
         copy_started = time.monotonic()
         reporter.start_copy(sum(len(p.todo) for p in plans), sum(p.todo_bytes for p in plans))
         try:
-            replan = self.copy(plans)
+            replan = self.replanned = self.copy(plans)
             if replan:
                 # A folder whose UIDVALIDITY changed is planned again, once: its old UIDs
                 # name nothing now (RFC 3501 section 2.3.1.1).
@@ -228,7 +277,7 @@ class _Run:
         folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
         return pool.copy_units(
             self.config, units, folder_totals, self.workers, self.limits, self.options.settings, self.reporter,
-            self.summary, self.unit_done,
+            self.summary, self.unit_done, self.options.max_transfer,
         )
 
     def unit_done(self, unit: WorkUnit, done: UnitDone) -> None:
@@ -247,6 +296,37 @@ class _Run:
             event("destination rewrites", side="dst", folder=unit.pair.dst, level=logging.WARNING,
                   ledger=bool(done.appended))
 
+    def delete(self, plans: Sequence[FolderPlan], deletions: Sequence[FolderPlan], expunge_all: bool) -> None:
+        """Delete the destination's extra messages planned before the copy (--delete-dest).
+
+        Only the UIDs read while planning: a message copied since has a higher UID.  A
+        destination folder whose source changed UIDVALIDITY during the run keeps everything:
+        its extras were counted against messages that may be gone.
+        """
+        summary = self.summary
+        for p in deletions:
+            sources = [q.pair.src for q in plans if q.pair.dst == p.pair.dst]
+            uids = [r.uid for r in p.to_delete]
+            try:
+                if self.replanned.intersection(sources):
+                    raise FolderError(
+                        f"folder {p.pair.dst!r}: nothing deleted: its source folder changed during the run; run again"
+                    )
+                self.planner.call("deleting", functools.partial(
+                    _delete, folder=p.pair.dst, uids=uids, uidvalidity=p.dst_uidvalidity, uid_expunge=not expunge_all
+                ))
+            except FolderError as exc:
+                summary.errors.append(exc.message)
+                summary.incomplete.update(sources)
+                event("messages not deleted", side="dst", folder=p.pair.dst, uids=uids, level=logging.ERROR,
+                      reason=exc.message)
+                continue
+            summary.deleted += len(uids)
+            summary.deleted_by_folder[p.pair.dst] = len(uids)
+            event("messages deleted", side="dst", folder=p.pair.dst, uids=uids,
+                  command="EXPUNGE" if expunge_all else "UID EXPUNGE")
+            self.reporter.detail(f"deleted {len(uids)} messages from {p.pair.dst!r}")
+
 
 def _confirmed(
     options: Options, reporter: Reporter, summary: Summary, missing_folders: Sequence[str], stdin_is_tty: bool | None
@@ -256,8 +336,23 @@ def _confirmed(
     interactive = sys.stdin.isatty() if stdin_is_tty is None else stdin_is_tty
     if not interactive:
         raise UsageError("no terminal to ask for confirmation; pass -y/--yes (or set FASTSYNC_CONFIRM=1) to copy")
-    flags = f" and update the flags of {summary.flags_planned} messages" if summary.flags_planned else ""
-    return reporter.confirm(f"Copy {summary.planned} messages{flags} and create {len(missing_folders)} folders?")
+    flags = f", update the flags of {summary.flags_planned} messages" if summary.flags_planned else ""
+    deletes = f", delete {summary.delete_planned} messages from the destination" if summary.delete_planned else ""
+    return reporter.confirm(
+        f"Copy {summary.planned} messages{flags}{deletes} and create {len(missing_folders)} folders?"
+    )
+
+
+def _no_uidplus(config: Config, options: Options, reporter: Reporter, count: int) -> None:
+    """A destination without UIDPLUS (RFC 4315) can only EXPUNGE every \\Deleted message of a
+    folder, the user's own included: said before asking; with -y refused unless --force-expunge."""
+    text = (
+        f"{config.dst.label} ({config.dst.server}) does not offer UIDPLUS (RFC 4315): deleting {count} messages "
+        "takes EXPUNGE, which also removes every other message already flagged \\Deleted in those folders"
+    )
+    if options.confirm and not options.force_expunge and not options.dry_run:
+        raise UsageError(f"{text}; pass --force-expunge to accept that, or leave out --delete-dest")
+    reporter.warn(text + ("" if options.force_expunge else "; a run with -y needs --force-expunge"))
 
 
 def _remember(
@@ -274,11 +369,12 @@ def _remember(
     change by anyone else during the run must not be mistaken for ours.
     """
     src_before, dst_before = before
-    changed = summary.copied or summary.flags_updated
+    changed = summary.copied or summary.flags_updated or summary.deleted
     after = planner.call("reading folder status", lambda _src, dst: dst.statuses()) if changed else dst_before
     for p in plans:
         src, dst0, dst1 = src_before.get(p.pair.src), dst_before.get(p.pair.dst), after.get(p.pair.dst)
         copied = summary.copied_by_folder.get(p.pair.src, 0)
+        deleted = summary.deleted_by_folder.get(p.pair.dst, 0)
         # A pair with messages left out by dates or sizes is not complete for a run without them.
         complete = p.pair.src not in summary.incomplete and copied == len(p.todo) and not (p.skipped or p.outside)
         if src is None or dst1 is None or not complete:
@@ -289,7 +385,7 @@ def _remember(
         consistent = (
             dst1.uidvalidity == dst0.uidvalidity
             and dst1.uidnext - dst0.uidnext == copied
-            and dst1.messages - dst0.messages == copied
+            and dst1.messages - dst0.messages == copied - deleted
         )
         if consistent:
             cache.record(p.pair, src, dst1)
@@ -333,3 +429,16 @@ def _update_flags(
         reporter.detail(f"flags updated on {count} messages of {folder!r}")
 
 
+def _delete(_src: Session, dst: Session, folder: str, uids: list[int], uidvalidity: int, uid_expunge: bool) -> None:
+    """Delete *uids* from a destination folder, selected read-write only for that, then
+    examined again: EXAMINE leaves it without expunging, where CLOSE after SELECT would
+    expunge every \\Deleted message (RFC 3501 section 6.4.2).  A repeat after a lost
+    connection is harmless: the UIDs gone are simply not found again."""
+    status = dst.select(folder)
+    try:
+        if status.uidvalidity != uidvalidity:
+            # The UIDs read while planning name other messages now (RFC 3501 section 2.3.1.1).
+            raise FolderError(f"{dst.where}: folder {folder!r}: nothing deleted: UIDVALIDITY changed; run again")
+        dst.delete_messages(uids, uid_expunge)
+    finally:
+        dst.examine(folder)

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import datetime as dt
 import hashlib
 import imaplib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
 from imapclient import exceptions as imap_exc
-from imapclient.response_parser import parse_fetch_response
 
 from fastsync import wire
 from fastsync.config import Account
@@ -29,7 +26,7 @@ from fastsync.imap import replies, transport
 from fastsync.imap.transport import Client, Meter, text_of
 from fastsync.limits import Limits
 from fastsync.model import Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState, Namespace, Selection
-from fastsync.wire import sequence_set
+from fastsync.wire import sequence_set, uid_sets
 
 Identity = Callable[[bytes, int], tuple[str, bool]]
 
@@ -65,17 +62,6 @@ class Slots(Protocol):
     def acquire(self) -> None: ...
 
     def release(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class _Fields:
-    """The items of one message's FETCH response that fastsync asks for (None: not sent)."""
-
-    uid: int
-    size_bytes: int | None
-    flags: tuple[str, ...] | None
-    internaldate: dt.datetime | None
-    literal: bytes | None
 
 
 class Session:
@@ -345,7 +331,7 @@ class Session:
         states: list[MessageState] = []
         for message_set in wire.batches(count, IDENTITY_BATCH):
             for record in wire.records(self._fetch(message_set, _STATE_ITEMS, uid=False)):
-                fields = _fields(self.where, record, "size_bytes", "literal", "flags")
+                fields = transport.Fields.read(record, self.where, "size_bytes", "literal", "flags")
                 if fields is None:
                     continue
                 size = fields.size_bytes or 0
@@ -367,7 +353,7 @@ class Session:
             if not batch:
                 return
             for record in wire.records(self._fetch(sequence_set(batch), [b"UID", b"BODY.PEEK[]"], uid=True)):
-                fields = _fields(self.where, record, "literal")
+                fields = transport.Fields.read(record, self.where, "literal")
                 if fields is not None:
                     digests[fields.uid] = hashlib.sha256(fields.literal or b"").hexdigest()
             batch.clear()
@@ -387,7 +373,7 @@ class Session:
         wanted = set(uids)
         fetched = []
         for record in wire.records(data):
-            fields = _fields(self.where, record, "flags", "internaldate", "literal")
+            fields = transport.Fields.read(record, self.where, "flags", "internaldate", "literal")
             if fields is None or fields.literal is None or fields.uid not in wanted:
                 continue
             if fields.internaldate is None:
@@ -397,7 +383,7 @@ class Session:
 
     def _refs(self, data: list[object], identity: Identity) -> Iterator[MessageRef]:
         for record in wire.records(data):
-            fields = _fields(self.where, record, "size_bytes", "literal")
+            fields = transport.Fields.read(record, self.where, "size_bytes", "literal")
             if fields is None:
                 continue
             size = fields.size_bytes or 0
@@ -422,20 +408,20 @@ class Session:
 
     # -- writing (destination only) ----------------------------------------------------
 
-    def store_flags(self, changes: Mapping[tuple[str, ...], Sequence[int]]) -> None:
+    def store_flags(self, changes: Mapping[tuple[str, ...], Sequence[int]], item: str = "FLAGS.SILENT") -> None:
         """Set the flags of messages of the folder selected with `select`: flag set -> UIDs.
 
         One ``UID STORE <uids> FLAGS.SILENT (<flags>)`` per flag set (and per `STORE_BATCH`
         UIDs), all pipelined: FLAGS replaces a message's whole set and .SILENT spares the
-        untagged FETCH echo of each message (RFC 3501 section 6.4.6).  \\Recent must not
-        be in *changes*: only the server sets it (section 2.3.2).
+        untagged FETCH echo of each message (RFC 3501 section 6.4.6); *item*
+        ``+FLAGS.SILENT`` adds the flags instead.  \\Recent must not be in *changes*: only
+        the server sets it (section 2.3.2).
         """
-        commands = []
-        for flags, uids in changes.items():
-            ordered = sorted(uids)
-            for start in range(0, len(ordered), STORE_BATCH):
-                message_set = sequence_set(ordered[start : start + STORE_BATCH])
-                commands.append(("UID", "STORE", message_set, "FLAGS.SILENT", "(" + " ".join(flags) + ")"))
+        commands = [
+            ("UID", "STORE", message_set, item, "(" + " ".join(flags) + ")")
+            for flags, uids in changes.items()
+            for message_set in uid_sets(uids, STORE_BATCH)
+        ]
         with self._guard():
             results = self._pipelined("STORE", commands)
             self._client._imap.untagged_responses.pop("FETCH", None)
@@ -443,14 +429,23 @@ class Session:
         if errors:
             raise FolderError(f"{self.where}: folder {self._selected or ''!r}: STORE refused: {errors[0]}")
 
-    def append(self, folder: str, messages: Sequence[Fetched]) -> tuple[int, list[int]] | None:
-        """Append messages with their flags and dates: one MULTIAPPEND (RFC 3502) when offered,
-        else one APPEND per message.  Returns the folder's UIDVALIDITY and the new UIDs, in
-        order, where the server reports them (APPENDUID, RFC 4315 UIDPLUS), else None.
+    def delete_messages(self, uids: Sequence[int], uid_expunge: bool) -> None:
+        """Flag *uids* of the folder selected with `select` \\Deleted and expunge them: only
+        them with UID EXPUNGE (RFC 4315 UIDPLUS; the caller checks it is announced), else
+        with EXPUNGE every \\Deleted message of the folder (RFC 3501 section 6.4.3)."""
+        self.store_flags({("\\Deleted",): uids}, "+FLAGS.SILENT")
+        commands = [("UID", "EXPUNGE", s) for s in uid_sets(uids, STORE_BATCH)] if uid_expunge else [("EXPUNGE",)]
+        with self._guard():
+            results = self._pipelined("EXPUNGE", commands)
+            self._client._imap.untagged_responses.pop("EXPUNGE", None)
+        errors = [text for typ, text in results if typ != "OK"]
+        if errors:
+            raise FolderError(f"{self.where}: folder {self._selected or ''!r}: EXPUNGE refused: {errors[0]}")
 
-        A MULTIAPPEND is all-or-nothing; a refusal raises what `replies.append_refused` makes
-        of it (`FolderMissing`, `DestinationFull` or `MessageError`), and the caller may try
-        the messages one by one to find the refused one.
+    def append(self, folder: str, messages: Sequence[Fetched]) -> tuple[int, list[int]] | None:
+        """Append messages with flags and dates: one MULTIAPPEND (RFC 3502, all or nothing) when
+        offered, else an APPEND each; a refusal raises what `replies.append_refused` makes of it.
+        Returns the UIDVALIDITY and the new UIDs where reported (APPENDUID, RFC 4315), else None.
         """
         batches = [messages] if "MULTIAPPEND" in self.capabilities else [[m] for m in messages]
         literal_plus = "LITERAL+" in self.capabilities
@@ -644,29 +639,3 @@ def open_concurrently(*openers: Callable[[], Session] | None) -> list[Session | 
                 session.close()
         raise failures[0]
     return sessions
-
-
-
-def _fields(where: str, record: wire.Record, *needed: str) -> _Fields | None:
-    """A message's items: `wire`'s fast reading, or imapclient's parser when the response
-    is not of the usual shape (e.g. a header section sent as a quoted string).  None when
-    the response has no UID."""
-    uid = record.uid()
-    if uid is not None:
-        fields = _Fields(uid, record.size(), record.flags(), record.internaldate(), record.literal())
-        if all(getattr(fields, name) is not None for name in needed):
-            return fields
-    try:
-        parsed = next(iter(parse_fetch_response(record.items, False, False).values()), None)
-    except imap_exc.ProtocolError as exc:
-        raise MalformedResponse(f"{where}: malformed FETCH response: {text_of(exc)[:200]}") from None
-    if parsed is None or b"UID" not in parsed:
-        return None
-    date = parsed.get(b"INTERNALDATE")
-    return _Fields(
-        int(parsed[b"UID"]),
-        int(parsed.get(b"RFC822.SIZE", 0)),
-        tuple(text_of(f) for f in parsed.get(b"FLAGS", ())),
-        date if isinstance(date, dt.datetime) else None,
-        next((v or b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
-    )

@@ -16,21 +16,23 @@ to send APPEND literals without copying them (imapclient's range is pinned in se
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import imaplib
 import socket
 import ssl
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import imapclient
 from imapclient import exceptions as imap_exc
 from imapclient import imap4, tls
 from imapclient.imap_utf7 import decode as decode_utf7
-from imapclient.response_parser import parse_response
+from imapclient.response_parser import parse_fetch_response, parse_response
 
 from fastsync import credentials, wire
 from fastsync.config import Account
-from fastsync.errors import AuthError, ConnectError, Throttled, TLSError
+from fastsync.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError
 from fastsync.imap.replies import raise_if_throttled, redact
 from fastsync.model import Fetched, Folder, FolderStatus
 
@@ -47,11 +49,25 @@ class Meter(Protocol):
     def charge(self, size_bytes: int) -> None: ...
 
 
+class NoGreeting(TimeoutError):
+    """The connection opened but the server said nothing within the timeout: typically a
+    port that speaks TLS from the first byte, waiting for a TLS handshake that never comes."""
+
+
 class Metered:
     """imaplib transport mixin: charges the side's meters for every byte, sends without delay."""
 
     meter_down: Meter | None = None
     meter_up: Meter | None = None
+
+    def _connect(self) -> None:
+        # imaplib reads the greeting here (RFC 3501 section 7.1), then asks for CAPABILITY.
+        try:
+            super()._connect()  # type: ignore[misc]
+        except TimeoutError as exc:
+            if getattr(self, "welcome", None) is None:
+                raise NoGreeting(*exc.args) from None
+            raise
 
     def _create_socket(self, timeout: float | None = None) -> socket.socket:
         sock: socket.socket = super()._create_socket(timeout)  # type: ignore[misc]
@@ -198,6 +214,11 @@ def describe_os_error(exc: BaseException, account: Account) -> str:
         return f"cannot resolve host {account.host!r}; check {account.side}.server"
     if isinstance(exc, ConnectionRefusedError):
         return f"connection refused; check {account.side}.server (host and port) and that the server runs"
+    if isinstance(exc, NoGreeting) and account.tls != "implicit":
+        return (
+            f"connected, but the server sent no greeting within {account.timeout_s:g} s: the port may expect TLS "
+            f"from the first byte (usually port 993); {account.side}.tls: implicit does that"
+        )
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return f"no answer within {account.timeout_s:g} s; check the address, the firewall or raise {account.side}.timeout_s"
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -427,3 +448,39 @@ def status_of(reply: dict[Any, Any]) -> FolderStatus:
 def folder_of(row: tuple[Any, Any, Any]) -> Folder:
     flags, delimiter, name = row
     return Folder(name=text_of(name), delimiter=text_of(delimiter or ""), attributes=tuple(text_of(f) for f in flags))
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The items of one message's FETCH response that fastsync asks for (None: not sent)."""
+
+    uid: int
+    size_bytes: int | None
+    flags: tuple[str, ...] | None
+    internaldate: dt.datetime | None
+    literal: bytes | None
+
+    @classmethod
+    def read(cls, record: wire.Record, where: str, *needed: str) -> Fields | None:
+        """A message's items: `wire`'s fast reading, or imapclient's parser when the response
+        is not of the usual shape (e.g. a header section sent as a quoted string).  None when
+        the response has no UID."""
+        uid = record.uid()
+        if uid is not None:
+            fields = cls(uid, record.size(), record.flags(), record.internaldate(), record.literal())
+            if all(getattr(fields, name) is not None for name in needed):
+                return fields
+        try:
+            parsed = next(iter(parse_fetch_response(record.items, False, False).values()), None)
+        except imap_exc.ProtocolError as exc:
+            raise MalformedResponse(f"{where}: malformed FETCH response: {text_of(exc)[:200]}") from None
+        if parsed is None or b"UID" not in parsed:
+            return None
+        date = parsed.get(b"INTERNALDATE")
+        return cls(
+            int(parsed[b"UID"]),
+            int(parsed.get(b"RFC822.SIZE", 0)),
+            tuple(text_of(f) for f in parsed.get(b"FLAGS", ())),
+            date if isinstance(date, dt.datetime) else None,
+            next((v or b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
+        )
