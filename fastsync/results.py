@@ -97,6 +97,9 @@ class Summary:
     incomplete: set[str] = field(default_factory=set)
     rows: list[FolderRow] = field(default_factory=list)
     folders_refused: list[RefusedFolder] = field(default_factory=list)
+    # Set when Ctrl-C or SIGTERM stopped the copy: what to say ("Cancelled.") and the exit code.
+    cancelled: str = ""
+    cancel_code: int = 0
 
     @property
     def messages_per_s(self) -> float:
@@ -108,7 +111,7 @@ class Summary:
 
     @property
     def complete(self) -> bool:
-        return not self.failed and not self.errors and not self.folders_refused
+        return not self.failed and not self.errors and not self.folders_refused and not self.cancelled
 
 
 # -- check -------------------------------------------------------------------------------

@@ -22,5 +22,6 @@ def test_man_page_is_fresh(tmp_path: Path) -> None:
     generate(fresh)
     checked_in = (REPO_ROOT / "man" / "fastsync.1").read_text()
     assert _without_date(checked_in) == _without_date(fresh.read_text()), "run: python man/generate.py"
-    for needle in ("FASTSYNC_WORKERS", "exit codes", "pass_cmd", "ENVIRONMENT", "EXAMPLES"):
+    for needle in ("FASTSYNC_WORKERS (or IMAPSYNC_WORKERS)", "exit codes", "pass_cmd", "ENVIRONMENT", "EXAMPLES",
+                   "[-c PATH] COMMAND"):
         assert needle in checked_in
