@@ -6,7 +6,8 @@ its result to the reporter, and is the one place where exceptions become exit co
 with a last arm for the unexpected.  It is also the only place that configures logging:
 ``--log-file`` attaches a handler to the "fastsync" logger, which the parent process
 alone writes (workers report over their pipes and the parent logs their events, so
-lines never interleave).
+lines never interleave).  And it turns SIGTERM into `Terminated`, raised in the main
+thread where Ctrl-C raises KeyboardInterrupt, so that both stop a run the same way.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import argparse
 import datetime as dt
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
 from fastsync import __version__
-from fastsync.errors import Cancelled, ExitCode, FastsyncError, UsageError
-from fastsync.options import COMMAND_FLAGS, DEFAULT_CONFIG, Flag
+from fastsync.errors import Cancelled, ExitCode, FastsyncError, Terminated, UsageError
+from fastsync.options import COMMAND_FLAGS, DEFAULT_CONFIG, GLOBAL_FLAGS, Flag
 
 if TYPE_CHECKING:
     from fastsync.config import Config
@@ -41,7 +46,9 @@ exit codes:
   3    connection error: a server could not be reached or TLS failed
   4    authentication error: a server refused the login
   70   internal error: a defect of fastsync (-V or --log-file shows the traceback); please report it
+  75   sync: another sync is copying to the same destination account; wait for it or stop it
   130  interrupted (Ctrl-C)
+  143  stopped by SIGTERM (kill, docker stop, systemd): as Ctrl-C, workers finish the unit in hand
 """
 
 CONFIG_HELP = """\
@@ -77,18 +84,22 @@ COMMANDS = {
 }
 
 
-def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
+def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], note: str = "", after: bool = False) -> None:
+    """Add *flags* to *parser*.  *after*: a command's own parser, where a flag that is also
+    global (`GLOBAL_FLAGS`) sets its value only when given, so that one given before the
+    command is not overwritten by the command's default."""
     for flag in flags:
-        help_text = f"{flag.help} [env: {flag.env}]"
+        help_text = f"{flag.help}{note} [env: {flag.env_names}]"
+        default = argparse.SUPPRESS if after and flag in GLOBAL_FLAGS else None
         if flag.kind == "bool":
-            parser.add_argument(*flag.names, dest=flag.dest, action="store_true", default=None, help=help_text)
+            parser.add_argument(*flag.names, dest=flag.dest, action="store_true", default=default, help=help_text)
         elif flag.kind == "list":
             parser.add_argument(
-                *flag.names, dest=flag.dest, action="append", default=None, help=help_text, metavar=flag.metavar
+                *flag.names, dest=flag.dest, action="append", default=default, help=help_text, metavar=flag.metavar
             )
         else:
             parser.add_argument(
-                *flag.names, dest=flag.dest, default=None, help=help_text, metavar=flag.metavar,
+                *flag.names, dest=flag.dest, default=default, help=help_text, metavar=flag.metavar,
                 type=int if flag.kind in ("int", "count") else str, choices=flag.choices or None,
             )
 
@@ -101,17 +112,53 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    _add_flags(parser, GLOBAL_FLAGS, note="; also accepted after the command, where it wins")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (summary, description) in COMMANDS.items():
         command = commands.add_parser(
             name, help=summary, description=description, epilog=EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _add_flags(command, COMMAND_FLAGS[name])
+        _add_flags(command, COMMAND_FLAGS[name], after=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    with _sigterm_stops():
+        return _main(argv, environ)
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While inside: SIGTERM raises `Terminated` in the main thread, as Ctrl-C raises
+    KeyboardInterrupt, so that `kill`, `docker stop` or systemd stop a run as Ctrl-C does
+    (workers finish the unit in hand, summary, state, exit 143) instead of ending this
+    process at once and leaving its workers copying.  Ending at once also skipped the
+    finalizers that unlink the run's named semaphores (the caps, the stop event), so
+    multiprocessing's resource tracker warned of "leaked semaphore objects"; a normal exit
+    runs them.  Without a handler, SIGTERM would not even stop fastsync when it runs as
+    PID 1 in a container.
+
+    The first SIGTERM raises; later ones are ignored, so that they cannot cut short the
+    stop they asked for (SIGKILL stops at once).  Outside the main thread (an embedding
+    program) signals are not ours to handle.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated("Stopped by SIGTERM.")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -126,7 +173,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         # Events are for --log-file only: the terminal is progress.py's, even for an
-        # error that stops the run before the log file is open (a bad flag value too).
+        # error that stops the run before the log file is open (a bad flag value or variable, too).
         # A NullHandler keeps logging's last-resort handler from printing error events.
         events = logging.getLogger("fastsync")
         events.propagate = False
@@ -138,8 +185,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         config = load_config(values.get("config") or DEFAULT_CONFIG)
         options = option_rules.resolve(values, config, COMMAND_FLAGS[args.command])
         log_handler = _configure_log(options.log_file, options.log_format, config)
-        code = _run(args.command, options, config, reporter)
-        _log_end(args.command, code)
+        code, stopped = _run(args.command, options, config, reporter)
+        _log_end(args.command, code, stopped)
         return code
     except Cancelled as exc:
         reporter.cancelled(exc.message)
@@ -182,8 +229,9 @@ def _log_end(command: str, code: int, error: str = "", trace: str = "") -> None:
           exit_code=int(code), error=error, traceback=trace)
 
 
-def _run(command: str, options: Options, config: Config, reporter: Reporter) -> int:
-    """Run one command and show its result; returns its exit code (failures raise)."""
+def _run(command: str, options: Options, config: Config, reporter: Reporter) -> tuple[int, str]:
+    """Run one command and show its result; returns its exit code and, for a sync that
+    Ctrl-C or SIGTERM stopped, what it said (other failures raise)."""
     from fastsync import progress
     from fastsync.config import warnings_for
 
@@ -195,7 +243,7 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
         listing = show.run(config, options, reporter)
         reporter.show_report(listing)
         reporter.document({**progress.show_document(listing), "exit_code": int(ExitCode.OK)})
-        return ExitCode.OK
+        return ExitCode.OK, ""
     if command == "check":
         from fastsync.commands import check
 
@@ -204,14 +252,20 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
         # As with diff(1) and cmp(1), 1 means "they differ": a script tests one code.
         code = ExitCode.OK if result.matches else ExitCode.PARTIAL
         reporter.document({**progress.check_document(result), "exit_code": int(code)})
-        return code
+        return code, ""
     from fastsync.commands import sync
 
     summary = sync.run(config, options, reporter)
     reporter.summary(summary)
+    if summary.cancelled:
+        # Stopped by Ctrl-C or SIGTERM: the summary of what was done, then why it ended.
+        reporter.cancelled(summary.cancelled)
+        reporter.document({**progress.sync_document(summary), "error": summary.cancelled,
+                           "exit_code": summary.cancel_code})
+        return summary.cancel_code, summary.cancelled
     code = ExitCode.OK if summary.complete else ExitCode.PARTIAL
     reporter.document({**progress.sync_document(summary), "exit_code": int(code)})
-    return code
+    return code, ""
 
 
 class _TextFormatter(logging.Formatter):

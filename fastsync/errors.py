@@ -25,7 +25,11 @@ class ExitCode(enum.IntEnum):
     AUTH = 4
     # sysexits.h EX_SOFTWARE: an unexpected exception, a defect of fastsync itself.
     INTERNAL = 70
+    # sysexits.h EX_TEMPFAIL: another run is copying to the same destination; try later.
+    LOCKED = 75
     INTERRUPTED = 130
+    # 128 + SIGTERM, as a shell reports a process that SIGTERM ended.
+    TERMINATED = 143
 
 
 class FastsyncError(Exception):
@@ -131,3 +135,17 @@ class Cancelled(FastsyncError):
     """The user interrupted the run (Ctrl-C) or declined the plan."""
 
     exit_code = ExitCode.INTERRUPTED
+
+
+class Terminated(Cancelled):
+    """SIGTERM asked the run to stop (kill, docker stop, systemd, a batch scheduler): it
+    stops as Ctrl-C stops it, with an exit code of its own."""
+
+    exit_code = ExitCode.TERMINATED
+
+
+class Locked(FastsyncError):
+    """Another run holds the lock of the destination account: two runs copying at once
+    would both copy every missing message."""
+
+    exit_code = ExitCode.LOCKED

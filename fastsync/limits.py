@@ -1,6 +1,6 @@
 """Bandwidth and connection caps shared by every process of a run.
 
-Pure-logic layer (no fastsync imports): the protocol edge charges the buckets at the
+Pure-logic layer (imports only `errors`): the protocol edge charges the buckets at the
 socket and takes the slots; the engine creates them and gives back a dead worker's.
 
 The token-bucket arithmetic (`refill_and_charge`) is pure and takes the clock as an
@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from fastsync.errors import Cancelled
 
 BURST_BYTES = 64 * 1024
 
@@ -77,6 +79,9 @@ class SharedBucket:
 # the slots of a worker that was killed before it could release them.
 HOLDERS = 1024
 
+# How often a process waiting for a connection slot asks whether to give up.
+SLOT_POLL_S = 0.5
+
 
 class ConnectionSlots:
     """At most N simultaneous connections to one side, across processes.
@@ -84,16 +89,22 @@ class ConnectionSlots:
     Each process says which holder it is (`holder`: the worker index, -1 for the planner);
     a killed worker cannot release its slots, so the parent calls `release_all(index)`
     once the worker is gone, and the server closed its connections anyway.
+
+    A worker waits for a slot only while `give_up` says no (the run is stopping, or the
+    process that started it is gone): a wait nobody will end must not outlive the run.
     """
 
     def __init__(self, ctx: multiprocessing.context.BaseContext, count: int) -> None:
         self.count = count
         self.holder = -1
+        self.give_up: Callable[[], bool] = _never
         self._semaphore = ctx.BoundedSemaphore(count)
         self._held: Any = ctx.Array("i", HOLDERS)
 
     def acquire(self) -> None:
-        self._semaphore.acquire()
+        while not self._semaphore.acquire(timeout=SLOT_POLL_S):
+            if self.give_up():
+                raise Cancelled("stopped while waiting for a connection slot")
         with self._held.get_lock():
             self._held[self.holder % HOLDERS] += 1
 
@@ -121,11 +132,13 @@ class Limits:
     src_slots: ConnectionSlots | None = None
     dst_slots: ConnectionSlots | None = None
 
-    def adopt(self, holder: int) -> None:
-        """Called in a worker process: slots it takes are counted under its index."""
+    def adopt(self, holder: int, give_up: Callable[[], bool]) -> None:
+        """Called in a worker process: slots it takes are counted under its index, and it
+        stops waiting for one when *give_up* says so."""
         for slots in (self.src_slots, self.dst_slots):
             if slots is not None:
                 slots.holder = holder
+                slots.give_up = give_up
 
     def release_all(self, holder: int) -> None:
         for slots in (self.src_slots, self.dst_slots):
@@ -144,8 +157,19 @@ class Limits:
         )
 
 
+def _never() -> bool:
+    return False
+
+
 def workers_allowed(requested: int, max_connections: int) -> int:
-    """Workers that fit beside the planner's connection (which holds one slot per side)."""
+    """Workers that fit beside the planner's connection (which holds one slot per side);
+    with a single connection per side, the one worker (see `planner_yields`)."""
     if max_connections <= 0:
         return requested
     return max(1, min(requested, max_connections - 1))
+
+
+def planner_yields(workers: int, max_connections: int) -> bool:
+    """Whether the planner must log out while the pool copies: its slot is the one the
+    workers need (``--max-connections 1``: the planner and one worker, never at once)."""
+    return 0 < max_connections < workers + 1

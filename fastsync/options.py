@@ -3,6 +3,8 @@
 Settings layer: imports `errors`, `model`, `values` and `config`.  An option is declared
 once, as a `Flag` in the tables below, and has a field of the same name in `Options`;
 `resolve` applies the precedence flag > environment > config file > default in one place.
+Each variable ``FASTSYNC_X`` has the alias ``IMAPSYNC_X`` (imapsync-go's name for it, so an
+environment written for imapsync-go keeps working); ``FASTSYNC_X`` wins when both are set.
 `cli.py` builds the parser from the same tables, and the man page is generated from that
 parser.  Sizes, ages and regular expressions are parsed by `values.py`, as the config
 file's are, so a flag and its config key accept the same text.
@@ -23,6 +25,10 @@ from fastsync.errors import UsageError
 from fastsync.model import WorkerSettings
 
 DEFAULT_CONFIG = "config.json"
+
+ENV_PREFIX = "FASTSYNC_"
+# imapsync-go reads the same settings from IMAPSYNC_<same suffix>.
+ALIAS_PREFIX = "IMAPSYNC_"
 DEFAULT_WORKERS = 4
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -51,6 +57,16 @@ class Flag:
     choices: tuple[str, ...] = ()
     config_key: str = ""
     parse: Callable[[str], Any] | None = None
+
+    @property
+    def alias(self) -> str:
+        """imapsync-go's variable for this option: ``IMAPSYNC_`` + the suffix of `env`."""
+        return ALIAS_PREFIX + self.env.removeprefix(ENV_PREFIX)
+
+    @property
+    def env_names(self) -> str:
+        """Both variables as --help, the man page and the README name them."""
+        return f"{self.env} (or {self.alias})"
 
 
 @dataclass(frozen=True)
@@ -92,8 +108,15 @@ def parse_ceiling(text: str) -> DeleteCeiling:
     raise ValueError(f"expected a number of messages (50) or a share of each folder (5%, 100%), got {text!r}")
 
 
+CONFIG_FLAG = Flag(("-c", "--config"), "config", "FASTSYNC_CONFIG", "str", f"config file (default: {DEFAULT_CONFIG})",
+                   "PATH")
+
+# Flags also accepted before the command (`fastsync -c config.yaml show`, as imapsync-go
+# documents it); given on both sides of the command, the one after it wins.
+GLOBAL_FLAGS = (CONFIG_FLAG,)
+
 COMMON_FLAGS = (
-    Flag(("-c", "--config"), "config", "FASTSYNC_CONFIG", "str", f"config file (default: {DEFAULT_CONFIG})", "PATH"),
+    CONFIG_FLAG,
     Flag(("-V", "--verbose"), "verbose", "FASTSYNC_VERBOSE", "bool",
          "more detail: capabilities, UIDs, folder creation; the traceback of an internal error"),
     Flag(("-q", "--quiet"), "quiet", "FASTSYNC_QUIET", "bool", "errors only; tables as tab-separated lines"),
@@ -117,7 +140,7 @@ FOLDER_FLAGS = (
 
 STATE_FLAGS = (
     Flag(("--state-dir",), "state_dir", "FASTSYNC_STATE_DIR", "str",
-         "where the state cache and the ledger of copies live "
+         "where the state cache, the ledger of copies and the destination's lock live "
          "(default: $XDG_CACHE_HOME/fastsync or ~/.cache/fastsync)", "PATH"),
 )
 
@@ -162,7 +185,8 @@ SYNC_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + (
     Flag(("--bps-up",), "up_bps", "FASTSYNC_BPS_UP", "size",
          "cap on bytes/s written to the destination: 2M, 500k, or bytes (0 = unlimited)", "N", config_key="rate_limit.up_bps"),
     Flag(("--max-connections",), "max_connections", "FASTSYNC_MAX_CONNECTIONS", "int",
-         "simultaneous connections per side, planner included (0 = unlimited)", "N",
+         "simultaneous connections per side, planner included (0 = unlimited); with 1, the planner logs out "
+         "while the one worker copies", "N",
          config_key="rate_limit.max_connections"),
     Flag(("--retries",), "retries", "FASTSYNC_RETRIES", "int",
          "reconnections per worker after a lost connection, with backoff of 1 s doubling to 60 s (default: 5)", "N"),
@@ -245,29 +269,32 @@ class Options:
         return WorkerSettings(retries=self.retries)
 
 
-def _from_env(flag: Flag, environ: Mapping[str, str]) -> Any:
-    raw = environ.get(flag.env)
-    if raw is None:
-        return None
-    where = f"environment variable {flag.env}={raw!r}"
+def _from_env(flag: Flag, environ: Mapping[str, str]) -> tuple[Any, str]:
+    """The flag's value from the environment and the variable it came from: ``FASTSYNC_X``,
+    else its alias ``IMAPSYNC_X``; (None, "") when neither is set."""
+    name = next((n for n in (flag.env, flag.alias) if n in environ), "")
+    if not name:
+        return None, ""
+    raw = environ[name]
+    where = f"environment variable {name}={raw!r}"
     if flag.kind == "bool":
         value = raw.strip().lower()
         if value in _TRUE:
-            return True
+            return True, name
         if value in _FALSE:
-            return False
+            return False, name
         raise UsageError(f"{where}: expected 1/0, true/false, yes/no or on/off")
     if flag.choices and raw not in flag.choices:
         raise UsageError(f"{where}: expected one of {', '.join(flag.choices)}")
     if flag.kind in ("int", "count"):
         try:
-            return int(raw.strip())
+            return int(raw.strip()), name
         except ValueError:
             raise UsageError(f"{where}: expected a whole number") from None
     if flag.kind == "list":
         # One regular expression per line: a comma may be part of one.
-        return _patterns([line for line in raw.splitlines() if line.strip()], f"environment variable {flag.env}")
-    return _parsed(flag, raw, where)
+        return _patterns([line for line in raw.splitlines() if line.strip()], f"environment variable {name}"), name
+    return _parsed(flag, raw, where), name
 
 
 def _parsed(flag: Flag, raw: str, where: str) -> Any:
@@ -295,9 +322,10 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
     for flag in ALL_FLAGS:
         if not hasattr(args, flag.dest):
             continue
-        value = getattr(args, flag.dest)
+        value, source = getattr(args, flag.dest), flag.names[-1]
         if value is None:
-            value = _from_env(flag, environ)
+            value, variable = _from_env(flag, environ)
+            source = f"{source} / {variable}"
         elif flag.kind == "list":
             value = _patterns(value, flag.names[-1])
         else:
@@ -305,7 +333,7 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
         if value is not None and flag.kind in ("int", "count"):
             minimum = 1 if flag.kind == "count" else 0
             if value < minimum:
-                raise UsageError(f"{flag.names[-1]} / {flag.env}: expected a whole number >= {minimum}, got {value}")
+                raise UsageError(f"{source}: expected a whole number >= {minimum}, got {value}")
         values[flag.dest] = value
     return values
 

@@ -15,6 +15,10 @@ killed while writing to a shared queue would die holding the queue's lock and fr
 every other worker.  Only WorkUnits (UIDs) and the small reports of `fastsync.model`
 cross processes; message bodies stay inside one worker.  A worker keeps its two
 connections for the whole run; one initializer (`worker_main`) sets it up.
+
+Stopping (Ctrl-C, SIGTERM): the parent sets `stop`, workers finish the unit in hand and
+report it, and those still copying after `CANCEL_GRACE_S` are killed (`shutdown`).  The
+destination's run lock travels to every worker, so it is held while any of them lives.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from fastsync.config import Account, Config
 from fastsync.errors import AuthError, Cancelled, DestinationFull, FastsyncError, FolderError, Throttled, TLSError
 from fastsync.events import event
 from fastsync.limits import Limits
+from fastsync.lock import RunLock
 from fastsync.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
 from fastsync.results import Reporter, Summary
 from fastsync.retry import backoff_s
@@ -57,8 +62,14 @@ POLL_S = 0.2
 # reports it as not copied (a unit that kills every worker must not loop forever).
 UNIT_ATTEMPTS = 3
 
-# Seconds to wait for workers to log out after the queue is drained or the run cancelled.
+# Seconds to wait for workers to log out after the queue is drained.
 JOIN_TIMEOUT_S = 10.0
+
+# Seconds a cancelled run (Ctrl-C, SIGTERM) waits for the units in hand before it kills
+# the workers still copying: short enough for `docker stop` (SIGKILL after 10 s).  A
+# worker killed mid-APPEND leaves nothing half-written (an APPEND or MULTIAPPEND lands
+# whole or not at all, RFC 3502 section 3) and the next run copies what is missing.
+CANCEL_GRACE_S = 5.0
 
 
 def context() -> multiprocessing.context.BaseContext:
@@ -86,37 +97,48 @@ def copy_units(
     summary: Summary,
     on_unit: Callable[[WorkUnit, UnitDone], None] | None = None,
     max_transfer_bytes: int = 0,
+    lock: RunLock | None = None,
 ) -> set[str]:
     """Copy *units* with a pool of *workers*, counting into *summary*; returns the source
     folders to plan again (their UIDVALIDITY changed).  *on_unit* hears of every finished
     unit (the ledger records its copies).  With *max_transfer_bytes* (0: no limit) no unit
-    is started once that many bytes are copied or on their way."""
+    is started once that many bytes are copied or on their way.
+
+    *lock* (the destination's) goes to every worker, so that it stays held
+    until the last process that may still append is gone.  Ctrl-C, or SIGTERM (which
+    `cli.main` turns into `Terminated`), stops the run as the workers finish the unit in
+    hand; what they copied is counted, then `Cancelled` is raised again for the caller.
+    """
     if not units:
         return set()
-    coordinator = Coordinator(config, limits, settings, units, min(workers, len(units)), reporter, summary)
+    coordinator = Coordinator(config, limits, settings, units, min(workers, len(units)), reporter, summary, lock)
     coordinator.on_unit = on_unit
     coordinator.max_transfer_bytes = max_transfer_bytes
     try:
-        coordinator.run(folder_totals)
-    except KeyboardInterrupt:
-        coordinator.stop.set()
-        reporter.stop_copy()
-        shutdown(coordinator.processes.values(), timeout_s=5.0)
-        raise Cancelled("Cancelled.") from None
-    coordinator.drain(folder_totals, JOIN_TIMEOUT_S)
-    shutdown(coordinator.processes.values(), 0.0)
-    if coordinator.units:
-        summary.incomplete.update(u.pair.src for u in coordinator.units.values())
-        left = sum(len(u.uids) for u in coordinator.units.values())
-        if coordinator.at_limit():
-            summary.transfer_limited = True
-            summary.errors.append(
-                f"stopped at the transfer limit ({summary.copied_bytes / 1e6:,.1f} MB copied, --max-transfer "
-                f"{max_transfer_bytes / 1e6:,.1f} MB): {left} messages not copied yet; run again tomorrow "
-                "(or once the provider's quota allows) to go on"
-            )
-        else:
-            summary.errors.append(f"{left} messages not copied because the run stopped early; run again")
+        try:
+            coordinator.run(folder_totals)
+        except (KeyboardInterrupt, Cancelled) as exc:
+            stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
+            coordinator.stop.set()
+            reporter.stop_copy()
+            # A second Ctrl-C here cuts the grace short; the finally clause still stops every worker.
+            coordinator.drain(folder_totals, CANCEL_GRACE_S)
+            raise stopped from None
+        coordinator.drain(folder_totals, JOIN_TIMEOUT_S)
+    finally:
+        coordinator.shutdown(folder_totals)
+        if coordinator.units:
+            summary.incomplete.update(u.pair.src for u in coordinator.units.values())
+            left = sum(len(u.uids) for u in coordinator.units.values())
+            if coordinator.at_limit():
+                summary.transfer_limited = True
+                summary.errors.append(
+                    f"stopped at the transfer limit ({summary.copied_bytes / 1e6:,.1f} MB copied, --max-transfer "
+                    f"{max_transfer_bytes / 1e6:,.1f} MB): {left} messages not copied yet; run again tomorrow "
+                    "(or once the provider's quota allows) to go on"
+                )
+            else:
+                summary.errors.append(f"{left} messages not copied because the run stopped early; run again")
     return coordinator.replan
 
 
@@ -132,8 +154,10 @@ class Coordinator:
         workers: int,
         reporter: Reporter,
         summary: Summary,
+        lock: RunLock | None = None,
     ) -> None:
         self.ctx = context()
+        self.lock = lock
         self.config = config
         self.limits = limits
         self.settings = settings
@@ -172,7 +196,8 @@ class Coordinator:
         channel, child_channel = self.ctx.Pipe()
         process = self.ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(index, self.config.src, self.config.dst, self.limits, self.settings, child_channel, self.stop),
+            args=(index, self.config.src, self.config.dst, self.limits, self.settings, child_channel, self.stop,
+                  self.lock),
             name=f"fastsync-worker-{index}",
             daemon=True,
         )
@@ -348,6 +373,36 @@ class Coordinator:
                 self.start_worker()
         return True
 
+    def shutdown(self, folder_totals: dict[str, tuple[int, int]]) -> None:
+        """Stop every worker still running, at once, and give back its connection slots.
+
+        Called once the workers were told to stop and given time to finish (`drain`).
+        Whether a worker is alive is read from its pipe, not from `is_alive` (which asks
+        the fork server, and a signal to the whole process group may have ended that):
+        a pipe not at EOF means the worker still holds its end, so the process (or its
+        zombie) still owns its PID, and SIGKILL cannot hit another process.  SIGKILL, not
+        SIGTERM: a worker takes SIGTERM as "stop after the unit in hand".
+        """
+        for index, channel in list(self.channels.items()):
+            process = self.processes.get(index)
+            try:
+                while channel.poll():
+                    message = channel.recv()
+                    if isinstance(message, UnitDone):
+                        self.finished(message, folder_totals)
+                if process is not None and process.pid is not None:
+                    os.kill(process.pid, signal.SIGKILL)
+                # EOF once the worker is gone.
+                multiprocessing.connection.wait([channel], 5.0)
+            except (EOFError, OSError):
+                pass  # gone already
+            channel.close()
+        self.channels.clear()
+        for index, process in self.processes.items():
+            process.join(1.0)
+            self.limits.release_all(index)
+        self.processes.clear()
+
     def requeue(self, unit: WorkUnit, counted: bool) -> None:
         """Give a unit whose worker is gone to another; its APPEND may have landed, so it is checked."""
         if counted:
@@ -367,20 +422,6 @@ class Coordinator:
             self.dispatch(index)
 
 
-def shutdown(processes: Iterable[Any], timeout_s: float) -> None:
-    processes = list(processes)
-    deadline = time.monotonic() + timeout_s
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-            process.join(1.0)
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
 def worker_main(
     index: int,
     src: Account,
@@ -389,18 +430,33 @@ def worker_main(
     settings: WorkerSettings,
     channel: Connection,
     stop: Any,
+    lock: RunLock | None = None,
 ) -> None:
     """Process entry point: copy the units the parent sends until it sends None, the run is
-    cancelled or the parent is gone."""
+    cancelled or the parent is gone.
+
+    *lock* is only held: the destination's run lock stays taken while this process lives.
+    """
     # Ctrl-C reaches the whole process group; the parent decides, workers are told via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-    limits.adopt(index)
+    # SIGTERM to the whole group (systemd, kill -TERM -PGID) or to this worker alone: leave
+    # after the unit in hand, as `stop` asks.  The parent stops a worker at once with SIGKILL.
+    leaving = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: leaving.set())
+    # The fork server is this process's parent and outlives the run's process while a
+    # worker lives, so os.getppid() cannot tell; the run's process is `parent_process()`.
+    parent = multiprocessing.parent_process()
+
+    def parent_gone() -> bool:
+        return parent is not None and not parent.is_alive()
+
+    # A worker waiting for a connection slot gives up when the run stops or its process is gone.
+    limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
     copier = Copier(index, src, dst, limits, settings, channel.send, stop)
     try:
-        while not stop.is_set():
+        while not stop.is_set() and not leaving.is_set():
             if not channel.poll(POLL_S):
-                if os.getppid() != parent:
+                if parent_gone():
                     break
                 continue
             unit = channel.recv()

@@ -111,6 +111,9 @@ class Summary:
     deleted: int = 0
     deleted_by_folder: dict[str, int] = field(default_factory=dict)
     transfer_limited: bool = False
+    # Set when Ctrl-C or SIGTERM stopped the copy: what to say ("Cancelled.") and the exit code.
+    cancelled: str = ""
+    cancel_code: int = 0
 
     @property
     def messages_per_s(self) -> float:
@@ -122,7 +125,7 @@ class Summary:
 
     @property
     def complete(self) -> bool:
-        return not self.failed and not self.errors and not self.folders_refused
+        return not self.failed and not self.errors and not self.folders_refused and not self.cancelled
 
 
 # -- check -------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ STATE_HOME = Path(tempfile.mkdtemp(prefix="fastsync-test-cache-"))
 
 
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a fastsync run in a test: no FASTSYNC_ settings leak in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSYNC_")}
+    """The environment of a fastsync run in a test: no FASTSYNC_ (or IMAPSYNC_) settings leak in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTSYNC_", "IMAPSYNC_"))}
     # The state cache goes to the test session's own folder, not the user's home.
     env["XDG_CACHE_HOME"] = str(STATE_HOME)
     env.update(extra or {})

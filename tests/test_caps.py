@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import subprocess
 
 import pytest
 from conftest import Account, AccountFactory, ConfigFor
@@ -72,4 +73,28 @@ def test_max_connections_holds_at_the_server(accounts: AccountFactory, config_fo
     assert "600 copied" in summary_line(result.stdout)
     assert src_proxy.peak_connections == 3
     assert dst_proxy.peak_connections == 3
+    assert snapshot(dst) == snapshot(src)
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+def test_one_or_two_connections_per_side_complete(
+    connections: int, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    # With 1, the planner's connection would hold the only slot the worker needs: the
+    # planner logs out while the worker copies.  With 2, planner and worker side by side.
+    src, dst = accounts(2)
+    src.seed(corpus(200, 3_000) + [Message("Archive", m.body.replace(b"<cap", b"<arch"), m.flags, m.internaldate)
+                                   for m in corpus(100, 2_000, seed=2)])
+    with CountingProxy(src.server.port) as src_proxy, CountingProxy(dst.server.port) as dst_proxy:
+        config = config_for(src, dst, extra={"src": _via(src_proxy, src), "dst": _via(dst_proxy, dst)})
+        try:
+            result = run_cli("sync", "-c", config, "-y", "--procs", "4", "--max-connections", str(connections),
+                             timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"--max-connections {connections} did not finish within 120 s")
+    assert result.returncode == 0, result.stderr
+    assert "--procs 4 lowered to 1" in result.stderr
+    assert "300 copied" in summary_line(result.stdout)
+    assert 1 <= src_proxy.peak_connections <= connections
+    assert 1 <= dst_proxy.peak_connections <= connections
     assert snapshot(dst) == snapshot(src)

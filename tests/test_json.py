@@ -194,7 +194,10 @@ def test_interrupted_is_130(accounts: AccountFactory, config_for: ConfigFor) -> 
     os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == ExitCode.INTERRUPTED == 130, err
-    assert json.loads(out)["exit_code"] == 130
+    doc = json.loads(out)
+    assert doc["exit_code"] == 130 and doc["error"] == "Cancelled."
+    # The copy had started: the document has the summary of what was done.
+    assert doc["summary"]["planned"] == 40 and doc["complete"] is False
 
 
 def test_the_exit_code_table_is_the_same_everywhere() -> None:

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from fastsync.limits import BURST_BYTES, HOLDERS, ConnectionSlots, SharedBucket, refill_and_charge, workers_allowed
+from fastsync.errors import Cancelled
+from fastsync.limits import (
+    BURST_BYTES,
+    HOLDERS,
+    ConnectionSlots,
+    Limits,
+    SharedBucket,
+    planner_yields,
+    refill_and_charge,
+    workers_allowed,
+)
 
 
 def test_refill_caps_at_burst_and_debt_sets_the_wait() -> None:
@@ -119,6 +129,33 @@ def test_connection_slots_cap_across_processes(cap: int, processes: int) -> None
 )
 def test_workers_allowed_leaves_a_slot_for_the_planner(requested: int, max_connections: int, expected: int) -> None:
     assert workers_allowed(requested, max_connections) == expected
+
+
+@pytest.mark.parametrize(
+    ("workers", "max_connections", "expected"),
+    # Only when the planner's slot is the one the worker needs; unlimited never.
+    [(1, 1, True), (1, 2, False), (2, 3, False), (4, 0, False), (1, 0, False)],
+)
+def test_the_planner_yields_its_slot_only_when_no_worker_would_fit(
+    workers: int, max_connections: int, expected: bool
+) -> None:
+    assert planner_yields(workers, max_connections) is expected
+
+
+def test_a_process_waiting_for_a_slot_gives_up_when_told() -> None:
+    ctx = multiprocessing.get_context("fork")
+    limits = Limits.create(ctx, 0, 0, 1)
+    assert limits.src_slots is not None
+    limits.src_slots.acquire()  # the only slot, held by someone else
+    stopping = {"now": False}
+    limits.adopt(3, give_up=lambda: stopping["now"])
+    started = time.monotonic()
+    stopping["now"] = True
+    with pytest.raises(Cancelled):
+        limits.src_slots.acquire()
+    assert time.monotonic() - started < 2
+    # Nothing was taken under the waiting holder's name.
+    assert limits.src_slots.release_all(3) == 0
 
 
 def _take_and_die(slots: ConnectionSlots) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from helpers import REPO_ROOT
 
+from fastsync.errors import ExitCode
+
 sys.path.insert(0, str(REPO_ROOT / "man"))
 
 from generate import generate
@@ -22,7 +24,8 @@ def test_man_page_is_fresh(tmp_path: Path) -> None:
     generate(fresh)
     checked_in = (REPO_ROOT / "man" / "fastsync.1").read_text()
     assert _without_date(checked_in) == _without_date(fresh.read_text()), "run: python man/generate.py"
-    for needle in ("FASTSYNC_WORKERS", "pass_cmd", "ENVIRONMENT", "EXAMPLES", "FASTSYNC_DELETE_DEST"):
+    for needle in ("FASTSYNC_WORKERS (or IMAPSYNC_WORKERS)", "pass_cmd", "ENVIRONMENT", "EXAMPLES",
+                   "FASTSYNC_DELETE_DEST", "[-c PATH] COMMAND"):
         assert needle in checked_in
 
 
@@ -42,7 +45,7 @@ def test_exit_codes_and_the_config_format_have_sections_of_their_own() -> None:
     exit_status = _section(page, "EXIT STATUS")
     # One .TP entry per code, its text on one line (not wrapped mid-entry as in --help).
     codes = [int(line.removeprefix(".B ")) for line in exit_status if line.startswith(".B ")]
-    assert codes == [0, 1, 2, 3, 4, 70, 130][: len(codes)] and {0, 1, 2, 3, 4, 70, 130} <= set(codes)
+    assert codes == sorted(int(code) for code in ExitCode)
     assert exit_status.count(".TP") == len(codes)
     partial = exit_status[exit_status.index(".B 1") + 1]
     assert partial.startswith("partial: ") and partial.endswith("check: the accounts differ (or a folder could not be read)")

@@ -7,6 +7,11 @@ copies while this process counts.  ``--sync-flags`` then sets the destination's 
 ``--delete-dest`` deletes the destination's messages the source does not have (planned
 with the copy, applied after it), and the state cache records the pairs the run left
 complete.
+
+A run that writes holds the destination's lock (lock.py) from before planning to the
+end, so a second run for the same destination stops at once; ``--dry-run`` writes
+nothing and takes no lock.  Ctrl-C or SIGTERM during the copy or the flag updates ends
+the run with its summary and the state of what it finished (`Summary.cancelled`).
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from collections.abc import Sequence
 from fastsync import folders as folder_rules
 from fastsync import plan, pool, providers
 from fastsync.config import Config
-from fastsync.errors import FolderError, UsageError
+from fastsync.errors import Cancelled, FolderError, UsageError
 from fastsync.events import event
 from fastsync.imap.session import Session
-from fastsync.limits import Limits, workers_allowed
+from fastsync.limits import Limits, planner_yields, workers_allowed
 from fastsync.ledger import Ledger
+from fastsync.lock import RunLock
 from fastsync.model import FolderPair, FolderStatus, UnitDone, WorkUnit
 from fastsync.options import Options
 from fastsync.results import FolderRow, RefusedFolder, Reporter, Summary
@@ -47,13 +53,29 @@ FlagChanges = dict[str, dict[tuple[str, ...], list[int]]]
 
 def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool | None = None) -> Summary:
     started = time.monotonic()
+    # First, so that a second run for this destination stops before it logs in anywhere.
+    lock = None if options.dry_run else RunLock.acquire(options.state_dir or default_dir(), config.dst)
+    try:
+        summary = _sync(config, options, reporter, stdin_is_tty, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def _sync(
+    config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool | None, lock: RunLock | None
+) -> Summary:
     summary = Summary(dry_run=options.dry_run)
     limits = Limits.create(pool.context(), options.down_bps, options.up_bps, options.max_connections)
     workers = workers_allowed(options.workers, options.max_connections)
     if workers < options.workers:
+        how = ("the planner logs out while the worker copies" if planner_yields(workers, options.max_connections)
+               else "and the planner holds one")
         reporter.warn(
             f"--procs {options.workers} lowered to {workers}: --max-connections {options.max_connections} "
-            "per side, and the planner holds one"
+            f"per side, {how}"
         )
     if not options.dry_run:
         pool.warm_up()
@@ -68,14 +90,13 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
     planner = Planner(config, limits, options.settings, reporter)
     try:
         planner.open()
-        _Run(config, options, reporter, summary, planner, limits, workers, ledger).go(cache, stdin_is_tty)
+        _Run(config, options, reporter, summary, planner, limits, workers, ledger, lock).go(cache, stdin_is_tty)
         if ledger.problem:
             reporter.warn(ledger.problem)
     finally:
         reporter.clear_status()
         planner.close()
         ledger.close()
-    summary.elapsed_s = time.monotonic() - started
     return summary
 
 
@@ -84,10 +105,10 @@ class _Run:
 
     def __init__(
         self, config: Config, options: Options, reporter: Reporter, summary: Summary, planner: Planner,
-        limits: Limits, workers: int, ledger: Ledger,
+        limits: Limits, workers: int, ledger: Ledger, lock: RunLock | None = None,
     ) -> None:
         self.config, self.options, self.reporter, self.summary = config, options, reporter, summary
-        self.planner, self.limits, self.workers = planner, limits, workers
+        self.planner, self.limits, self.workers, self.lock = planner, limits, workers, lock
         self.ledger = ledger
         self.rewrites_said = False
         self.selection = selection_of(options)
@@ -144,14 +165,24 @@ class _Run:
                 summary.declined = True
                 reporter.info("Nothing copied.")
             else:
-                if summary.planned or missing_folders:
-                    self.execute(pairs, plans, existing, missing_folders)
-                if changes:
-                    _update_flags(self.planner, changes, reporter, summary)
-                # After the copy: a run that fails on the way deletes nothing.
-                self.delete(plans, deletions, expunge_all)
+                try:
+                    if summary.planned or missing_folders:
+                        self.execute(pairs, plans, existing, missing_folders)
+                    if changes:
+                        _update_flags(self.planner, changes, reporter, summary)
+                    # After the copy: a run that fails or is stopped on the way deletes nothing.
+                    self.delete(plans, deletions, expunge_all)
+                except (Cancelled, KeyboardInterrupt) as exc:
+                    stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
+                    summary.cancelled, summary.cancel_code = stopped.message, int(stopped.exit_code)
+                    # Which folders' flags were stored is not known: none counts as in step.
+                    summary.incomplete.update(p.pair.src for p in plans if p.pair.dst in changes)
+                    # The planner's connection may have been stopped mid-command.
+                    self.planner.close()
         if not options.dry_run and not summary.declined:
-            _remember(cache, self.planner, plans, before, summary)
+            # After a cancel, without asking the destination again: the user asked to stop,
+            # and the pairs this run copied into are diffed again next time.
+            _remember(cache, self.planner, plans, before, summary, read_after=not summary.cancelled)
 
     def count_plan(self, plans: Sequence[FolderPlan], left_out: Sequence[FolderPair] = ()) -> None:
         summary = self.summary
@@ -256,7 +287,8 @@ class _Run:
                 self.copy(again)
         finally:
             reporter.stop_copy()
-        summary.copy_s = time.monotonic() - copy_started
+            # Also when Ctrl-C or SIGTERM ended the copy: the summary's rates use it.
+            summary.copy_s = time.monotonic() - copy_started
 
     def leave_out(self, plans: Sequence[FolderPlan], refused: dict[str, str]) -> list[FolderPlan]:
         """The plans still to copy once the destination refused to create *refused*: each
@@ -275,9 +307,15 @@ class _Run:
             shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), dst_uidnext=p.dst_uidnext))
             units.extend(dataclasses.replace(u, verify=i == 0) for i, u in enumerate(shards))
         folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
+        if units and planner_yields(self.workers, self.options.max_connections):
+            # --max-connections 1: the planner's connections hold the only slot of each
+            # side, which the worker needs.  The planner logs out while the pool copies and
+            # logs in again when next needed (Planner.call reopens), after the worker has
+            # logged out: never more than one connection per side.
+            self.planner.close()
         return pool.copy_units(
             self.config, units, folder_totals, self.workers, self.limits, self.options.settings, self.reporter,
-            self.summary, self.unit_done, self.options.max_transfer,
+            self.summary, self.unit_done, self.options.max_transfer, self.lock,
         )
 
     def unit_done(self, unit: WorkUnit, done: UnitDone) -> None:
@@ -361,15 +399,18 @@ def _remember(
     plans: Sequence[FolderPlan],
     before: tuple[Statuses, Statuses],
     summary: Summary,
+    read_after: bool = True,
 ) -> None:
     """Record the pairs this run left complete, so that the next run can skip them.
 
     The source's status is the one read before planning.  The destination's is read now,
     and kept only when it differs from before by exactly the copies this run made: a
-    change by anyone else during the run must not be mistaken for ours.
+    change by anyone else during the run must not be mistaken for ours.  Without
+    *read_after*, the status from before stands in: only pairs nothing was copied into
+    can then be recorded.
     """
     src_before, dst_before = before
-    changed = summary.copied or summary.flags_updated or summary.deleted
+    changed = read_after and (summary.copied or summary.flags_updated or summary.deleted)
     after = planner.call("reading folder status", lambda _src, dst: dst.statuses()) if changed else dst_before
     for p in plans:
         src, dst0, dst1 = src_before.get(p.pair.src), dst_before.get(p.pair.dst), after.get(p.pair.dst)
