@@ -32,7 +32,7 @@ from typing import Literal
 
 import imapclient
 
-__all__ = ["MAIL_FORMAT", "Dovecot", "DovecotError"]
+__all__ = ["GMAIL_ALL", "GMAIL_ARCHIVE", "GMAIL_IMPORTANT", "GMAIL_STARRED", "MAIL_FORMAT", "Dovecot", "DovecotError"]
 
 # Mail storage format.  Appending 5,000 messages of ~1.8 KB to INBOX with MULTIAPPEND
 # (10 batches of 500) over the plain port, mail_fsync=never, measured on the dev VM
@@ -60,6 +60,34 @@ _SPECIAL_USE = {
     "Junk": "\\Junk",
     "Sent Items": "\\Sent",
     "Deleted Items": "\\Trash",
+}
+
+
+# A Gmail-like account (``gmail_like=True``), for sources and destinations that behave as
+# Gmail does without Gmail: "[Gmail]/All Mail" (\All) shows every message of the account,
+# including "archived" ones that are in no listed folder, and "[Gmail]/Starred" (\Flagged)
+# and "[Gmail]/Important" (\Important) show subsets.  They are Dovecot virtual mailboxes
+# (the virtual plugin, doc.dovecot.org "Virtual Plugin") in a namespace with the prefix
+# "[Gmail]/"; archived messages live in GMAIL_ARCHIVE, in a namespace that LIST and
+# NAMESPACE do not show (list = no, hidden = yes) but that SELECT, APPEND and CREATE still
+# reach by its full name.  Names use "/" here; with separator "." they use "." instead.
+GMAIL_ALL = "[Gmail]/All Mail"
+GMAIL_STARRED = "[Gmail]/Starred"
+GMAIL_IMPORTANT = "[Gmail]/Important"
+GMAIL_ARCHIVE = "Archive-hidden/Archived"
+# The keyword that puts a message in "[Gmail]/Important" (Gmail has no such keyword over
+# IMAP; a test sets it to give the folder members).
+GMAIL_IMPORTANT_KEYWORD = "$Important"
+
+# Each virtual mailbox of a Gmail-like account: its special-use, and its dovecot-virtual
+# file (mailbox patterns, then an indented SEARCH program).  "*" matches only the
+# namespace with the empty prefix, so the hidden archive is named on its own line; "!"
+# makes the archive the place where an APPEND to All Mail lands, as an APPEND to Gmail's
+# All Mail makes an archived message (a message without labels).
+_GMAIL_VIRTUAL = {
+    "All Mail": ("\\All", "!{archive}\n*\n  all\n"),
+    "Starred": ("\\Flagged", "*\n{archive_ns}*\n  flagged\n"),
+    "Important": ("\\Important", f"*\n{{archive_ns}}*\n  keyword {GMAIL_IMPORTANT_KEYWORD}\n"),
 }
 
 
@@ -133,6 +161,13 @@ class Dovecot:
     the special-use declarations below apply to the names under the prefix.
     ``validate_fs_names=False`` lets the server hold names that Dovecot's default
     refuses (a component starting with "~"), to give another server one to refuse.
+
+    ``gmail_like=True`` gives every user Gmail's view of an account (see `GMAIL_ALL`):
+    "[Gmail]/All Mail" (\\All), "[Gmail]/Starred" (\\Flagged) and "[Gmail]/Important"
+    (\\Important) are virtual folders, and `GMAIL_ARCHIVE` (not listed) holds the
+    archived messages that only All Mail shows.  A message with two labels is the same
+    bytes appended to two folders.  Unlike Gmail, All Mail then shows it twice, and
+    its UIDs are the virtual mailbox's own.
     """
 
     host = "127.0.0.1"
@@ -152,6 +187,7 @@ class Dovecot:
         quota_max_mail_size: str | None = None,
         namespace_prefix: str = "",
         validate_fs_names: bool = True,
+        gmail_like: bool = False,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError(f"separator must be '/' or '.', not {separator!r}")
@@ -162,6 +198,8 @@ class Dovecot:
             raise ValueError(f"namespace_prefix must be '' or 'INBOX.', not {namespace_prefix!r}")
         if namespace_prefix and separator != ".":
             raise ValueError(f"namespace_prefix {namespace_prefix!r} needs separator '.', not {separator!r}")
+        if gmail_like and namespace_prefix:
+            raise ValueError("gmail_like needs namespace_prefix '' (Gmail has no personal prefix)")
         if mail_format not in ("sdbox", "mdbox", "maildir"):
             raise ValueError(f"mail_format must be 'sdbox', 'mdbox' or 'maildir', not {mail_format!r}")
         for name in users:
@@ -183,6 +221,7 @@ class Dovecot:
         # a "." or ".." component); with False (mail_location's NO-FS-VALIDATION) it
         # accepts them, so a source can hold a folder that a default destination refuses.
         self.validate_fs_names = validate_fs_names
+        self.gmail_like = gmail_like
         self.port = 0
         self.tls_port: int | None = None
         self.ca_file: Path | None = None
@@ -424,6 +463,8 @@ class Dovecot:
                 home.mkdir()
                 if os.geteuid() == 0:
                     os.chown(home, uid, gid)
+                if self.gmail_like:
+                    self._write_gmail_virtual(home, uid, gid)
         # Written to a temporary file then renamed: the auth process re-reads passwd-file
         # when it changes, and must never see a half-written file.
         text = "".join(f"{user}:{{PLAIN}}{password}\n" for user, password in self.users.items())
@@ -431,6 +472,59 @@ class Dovecot:
         tmp.write_text(text)
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.passwd_path)
+
+    def _write_gmail_virtual(self, home: Path, uid: int, gid: int) -> None:
+        """One directory per virtual folder under ~/virtual, each with its dovecot-virtual
+        file; Dovecot keeps the virtual mailbox's index there too, so the mail user owns it."""
+        sep = self.separator
+        archive = GMAIL_ARCHIVE.replace("/", sep)
+        archive_ns = archive.split(sep)[0] + sep
+        made = [home / "virtual"]
+        for name, (_flag, text) in _GMAIL_VIRTUAL.items():
+            folder = home / "virtual" / name
+            folder.mkdir(parents=True)
+            (folder / "dovecot-virtual").write_text(text.format(archive=archive, archive_ns=archive_ns))
+            made += [folder, folder / "dovecot-virtual"]
+        if os.geteuid() == 0:
+            for path in made:
+                os.chown(path, uid, gid)
+
+    def _gmail_config(self) -> str:
+        """The virtual plugin and the two extra namespaces of a Gmail-like account."""
+        if not self.gmail_like:
+            return ""
+        sep = self.separator
+        gmail_prefix = GMAIL_ALL.split("/")[0] + sep
+        archive_prefix, archive_folder = GMAIL_ARCHIVE.split("/")
+        store = self.mail_format if self.mail_format in ("sdbox", "mdbox") else "maildir"
+        archive_location = f"{store}:~/archive" + (":LAYOUT=fs" if store == "maildir" else "")
+        mailboxes = "".join(
+            f"  mailbox \"{name}\" {{\n    special_use = {flag}\n  }}\n" for name, (flag, _text) in _GMAIL_VIRTUAL.items()
+        )
+        # hidden = yes keeps both out of NAMESPACE, as Gmail announces only its personal
+        # namespace; the [Gmail] folders are still listed (list = yes), the archive not.
+        return f"""\
+mail_plugins = $mail_plugins virtual
+namespace gmail {{
+  prefix = {gmail_prefix}
+  separator = {sep}
+  location = virtual:~/virtual
+  hidden = yes
+  list = yes
+  subscriptions = no
+{mailboxes}}}
+namespace archive {{
+  prefix = {archive_prefix}{sep}
+  separator = {sep}
+  location = {archive_location}
+  hidden = yes
+  list = no
+  subscriptions = no
+  mailbox "{archive_folder}" {{
+    auto = create
+  }}
+}}
+"""
 
     def _quota_config(self) -> str:
         if self.quota_storage is None and self.quota_max_mail_size is None:
@@ -555,7 +649,7 @@ namespace inbox {{
   separator = {self.separator}
   prefix = {self.namespace_prefix}
 {mailboxes}}}
-
+{self._gmail_config()}
 {tls}
 default_process_limit = {process_limit}
 default_client_limit = {max(1000, 2 * process_limit + 100)}

@@ -18,6 +18,10 @@ none of them):
   client sees it, to imitate another server's formatting (e.g. a space-padded date).  It
   also matches across chunks; *old* and *new* of equal length keep literal counts true,
   and *old* must not occur inside message bodies.
+* ``rewrite_up=factory`` passes each connection's client bytes through ``factory()``, an
+  `UpstreamRewriter`, before the server sees them (bench/rewriteproxy.py uses it to play a
+  server that replaces Message-Id on APPEND).  With ``record=True`` the rewritten bytes
+  are kept: what the server received.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,18 @@ class Fault:
     stall_after_down: int = 0
     stall_s: float = 0.0
     lose_append_reply: bool = False
+
+
+class UpstreamRewriter(Protocol):
+    """Rewrites one connection's client-to-server bytes as they pass, chunk by chunk."""
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to send on now for *data*; bytes held back come out of a later call."""
+        ...
+
+    def flush(self) -> bytes:
+        """What is still held back, when the client has closed its side."""
+        ...
 
 
 @dataclass
@@ -93,6 +110,7 @@ class CountingProxy:
         *,
         record: bool = False,
         replace_down: tuple[bytes, bytes] | None = None,
+        rewrite_up: Callable[[], UpstreamRewriter] | None = None,
     ) -> None:
         self.target = (target_host, target_port)
         self.faults = faults or (lambda _n: None)
@@ -101,6 +119,7 @@ class CountingProxy:
         if replace_down is not None and not replace_down[0]:
             raise ValueError("replace_down needs a non-empty string to replace")
         self.replace_down = replace_down
+        self.rewrite_up = rewrite_up
         self.accepted = 0
         self.faults_done = 0
         self.traffic = Traffic()
@@ -155,7 +174,7 @@ class CountingProxy:
             with self._lock:
                 self.open_connections += 1
                 self.peak_connections = max(self.peak_connections, self.open_connections)
-            link = _Link(client, server, fault, recording)
+            link = _Link(client, server, fault, recording, rewriter=self.rewrite_up() if self.rewrite_up else None)
             for upstream in (True, False):
                 threading.Thread(target=self._relay, args=(link, upstream), daemon=True).start()
 
@@ -168,17 +187,24 @@ class CountingProxy:
         if link.recording is not None:
             kept = link.recording.client_bytes if upstream else link.recording.server_bytes
         replace = None if upstream else self.replace_down
+        rewriter = link.rewriter if upstream else None
         held = b""
         relayed = 0
         try:
             while not link.done.is_set():
                 data = src.recv(65536)
                 if not data:
+                    if rewriter is not None:
+                        held += rewriter.flush()
                     if held:
                         if kept is not None:
                             kept += held
                         dst.sendall(held)
                     break
+                if rewriter is not None:
+                    data = rewriter.feed(data)
+                    if not data:
+                        continue
                 if replace is not None:
                     data, held = _replace(held + data, *replace)
                     if not data:
@@ -251,4 +277,5 @@ class _Link:
     fault: Fault
     recording: Recording | None = None
     append_sent: bool = False
+    rewriter: UpstreamRewriter | None = None
     done: threading.Event = field(default_factory=threading.Event)

@@ -3,8 +3,9 @@
 Session-wide servers, each started by the first test that asks for it and kept for
 the rest of the session: ``dovecot`` (hierarchy separator "/"), ``dovecot_dot``
 (separator "."), ``dovecot_prefixed`` (separator "." and every personal folder under
-the namespace prefix "INBOX.", RFC 2342) and ``dovecot_lax`` (separator "/", accepts
-folder names that the others refuse, such as "~x").  Tests never share mail: the
+the namespace prefix "INBOX.", RFC 2342), ``dovecot_lax`` (separator "/", accepts
+folder names that the others refuse, such as "~x") and ``dovecot_gmail`` (separator "/",
+Gmail's virtual All Mail, Starred and Important folders over a hidden archive).  Tests never share mail: the
 ``accounts`` fixture hands out users that no other test has used.
 
 Every test that needs a running Dovecot carries the ``dovecot`` marker: added below to
@@ -118,6 +119,15 @@ def dovecot_prefixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovec
 
 
 @pytest.fixture(scope="session")
+def dovecot_gmail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    """A Gmail-like Dovecot (separator "/"): "[Gmail]/All Mail" (\\All) shows every message,
+    archived ones (in `bench.dovecot.GMAIL_ARCHIVE`, not listed) included; "[Gmail]/Starred"
+    (\\Flagged) and "[Gmail]/Important" (\\Important) are views.  Seed labelled messages into
+    ordinary folders, archived ones into GMAIL_ARCHIVE."""
+    yield from _server(tmp_path_factory, "dovecot-gmail", "/", gmail_like=True)
+
+
+@pytest.fixture(scope="session")
 def dovecot_lax(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
     """A Dovecot with separator "/" that accepts names the others refuse to create ("~x")."""
     yield from _server(tmp_path_factory, "dovecot-lax", "/", validate_fs_names=False)
@@ -219,7 +229,8 @@ def config_for(tmp_path: Path) -> ConfigFor:
 # Fixtures that start a server or hand out accounts on one (config_for takes such accounts).
 # `server` (test_harness.py) and `oauth` (test_security.py) start or fetch servers of their own.
 SERVER_FIXTURES = frozenset(
-    {"dovecot", "dovecot_dot", "dovecot_prefixed", "dovecot_lax", "accounts", "config_for", "server", "oauth"}
+    {"dovecot", "dovecot_dot", "dovecot_prefixed", "dovecot_lax", "dovecot_gmail", "accounts", "config_for", "server",
+     "oauth"}
 )
 
 

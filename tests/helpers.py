@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: run the CLI, build and count messages, snapshot an account, wait.
+"""Helpers shared by the tests: run the CLI, build and count messages, snapshot an account, wait,
+read the commands a client sent (from a recording `bench.tcpproxy.CountingProxy`).
 
 Test modules import from here (and from conftest), never from each other.
 """
@@ -7,17 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 from conftest import Account
+from imapclient import imap_utf7
 
 from bench.corpus import Message
 
@@ -154,3 +158,87 @@ def summary_line(output: str) -> str:
     lines = [line for line in output.splitlines() if " copied, " in line]
     assert lines, output
     return lines[-1]
+
+
+# --------------------------------------------------------------------------- reading the wire
+
+_LITERAL = re.compile(rb"(~?)\{(\d+)([+-]?)\}$")
+_QUOTED = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+@dataclass
+class Command:
+    """One command a client sent: its text with each literal's payload left out (the
+    ``{N}`` marker stays) and each literal's form: ``{N}``, ``{N+}``, ``~{N}``..."""
+
+    tag: str
+    name: str
+    text: bytes
+    literals: list[bytes]
+
+    @property
+    def arguments(self) -> bytes:
+        """The text after the command name, quoted strings emptied, upper case."""
+        skip = 3 if self.name.startswith("UID ") else 2  # tag, name (UID and its command)
+        words = self.text.split(b" ", skip)
+        return _QUOTED.sub(b'""', words[skip]).upper() if len(words) > skip else b""
+
+
+def logical_lines(stream: bytes) -> Iterator[tuple[bytes, list[bytes]]]:
+    """Split an IMAP byte stream into logical lines: text with literal payloads skipped.
+
+    A line that ends with a literal marker (``{N}``, ``{N+}``, ``{N-}``, ``~{N}``) goes on
+    after the N bytes of the literal, whatever they contain (RFC 3501 section 4.3,
+    RFC 7888, RFC 3516): a message body can hold lines that look like commands.
+    """
+    pos = 0
+    while pos < len(stream):
+        parts: list[bytes] = []
+        literals: list[bytes] = []
+        while True:
+            end = stream.find(b"\r\n", pos)
+            if end < 0:
+                parts.append(stream[pos:])
+                pos = len(stream)
+                break
+            line = stream[pos:end]
+            pos = end + 2
+            match = _LITERAL.search(line)
+            if match is None:
+                parts.append(line)
+                break
+            parts.append(line)
+            literals.append(match.group(0))
+            pos += int(match.group(2))
+        yield b"".join(parts), literals
+
+
+def commands(stream: bytes) -> list[Command]:
+    """The commands in a client's bytes.  Lines of fewer than two words are not commands:
+    a SASL response to AUTHENTICATE's continuation (base64), IDLE's DONE."""
+    out = []
+    for text, literals in logical_lines(stream):
+        words = text.split(b" ")
+        if len(words) < 2 or not words[1]:
+            continue
+        name = words[1].decode("ascii", "replace").upper()
+        if name == "UID" and len(words) > 2:
+            name = "UID " + words[2].decode("ascii", "replace").upper()
+        out.append(Command(words[0].decode("ascii", "replace"), name, text, literals))
+    return out
+
+
+def mailbox_argument(command: Command) -> str | None:
+    """The mailbox a SELECT, EXAMINE, APPEND, CREATE or STATUS names (its first argument),
+    decoded from modified UTF-7; None when it was sent as a literal."""
+    rest = command.text.split(b" ", 2)[2] if command.text.count(b" ") >= 2 else b""
+    if rest.startswith(b'"'):
+        match = _QUOTED.match(rest)
+        if match is None:
+            return None
+        raw = re.sub(rb"\\(.)", rb"\1", match.group(0)[1:-1])
+    elif _LITERAL.match(rest.split(b" ", 1)[0]):
+        return None
+    else:
+        raw = rest.split(b" ", 1)[0]
+    return str(imap_utf7.decode(raw))

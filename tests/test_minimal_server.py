@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Account, AccountFactory, write_config
-from helpers import Snapshot, message, run_cli, snapshot, summary_line, wait_for
+from helpers import Command, Snapshot, commands, logical_lines, message, run_cli, snapshot, summary_line, wait_for
 
 from bench.corpus import Message
 from bench.dovecot import Dovecot
@@ -96,71 +96,7 @@ ARGUMENT_WORDS = {
     "CATENATE": "CATENATE",
 }
 
-_LITERAL = re.compile(rb"(~?)\{(\d+)([+-]?)\}$")
-_QUOTED = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _CAPABILITY = re.compile(rb"(?:^\* CAPABILITY |\[CAPABILITY )([^\]]*)", re.IGNORECASE)
-
-
-@dataclass
-class Command:
-    """One command a client sent: its text with each literal's payload left out (the
-    ``{N}`` marker stays) and each literal's form: ``{N}``, ``{N+}``, ``~{N}``..."""
-
-    tag: str
-    name: str
-    text: bytes
-    literals: list[bytes]
-
-    @property
-    def arguments(self) -> bytes:
-        """The text after the command name, quoted strings emptied, upper case."""
-        skip = 3 if self.name.startswith("UID ") else 2  # tag, name (UID and its command)
-        words = self.text.split(b" ", skip)
-        return _QUOTED.sub(b'""', words[skip]).upper() if len(words) > skip else b""
-
-
-def logical_lines(stream: bytes) -> Iterator[tuple[bytes, list[bytes]]]:
-    """Split an IMAP byte stream into logical lines: text with literal payloads skipped.
-
-    A line that ends with a literal marker (``{N}``, ``{N+}``, ``{N-}``, ``~{N}``) goes on
-    after the N bytes of the literal, whatever they contain (RFC 3501 section 4.3,
-    RFC 7888, RFC 3516): a message body can hold lines that look like commands.
-    """
-    pos = 0
-    while pos < len(stream):
-        parts: list[bytes] = []
-        literals: list[bytes] = []
-        while True:
-            end = stream.find(b"\r\n", pos)
-            if end < 0:
-                parts.append(stream[pos:])
-                pos = len(stream)
-                break
-            line = stream[pos:end]
-            pos = end + 2
-            match = _LITERAL.search(line)
-            if match is None:
-                parts.append(line)
-                break
-            parts.append(line)
-            literals.append(match.group(0))
-            pos += int(match.group(2))
-        yield b"".join(parts), literals
-
-
-def commands(stream: bytes) -> list[Command]:
-    """The commands in a client's bytes.  Lines of fewer than two words are not commands:
-    a SASL response to AUTHENTICATE's continuation (base64), IDLE's DONE."""
-    out = []
-    for text, literals in logical_lines(stream):
-        words = text.split(b" ")
-        if len(words) < 2 or not words[1]:
-            continue
-        name = words[1].decode("ascii", "replace").upper()
-        if name == "UID" and len(words) > 2:
-            name = "UID " + words[2].decode("ascii", "replace").upper()
-        out.append(Command(words[0].decode("ascii", "replace"), name, text, literals))
-    return out
 
 
 def announcements(stream: bytes, previous_tag: str | None) -> tuple[frozenset[str], frozenset[str] | None]:

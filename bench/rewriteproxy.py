@@ -1,0 +1,223 @@
+"""A proxy that plays a destination which replaces Message-Id on APPEND, for fastsync's tests.
+
+Some Exchange and hosted setups store an appended message with a Message-Id of their own.
+A client that recognises messages by Message-Id then finds none of its copies on a re-run
+and copies everything again.  `RewritingProxy` sits between fastsync and a real Dovecot
+and rewrites the Message-Id value inside every message an APPEND carries (client to
+server), so Dovecot stores the message with another id, as such a server would.
+
+The new value has the length of the old one: every letter and digit of the id (between
+its angle brackets) is replaced, the punctuation (``<``, ``@``, ``.``, ``>``) and any
+folding stay, so the literal's size, and the message's size on the server, are unchanged.
+Each message gets a new id of its own (a sequence number, then random characters), and
+`NewIds.pairs` keeps every (old, new) value for the tests.
+
+`AppendRewriter` is the part that reads the client's byte stream, chunk by chunk,
+whatever the chunk boundaries: it follows command lines and literals (RFC 3501 section
+4.3: ``{N}``, where the client waits for the server's ``+``; RFC 7888 LITERAL+ ``{N+}``;
+RFC 3516 ``~{N}``), knows which literals of an APPEND are messages (several with RFC 3502
+MULTIAPPEND; not the mailbox name when that is a literal), and holds back only the header
+section of each message until it is complete (or the literal ends).  Everything else goes
+on at once.  It reads plain IMAP only: no TLS, no COMPRESS; and it assumes the server
+accepts every synchronising literal (after a refused one the client sends no literal).
+
+Example::
+
+    with RewritingProxy(dovecot.port) as proxy:
+        ...  # point the client at 127.0.0.1:proxy.port
+        assert proxy.rewritten  # (old, new) Message-Id values, one per appended message
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import string
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from bench.tcpproxy import CountingProxy
+
+__all__ = ["AppendRewriter", "NewIds", "RewritingProxy", "rewrite_message_id"]
+
+# A literal marker at the end of a line: {N} (synchronising), {N+} (RFC 7888), ~{N} (RFC 3516).
+_LITERAL = re.compile(rb"(~?)\{(\d+)(\+?)\}\r?\n\Z")
+_MESSAGE_ID = re.compile(rb"message-id[ \t]*:", re.IGNORECASE)
+_ALPHABET = string.ascii_lowercase + string.digits
+_LINES = re.compile(rb"[^\n]*\n|[^\n]+")  # lines with their LF, then a last one without
+
+# A header section longer than this is passed on as it is (its Message-Id is rewritten only
+# if it comes in the first MAX_HEADER_BYTES): real headers are a few KB.
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+class NewIds:
+    """New Message-Id values of the same length, each one different; thread-safe (one
+    instance serves every connection of a proxy)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._random = random.Random(seed)
+        self._count = itertools.count(1)
+        self._lock = threading.Lock()
+        self.pairs: list[tuple[bytes, bytes]] = []
+
+    def __call__(self, value: bytes) -> bytes:
+        """*value* (the field's value: what follows ``Message-Id:``, folding included) with
+        each letter and digit of the id replaced; the id is what is inside ``<...>``, or the
+        whole value when it has no angle brackets."""
+        start, end = value.find(b"<"), value.rfind(b">")
+        if not 0 <= start < end:
+            start, end = -1, len(value)
+        positions = [i for i in range(start + 1, end) if chr(value[i]).isalnum() and value[i] < 128]
+        with self._lock:
+            number = _base36(next(self._count))
+            while True:
+                fill = "".join(self._random.choice(_ALPHABET) for _ in positions)
+                token = (number + "x" + fill)[: len(positions)]
+                out = bytearray(value)
+                for position, char in zip(positions, token, strict=True):
+                    out[position] = ord(char)
+                if bytes(out) != value or not positions:
+                    break
+            self.pairs.append((value.strip(), bytes(out).strip()))
+        return bytes(out)
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = _ALPHABET[(digit + 26) % 36] + digits  # 0-9 then a-z
+        if not number:
+            return digits
+
+
+def _header_end(head: bytes | bytearray) -> int:
+    """Where the header section ends (the index after its blank line), or -1 if not yet."""
+    if head.startswith(b"\r\n"):
+        return 2
+    if head.startswith(b"\n"):
+        return 1
+    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := head.find(sep)) >= 0]
+    return min(ends) if ends else -1
+
+
+def rewrite_message_id(message: bytes, new_value: Callable[[bytes], bytes]) -> bytes:
+    """*message* with the value of each Message-Id field of its header section replaced by
+    ``new_value(value)`` (same length; RFC 5322 folding kept).  Only whole lines are read:
+    a message cut short keeps its last, incomplete line as it is."""
+    end = _header_end(message)
+    head_end = end if end >= 0 else len(message)
+    lines = _LINES.findall(message[:head_end])
+    if lines and not lines[-1].endswith(b"\n"):
+        lines.pop()  # incomplete: leave it alone
+    out = bytearray()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        match = _MESSAGE_ID.match(line)
+        if match is None:
+            out += line
+            continue
+        # The field: this line and its continuation lines (starting with a space or a tab).
+        first = index - 1
+        while index < len(lines) and lines[index][:1] in (b" ", b"\t"):
+            index += 1
+        field = b"".join(lines[first:index])
+        value = field[match.end() :]
+        new = new_value(value)
+        if len(new) != len(value):
+            raise ValueError(f"a new Message-Id must keep the length: {value!r} -> {new!r}")
+        out += field[: match.end()] + new
+    consumed = sum(len(line) for line in lines)
+    return bytes(out) + message[consumed:]
+
+
+class AppendRewriter:
+    """One connection's client bytes in, the same bytes out with each APPENDed message's
+    Message-Id rewritten by *new_value* (see `NewIds`).  Feed chunks as they arrive."""
+
+    def __init__(self, new_value: Callable[[bytes], bytes]) -> None:
+        self.new_value = new_value
+        self._line = bytearray()  # the command line read so far (already sent on)
+        self._first_segment = True  # the line starts a command (not text after a literal)
+        self._in_append = False
+        self._literal_left = 0
+        self._literal_is_message = False
+        self._head = bytearray()  # a message's start, held back until its header is whole
+        self._head_done = False
+        self.messages = 0  # messages seen in APPEND literals
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        pos = 0
+        while pos < len(data):
+            if self._literal_left:
+                take = data[pos : pos + self._literal_left]
+                pos += len(take)
+                self._literal_left -= len(take)
+                if not self._literal_is_message or self._head_done:
+                    out += take
+                    continue
+                self._head += take
+                if self._literal_left == 0 or _header_end(self._head) >= 0 or len(self._head) >= MAX_HEADER_BYTES:
+                    out += rewrite_message_id(bytes(self._head), self.new_value)
+                    self._head.clear()
+                    self._head_done = True
+                continue
+            end = data.find(b"\n", pos)
+            if end < 0:
+                self._line += data[pos:]
+                out += data[pos:]
+                break
+            self._line += data[pos : end + 1]
+            out += data[pos : end + 1]
+            pos = end + 1
+            self._end_of_line()
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        """A message cut short by the client's close: sent on as it is."""
+        held = bytes(self._head)
+        self._head.clear()
+        return held
+
+    def _end_of_line(self) -> None:
+        line = bytes(self._line)
+        self._line.clear()
+        marker = _LITERAL.search(line)
+        mailbox_literal = False
+        if self._first_segment:
+            words = line.split(None, 2)
+            self._in_append = len(words) >= 2 and words[1].upper() == b"APPEND"
+            # "tag APPEND {N}": the literal is the mailbox name, not a message.
+            mailbox_literal = self._in_append and marker is not None and len(line[: marker.start()].split()) == 2
+        if marker is None:
+            self._first_segment = True
+            self._in_append = False
+            return
+        self._first_segment = False
+        self._literal_left = int(marker.group(2))
+        self._literal_is_message = self._in_append and not mailbox_literal
+        self._head_done = False
+        if self._literal_is_message:
+            self.messages += 1
+            if self._literal_left == 0:
+                self._head_done = True
+
+
+class RewritingProxy(CountingProxy):
+    """A `CountingProxy` whose client-to-server bytes pass through an `AppendRewriter`:
+    ``with RewritingProxy(dovecot.port) as proxy:``; ``proxy.rewritten`` lists (old, new)."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", *, seed: int = 0, **options: Any) -> None:
+        self.ids = NewIds(seed)
+        super().__init__(target_port, target_host, rewrite_up=lambda: AppendRewriter(self.ids), **options)
+
+    @property
+    def rewritten(self) -> list[tuple[bytes, bytes]]:
+        """(old, new) Message-Id values, one per message appended through the proxy."""
+        return self.ids.pairs
