@@ -5,8 +5,9 @@ Engine layer: imports `config` and `model`.  Some servers (Exchange and hosted s
 replace the Message-Id of an appended message, so the identity fastsync compares is not
 the one it sent, and every re-run would copy everything again.  Where the destination
 announces UIDPLUS, each APPEND answers with the new message's UID (APPENDUID, RFC 4315
-section 3); the parent records source (folder, UIDVALIDITY, UID) -> destination (folder,
-UIDVALIDITY, UID) once per work unit.  Planning then counts a ledgered message as present
+section 3); the worker that sent it records source (folder, UIDVALIDITY, UID) ->
+destination (folder, UIDVALIDITY, UID) at once, one transaction per APPEND (a unit's
+messages go in one MULTIAPPEND), so that a copy made while the parent is gone is known.  Planning then counts a ledgered message as present
 when its destination UID still exists under the same UIDVALIDITY, and never otherwise:
 the ledger is checked against the server, not trusted.
 
@@ -57,7 +58,8 @@ class Ledger:
             return None
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None)
+            # The parent and every worker write it: wait for each other's short transactions.
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
             try:
                 # WAL: a writer never blocks a reader, and a transaction is on disk or absent.
                 db.execute("PRAGMA journal_mode=WAL")

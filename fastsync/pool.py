@@ -38,11 +38,13 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from fastsync.config import Account, Config
 from fastsync.errors import AuthError, Cancelled, DestinationFull, FastsyncError, FolderError, Throttled, TLSError
 from fastsync.events import event
+from fastsync.ledger import Ledger
 from fastsync.limits import Limits
 from fastsync.lock import RunLock
 from fastsync.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
@@ -98,6 +100,7 @@ def copy_units(
     on_unit: Callable[[WorkUnit, UnitDone], None] | None = None,
     max_transfer_bytes: int = 0,
     lock: RunLock | None = None,
+    ledger_path: Path | None = None,
 ) -> set[str]:
     """Copy *units* with a pool of *workers*, counting into *summary*; returns the source
     folders to plan again (their UIDVALIDITY changed).  *on_unit* hears of every finished
@@ -113,6 +116,7 @@ def copy_units(
         return set()
     coordinator = Coordinator(config, limits, settings, units, min(workers, len(units)), reporter, summary, lock)
     coordinator.on_unit = on_unit
+    coordinator.ledger_path = ledger_path
     coordinator.max_transfer_bytes = max_transfer_bytes
     try:
         try:
@@ -165,6 +169,7 @@ class Coordinator:
         self.reporter = reporter
         self.summary = summary
         self.on_unit: Callable[[WorkUnit, UnitDone], None] | None = None
+        self.ledger_path: Path | None = None
         self.units = {u.unit_id: u for u in units}
         self.attempts = dict.fromkeys(self.units, 0)
         # Units not yet given to a worker; each worker holds at most one (`taken`).
@@ -197,7 +202,7 @@ class Coordinator:
         process = self.ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(index, self.config.src, self.config.dst, self.limits, self.settings, child_channel, self.stop,
-                  self.lock),
+                  self.lock, self.ledger_path),
             name=f"fastsync-worker-{index}",
             daemon=True,
         )
@@ -431,11 +436,14 @@ def worker_main(
     channel: Connection,
     stop: Any,
     lock: RunLock | None = None,
+    ledger_path: Path | None = None,
 ) -> None:
     """Process entry point: copy the units the parent sends until it sends None, the run is
     cancelled or the parent is gone.
 
     *lock* is only held: the destination's run lock stays taken while this process lives.
+    The worker records its own copies in the ledger at *ledger_path*, as each APPEND is
+    answered: a copy made after the parent died (``kill -9``) is known to the next run.
     """
     # Ctrl-C reaches the whole process group; the parent decides, workers are told via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -452,7 +460,7 @@ def worker_main(
 
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
     limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
-    copier = Copier(index, src, dst, limits, settings, channel.send, stop)
+    copier = Copier(index, src, dst, limits, settings, channel.send, stop, Ledger(ledger_path))
     try:
         while not stop.is_set() and not leaving.is_set():
             if not channel.poll(POLL_S):

@@ -17,6 +17,7 @@ from fastsync import plan
 from fastsync.config import Account
 from fastsync.errors import ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError
 from fastsync.imap.session import Session, SessionPair
+from fastsync.ledger import Ledger
 from fastsync.limits import Limits
 from fastsync.model import Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
 from fastsync.retry import with_retries
@@ -51,11 +52,13 @@ class Copier:
         settings: WorkerSettings,
         report: Callable[[object], None],
         stop: Any,
+        ledger: Ledger | None = None,
     ) -> None:
         self.index = index
         self.settings = settings
         self.report = report
         self.stop = stop
+        self.ledger = ledger or Ledger(None)
         self.sessions = SessionPair(src, dst, limits)
         self.src_folder = ""
         self.created: set[str] = set()
@@ -64,6 +67,7 @@ class Copier:
         # The unit in hand's copies: (source UID, destination UID), and the UIDVALIDITY.
         self.appended: list[tuple[int, int]] = []
         self.dst_uidvalidity = 0
+        self.unit_src = ("", 0)
 
     def connect(self) -> tuple[Session, Session]:
         if self.sessions.src is None:
@@ -72,6 +76,7 @@ class Copier:
 
     def close(self) -> None:
         self.sessions.close()
+        self.ledger.close()
 
     def process(self, unit: WorkUnit) -> UnitDone:
         """Copy a unit, reconnecting with backoff when a connection breaks (`retry.with_retries`).
@@ -116,6 +121,7 @@ class Copier:
         if check:
             messages, skipped = self._already_there(dst, unit, messages)
         self.appended, self.dst_uidvalidity = [], 0
+        self.unit_src = (folder, unit.uidvalidity)
         refused, left = self._append(dst, unit.pair.dst, folder, messages)
         failures += refused
         not_copied = {f.uid for f in failures} | {m.uid for m in messages[len(messages) - left :]}
@@ -221,7 +227,11 @@ class Copier:
             reported = dst.append(dst_folder, messages)
         if reported is not None:
             self.dst_uidvalidity, uids = reported
-            self.appended.extend(zip((m.uid for m in messages), uids, strict=True))
+            copies = list(zip((m.uid for m in messages), uids, strict=True))
+            self.appended.extend(copies)
+            # At once, before anything else can fail: a copy the ledger does not know would
+            # be copied again by the next run on a destination that rewrites Message-Id.
+            self.ledger.record((self.unit_src[0], self.unit_src[1]), (dst_folder, self.dst_uidvalidity), copies)
 
 
 def _identity_of_body(message: Fetched) -> str:

@@ -315,13 +315,12 @@ class _Run:
             self.planner.close()
         return pool.copy_units(
             self.config, units, folder_totals, self.workers, self.limits, self.options.settings, self.reporter,
-            self.summary, self.unit_done, self.options.max_transfer, self.lock,
+            self.summary, self.unit_done, self.options.max_transfer, self.lock, self.ledger.path,
         )
 
     def unit_done(self, unit: WorkUnit, done: UnitDone) -> None:
-        """Record a unit's copies in the ledger; say once that the destination rewrites them."""
-        if done.appended:
-            self.ledger.record((unit.pair.src, unit.uidvalidity), (unit.pair.dst, done.dst_uidvalidity), done.appended)
+        """Say once that the destination rewrites the copies (the workers record them in the
+        ledger themselves, as each APPEND is answered)."""
         if done.rewrites and not self.rewrites_said:
             self.rewrites_said = True
             if done.appended:

@@ -456,7 +456,8 @@ class Session:
                     typ, text = transport.send_append(self._client, folder, batch, literal_plus)
                     if typ != "OK":
                         raise replies.append_refused(self.where, folder, text, typ)
-                    reported = replies.append_uids(text, len(batch))
+                    # APPENDUID counts only where UIDPLUS is announced (RFC 4315).
+                    reported = replies.append_uids(text, len(batch)) if "UIDPLUS" in self.capabilities else None
                     validities.add(reported[0] if reported else 0)
                     uids.extend(reported[1] if reported else [])
         except imap_exc.IMAPClientError as exc:
