@@ -86,12 +86,14 @@ class FolderPair:
 
 @dataclass(frozen=True)
 class MessageRef:
-    """A message as the planner sees it: UID, RFC822.SIZE and its identity (see plan.identity)."""
+    """A message as the planner sees it: UID, RFC822.SIZE and its identity (see plan.identity);
+    ``gm_msgid`` is Gmail's id of the message (X-GM-MSGID), 0 where the server has none."""
 
     uid: int
     size_bytes: int
     identity: str
     has_message_id: bool = True
+    gm_msgid: int = 0
 
 
 @dataclass(frozen=True)

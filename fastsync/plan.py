@@ -194,6 +194,13 @@ def _itself(identity: str) -> str:
     return identity
 
 
+def across_folders(ref: MessageRef) -> str:
+    """What recognises a message in another folder of the same account: Gmail's message id
+    (X-GM-MSGID, exact even without a Message-Id) where the server gives one, else its
+    identity."""
+    return f"gm:{ref.gm_msgid}" if ref.gm_msgid else ref.identity
+
+
 def settable_flags(flags: Iterable[str]) -> tuple[str, ...]:
     """The flags a copy carries and a comparison sees: all but \\Recent, which only a server
     may set (RFC 3501 section 2.3.2).  Keywords travel too; order and case are kept."""

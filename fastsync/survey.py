@@ -246,7 +246,7 @@ def plan_folders(
     )
     reporter.clear_status()
     elsewhere = {
-        ref.identity
+        plan.across_folders(ref)
         for p in pairs if everything and p.src_role != folder_rules.ALL and p.src in src_scans
         for ref in src_scans[p.src].refs
     }
@@ -257,7 +257,7 @@ def plan_folders(
             plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note=UNCHANGED))
         else:
             only = elsewhere if pair.src_role == folder_rules.ALL else None
-            plans.append(_diff(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only, selection))
+            plans.append(diff_pair(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only, selection))
     if deletions:
         plan_deletions(plans, src_scans, dst_scans, ledger)
     return plans
@@ -295,7 +295,7 @@ def plan_deletions(
         first.dst_uidvalidity = dst.status.uidvalidity
 
 
-def _diff(
+def diff_pair(
     pair: FolderPair,
     src: FolderScan | None,
     dst: FolderScan | None,
@@ -328,7 +328,7 @@ def _diff(
     _paired, src_rest, dst_rest = plan.split_known(src.refs, dst_refs, known)
     notes = [pair.reason] if pair.reason.startswith("special-use") else []
     if elsewhere is not None:
-        candidates = [r for r in src_rest if r.identity not in elsewhere]
+        candidates = [r for r in src_rest if plan.across_folders(r) not in elsewhere]
         notes.append(f"{len(src_rest) - len(candidates)} in other folders")
         src_rest = candidates
     todo, skipped = plan.skip_by_size(pair.src, plan.missing(src_rest, [r.identity for r in dst_rest]), selection)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 _START = re.compile(rb"(\d+) \(")
 _UID = re.compile(rb"[( ]UID (\d+)")
+# Gmail's message id (X-GM-EXT-1): the same in every folder that shows the message.
+_GM_MSGID = re.compile(rb"[( ]X-GM-MSGID (\d+)")
 _SIZE = re.compile(rb"[( ]RFC822\.SIZE (\d+)")
 _FLAGS = re.compile(rb"[( ]FLAGS \(([^)]*)\)")
 _DATE = re.compile(rb'[( ]INTERNALDATE "([^"]+)"')
@@ -41,6 +43,9 @@ class Record:
     items: list[object] = field(default_factory=list)
     text: bytes = b""
     literals: list[bytes] = field(default_factory=list)
+
+    def gm_msgid(self) -> int | None:
+        return _int(_GM_MSGID.search(self.text))
 
     def uid(self) -> int | None:
         return _int(_UID.search(self.text))

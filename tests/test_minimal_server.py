@@ -37,7 +37,7 @@ from bench.dovecot import Dovecot
 from bench.tcpproxy import CountingProxy, Recording, _replace
 from fastsync.imap.transport import selected_status
 from fastsync.model import FolderPair, FolderScan, FolderStatus, MessageRef
-from fastsync.survey import _diff
+from fastsync.survey import diff_pair
 
 MINIMAL = "IMAP4rev1 NAMESPACE"
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -323,7 +323,7 @@ def _scan(uidnext: int, uids: Sequence[int]) -> FolderScan:
 def test_plan_marks_where_copies_begin_without_uidnext(dst_uidnext: int, dst_uids: list[int], expected: int) -> None:
     """Without UIDNEXT in EXAMINE, a retried unit must still tell its own copies from the
     messages that were there before (`transfer.Copier._already_there`)."""
-    folder_plan = _diff(FolderPair("INBOX", "INBOX"), _scan(0, [1, 2]), _scan(dst_uidnext, dst_uids))
+    folder_plan = diff_pair(FolderPair("INBOX", "INBOX"), _scan(0, [1, 2]), _scan(dst_uidnext, dst_uids))
     assert folder_plan.dst_uidnext == expected
     assert folder_plan.uidvalidity == 0  # the worker compares it with its own EXAMINE's: 0 == 0
 

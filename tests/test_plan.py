@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from fastsync.model import FolderPair, MessageRef
 from fastsync.plan import (
+    across_folders,
     comparable_flags,
     identity,
     keepable_flags,
@@ -191,3 +192,15 @@ def test_keepable_flags_follow_permanentflags(
     flags: tuple[str, ...], permanent: tuple[str, ...] | None, kept: tuple[str, ...]
 ) -> None:
     assert keepable_flags(flags, permanent) == kept
+
+
+@pytest.mark.parametrize(
+    ("ref", "key"),
+    [
+        (MessageRef(1, 10, "<a@x>", True, 1278455344230334865), "gm:1278455344230334865"),
+        (MessageRef(1, 10, "~0123456789abcdef01234567", False, 99), "gm:99"),
+        (MessageRef(1, 10, "<a@x>"), "<a@x>"),
+    ],
+)
+def test_gmail_ids_recognise_a_message_across_folders(ref: MessageRef, key: str) -> None:
+    assert across_folders(ref) == key

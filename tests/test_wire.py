@@ -64,3 +64,14 @@ def test_unusual_shapes_are_left_to_the_general_parser(data: list[object]) -> No
 )
 def test_malformed_internaldate_is_none(raw: bytes) -> None:
     assert parse_internaldate(raw) is None
+
+
+def test_gmail_message_id_is_read_where_the_server_sends_it() -> None:
+    data = [
+        (b'1 (UID 7 RFC822.SIZE 120 X-GM-MSGID 1278455344230334865 BODY[HEADER.FIELDS (MESSAGE-ID)] {4}', b"a\r\n\r"),
+        b")",
+        (b"2 (UID 8 RFC822.SIZE 80 BODY[HEADER.FIELDS (MESSAGE-ID)] {4}", b"b\r\n\r"),
+        b")",
+    ]
+    got = [(r.uid(), r.gm_msgid()) for r in records(data)]
+    assert got == [(7, 1278455344230334865), (8, None)]

@@ -38,7 +38,6 @@ IDENTITY_BATCH = 5000
 # BODY.PEEK so the source's \Seen flags never change (RFC 3501 section 6.4.5).
 IDENTITY_FIELDS = b"MESSAGE-ID DATE FROM SUBJECT"
 _IDENTITY_ITEMS = [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"]
-_IDENTITY_LIST = "(" + " ".join(i.decode() for i in _IDENTITY_ITEMS) + ")"
 
 # `check` and ``--sync-flags`` also want each message's flags and internal date.
 _STATE_ITEMS = [b"UID", b"RFC822.SIZE", b"FLAGS", b"INTERNALDATE", _IDENTITY_ITEMS[2]]
@@ -299,7 +298,7 @@ class Session:
         """
         refs: list[MessageRef] = []
         for message_set in wire.batches(count, IDENTITY_BATCH):
-            refs.extend(self._refs(self._fetch(message_set, _IDENTITY_ITEMS, uid=False), identity))
+            refs.extend(self._refs(self._fetch(message_set, _identity_items(self.capabilities), uid=False), identity))
         return refs
 
     def identities_since(self, first_uid: int, identity: Identity) -> list[str]:
@@ -388,7 +387,7 @@ class Session:
                 continue
             size = fields.size_bytes or 0
             key, has_id = identity(fields.literal or b"", size)
-            yield MessageRef(uid=fields.uid, size_bytes=size, identity=key, has_message_id=has_id)
+            yield MessageRef(fields.uid, size, key, has_id, fields.gm_msgid or 0)
 
     def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool) -> list[object]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
@@ -497,6 +496,7 @@ class _Survey:
     def __init__(self, session: Session, identity: Identity, window: int, selection: Selection | None) -> None:
         self.session = session
         self.identity = identity
+        self.items = "(" + " ".join(i.decode() for i in _identity_items(session.capabilities)) + ")"
         self.window = window
         self.selection = selection if selection is not None and selection.dated else None
         self.dates = wire.search_dates(self.selection.since, self.selection.before) if self.selection else []
@@ -512,7 +512,7 @@ class _Survey:
         starts = list(range(1, count + 1, IDENTITY_BATCH))
         for index, start in enumerate(starts):
             end = "*" if index == len(starts) - 1 else str(start + IDENTITY_BATCH - 1)
-            self.pending.append((name, "FETCH", imap._command("FETCH", f"{start}:{end}", _IDENTITY_LIST)))
+            self.pending.append((name, "FETCH", imap._command("FETCH", f"{start}:{end}", self.items)))
             if self.dates:
                 self.pending.append((name, "SEARCH", imap._command("UID", "SEARCH", f"{start}:{end}", *self.dates)))
 
@@ -640,3 +640,9 @@ def open_concurrently(*openers: Callable[[], Session] | None) -> list[Session | 
                 session.close()
         raise failures[0]
     return sessions
+
+
+def _identity_items(capabilities: frozenset[str]) -> list[bytes]:
+    """What planning fetches of each message; with Gmail's X-GM-EXT-1, its message id too,
+    which recognises the same message in every folder, Message-Id or not."""
+    return _IDENTITY_ITEMS + ([b"X-GM-MSGID"] if "X-GM-EXT-1" in capabilities else [])

@@ -459,6 +459,7 @@ class Fields:
     flags: tuple[str, ...] | None
     internaldate: dt.datetime | None
     literal: bytes | None
+    gm_msgid: int | None = None
 
     @classmethod
     def read(cls, record: wire.Record, where: str, *needed: str) -> Fields | None:
@@ -467,7 +468,7 @@ class Fields:
         the response has no UID."""
         uid = record.uid()
         if uid is not None:
-            fields = cls(uid, record.size(), record.flags(), record.internaldate(), record.literal())
+            fields = cls(uid, record.size(), record.flags(), record.internaldate(), record.literal(), record.gm_msgid())
             if all(getattr(fields, name) is not None for name in needed):
                 return fields
         try:
@@ -483,4 +484,5 @@ class Fields:
             tuple(text_of(f) for f in parsed.get(b"FLAGS", ())),
             date if isinstance(date, dt.datetime) else None,
             next((v or b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
+            int(parsed[b"X-GM-MSGID"]) if b"X-GM-MSGID" in parsed else None,
         )

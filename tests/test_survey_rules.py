@@ -1,0 +1,29 @@
+"""Unit tests of one folder pair's diff (pure: scans as plain records, no server)."""
+
+from __future__ import annotations
+
+from fastsync.model import FolderPair, FolderScan, FolderStatus, MessageRef
+from fastsync.survey import diff_pair
+
+ALL_MAIL = FolderPair("[Gmail]/All Mail", "[Gmail]/All Mail", src_role="\\All")
+
+
+def scan(*refs: MessageRef) -> FolderScan:
+    return FolderScan(FolderStatus(len(refs), -1, 1, 100), list(refs))
+
+
+def test_all_mail_copies_only_what_no_other_folder_has() -> None:
+    src = scan(MessageRef(1, 10, "<label@x>"), MessageRef(2, 10, "<archived@x>"))
+    plan = diff_pair(ALL_MAIL, src, None, elsewhere={"<label@x>"})
+    assert [r.uid for r in plan.todo] == [2]
+    assert "1 in other folders" in plan.note
+
+
+def test_gmail_ids_decide_where_the_server_gives_them() -> None:
+    # Two different messages with one Message-Id: the ids tell the archived one apart.
+    src = scan(MessageRef(1, 10, "<same@x>", True, 111), MessageRef(2, 10, "<same@x>", True, 222))
+    plan = diff_pair(ALL_MAIL, src, None, elsewhere={"gm:111"})
+    assert [r.uid for r in plan.todo] == [2]
+    # Without a Message-Id, an id still recognises the labelled copy.
+    src = scan(MessageRef(1, 10, "~abc", False, 333))
+    assert diff_pair(ALL_MAIL, src, None, elsewhere={"gm:333"}).todo == []
