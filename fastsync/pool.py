@@ -278,13 +278,18 @@ class Coordinator:
         """Let workers finish the unit in hand (they stop at the next one) and count it.
 
         After the run stopped early (destination full, login refused) a worker may still
-        be appending; what it copies must show in the summary.
+        be appending; what it copies must show in the summary.  A worker's last word can
+        come after its last unit (a full destination is said once the unit is counted), so
+        it is heard here too.
         """
         deadline = time.monotonic() + timeout_s
         while self.channels and time.monotonic() < deadline:
             for message in self.receive(timeout_s=0.1):
                 if isinstance(message, UnitDone):
                     self.finished(message, folder_totals)
+                elif isinstance(message, WorkerExit):
+                    self.exits[message.worker] = message
+                    self.worker_stopped(message)
 
     def log_worker(self, name: str, worker: int, text: str, level: int, **fields: Any) -> None:
         """Log a worker's report with the side its text names and the unit it held."""
