@@ -259,21 +259,8 @@ def pair_folders(
     dst_ns: Namespace | None = None,
 ) -> list[FolderPair]:
     """The folder pairs of two listed accounts, with their namespaces (inferred when not
-    given), less those `left_out_folders` names."""
+    given), less those `sort_out` leaves out."""
     return sort_out(src_folders, dst_folders, rules, src_ns, dst_ns)[0]
-
-
-def left_out_folders(
-    src_folders: Sequence[Folder],
-    dst_folders: Sequence[Folder],
-    rules: Sequence[Rule],
-    src_ns: Namespace | None = None,
-    dst_ns: Namespace | None = None,
-) -> list[FolderPair]:
-    """The pairs not synced, each with the reason: a source folder that is a view of others
-    (`VIEWS`) when no rule names it, and any pair into the destination's \\All folder (Gmail
-    shows every message there already; appending into it makes copies)."""
-    return sort_out(src_folders, dst_folders, rules, src_ns, dst_ns)[1]
 
 
 def sort_out(
@@ -284,8 +271,11 @@ def sort_out(
     dst_ns: Namespace | None = None,
     include: Sequence[str] = (),
 ) -> tuple[list[FolderPair], list[FolderPair]]:
-    """(the pairs to sync, the pairs left out with their reason); see `pair_folders`.  A
-    view that an ``--include`` pattern names is synced like any folder."""
+    """(the pairs to sync, the pairs left out with their reason).
+
+    Left out: a source folder that is a view of others (`VIEWS`) when no rule names it and
+    no ``--include`` pattern does, and any pair into the destination's \\All folder (Gmail
+    shows every message there already; appending into it makes copies)."""
     src_ns = src_ns or infer_namespace(src_folders)
     dst_ns = dst_ns or infer_namespace(dst_folders)
     resolved = resolve_rules(rules, src_folders, src_ns, dst_ns)

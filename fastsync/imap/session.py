@@ -136,6 +136,16 @@ class Session:
             replies.raise_if_throttled(text_of(exc), self.where)
             raise
 
+    def _change(self, command: str, argument_lists: Sequence[Sequence[str]], echo: str) -> None:
+        """Pipeline commands that change the selected folder; the first refusal is a FolderError.
+        The server's untagged *echo* of the change (FETCH, EXPUNGE) is dropped."""
+        with self._guard():
+            results = self._pipelined(command, argument_lists)
+            self._client._imap.untagged_responses.pop(echo, None)
+        errors = [text for typ, text in results if typ != "OK"]
+        if errors:
+            raise FolderError(f"{self.where}: folder {self._selected or ''!r}: {command} refused: {errors[0]}")
+
     def _pipelined(self, command: str, argument_lists: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
         """Send every command before reading any reply (RFC 3501 section 5.5); (status, text) each."""
         imap = self._client._imap
@@ -421,12 +431,7 @@ class Session:
             for flags, uids in changes.items()
             for message_set in uid_sets(uids, STORE_BATCH)
         ]
-        with self._guard():
-            results = self._pipelined("STORE", commands)
-            self._client._imap.untagged_responses.pop("FETCH", None)
-        errors = [text for typ, text in results if typ != "OK"]
-        if errors:
-            raise FolderError(f"{self.where}: folder {self._selected or ''!r}: STORE refused: {errors[0]}")
+        self._change("STORE", commands, "FETCH")
 
     def delete_messages(self, uids: Sequence[int], uid_expunge: bool) -> None:
         """Flag *uids* of the folder selected with `select` \\Deleted and expunge them: only
@@ -434,12 +439,7 @@ class Session:
         with EXPUNGE every \\Deleted message of the folder (RFC 3501 section 6.4.3)."""
         self.store_flags({("\\Deleted",): uids}, "+FLAGS.SILENT")
         commands = [("UID", "EXPUNGE", s) for s in uid_sets(uids, STORE_BATCH)] if uid_expunge else [("EXPUNGE",)]
-        with self._guard():
-            results = self._pipelined("EXPUNGE", commands)
-            self._client._imap.untagged_responses.pop("EXPUNGE", None)
-        errors = [text for typ, text in results if typ != "OK"]
-        if errors:
-            raise FolderError(f"{self.where}: folder {self._selected or ''!r}: EXPUNGE refused: {errors[0]}")
+        self._change("EXPUNGE", commands, "EXPUNGE")
 
     def append(self, folder: str, messages: Sequence[Fetched]) -> tuple[int, list[int]] | None:
         """Append messages with flags and dates: one MULTIAPPEND (RFC 3502, all or nothing) when
