@@ -98,3 +98,38 @@ def test_leaving_a_selected_destination_folder_expunges_nothing(
     kept = snapshot(dst)["INBOX"]
     assert any("\\Deleted" in str(flags) for _body, flags, _date in kept)
     assert sum(kept.values()) == (2 if command == "check" else 3)
+
+
+class _RefuseStore:
+    """Client bytes with every STORE's item misspelt while *refusing* holds True: the server
+    answers BAD and stores nothing."""
+
+    def __init__(self, refusing: list[bool]) -> None:
+        self.refusing = refusing
+
+    def feed(self, data: bytes) -> bytes:
+        return data.replace(b" FLAGS.SILENT ", b" FLAGX.SILENT ") if self.refusing[0] else data
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def test_a_refused_store_leaves_the_pair_to_compare_again(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    """The --sync-flags state cache must not record as in step a folder whose STORE failed:
+    both runs reach the destination through one proxy, so they share one state cache."""
+    src, dst = accounts(2)
+    src.seed([message("INBOX", 1, flags=("\\Seen", "\\Flagged"))])
+    dst.seed([message("INBOX", 1, flags=("\\Seen",))])
+    refusing = [True]
+    with CountingProxy(dst.server.port, rewrite_up=lambda: _RefuseStore(refusing)) as proxy:
+        config = _proxied_config(config_for, src, dst, proxy)
+        refused = run_cli("sync", "-c", config, "-y", "--sync-flags")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "STORE refused" in refused.stderr
+        assert summary_line(refused.stdout).endswith("0 flags updated")
+        assert snapshot(dst) != snapshot(src)
+        refusing[0] = False
+        again = run_cli("sync", "-c", config, "-y", "--sync-flags")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert summary_line(again.stdout).endswith("1 flags updated")
+    assert snapshot(dst) == snapshot(src)

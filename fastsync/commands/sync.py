@@ -169,7 +169,7 @@ class _Run:
                     if summary.planned or missing_folders:
                         self.execute(pairs, plans, existing, missing_folders)
                     if changes:
-                        _update_flags(self.planner, changes, reporter, summary)
+                        _update_flags(self.planner, changes, reporter, summary, plans)
                     # After the copy: a run that fails or is stopped on the way deletes nothing.
                     self.delete(plans, deletions, expunge_all)
                 except (Cancelled, KeyboardInterrupt) as exc:
@@ -438,9 +438,12 @@ def _remember(
 
 
 def _update_flags(
-    planner: Planner, changes: FlagChanges, reporter: Reporter, summary: Summary
+    planner: Planner, changes: FlagChanges, reporter: Reporter, summary: Summary, plans: Sequence[FolderPlan]
 ) -> None:
     """STORE the source's flags on the destination copies (never on the source).
+
+    A folder whose STORE is refused leaves its pairs incomplete, so that the state cache
+    does not record them as in step and the next --sync-flags run compares them again.
 
     A folder is selected read-write only for its STOREs, then examined again: SELECT and
     EXAMINE leave the previous folder without expunging, where CLOSE after SELECT would
@@ -461,6 +464,7 @@ def _update_flags(
             planner.call("updating flags", functools.partial(store, folder=folder, folder_changes=folder_changes))
         except FolderError as exc:
             summary.errors.append(exc.message)
+            summary.incomplete.update(p.pair.src for p in plans if p.pair.dst == folder)
             event("flags not updated", side="dst", folder=folder, level=logging.ERROR, reason=exc.message)
             continue
         summary.flags_updated += count

@@ -152,7 +152,13 @@ class Session:
         tags = [imap._command(*arguments) for arguments in argument_lists]
         out = []
         for tag in tags:
-            typ, data = imap._command_complete(command, tag)
+            try:
+                typ, data = imap._command_complete(command, tag)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:
+                # imaplib raises on BAD; the stream is still in step, the other replies follow.
+                typ, data = "BAD", str(exc)
             out.append((typ, text_of(data)))
         return out
 
