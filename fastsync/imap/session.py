@@ -140,27 +140,11 @@ class Session:
         """Pipeline commands that change the selected folder; the first refusal is a FolderError.
         The server's untagged *echo* of the change (FETCH, EXPUNGE) is dropped."""
         with self._guard():
-            results = self._pipelined(command, argument_lists)
+            results = _pipelined(self._client, command, argument_lists)
             self._client._imap.untagged_responses.pop(echo, None)
         errors = [text for typ, text in results if typ != "OK"]
         if errors:
             raise FolderError(f"{self.where}: folder {self._selected or ''!r}: {command} refused: {errors[0]}")
-
-    def _pipelined(self, command: str, argument_lists: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
-        """Send every command before reading any reply (RFC 3501 section 5.5); (status, text) each."""
-        imap = self._client._imap
-        tags = [imap._command(*arguments) for arguments in argument_lists]
-        out = []
-        for tag in tags:
-            try:
-                typ, data = imap._command_complete(command, tag)
-            except imaplib.IMAP4.abort:
-                raise
-            except imaplib.IMAP4.error as exc:
-                # imaplib raises on BAD; the stream is still in step, the other replies follow.
-                typ, data = "BAD", str(exc)
-            out.append((typ, text_of(data)))
-        return out
 
     # -- folders -----------------------------------------------------------------------
 
@@ -289,7 +273,8 @@ class Session:
         already exists is not refused.
         """
         with self._guard():
-            results = self._pipelined("CREATE", [("CREATE", transport.quoted_folder(self._client, n)) for n in names])
+            commands = [("CREATE", transport.quoted_folder(self._client, n)) for n in names]
+            results = _pipelined(self._client, "CREATE", commands)
         return {
             name: text
             for name, (typ, text) in zip(names, results, strict=True)
@@ -478,7 +463,7 @@ def uids_within(session: Session, count: int, selection: Selection) -> set[int]:
     keys = wire.search_dates(selection.since, selection.before)
     with session._guard():
         commands = [("UID", "SEARCH", batch, *keys) for batch in wire.batches(count, IDENTITY_BATCH)]
-        results = session._pipelined("SEARCH", commands)
+        results = _pipelined(session._client, "SEARCH", commands)
         found = session._client._imap.untagged_responses.pop("SEARCH", [])
     refused = [text for typ, text in results if typ != "OK"]
     if refused:
@@ -646,6 +631,23 @@ def open_concurrently(*openers: Callable[[], Session] | None) -> list[Session | 
                 session.close()
         raise failures[0]
     return sessions
+
+
+def _pipelined(client: Client, command: str, argument_lists: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    """Send every command before reading any reply (RFC 3501 section 5.5); (status, text) each."""
+    imap = client._imap
+    tags = [imap._command(*arguments) for arguments in argument_lists]
+    out = []
+    for tag in tags:
+        try:
+            typ, data = imap._command_complete(command, tag)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            # imaplib raises on BAD; the stream is still in step, the other replies follow.
+            typ, data = "BAD", str(exc)
+        out.append((typ, text_of(data)))
+    return out
 
 
 def _identity_items(capabilities: frozenset[str]) -> list[bytes]:
