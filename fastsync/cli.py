@@ -345,7 +345,9 @@ def _json_escaped(text: str) -> str:
     return json.dumps(text)[1:-1]
 
 
-def log_formatter(log_format: str, secrets: Sequence[str], more: Callable[[], Iterable[str]] = tuple) -> logging.Formatter:
+def log_formatter(
+    log_format: str, secrets: Sequence[str], more: Callable[[], Iterable[str]] = tuple
+) -> logging.Formatter:
     """The --log-file formatter for *log_format* ("text" or "json"), redacting *secrets*
     and whatever *more* returns at each record."""
     cls = _JSONFormatter if log_format == "json" else _TextFormatter

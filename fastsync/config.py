@@ -111,7 +111,8 @@ CREDENTIAL_EXPECTED = {
 MAP_KEYS = ("src", "dst")
 RATE_KEYS = ("down_bps", "up_bps", "max_connections")
 BPS_EXPECTED = (
-    "a whole number of bytes per second >= 0 or a size such as 2M or 500k (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024)"
+    "a whole number of bytes per second >= 0 or a size such as 2M or 500k "
+    "(k, M, G: powers of 1000; Ki, Mi, Gi: of 1024)"
 )
 
 SIDE_NAMES = {"src": "source", "dst": "destination"}

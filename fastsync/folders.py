@@ -226,7 +226,8 @@ def resolve_rules(
     resolved = []
     for rule in rules:
         src = rule.src
-        if not _names_a_folder(src, src_folders) and src_ns.prefix and _names_a_folder(src_ns.prefix + src, src_folders):
+        prefixed = src_ns.prefix + src
+        if not _names_a_folder(src, src_folders) and src_ns.prefix and _names_a_folder(prefixed, src_folders):
             src = src_ns.prefix + src
         if not _names_a_folder(src, src_folders):
             raise UsageError(

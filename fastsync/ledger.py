@@ -1,18 +1,20 @@
 """The ledger: which destination message each copy became, so that a re-run knows its copies
 even on a destination that rewrites them.
 
-Engine layer: imports `config` and `model`.  Some servers (Exchange and hosted setups)
-replace the Message-Id of an appended message, so the identity fastsync compares is not
-the one it sent, and every re-run would copy everything again.  Where the destination
-announces UIDPLUS, each APPEND answers with the new message's UID (APPENDUID, RFC 4315
-section 3); the worker that sent it records source (folder, UIDVALIDITY, UID) ->
-destination (folder, UIDVALIDITY, UID) at once, one transaction per APPEND (a unit's
-messages go in one MULTIAPPEND), so that a copy made while the parent is gone is known.  Planning then counts a ledgered message as present
-when its destination UID still exists under the same UIDVALIDITY, and never otherwise:
-the ledger is checked against the server, not trusted.
+Engine layer: imports `config`.  Some servers (Exchange and hosted setups) replace the
+Message-Id of an appended message, so the identity fastsync compares is not the one it
+sent, and every re-run would copy everything again.  Where the destination announces
+UIDPLUS, each APPEND answers with the new message's UID (APPENDUID, RFC 4315 section 3);
+the worker that sent it records source (folder, UIDVALIDITY, UID) -> destination (folder,
+UIDVALIDITY, UID) at once, one transaction per APPEND (a unit's messages go in one
+MULTIAPPEND), so that a copy made while the parent is gone is known.  Planning, check,
+--sync-flags and --delete-dest count a ledgered message as present when its destination
+UID still exists under the same UIDVALIDITY, and never otherwise: the ledger is checked
+against the server, not trusted.
 
-SQLite in WAL mode: a transaction per unit, so Ctrl-C, a crash or ``kill -9`` loses at
-most the unit in hand and never corrupts what was written.  A few dozen bytes a message.
+SQLite in WAL mode, read by the parent and written by every worker: Ctrl-C, a crash or
+``kill -9`` loses at most the APPEND in hand and never corrupts what was written.  A few
+dozen bytes a message.
 """
 
 from __future__ import annotations

@@ -183,7 +183,8 @@ SYNC_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + (
          "cap on bytes/s read from the source, all processes together: 2M, 500k, or bytes (0 = unlimited)", "N",
          config_key="rate_limit.down_bps"),
     Flag(("--bps-up",), "up_bps", "FASTSYNC_BPS_UP", "size",
-         "cap on bytes/s written to the destination: 2M, 500k, or bytes (0 = unlimited)", "N", config_key="rate_limit.up_bps"),
+         "cap on bytes/s written to the destination: 2M, 500k, or bytes (0 = unlimited)", "N",
+         config_key="rate_limit.up_bps"),
     Flag(("--max-connections",), "max_connections", "FASTSYNC_MAX_CONNECTIONS", "int",
          "simultaneous connections per side, planner included (0 = unlimited); with 1, the planner logs out "
          "while the one worker copies", "N",

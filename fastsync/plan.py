@@ -275,7 +275,9 @@ def appendlimit_reason(limit_bytes: int) -> str:
     return f"over the destination's APPENDLIMIT of {limit_bytes} bytes"
 
 
-def skip_by_size(folder: str, refs: Sequence[MessageRef], selection: Selection) -> tuple[list[MessageRef], list[Skipped]]:
+def skip_by_size(
+    folder: str, refs: Sequence[MessageRef], selection: Selection
+) -> tuple[list[MessageRef], list[Skipped]]:
     """*refs* split by `size_reason`: those to copy, and those skipped with their reason."""
     kept: list[MessageRef] = []
     skipped: list[Skipped] = []

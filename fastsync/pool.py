@@ -366,7 +366,9 @@ class Coordinator:
             exit = self.exits.pop(index, None)
             if exit is None:
                 self.reporter.warn(f"worker {index} exited unexpectedly (exit code {process.exitcode})")
-                self.log_worker("worker exit", index, "exited unexpectedly", logging.WARNING, exit_code=process.exitcode)
+                self.log_worker(
+                    "worker exit", index, "exited unexpectedly", logging.WARNING, exit_code=process.exitcode
+                )
             throttled = exit is not None and exit.kind == "throttled"
             if not throttled:
                 self.exits_in_a_row += 1

@@ -107,7 +107,8 @@ class Planner(SessionPair):
             return False
 
         return with_retries(
-            lambda _failures: work(*self.open()), self.settings, reset=self.close, notify=notify, wait=wait, rng=self.rng
+            lambda _failures: work(*self.open()), self.settings,
+            reset=self.close, notify=notify, wait=wait, rng=self.rng,
         )
 
 

@@ -54,7 +54,8 @@ def compare(
     out += [Difference("extra", m.identity, None, m.uid) for m in matching.extra]
     for s, d in matching.matched:
         if plan.flags_differ(s, d, permanent):
-            out.append(Difference("flags", s.identity, s.uid, d.uid, plan.flags_text(s.flags), plan.flags_text(d.flags)))
+            src_flags, dst_flags = plan.flags_text(s.flags), plan.flags_text(d.flags)
+            out.append(Difference("flags", s.identity, s.uid, d.uid, src_flags, dst_flags))
         if s.internaldate != d.internaldate:
             out.append(Difference("date", s.identity, s.uid, d.uid, _date_text(s), _date_text(d)))
         if src_digests is not None and dst_digests is not None:

@@ -255,7 +255,11 @@ class _Run:
         return allowed
 
     def execute(
-        self, pairs: Sequence[FolderPair], plans: Sequence[FolderPlan], existing: set[str], missing_folders: Sequence[str]
+        self,
+        pairs: Sequence[FolderPair],
+        plans: Sequence[FolderPlan],
+        existing: set[str],
+        missing_folders: Sequence[str],
     ) -> None:
         reporter, summary = self.reporter, self.summary
         # Every mapped folder is created, empty ones too: the destination mirrors the tree.
@@ -434,7 +438,9 @@ def _remember(
     try:
         cache.save()
     except OSError as exc:
-        summary.errors.append(f"cannot write the state cache {cache.path}: {exc.strerror}; the next run will diff everything")
+        summary.errors.append(
+            f"cannot write the state cache {cache.path}: {exc.strerror}; the next run will diff everything"
+        )
 
 
 def _update_flags(

@@ -339,7 +339,9 @@ class Session:
                 states.append(MessageState(fields.uid, size, key, fields.flags or (), fields.internaldate, has_id))
         return states
 
-    def body_digests(self, messages: Sequence[tuple[int, int]], max_batch_bytes: int = HASH_BATCH_BYTES) -> dict[int, str]:
+    def body_digests(
+        self, messages: Sequence[tuple[int, int]], max_batch_bytes: int = HASH_BATCH_BYTES
+    ) -> dict[int, str]:
         """sha256 of each whole message (BODY.PEEK[]) of the selected folder: (UID, size) -> digest.
 
         Fetched in batches bounded by *max_batch_bytes* (a bigger message alone); each body
@@ -499,7 +501,8 @@ class _Survey:
 
     def send(self, name: str, count: int) -> None:
         imap = self.imap
-        self.pending.append((name, "EXAMINE", imap._command("EXAMINE", transport.quoted_folder(self.session._client, name))))
+        quoted = transport.quoted_folder(self.session._client, name)
+        self.pending.append((name, "EXAMINE", imap._command("EXAMINE", quoted)))
         starts = list(range(1, count + 1, IDENTITY_BATCH))
         for index, start in enumerate(starts):
             end = "*" if index == len(starts) - 1 else str(start + IDENTITY_BATCH - 1)
@@ -526,7 +529,9 @@ class _Survey:
                 self.receive(name, command, tag)
             imap.state = "SELECTED" if session._selected else "AUTH"
         # A count that moved between STATUS and EXAMINE leaves batches short or missing.
-        self.failed.update(n for n, scan in self.scans.items() if scan.status and scan.status.messages != len(scan.refs))
+        self.failed.update(
+            n for n, scan in self.scans.items() if scan.status and scan.status.messages != len(scan.refs)
+        )
         for name, _count in folders:
             if name in self.failed:
                 self.scans[name] = self.read_plainly(name)

@@ -220,7 +220,10 @@ def describe_os_error(exc: BaseException, account: Account) -> str:
             f"from the first byte (usually port 993); {account.side}.tls: implicit does that"
         )
     if isinstance(exc, (TimeoutError, socket.timeout)):
-        return f"no answer within {account.timeout_s:g} s; check the address, the firewall or raise {account.side}.timeout_s"
+        return (
+            f"no answer within {account.timeout_s:g} s; check the address, the firewall "
+            f"or raise {account.side}.timeout_s"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _describe_certificate_error(exc, account)
     if isinstance(exc, ssl.SSLError):
@@ -283,7 +286,9 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) 
         close_quietly(client)
         raise_if_throttled(text_of(exc.args[0] if exc.args else exc), where)
         text = redact(text_of(exc.args[0] if exc.args else exc), account.password)
-        raise AuthError(f"{where}: login as {account.user!r} refused ({text}); check {account.side}.user and the password") from None
+        raise AuthError(
+            f"{where}: login as {account.user!r} refused ({text}); check {account.side}.user and the password"
+        ) from None
     except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
         close_quietly(client)
         raise_if_throttled(str(exc), where)
