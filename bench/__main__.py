@@ -12,7 +12,8 @@ from bench.corpus import PROFILES
 DEFAULT_TOOLS = "fastsync:4,fastsync:8,doveadm,mbsync,imapsync,offlineimap"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m bench``; parsing starts no server."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="copy the realistic corpus with fastsync and verify it (< 1 min)")
@@ -29,6 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--wan-delay-ms", type=float, default=0.0, help="one-way delay added to every IMAP connection")
     run.add_argument("--wan-rate", type=int, default=0, help="bytes/s cap per connection and direction (0 = none)")
     run.add_argument("--tls", action="store_true", help="implicit TLS on both sides")
+    # mdbox is the fastest here (bench/dovecot.py MAIL_FORMAT); maildir the most common in production.
+    run.add_argument("--storage", choices=("maildir", "mdbox"), default="mdbox",
+                     help="mail storage of both servers (default mdbox; maildir is the most common in production)")
+    run.add_argument("--fsync", action="store_true",
+                     help="servers use mail_fsync = optimized (Dovecot's default) instead of never")
     run.add_argument("--rerun", action="store_true", help="run each tool a second time: the cost of nothing to copy")
     run.add_argument("--out", type=Path, required=True, help="directory for results.json/.md/.png and logs")
     grow = commands.add_parser("scale", help="plan and copy one folder at 25k, 50k and 100k messages")
@@ -40,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     capped.add_argument("--cap", type=int, default=2_000_000, help="bytes/s for --bps-down and --bps-up")
     capped.add_argument("--seconds", type=float, default=15.0, help="length of each capped transfer")
     capped.add_argument("--out", type=Path, default=None, help="directory for caps.json and caps.md")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # Imported after parsing so that --help works without the servers' dependencies.
     from bench import run as bench_run
 
@@ -57,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return bench_run.run(
         args.profile, [t.strip() for t in args.tools.split(",") if t.strip()], args.out, scale=args.scale,
         seed=args.seed, repeat=args.repeat, wan_delay_ms=args.wan_delay_ms, rate=args.wan_rate, tls=args.tls,
-        rerun=args.rerun,
+        rerun=args.rerun, storage=args.storage, fsync=args.fsync,
     )
 
 

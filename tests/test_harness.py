@@ -20,8 +20,10 @@ from conftest import STATIC_USERS, AccountFactory, write_config
 from helpers import wait_for
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from bench.__main__ import build_parser
 from bench.corpus import PROFILES, Message, folders_of, generate, seed_account
 from bench.dovecot import Dovecot, DovecotError, _group_alive
+from bench.run import Side, doveadm_invocation, markdown
 
 REQUIRED_CAPABILITIES = {b"MULTIAPPEND", b"LITERAL+", b"UIDPLUS", b"CONDSTORE", b"SPECIAL-USE", b"STATUS=SIZE"}
 
@@ -437,3 +439,58 @@ def test_start_failure_reports_log(tmp_path: Path) -> None:
             clash.start(timeout=5)
         assert not clash.running
         running.client("x").logout()  # the first instance is unharmed
+
+
+# ---------------------------------------------------------------- benchmark settings (no server started)
+
+
+@pytest.mark.parametrize(("fsync", "expected"), [(True, "optimized"), (False, "never")])
+@pytest.mark.parametrize("mail_format", ["maildir", "mdbox"])
+def test_fsync_setting_in_generated_config(tmp_path: Path, mail_format: str, fsync: bool, expected: str) -> None:
+    server = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False, mail_format=mail_format, fsync=fsync)
+    settings = [line.strip() for line in server._config().splitlines()]
+    assert [s for s in settings if s.startswith("mail_fsync")] == [f"mail_fsync = {expected}"]
+    assert any(s.startswith(f"mail_location = {mail_format}:") for s in settings)
+
+
+def test_fsync_is_off_by_default(tmp_path: Path) -> None:
+    # The tests' servers stay fast: fsync only when a benchmark asks for it.
+    assert "mail_fsync = never" in Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False)._config().splitlines()
+
+
+def test_doveadm_runs_with_prefetch(tmp_path: Path) -> None:
+    dst = Dovecot(tmp_path / "dst", {"d": "d-pw"}, starttls=False)
+    src = Side("127.0.0.1", 1143, "source", "source-pw", False, None)
+    invocation = doveadm_invocation(tmp_path, src, dst, "d")
+    config = Path(invocation.argv[invocation.argv.index("-c") + 1])
+    settings = config.read_text().splitlines()
+    assert "mail_prefetch_count = 20" in settings
+    assert "imapc_features = rfc822.size fetch-headers" in settings
+    assert "source-pw" not in " ".join(invocation.argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "storage", "fsync"),
+    [
+        (["--storage", "maildir", "--fsync"], "maildir", True),
+        (["--storage", "mdbox"], "mdbox", False),
+        ([], "mdbox", False),
+    ],
+)
+def test_run_parser_storage_and_fsync(argv: list[str], storage: str, fsync: bool) -> None:
+    args = build_parser().parse_args(["run", "--out", "/nonexistent", *argv])
+    assert (args.storage, args.fsync) == (storage, fsync)
+
+
+def test_run_parser_refuses_other_storage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--out", "/nonexistent", "--storage", "sdbox"])
+    assert "--storage" in capsys.readouterr().err
+
+
+def test_results_header_names_storage_and_fsync() -> None:
+    meta: dict[str, object] = {"profile": "realistic", "scale": 0.3, "messages": 3000, "mb": 120.0,
+                               "wan_delay_ms": 0.0, "tls": False, "rounds": 1, "storage": "maildir",
+                               "mail_fsync": "optimized"}
+    header = markdown(meta, [], {}).splitlines()[0]
+    assert "storage maildir, mail_fsync optimized" in header
