@@ -10,7 +10,7 @@ under ``INBOX.`` becomes ``Archive/2020`` on a plain "/" server, and back; INBOX
 INBOX, and a child of INBOX on a plain server (``INBOX/Sub``) stays a child of INBOX.
 
 Pure-logic layer: imports records and settings; every command pairs folders through
-`pair_folders` and filters the pairs through `filter_pairs` (``--include``/``--exclude``),
+`sort_out` and filters the pairs through `filter_pairs` (``--include``/``--exclude``),
 so sync, check and show always agree on the mapping and on what is left out.
 """
 
@@ -250,18 +250,6 @@ def resolve_rules(
 def _names_a_folder(name: str, folders: Sequence[Folder]) -> bool:
     # The same test as the mapping itself: "Old" covers "Old/a", not "Older".
     return any(matches(name, f.name, f.delimiter) is not None for f in folders)
-
-
-def pair_folders(
-    src_folders: Sequence[Folder],
-    dst_folders: Sequence[Folder],
-    rules: Sequence[Rule],
-    src_ns: Namespace | None = None,
-    dst_ns: Namespace | None = None,
-) -> list[FolderPair]:
-    """The folder pairs of two listed accounts, with their namespaces (inferred when not
-    given), less those `sort_out` leaves out."""
-    return sort_out(src_folders, dst_folders, rules, src_ns, dst_ns)[0]
 
 
 def sort_out(

@@ -6,15 +6,15 @@ Message-Id of an appended message, so the identity fastsync compares is not the 
 sent, and every re-run would copy everything again.  Where the destination announces
 UIDPLUS, each APPEND answers with the new message's UID (APPENDUID, RFC 4315 section 3);
 the worker that sent it records source (folder, UIDVALIDITY, UID) -> destination (folder,
-UIDVALIDITY, UID) at once, one transaction per APPEND (a unit's messages go in one
-MULTIAPPEND), so that a copy made while the parent is gone is known.  Planning, check,
+UIDVALIDITY, UID) itself, one transaction per work unit, also when the unit ends in an
+error, so that a copy made while the parent is gone is known.  Planning, check,
 --sync-flags and --delete-dest count a ledgered message as present when its destination
 UID still exists under the same UIDVALIDITY, and never otherwise: the ledger is checked
 against the server, not trusted.
 
 SQLite in WAL mode, read by the parent and written by every worker: Ctrl-C, a crash or
-``kill -9`` loses at most the APPEND in hand and never corrupts what was written.  A few
-dozen bytes a message.
+``kill -9`` of a worker loses at most the unit in hand and never corrupts what was
+written.  A few dozen bytes a message.
 """
 
 from __future__ import annotations

@@ -449,8 +449,8 @@ def worker_main(
     cancelled or the parent is gone.
 
     *lock* is only held: the destination's run lock stays taken while this process lives.
-    The worker records its own copies in the ledger at *ledger_path*, as each APPEND is
-    answered: a copy made after the parent died (``kill -9``) is known to the next run.
+    The worker records its own copies in the ledger at *ledger_path*, once per unit: a
+    copy made after the parent died (``kill -9``) is known to the next run.
     """
     # Ctrl-C reaches the whole process group; the parent decides, workers are told via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

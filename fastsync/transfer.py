@@ -67,7 +67,6 @@ class Copier:
         # The unit in hand's copies: (source UID, destination UID), and the UIDVALIDITY.
         self.appended: list[tuple[int, int]] = []
         self.dst_uidvalidity = 0
-        self.unit_src = ("", 0)
 
     def connect(self) -> tuple[Session, Session]:
         if self.sessions.src is None:
@@ -121,8 +120,12 @@ class Copier:
         if check:
             messages, skipped = self._already_there(dst, unit, messages)
         self.appended, self.dst_uidvalidity = [], 0
-        self.unit_src = (folder, unit.uidvalidity)
-        refused, left = self._append(dst, unit.pair.dst, folder, messages)
+        try:
+            refused, left = self._append(dst, unit.pair.dst, folder, messages)
+        finally:
+            # One transaction per unit, whatever happened: a copy the ledger does not know
+            # would be copied again by the next run on a destination that rewrites Message-Id.
+            self.ledger.record((folder, unit.uidvalidity), (unit.pair.dst, self.dst_uidvalidity), self.appended)
         failures += refused
         not_copied = {f.uid for f in failures} | {m.uid for m in messages[len(messages) - left :]}
         copied = [m for m in messages if m.uid not in not_copied]
@@ -227,11 +230,7 @@ class Copier:
             reported = dst.append(dst_folder, messages)
         if reported is not None:
             self.dst_uidvalidity, uids = reported
-            copies = list(zip((m.uid for m in messages), uids, strict=True))
-            self.appended.extend(copies)
-            # At once, before anything else can fail: a copy the ledger does not know would
-            # be copied again by the next run on a destination that rewrites Message-Id.
-            self.ledger.record((self.unit_src[0], self.unit_src[1]), (dst_folder, self.dst_uidvalidity), copies)
+            self.appended.extend(zip((m.uid for m in messages), uids, strict=True))
 
 
 def _identity_of_body(message: Fetched) -> str:

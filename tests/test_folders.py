@@ -9,7 +9,6 @@ from fastsync.folders import (
     Rule,
     folders_to_create,
     infer_namespace,
-    pair_folders,
     plan_pairs,
     resolve_rules,
     sort_out,
@@ -106,8 +105,8 @@ def test_folders_to_create_parents_first(pairs: list[tuple[str, str]], existing:
 def test_a_rule_naming_no_folder_is_an_error_even_with_a_longer_name_around() -> None:
     src = folders("/", "INBOX", "Older", "Old2")
     with pytest.raises(UsageError, match="source folder 'Old' \\(map\\) does not exist"):
-        pair_folders(src, [], [Rule("Old", "Archive")])
-    assert [p.dst for p in pair_folders(folders("/", "Old", "Old/a"), [], [Rule("Old", "X")])] == ["X", "X/a"]
+        sort_out(src, [], [Rule("Old", "Archive")])
+    assert [p.dst for p in sort_out(folders("/", "Old", "Old/a"), [], [Rule("Old", "X")])[0]] == ["X", "X/a"]
 
 
 # ----------------------------------------------------------------------------- namespaces

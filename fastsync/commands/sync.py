@@ -324,7 +324,7 @@ class _Run:
 
     def unit_done(self, unit: WorkUnit, done: UnitDone) -> None:
         """Say once that the destination rewrites the copies (the workers record them in the
-        ledger themselves, as each APPEND is answered)."""
+        ledger themselves, once per unit)."""
         if done.rewrites and not self.rewrites_said:
             self.rewrites_said = True
             if done.appended:
