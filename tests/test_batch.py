@@ -126,3 +126,71 @@ def test_bad_lines_are_reported_before_anything_is_copied(accounts: AccountFacto
     assert "pairs.csv: line 3: src: none is given" in done.stderr
     assert "Traceback" not in done.stderr and dst.password not in done.stderr
     assert _count(dst) == 0
+
+
+@pytest.fixture
+def dask_cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A Dask scheduler and two workers (each under its nanny), as separate processes."""
+    pytest.importorskip("distributed")
+    bin_dir = Path(sys.executable).parent
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**cli_env(), "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "15s"}
+    common = {"cwd": REPO_ROOT, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+              "start_new_session": True}
+    processes = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--port", "0", "--no-dashboard",
+                                   "--scheduler-file", str(scheduler_file)], **common)]  # type: ignore[call-overload]
+    wait_for(lambda: scheduler_file.exists() and scheduler_file.read_text(), timeout_s=60, what="the scheduler")
+    address = json.loads(scheduler_file.read_text())["address"]
+    for _ in range(2):
+        processes.append(subprocess.Popen(  # type: ignore[call-overload]
+            [str(bin_dir / "dask"), "worker", address, "--nthreads", "2", "--no-dashboard"], **common))
+    import distributed
+
+    with distributed.Client(address, timeout=30) as client:
+        client.wait_for_workers(2, timeout=60)
+    try:
+        yield address, processes[1:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
+    many: list[tuple[Account, Account]], tmp_path: Path, dask_cluster: tuple[str, list[subprocess.Popen[bytes]]],
+) -> None:
+    import psutil
+
+    address, workers = dask_cluster
+    server = many[0][0].server
+    with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
+        servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir",
+             str(tmp_path / "state"), "--procs", "2", "--max-connections-per-server", "6", "--cluster", address,
+             "--json"],
+            cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Once a pair runs under the first worker and copies have begun, that worker loses its
+        # whole process tree (nanny, worker, the pair's process and its workers), as with a lost machine.
+        victim = psutil.Process(workers[0].pid)
+
+        def running_pair() -> bool:
+            pairs = [c for c in victim.children(recursive=True) if "fastsync.pairjob" in " ".join(c.cmdline())]
+            return bool(pairs) and any(_count(dst) > 0 for _src, dst in many)
+
+        wait_for(running_pair, timeout_s=120, what="a pair running under the first worker")
+        tree = [victim, *victim.children(recursive=True)]
+        for member in tree:
+            member.kill()
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        doc = json.loads(out)
+        assert doc["summary"]["exact"] == PAIRS
+        assert src_proxy.peak_connections <= 6 and dst_proxy.peak_connections <= 6
+    for src, dst in many:
+        assert snapshot(src) == snapshot(dst)
+    for src, _dst in many:
+        assert src.password not in out + err

@@ -27,7 +27,9 @@ import stat
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
+from fastsync import cluster
 from fastsync.batchfile import Batch, PairLine
 from fastsync.errors import Cancelled, UsageError
 from fastsync.journal import Entry, Journal
@@ -96,7 +98,10 @@ class _Scheduler:
         )
         self.usage: dict[str, int] = {}
         self.busy_dst: set[tuple[str, str]] = set()
-        self.running: dict[int, PairProcess] = {}
+        self.running: dict[int, PairProcess | cluster.ClusterPair] = {}
+        # --cluster: the Dask client, and the event that stops the batch's running tasks.
+        self.client: Any = None
+        self.stop_name = cluster.stop_event_name()
         self.lock = threading.Condition()
         self.copied = self.copied_bytes = self.planned_bytes = self.planned_pairs = 0
         self.started_at = time.monotonic()
@@ -131,10 +136,18 @@ class _Scheduler:
                 self.copied += messages
                 self.copied_bytes += size_bytes
 
-        process = PairProcess(result, pair.config, self.pair_options, Callbacks(
-            warn=lambda text: self.reporter.warn(f"line {pair.line} ({name}): {text}"),
-            planned=planned, advanced=advanced,
-        ))
+        process: PairProcess | cluster.ClusterPair
+        if self.client is not None:
+            budgets: dict[str, int] = {}
+            for server in (pair.config.src.server, pair.config.dst.server):
+                budgets[server] = budgets.get(server, 0) + self.per_side
+            process = cluster.ClusterPair(self.client, result, pair.config, self.pair_options, budgets, self.cap,
+                                          self.stop_name)
+        else:
+            process = PairProcess(result, pair.config, self.pair_options, Callbacks(
+                warn=lambda text: self.reporter.warn(f"line {pair.line} ({name}): {text}"),
+                planned=planned, advanced=advanced,
+            ))
         self.running[pair.line] = process
 
         def follow() -> None:
@@ -194,14 +207,11 @@ class _Scheduler:
 def run(batch: Batch, options: Options, reporter: Reporter) -> BatchSummary:
     started = time.monotonic()
     summary = BatchSummary(max_connections_per_server=options.max_connections_per_server)
-    if options.cluster:
-        raise UsageError(
-            f"--cluster {options.cluster}: running pairs on a Dask cluster is not available in this version; "
-            "run the batch without --cluster"
-        )
+    client = cluster.connect(options.cluster) if options.cluster else None
     journal = Journal.open(options.state_dir or default_dir(), batch.pairs_path)
     try:
         scheduler = _Scheduler(batch, options, reporter, summary, journal)
+        scheduler.client = client
         summary.parallel = scheduler.parallel
         if scheduler.per_side < options.workers + 1:
             reporter.warn(
@@ -225,5 +235,7 @@ def run(batch: Batch, options: Options, reporter: Reporter) -> BatchSummary:
         scheduler.run(todo)
     finally:
         journal.close()
+        if client is not None:
+            client.close()
     summary.elapsed_s = time.monotonic() - started
     return summary
