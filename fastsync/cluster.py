@@ -100,10 +100,17 @@ def run_task(result: PairResult, config: Config, options: Options, budgets: dict
     import distributed
 
     held: list[Any] = []
-    with dask.config.set({"distributed.scheduler.locks.lease-timeout": LEASE_TIMEOUT}):
+    # Dask config keys of fastsync's (DASK_FASTSYNC__LEASE_TIMEOUT on the workers): a
+    # shorter lease timeout, and whether leases are refreshed at all (off only to watch
+    # over-booking happen, as the tests do).
+    timeout = dask.config.get("fastsync.lease-timeout", LEASE_TIMEOUT)
+    refresh = bool(dask.config.get("fastsync.refresh-leases", True))
+    with dask.config.set({"distributed.scheduler.locks.lease-timeout": timeout}):
         if cap:
             semaphores = {server: distributed.Semaphore(max_leases=cap, name=f"fastsync-connections-{server}")
                           for server in budgets}
+            for semaphore in semaphores.values():
+                semaphore.refresh_leases = refresh
             with distributed.Lock("fastsync-connection-budgets"):
                 for server, count in sorted(budgets.items()):
                     for _ in range(count):

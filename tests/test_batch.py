@@ -129,12 +129,13 @@ def test_bad_lines_are_reported_before_anything_is_copied(accounts: AccountFacto
 
 
 @pytest.fixture
-def dask_cluster(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A Dask scheduler and two workers (each under its nanny), as separate processes."""
+def dask_cluster(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A Dask scheduler and two workers (each under its nanny), as separate processes;
+    indirect parameters add Dask config variables."""
     pytest.importorskip("distributed")
     bin_dir = Path(sys.executable).parent
     scheduler_file = tmp_path / "scheduler.json"
-    env = {**cli_env(), "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "15s"}
+    env = {**cli_env(), "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "15s", **getattr(request, "param", {})}
     common = {"cwd": REPO_ROOT, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
               "start_new_session": True}
     processes = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--port", "0", "--no-dashboard",
@@ -194,3 +195,50 @@ def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
         assert snapshot(src) == snapshot(dst)
     for src, _dst in many:
         assert src.password not in out + err
+
+
+OVERBOOKING = {
+    # Leases that expire a second after they are taken, never refreshed, checked every 0.2 s:
+    # the semaphores are over-booked while the pairs still run.
+    "DASK_FASTSYNC__LEASE_TIMEOUT": "1s",
+    "DASK_FASTSYNC__REFRESH_LEASES": "False",
+    "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_VALIDATION_INTERVAL": "200ms",
+}
+
+
+@pytest.mark.parametrize("dask_cluster", [OVERBOOKING], indirect=True)
+def test_overbooked_leases_do_not_exceed_the_cap_at_the_server(
+    many: list[tuple[Account, Account]], tmp_path: Path, dask_cluster: tuple[str, list[subprocess.Popen[bytes]]],
+) -> None:
+    import distributed
+
+    address, _workers = dask_cluster
+    server = many[0][0].server
+    with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
+        servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir",
+             str(tmp_path / "state"), "--procs", "2", "--max-connections-per-server", "6", "--cluster", address,
+             "--json"],
+            cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        # While pairs copy, the destination's semaphore shows fewer leases than the running
+        # pairs hold: over-booked, as Dask's documentation warns.
+        with distributed.Client(address, timeout=30) as client:
+            name = f"fastsync-connections-127.0.0.1:{dst_proxy.port}"
+            semaphore = distributed.Semaphore(max_leases=6, name=name, scheduler_rpc=client.scheduler,
+                                              loop=client.loop)
+            seen = []
+
+            def overbooked() -> bool:
+                seen.append((dst_proxy.open_connections, semaphore.get_value()))
+                return dst_proxy.open_connections >= 3 and semaphore.get_value() < 3
+
+            wait_for(overbooked, timeout_s=120, interval_s=0.1, what="leases expired under running pairs")
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        assert json.loads(out)["summary"]["exact"] == PAIRS
+        assert src_proxy.peak_connections <= 6 and dst_proxy.peak_connections <= 6
+    for src, dst in many:
+        assert snapshot(src) == snapshot(dst)
