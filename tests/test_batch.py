@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,30 @@ def test_overbooked_leases_do_not_exceed_the_cap_at_the_server(
         assert src_proxy.peak_connections <= 6 and dst_proxy.peak_connections <= 6
     for src, dst in many:
         assert snapshot(src) == snapshot(dst)
+
+
+def test_workers_of_a_killed_pair_process_stop_and_start_no_other_unit(
+    accounts: AccountFactory, config_for: Callable[..., Path], tmp_path: Path,
+) -> None:
+    """A pair's process (here a sync) killed with -9: its workers finish the unit in hand
+    and leave, and neither they nor the fork server outlive that."""
+    import psutil
+
+    from tests.helpers import spawn_sync
+
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n, body="x" * 20_000) for n in range(600)])
+    config = config_for(src, dst)
+    # A bandwidth cap keeps the copy going long enough to kill it in the middle.
+    process = spawn_sync(config, "--procs", "3", "--bps-down", "1M", "--state-dir", str(tmp_path / "state"))
+    wait_for(lambda: _count(dst) > 0, timeout_s=60, what="a first copy")
+    tree = psutil.Process(process.pid).children(recursive=True)
+    assert tree
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    copied = _count(dst)
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree), timeout_s=20,
+             what="the workers and the fork server to leave")
+    # At most the units in hand landed after the kill (units are about 1 MB: 50 messages each).
+    assert _count(dst) - copied <= 3 * 60
+    assert _count(dst) < 600
