@@ -168,13 +168,7 @@ def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
     server = many[0][0].server
     with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
         servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir",
-             str(tmp_path / "state"), "--procs", "2", "--max-connections-per-server", "6", "--cluster", address,
-             "--json"],
-            cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = _spawn_on_cluster(servers, csv, tmp_path / "state", address)
         # Once a pair runs under the first worker and copies have begun, that worker loses its
         # whole process tree (nanny, worker, the pair's process and its workers), as with a lost machine.
         victim = psutil.Process(workers[0].pid)
@@ -198,6 +192,15 @@ def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
         assert src.password not in out + err
 
 
+def _spawn_on_cluster(servers: Path, csv: Path, state: Path, address: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir", str(state),
+         "--procs", "2", "--max-connections-per-server", "6", "--cluster", address, "--json"],
+        cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 OVERBOOKING = {
     # Leases that expire a second after they are taken, never refreshed, checked every 0.2 s:
     # the semaphores are over-booked while the pairs still run.
@@ -217,13 +220,7 @@ def test_overbooked_leases_do_not_exceed_the_cap_at_the_server(
     server = many[0][0].server
     with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
         servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir",
-             str(tmp_path / "state"), "--procs", "2", "--max-connections-per-server", "6", "--cluster", address,
-             "--json"],
-            cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = _spawn_on_cluster(servers, csv, tmp_path / "state", address)
         # While pairs copy, the destination's semaphore shows fewer leases than the running
         # pairs hold: over-booked, as Dask's documentation warns.
         with distributed.Client(address, timeout=30) as client:
