@@ -29,8 +29,12 @@ from fastsync.pairrun import read_job
 def _watch_lifeline(stream: BinaryIO) -> None:
     """SIGTERM to this process once *stream* reaches EOF: the batch that started it is gone."""
 
+    fd = stream.fileno()
+
     def watch() -> None:
-        while stream.read(4096):
+        # os.read, not the buffered stream: a daemon thread blocked inside a buffered read
+        # holds its lock, which the interpreter's shutdown then waits for.
+        while os.read(fd, 4096):
             pass
         os.kill(os.getpid(), signal.SIGTERM)
 

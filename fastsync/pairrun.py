@@ -103,7 +103,9 @@ class PairProcess:
             elif kind == "advance":
                 self.callbacks.advanced(message["messages"], message["bytes"])
             elif kind == "result":
+                # The last word: the pair's fork server may hold stdout open a little longer.
                 final = message
+                break
         code = self.process.wait()
         if self.process.stdin is not None:
             self.process.stdin.close()
