@@ -174,8 +174,13 @@ def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
         victim = psutil.Process(workers[0].pid)
 
         def running_pair() -> bool:
-            pairs = [c for c in victim.children(recursive=True) if "fastsync.pairjob" in " ".join(c.cmdline())]
-            return bool(pairs) and any(_count(dst) > 0 for _src, dst in many)
+            pairs = []
+            for child in victim.children(recursive=True):
+                try:
+                    pairs += ["fastsync.pairjob" in " ".join(child.cmdline())]
+                except psutil.Error:
+                    continue  # gone, or a zombie, since the listing
+            return any(pairs) and any(_count(dst) > 0 for _src, dst in many)
 
         wait_for(running_pair, timeout_s=120, what="a pair running under the first worker")
         tree = [victim, *victim.children(recursive=True)]
