@@ -30,6 +30,7 @@ from fastsync.errors import Cancelled, ExitCode, FastsyncError, Terminated, Usag
 from fastsync.options import COMMAND_FLAGS, DEFAULT_CONFIG, GLOBAL_FLAGS, Flag
 
 if TYPE_CHECKING:
+    from fastsync.batchfile import Batch
     from fastsync.config import Config
     from fastsync.options import Options
     from fastsync.progress import Reporter
@@ -81,6 +82,13 @@ COMMANDS = {
          "dates that differ; with --bodies, the content too. Changes nothing on either side (BODY.PEEK). "
          "Run it before switching MX records."),
     ),
+    "batch": (
+        "sync many account pairs listed in a CSV file, with per-server connection caps",
+        ("Sync every account pair of PAIRS (a CSV file: src_user,src_pass,dst_user,dst_pass) as `sync -y` "
+         "would, several at once, the servers and their settings coming from the config file. A journal in "
+         "the state directory records each pair's outcome: a second run skips the pairs that finished "
+         "exactly and redoes the others."),
+    ),
 }
 
 
@@ -119,17 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=summary, description=description, epilog=EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        if name == "batch":
+            command.add_argument("pairs", metavar="PAIRS",
+                                 help="CSV file of account pairs: a header line, then one pair per line")
         _add_flags(command, COMMAND_FLAGS[name], after=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    with _sigterm_stops():
+    with sigterm_stops():
         return _main(argv, environ)
 
 
 @contextmanager
-def _sigterm_stops() -> Iterator[None]:
+def sigterm_stops() -> Iterator[None]:
     """While inside: SIGTERM raises `Terminated` in the main thread, as Ctrl-C raises
     KeyboardInterrupt, so that `kill`, `docker stop` or systemd stop a run as Ctrl-C does
     (workers finish the unit in hand, summary, state, exit 143) instead of ending this
@@ -182,9 +193,19 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         values = option_rules.given(args, environ)
         verbose = bool(values.get("verbose"))
         reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
-        config = load_config(values.get("config") or DEFAULT_CONFIG)
+        config_path = values.get("config") or DEFAULT_CONFIG
+        if args.command == "batch":
+            from fastsync.batchfile import load_batch
+
+            batch = load_batch(config_path, args.pairs)
+            options = option_rules.resolve(values, batch.template, COMMAND_FLAGS[args.command])
+            log_handler = configure_log(options.log_file, options.log_format, batch.secrets)
+            code, stopped = _run_batch(batch, options, reporter)
+            _log_end(args.command, code, stopped)
+            return code
+        config = load_config(config_path)
         options = option_rules.resolve(values, config, COMMAND_FLAGS[args.command])
-        log_handler = _configure_log(options.log_file, options.log_format, config)
+        log_handler = configure_log(options.log_file, options.log_format, [config.src.password, config.dst.password])
         code, stopped = _run(args.command, options, config, reporter)
         _log_end(args.command, code, stopped)
         return code
@@ -266,6 +287,22 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
     code = ExitCode.OK if summary.complete else ExitCode.PARTIAL
     reporter.document({**progress.sync_document(summary), "exit_code": int(code)})
     return code, ""
+
+
+def _run_batch(batch: Batch, options: Options, reporter: Reporter) -> tuple[int, str]:
+    """Run `fastsync batch` and show its result; returns its exit code and, when Ctrl-C or
+    SIGTERM stopped it, what it said."""
+    from fastsync import progress
+    from fastsync.commands import batch as batch_command
+
+    for warning in batch_command.warnings_for(batch) if not reporter.quiet else ():
+        reporter.warn(warning)
+    outcome = batch_command.run(batch, options, reporter)
+    reporter.batch_report(outcome)
+    if outcome.cancelled:
+        reporter.cancelled(outcome.cancelled)
+    reporter.document({**progress.batch_document(outcome), "exit_code": outcome.exit_code})
+    return outcome.exit_code, outcome.cancelled
 
 
 class _TextFormatter(logging.Formatter):
@@ -354,7 +391,7 @@ def log_formatter(
     return cls(secrets, more)
 
 
-def _configure_log(path: str | None, log_format: str, config: Config) -> logging.Handler | None:
+def configure_log(path: str | None, log_format: str, secrets: Sequence[str]) -> logging.Handler | None:
     """Attach the --log-file handler to the "fastsync" logger (None without --log-file).
 
     The file is opened in append mode, so successive runs keep one history.  Events never
@@ -369,7 +406,6 @@ def _configure_log(path: str | None, log_format: str, config: Config) -> logging
         raise UsageError(f"--log-file {path}: cannot open: {exc.strerror}") from None
     from fastsync import credentials
 
-    secrets = [config.src.password, config.dst.password]
     handler.setFormatter(log_formatter(log_format, secrets, credentials.known_secrets))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -216,11 +216,27 @@ CHECK_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + STATE_FLAGS + (
          "also compare a sha256 of every message present on both sides (fetches every body)"),
 )
 
+# `batch`: many account pairs, each synced as `sync -y` would (so every sync flag applies).
+BATCH_FLAGS = (
+    Flag(("--parallel",), "parallel", "FASTSYNC_PARALLEL", "int",
+         "account pairs synced at once, each with its own --procs workers (default: as many as "
+         "--max-connections-per-server allows, at most 4)", "N"),
+    Flag(("--max-connections-per-server",), "max_connections_per_server", "FASTSYNC_MAX_CONNECTIONS_PER_SERVER",
+         "int", "simultaneous connections to each server (host:port), all pairs together and a login in progress "
+         "included; source and destination on one host:port share it (0 = unlimited)", "N"),
+    Flag(("--cluster",), "cluster", "FASTSYNC_CLUSTER", "str",
+         "run each pair as a task on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); "
+         "needs the cluster extra: pip install 'fastsync[cluster]'", "ADDRESS"),
+    Flag(("--again",), "again", "FASTSYNC_AGAIN", "bool",
+         "sync again the pairs the journal says finished exactly (they are skipped otherwise)"),
+)
+
 # The flags of each command, in the order --help lists them.
 COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
     "show": COMMON_FLAGS + FILTER_FLAGS,
     "sync": COMMON_FLAGS + SYNC_FLAGS,
     "check": COMMON_FLAGS + CHECK_FLAGS,
+    "batch": COMMON_FLAGS + SYNC_FLAGS + BATCH_FLAGS,
 }
 
 # Every flag once (the folder flags serve sync and check).
@@ -264,6 +280,10 @@ class Options:
     force_expunge: bool = False
     max_transfer: int = 0
     bodies: bool = False
+    parallel: int = 0
+    max_connections_per_server: int = 0
+    cluster: str | None = None
+    again: bool = False
 
     @property
     def settings(self) -> WorkerSettings:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from fastsync.results import AccountInfo, CheckSummary, FolderRow, Listing, Summary
+from fastsync.results import AccountInfo, BatchSummary, CheckSummary, FolderRow, Listing, Summary
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -345,6 +345,44 @@ class Reporter:
             rows,
         )
 
+    # -- batch -------------------------------------------------------------------------
+
+    def batch_progress(self, line: str, force: bool = False) -> None:
+        """The batch's one progress line: in place on a terminal, else every 10 s."""
+        if self.quiet:
+            return
+        if self.interactive:
+            self.status(line)
+            return
+        now = time.monotonic()
+        if force or now - self._plain_last >= PLAIN_INTERVAL_S:
+            self._plain_last = now
+            self.out.write(f"progress: {line}\n")
+            self.out.flush()
+
+    def batch_report(self, s: BatchSummary) -> None:
+        """The table of pairs, each pair's errors, and the batch's last line."""
+        self.clear_status()
+        for p in s.pairs:
+            for text in p.errors:
+                self.error(f"line {p.line} ({p.src_user} -> {p.dst_user}): {text}")
+        if self.quiet:
+            return
+        rows = [
+            [p.line, p.src_user, p.dst_user, p.outcome, p.copied, p.present, p.failed, human_bytes(p.copied_bytes),
+             f"{p.elapsed_s:.1f}", "" if p.exit_code is None else p.exit_code]
+            for p in s.pairs
+        ]
+        self.table("Batch", ["line", "source user", "destination user", "outcome", "copied", "present", "failed",
+                             "bytes", "seconds", "exit"], rows)
+        rate = s.copied_bytes / 1e6 / s.elapsed_s if s.elapsed_s else 0.0
+        skipped = f", {s.count('skipped')} skipped (finished before; --again redoes them)" if s.count("skipped") else ""
+        self.info(
+            f"{len(s.pairs)} pairs: {s.count('exact')} exact{skipped}, {s.count('partial')} partial, "
+            f"{s.count('failed')} failed, {s.count('interrupted') + s.count('not run')} not finished; "
+            f"{s.copied} copied, {human_bytes(s.copied_bytes)}, {s.elapsed_s:.1f} s, {rate:.1f} MB/s"
+        )
+
     # -- --json --------------------------------------------------------------------------
 
     def document(self, doc: dict[str, Any]) -> None:
@@ -476,3 +514,94 @@ def check_document(s: CheckSummary) -> dict[str, Any]:
 
 def _numeric(rows: Sequence[Sequence[object]], index: int) -> bool:
     return all(isinstance(r[index], int | float) for r in rows if index < len(r))
+
+
+def batch_document(s: BatchSummary) -> dict[str, Any]:
+    """batch's --json document: every pair's figures and the batch's totals."""
+    return {
+        "command": "batch",
+        "pairs": [dataclasses.asdict(p) for p in s.pairs],
+        "summary": {
+            "pairs": len(s.pairs),
+            **{o: s.count(o) for o in ("exact", "skipped", "partial", "failed", "interrupted", "not run")},
+            "copied": s.copied,
+            "copied_bytes": s.copied_bytes,
+            "elapsed_s": round(s.elapsed_s, 3),
+            "messages_per_s": round(s.copied / s.elapsed_s, 1) if s.elapsed_s else 0.0,
+            "mb_per_s": round(s.copied_bytes / 1e6 / s.elapsed_s, 3) if s.elapsed_s else 0.0,
+            "parallel": s.parallel,
+            "max_connections_per_server": s.max_connections_per_server,
+        },
+    }
+
+
+# Seconds between two progress lines of a pair's process (`LineReporter`).
+LINE_INTERVAL_S = 0.3
+
+
+class LineReporter:
+    """The reporter of a batch's pair process: one JSON object per line to the batch.
+
+    Implements the `results.Reporter` protocol; copy progress is summed and sent at most
+    every `LINE_INTERVAL_S`, warnings as they come, the result last (`result`, `failure`).
+    """
+
+    verbose = False
+    quiet = False
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self._messages = self._bytes = 0
+        self._last = 0.0
+
+    def _send(self, **fields: Any) -> None:
+        self.out.write(orjson.dumps(fields) + b"\n")
+        self.out.flush()
+
+    def info(self, text: str) -> None:
+        pass
+
+    def detail(self, text: str) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        self._send(kind="warn", text=text)
+
+    def status(self, text: str) -> None:
+        pass
+
+    def clear_status(self) -> None:
+        pass
+
+    def plan(self, rows: list[FolderRow]) -> None:
+        self._send(kind="plan", messages=sum(r.to_copy for r in rows), bytes=sum(r.to_copy_bytes for r in rows))
+
+    def confirm(self, question: str) -> bool:
+        return True
+
+    def start_copy(self, messages: int, size_bytes: int) -> None:
+        self._last = time.monotonic()
+
+    def advance(self, folder: str, messages: int, size_bytes: int, folder_total: tuple[int, int] = (0, 0)) -> None:
+        self._messages += messages
+        self._bytes += size_bytes
+        now = time.monotonic()
+        if now - self._last >= LINE_INTERVAL_S:
+            self.stop_copy()
+            self._last = now
+
+    def stop_copy(self) -> None:
+        if self._messages or self._bytes:
+            self._send(kind="advance", messages=self._messages, bytes=self._bytes)
+            self._messages = self._bytes = 0
+
+    def batch_progress(self, line: str, force: bool = False) -> None:
+        pass
+
+    def result(self, summary: Summary, exit_code: int) -> None:
+        self.stop_copy()
+        self._send(kind="result", summary=sync_document(summary), exit_code=exit_code)
+
+    def failure(self, message: str, exit_code: int) -> None:
+        self.stop_copy()
+        self._send(kind="result", summary=None, error=message, exit_code=exit_code)

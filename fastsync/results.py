@@ -46,6 +46,8 @@ class Reporter(Protocol):
 
     def stop_copy(self) -> None: ...
 
+    def batch_progress(self, line: str, force: bool = False) -> None: ...
+
 
 # -- sync --------------------------------------------------------------------------------
 
@@ -234,3 +236,55 @@ class Listing:
     left_out: tuple[FolderPair, ...] = ()
     # Pairs --include / --exclude leave out, each with the reason as its own.
     excluded: tuple[FolderPair, ...] = ()
+
+
+# -- batch -------------------------------------------------------------------------------
+
+
+@dataclass
+class PairResult:
+    """One account pair of a batch: its figures, as its sync's summary gave them."""
+
+    line: int
+    src_user: str
+    dst_user: str
+    # exact | partial | failed | skipped (finished exactly before) | interrupted | not run
+    outcome: str = "not run"
+    copied: int = 0
+    present: int = 0
+    failed: int = 0
+    copied_bytes: int = 0
+    planned_bytes: int = 0
+    elapsed_s: float = 0.0
+    exit_code: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did: every pair, and the figures of the whole."""
+
+    pairs: list[PairResult] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    parallel: int = 0
+    max_connections_per_server: int = 0
+    cancelled: str = ""
+    cancel_code: int = 0
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for p in self.pairs if p.outcome == outcome)
+
+    @property
+    def copied(self) -> int:
+        return sum(p.copied for p in self.pairs)
+
+    @property
+    def copied_bytes(self) -> int:
+        return sum(p.copied_bytes for p in self.pairs)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every pair is exact (or was before), 1 when some is not, or the stop's code."""
+        if self.cancelled:
+            return self.cancel_code
+        return 0 if all(p.outcome in ("exact", "skipped") for p in self.pairs) else 1

@@ -1,0 +1,171 @@
+"""`fastsync batch`'s input: the servers file and the CSV file of account pairs.
+
+Settings layer: imports `errors`, `configfile`, `config` and `credentials`.  The servers
+file is an ordinary config file whose ``src`` and ``dst`` give ``server``, ``tls``,
+``ca_file``, ``label``... but no ``user`` and no password; each line of the pairs file
+completes it into one `Config`, validated by `config.parse_config` exactly as a config file
+of its own would be.  Every line is checked before anything is copied, and a bad one is
+reported with its line number (exit code 2).
+
+The pairs file has a header line naming its columns, then one pair per line, comma or
+semicolon separated (as imapsync's examples write them); blank lines and lines starting
+with ``#`` are skipped.  Columns: ``src_user``, ``dst_user``, and per side one of
+``<side>_pass``, ``<side>_pass_file`` (relative to the pairs file) or
+``<side>_oauth2_token_cmd``.  Passwords never appear in messages: an error names the line
+and the column.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastsync.config import Config, parse_config
+from fastsync.configfile import display_path, read_config_file
+from fastsync.errors import ConfigError
+
+CREDENTIAL_COLUMNS = ("pass", "pass_file", "oauth2_token_cmd")
+COLUMNS = tuple(f"{side}_{key}" for side in ("src", "dst") for key in ("user", *CREDENTIAL_COLUMNS))
+# What the servers file may not say: each pair gives its own.
+PAIR_KEYS = ("user", "pass", "pass_env", "pass_file", "pass_cmd", "oauth2_token_cmd")
+# Stands in for a pair's values while the servers file is checked on its own.
+_PLACEHOLDER = {"user": "batch-user", "pass": "batch-placeholder"}
+
+
+@dataclass(frozen=True)
+class PairLine:
+    """One account pair: where it stands in the file, and its whole configuration."""
+
+    line: int
+    text: str
+    config: Config
+
+    @property
+    def name(self) -> str:
+        return f"{self.config.src.user} -> {self.config.dst.user}"
+
+    def key(self, salt: bytes, context: str) -> str:
+        """The journal's key of this line: a keyed hash of its text (which holds passwords)
+        and of what else decides the sync (*context*: the servers file and the options)."""
+        return hashlib.blake2b(f"{context}\0{self.text}".encode(), key=salt[:64], digest_size=20).hexdigest()
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The servers file, checked (``template`` holds placeholder accounts), and every pair."""
+
+    servers_path: str
+    pairs_path: str
+    template: Config
+    servers_text: str
+    pairs: tuple[PairLine, ...]
+
+    @property
+    def secrets(self) -> list[str]:
+        return [a.password for p in self.pairs for a in (p.config.src, p.config.dst) if a.password]
+
+
+def load_batch(servers_path: str, pairs_path: str, environ: Mapping[str, str] | None = None) -> Batch:
+    """Read and check both files; raise ConfigError (one line) on the first problem."""
+    data, lines = read_config_file(servers_path)
+    if isinstance(data, Mapping):
+        for side in ("src", "dst"):
+            body = data.get(side)
+            for key in PAIR_KEYS if isinstance(body, Mapping) else ():
+                if body is not None and key in body:
+                    raise ConfigError(
+                        f"{display_path(servers_path)}: {side}.{key}: a batch takes users and passwords from "
+                        f"the pairs file; remove it from the servers file"
+                    )
+    template = parse_config(_completed(data, {"src": _PLACEHOLDER, "dst": _PLACEHOLDER}), servers_path, lines, environ)
+    with open(servers_path, encoding="utf-8", errors="replace") as servers:
+        servers_text = servers.read()
+    pairs = tuple(
+        PairLine(number, text, _pair_config(data, servers_path, lines, environ, number, row, pairs_path))
+        for number, text, row in read_pairs(pairs_path)
+    )
+    if not pairs:
+        raise ConfigError(f"{display_path(pairs_path)}: no account pairs; expected a header line, then one per line")
+    return Batch(os.path.abspath(servers_path), os.path.abspath(pairs_path), template, servers_text, pairs)
+
+
+def read_pairs(path: str) -> list[tuple[int, str, dict[str, str]]]:
+    """(line number, line text, {column: value}) for each pair line of the CSV file."""
+    shown = display_path(path)
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: not UTF-8 text; save it as UTF-8") from None
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not
+                line.lstrip().startswith("#")]
+    if not numbered:
+        raise ConfigError(f"{shown}: empty; expected a header line such as src_user,src_pass,dst_user,dst_pass")
+    header_line, header = numbered[0]
+    delimiter = ";" if header.count(";") > header.count(",") else ","
+    columns = [c.strip().lower() for c in next(csv.reader([header], delimiter=delimiter))]
+    for column in columns:
+        if column not in COLUMNS:
+            raise ConfigError(
+                f"{shown}: line {header_line}: unknown column {column!r}; expected {', '.join(COLUMNS)}"
+            )
+    for needed in ("src_user", "dst_user"):
+        if needed not in columns:
+            raise ConfigError(f"{shown}: line {header_line}: no {needed} column; the header names the columns")
+    rows = []
+    for number, line in numbered[1:]:
+        values = next(csv.reader(io.StringIO(line), delimiter=delimiter))
+        if len(values) != len(columns):
+            raise ConfigError(
+                f"{shown}: line {number}: {len(values)} fields where the header has {len(columns)}; "
+                f"quote a value holding {delimiter!r} with double quotes"
+            )
+        rows.append((number, line, dict(zip(columns, (v.strip() for v in values), strict=True))))
+    return rows
+
+
+def _pair_config(
+    data: Any, servers_path: str, lines: Mapping[str, int], environ: Mapping[str, str] | None, number: int,
+    row: dict[str, str], pairs_path: str,
+) -> Config:
+    shown = f"{display_path(pairs_path)}: line {number}"
+    sides: dict[str, dict[str, str]] = {}
+    for side in ("src", "dst"):
+        user = row.get(f"{side}_user", "")
+        if not user:
+            raise ConfigError(f"{shown}: {side}_user is empty; every pair needs both users")
+        given = [key for key in CREDENTIAL_COLUMNS if row.get(f"{side}_{key}")]
+        if len(given) != 1:
+            problem = "none is given" if not given else f"{' and '.join(side + '_' + k for k in given)} are both given"
+            raise ConfigError(
+                f"{shown}: {side}: {problem}; give exactly one of "
+                f"{', '.join(side + '_' + k for k in CREDENTIAL_COLUMNS)}"
+            )
+        value = row[f"{side}_{given[0]}"]
+        if given[0] == "pass_file":
+            value = os.path.join(os.path.dirname(os.path.abspath(pairs_path)), value)
+        sides[side] = {"user": user, given[0]: value}
+    try:
+        return parse_config(_completed(data, sides), servers_path, lines, environ)
+    except ConfigError as exc:
+        # The servers file was checked on its own: what is wrong now is this line's.
+        raise ConfigError(f"{shown}: {exc.message}") from None
+
+
+def _completed(data: Any, sides: Mapping[str, Mapping[str, str]]) -> Any:
+    """The servers file's data with each side's user and credential added."""
+    if not isinstance(data, Mapping):
+        return data
+    full = copy.deepcopy(dict(data))
+    for side, values in sides.items():
+        if isinstance(full.get(side), Mapping):
+            full[side] = {**full[side], **values}
+    return full

@@ -1,0 +1,100 @@
+"""The batch journal: each account pair's last outcome, so a second run skips what is done.
+
+Engine layer: imports only the standard library.  One SQLite file (WAL) in the state
+directory per batch file (by its absolute path).  A pair is known by a keyed hash of its
+line's text and of what else decides its sync (the servers file, the options): the text
+holds passwords, so it is never stored, and the key (random, in the file itself) keeps
+the hashes from being tested against guessed passwords.
+
+A pair is marked ``running`` before it starts and gets its outcome when it ends, so a
+batch that was killed leaves its running pairs as not finished: they are redone.
+Only a pair that ended exact (exit code 0) is skipped by the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS pairs (
+    key TEXT PRIMARY KEY, line INTEGER, src_user TEXT, dst_user TEXT, outcome TEXT,
+    copied INTEGER, present INTEGER, failed INTEGER, copied_bytes INTEGER, seconds REAL,
+    exit_code INTEGER, finished_at REAL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the journal holds of one pair."""
+
+    outcome: str
+    copied: int
+    present: int
+    failed: int
+    copied_bytes: int
+    seconds: float
+    exit_code: int | None
+    finished_at: float | None
+
+
+class Journal:
+    """``Journal.open(state_dir, batch_path)``; one process writes it (the batch's)."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = db
+        row = db.execute("SELECT value FROM meta WHERE name = 'salt'").fetchone()
+        if row is None:
+            salt = secrets.token_bytes(32)
+            with db:
+                db.execute("INSERT INTO meta VALUES ('salt', ?)", (salt,))
+        else:
+            salt = bytes(row[0])
+        self.salt = salt
+
+    @classmethod
+    def open(cls, state_dir: Path, batch_path: str) -> Journal:
+        directory = state_dir / "batches"
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = hashlib.sha256(os.path.abspath(batch_path).encode()).hexdigest()[:24]
+        path = directory / f"{name}.sqlite"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+        return cls(path, db)
+
+    def get(self, key: str) -> Entry | None:
+        row = self._db.execute(
+            "SELECT outcome, copied, present, failed, copied_bytes, seconds, exit_code, finished_at "
+            "FROM pairs WHERE key = ?", (key,),
+        ).fetchone()
+        return Entry(*row) if row else None
+
+    def started(self, key: str, line: int, src_user: str, dst_user: str) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO pairs VALUES (?, ?, ?, ?, 'running', 0, 0, 0, 0, 0, NULL, NULL)",
+                (key, line, src_user, dst_user),
+            )
+
+    def finished(self, key: str, entry: Entry) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE pairs SET outcome = ?, copied = ?, present = ?, failed = ?, copied_bytes = ?, seconds = ?, "
+                "exit_code = ?, finished_at = ? WHERE key = ?",
+                (entry.outcome, entry.copied, entry.present, entry.failed, entry.copied_bytes, entry.seconds,
+                 entry.exit_code, entry.finished_at or time.time(), key),
+            )
+
+    def close(self) -> None:
+        self._db.close()

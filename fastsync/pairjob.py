@@ -1,0 +1,78 @@
+"""The process that runs one pair of a batch: ``python -m fastsync.pairjob``.
+
+Entry layer, beside `cli.py`: `fastsync batch` (and a Dask task, see `cluster.py`) starts
+one such process per account pair.  It reads the pair's job (its `Config` and `Options`,
+passwords included) from stdin, never from its arguments or environment, runs
+`commands.sync.run` exactly as ``fastsync sync -y`` would, and writes one JSON object per
+line on stdout for the batch (`progress.LineReporter`), the last one the pair's result.
+
+A pair's own process is a fresh interpreter, not a child forked by multiprocessing, so
+its worker pool starts even where the process running the batch is a daemonic process
+(a Dask worker under a nanny refuses to start multiprocessing children).  stdin stays
+open for the pair's whole run: when it reaches EOF, whoever started the pair is gone,
+and the pair stops as on SIGTERM (workers finish the unit in hand, none starts another).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import BinaryIO
+
+from fastsync.cli import configure_log, sigterm_stops
+from fastsync.errors import Cancelled, ExitCode, FastsyncError
+from fastsync.pairrun import read_job
+
+
+def _watch_lifeline(stream: BinaryIO) -> None:
+    """SIGTERM to this process once *stream* reaches EOF: the batch that started it is gone."""
+
+    def watch() -> None:
+        while stream.read(4096):
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="fastsync-lifeline").start()
+
+
+def main() -> int:
+    from fastsync.commands import sync
+    from fastsync.progress import LineReporter
+
+    stdin = sys.stdin.buffer
+    config, options = read_job(stdin)
+    reporter = LineReporter(sys.stdout.buffer)
+    with sigterm_stops():
+        _watch_lifeline(stdin)
+        handler = configure_log(options.log_file, options.log_format, [config.src.password, config.dst.password])
+        try:
+            summary = sync.run(config, options, reporter)
+            code = summary.cancel_code if summary.cancelled else int(
+                ExitCode.OK if summary.complete else ExitCode.PARTIAL
+            )
+            reporter.result(summary, code)
+        except Cancelled as exc:
+            code = int(exc.exit_code)
+            reporter.failure(exc.message, code)
+        except KeyboardInterrupt:
+            code = int(ExitCode.INTERRUPTED)
+            reporter.failure("Cancelled.", code)
+        except FastsyncError as exc:
+            code = int(exc.exit_code)
+            reporter.failure(exc.message, code)
+        except Exception as exc:  # noqa: BLE001 - a defect: said, with its own code
+            code = int(ExitCode.INTERNAL)
+            reporter.failure(f"internal error: {type(exc).__name__}: {exc}; please report it", code)
+        finally:
+            if handler is not None:
+                import logging
+
+                logging.getLogger("fastsync").removeHandler(handler)
+                handler.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

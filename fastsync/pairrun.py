@@ -1,0 +1,141 @@
+"""One account pair of a batch, run in a process of its own (``python -m fastsync.pairjob``).
+
+Engine layer.  `PairProcess` starts the pair's process, hands it the job over stdin (the
+passwords never appear in its arguments or environment), keeps stdin open as the pair's
+lifeline (a pair whose batch is gone stops, see `pairjob`), and turns the JSON lines the
+pair writes (`progress.LineReporter`) into calls of the batch's callbacks: warnings,
+the plan's size, copy progress, and at the end the pair's `PairResult`.
+
+The pair runs in a session of its own, so a Ctrl-C at the terminal reaches the batch
+alone, which then stops every pair once, with SIGTERM (`stop`): each finishes the unit in
+hand, as a sync does.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+import orjson
+
+from fastsync.config import Config
+from fastsync.errors import ExitCode
+from fastsync.options import Options
+from fastsync.results import PairResult
+
+# The pair's last lines of stderr kept for a pair that died without a result.
+STDERR_LINES = 5
+
+
+@dataclass
+class Callbacks:
+    """What the batch hears of a running pair."""
+
+    warn: Callable[[str], None]
+    planned: Callable[[int, int], None]
+    advanced: Callable[[int, int], None]
+
+
+def write_job(stream: IO[bytes], job: Any) -> None:
+    """Send *job* to a pair's process (the counterpart of `read_job`)."""
+    data = pickle.dumps(job)
+    stream.write(struct.pack(">Q", len(data)) + data)
+    stream.flush()
+
+
+def read_job(stream: IO[bytes]) -> Any:
+    (size,) = struct.unpack(">Q", stream.read(8))
+    return pickle.loads(stream.read(size))
+
+
+class PairProcess:
+    """``PairProcess(result, config, options, callbacks).wait()`` runs one pair to its end."""
+
+    def __init__(self, result: PairResult, config: Config, options: Options, callbacks: Callbacks) -> None:
+        self.result = result
+        self.callbacks = callbacks
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fastsync.pairjob"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        assert self.process.stdin is not None
+        try:
+            write_job(self.process.stdin, (config, options))
+        except OSError:
+            pass  # the process died at once: wait() says how
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            self._stderr.append(raw.decode("utf-8", "replace").rstrip())
+
+    def stop(self) -> None:
+        """Ask the pair to stop as a sync stops on SIGTERM (once; it finishes the unit in hand)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self) -> PairResult:
+        """Follow the pair's reports until it ends; its result, whatever way it ended."""
+        assert self.process.stdout is not None
+        final: dict[str, Any] | None = None
+        for raw in self.process.stdout:
+            try:
+                message = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            kind = message.get("kind")
+            if kind == "warn":
+                self.callbacks.warn(message["text"])
+            elif kind == "plan":
+                self.callbacks.planned(message["messages"], message["bytes"])
+            elif kind == "advance":
+                self.callbacks.advanced(message["messages"], message["bytes"])
+            elif kind == "result":
+                final = message
+        code = self.process.wait()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.result.elapsed_s = time.monotonic() - self.started
+        return self._fill(final, code)
+
+    def _fill(self, final: dict[str, Any] | None, code: int) -> PairResult:
+        result = self.result
+        if final is None:
+            last = next((line for line in reversed(self._stderr) if line), "")
+            result.outcome, result.exit_code = "failed", code if code > 0 else int(ExitCode.INTERNAL)
+            result.errors.append(f"the pair's process ended without a result (exit code {code}){': ' + last if last else ''}")
+            return result
+        result.exit_code = int(final["exit_code"])
+        doc = final.get("summary")
+        if doc is not None:
+            figures = doc["summary"]
+            result.copied, result.present = figures["copied"], figures["present"]
+            result.failed, result.copied_bytes = figures["failed"], figures["copied_bytes"]
+            result.planned_bytes = figures["planned_bytes"]
+            result.errors.extend(doc["errors"])
+            result.errors.extend(
+                f"not copied: folder {f['folder']!r} UID {f['uid']}: {f['reason']}" for f in doc["failed"]
+            )
+        if final.get("error"):
+            result.errors.append(final["error"])
+        if result.exit_code == ExitCode.OK:
+            result.outcome = "exact"
+        elif result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+            result.outcome = "interrupted"
+        elif doc is not None and result.exit_code == ExitCode.PARTIAL:
+            result.outcome = "partial"
+        else:
+            result.outcome = "failed"
+        return result

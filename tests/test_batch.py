@@ -1,0 +1,244 @@
+"""`fastsync batch` against a real Dovecot: many pairs, exact, under the per-server cap
+counted at the server (a counting proxy in front of each side), a second run that copies
+nothing, and a batch killed mid-way that a re-run finishes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.tcpproxy import CountingProxy
+from tests.conftest import REPO_ROOT, Account, AccountFactory
+from tests.helpers import cli_env, message, run_cli, snapshot, wait_for
+
+PAIRS = 20
+FOLDERS = ("INBOX", "Sent", "Archive/2020")
+
+
+def _seed(src: Account, index: int, per_folder: int) -> None:
+    base = index * 1000
+    src.seed([message(folder, base + f * 100 + n) for f, folder in enumerate(FOLDERS) for n in range(per_folder)])
+
+
+def _files(tmp_path: Path, pairs: list[tuple[Account, Account]], src_port: int, dst_port: int,
+           delimiter: str = ",") -> tuple[Path, Path]:
+    servers = tmp_path / "servers.yaml"
+    servers.write_text(yaml.safe_dump({
+        "src": {"label": "old", "server": f"127.0.0.1:{src_port}", "tls": "none"},
+        "dst": {"label": "new", "server": f"127.0.0.1:{dst_port}", "tls": "none"},
+    }))
+    csv = tmp_path / "pairs.csv"
+    lines = [delimiter.join(["src_user", "src_pass", "dst_user", "dst_pass"])]
+    lines += [delimiter.join([s.user, s.password, d.user, d.password]) for s, d in pairs]
+    csv.write_text("\n".join(lines) + "\n")
+    csv.chmod(0o600)
+    return servers, csv
+
+
+@pytest.fixture
+def many(accounts: AccountFactory) -> list[tuple[Account, Account]]:
+    users = accounts(2 * PAIRS)
+    pairs = [(users[2 * i], users[2 * i + 1]) for i in range(PAIRS)]
+    for index, (src, _dst) in enumerate(pairs):
+        _seed(src, index, 40)
+    return pairs
+
+
+def _batch(servers: Path, csv: Path, state: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("-c", servers, "batch", csv, "--state-dir", state, "--procs", "2", "--json", *extra)
+
+
+def test_batch_is_exact_under_the_cap_and_a_second_run_skips(
+    many: list[tuple[Account, Account]], tmp_path: Path,
+) -> None:
+    server = many[0][0].server
+    with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
+        servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port, delimiter=";")
+        done = _batch(servers, csv, tmp_path / "state", "--max-connections-per-server", "6")
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["summary"]["exact"] == PAIRS
+        assert doc["summary"]["copied"] == PAIRS * 40 * len(FOLDERS)
+        # Counted at the server: never more than the cap on either side, and pairs did overlap.
+        assert src_proxy.peak_connections <= 6 and dst_proxy.peak_connections <= 6
+        assert doc["summary"]["parallel"] == 2
+        assert dst_proxy.peak_connections > 3
+        for src, dst in many:
+            assert snapshot(src) == snapshot(dst)
+        for src, dst in many:
+            assert src.password not in done.stdout + done.stderr
+        again = _batch(servers, csv, tmp_path / "state", "--max-connections-per-server", "6")
+        assert again.returncode == 0, again.stderr
+        doc = json.loads(again.stdout)
+        assert doc["summary"]["skipped"] == PAIRS and doc["summary"]["copied"] == 0
+        accepted = dst_proxy.accepted
+        forced = _batch(servers, csv, tmp_path / "state", "--again")
+        assert forced.returncode == 0, forced.stderr
+        doc = json.loads(forced.stdout)
+        assert doc["summary"]["exact"] == PAIRS and doc["summary"]["copied"] == 0
+        assert dst_proxy.accepted > accepted
+
+
+def test_a_killed_batch_restarted_ends_exact(many: list[tuple[Account, Account]], tmp_path: Path) -> None:
+    server = many[0][0].server
+    servers, csv = _files(tmp_path, many, server.port, server.port)
+    state = tmp_path / "state"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir", str(state),
+         "--procs", "2", "--parallel", "2", "-q"],
+        cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    # Kill the batch (the process alone, with -9) once some pair has copied into its destination.
+    wait_for(lambda: any(_count(dst) for _src, dst in many[:4]), timeout_s=60, what="a first copy")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    # Its pairs' processes see their batch gone and stop after the unit in hand.
+    done = _batch(servers, csv, state, "--parallel", "4")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["summary"]["exact"] + doc["summary"]["skipped"] == PAIRS
+    for src, dst in many:
+        assert snapshot(src) == snapshot(dst)
+
+
+def _count(account: Account) -> int:
+    client = account.client()
+    try:
+        return int(client.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"])
+    finally:
+        client.logout()
+
+
+def test_bad_lines_are_reported_before_anything_is_copied(accounts: AccountFactory, tmp_path: Path) -> None:
+    src, dst = accounts(2)
+    _seed(src, 0, 3)
+    servers, csv = _files(tmp_path, [(src, dst)], src.server.port, dst.server.port)
+    csv.write_text(csv.read_text() + f"{src.user},,{dst.user},x\n")
+    done = _batch(servers, csv, tmp_path / "state")
+    assert done.returncode == 2
+    assert "pairs.csv: line 3: src: none is given" in done.stderr
+    assert "Traceback" not in done.stderr and dst.password not in done.stderr
+    assert _count(dst) == 0
+
+
+@pytest.fixture
+def dask_cluster(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A Dask scheduler and two workers (each under its nanny), as separate processes;
+    indirect parameters add Dask config variables."""
+    pytest.importorskip("distributed")
+    bin_dir = Path(sys.executable).parent
+    scheduler_file = tmp_path / "scheduler.json"
+    env = {**cli_env(), "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "15s", **getattr(request, "param", {})}
+    common = {"cwd": REPO_ROOT, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+              "start_new_session": True}
+    processes = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--port", "0", "--no-dashboard",
+                                   "--scheduler-file", str(scheduler_file)], **common)]  # type: ignore[call-overload]
+    wait_for(lambda: scheduler_file.exists() and scheduler_file.read_text(), timeout_s=60, what="the scheduler")
+    address = json.loads(scheduler_file.read_text())["address"]
+    for _ in range(2):
+        processes.append(subprocess.Popen(  # type: ignore[call-overload]
+            [str(bin_dir / "dask"), "worker", address, "--nthreads", "2", "--no-dashboard"], **common))
+    import distributed
+
+    with distributed.Client(address, timeout=30) as client:
+        client.wait_for_workers(2, timeout=60)
+    try:
+        yield address, processes[1:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
+    many: list[tuple[Account, Account]], tmp_path: Path, dask_cluster: tuple[str, list[subprocess.Popen[bytes]]],
+) -> None:
+    import psutil
+
+    address, workers = dask_cluster
+    server = many[0][0].server
+    with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
+        servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir",
+             str(tmp_path / "state"), "--procs", "2", "--max-connections-per-server", "6", "--cluster", address,
+             "--json"],
+            cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Once a pair runs under the first worker and copies have begun, that worker loses its
+        # whole process tree (nanny, worker, the pair's process and its workers), as with a lost machine.
+        victim = psutil.Process(workers[0].pid)
+
+        def running_pair() -> bool:
+            pairs = [c for c in victim.children(recursive=True) if "fastsync.pairjob" in " ".join(c.cmdline())]
+            return bool(pairs) and any(_count(dst) > 0 for _src, dst in many)
+
+        wait_for(running_pair, timeout_s=120, what="a pair running under the first worker")
+        tree = [victim, *victim.children(recursive=True)]
+        for member in tree:
+            member.kill()
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        doc = json.loads(out)
+        assert doc["summary"]["exact"] == PAIRS
+        assert src_proxy.peak_connections <= 6 and dst_proxy.peak_connections <= 6
+    for src, dst in many:
+        assert snapshot(src) == snapshot(dst)
+    for src, _dst in many:
+        assert src.password not in out + err
+
+
+OVERBOOKING = {
+    # Leases that expire a second after they are taken, never refreshed, checked every 0.2 s:
+    # the semaphores are over-booked while the pairs still run.
+    "DASK_FASTSYNC__LEASE_TIMEOUT": "1s",
+    "DASK_FASTSYNC__REFRESH_LEASES": "False",
+    "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_VALIDATION_INTERVAL": "200ms",
+}
+
+
+@pytest.mark.parametrize("dask_cluster", [OVERBOOKING], indirect=True)
+def test_overbooked_leases_do_not_exceed_the_cap_at_the_server(
+    many: list[tuple[Account, Account]], tmp_path: Path, dask_cluster: tuple[str, list[subprocess.Popen[bytes]]],
+) -> None:
+    import distributed
+
+    address, _workers = dask_cluster
+    server = many[0][0].server
+    with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
+        servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir",
+             str(tmp_path / "state"), "--procs", "2", "--max-connections-per-server", "6", "--cluster", address,
+             "--json"],
+            cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        # While pairs copy, the destination's semaphore shows fewer leases than the running
+        # pairs hold: over-booked, as Dask's documentation warns.
+        with distributed.Client(address, timeout=30) as client:
+            name = f"fastsync-connections-127.0.0.1:{dst_proxy.port}"
+            semaphore = distributed.Semaphore(max_leases=6, name=name, scheduler_rpc=client.scheduler,
+                                              loop=client.loop)
+            seen = []
+
+            def overbooked() -> bool:
+                seen.append((dst_proxy.open_connections, semaphore.get_value()))
+                return dst_proxy.open_connections >= 3 and semaphore.get_value() < 3
+
+            wait_for(overbooked, timeout_s=120, interval_s=0.1, what="leases expired under running pairs")
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        assert json.loads(out)["summary"]["exact"] == PAIRS
+        assert src_proxy.peak_connections <= 6 and dst_proxy.peak_connections <= 6
+    for src, dst in many:
+        assert snapshot(src) == snapshot(dst)

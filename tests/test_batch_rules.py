@@ -1,0 +1,100 @@
+"""Unit tests of batch's pure rules: the pairs file, the connection budget, the journal."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fastsync.batchfile import load_batch
+from fastsync.commands.batch import budget
+from fastsync.errors import ConfigError, UsageError
+from fastsync.journal import Entry, Journal
+from fastsync.options import Options
+
+
+def _servers(tmp_path: Path, **side: object) -> Path:
+    path = tmp_path / "servers.yaml"
+    path.write_text(yaml.safe_dump({
+        "src": {"server": "old.example:143", "tls": "starttls", **side},
+        "dst": {"server": "new.example:993"},
+    }))
+    return path
+
+
+def _pairs(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pairs.csv"
+    path.write_text(text)
+    return path
+
+
+def test_pairs_complete_the_servers_file(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("from-file\n")
+    batch = load_batch(str(_servers(tmp_path)), str(_pairs(tmp_path, (
+        "# migration of example\nsrc_user;src_pass;src_pass_file;dst_user;dst_pass\n\n"
+        "a@old;p1;;a@new;p2\nb@old;;pw;b@new;\"p;3\"\n"
+    ))))
+    assert [p.line for p in batch.pairs] == [4, 5]
+    first, second = (p.config for p in batch.pairs)
+    assert (first.src.user, first.src.password, first.dst.password) == ("a@old", "p1", "p2")
+    assert (second.src.password, second.dst.password) == ("from-file", "p;3")
+    assert first.src.server == "old.example:143" and first.dst.tls == "implicit"
+    assert sorted(batch.secrets) == sorted(["p1", "p2", "from-file", "p;3"])
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("src_user,src_pass,dst_user,dst_pass\na,,b,x\n", "pairs.csv: line 2: src: none is given"),
+    ("src_user,src_pass,dst_user,dst_pass\na,1,,x\n", "pairs.csv: line 2: dst_user is empty"),
+    ("src_user,src_pass,dst_user,dst_pass\na,1,b\n", "pairs.csv: line 2: 3 fields where the header has 4"),
+    ("src_user,src_password,dst_user,dst_pass\n", "pairs.csv: line 1: unknown column 'src_password'"),
+    ("src_user,src_pass,dst_pass\n", "pairs.csv: line 1: no dst_user column"),
+    ("src_user,src_pass,dst_user,dst_pass\n", "pairs.csv: no account pairs"),
+    ("", "pairs.csv: empty"),
+])
+def test_bad_pairs_files_name_the_line(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_batch(str(_servers(tmp_path)), str(_pairs(tmp_path, text)))
+    assert problem in caught.value.message
+    assert "secret" not in caught.value.message
+
+
+def test_the_servers_file_holds_no_user(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_batch(str(_servers(tmp_path, user="x")), str(_pairs(tmp_path, "src_user,src_pass,dst_user,dst_pass\n")))
+    assert "src.user: a batch takes users and passwords from the pairs file" in caught.value.message
+
+
+@pytest.mark.parametrize(("workers", "max_connections", "cap", "same", "expected"), [
+    (4, 0, 0, False, 5),
+    (4, 3, 0, False, 3),
+    (4, 0, 4, False, 4),
+    (4, 0, 4, True, 2),
+    (1, 0, 2, True, 1),
+    (8, 0, 20, False, 9),
+])
+def test_budget_per_side(workers: int, max_connections: int, cap: int, same: bool, expected: int) -> None:
+    options = dataclasses.replace(Options(), workers=workers, max_connections=max_connections,
+                                  max_connections_per_server=cap)
+    assert budget(options, same) == expected
+
+
+def test_one_connection_per_server_cannot_serve_both_sides() -> None:
+    with pytest.raises(UsageError):
+        budget(dataclasses.replace(Options(), max_connections_per_server=1), True)
+
+
+def test_the_journal_keeps_outcomes_and_no_line_text(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path, "/batches/pairs.csv")
+    journal.started("k1", 2, "a", "b")
+    assert journal.get("k1") is not None and journal.get("k1").outcome == "running"  # type: ignore[union-attr]
+    journal.finished("k1", Entry("exact", 5, 1, 0, 500, 1.5, 0, None))
+    salt = journal.salt
+    journal.close()
+    again = Journal.open(tmp_path, "/batches/pairs.csv")
+    assert again.salt == salt
+    entry = again.get("k1")
+    assert entry is not None and (entry.outcome, entry.copied, entry.exit_code) == ("exact", 5, 0)
+    assert again.get("k2") is None
+    again.close()
