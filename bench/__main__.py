@@ -10,8 +10,8 @@ from pathlib import Path
 from bench.corpus import PROFILES
 
 DEFAULT_TOOLS = "fastsync:4,fastsync:8,doveadm,mbsync,imapsync,offlineimap"
-# bench.batch.TOOLS, repeated here so that --help imports nothing of the servers' dependencies.
-BATCH_TOOLS = ("fastsync-batch", "fastsync-loop", "fastsync-parallel", "imapsync")
+# bench.batch.DEFAULT_TOOLS, repeated here so that --help imports nothing of the servers' dependencies.
+BATCH_TOOLS = ("fastsync-batch", "fastsync-batch:1", "fastsync-loop", "fastsync-parallel", "imapsync")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     capped.add_argument("--out", type=Path, default=None, help="directory for caps.json and caps.md")
     many = commands.add_parser("batch", help="many account pairs under one cap on connections per server")
     many.add_argument("--tools", default=",".join(BATCH_TOOLS),
-                      help=f"comma-separated, from {', '.join(BATCH_TOOLS)} (default: all)")
+                      help=f"comma-separated; fastsync-batch:P runs batch with --procs P "
+                           f"(default {','.join(BATCH_TOOLS)})")
     many.add_argument("--pairs", type=int, default=20, help="account pairs (default 20)")
     many.add_argument("--scale", type=float, default=0.1,
                       help="each source user's share of the realistic profile (default 0.1: 1,000 messages)")

@@ -24,6 +24,7 @@ through files, never a command line (`bench.run.measure` checks that).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import shutil
@@ -47,12 +48,22 @@ from bench.tcpproxy import CountingProxy
 from bench.verify import Endpoint, compare
 
 TOOLS = ("fastsync-batch", "fastsync-loop", "fastsync-parallel", "imapsync")
+# fastsync-batch:P is fastsync batch with --procs P instead of the harness's --procs: with
+# the default 4, a pair takes 5 connections per side and only one fits under a cap of 8;
+# with 1, a pair takes 2 and four run at once, as fastsync-parallel's jobs do.
+DEFAULT_TOOLS = ("fastsync-batch", "fastsync-batch:1", "fastsync-loop", "fastsync-parallel", "imapsync")
 
 SCRIPT = Path(__file__).resolve().parent / "batch.sh"
 
 # imapsync as bench/run.py runs it: no release check over the network, no log files, no
 # folder sizes (two extra passes over every folder that the other tools do not make).
 IMAPSYNC_ARGS = ("--noreleasecheck", "--nolog", "--nofoldersizes")
+
+# Second runs with nothing to copy, per tool: (name, extra arguments).
+RERUNS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "fastsync-batch": (("rerun", ()), ("again", ("--again",))),
+    "fastsync-loop": (("rerun", ()),),
+}
 
 # Pairs verified at once: each comparison reads both accounts over two connections.
 VERIFY_THREADS = 2
@@ -88,9 +99,14 @@ class BatchRound:
     verification: str
     # fastsync batch's own view of the pairs (its --json outcomes), when it gives one.
     outcomes: dict[str, int] = field(default_factory=dict)
+    # fastsync batch run again with nothing to copy: as is (the journal skips the pairs
+    # that finished exactly), and with --again (every pair surveyed again).
     rerun_wall_s: float | None = None
     rerun_exit_code: int | None = None
     rerun_outcomes: dict[str, int] = field(default_factory=dict)
+    again_wall_s: float | None = None
+    again_exit_code: int | None = None
+    again_outcomes: dict[str, int] = field(default_factory=dict)
     note: str = ""
 
 
@@ -104,10 +120,19 @@ def fastsync_batch_available() -> bool:
     return result.returncode == 0
 
 
-def installed(tool: str) -> str | None:
+def parse_tool(spec: str) -> tuple[str, int | None]:
+    """``fastsync-batch:1`` -> ("fastsync-batch", 1); other tools take no number (None)."""
+    name, _, procs = spec.partition(":")
+    if name not in TOOLS:
+        raise ValueError(f"unknown tool {name!r}; choose from {', '.join(TOOLS)}")
+    if procs and name != "fastsync-batch":
+        raise ValueError(f"{name} takes no ':N' (--procs applies to it)")
+    return name, int(procs) if procs else None
+
+
+def installed(spec: str) -> str | None:
     """None when the tool can run here, else why not."""
-    if tool not in TOOLS:
-        raise ValueError(f"unknown tool {tool!r}; choose from {', '.join(TOOLS)}")
+    tool, _procs = parse_tool(spec)
     if tool == "fastsync-batch" and not fastsync_batch_available():
         return "this fastsync has no batch command yet (python -m fastsync batch --help fails)"
     if tool in ("fastsync-parallel", "imapsync") and shutil.which("parallel") is None:
@@ -143,9 +168,11 @@ def _write_pairs(path: Path, pairs: Sequence[Pair]) -> Path:
     return _private_file(path, "\n".join(rows) + "\n")
 
 
-def invocation(tool: str, workdir: Path, csv: Path, servers: Servers, cap: int, procs: int,
+def invocation(spec: str, workdir: Path, csv: Path, servers: Servers, cap: int, procs: int,
                per_job_connections: int) -> Invocation:
     """The command of one tool over the whole CSV, under ``cap`` connections per server."""
+    tool, own_procs = parse_tool(spec)
+    procs = own_procs or procs
     env = {"BENCH_SRC_HOST": servers.src[0], "BENCH_SRC_PORT": str(servers.src[1]),
            "BENCH_DST_HOST": servers.dst[0], "BENCH_DST_PORT": str(servers.dst[1]), "BENCH_PYTHON": sys.executable}
     if tool == "fastsync-batch":
@@ -156,7 +183,7 @@ def invocation(tool: str, workdir: Path, csv: Path, servers: Servers, cap: int, 
         ))
         return Invocation([sys.executable, "-m", "fastsync", "-c", str(config), "batch", str(csv),
                            "--max-connections-per-server", str(cap), "--procs", str(procs),
-                           "--state-dir", str(workdir / "state"), "--json", "-q"],
+                           "--state-dir", str(workdir / "state"), "--json"],
                           note=f"--max-connections-per-server {cap} --procs {procs}")
     if tool == "fastsync-loop":
         args = ["--max-connections", str(cap), "--procs", str(loop_procs(procs, cap))]
@@ -220,8 +247,9 @@ def _password() -> str:
     return "pw-" + secrets.token_hex(8)
 
 
-def dst_users_for(tool: str, round_: int, pairs: int) -> list[str]:
-    return [f"{tool}-r{round_}-{n:02d}" for n in range(1, pairs + 1)]
+def dst_users_for(spec: str, round_: int, pairs: int) -> list[str]:
+    # Dovecot's passwd-file takes no ":" in a name.
+    return [f"{spec.replace(':', '-p')}-r{round_}-{n:02d}" for n in range(1, pairs + 1)]
 
 
 @contextmanager
@@ -250,28 +278,32 @@ def fleet_session(root: Path, pairs: int, scale: float, seed: int, dst_users: Se
 
 
 def _outcomes(document: Path) -> tuple[dict[str, int], str]:
-    """fastsync batch's count of pairs per outcome, from its --json document; a note when unreadable."""
+    """fastsync batch's count of pairs per outcome, from its --json document, and the pairs it
+    ran at once; a note when the document is unreadable."""
     try:
         data = json.loads(document.read_text())
-        return dict(Counter(str(p.get("outcome")) for p in data["pairs"])), ""
+        outcomes = dict(Counter(str(p.get("outcome")) for p in data["pairs"]))
+        parallel = data["summary"].get("parallel")
+        return outcomes, f"{parallel} pairs at once" if parallel else ""
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return {}, f"no --json document read ({type(error).__name__})"
 
 
-def run_tool(fleet: Fleet, tool: str, round_: int, work: Path, logs: Path, *, cap: int, procs: int,
+def run_tool(fleet: Fleet, spec: str, round_: int, work: Path, logs: Path, *, cap: int, procs: int,
              per_job_connections: int, rerun: bool) -> BatchRound:
-    dst_users = dst_users_for(tool, round_, len(fleet.src_users))
+    tool, _procs = parse_tool(spec)
+    dst_users = dst_users_for(spec, round_, len(fleet.src_users))
     pairs = fleet.pairs_for(dst_users)
-    workdir = work / f"{tool}-r{round_}"
+    workdir = work / dst_users[0].rsplit("-", 1)[0]
     workdir.mkdir(parents=True)
     csv = _write_pairs(workdir / "pairs.csv", pairs)
-    command = invocation(tool, workdir, csv, fleet.servers, cap, procs, per_job_connections)
+    command = invocation(spec, workdir, csv, fleet.servers, cap, procs, per_job_connections)
     secret_values = [p.src_pass for p in pairs] + [p.dst_pass for p in pairs]
-    log = logs / f"{tool}-r{round_}.log"
+    log = logs / f"{workdir.name}.log"
     document = workdir / "batch.json" if tool == "fastsync-batch" else None
     for proxy in (fleet.src_proxy, fleet.dst_proxy):
         proxy.reset_peak()
-    measured = measure(tool, round_, command, log, secret_values, stdout=document)
+    measured = measure(spec, round_, command, log, secret_values, stdout=document)
     peaks = fleet.src_proxy.peak_connections, fleet.dst_proxy.peak_connections
     with ThreadPoolExecutor(max_workers=VERIFY_THREADS) as pool:
         checked = list(pool.map(fleet.verify, pairs))
@@ -280,9 +312,11 @@ def run_tool(fleet: Fleet, tool: str, round_: int, work: Path, logs: Path, *, ca
         with open(log, "a", encoding="utf-8") as out:
             out.writelines(f"\nverification of line {pair.line} ({pair.src_user} -> {pair.dst_user}):\n{text}\n"
                            for pair, text in failed)
+    if document is not None and document.exists():
+        shutil.copy(document, logs / f"{workdir.name}.json")  # per pair figures, for a closer look
     outcomes, note = _outcomes(document) if document else ({}, "")
     result = BatchRound(
-        tool=tool, round=round_, exit_code=measured.exit_code, wall_s=measured.wall_s, cpu_s=measured.cpu_s,
+        tool=spec, round=round_, exit_code=measured.exit_code, wall_s=measured.wall_s, cpu_s=measured.cpu_s,
         peak_rss_tree=measured.peak_rss_tree, processes=measured.processes, peak_src_connections=peaks[0],
         peak_dst_connections=peaks[1], password_in_argv=measured.password_in_argv, pairs=len(pairs),
         pairs_exact=len(pairs) - len(failed),
@@ -290,13 +324,21 @@ def run_tool(fleet: Fleet, tool: str, round_: int, work: Path, logs: Path, *, ca
                                              + failed[0][1].splitlines()[0],
         outcomes=outcomes, note="; ".join(n for n in (command.note, note) if n),
     )
-    if rerun and tool == "fastsync-batch":
-        # Nothing left to copy: what a second pass over the CSV costs.
-        again_document = workdir / "batch-rerun.json"
-        again = measure(tool, round_, command, log, secret_values, stdout=again_document)
-        result.rerun_wall_s, result.rerun_exit_code = again.wall_s, again.exit_code
-        result.rerun_outcomes, _ = _outcomes(again_document)
-        result.password_in_argv |= again.password_in_argv
+    if rerun:
+        # Nothing left to copy: what a second pass over the CSV costs; for fastsync batch as
+        # is (its journal skips the pairs done) and with --again (every pair surveyed again,
+        # as the loop's second pass does).
+        for name, extra in RERUNS.get(tool, ()):
+            again_document = workdir / f"batch-{name}.json"
+            run_command = dataclasses.replace(command, argv=[*command.argv, *extra])
+            again = measure(spec, round_, run_command, log, secret_values,
+                            stdout=again_document if document else None)
+            setattr(result, f"{name}_wall_s", again.wall_s)
+            setattr(result, f"{name}_exit_code", again.exit_code)
+            setattr(result, f"{name}_outcomes", _outcomes(again_document)[0])
+            if again_document.exists():
+                shutil.copy(again_document, logs / f"{workdir.name}-{name}.json")
+            result.password_in_argv |= again.password_in_argv
     fleet.discard(dst_users)
     return result
 
@@ -317,6 +359,7 @@ def summarise(rounds: Sequence[BatchRound], messages: int, size_bytes: int) -> l
         mine = [r for r in rounds if r.tool == tool]
         walls = [r.wall_s for r in mine]
         reruns = [r.rerun_wall_s for r in mine if r.rerun_wall_s is not None]
+        agains = [r.again_wall_s for r in mine if r.again_wall_s is not None]
         rows.append({
             "tool": tool,
             "rounds": len(mine),
@@ -340,6 +383,10 @@ def summarise(rounds: Sequence[BatchRound], messages: int, size_bytes: int) -> l
             "password_in_argv": any(r.password_in_argv for r in mine),
             "rerun_wall_s": [min(reruns), max(reruns)] if reruns else None,
             "rerun_exit_codes": sorted({r.rerun_exit_code for r in mine if r.rerun_exit_code is not None}),
+            "rerun_outcomes": mine[0].rerun_outcomes,
+            "again_wall_s": [min(agains), max(agains)] if agains else None,
+            "again_exit_codes": sorted({r.again_exit_code for r in mine if r.again_exit_code is not None}),
+            "again_outcomes": mine[0].again_outcomes,
             "note": mine[0].note,
         })
     return rows
@@ -353,7 +400,13 @@ def _pair_range(values: object, digits: int = 0) -> str:
 
 def _peak(row: dict[str, object]) -> int:
     """The most connections a tool held at once on either server, over its rounds."""
-    return max(int(n) for key in ("peak_src_connections", "peak_dst_connections") for n in row[key])  # type: ignore[attr-defined]
+    peaks = [*row["peak_src_connections"], *row["peak_dst_connections"]]  # type: ignore[misc]
+    return max(int(n) for n in peaks)
+
+
+def _outcome_text(outcomes: object) -> str:
+    """{"skipped": 20} -> "20 skipped" (exit codes are in results.json)."""
+    return ", ".join(f"{n} {name}" for name, n in sorted(outcomes.items())) or "-"  # type: ignore[attr-defined]
 
 
 def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped: dict[str, str]) -> str:
@@ -381,8 +434,14 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
         lines.append(f"| {tool} | skipped: {reason} |||||||||")
     reruns = [r for r in rows if r["rerun_wall_s"] is not None]
     if reruns:
-        lines += ["", "| re-run with nothing to copy | wall s | exit |", "|---|---:|---|"]
-        lines += [f"| {r['tool']} | {_pair_range(r['rerun_wall_s'], 2)} | {r['rerun_exit_codes']} |" for r in reruns]
+        lines += ["", "| re-run with nothing to copy | as is: wall s | outcomes | --again: wall s | outcomes |",
+                  "|---|---:|---|---:|---|"]
+        lines += [
+            f"| {r['tool']} | {_pair_range(r['rerun_wall_s'], 2)} | {_outcome_text(r['rerun_outcomes'])} "
+            f"| {_pair_range(r['again_wall_s'], 2) if r['again_wall_s'] else '-'} "
+            f"| {_outcome_text(r['again_outcomes'])} |"
+            for r in reruns
+        ]
     notes = [f"- {r['tool']}: {r['note']}" for r in rows if r["note"]]
     notes += [f"- {r['tool']}: password visible in a command line" for r in rows if r["password_in_argv"]]
     notes += [f"- {r['tool']}: more than {meta['cap']} connections at once on a server" for r in rows

@@ -513,7 +513,8 @@ def test_batch_harness_tiny(tmp_path: Path) -> None:
     """3 pairs at scale 0.01 with every tool this machine has: figures, verification, the cap held."""
     tools = ["fastsync-batch", "fastsync-loop", "fastsync-parallel", "imapsync"]
     runnable = [tool for tool in tools if installed(tool) is None]
-    batch(tools, tmp_path / "out", pairs=3, scale=0.01, cap=4, repeat=1)
+    # No second runs: each pair of fastsync batch --again costs ~2 s even with nothing to copy.
+    batch(tools, tmp_path / "out", pairs=3, scale=0.01, cap=4, repeat=1, rerun=False)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     rows = {row["tool"]: row for row in results["summary"]}
     assert set(rows) == set(runnable)
@@ -526,7 +527,6 @@ def test_batch_harness_tiny(tmp_path: Path) -> None:
         assert row["pairs"] == 3
         if tool != "imapsync":  # imapsync skips messages without Message-Id by design
             assert row["verified"] and row["exit_codes"] == [0], (tool, row["verification"])
-    if "fastsync-batch" in rows:
-        assert rows["fastsync-batch"]["rerun_wall_s"] is not None
+        assert row["rerun_wall_s"] is None
     table = (tmp_path / "out" / "results.md").read_text()
     assert all(f"| {tool} |" in table for tool in tools)
