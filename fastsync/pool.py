@@ -459,11 +459,21 @@ def worker_main(
     leaving = threading.Event()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: leaving.set())
     # The fork server is this process's parent and outlives the run's process while a
-    # worker lives, so os.getppid() cannot tell; the run's process is `parent_process()`.
-    parent = multiprocessing.parent_process()
+    # worker lives, so os.getppid() cannot tell; nor can `parent_process().is_alive()`,
+    # whose sentinel the fork server's children hold open themselves.  The run's process
+    # is known by its PID and start time (a PID may be reused).
+    parent_gone = _parent_watch(multiprocessing.parent_process())
 
-    def parent_gone() -> bool:
-        return parent is not None and not parent.is_alive()
+    def watch_parent() -> None:
+        # A run killed with -9 (or a batch pair whose process died): every worker stops
+        # after the unit in hand and starts no other, and one waiting to reconnect or for
+        # a connection slot stops waiting.  `stop` is the run's: its siblings hear it too.
+        while not stop.wait(POLL_S):
+            if parent_gone():
+                stop.set()
+                return
+
+    threading.Thread(target=watch_parent, daemon=True, name="fastsync-parent-watch").start()
 
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
     limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
@@ -504,6 +514,27 @@ def worker_main(
         with contextlib.suppress(Exception):
             copier.close()
         channel.close()
+
+
+def _parent_watch(parent: Any) -> Callable[[], bool]:
+    """A test of whether the process that started this worker is gone."""
+    import psutil
+
+    if parent is None or parent.pid is None:
+        return lambda: False
+    try:
+        started = psutil.Process(parent.pid).create_time()
+    except psutil.Error:
+        return lambda: True
+
+    def gone() -> bool:
+        try:
+            process = psutil.Process(parent.pid)
+            return bool(process.create_time() != started or process.status() == psutil.STATUS_ZOMBIE)
+        except psutil.Error:
+            return True
+
+    return gone
 
 
 def _last_word(channel: Connection, exit: WorkerExit) -> None:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -167,13 +168,7 @@ def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
     server = many[0][0].server
     with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
         servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir",
-             str(tmp_path / "state"), "--procs", "2", "--max-connections-per-server", "6", "--cluster", address,
-             "--json"],
-            cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = _spawn_on_cluster(servers, csv, tmp_path / "state", address)
         # Once a pair runs under the first worker and copies have begun, that worker loses its
         # whole process tree (nanny, worker, the pair's process and its workers), as with a lost machine.
         victim = psutil.Process(workers[0].pid)
@@ -197,6 +192,15 @@ def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
         assert src.password not in out + err
 
 
+def _spawn_on_cluster(servers: Path, csv: Path, state: Path, address: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir", str(state),
+         "--procs", "2", "--max-connections-per-server", "6", "--cluster", address, "--json"],
+        cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 OVERBOOKING = {
     # Leases that expire a second after they are taken, never refreshed, checked every 0.2 s:
     # the semaphores are over-booked while the pairs still run.
@@ -216,13 +220,7 @@ def test_overbooked_leases_do_not_exceed_the_cap_at_the_server(
     server = many[0][0].server
     with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
         servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir",
-             str(tmp_path / "state"), "--procs", "2", "--max-connections-per-server", "6", "--cluster", address,
-             "--json"],
-            cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = _spawn_on_cluster(servers, csv, tmp_path / "state", address)
         # While pairs copy, the destination's semaphore shows fewer leases than the running
         # pairs hold: over-booked, as Dask's documentation warns.
         with distributed.Client(address, timeout=30) as client:
@@ -242,3 +240,30 @@ def test_overbooked_leases_do_not_exceed_the_cap_at_the_server(
         assert src_proxy.peak_connections <= 6 and dst_proxy.peak_connections <= 6
     for src, dst in many:
         assert snapshot(src) == snapshot(dst)
+
+
+def test_workers_of_a_killed_pair_process_stop_and_start_no_other_unit(
+    accounts: AccountFactory, config_for: Callable[..., Path], tmp_path: Path,
+) -> None:
+    """A pair's process (here a sync) killed with -9: its workers finish the unit in hand
+    and leave, and neither they nor the fork server outlive that."""
+    import psutil
+
+    from tests.helpers import spawn_sync
+
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n, body="x" * 20_000) for n in range(600)])
+    config = config_for(src, dst)
+    # A bandwidth cap keeps the copy going long enough to kill it in the middle.
+    process = spawn_sync(config, "--procs", "3", "--bps-down", "1M", "--state-dir", str(tmp_path / "state"))
+    wait_for(lambda: _count(dst) > 0, timeout_s=60, what="a first copy")
+    tree = psutil.Process(process.pid).children(recursive=True)
+    assert tree
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    copied = _count(dst)
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree), timeout_s=20,
+             what="the workers and the fork server to leave")
+    # At most the units in hand landed after the kill (units are about 1 MB: 50 messages each).
+    assert _count(dst) - copied <= 3 * 60
+    assert _count(dst) < 600
