@@ -1,4 +1,4 @@
-"""``python -m bench demo``, ``python -m bench run ...``, ``scale`` and ``caps``: see bench/README.md."""
+"""``python -m bench demo``, ``python -m bench run ...``, ``scale``, ``caps`` and ``batch``: see bench/README.md."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 from bench.corpus import PROFILES
 
 DEFAULT_TOOLS = "fastsync:4,fastsync:8,doveadm,mbsync,imapsync,offlineimap"
+# bench.batch.DEFAULT_TOOLS, repeated here so that --help imports nothing of the servers' dependencies.
+BATCH_TOOLS = ("fastsync-batch", "fastsync-batch:1", "fastsync-loop", "fastsync-parallel", "imapsync")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     capped.add_argument("--cap", type=int, default=2_000_000, help="bytes/s for --bps-down and --bps-up")
     capped.add_argument("--seconds", type=float, default=15.0, help="length of each capped transfer")
     capped.add_argument("--out", type=Path, default=None, help="directory for caps.json and caps.md")
+    many = commands.add_parser("batch", help="many account pairs under one cap on connections per server")
+    many.add_argument("--tools", default=",".join(BATCH_TOOLS),
+                      help=f"comma-separated; fastsync-batch:P runs batch with --procs P "
+                           f"(default {','.join(BATCH_TOOLS)})")
+    many.add_argument("--pairs", type=int, default=20, help="account pairs (default 20)")
+    many.add_argument("--scale", type=float, default=0.1,
+                      help="each source user's share of the realistic profile (default 0.1: 1,000 messages)")
+    many.add_argument("--seed", type=int, default=1)
+    many.add_argument("--cap", type=int, default=8, help="simultaneous connections per server, every tool (default 8)")
+    many.add_argument("--procs", type=int, default=4, help="fastsync --procs, every fastsync tool (default 4)")
+    many.add_argument("--per-job-connections", type=int, default=2,
+                      help="fastsync-parallel: --max-connections of each job; -j is cap // this (default 2)")
+    many.add_argument("--repeat", type=int, default=1, help="rounds over all tools; ranges are reported")
+    many.add_argument("--no-rerun", dest="rerun", action="store_false",
+                      help="skip the second fastsync batch run with nothing to copy")
+    many.add_argument("--out", type=Path, required=True, help="directory for results.json/.md and logs")
     return parser
 
 
@@ -64,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.scale import scale
 
         return scale([int(n) for n in args.sizes.split(",")], args.procs, args.seed, args.out)
+    if args.command == "batch":
+        from bench.batch import batch
+
+        return batch([t.strip() for t in args.tools.split(",") if t.strip()], args.out, pairs=args.pairs,
+                     scale=args.scale, seed=args.seed, cap=args.cap, procs=args.procs,
+                     per_job_connections=args.per_job_connections, repeat=args.repeat, rerun=args.rerun)
     return bench_run.run(
         args.profile, [t.strip() for t in args.tools.split(",") if t.strip()], args.out, scale=args.scale,
         seed=args.seed, repeat=args.repeat, wan_delay_ms=args.wan_delay_ms, rate=args.wan_rate, tls=args.tls,

@@ -136,16 +136,23 @@ class _TreeSampler(threading.Thread):
         self.peak_tree = max(self.peak_tree, total)
 
 
-def measure(tool: str, round_: int, invocation: Invocation, log: Path, secrets: Sequence[str]) -> Measurement:
-    """Run the tool, sampling its process tree, and return what it cost."""
+def measure(
+    tool: str, round_: int, invocation: Invocation, log: Path, secrets: Sequence[str], stdout: Path | None = None
+) -> Measurement:
+    """Run the tool, sampling its process tree, and return what it cost.
+
+    Its output goes to ``log``; with ``stdout``, standard output goes to that file instead
+    (a tool's JSON document), standard error still to the log.
+    """
     busy_before = _busy_cpu_s()
     started = time.perf_counter()
-    with open(log, "ab") as out:
+    with open(log, "ab") as out, ExitStack() as files:
         out.write(f"$ {' '.join(invocation.argv)}\n".encode())
         out.flush()
+        document = files.enter_context(open(stdout, "wb")) if stdout is not None else None
         process = subprocess.Popen(
-            invocation.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, **(invocation.env or {})},
+            invocation.argv, stdin=subprocess.DEVNULL, stdout=document or out,
+            stderr=out if document else subprocess.STDOUT, env={**os.environ, **(invocation.env or {})},
         )
         sampler = _TreeSampler(process.pid, secrets)
         sampler.start()

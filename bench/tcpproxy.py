@@ -144,6 +144,12 @@ class CountingProxy:
         self._closing = True
         self._listener.close()
 
+    def reset_peak(self) -> None:
+        """Start counting ``peak_connections`` (and ``traffic``) afresh: the next client's share only."""
+        with self._lock:
+            self.peak_connections = self.open_connections
+            self.traffic = Traffic()
+
     def _accept(self) -> None:
         while not self._closing:
             try:
