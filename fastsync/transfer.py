@@ -211,7 +211,10 @@ class Copier:
         try:
             for index, message in enumerate(messages):
                 try:
-                    self._stream_or_create(unit, message)
+                    changed = self._stream_or_create(unit, message)
+                    if changed is not None:
+                        # The source was reopened and its folder is another one now: planned again.
+                        return changed
                     copied.append(message)
                 except MessageGone:
                     vanished += 1
@@ -225,13 +228,15 @@ class Copier:
         # Only the source connection may have been dropped (a refusal before the literal).
         return self._done(self.sessions.dst or dst, unit, copied, failures, left, vanished=vanished, skipped=skipped)
 
-    def _stream_or_create(self, unit: WorkUnit, message: Described) -> None:
+    def _stream_or_create(self, unit: WorkUnit, message: Described) -> UnitDone | None:
+        """Stream one message; None once done, or the report of a source folder whose
+        UIDVALIDITY changed when it had to be reopened."""
         for attempt in range(2):
             # A refusal before the literal leaves the source connection dropped: reopened here.
             src, dst = self.connect()
             changed = self._open_source(src, unit)
             if changed is not None:
-                raise FolderError(changed.error)
+                return changed
             try:
                 reported = stream_message(src, dst, unit.pair.dst, message)
             except FolderMissing:
@@ -244,7 +249,8 @@ class Copier:
             if reported is not None:
                 self.dst_uidvalidity = reported[0]
                 self.appended.extend(zip([message.uid], reported[1], strict=True))
-            return
+            return None
+        return None
 
     def _rewrites(self, dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described]) -> bool:
         """Whether the destination stored the copies under other identities (it rewrites
