@@ -18,6 +18,8 @@ Profiles (counts before ``scale``):
   multi-MB base64 attachments, a dozen folders, ~2.7 % without Message-Id, flags and
   custom keywords, internal dates over 2016-2023.
 * ``large``: 200 messages of ~2 MB (base64 attachment).
+* ``huge``: 8 messages of ~41 MB and one of ~110 MB (issue 17: the memory of very large
+  messages; Office 365 accepts up to 150 MB).
 * ``scale``: 100,000 messages of ~1.5 KB in INBOX.
 """
 
@@ -47,7 +49,7 @@ class Message:
     internaldate: datetime  # timezone-aware, whole seconds (IMAP's resolution)
 
 
-PROFILES = ("tiny", "small", "realistic", "large", "scale")
+PROFILES = ("tiny", "small", "realistic", "large", "huge", "scale")
 
 # Dates are relative to a fixed instant, never to "now", so corpora are reproducible.
 _EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -326,6 +328,13 @@ def generate(profile: str, seed: int = 1, scale: float = 1.0) -> list[Message]:
             d = _date(rng, 3)
             raw = 2_000_000 * 3 // 4  # base64 inflates by 4/3 (+ CRLF every 76 chars)
             body = build.build(i, d, 2000, message_id=build.message_id(i), attachment=raw)
+            messages.append(Message("INBOX", body, _flags(rng), d))
+    elif profile == "huge":
+        sizes = [40_000_000] * _count(8, scale) + [107_000_000]
+        messages = []
+        for i, size in enumerate(sizes):
+            d = _date(rng, 3)
+            body = build.build(i, d, 2000, message_id=build.message_id(i), attachment=size * 3 // 4)
             messages.append(Message("INBOX", body, _flags(rng), d))
     else:
         messages = _realistic(rng, build, _count(10_000, scale))

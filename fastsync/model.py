@@ -206,6 +206,20 @@ class Fetched:
     body: bytes
 
 
+@dataclass(frozen=True)
+class Described:
+    """A message known by what must travel with it, without its body: a large message
+    whose body goes from the source socket to the destination socket as it arrives
+    (inside one worker only).  ``size_bytes`` is RFC822.SIZE and ``header`` the header
+    fields of its identity, as planning read them (see plan.identity)."""
+
+    uid: int
+    flags: tuple[str, ...]
+    internaldate: dt.datetime
+    size_bytes: int
+    header: bytes
+
+
 @dataclass
 class FolderScan:
     """What planning learnt of one folder: its status and every message's identity

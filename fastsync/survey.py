@@ -25,7 +25,8 @@ from fastsync.config import Config
 from fastsync.errors import ConnectError
 from fastsync.events import event
 from fastsync.imap import replies
-from fastsync.imap.session import Session, SessionPair, uids_within
+from fastsync.imap.pair import SessionPair
+from fastsync.imap.session import Session, uids_within
 from fastsync.ledger import Ledger
 from fastsync.limits import Limits
 from fastsync.model import (

@@ -5,26 +5,47 @@ from the source socket to the destination socket here and nowhere else: they are
 pickled, queued or written to disk.  Reply meanings come typed from the protocol edge
 (`FolderMissing`, `DestinationFull`, `MessageError`); this module only decides what to do
 about them: create the folder and try again, find the refused message of a batch, stop.
+
+Two ways through a worker, by the unit's size: a unit of at most `STREAM_ABOVE_BYTES`
+is fetched whole and appended with one MULTIAPPEND (a round trip each way for hundreds
+of small messages); a larger one (a unit over `plan.UNIT_MAX_BYTES` holds one message,
+or the copies of one) has its messages streamed one at a time: the body goes from the
+source socket to the destination's as it arrives (`session.stream_message`), so a
+worker holds a chunk of it, never the message (issue 17: 110 MB messages).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastsync import plan
 from fastsync.config import Account
-from fastsync.errors import ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError
-from fastsync.imap.session import Session, SessionPair
+from fastsync.errors import (
+    ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError, MessageGone,
+)
+from fastsync.imap.pair import SessionPair
+from fastsync.imap.session import Session, describe_messages, stream_message
 from fastsync.ledger import Ledger
 from fastsync.limits import Limits
-from fastsync.model import Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
+from fastsync.model import Described, Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
 from fastsync.retry import with_retries
 
 # A unit that meets data the parser cannot read this many times is copied message by
 # message, so that one malformed message fails alone.
 MALFORMED_BEFORE_ONE_BY_ONE = 2
+
+# Units above this many bytes are streamed message by message instead of fetched whole.
+# A batched unit costs a worker about twice its size in memory (the FETCH literal, then
+# the APPEND's buffers), so 8 workers at 4 MB stay within a few tens of MB more than with
+# small messages; streaming costs a round trip more per message, which small messages
+# feel and large ones do not.  Measured in bench/README.md ("Streaming large messages").
+STREAM_ABOVE_BYTES = 4 * 1024 * 1024
+
+# A message with its body in hand, or one whose body is still on the source.
+M = TypeVar("M", Fetched, Described)
 
 
 def header_of(body: bytes) -> bytes:
@@ -32,12 +53,21 @@ def header_of(body: bytes) -> bytes:
     return body[: end + 2] if end >= 0 else body[:8192]
 
 
-def _message_id(body: bytes) -> str:
-    return plan.parse_header_fields(header_of(body)).get("message-id", b"").decode("utf-8", "replace")
+def _header(message: Fetched | Described) -> bytes:
+    return header_of(message.body) if isinstance(message, Fetched) else message.header
 
 
-def _failure(folder: str, message: Fetched, reason: str) -> Failure:
-    return Failure(folder, message.uid, len(message.body), reason, _message_id(message.body))
+def _size(message: Fetched | Described) -> int:
+    return len(message.body) if isinstance(message, Fetched) else message.size_bytes
+
+
+def _identity_of(message: Fetched | Described) -> str:
+    return plan.identity(_header(message), _size(message))[0]
+
+
+def _failure(folder: str, message: Fetched | Described, reason: str) -> Failure:
+    message_id = plan.parse_header_fields(_header(message)).get("message-id", b"").decode("utf-8", "replace")
+    return Failure(folder, message.uid, _size(message), reason, message_id)
 
 
 class Copier:
@@ -69,7 +99,7 @@ class Copier:
         self.dst_uidvalidity = 0
 
     def connect(self) -> tuple[Session, Session]:
-        if self.sessions.src is None:
+        if self.sessions.src is None or self.sessions.src.closed:
             self.src_folder = ""
         return self.sessions.open()
 
@@ -100,44 +130,129 @@ class Copier:
 
     def copy(self, unit: WorkUnit, check: bool, one_by_one: bool = False) -> UnitDone:
         src, dst = self.connect()
-        folder = unit.pair.src
-        if self.src_folder != folder:
-            self.src_folder = ""
-            status = src.examine(folder)
-            self.src_folder = folder
-            if status.uidvalidity != unit.uidvalidity:
-                # RFC 3501 section 2.3.1.1: the UIDs of the plan no longer name these messages.
-                return UnitDone(
-                    self.index, unit.unit_id, folder, 0, 0,
-                    error=f"{src.where}: folder {folder!r} changed UIDVALIDITY since planning", replan=True,
-                )
+        changed = self._open_source(src, unit)
+        if changed is not None:
+            return changed
+        if unit.size_bytes > STREAM_ABOVE_BYTES:
+            return self._copy_streamed(unit, check, one_by_one)
         failures: list[Failure] = []
-        fetched = self._fetch_one_by_one(unit, failures) if one_by_one else src.fetch_messages(unit.uids)
+        fetched = (self._one_by_one(unit, failures, Session.fetch_messages) if one_by_one
+                   else src.fetch_messages(unit.uids))
         # Messages expunged at the source since planning are simply gone: not an error.
         vanished = len(unit.uids) - len(fetched) - len(failures)
-        messages = [Fetched(m.uid, plan.settable_flags(m.flags), m.internaldate, m.body) for m in fetched]
+        messages = [_settable(m) for m in fetched]
         skipped = 0
         if check:
             messages, skipped = self._already_there(dst, unit, messages)
         self.appended, self.dst_uidvalidity = [], 0
         try:
-            refused, left = self._append(dst, unit.pair.dst, folder, messages)
+            refused, left = self._append(dst, unit.pair.dst, unit.pair.src, messages)
         finally:
-            # One transaction per unit, whatever happened: a copy the ledger does not know
-            # would be copied again by the next run on a destination that rewrites Message-Id.
-            self.ledger.record((folder, unit.uidvalidity), (unit.pair.dst, self.dst_uidvalidity), self.appended)
+            self._record(unit)
         failures += refused
         not_copied = {f.uid for f in failures} | {m.uid for m in messages[len(messages) - left :]}
         copied = [m for m in messages if m.uid not in not_copied]
-        rewrites = self._rewrites(dst, unit, copied) if copied and unit.verify else False
-        error = f"{left} messages of folder {folder!r} not copied: the destination is over quota" if left else ""
+        return self._done(dst, unit, copied, failures, left, vanished=vanished, skipped=skipped)
+
+    def _open_source(self, src: Session, unit: WorkUnit) -> UnitDone | None:
+        """Examine the unit's source folder unless it is selected; a report when its
+        UIDVALIDITY changed since planning (RFC 3501 section 2.3.1.1: the plan's UIDs no
+        longer name these messages)."""
+        folder = unit.pair.src
+        if self.src_folder == folder:
+            return None
+        self.src_folder = ""
+        status = src.examine(folder)
+        self.src_folder = folder
+        if status.uidvalidity == unit.uidvalidity:
+            return None
         return UnitDone(
-            self.index, unit.unit_id, folder, len(copied) + skipped, sum(len(m.body) for m in copied),
+            self.index, unit.unit_id, folder, 0, 0,
+            error=f"{src.where}: folder {folder!r} changed UIDVALIDITY since planning", replan=True,
+        )
+
+    def _record(self, unit: WorkUnit) -> None:
+        # One transaction per unit, whatever happened: a copy the ledger does not know
+        # would be copied again by the next run on a destination that rewrites Message-Id.
+        self.ledger.record((unit.pair.src, unit.uidvalidity), (unit.pair.dst, self.dst_uidvalidity), self.appended)
+
+    def _done(
+        self, dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described], failures: list[Failure],
+        left: int, *, vanished: int, skipped: int,
+    ) -> UnitDone:
+        rewrites = self._rewrites(dst, unit, copied) if copied and unit.verify else False
+        error = f"{left} messages of folder {unit.pair.src!r} not copied: the destination is over quota" if left else ""
+        return UnitDone(
+            self.index, unit.unit_id, unit.pair.src, len(copied) + skipped, sum(_size(m) for m in copied),
             vanished, tuple(failures), error=error, skipped=skipped, appended=tuple(self.appended),
             dst_uidvalidity=self.dst_uidvalidity, rewrites=rewrites,
         )
 
-    def _rewrites(self, dst: Session, unit: WorkUnit, copied: list[Fetched]) -> bool:
+    def _copy_streamed(self, unit: WorkUnit, check: bool, one_by_one: bool) -> UnitDone:
+        """Copy a unit message by message, each body streamed (`session.stream_message`).
+
+        The same rules as the batched path: a retry after a break first drops what an
+        earlier attempt appended (`_already_there`, by the identities planning used), a
+        refusal fails one message, a full destination stops the unit, and every APPENDUID
+        goes to the ledger.
+        """
+        src, dst = self.connect()
+        failures: list[Failure] = []
+        described = (self._one_by_one(unit, failures, describe_messages) if one_by_one
+                     else describe_messages(src, unit.uids))
+        messages = [_settable(m) for m in described]
+        vanished = len(unit.uids) - len(messages) - len(failures)
+        skipped = 0
+        if check:
+            messages, skipped = self._already_there(dst, unit, messages)
+        self.appended, self.dst_uidvalidity = [], 0
+        copied: list[Described] = []
+        left = 0
+        try:
+            for index, message in enumerate(messages):
+                try:
+                    changed = self._stream_or_create(unit, message)
+                    if changed is not None:
+                        # The source was reopened and its folder is another one now: planned again.
+                        return changed
+                    copied.append(message)
+                except MessageGone:
+                    vanished += 1
+                except MessageError as exc:
+                    failures.append(_failure(unit.pair.src, message, exc.message))
+                except DestinationFull as exc:
+                    self.full, left = exc, len(messages) - index
+                    break
+        finally:
+            self._record(unit)
+        # Only the source connection may have been dropped (a refusal before the literal).
+        return self._done(self.sessions.dst or dst, unit, copied, failures, left, vanished=vanished, skipped=skipped)
+
+    def _stream_or_create(self, unit: WorkUnit, message: Described) -> UnitDone | None:
+        """Stream one message; None once done, or the report of a source folder whose
+        UIDVALIDITY changed when it had to be reopened."""
+        for attempt in range(2):
+            # A refusal before the literal leaves the source connection dropped: reopened here.
+            src, dst = self.connect()
+            changed = self._open_source(src, unit)
+            if changed is not None:
+                return changed
+            try:
+                reported = stream_message(src, dst, unit.pair.dst, message)
+            except FolderMissing:
+                # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
+                if attempt or unit.pair.dst in self.created:
+                    raise
+                dst.create_folder(unit.pair.dst)
+                self.created.add(unit.pair.dst)
+                continue
+            if reported is not None:
+                self.dst_uidvalidity = reported[0]
+                self.appended.extend(zip([message.uid], reported[1], strict=True))
+            return None
+        return None
+
+    def _rewrites(self, dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described]) -> bool:
         """Whether the destination stored the copies under other identities (it rewrites
         Message-Id): checked on the first unit of each folder (`WorkUnit.verify`), on one
         copy where APPENDUID named it, else on all of the unit's (no match among the
@@ -146,7 +261,7 @@ class Copier:
             dst.examine(unit.pair.dst)
         except FolderError:
             return False
-        sent = {m.uid: _identity_of_body(m) for m in copied}
+        sent = {m.uid: _identity_of(m) for m in copied}
         by_dst = {d: s for s, d in self.appended if s in sent}
         if by_dst:
             dst_uid, src_uid = next(iter(by_dst.items()))
@@ -155,21 +270,24 @@ class Copier:
         present = set(dst.identities_since(unit.dst_uidnext, plan.identity))
         return not present & set(sent.values())
 
-    def _fetch_one_by_one(self, unit: WorkUnit, failures: list[Failure]) -> list[Fetched]:
-        fetched = []
+    def _one_by_one(
+        self, unit: WorkUnit, failures: list[Failure], fetch: Callable[[Session, Sequence[int]], list[M]]
+    ) -> list[M]:
+        """*fetch* each UID alone, so that a message the parser cannot read fails alone."""
+        fetched: list[M] = []
         for uid in unit.uids:
             src, _dst = self.connect()
             if self.src_folder != unit.pair.src:
                 src.examine(unit.pair.src)
                 self.src_folder = unit.pair.src
             try:
-                fetched.extend(src.fetch_messages([uid]))
+                fetched.extend(fetch(src, [uid]))
             except MalformedResponse as exc:
                 failures.append(Failure(unit.pair.src, uid, 0, exc.message))
                 self.close()
         return fetched
 
-    def _already_there(self, dst: Session, unit: WorkUnit, messages: list[Fetched]) -> tuple[list[Fetched], int]:
+    def _already_there(self, dst: Session, unit: WorkUnit, messages: list[M]) -> tuple[list[M], int]:
         """Drop messages an earlier, interrupted attempt already appended.
 
         Copies made since planning have UIDs >= the folder's UIDNEXT at planning time, and
@@ -181,7 +299,7 @@ class Copier:
         except FolderError:
             return messages, 0
         present = dst.identities_since(unit.dst_uidnext, plan.identity)
-        keep = plan.match_by_identity(messages, present, _identity_of_body, str).missing
+        keep = plan.match_by_identity(messages, present, _identity_of, str).missing
         return keep, len(messages) - len(keep)
 
     def _append(
@@ -233,5 +351,6 @@ class Copier:
             self.appended.extend(zip((m.uid for m in messages), uids, strict=True))
 
 
-def _identity_of_body(message: Fetched) -> str:
-    return plan.identity(header_of(message.body), len(message.body))[0]
+def _settable(message: M) -> M:
+    """The message with the flags a copy may carry (`plan.settable_flags`)."""
+    return dataclasses.replace(message, flags=plan.settable_flags(message.flags))

@@ -28,6 +28,10 @@ _SIZE = re.compile(rb"[( ]RFC822\.SIZE (\d+)")
 _FLAGS = re.compile(rb"[( ]FLAGS \(([^)]*)\)")
 _DATE = re.compile(rb'[( ]INTERNALDATE "([^"]+)"')
 _LITERAL_AT_END = re.compile(rb"\{\d+\}$")
+# A response line announcing a literal (RFC 3501 section 4.3: "{" number "}" CRLF, then
+# that many bytes), and the one whose literal is a whole message body (``BODY[]``).
+_LITERAL_SIZE = re.compile(rb"\{(\d+)\}$")
+_BODY_LITERAL = re.compile(rb"^\* \d+ FETCH \(.*BODY\[\] \{(\d+)\}$")
 
 _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTHS = {name.encode(): number for number, name in enumerate(_MONTH_NAMES, 1)}
@@ -105,6 +109,26 @@ def records(data: Iterable[object]) -> Iterator[Record]:
     if current is not None:
         current.text = b"".join(parts)
         yield current
+
+
+def literal_size(line: bytes) -> int | None:
+    """The size of the literal a response line (CRLF removed) announces, or None."""
+    return _int(_LITERAL_SIZE.search(line))
+
+
+def body_literal(line: bytes) -> tuple[int, int | None] | None:
+    """(literal size, UID or None) when *line* starts an untagged FETCH whose last item
+    before the literal is the whole body (``BODY[] {n}``), else None.  The UID is None when
+    the server sends it after the body (RFC 3501 section 7.4.2 fixes no order of items)."""
+    match = _BODY_LITERAL.match(line)
+    if match is None:
+        return None
+    return int(match.group(1)), _int(_UID.search(line))
+
+
+def uid_in(text: bytes) -> int | None:
+    """The UID item of a piece of FETCH response text, or None."""
+    return _int(_UID.search(b" " + text))
 
 
 def parse_internaldate(raw: bytes) -> dt.datetime | None:

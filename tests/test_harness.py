@@ -256,7 +256,7 @@ def test_generate_is_deterministic() -> None:
     assert len(generate("small", scale=0.01)) == 200
     with pytest.raises(ValueError):
         generate("nope")
-    assert set(PROFILES) == {"tiny", "small", "realistic", "large", "scale"}
+    assert set(PROFILES) == {"tiny", "small", "realistic", "large", "huge", "scale"}
 
 
 def _headers(message: Message) -> bytes:

@@ -38,6 +38,7 @@ from bench.tcpproxy import CountingProxy, Recording, _replace
 from fastsync.imap.transport import selected_status
 from fastsync.model import FolderPair, FolderScan, FolderStatus, MessageRef
 from fastsync.survey import diff_pair
+from fastsync.transfer import STREAM_ABOVE_BYTES
 
 MINIMAL = "IMAP4rev1 NAMESPACE"
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
@@ -540,3 +541,31 @@ def test_minimal_source_to_full_destination(
     found = "\n".join(v for r in dst_rec for v in violations(r, announced_after_login=minimal_set))
     for need in ("MULTIAPPEND", "LITERAL+", "LIST-STATUS"):
         assert f"needs {need}" in found, found[:2000]
+
+
+@pytest.mark.dovecot
+def test_large_message_streams_between_minimal_servers(
+    minimal: tuple[Dovecot, Dovecot], wire: Callable[..., Wire]
+) -> None:
+    """A message above the streaming threshold, to a server without LITERAL+: its APPEND
+    waits for the "+" continuation (RFC 3501 section 7.5) before the body is relayed, and
+    nothing unannounced is sent on either side."""
+    src_server, dst_server = minimal
+    src = Account(src_server, "m3", src_server.users["m3"])
+    dst = Account(dst_server, "m3", dst_server.users["m3"])
+    filler = b"".join(b"%075d\r\n" % n for n in range(STREAM_ABOVE_BYTES // 77 + 1000))
+    big = dataclasses.replace(message("INBOX", 21, flags=("\\Seen", "Project-X")), body=message("INBOX", 21).body + filler)
+    messages = [big, message("INBOX", 22, flags=("$Label1",))]
+    src.seed(messages)
+    w = wire(src, dst)
+    result, src_rec, dst_rec = w.run("sync", "-y")
+    assert_ok(result)
+    assert "2 copied" in summary_line(result.stdout)
+    assert as_instants(snapshot(dst, delimiter_to="/")) == as_instants(snapshot(src))
+    assert_announced_only(src_rec, after_login=MINIMAL)
+    assert_announced_only(dst_rec, after_login=MINIMAL)
+    appends = [c for c in all_commands(dst_rec) if c.name == "APPEND"]
+    assert any(c.literals and c.literals[0].endswith(b"{%d}" % len(big.body)) for c in appends), appends
+    assert not any(c.literals and c.literals[0].endswith(b"+}") for c in appends)
+    fetches = [c.text for c in all_commands(src_rec) if c.name == "UID FETCH"]
+    assert any(t.endswith(b" (BODY.PEEK[])") for t in fetches), fetches

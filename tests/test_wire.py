@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from fastsync.wire import parse_internaldate, records
+from fastsync.wire import body_literal, literal_size, parse_internaldate, records, uid_in
 
 
 def test_body_fetch_records() -> None:
@@ -75,3 +75,35 @@ def test_gmail_message_id_is_read_where_the_server_sends_it() -> None:
     ]
     got = [(r.uid(), r.gm_msgid()) for r in records(data)]
     assert got == [(7, 1278455344230334865), (8, None)]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"* 3 FETCH (UID 7 BODY[] {12}", (12, 7)),
+        (b"* 3 FETCH (BODY[] {110000000}", (110000000, None)),  # UID after the body
+        (b"* 3 FETCH (UID 7 FLAGS (\\Seen) BODY[] {0}", (0, 7)),
+        (b"* 3 FETCH (UID 7 BODY[HEADER] {12}", None),  # not the whole body
+        (b"* 3 FETCH (UID 7 BODY[] NIL)", None),
+        (b"* 3 FETCH (FLAGS (\\Seen))", None),
+        (b"* 4 EXISTS", None),
+        (b"A12 OK done {5}", None),
+    ],
+)
+def test_body_literal(line: bytes, expected: tuple[int, int | None] | None) -> None:
+    assert body_literal(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [(b"* 1 FETCH (BODY[TEXT] {5}", 5), (b"* 1 FETCH (UID 3)", None), (b"{12}x", None), (b"", None)],
+)
+def test_literal_size(line: bytes, expected: int | None) -> None:
+    assert literal_size(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("rest", "expected"), [(b")", None), (b" UID 41)", 41), (b"UID 41)", 41), (b" FLAGS (\\Seen) UID 9)", 9)]
+)
+def test_uid_after_the_literal(rest: bytes, expected: int | None) -> None:
+    assert uid_in(rest) == expected

@@ -4,28 +4,28 @@ Protocol edge, with `transport.py` the only modules that import imapclient or im
 A `Session` turns imapclient's values into records and its exceptions into
 `fastsync.errors` classes that name the side's label and server (`replies.py` says what a
 refusal means), so nothing above this package ever sees an imapclient object.
-`SessionPair` is a worker's (or the planner's) source and destination together.
+`stream_message` copies one large message from a source session to a destination one.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
+import datetime as dt
 import hashlib
 import imaplib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from functools import partial
 from typing import Protocol
 
 from imapclient import exceptions as imap_exc
 
 from fastsync import wire
 from fastsync.config import Account
-from fastsync.errors import ConnectionLost, FolderError, MalformedResponse
+from fastsync.errors import ConnectionLost, FolderError, MalformedResponse, MessageGone
 from fastsync.imap import replies, transport
 from fastsync.imap.transport import Client, Meter, text_of
-from fastsync.limits import Limits
-from fastsync.model import Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState, Namespace, Selection
+from fastsync.model import (
+    Described, Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState, Namespace, Selection,
+)
 from fastsync.wire import sequence_set, uid_sets
 
 Identity = Callable[[bytes, int], tuple[str, bool]]
@@ -95,18 +95,25 @@ class Session:
                 slots.release()
             raise
 
-    def close(self) -> None:
-        """Log out politely; a connection that is already broken is simply dropped."""
+    def close(self, quietly: bool = False) -> None:
+        """Log out politely; a connection that is already broken is simply dropped.  With
+        *quietly*, not even LOGOUT: in the middle of a literal, anything sent would be read
+        as message bytes (RFC 3501 section 4.3)."""
         client, self._client = self._client, None  # type: ignore[assignment]
         if client is None:
             return
         try:
-            with contextlib.suppress(Exception):
-                client.logout()
+            if not quietly:
+                with contextlib.suppress(Exception):
+                    client.logout()
             transport.close_quietly(client)
         finally:
             if self._slots is not None:
                 self._slots.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._client is None
 
     def __enter__(self) -> Session:
         return self
@@ -371,17 +378,7 @@ class Session:
 
     def fetch_messages(self, uids: Sequence[int]) -> list[Fetched]:
         """Bodies, flags and internal dates of the examined folder; UIDs gone are left out."""
-        data = self._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", b"BODY.PEEK[]"], uid=True)
-        wanted = set(uids)
-        fetched = []
-        for record in wire.records(data):
-            fields = transport.Fields.read(record, self.where, "flags", "internaldate", "literal")
-            if fields is None or fields.literal is None or fields.uid not in wanted:
-                continue
-            if fields.internaldate is None:
-                raise MalformedResponse(f"{self.where}: UID {fields.uid}: FETCH response without an INTERNALDATE")
-            fetched.append(Fetched(fields.uid, fields.flags or (), fields.internaldate, fields.literal))
-        return fetched
+        return [Fetched(f.uid, f.flags or (), date, f.literal or b"") for f, date in _dated(self, uids, b"BODY.PEEK[]")]
 
     def _refs(self, data: list[object], identity: Identity) -> Iterator[MessageRef]:
         for record in wire.records(data):
@@ -456,6 +453,76 @@ class Session:
             raise replies.append_refused(self.where, folder, text_of(exc)) from None
         validity = validities.pop() if len(validities) == 1 else 0
         return (validity, uids) if validity and len(uids) == len(messages) else None
+
+
+def describe_messages(session: Session, uids: Sequence[int]) -> list[Described]:
+    """Flags, internal dates, sizes and identity header fields of the examined folder's
+    messages, without their bodies (see `stream_message`); UIDs gone are left out."""
+    return [
+        Described(f.uid, f.flags or (), date, f.size_bytes or 0, f.literal or b"")
+        for f, date in _dated(session, uids, *_IDENTITY_ITEMS[1:], needed="size_bytes")
+    ]
+
+
+def _dated(
+    session: Session, uids: Sequence[int], *items: bytes, needed: str = "literal"
+) -> Iterator[tuple[transport.Fields, dt.datetime]]:
+    """The FETCH items of *uids* with FLAGS and INTERNALDATE (which every copy needs) and
+    *items* (one of them a literal), message by message."""
+    data = session._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True)
+    wanted = set(uids)
+    for record in wire.records(data):
+        fields = transport.Fields.read(record, session.where, "flags", "internaldate", "literal", needed)
+        if fields is None or fields.literal is None or fields.uid not in wanted:
+            continue
+        if fields.internaldate is None:
+            raise MalformedResponse(f"{session.where}: UID {fields.uid}: FETCH response without an INTERNALDATE")
+        yield fields, fields.internaldate
+
+
+def stream_message(src: Session, dst: Session, folder: str, message: Described) -> tuple[int, list[int]] | None:
+    """Copy one message from the examined source folder into *folder*, its body relayed as
+    it arrives (`transport.send_append_streamed`), so that memory holds a chunk, not the
+    message; bytes cross both metered sockets, so the caps hold.  Returns what `Session.append`
+    returns; raises `MessageGone` when the source no longer has it, and what a refusal means.
+
+    Any failure before the APPEND's last byte drops the destination connection, which
+    stores nothing of an unfinished APPEND, and the source's, which is mid-literal; a
+    source that broke is `ConnectionLost` naming the source.
+    """
+    with src._guard():
+        try:
+            body = transport.open_body(src._client, message.uid)
+        except imaplib.IMAP4.abort:
+            raise
+        except imap_exc.IMAPClientError as exc:
+            raise FolderError(f"{src.where}: folder {src._selected!r}: FETCH refused: {text_of(exc)}") from None
+    if body is None:
+        raise MessageGone(f"{src.where}: UID {message.uid} is gone")
+    in_step = False
+    try:
+        with dst._guard():
+            try:
+                typ, text = transport.send_append_streamed(
+                    dst._client, folder, message, body, "LITERAL+" in dst.capabilities)
+            except imaplib.IMAP4.abort:
+                raise
+            except imap_exc.IMAPClientError as exc:
+                # A BAD reply: the connection is still in step.
+                typ, text = "BAD", text_of(exc)
+            in_step = True
+    except transport.SourceLost as exc:
+        replies.raise_if_throttled(str(exc.cause), src.where)
+        raise ConnectionLost(f"{src.where}: {transport.describe_os_error(exc.cause, src.account)}") from None
+    finally:
+        if not in_step:
+            dst.close(quietly=True)
+        if not body.finished:
+            src.close(quietly=True)
+    if typ != "OK":
+        raise replies.append_refused(dst.where, folder, text, typ)
+    reported = replies.append_uids(text, 1) if "UIDPLUS" in dst.capabilities else None
+    return reported if reported and reported[0] and len(reported[1]) == 1 else None
 
 
 def uids_within(session: Session, count: int, selection: Selection) -> set[int]:
@@ -578,64 +645,6 @@ class _Survey:
         if self.selection and scan.refs:
             scan.keep_only(uids_within(self.session, status.messages, self.selection))
         return scan
-
-
-class SessionPair:
-    """A source and a destination session, opened together and reopened after a break.
-
-    Each side takes a connection slot of its own (`limits`) and meters the direction that
-    carries messages: bytes read from the source, bytes written to the destination.
-    """
-
-    def __init__(self, src: Account, dst: Account, limits: Limits) -> None:
-        self.src_account = src
-        self.dst_account = dst
-        self.limits = limits
-        self.src: Session | None = None
-        self.dst: Session | None = None
-
-    def open(self) -> tuple[Session, Session]:
-        if self.src is None or self.dst is None:
-            limits = self.limits
-            src, dst = open_concurrently(
-                None if self.src else partial(Session.open, self.src_account, slots=limits.src_slots,
-                                               meter_down=limits.down),
-                None if self.dst else partial(Session.open, self.dst_account, slots=limits.dst_slots,
-                                               meter_up=limits.up),
-            )
-            self.src, self.dst = self.src or src, self.dst or dst
-        assert self.src is not None and self.dst is not None
-        return self.src, self.dst
-
-    def close(self) -> None:
-        for session in (self.src, self.dst):
-            if session is not None:
-                session.close()
-        self.src = self.dst = None
-
-
-def open_concurrently(*openers: Callable[[], Session] | None) -> list[Session | None]:
-    """Open several sessions at once (None: keep that slot empty).
-
-    A login costs several round trips; both sides of a copy log in at the same time.  When
-    one fails, those that opened are closed again and the first failure is raised.
-    """
-    with concurrent.futures.ThreadPoolExecutor(len(openers), thread_name_prefix="fastsync-connect") as threads:
-        futures = [threads.submit(opener) if opener is not None else None for opener in openers]
-    sessions: list[Session | None] = []
-    failures: list[BaseException] = []
-    for future in futures:
-        try:
-            sessions.append(future.result() if future is not None else None)
-        except BaseException as exc:
-            failures.append(exc)
-            sessions.append(None)
-    if failures:
-        for session in sessions:
-            if session is not None:
-                session.close()
-        raise failures[0]
-    return sessions
 
 
 def _pipelined(client: Client, command: str, argument_lists: Sequence[Sequence[str]]) -> list[tuple[str, str]]:

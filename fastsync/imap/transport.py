@@ -20,7 +20,7 @@ import datetime as dt
 import imaplib
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +34,7 @@ from fastsync import credentials, wire
 from fastsync.config import Account
 from fastsync.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError
 from fastsync.imap.replies import raise_if_throttled, redact
-from fastsync.model import Fetched, Folder, FolderStatus
+from fastsync.model import Described, Fetched, Folder, FolderStatus
 
 # Bytes charged to a meter per read or write: small enough that a 20 MB message cannot
 # burst through a bandwidth cap, large enough that accounting costs nothing measurable.
@@ -356,6 +356,26 @@ def close_quietly(client: Any) -> None:
 
 
 
+def _append_line(message: Fetched | Described, size_bytes: int, literal_plus: bool) -> bytes:
+    """One message's part of an APPEND command, up to its literal's announcement: flags,
+    internal date and ``{n}``, or ``{n+}`` with LITERAL+ (RFC 7888: no continuation awaited)."""
+    flags = " ".join(message.flags).encode("ascii", "replace")
+    return (
+        b" (" + flags + b') "' + wire.format_internaldate(message.internaldate) + b'" {'
+        + str(size_bytes).encode("ascii") + (b"+}\r\n" if literal_plus else b"}\r\n")
+    )
+
+
+def _refused_before_literal(imap: imaplib.IMAP4, tag: bytes) -> bool:
+    """Wait for the continuation of a synchronizing literal (RFC 3501 section 7.5); True when
+    the tagged reply came instead: the server refused before the bytes were sent."""
+    # _get_response returns None on a continuation; a tagged reply means refusal.
+    while imap._get_response() is not None:
+        if imap.tagged_commands.get(tag):
+            return True
+    return False
+
+
 def send_append(client: Client, folder: str, messages: Sequence[Fetched], literal_plus: bool) -> tuple[str, str]:
     """Send one APPEND command carrying *messages* (RFC 3501 section 6.3.11, RFC 3502
     MULTIAPPEND when there are several); returns the tagged reply's status and text.
@@ -371,24 +391,143 @@ def send_append(client: Client, folder: str, messages: Sequence[Fetched], litera
     prefix = tag + b" APPEND " + bytes(client._normalise_folder(folder))
     refused = False
     for message in messages:
-        flags = " ".join(message.flags).encode("ascii", "replace")
-        size = str(len(message.body)).encode("ascii")
-        imap.send(
-            prefix + b" (" + flags + b') "' + wire.format_internaldate(message.internaldate) + b'" {'
-            + size + (b"+}\r\n" if literal_plus else b"}\r\n")
-        )
+        imap.send(prefix + _append_line(message, len(message.body), literal_plus))
         prefix = b""
-        if not literal_plus:
-            # _get_response returns None on a continuation; a tagged reply means refusal.
-            while imap._get_response() is not None:
-                if imap.tagged_commands.get(tag):
-                    refused = True
-                    break
-            if refused:
-                break
+        if not literal_plus and _refused_before_literal(imap, tag):
+            refused = True
+            break
         imap.send(message.body)
     if not refused:
         imap.send(b"\r\n")
+    typ, data = imap._command_complete("APPEND", tag)
+    return typ, text_of(data)
+
+
+class SourceLost(Exception):
+    """The source connection failed while its literal was being relayed; ``cause`` says how.
+
+    Not an OSError, so that the destination's error handling cannot mistake it for its own
+    connection's failure: the caller must drop the destination, never complete its literal.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class BodyLiteral:
+    """A message body the source is sending as the literal of a FETCH response (RFC 3501
+    section 7.4.2), read `CHUNK_BYTES` at a time through the metered socket: memory holds
+    one chunk, whatever the message's size.  Every failure of the source is `SourceLost`."""
+
+    def __init__(self, client: Client, tag: bytes, uid: int, size_bytes: int) -> None:
+        self._imap = client._imap
+        self._tag = tag
+        self.uid = uid
+        self.size_bytes = size_bytes
+        # True once the literal, the rest of the response and the tagged OK were read: the
+        # connection is in step again.
+        self.finished = False
+
+    def chunks(self) -> Iterator[bytes]:
+        remaining = self.size_bytes
+        while remaining > 0:
+            step = min(remaining, CHUNK_BYTES)
+            try:
+                part = self._imap.read(step)
+            except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+                raise SourceLost(exc) from None
+            if len(part) < step:
+                raise SourceLost(EOFError("connection closed in the middle of a message"))
+            remaining -= step
+            yield part
+
+    def finish(self) -> None:
+        """Read the rest of the FETCH response and its tagged reply, which must be OK."""
+        try:
+            rest = self._imap._get_line()
+            uid = wire.uid_in(rest)
+            if not rest.endswith(b")") or (uid is not None and uid != self.uid):
+                raise imaplib.IMAP4.abort(f"unexpected end of a FETCH response: {rest[:100]!r}")
+            status = _read_to_tagged(self._imap, self._tag)
+        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+            raise SourceLost(exc) from None
+        self.finished = True
+        if status[0] != "OK":
+            raise SourceLost(imaplib.IMAP4.abort(f"FETCH failed after the body: {status[1][:200]}"))
+
+
+def _read_to_tagged(imap: imaplib.IMAP4, tag: bytes) -> tuple[str, str]:
+    """Read lines up to the tagged reply of *tag*, skipping untagged ones and their literals."""
+    while True:
+        line = imap._get_line()
+        if line.startswith(tag + b" "):
+            imap.tagged_commands.pop(tag, None)
+            status, _sep, text = line[len(tag) + 1 :].partition(b" ")
+            return status.decode("ascii", "replace").upper(), text.decode("utf-8", "replace")
+        _skip_literal(imap, wire.literal_size(line) or 0)
+
+
+def _skip_literal(imap: imaplib.IMAP4, size_bytes: int) -> None:
+    while size_bytes > 0:
+        part = imap.read(min(size_bytes, CHUNK_BYTES))
+        if not part:
+            raise imaplib.IMAP4.abort("socket error: EOF")
+        size_bytes -= len(part)
+
+
+def open_body(client: Client, uid: int) -> BodyLiteral | None:
+    """Ask for one message's body (``UID FETCH uid (BODY.PEEK[])``, which leaves \\Seen
+    alone, RFC 3501 section 6.4.5) and read up to the start of its literal, whose size the
+    server announces before the bytes.  None when the message is gone (expunged); a refused
+    FETCH raises imaplib's error with the server's text.
+    """
+    imap = client._imap
+    tag = imap._new_tag()
+    imap.send(tag + b" UID FETCH " + str(uid).encode("ascii") + b" (BODY.PEEK[])\r\n")
+    while True:
+        line = imap._get_line()
+        if line.startswith(tag + b" "):
+            imap.tagged_commands.pop(tag, None)
+            status, _sep, text = line[len(tag) + 1 :].partition(b" ")
+            if status.upper() != b"OK":
+                raise imaplib.IMAP4.error(text.decode("utf-8", "replace"))
+            return None
+        body = wire.body_literal(line)
+        if body is not None and body[1] in (None, uid):
+            return BodyLiteral(client, tag, uid, body[0])
+        # Anything else (an unsolicited FETCH of flags, EXISTS) is not ours: skipped.
+        _skip_literal(imap, wire.literal_size(line) or 0)
+
+
+def send_append_streamed(
+    client: Client, folder: str, message: Described, body: BodyLiteral, literal_plus: bool
+) -> tuple[str, str]:
+    """APPEND one message whose body is relayed from *body* as it arrives; returns the tagged
+    reply's status and text.
+
+    The literal's size is the one the source announced (RFC822.SIZE may be an estimate).
+    Without LITERAL+ the continuation is awaited first (RFC 3501 section 7.5); a refusal
+    then comes before any byte, with the source's literal still unread (``body.finished``
+    False): the caller
+    drops the source connection, as a FETCH cannot be cancelled.  The final CRLF, which
+    completes the command, is sent only once the source has sent every byte and its OK: a
+    command is not complete before its last CRLF (RFC 3501 section 2.2.1), and a server
+    stores nothing of an APPEND that never completed, so when the source fails
+    (`SourceLost`) or anything else stops this midway, the caller drops the destination
+    connection and nothing is left on it (tests/test_streaming.py checks it on Dovecot).
+    """
+    imap = client._imap
+    tag = imap._new_tag()
+    imap.send(tag + b" APPEND " + bytes(client._normalise_folder(folder)) + _append_line(
+        message, body.size_bytes, literal_plus))
+    if not literal_plus and _refused_before_literal(imap, tag):
+        typ, data = imap._command_complete("APPEND", tag)
+        return typ, text_of(data)
+    for chunk in body.chunks():
+        imap.send(chunk)
+    body.finish()
+    imap.send(b"\r\n")
     typ, data = imap._command_complete("APPEND", tag)
     return typ, text_of(data)
 
