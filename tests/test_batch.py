@@ -235,8 +235,13 @@ def test_overbooked_leases_do_not_exceed_the_cap_at_the_server(
             seen = []
 
             def overbooked() -> bool:
-                seen.append((dst_proxy.open_connections, semaphore.get_value()))
-                return dst_proxy.open_connections >= 3 and semaphore.get_value() < 3
+                assert process.poll() is None, f"the batch ended before leases expired: {seen[-5:]}"
+                try:
+                    leases = semaphore.get_value()
+                except Exception:  # noqa: BLE001 - not registered yet: no task has taken a lease
+                    return False
+                seen.append((dst_proxy.open_connections, leases))
+                return dst_proxy.open_connections >= 3 and leases < 3
 
             wait_for(overbooked, timeout_s=120, interval_s=0.1, what="leases expired under running pairs")
         out, err = process.communicate(timeout=300)
