@@ -197,10 +197,10 @@ def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
         assert src.password not in out + err
 
 
-def _spawn_on_cluster(servers: Path, csv: Path, state: Path, address: str) -> subprocess.Popen[str]:
+def _spawn_on_cluster(servers: Path, csv: Path, state: Path, address: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir", str(state),
-         "--procs", "2", "--max-connections-per-server", "6", "--cluster", address, "--json"],
+         "--procs", "2", "--max-connections-per-server", "6", "--cluster", address, "--json", *extra],
         cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )
@@ -224,8 +224,13 @@ def test_overbooked_leases_do_not_exceed_the_cap_at_the_server(
     address, _workers = dask_cluster
     server = many[0][0].server
     with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
+        # Four 30 KB messages per pair and a download cap of 32 KB/s per pair (past the first
+        # 64 KB burst) keep each pair copying for seconds, longer than the 1 s lease, however fast
+        # the machine.
+        for index, (src, _dst) in enumerate(many):
+            src.seed([message("INBOX", index * 1000 + 900 + n, body="x" * 30_000) for n in range(4)])
         servers, csv = _files(tmp_path, many, src_proxy.port, dst_proxy.port)
-        process = _spawn_on_cluster(servers, csv, tmp_path / "state", address)
+        process = _spawn_on_cluster(servers, csv, tmp_path / "state", address, "--bps-down", "32K")
         # While pairs copy, the destination's semaphore shows fewer leases than the running
         # pairs hold: over-booked, as Dask's documentation warns.
         with distributed.Client(address, timeout=30) as client:
