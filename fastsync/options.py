@@ -231,10 +231,20 @@ BATCH_FLAGS = (
          "sync again the pairs the journal says finished exactly (they are skipped otherwise)"),
 )
 
+# `sync --watch`: after the sync, keep the destination in step with the source until stopped.
+WATCH_FLAGS = (
+    Flag(("--watch",), "watch", "FASTSYNC_WATCH", "bool",
+         "after the sync, keep running and copy what changes on the source (new messages, flag changes, "
+         "with --delete-dest its expunges) within seconds, until Ctrl-C or SIGTERM; implies --sync-flags"),
+    Flag(("--poll",), "poll_s", "FASTSYNC_POLL", "count",
+         "with --watch: seconds between two looks at the folders that IDLE does not watch (default: 30)",
+         "SECONDS"),
+)
+
 # The flags of each command, in the order --help lists them.
 COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
     "show": COMMON_FLAGS + FILTER_FLAGS,
-    "sync": COMMON_FLAGS + SYNC_FLAGS,
+    "sync": COMMON_FLAGS + SYNC_FLAGS + WATCH_FLAGS,
     "check": COMMON_FLAGS + CHECK_FLAGS,
     "batch": COMMON_FLAGS + SYNC_FLAGS + BATCH_FLAGS,
 }
@@ -284,6 +294,8 @@ class Options:
     max_connections_per_server: int = 0
     cluster: str | None = None
     again: bool = False
+    watch: bool = False
+    poll_s: int = 30
 
     @property
     def settings(self) -> WorkerSettings:
@@ -375,6 +387,12 @@ def resolve(values: Mapping[str, Any], config: Config | None = None, flags: Sequ
         chosen[flag.dest] = Path(value) if flag.dest == "state_dir" else value
     options = dataclasses.replace(Options(), **chosen)
     _check_bounds(options)
+    if options.watch:
+        if options.dry_run:
+            raise UsageError("--watch copies what changes and --dry-run copies nothing; use one of them")
+        # A mirror keeps flags in step too: a message read or flagged at the source is
+        # read or flagged on the destination.
+        options = dataclasses.replace(options, sync_flags=True)
     return options
 
 

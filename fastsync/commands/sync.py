@@ -22,15 +22,16 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import cast
 
 from fastsync import folders as folder_rules
-from fastsync import plan, pool, providers
+from fastsync import plan, pool, providers, watch
 from fastsync.config import Config
 from fastsync.errors import Cancelled, FolderError, UsageError
 from fastsync.events import event
 from fastsync.imap.session import Session
-from fastsync.limits import Limits, planner_yields, workers_allowed
 from fastsync.ledger import Ledger
+from fastsync.limits import Limits, planner_yields, workers_allowed
 from fastsync.lock import RunLock
 from fastsync.model import FolderPair, FolderStatus, UnitDone, WorkUnit
 from fastsync.options import Options
@@ -91,6 +92,9 @@ def _sync(
     try:
         planner.open()
         _Run(config, options, reporter, summary, planner, limits, workers, ledger, lock).go(cache, stdin_is_tty)
+        if options.watch and not (summary.cancelled or summary.declined):
+            _watch(_Run(config, dataclasses.replace(options, confirm=True), watch.PassReporter(reporter), summary,
+                        planner, limits, workers, ledger, lock), cache)
         if ledger.problem:
             reporter.warn(ledger.problem)
     finally:
@@ -367,6 +371,82 @@ class _Run:
             event("messages deleted", side="dst", folder=p.pair.dst, uids=uids,
                   command="EXPUNGE" if expunge_all else "UID EXPUNGE")
             self.reporter.detail(f"deleted {len(uids)} messages from {p.pair.dst!r}")
+
+
+def _watch(template: _Run, cache: StateCache) -> None:
+    """`sync --watch`: after the first sync, one pass (a sync of what changed) whenever the
+    change feed hears of a change, until Ctrl-C or SIGTERM, which end it with the summary
+    of everything done (watch.py says how changes are heard)."""
+    config, options, reporter, summary = template.config, template.options, template.reporter, template.summary
+    shown = cast(watch.PassReporter, reporter).reporter
+    folders, notify = _listened(template)
+    if notify:
+        folders = [""]
+    workers = template.workers
+    if options.max_connections:
+        # The listeners hold source connections too: planner + listeners + workers fit the cap.
+        room = max(0, options.max_connections - 1 - workers)
+        if room < len(folders) and workers > 1:
+            workers = max(1, options.max_connections - 1 - len(folders))
+            room = options.max_connections - 1 - workers
+        if room < len(folders):
+            polled = folders[room:]
+            folders = folders[:room]
+            shown.warn(
+                f"--max-connections {options.max_connections} leaves no connection to watch "
+                f"{', '.join(f or 'the account' for f in polled)}: polled every {options.poll_s} s instead"
+            )
+            notify = notify and bool(folders)
+    feed = watch.ChangeFeed(config.src, template.limits, options.settings, shown, folders, options.poll_s, notify)
+    totals = watch.Totals()
+    how = "NOTIFY (every folder)" if notify else f"IDLE on {', '.join(map(repr, folders)) or 'no folder'}"
+    shown.info(f"Watching {config.src.label} ({config.src.server}) for changes: {how}"
+               + ("" if notify else f", every folder polled every {options.poll_s} s") + "; Ctrl-C stops.")
+    event("watch started", side="src", how="notify" if notify else "idle", folders=folders, poll_s=options.poll_s)
+    feed.start()
+    try:
+        while True:
+            shown.status(totals.line(time.monotonic()))
+            changes = feed.wait(watch.STEP_S)
+            if not changes:
+                continue
+            for change in changes:
+                event("watch change", side="src", folder=change.folder, how=change.how)
+            done = Summary()
+            step = _Run(config, options, reporter, done, template.planner, template.limits, workers,
+                        template.ledger, template.lock)
+            step.rewrites_said = template.rewrites_said
+            step.go(cache, True)
+            template.rewrites_said = step.rewrites_said
+            watch.add_pass(summary, done)
+            now = time.monotonic()
+            totals.count(done.copied, done.flags_updated, done.deleted, min(c.at_s for c in changes), now)
+            event("watch pass", copied=done.copied, flags_updated=done.flags_updated, deleted=done.deleted,
+                  failed=len(done.failed), lag_s=round(now - min(c.at_s for c in changes), 3))
+            if done.cancelled:
+                summary.cancelled, summary.cancel_code = done.cancelled, done.cancel_code
+                return
+    except (Cancelled, KeyboardInterrupt) as exc:
+        stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
+        summary.cancelled, summary.cancel_code = stopped.message, int(stopped.exit_code)
+    finally:
+        feed.close()
+        shown.clear_status()
+        shown.info(f"Watched for {time.monotonic() - totals.started_s:.0f} s: {totals.copied} messages copied, "
+                   f"{totals.flags_updated} flags updated, {totals.deleted} deleted after the first sync.")
+
+
+def _listened(template: _Run) -> tuple[list[str], bool]:
+    """The source folders to IDLE on (INBOX and the \\Sent folder, among those synced), and
+    whether the source offers NOTIFY (RFC 5465), which watches every folder at once."""
+    src_side, dst_side = list_both(template.planner)
+    pairs, _left_out = pair_both(template.config, template.options, src_side, dst_side)
+    synced = {p.src: p for p in pairs}
+    roles = {f.name: f.special_use for f in src_side.folders}
+    folders = [name for name in synced if name.upper() == "INBOX"]
+    folders += [name for name in synced if roles.get(name) == "\\Sent"][:1]
+    capable = template.planner.call("reading capabilities", lambda src, _dst: "NOTIFY" in src.capabilities)
+    return folders, capable
 
 
 def _confirmed(

@@ -125,23 +125,8 @@ class Session:
     def where(self) -> str:
         return f"{self.account.label} ({self.account.server})"
 
-    @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Turn imapclient/socket failures into ours; a broken connection is ConnectionLost."""
-        try:
-            yield
-        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
-            # imapclient.IMAPClientAbortError is an IMAP4.abort: the connection is unusable
-            # (a BYE, a reset, a timeout: a stalled server is a lost one).
-            replies.raise_if_throttled(str(exc), self.where)
-            reason = transport.describe_os_error(exc, self.account)
-            raise ConnectionLost(f"{self.where}: {reason}") from None
-        except imap_exc.ProtocolError as exc:
-            # The parser lost its place in the stream: the connection cannot be trusted.
-            raise MalformedResponse(f"{self.where}: malformed response: {text_of(exc)[:200]}") from None
-        except imap_exc.IMAPClientError as exc:
-            replies.raise_if_throttled(text_of(exc), self.where)
-            raise
+    def _guard(self) -> contextlib.AbstractContextManager[None]:
+        return guard(self.account, self.where)
 
     def _change(self, command: str, argument_lists: Sequence[Sequence[str]], echo: str) -> None:
         """Pipeline commands that change the selected folder; the first refusal is a FolderError.
@@ -453,6 +438,25 @@ class Session:
             raise replies.append_refused(self.where, folder, text_of(exc)) from None
         validity = validities.pop() if len(validities) == 1 else 0
         return (validity, uids) if validity and len(uids) == len(messages) else None
+
+
+@contextlib.contextmanager
+def guard(account: Account, where: str) -> Iterator[None]:
+    """Turn imapclient/socket failures into ours; a broken connection is ConnectionLost."""
+    try:
+        yield
+    except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+        # imapclient.IMAPClientAbortError is an IMAP4.abort: the connection is unusable
+        # (a BYE, a reset, a timeout: a stalled server is a lost one).
+        replies.raise_if_throttled(str(exc), where)
+        reason = transport.describe_os_error(exc, account)
+        raise ConnectionLost(f"{where}: {reason}") from None
+    except imap_exc.ProtocolError as exc:
+        # The parser lost its place in the stream: the connection cannot be trusted.
+        raise MalformedResponse(f"{where}: malformed response: {text_of(exc)[:200]}") from None
+    except imap_exc.IMAPClientError as exc:
+        replies.raise_if_throttled(text_of(exc), where)
+        raise
 
 
 def describe_messages(session: Session, uids: Sequence[int]) -> list[Described]:

@@ -1,0 +1,184 @@
+"""`fastsync sync --watch` against a real Dovecot: after the first sync, new messages, flag
+changes and (with --delete-dest) expunges on the source reach the destination while the
+watch runs; NOTIFY, IDLE and polling each carry them; Ctrl-C and SIGTERM end it with the
+summary, and `check` then finds both sides equal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bench.dovecot import Dovecot
+from bench.tcpproxy import CountingProxy
+from tests.conftest import Account, AccountFactory, write_config
+from tests.helpers import message, run_cli, snapshot, spawn_sync, wait_for
+
+pytestmark = pytest.mark.dovecot
+
+
+def _count(account: Account, folder: str = "INBOX") -> int:
+    client = account.client()
+    try:
+        return int(client.folder_status(folder, ["MESSAGES"])[b"MESSAGES"])
+    finally:
+        client.logout()
+
+
+def _flags(account: Account, folder: str = "INBOX") -> dict[bytes, tuple[bytes, ...]]:
+    """Message-Id -> flags (without \\Recent) of every message of *folder*."""
+    client = account.client()
+    try:
+        client.select_folder(folder, readonly=True)
+        reply = client.fetch(client.search(), ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        return {
+            data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].strip(): tuple(sorted(f for f in data[b"FLAGS"] if f != b"\\Recent"))
+            for data in reply.values()
+        }
+    finally:
+        client.logout()
+
+
+def _set_flag(account: Account, folder: str, n: int, flag: bytes, on: bool = True) -> None:
+    client = account.client()
+    try:
+        client.select_folder(folder)
+        uids = client.search(["HEADER", "Message-ID", f"<m{n}@example.org>"])
+        (client.add_flags if on else client.remove_flags)(uids, [flag])
+    finally:
+        client.logout()
+
+
+def _stop(process: subprocess.Popen[str], signum: int = signal.SIGINT) -> tuple[str, str]:
+    os.kill(process.pid, signum)
+    return process.communicate(timeout=60)
+
+
+def _watching(process: subprocess.Popen[str], log: Path) -> None:
+    """Wait until the watch has started listening (its log says so)."""
+    def started() -> bool:
+        assert process.poll() is None, process.communicate()
+        return log.exists() and "watch started" in log.read_text()
+
+    wait_for(started, timeout_s=60, what="the watch to start")
+
+
+def _spawn_watch(config: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:
+    log = tmp_path / "watch.log"
+    process = spawn_sync(config, "--watch", "--procs", "2", "--state-dir", str(tmp_path / "state"),
+                         "--log-file", str(log), "--log-format", "json", *extra)
+    _watching(process, log)
+    return process, log
+
+
+def _events(log: Path, name: str) -> list[dict[str, object]]:
+    out = []
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("event") == name:
+            out.append(record)
+    return out
+
+
+def test_watch_copies_new_mail_and_flag_changes_until_ctrl_c(
+    accounts: AccountFactory, config_for: Callable[..., Path], tmp_path: Path,
+) -> None:
+    src, dst = accounts(2)
+    src.client().create_folder("Archive")
+    src.seed([message("INBOX", n) for n in range(5)] + [message("Archive", 100 + n) for n in range(3)])
+    config = config_for(src, dst)
+    process, log = _spawn_watch(config, tmp_path, "--poll", "2")
+    assert _count(dst) == 5
+    # New mail in INBOX (IDLE or NOTIFY) and in another folder (NOTIFY or the poll).
+    src.seed([message("INBOX", 10), message("INBOX", 11), message("Archive", 110)])
+    wait_for(lambda: _count(dst) == 7 and _count(dst, "Archive") == 4, timeout_s=20, what="the new messages")
+    # A flag set, and one cleared, on messages already copied.
+    _set_flag(src, "INBOX", 1, b"\\Flagged")
+    _set_flag(src, "INBOX", 10, b"\\Seen")
+    wait_for(lambda: _flags(dst)[b"Message-ID: <m1@example.org>"] == (b"\\Flagged",)
+             and _flags(dst)[b"Message-ID: <m10@example.org>"] == (b"\\Seen",), timeout_s=20, what="flags set")
+    _set_flag(src, "INBOX", 1, b"\\Flagged", on=False)
+    wait_for(lambda: _flags(dst)[b"Message-ID: <m1@example.org>"] == (), timeout_s=20, what="a flag cleared")
+    out, err = _stop(process)
+    assert process.returncode == 130, err
+    assert "Cancelled." in err
+    assert "3 messages copied" in out and "after the first sync" in out
+    assert snapshot(src) == snapshot(dst)
+    assert run_cli("-c", config, "check", "--state-dir", tmp_path / "state").returncode == 0
+    # One event per change in the log, and one per pass.
+    assert _events(log, "watch change") and _events(log, "watch pass")
+    assert src.password not in log.read_text() + out + err
+
+
+def test_watch_propagates_expunges_within_the_ceiling_and_stops_on_sigterm(
+    accounts: AccountFactory, config_for: Callable[..., Path], tmp_path: Path,
+) -> None:
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n) for n in range(20)])
+    config = config_for(src, dst)
+    process, _log = _spawn_watch(config, tmp_path, "--delete-dest", "--poll", "2")
+    assert _count(dst) == 20
+    client = src.client()
+    client.select_folder("INBOX")
+    client.delete_messages(client.search(["HEADER", "Message-ID", "<m3@example.org>"]))
+    client.expunge()
+    client.logout()
+    wait_for(lambda: _count(dst) == 19, timeout_s=20, what="the expunge to reach the destination")
+    _out, err = _stop(process, signal.SIGTERM)
+    assert process.returncode == 143, err
+    assert snapshot(src) == snapshot(dst)
+
+
+@pytest.fixture(scope="module")
+def dovecot_plain(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A Dovecot that announces neither NOTIFY nor CONDSTORE nor QRESYNC: IDLE and polling,
+    and flags compared in full."""
+    root = tmp_path_factory.mktemp("dovecot-plain")
+    users = {f"p{n}": f"pw-p{n}" for n in range(4)}
+    with Dovecot(root, users=users, imap_capability="IMAP4rev1 IDLE UIDPLUS MULTIAPPEND LITERAL+ NAMESPACE") as server:
+        yield server, users
+
+
+def test_watch_without_notify_or_condstore_idles_on_inbox_and_polls_the_rest(
+    dovecot_plain: tuple[Dovecot, dict[str, str]], config_for: Callable[..., Path], tmp_path: Path,
+) -> None:
+    server, users = dovecot_plain
+    src, dst = (Account(server, user, users[user]) for user in ("p0", "p1"))
+    src.client().create_folder("Archive")
+    src.seed([message("INBOX", n) for n in range(3)] + [message("Archive", 50)])
+    config = config_for(src, dst)
+    process, log = _spawn_watch(config, tmp_path, "--poll", "3")
+    assert [e["how"] for e in _events(log, "watch started")] == ["idle"]
+    src.seed([message("INBOX", 10)])
+    wait_for(lambda: _count(dst) == 4, timeout_s=10, what="the new INBOX message (IDLE)")
+    src.seed([message("Archive", 51)])
+    wait_for(lambda: _count(dst, "Archive") == 2, timeout_s=15, what="the new Archive message (poll)")
+    _set_flag(src, "INBOX", 2, b"\\Answered")
+    wait_for(lambda: _flags(dst)[b"Message-ID: <m2@example.org>"] == (b"\\Answered",), timeout_s=15,
+             what="the flag change without CONDSTORE")
+    _out, err = _stop(process)
+    assert process.returncode == 130, err
+    assert snapshot(src) == snapshot(dst)
+
+
+def test_watch_holds_the_connection_cap_with_its_listeners(
+    accounts: AccountFactory, config_for: Callable[..., Path], tmp_path: Path,
+) -> None:
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n) for n in range(30)])
+    with CountingProxy(src.server.port) as src_proxy, CountingProxy(dst.server.port) as dst_proxy:
+        config = write_config(tmp_path, f"127.0.0.1:{src_proxy.port}", src.user, src.password,
+                              f"127.0.0.1:{dst_proxy.port}", dst.user, dst.password)
+        process, _log = _spawn_watch(config, tmp_path, "--max-connections", "3", "--poll", "2")
+        src.seed([message("INBOX", 100 + n) for n in range(30)])
+        wait_for(lambda: _count(dst) == 60, timeout_s=20, what="the new messages")
+        _out, err = _stop(process)
+        assert process.returncode == 130, err
+        assert src_proxy.peak_connections <= 3 and dst_proxy.peak_connections <= 3
+        # The listener was one of the three source connections.
+        assert src_proxy.peak_connections == 3
