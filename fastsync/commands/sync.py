@@ -24,8 +24,9 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
+from fastsync import changes as watch
 from fastsync import folders as folder_rules
-from fastsync import plan, pool, providers, watch
+from fastsync import plan, pool, providers
 from fastsync.config import Config
 from fastsync.errors import Cancelled, FolderError, UsageError
 from fastsync.events import event

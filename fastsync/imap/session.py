@@ -112,6 +112,11 @@ class Session:
                 self._slots.release()
 
     @property
+    def client(self) -> Client:
+        """The imapclient connection, for the protocol edge's own use (`idle.Listener`)."""
+        return self._client
+
+    @property
     def closed(self) -> bool:
         return self._client is None
 

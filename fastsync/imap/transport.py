@@ -532,6 +532,23 @@ def send_append_streamed(
     return typ, text_of(data)
 
 
+def notify_set(client: Client, events: str) -> str:
+    """NOTIFY SET STATUS *events* (RFC 5465 section 5.1); the server's refusal, or ''.
+
+    The STATUS of every folder that the server sends first says nothing new: dropped."""
+    imap = client._imap
+    # imaplib checks each command against its table of known ones; NOTIFY is not there.
+    imaplib.Commands.setdefault("NOTIFY", ("AUTH", "SELECTED"))
+    try:
+        typ, data = imap._simple_command("NOTIFY", "SET", "STATUS", events)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as exc:
+        return str(exc)
+    imap.untagged_responses.clear()
+    return "" if typ == "OK" else text_of(data)
+
+
 def quoted_folder(client: Client, name: str) -> str:
     """A folder name as a command argument: modified UTF-7 (RFC 3501 section 5.1.3), quoted."""
     return bytes(client._normalise_folder(name)).decode("ascii")

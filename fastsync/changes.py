@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fastsync.config import Account
-from fastsync.errors import ConnectError
+from fastsync.errors import FastsyncError
 from fastsync.events import event
 from fastsync.imap.idle import Listener
 from fastsync.limits import Limits
@@ -146,10 +146,10 @@ class ChangeFeed:
                     self.down.discard(folder)
                 event("watch listening", side="src", folder=folder, how="notify" if self.notify else "idle")
                 self._follow(listener)
-            except ConnectError as exc:
+            except FastsyncError as exc:
                 with self.lock:
                     self.down.add(folder)
-                if not exc.retryable:
+                if not getattr(exc, "retryable", False):
                     self.reporter.warn(f"{exc.message}; {name} is no longer watched, only polled")
                     event("watch stopped", side="src", folder=folder, level=logging.WARNING, reason=exc.message)
                     return
