@@ -1,4 +1,4 @@
-"""``python -m bench demo``, ``python -m bench run ...``, ``scale``, ``caps`` and ``batch``: see bench/README.md."""
+"""``python -m bench demo``, ``python -m bench run ...``, ``scale``, ``caps``, ``batch`` and ``watch``: see bench/README.md."""
 
 from __future__ import annotations
 
@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--no-rerun", dest="rerun", action="store_false",
                       help="skip the second fastsync batch run with nothing to copy")
     many.add_argument("--out", type=Path, required=True, help="directory for results.json/.md and logs")
+    follow = commands.add_parser("watch", help="lag of sync --watch behind the source, and its idle cost")
+    follow.add_argument("--modes", default="notify,idle-poll",
+                        help="comma-separated: notify (Dovecot as is), idle-poll (a source without NOTIFY)")
+    follow.add_argument("--scale", type=float, default=0.05,
+                        help="share of the realistic profile in the source account (default 0.05: 500 messages)")
+    follow.add_argument("--poll", type=int, default=10, help="sync --poll SECONDS (default 10)")
+    follow.add_argument("--repeat", type=int, default=1, help="rounds per mode; ranges are reported")
+    follow.add_argument("--seed", type=int, default=1)
+    follow.add_argument("--out", type=Path, default=None, help="directory for watch.json and watch.md")
     return parser
 
 
@@ -88,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return batch([t.strip() for t in args.tools.split(",") if t.strip()], args.out, pairs=args.pairs,
                      scale=args.scale, seed=args.seed, cap=args.cap, procs=args.procs,
                      per_job_connections=args.per_job_connections, repeat=args.repeat, rerun=args.rerun)
+    if args.command == "watch":
+        from bench.watch import watch
+
+        return watch([m.strip() for m in args.modes.split(",") if m.strip()], args.out, scale=args.scale,
+                     poll_s=args.poll, repeat=args.repeat, seed=args.seed)
     return bench_run.run(
         args.profile, [t.strip() for t in args.tools.split(",") if t.strip()], args.out, scale=args.scale,
         seed=args.seed, repeat=args.repeat, wan_delay_ms=args.wan_delay_ms, rate=args.wan_rate, tls=args.tls,
