@@ -157,6 +157,38 @@ class Limits:
         )
 
 
+# How often a process waiting on a `StopFlag` looks at it.
+STOP_POLL_S = 0.05
+
+
+class StopFlag:
+    """A run's stop signal, one byte shared by all its processes: set once, read by all.
+
+    Not a multiprocessing Event: a process that ends (or is killed) while one of its
+    threads waits on an Event stays counted as a waiter, and the next ``set()`` waits for
+    that waiter's acknowledgement forever.  A flag that waiters poll has no waiters to count.
+    """
+
+    def __init__(self, ctx: multiprocessing.context.BaseContext) -> None:
+        self._flag: Any = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until the flag is set or *timeout_s* passed; whether it is set."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._flag.value:
+            left = STOP_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(STOP_POLL_S, left))
+        return True
+
+
 def _never() -> bool:
     return False
 

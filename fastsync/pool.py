@@ -45,7 +45,7 @@ from fastsync.config import Account, Config
 from fastsync.errors import AuthError, Cancelled, DestinationFull, FastsyncError, FolderError, Throttled, TLSError
 from fastsync.events import event
 from fastsync.ledger import Ledger
-from fastsync.limits import Limits
+from fastsync.limits import Limits, StopFlag
 from fastsync.lock import RunLock
 from fastsync.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
 from fastsync.results import Reporter, Summary
@@ -174,7 +174,7 @@ class Coordinator:
         self.attempts = dict.fromkeys(self.units, 0)
         # Units not yet given to a worker; each worker holds at most one (`taken`).
         self.pending = collections.deque(units)
-        self.stop = self.ctx.Event()
+        self.stop = StopFlag(self.ctx)
         self.processes: dict[int, Any] = {}
         self.channels: dict[int, Connection] = {}
         self.next_index = 0
@@ -468,7 +468,10 @@ def worker_main(
         # A run killed with -9 (or a batch pair whose process died): every worker stops
         # after the unit in hand and starts no other, and one waiting to reconnect or for
         # a connection slot stops waiting.  `stop` is the run's: its siblings hear it too.
-        while not stop.wait(POLL_S):
+        # The thread sleeps on an event of this process, never on `stop`: a process that
+        # ends while one of its threads waits on a multiprocessing Event leaves that waiter
+        # counted, and the parent's next `stop.set()` would wait for it forever.
+        while not leaving.wait(POLL_S):
             if parent_gone():
                 stop.set()
                 return

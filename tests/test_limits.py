@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -16,6 +18,7 @@ from fastsync.limits import (
     ConnectionSlots,
     Limits,
     SharedBucket,
+    StopFlag,
     planner_yields,
     refill_and_charge,
     workers_allowed,
@@ -175,3 +178,35 @@ def test_slots_of_a_killed_worker_are_given_back() -> None:
     assert slots.release_all(5) == 0
     slots.acquire()
     slots.release()
+
+
+def _wait_forever(flag: StopFlag, ready: Any) -> None:
+    ready.set()
+    flag.wait()
+
+
+def test_a_stop_flag_is_set_at_once_after_a_waiter_died_waiting() -> None:
+    """A process killed while it waits must not hold up the next set(): a multiprocessing
+    Event would wait for that waiter forever (this once hung a run whose worker left
+    mid-wait, over quota)."""
+    ctx = multiprocessing.get_context("forkserver")
+    flag, ready = StopFlag(ctx), ctx.Event()
+    child = ctx.Process(target=_wait_forever, args=(flag, ready), daemon=True)
+    child.start()
+    assert ready.wait(30)
+    time.sleep(0.2)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+    started = time.monotonic()
+    flag.set()
+    assert flag.is_set() and flag.wait(0)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_stop_flag_wait_times_out_and_wakes_on_set() -> None:
+    flag = StopFlag(multiprocessing.get_context("forkserver"))
+    started = time.monotonic()
+    assert flag.wait(0.2) is False
+    assert 0.15 <= time.monotonic() - started < 2.0
+    threading.Timer(0.1, flag.set).start()
+    assert flag.wait(5) is True
