@@ -133,6 +133,7 @@ class CountingProxy:
         self.port = int(self._listener.getsockname()[1])
         self._closing = False
         self._threads: list[threading.Thread] = []
+        self._links: list[_Link] = []
 
     def __enter__(self) -> CountingProxy:
         thread = threading.Thread(target=self._accept, daemon=True)
@@ -143,6 +144,14 @@ class CountingProxy:
     def __exit__(self, *exc: object) -> None:
         self._closing = True
         self._listener.close()
+
+    def drop_all(self) -> int:
+        """Close every open connection at once, as a server restart or a lost network
+        would; returns how many were open."""
+        links = [link for link in self._links if not link.done.is_set()]
+        for link in links:
+            self._close(link)
+        return len(links)
 
     def reset_peak(self) -> None:
         """Start counting ``peak_connections`` (and ``traffic``) afresh: the next client's share only."""
@@ -181,6 +190,7 @@ class CountingProxy:
                 self.open_connections += 1
                 self.peak_connections = max(self.peak_connections, self.open_connections)
             link = _Link(client, server, fault, recording, rewriter=self.rewrite_up() if self.rewrite_up else None)
+            self._links.append(link)
             for upstream in (True, False):
                 threading.Thread(target=self._relay, args=(link, upstream), daemon=True).start()
 

@@ -168,10 +168,12 @@ class ChangeFeed:
         while not self.stopping.is_set():
             now = time.monotonic()
             if now >= renew_at:
-                listener.renew()
+                heard = listener.renew()
                 renew_at = now + self.renew_s
                 event("watch renewed", side="src", folder=listener.folder)
-            for folder in dict.fromkeys(listener.wait(min(STEP_S, max(0.0, renew_at - now)))):
+            else:
+                heard = listener.wait(min(STEP_S, renew_at - now))
+            for folder in dict.fromkeys(heard):
                 self.changes.put(Change(folder, "notify" if self.notify else "idle", time.monotonic()))
 
 

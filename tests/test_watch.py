@@ -69,7 +69,8 @@ def _watching(process: subprocess.Popen[str], log: Path) -> None:
 
 
 def _spawn_watch(config: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], Path]:
-    log = tmp_path / "watch.log"
+    """A watch with a log of its own (a new file each time) and the test's state directory."""
+    log = tmp_path / f"watch-{len(list(tmp_path.glob('watch-*.log')))}.log"
     process = spawn_sync(config, "--watch", "--procs", "2", "--state-dir", str(tmp_path / "state"),
                          "--log-file", str(log), "--log-format", "json", *extra)
     _watching(process, log)
@@ -182,3 +183,78 @@ def test_watch_holds_the_connection_cap_with_its_listeners(
         assert src_proxy.peak_connections <= 3 and dst_proxy.peak_connections <= 3
         # The listener was one of the three source connections.
         assert src_proxy.peak_connections == 3
+
+
+def test_watch_recovers_when_every_connection_drops(
+    accounts: AccountFactory, tmp_path: Path,
+) -> None:
+    """All source connections cut at once (a server restart, a lost network): the listener
+    and the planner reconnect, and what arrived meanwhile is copied."""
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n) for n in range(5)])
+    with CountingProxy(src.server.port) as src_proxy:
+        config = write_config(tmp_path, f"127.0.0.1:{src_proxy.port}", src.user, src.password,
+                              dst.address, dst.user, dst.password)
+        process, log = _spawn_watch(config, tmp_path, "--poll", "2")
+        wait_for(lambda: "watch listening" in log.read_text(), timeout_s=20, what="the listener")
+        assert src_proxy.drop_all() >= 1
+        src.seed([message("INBOX", 20)])
+        wait_for(lambda: _count(dst) == 6, timeout_s=30, what="the message sent while the connections were down")
+        src.seed([message("INBOX", 21)])
+        wait_for(lambda: _count(dst) == 7, timeout_s=20, what="a message after the reconnection")
+        _out, err = _stop(process)
+    assert process.returncode == 130, err
+    assert _events(log, "watch connection lost")
+    assert "Traceback" not in err
+    assert snapshot(src) == snapshot(dst)
+
+
+def test_a_restarted_watch_resumes_from_its_state_without_diffing_unchanged_folders(
+    accounts: AccountFactory, config_for: Callable[..., Path], tmp_path: Path,
+) -> None:
+    src, dst = accounts(2)
+    src.client().create_folder("Archive")
+    src.seed([message("INBOX", n) for n in range(10)] + [message("Archive", 100 + n) for n in range(10)])
+    config = config_for(src, dst)
+    process, _log = _spawn_watch(config, tmp_path)
+    _stop(process)
+    # Started again with nothing changed: every folder pair is known unchanged.
+    again, log = _spawn_watch(config, tmp_path)
+    planned = _events(log, "folder planned")
+    _out, err = _stop(again)
+    assert again.returncode == 130, err
+    assert planned and all(event["note"] == "unchanged since the last run" for event in planned)
+
+
+def test_a_listener_issues_idle_again_and_still_hears_changes(
+    dovecot_plain: tuple[Dovecot, dict[str, str]], config_for: Callable[..., Path], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 2177: IDLE is ended and issued again before the server's 29-30 minutes; here
+    every half second, and a change after several renewals is still heard."""
+    import io
+    import logging
+
+    from fastsync.changes import ChangeFeed
+    from fastsync.config import load_config
+    from fastsync.limits import Limits
+    from fastsync.model import WorkerSettings
+    from fastsync.progress import Reporter
+
+    server, users = dovecot_plain
+    src, dst = (Account(server, user, users[user]) for user in ("p2", "p3"))
+    config = load_config(config_for(src, dst))
+    caplog.set_level(logging.INFO, logger="fastsync")
+    feed = ChangeFeed(config.src, Limits(), WorkerSettings(), Reporter(out=io.StringIO(), err=io.StringIO()),
+                      ["INBOX"], poll_s=3600, notify=False, renew_s=0.5)
+    feed.start()
+    try:
+        first = feed.wait(10)
+        assert [c.how for c in first] == ["listening"]
+        wait_for(lambda: sum(r.getMessage() == "watch renewed" for r in caplog.records) >= 3, timeout_s=10,
+                 what="three renewals")
+        src.seed([message("INBOX", 1)])
+        heard: list[str] = []
+        wait_for(lambda: heard.extend(c.folder for c in feed.wait(0.5)) or "INBOX" in heard, timeout_s=10,
+                 what="the change after the renewals")
+    finally:
+        feed.close()

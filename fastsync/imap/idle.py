@@ -10,6 +10,7 @@ untagged STATUS, and new or renamed folders as LIST, while idling).  A listener 
 from __future__ import annotations
 
 import contextlib
+import time
 
 from fastsync.config import Account
 from fastsync.errors import FolderError
@@ -63,8 +64,17 @@ class Listener:
     def wait(self, timeout_s: float) -> list[str]:
         """Wait up to *timeout_s* for changes; the folders they concern (the watched folder
         for EXISTS, EXPUNGE, FETCH), or [] when nothing changed."""
+        started = time.monotonic()
         with self._guard():
             responses = self.session.client.idle_check(timeout_s)
+        if not responses and time.monotonic() - started < timeout_s / 2:
+            # imapclient returns nothing, at once, when the server closed the connection
+            # (it reads EOF as "no more responses"): ending and starting the IDLE again
+            # asks the server, and a closed connection then says so as ConnectionLost.
+            return self.renew()
+        return self._changed(responses)
+
+    def _changed(self, responses: list[tuple[object, ...]]) -> list[str]:
         changed = []
         for response in responses:
             if not response or response[0] in _NOT_CHANGES:
@@ -77,14 +87,17 @@ class Listener:
                 changed.append(self.folder)
         return changed
 
-    def renew(self) -> None:
+    def renew(self) -> list[str]:
         """End IDLE and start it again: servers may drop an IDLE after 30 minutes of
-        silence (RFC 2177 section 3), so it is re-issued before that."""
+        silence (RFC 2177 section 3), so it is re-issued before that.  What the server
+        reported as the IDLE ended (Dovecot reports pending changes then) is returned."""
+        responses: list[tuple[object, ...]] = []
         with self._guard():
             if self._idling:
                 self._idling = False
-                self.session.client.idle_done()
+                responses = self.session.client.idle_done()[1]
         self._idle()
+        return self._changed(responses)
 
     def close(self) -> None:
         if self._idling and not self.session.closed:
