@@ -258,3 +258,26 @@ def test_a_listener_issues_idle_again_and_still_hears_changes(
                  what="the change after the renewals")
     finally:
         feed.close()
+
+
+def test_watch_follows_a_source_folder_recreated_with_a_new_uidvalidity(
+    accounts: AccountFactory, config_for: Callable[..., Path], tmp_path: Path,
+) -> None:
+    src, dst = accounts(2)
+    src.client().create_folder("Archive")
+    src.seed([message("Archive", n) for n in range(5)])
+    config = config_for(src, dst)
+    process, _log = _spawn_watch(config, tmp_path, "--poll", "2")
+    client = src.client()
+    before = client.folder_status("Archive", [b"UIDVALIDITY"])[b"UIDVALIDITY"]
+    client.delete_folder("Archive")
+    client.create_folder("Archive")
+    assert client.folder_status("Archive", [b"UIDVALIDITY"])[b"UIDVALIDITY"] != before
+    client.logout()
+    # The same five messages again, and a new one: only the new one is copied.
+    src.seed([message("Archive", n) for n in range(6)])
+    wait_for(lambda: _count(dst, "Archive") == 6, timeout_s=20, what="the new message of the recreated folder")
+    _out, err = _stop(process)
+    assert process.returncode == 130, err
+    assert _count(dst, "Archive") == 6
+    assert snapshot(src) == snapshot(dst)

@@ -400,6 +400,8 @@ def _watch(template: _Run, cache: StateCache) -> None:
             notify = notify and bool(folders)
     feed = watch.ChangeFeed(config.src, template.limits, options.settings, shown, folders, options.poll_s, notify)
     totals = watch.Totals()
+    shown.info(f"First sync: {summary.copied} copied, {summary.present} already present, "
+               f"{len(summary.failed)} failed.")
     how = "NOTIFY (every folder)" if notify else f"IDLE on {', '.join(map(repr, folders)) or 'no folder'}"
     shown.info(f"Watching {config.src.label} ({config.src.server}) for changes: {how}"
                + ("" if notify else f", every folder polled every {options.poll_s} s") + "; Ctrl-C stops.")
