@@ -523,14 +523,17 @@ def _parent_watch(parent: Any) -> Callable[[], bool]:
     if parent is None or parent.pid is None:
         return lambda: False
     try:
-        started = psutil.Process(parent.pid).create_time()
+        process = psutil.Process(parent.pid)
     except psutil.Error:
         return lambda: True
 
     def gone() -> bool:
+        # is_running() tells a reused PID by the process's start time counted from boot
+        # (psutil >= 7 on Linux).  Not create_time(): that adds the boot time, which moves
+        # whenever the system clock is stepped (NTP, a VM's clock catching up), and a
+        # worker that took its run for dead on such a step stopped copying.
         try:
-            process = psutil.Process(parent.pid)
-            return bool(process.create_time() != started or process.status() == psutil.STATUS_ZOMBIE)
+            return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
         except psutil.Error:
             return True
 
