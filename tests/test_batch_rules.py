@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from fastsync.commands.batch import Allocation, allocate, budget
 from fastsync.errors import ConfigError, UsageError
 from fastsync.journal import Entry, Journal
 from fastsync.options import Options
+from fastsync.pairrun import read_job, spawn, write_job
 
 
 def _servers(tmp_path: Path, **side: object) -> Path:
@@ -135,3 +137,22 @@ def test_the_journal_keeps_outcomes_and_no_line_text(tmp_path: Path) -> None:
     assert entry is not None and (entry.outcome, entry.copied, entry.exit_code) == ("exact", 5, 0)
     assert again.get("k2") is None
     again.close()
+
+
+def test_a_job_crosses_the_pipe_and_an_empty_pipe_is_no_job() -> None:
+    stream = io.BytesIO()
+    write_job(stream, ("config", "options"))
+    stream.seek(0)
+    assert read_job(stream) == ("config", "options")
+    assert read_job(io.BytesIO(b"")) is None
+
+
+def test_a_spare_pair_process_given_no_job_ends_quietly() -> None:
+    process = spawn()
+    assert process.stdin is not None and process.stderr is not None
+    process.stdin.close()
+    assert process.wait(timeout=60) == 0
+    assert process.stderr.read() == b""
+    process.stderr.close()
+    assert process.stdout is not None
+    process.stdout.close()

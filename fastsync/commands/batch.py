@@ -25,13 +25,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastsync import cluster
+from fastsync import cluster, pairrun
 from fastsync.batchfile import Batch, PairLine
 from fastsync.errors import Cancelled, UsageError
 from fastsync.journal import Entry, Journal
@@ -139,6 +140,9 @@ class _Scheduler:
         # --cluster: the Dask client, and the event that stops the batch's running tasks.
         self.client: Any = None
         self.stop_name = cluster.stop_event_name()
+        # Locally, a pair's process started ahead (`pairrun.spawn`): the next pair to start
+        # finds its interpreter up and the sync imported.
+        self.spare: subprocess.Popen[bytes] | None = None
         self.lock = threading.Condition()
         self.copied = self.copied_bytes = self.planned_bytes = self.planned_pairs = 0
         self.started_at = time.monotonic()
@@ -184,7 +188,8 @@ class _Scheduler:
             process = PairProcess(result, pair.config, self.pair_options, Callbacks(
                 warn=lambda text: self.reporter.warn(f"line {pair.line} ({name}): {text}"),
                 planned=planned, advanced=advanced,
-            ))
+            ), self.spare)
+            self.spare = None
         self.running[pair.line] = process
 
         def follow() -> None:
@@ -209,12 +214,17 @@ class _Scheduler:
                         if self.fits(item[0]):
                             pending.remove(item)
                             self.start(*item)
+                    if pending and self.spare is None and self.client is None:
+                        self.spare = pairrun.spawn()
                     self.lock.wait(0.5)
                     self.show(len(pending))
         except (KeyboardInterrupt, Cancelled) as exc:
             stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
             self.summary.cancelled, self.summary.cancel_code = stopped.message, int(stopped.exit_code)
             self.stop_all()
+        finally:
+            if self.spare is not None:
+                pairrun.discard(self.spare)
 
     def stop_all(self) -> None:
         """Stop every running pair once, and wait for them: they finish the unit in hand."""
@@ -245,6 +255,8 @@ def run(batch: Batch, options: Options, reporter: Reporter) -> BatchSummary:
     started = time.monotonic()
     summary = BatchSummary(max_connections_per_server=options.max_connections_per_server)
     client = cluster.connect(options.cluster) if options.cluster else None
+    # The first pair's process starts now: its start-up overlaps the journal's look-ups.
+    spare = None if client is not None else pairrun.spawn()
     journal = Journal.open(options.state_dir or default_dir(), batch.pairs_path)
     try:
         context = batch.servers_text + repr([getattr(options, name) for name in _DECISIVE])
@@ -265,6 +277,7 @@ def run(batch: Batch, options: Options, reporter: Reporter) -> BatchSummary:
         allocation = allocate(options, same_server, len(todo))
         scheduler = _Scheduler(options, allocation, same_server, reporter, summary, journal)
         scheduler.client = client
+        scheduler.spare, spare = (spare, None) if todo else (None, spare)
         summary.parallel, summary.procs = allocation.parallel, allocation.workers
         if not allocation.fitted and allocation.per_side < options.workers + 1:
             reporter.warn(
@@ -276,6 +289,8 @@ def run(batch: Batch, options: Options, reporter: Reporter) -> BatchSummary:
             reporter.info(f"{allocation}" + (f" within --max-connections-per-server {cap}" if cap else ""))
         scheduler.run(todo)
     finally:
+        if spare is not None:
+            pairrun.discard(spare)
         journal.close()
         if client is not None:
             client.close()

@@ -51,7 +51,10 @@ def main() -> int:
     from fastsync.progress import LineReporter
 
     stdin = sys.stdin.buffer
-    config, options = read_job(stdin)
+    job = read_job(stdin)
+    if job is None:
+        return 0  # a spare process the batch did not need
+    config, options = job
     reporter = LineReporter(sys.stdout.buffer)
     with sigterm_stops():
         _watch_lifeline(stdin)
