@@ -251,13 +251,17 @@ class _Scheduler:
         )
 
 
-def run(batch: Batch, options: Options, reporter: Reporter) -> BatchSummary:
+def run(batch: Batch, options: Options, reporter: Reporter,
+        spare: subprocess.Popen[bytes] | None = None) -> BatchSummary:
+    """The batch; *spare*, a pair process from `pairrun.spawn` (else one started here), is
+    the first pair's: the caller starts it early, so that its start-up overlaps the reading
+    of the files and of the journal."""
     started = time.monotonic()
     summary = BatchSummary(max_connections_per_server=options.max_connections_per_server)
     client = cluster.connect(options.cluster) if options.cluster else None
-    # The first pair's process starts now: its start-up overlaps the journal's look-ups.
-    spare = None if client is not None else pairrun.spawn()
     journal = Journal.open(options.state_dir or default_dir(), batch.pairs_path)
+    if spare is None and client is None:
+        spare = pairrun.spawn()
     try:
         context = batch.servers_text + repr([getattr(options, name) for name in _DECISIVE])
         todo = []
