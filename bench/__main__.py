@@ -50,14 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     capped.add_argument("--out", type=Path, default=None, help="directory for caps.json and caps.md")
     many = commands.add_parser("batch", help="many account pairs under one cap on connections per server")
     many.add_argument("--tools", default=",".join(BATCH_TOOLS),
-                      help=f"comma-separated; fastsync-batch:P runs batch with --procs P "
+                      help=f"comma-separated; fastsync-batch runs batch without --procs (its own choice), "
+                           f"fastsync-batch:P with --procs P "
                            f"(default {','.join(BATCH_TOOLS)})")
     many.add_argument("--pairs", type=int, default=20, help="account pairs (default 20)")
     many.add_argument("--scale", type=float, default=0.1,
                       help="each source user's share of the realistic profile (default 0.1: 1,000 messages)")
     many.add_argument("--seed", type=int, default=1)
     many.add_argument("--cap", type=int, default=8, help="simultaneous connections per server, every tool (default 8)")
-    many.add_argument("--procs", type=int, default=4, help="fastsync --procs, every fastsync tool (default 4)")
+    many.add_argument("--procs", type=int, default=4, help="fastsync --procs of fastsync-loop and fastsync-parallel (default 4)")
     many.add_argument("--per-job-connections", type=int, default=2,
                       help="fastsync-parallel: --max-connections of each job; -j is cap // this (default 2)")
     many.add_argument("--repeat", type=int, default=1, help="rounds over all tools; ranges are reported")

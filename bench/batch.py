@@ -48,10 +48,12 @@ from bench.tcpproxy import CountingProxy
 from bench.verify import Endpoint, compare
 
 TOOLS = ("fastsync-batch", "fastsync-loop", "fastsync-parallel", "imapsync")
-# fastsync-batch:P is fastsync batch with --procs P instead of the harness's --procs: with
-# the default 4, a pair takes 5 connections per side and only one fits under a cap of 8;
-# with 1, a pair takes 2 and four run at once, as fastsync-parallel's jobs do.
-DEFAULT_TOOLS = ("fastsync-batch", "fastsync-batch:1", "fastsync-loop", "fastsync-parallel", "imapsync")
+# fastsync-batch runs batch without --procs: it chooses how many pairs run at once and each
+# pair's workers from the cap.  fastsync-batch:P gives it --procs P: with 4, a pair takes 5
+# connections per side and only one fits under a cap of 8; with 1, a pair takes 2 and four
+# run at once, as fastsync-parallel's jobs do.
+DEFAULT_TOOLS = ("fastsync-batch", "fastsync-batch:4", "fastsync-batch:1", "fastsync-loop", "fastsync-parallel",
+                 "imapsync")
 
 SCRIPT = Path(__file__).resolve().parent / "batch.sh"
 
@@ -172,7 +174,6 @@ def invocation(spec: str, workdir: Path, csv: Path, servers: Servers, cap: int, 
                per_job_connections: int) -> Invocation:
     """The command of one tool over the whole CSV, under ``cap`` connections per server."""
     tool, own_procs = parse_tool(spec)
-    procs = own_procs or procs
     env = {"BENCH_SRC_HOST": servers.src[0], "BENCH_SRC_PORT": str(servers.src[1]),
            "BENCH_DST_HOST": servers.dst[0], "BENCH_DST_PORT": str(servers.dst[1]), "BENCH_PYTHON": sys.executable}
     if tool == "fastsync-batch":
@@ -181,10 +182,12 @@ def invocation(spec: str, workdir: Path, csv: Path, servers: Servers, cap: int, 
             f"{side}:\n  label: {label}\n  server: \"{host}:{port}\"\n  tls: none\n"
             for side, label, (host, port) in (("src", "source", servers.src), ("dst", "destination", servers.dst))
         ))
+        # Without :P, batch's own choice of pairs at once and workers per pair.
+        procs_args = ["--procs", str(own_procs)] if own_procs else []
         return Invocation([sys.executable, "-m", "fastsync", "-c", str(config), "batch", str(csv),
-                           "--max-connections-per-server", str(cap), "--procs", str(procs),
+                           "--max-connections-per-server", str(cap), *procs_args,
                            "--state-dir", str(workdir / "state"), "--json"],
-                          note=f"--max-connections-per-server {cap} --procs {procs}")
+                          note=" ".join(["--max-connections-per-server", str(cap), *procs_args]))
     if tool == "fastsync-loop":
         args = ["--max-connections", str(cap), "--procs", str(loop_procs(procs, cap))]
         return Invocation(["bash", str(SCRIPT), "loop", "fastsync", str(csv), str(workdir), *args], env=env,
@@ -283,8 +286,9 @@ def _outcomes(document: Path) -> tuple[dict[str, int], str]:
     try:
         data = json.loads(document.read_text())
         outcomes = dict(Counter(str(p.get("outcome")) for p in data["pairs"]))
-        parallel = data["summary"].get("parallel")
-        return outcomes, f"{parallel} pairs at once" if parallel else ""
+        parallel, procs = data["summary"].get("parallel"), data["summary"].get("procs")
+        note = f"{parallel} pairs at once" + (f", --procs {procs} each" if procs else "") if parallel else ""
+        return outcomes, note
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return {}, f"no --json document read ({type(error).__name__})"
 

@@ -30,6 +30,8 @@ from fastsync.errors import Cancelled, ExitCode, FastsyncError, Terminated, Usag
 from fastsync.options import COMMAND_FLAGS, DEFAULT_CONFIG, GLOBAL_FLAGS, Flag
 
 if TYPE_CHECKING:
+    import subprocess
+
     from fastsync.batchfile import Batch
     from fastsync.config import Config
     from fastsync.options import Options
@@ -195,12 +197,21 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
         config_path = values.get("config") or DEFAULT_CONFIG
         if args.command == "batch":
+            from fastsync import pairrun
             from fastsync.batchfile import load_batch
 
-            batch = load_batch(config_path, args.pairs)
-            options = option_rules.resolve(values, batch.template, COMMAND_FLAGS[args.command])
-            log_handler = configure_log(options.log_file, options.log_format, batch.secrets)
-            code, stopped = _run_batch(batch, options, reporter)
+            # The first pair's process starts now: its interpreter and imports overlap the
+            # reading of both files and of the journal (a cluster runs pairs elsewhere).
+            spare = None if values.get("cluster") else pairrun.spawn()
+            try:
+                batch = load_batch(config_path, args.pairs)
+                options = option_rules.resolve(values, batch.template, COMMAND_FLAGS[args.command])
+                log_handler = configure_log(options.log_file, options.log_format, batch.secrets)
+            except BaseException:
+                if spare is not None:
+                    pairrun.discard(spare)
+                raise
+            code, stopped = _run_batch(batch, options, reporter, spare)
             _log_end(args.command, code, stopped)
             return code
         config = load_config(config_path)
@@ -289,15 +300,16 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
     return code, ""
 
 
-def _run_batch(batch: Batch, options: Options, reporter: Reporter) -> tuple[int, str]:
-    """Run `fastsync batch` and show its result; returns its exit code and, when Ctrl-C or
-    SIGTERM stopped it, what it said."""
+def _run_batch(batch: Batch, options: Options, reporter: Reporter,
+               spare: subprocess.Popen[bytes] | None) -> tuple[int, str]:
+    """Run `fastsync batch` (which takes over *spare*, see `pairrun.spawn`) and show its
+    result; returns its exit code and, when Ctrl-C or SIGTERM stopped it, what it said."""
     from fastsync import progress
     from fastsync.commands import batch as batch_command
 
     for warning in batch_command.warnings_for(batch) if not reporter.quiet else ():
         reporter.warn(warning)
-    outcome = batch_command.run(batch, options, reporter)
+    outcome = batch_command.run(batch, options, reporter, spare)
     reporter.batch_report(outcome)
     if outcome.cancelled:
         reporter.cancelled(outcome.cancelled)

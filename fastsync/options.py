@@ -219,8 +219,9 @@ CHECK_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + STATE_FLAGS + (
 # `batch`: many account pairs, each synced as `sync -y` would (so every sync flag applies).
 BATCH_FLAGS = (
     Flag(("--parallel",), "parallel", "FASTSYNC_PARALLEL", "int",
-         "account pairs synced at once, each with its own --procs workers (default: as many as "
-         "--max-connections-per-server allows, at most 4)", "N"),
+         "account pairs synced at once, each with its own --procs workers (default: at most 4; under "
+         "--max-connections-per-server without --procs, as many as the cap holds, each pair then getting the "
+         "workers that fit in its share; with --procs, as many pairs of --procs workers as the cap holds)", "N"),
     Flag(("--max-connections-per-server",), "max_connections_per_server", "FASTSYNC_MAX_CONNECTIONS_PER_SERVER",
          "int", "simultaneous connections to each server (host:port), all pairs together and a login in progress "
          "included; source and destination on one host:port share it (0 = unlimited)", "N"),
@@ -258,7 +259,11 @@ class Options:
     """What the flags, the environment and the config file decide about a run.
 
     One field per `Flag` (same name); a command reads only the fields of its own flags,
-    the others keep their defaults.
+    the others keep their defaults.  ``explicit`` names the fields that a flag or an
+    environment variable set, so that a command may choose a value of its own where the
+    user chose none (batch fits ``--procs`` to its connection cap).  A loaded config file
+    holds every key, defaults filled in, so a config-backed field tells nothing of the
+    kind; ``--procs`` and ``--parallel`` have no config key.
     """
 
     config: str = DEFAULT_CONFIG
@@ -296,6 +301,7 @@ class Options:
     again: bool = False
     watch: bool = False
     poll_s: int = 30
+    explicit: frozenset[str] = frozenset()
 
     @property
     def settings(self) -> WorkerSettings:
@@ -385,7 +391,8 @@ def resolve(values: Mapping[str, Any], config: Config | None = None, flags: Sequ
         if value is None:
             continue
         chosen[flag.dest] = Path(value) if flag.dest == "state_dir" else value
-    options = dataclasses.replace(Options(), **chosen)
+    explicit = frozenset(dest for dest in chosen if values.get(dest) is not None)
+    options = dataclasses.replace(Options(), **chosen, explicit=explicit)
     _check_bounds(options)
     if options.watch:
         if options.dry_run:

@@ -53,21 +53,44 @@ def write_job(stream: IO[bytes], job: Any) -> None:
 
 
 def read_job(stream: IO[bytes]) -> Any:
-    (size,) = struct.unpack(">Q", stream.read(8))
+    """The job `write_job` sent, or None when the stream ends first (a spare never used)."""
+    header = stream.read(8)
+    if len(header) < 8:
+        return None
+    (size,) = struct.unpack(">Q", header)
     return pickle.loads(stream.read(size))
 
 
-class PairProcess:
-    """``PairProcess(result, config, options, callbacks).wait()`` runs one pair to its end."""
+def spawn() -> subprocess.Popen[bytes]:
+    """A pair's process, before its pair is known: it imports the sync (a few tenths of a
+    second of start-up) and waits for its job, so a batch can have one ready when a pair
+    starts (`PairProcess` takes it); one never given a job ends when its stdin closes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastsync.pairjob"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
 
-    def __init__(self, result: PairResult, config: Config, options: Options, callbacks: Callbacks) -> None:
+
+def discard(process: subprocess.Popen[bytes]) -> None:
+    """End a spare pair process that got no job, and reap it: killed, as it holds nothing
+    yet (no job, no connection, no worker) and may still be importing."""
+    process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+class PairProcess:
+    """``PairProcess(result, config, options, callbacks).wait()`` runs one pair to its end,
+    in *process* (from `spawn`) when given, else in a process started now."""
+
+    def __init__(self, result: PairResult, config: Config, options: Options, callbacks: Callbacks,
+                 process: subprocess.Popen[bytes] | None = None) -> None:
         self.result = result
         self.callbacks = callbacks
         self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fastsync.pairjob"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
+        self.process = process or spawn()
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         threading.Thread(target=self._read_stderr, daemon=True).start()
         assert self.process.stdin is not None

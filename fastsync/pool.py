@@ -464,19 +464,8 @@ def worker_main(
     # is known by its PID and start time (a PID may be reused).
     parent_gone = _parent_watch(multiprocessing.parent_process())
 
-    def watch_parent() -> None:
-        # A run killed with -9 (or a batch pair whose process died): every worker stops
-        # after the unit in hand and starts no other, and one waiting to reconnect or for
-        # a connection slot stops waiting.  `stop` is the run's: its siblings hear it too.
-        # The thread sleeps on an event of this process, never on `stop`: a process that
-        # ends while one of its threads waits on a multiprocessing Event leaves that waiter
-        # counted, and the parent's next `stop.set()` would wait for it forever.
-        while not leaving.wait(POLL_S):
-            if parent_gone():
-                stop.set()
-                return
-
-    threading.Thread(target=watch_parent, daemon=True, name="fastsync-parent-watch").start()
+    threading.Thread(target=_watch_parent, args=(parent_gone, leaving, stop), daemon=True,
+                     name="fastsync-parent-watch").start()
 
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
     limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
@@ -519,6 +508,18 @@ def worker_main(
         channel.close()
 
 
+def _watch_parent(parent_gone: Callable[[], bool], leaving: threading.Event, stop: StopFlag) -> None:
+    """A run killed with -9 (or a batch pair whose process died): every worker stops after
+    the unit in hand and starts no other, and one waiting to reconnect or for a connection
+    slot stops waiting.  `stop` is the run's: its siblings hear it too.  This thread sleeps
+    on an event of its own process (*leaving*), so that it never counts as a waiter of the
+    run's (see `limits.StopFlag`)."""
+    while not leaving.wait(POLL_S):
+        if parent_gone():
+            stop.set()
+            return
+
+
 def _parent_watch(parent: Any) -> Callable[[], bool]:
     """A test of whether the process that started this worker is gone."""
     import psutil
@@ -526,14 +527,17 @@ def _parent_watch(parent: Any) -> Callable[[], bool]:
     if parent is None or parent.pid is None:
         return lambda: False
     try:
-        started = psutil.Process(parent.pid).create_time()
+        process = psutil.Process(parent.pid)
     except psutil.Error:
         return lambda: True
 
     def gone() -> bool:
+        # is_running() tells a reused PID by the process's start time counted from boot
+        # (psutil >= 7 on Linux).  Not create_time(): that adds the boot time, which moves
+        # whenever the system clock is stepped (NTP, a VM's clock catching up), and a
+        # worker that took its run for dead on such a step stopped copying.
         try:
-            process = psutil.Process(parent.pid)
-            return bool(process.create_time() != started or process.status() == psutil.STATUS_ZOMBIE)
+            return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
         except psutil.Error:
             return True
 

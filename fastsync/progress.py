@@ -530,6 +530,7 @@ def batch_document(s: BatchSummary) -> dict[str, Any]:
             "messages_per_s": round(s.copied / s.elapsed_s, 1) if s.elapsed_s else 0.0,
             "mb_per_s": round(s.copied_bytes / 1e6 / s.elapsed_s, 3) if s.elapsed_s else 0.0,
             "parallel": s.parallel,
+            "procs": s.procs,
             "max_connections_per_server": s.max_connections_per_server,
         },
     }

@@ -267,6 +267,8 @@ class BatchSummary:
     pairs: list[PairResult] = field(default_factory=list)
     elapsed_s: float = 0.0
     parallel: int = 0
+    # Each pair's workers (--procs), as given or as fitted to the cap.
+    procs: int = 0
     max_connections_per_server: int = 0
     cancelled: str = ""
     cancel_code: int = 0

@@ -87,6 +87,27 @@ def test_batch_is_exact_under_the_cap_and_a_second_run_skips(
         assert dst_proxy.accepted > accepted
 
 
+def test_without_procs_the_cap_is_filled_with_pairs(accounts: AccountFactory, tmp_path: Path) -> None:
+    users = accounts(12)
+    pairs = [(users[2 * i], users[2 * i + 1]) for i in range(6)]
+    for index, (src, _dst) in enumerate(pairs):
+        _seed(src, index, 10)
+    server = pairs[0][0].server
+    with CountingProxy(server.port) as src_proxy, CountingProxy(server.port) as dst_proxy:
+        servers, csv = _files(tmp_path, pairs, src_proxy.port, dst_proxy.port)
+        done = run_cli("-c", servers, "batch", csv, "--state-dir", tmp_path / "state",
+                       "--max-connections-per-server", "8")
+        assert done.returncode == 0, done.stderr
+        # 4 pairs of --procs 1 (2 connections per side each) instead of 1 pair of the default --procs 4.
+        assert ("4 pairs at once, each with --procs 1 (2 connections per side) within "
+                "--max-connections-per-server 8") in done.stdout
+        assert "to fit the connection caps" not in done.stderr
+        # (How much the pairs overlap depends on the machine's load: the cap is what must hold.)
+        assert src_proxy.peak_connections <= 8 and dst_proxy.peak_connections <= 8
+    for src, dst in pairs:
+        assert snapshot(src) == snapshot(dst)
+
+
 def test_a_killed_batch_restarted_ends_exact(many: list[tuple[Account, Account]], tmp_path: Path) -> None:
     server = many[0][0].server
     servers, csv = _files(tmp_path, many, server.port, server.port)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import pytest
 import yaml
 
 from fastsync.batchfile import load_batch
-from fastsync.commands.batch import budget
+from fastsync.commands.batch import Allocation, allocate, budget
 from fastsync.errors import ConfigError, UsageError
 from fastsync.journal import Entry, Journal
 from fastsync.options import Options
+from fastsync.pairrun import read_job, spawn, write_job
 
 
 def _servers(tmp_path: Path, **side: object) -> Path:
@@ -85,6 +87,43 @@ def test_one_connection_per_server_cannot_serve_both_sides() -> None:
         budget(dataclasses.replace(Options(), max_connections_per_server=1), True)
 
 
+def _options(*given: str, **values: object) -> Options:
+    """Options as `resolve` makes them: *values* set, and the fields in *given* given by the user."""
+    return dataclasses.replace(Options(), **values, explicit=frozenset(given))
+
+
+@pytest.mark.parametrize(("options", "same", "pairs", "expected"), [
+    # Neither --procs nor --parallel: pairs first (at most 4 and the pairs to do), then workers.
+    (_options(max_connections_per_server=8), False, 20, Allocation(4, 2, 1, fitted=True)),
+    (_options(max_connections_per_server=8), True, 20, Allocation(4, 1, 1, fitted=True)),
+    (_options(max_connections_per_server=8), False, 2, Allocation(2, 4, 3, fitted=True)),
+    (_options(max_connections_per_server=8), False, 1, Allocation(1, 5, 4, fitted=True)),
+    (_options(max_connections_per_server=20), False, 20, Allocation(4, 5, 4, fitted=True)),
+    (_options(max_connections_per_server=12), False, 20, Allocation(4, 3, 2, fitted=True)),
+    (_options(max_connections_per_server=3), False, 20, Allocation(3, 1, 1, fitted=True)),
+    (_options(max_connections_per_server=3), True, 20, Allocation(1, 1, 1, fitted=True)),
+    (_options(max_connections_per_server=8), False, 0, Allocation(1, 5, 4, fitted=True)),
+    # --max-connections still bounds each pair.
+    (_options("max_connections", max_connections_per_server=20, max_connections=2), False, 20,
+     Allocation(4, 2, 1, fitted=True)),
+    # No cap: as before, 4 pairs of --procs 4.
+    (_options(), False, 20, Allocation(4, 5, 4)),
+    # --procs given (flag, variable or config): honoured, pairs fit around it.
+    (_options("workers", workers=4, max_connections_per_server=8), False, 20, Allocation(1, 5, 4)),
+    (_options("workers", workers=1, max_connections_per_server=8), False, 20, Allocation(4, 2, 1)),
+    (_options("workers", workers=4, max_connections_per_server=4), False, 20, Allocation(1, 4, 3)),
+    # --parallel given: honoured as the most pairs at once, each with its --procs.
+    (_options("parallel", parallel=2, max_connections_per_server=8), False, 20, Allocation(2, 5, 4)),
+])
+def test_allocation_under_the_cap(options: Options, same: bool, pairs: int, expected: Allocation) -> None:
+    assert allocate(options, same, pairs) == expected
+
+
+def test_allocation_with_too_small_a_cap_is_refused() -> None:
+    with pytest.raises(UsageError):
+        allocate(_options(max_connections_per_server=1), True, 4)
+
+
 def test_the_journal_keeps_outcomes_and_no_line_text(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path, "/batches/pairs.csv")
     journal.started("k1", 2, "a", "b")
@@ -98,3 +137,22 @@ def test_the_journal_keeps_outcomes_and_no_line_text(tmp_path: Path) -> None:
     assert entry is not None and (entry.outcome, entry.copied, entry.exit_code) == ("exact", 5, 0)
     assert again.get("k2") is None
     again.close()
+
+
+def test_a_job_crosses_the_pipe_and_an_empty_pipe_is_no_job() -> None:
+    stream = io.BytesIO()
+    write_job(stream, ("config", "options"))
+    stream.seek(0)
+    assert read_job(stream) == ("config", "options")
+    assert read_job(io.BytesIO(b"")) is None
+
+
+def test_a_spare_pair_process_given_no_job_ends_quietly() -> None:
+    process = spawn()
+    assert process.stdin is not None and process.stderr is not None
+    process.stdin.close()
+    assert process.wait(timeout=60) == 0
+    assert process.stderr.read() == b""
+    process.stderr.close()
+    assert process.stdout is not None
+    process.stdout.close()

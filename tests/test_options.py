@@ -53,13 +53,33 @@ def test_precedence(argv: tuple[str, ...], env: dict[str, str], field: str, expe
     assert getattr(options(*argv, env=env), field) == expected
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "rate_limit", "field", "explicit"),
+    [
+        (("sync", "--procs", "4"), {}, True, "workers", True),
+        (("sync",), {"FASTSYNC_WORKERS": "4"}, True, "workers", True),
+        (("sync",), {"IMAPSYNC_WORKERS": "2"}, True, "workers", True),
+        (("sync",), {}, True, "workers", False),
+        (("sync", "--max-connections", "0"), {}, True, "max_connections", True),
+        # The config file holds every key, defaults filled in: its values are not counted.
+        (("sync",), {}, True, "max_connections", False),
+        (("batch", "pairs.csv", "--parallel", "2"), {}, True, "parallel", True),
+        (("batch", "pairs.csv"), {}, True, "parallel", False),
+    ],
+)
+def test_options_record_what_was_given(argv: tuple[str, ...], env: dict[str, str], rate_limit: bool, field: str,
+                                       explicit: bool) -> None:
+    """A value equal to the default, given by a flag or a variable, is given all the same."""
+    assert (field in options(*argv, env=env, rate_limit=rate_limit).explicit) == explicit
+
+
 def test_without_a_rate_limit_block_the_defaults_hold() -> None:
     got = options("sync", rate_limit=False)
     assert (got.down_bps, got.up_bps, got.max_connections) == (0, 0, 0)
 
 
 def test_every_flag_has_an_options_field_and_every_field_a_flag() -> None:
-    fields = {f.name for f in dataclasses.fields(Options)}
+    fields = {f.name for f in dataclasses.fields(Options)} - {"explicit"}
     assert {flag.dest for flag in ALL_FLAGS} == fields
 
 

@@ -4,11 +4,16 @@ real pipes, no worker process, no server)."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
 
 from fastsync.config import parse_config
 from fastsync.limits import Limits
 from fastsync.model import FolderPair, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.pool import Coordinator, context
+from fastsync.pool import Coordinator, _parent_watch, context
 from fastsync.progress import Reporter
 from fastsync.results import Summary
 
@@ -38,3 +43,22 @@ def test_a_full_destination_said_after_the_last_unit_is_an_error() -> None:
     assert summary.copied == 1
     assert full in summary.errors
     assert coordinator.stop.is_set()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the boot time psutil reads is Linux's /proc/stat")
+def test_a_step_of_the_system_clock_is_not_a_dead_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's test of its run's process holds when the clock steps (the boot time psutil
+    adds to a start time moves with it), and still sees the process end."""
+    import psutil._pslinux
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        gone = _parent_watch(SimpleNamespace(pid=child.pid))
+        assert not gone()
+        boot = psutil._pslinux.boot_time()
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: boot + 7.0)
+        assert not gone()
+    finally:
+        child.kill()
+        child.wait()
+    assert gone()

@@ -3,6 +3,7 @@
 Command layer: `run(batch, options, reporter) -> BatchSummary`.  Each pair of the pairs
 file is synced as ``fastsync sync -y`` would sync it, in a process of its own
 (`pairrun.PairProcess`), with its own ``--procs`` workers, state cache, ledger and lock.
+How many pairs run at once and with how many workers is `allocate`'s rule.
 
 Connection caps.  A pair opens at most ``b`` connections per side (its planner's
 included), enforced inside the pair by ``--max-connections b``.  This process is the one
@@ -24,16 +25,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from fastsync import cluster
+from fastsync import cluster, pairrun
 from fastsync.batchfile import Batch, PairLine
 from fastsync.errors import Cancelled, UsageError
 from fastsync.journal import Entry, Journal
-from fastsync.options import Options
+from fastsync.options import DEFAULT_WORKERS, Options
 from fastsync.pairrun import Callbacks, PairProcess
 from fastsync.results import BatchSummary, PairResult, Reporter
 from fastsync.state import default_dir
@@ -79,22 +82,57 @@ def budget(options: Options, same_server: bool) -> int:
     return per_side
 
 
+@dataclass(frozen=True)
+class Allocation:
+    """How a batch shares the connection cap: ``parallel`` pairs at once, each opening at
+    most ``per_side`` connections per side with ``workers`` workers (``--procs``)."""
+
+    parallel: int
+    per_side: int
+    workers: int
+    fitted: bool = False
+
+    def __str__(self) -> str:
+        pairs = "1 pair" if self.parallel == 1 else f"{self.parallel} pairs"
+        return f"{pairs} at once, each with --procs {self.workers} ({self.per_side} connections per side)"
+
+
+def allocate(options: Options, same_server: bool, pairs: int) -> Allocation:
+    """Pairs at once and each pair's workers, for *pairs* pairs to sync.
+
+    Where the user chose neither ``--procs`` nor ``--parallel`` and a per-server cap is
+    set, pairs come first: as many as the cap holds at one connection per side (at most
+    `DEFAULT_PARALLEL` and *pairs*), then each gets the workers that fit in its share of
+    the cap, its planner's connection included (``fitted``).  Several small pairs copy
+    faster than one large one (each pair's planning and start-up then overlap the
+    others' copies).  Otherwise ``--procs`` and ``--parallel`` hold, within the caps.
+    """
+    per_side = budget(options, same_server)
+    cap = options.max_connections_per_server
+    sides = 2 if same_server else 1
+    if cap and not {"workers", "parallel"} & options.explicit:
+        parallel = max(1, min(DEFAULT_PARALLEL, pairs, cap // sides))
+        share = cap // (parallel * sides)
+        workers = max(1, min(DEFAULT_WORKERS, share - 1))
+        per_side = min(share, workers + 1, options.max_connections or share)
+        return Allocation(parallel, per_side, min(workers, max(1, per_side - 1)), fitted=True)
+    fits = cap // (per_side * sides) if cap else DEFAULT_PARALLEL
+    parallel = options.parallel or max(1, min(DEFAULT_PARALLEL, fits))
+    return Allocation(parallel, per_side, min(options.workers, max(1, per_side - 1)))
+
+
 class _Scheduler:
     """Starts pairs within the caps, follows them, counts the whole batch."""
 
-    def __init__(self, batch: Batch, options: Options, reporter: Reporter, summary: BatchSummary,
-                 journal: Journal) -> None:
+    def __init__(self, options: Options, allocation: Allocation, same_server: bool, reporter: Reporter,
+                 summary: BatchSummary, journal: Journal) -> None:
         self.options, self.reporter, self.summary, self.journal = options, reporter, summary, journal
-        template = batch.template
-        self.same_server = template.src.server == template.dst.server
-        self.per_side = budget(options, self.same_server)
+        self.same_server = same_server
+        self.per_side, self.parallel = allocation.per_side, allocation.parallel
         self.cap = options.max_connections_per_server
-        need = self.per_side * (2 if self.same_server else 1)
-        fits = self.cap // need if self.cap else DEFAULT_PARALLEL
-        self.parallel = options.parallel or max(1, min(DEFAULT_PARALLEL, fits))
         self.pair_options = dataclasses.replace(
             options, confirm=True, dry_run=False, json=False, quiet=True, max_connections=self.per_side,
-            workers=min(options.workers, max(1, self.per_side - 1)),
+            workers=allocation.workers,
         )
         self.usage: dict[str, int] = {}
         self.busy_dst: set[tuple[str, str]] = set()
@@ -102,6 +140,9 @@ class _Scheduler:
         # --cluster: the Dask client, and the event that stops the batch's running tasks.
         self.client: Any = None
         self.stop_name = cluster.stop_event_name()
+        # Locally, a pair's process started ahead (`pairrun.spawn`): the next pair to start
+        # finds its interpreter up and the sync imported.
+        self.spare: subprocess.Popen[bytes] | None = None
         self.lock = threading.Condition()
         self.copied = self.copied_bytes = self.planned_bytes = self.planned_pairs = 0
         self.started_at = time.monotonic()
@@ -147,7 +188,8 @@ class _Scheduler:
             process = PairProcess(result, pair.config, self.pair_options, Callbacks(
                 warn=lambda text: self.reporter.warn(f"line {pair.line} ({name}): {text}"),
                 planned=planned, advanced=advanced,
-            ))
+            ), self.spare)
+            self.spare = None
         self.running[pair.line] = process
 
         def follow() -> None:
@@ -172,12 +214,17 @@ class _Scheduler:
                         if self.fits(item[0]):
                             pending.remove(item)
                             self.start(*item)
+                    if pending and self.spare is None and self.client is None:
+                        self.spare = pairrun.spawn()
                     self.lock.wait(0.5)
                     self.show(len(pending))
         except (KeyboardInterrupt, Cancelled) as exc:
             stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
             self.summary.cancelled, self.summary.cancel_code = stopped.message, int(stopped.exit_code)
             self.stop_all()
+        finally:
+            if self.spare is not None:
+                pairrun.discard(self.spare)
 
     def stop_all(self) -> None:
         """Stop every running pair once, and wait for them: they finish the unit in hand."""
@@ -204,20 +251,18 @@ class _Scheduler:
         )
 
 
-def run(batch: Batch, options: Options, reporter: Reporter) -> BatchSummary:
+def run(batch: Batch, options: Options, reporter: Reporter,
+        spare: subprocess.Popen[bytes] | None = None) -> BatchSummary:
+    """The batch; *spare*, a pair process from `pairrun.spawn` (else one started here), is
+    the first pair's: the caller starts it early, so that its start-up overlaps the reading
+    of the files and of the journal."""
     started = time.monotonic()
     summary = BatchSummary(max_connections_per_server=options.max_connections_per_server)
     client = cluster.connect(options.cluster) if options.cluster else None
     journal = Journal.open(options.state_dir or default_dir(), batch.pairs_path)
+    if spare is None and client is None:
+        spare = pairrun.spawn()
     try:
-        scheduler = _Scheduler(batch, options, reporter, summary, journal)
-        scheduler.client = client
-        summary.parallel = scheduler.parallel
-        if scheduler.per_side < options.workers + 1:
-            reporter.warn(
-                f"each pair uses at most {scheduler.per_side} connections per side "
-                f"(--procs {scheduler.pair_options.workers}) to fit the connection caps"
-            )
         context = batch.servers_text + repr([getattr(options, name) for name in _DECISIVE])
         todo = []
         for pair in batch.pairs:
@@ -232,8 +277,24 @@ def run(batch: Batch, options: Options, reporter: Reporter) -> BatchSummary:
         skipped = len(batch.pairs) - len(todo)
         if skipped:
             reporter.info(f"{skipped} pairs finished exactly before and are skipped (--again syncs them again)")
+        same_server = batch.template.src.server == batch.template.dst.server
+        allocation = allocate(options, same_server, len(todo))
+        scheduler = _Scheduler(options, allocation, same_server, reporter, summary, journal)
+        scheduler.client = client
+        scheduler.spare, spare = (spare, None) if todo else (None, spare)
+        summary.parallel, summary.procs = allocation.parallel, allocation.workers
+        if not allocation.fitted and allocation.per_side < options.workers + 1:
+            reporter.warn(
+                f"each pair uses at most {allocation.per_side} connections per side "
+                f"(--procs {allocation.workers}) to fit the connection caps"
+            )
+        if todo:
+            cap = options.max_connections_per_server
+            reporter.info(f"{allocation}" + (f" within --max-connections-per-server {cap}" if cap else ""))
         scheduler.run(todo)
     finally:
+        if spare is not None:
+            pairrun.discard(spare)
         journal.close()
         if client is not None:
             client.close()

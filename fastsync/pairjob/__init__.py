@@ -11,6 +11,11 @@ its worker pool starts even where the process running the batch is a daemonic pr
 (a Dask worker under a nanny refuses to start multiprocessing children).  stdin stays
 open for the pair's whole run: when it reaches EOF, whoever started the pair is gone,
 and the pair stops as on SIGTERM (workers finish the unit in hand, none starts another).
+
+The entry point is the package's ``__main__``, not this module: a child that
+multiprocessing starts (forkserver or spawn) imports its parent's main module again,
+unless that is a package's ``__main__``; each of the pair's workers would otherwise import
+this module and the command line under it before copying anything.
 """
 
 from __future__ import annotations
@@ -46,7 +51,10 @@ def main() -> int:
     from fastsync.progress import LineReporter
 
     stdin = sys.stdin.buffer
-    config, options = read_job(stdin)
+    job = read_job(stdin)
+    if job is None:
+        return 0  # a spare process the batch did not need
+    config, options = job
     reporter = LineReporter(sys.stdout.buffer)
     with sigterm_stops():
         _watch_lifeline(stdin)
@@ -76,7 +84,3 @@ def main() -> int:
                 logging.getLogger("fastsync").removeHandler(handler)
                 handler.close()
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
