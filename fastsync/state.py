@@ -35,7 +35,7 @@ def _key(pair: FolderPair) -> str:
     return f"{pair.src}\n{pair.dst}"
 
 
-def _fingerprint(status: FolderStatus) -> list[int]:
+def fingerprint(status: FolderStatus) -> list[int]:
     return [status.uidvalidity, status.uidnext, status.messages, status.highestmodseq]
 
 
@@ -64,10 +64,15 @@ class StateCache:
     def unchanged(self, pair: FolderPair, src: FolderStatus | None, dst: FolderStatus | None) -> bool:
         if src is None or dst is None:
             return False
-        return self.pairs.get(_key(pair)) == [_fingerprint(src), _fingerprint(dst)]
+        return self.pairs.get(_key(pair)) == [fingerprint(src), fingerprint(dst)]
+
+    def previous(self, pair: FolderPair) -> tuple[list[int], list[int]] | None:
+        """The fingerprints (`fingerprint`) of both folders when the pair was last recorded."""
+        found = self.pairs.get(_key(pair))
+        return (found[0], found[1]) if found is not None and len(found) == 2 else None
 
     def record(self, pair: FolderPair, src: FolderStatus, dst: FolderStatus) -> None:
-        self.pairs[_key(pair)] = [_fingerprint(src), _fingerprint(dst)]
+        self.pairs[_key(pair)] = [fingerprint(src), fingerprint(dst)]
 
     def forget(self, pair: FolderPair) -> None:
         self.pairs.pop(_key(pair), None)

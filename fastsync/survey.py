@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -45,13 +46,14 @@ from fastsync.model import (
 from fastsync.options import Options
 from fastsync.results import Reporter
 from fastsync.retry import with_retries
-from fastsync.state import StateCache
+from fastsync.state import StateCache, fingerprint
 
 T = TypeVar("T")
 U = TypeVar("U")
 
 # The plan's note on a pair the state cache let the run skip.
 UNCHANGED = "unchanged since the last run"
+NEW_ONLY = "new messages only"
 
 # No date window, no size bound: what a run takes without --max-age, --max-size...
 EVERY_MESSAGE = Selection()
@@ -203,8 +205,12 @@ def plan_folders(
     ledger: Ledger | None = None,
     selection: Selection = EVERY_MESSAGE,
     deletions: bool = False,
+    incremental: bool = False,
 ) -> list[FolderPlan]:
     """Diff each pair's message identities; pairs the cache knows unchanged are not read.
+
+    With *incremental* (`sync --watch`), a pair whose destination is as the cache left it
+    and whose source only gained messages since (`_new_only`) is planned from those alone.
 
     With *need_modseq* (--sync-flags) a pair is skipped only when both sides report a
     HIGHESTMODSEQ (RFC 7162 CONDSTORE): without it, a flag change moves neither UIDNEXT
@@ -229,7 +235,8 @@ def plan_folders(
         # them at once: their pairs are read together or skipped together.
         read_dst = {p.dst for p in pairs if p.src not in skipped}
         skipped -= {p.src for p in pairs if p.dst in read_dst}
-    to_read = [p for p in pairs if p.src not in skipped]
+    quick = _quick_plans(planner, pairs, skipped, cache, before, selection) if incremental else {}
+    to_read = [p for p in pairs if p.src not in skipped and p.src not in quick]
     # A source \All folder (Gmail's All Mail) is diffed against the identities of every
     # other synced source folder: their sources are read even when the cache skips them.
     everything = any(p.src_role == folder_rules.ALL for p in to_read)
@@ -257,12 +264,65 @@ def plan_folders(
         if pair.src in skipped:
             status = src_before[pair.src]
             plans.append(FolderPlan(pair, status.uidvalidity, status.messages, note=UNCHANGED))
+        elif pair.src in quick:
+            plans.append(quick[pair.src])
         else:
             only = elsewhere if pair.src_role == folder_rules.ALL else None
             plans.append(diff_pair(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only, selection))
     if deletions:
         plan_deletions(plans, src_scans, dst_scans, ledger)
     return plans
+
+
+def _quick_plans(
+    planner: Planner, pairs: Sequence[FolderPair], skipped: set[str], cache: StateCache | None,
+    before: tuple[Statuses, Statuses], selection: Selection,
+) -> dict[str, FolderPlan]:
+    """Source folder -> plan, for the pairs `_new_only` can plan from their new messages:
+    not with dates (the source is read through UID SEARCH), a Gmail \\All folder (diffed
+    against every other folder) or a destination folder fed by several sources."""
+    if cache is None or selection.dated or any(p.src_role == folder_rules.ALL for p in pairs):
+        return {}
+    fed = Counter(p.dst for p in pairs)
+    quick = {}
+    for p in pairs:
+        if p.src not in skipped and fed[p.dst] == 1:
+            found = _new_only(planner, p, cache, before[0], before[1], selection)
+            if found is not None:
+                quick[p.src] = found
+    return quick
+
+
+def _new_only(
+    planner: Planner, pair: FolderPair, cache: StateCache, src_before: Statuses, dst_before: Statuses,
+    selection: Selection,
+) -> FolderPlan | None:
+    """The plan of a pair whose source only gained messages since the cache recorded it in
+    step, read from those messages alone; None when that is not proven, and the pair is
+    diffed in full.  Proven by CONDSTORE (RFC 7162): the destination's STATUS is the one
+    recorded, the source's UIDVALIDITY too, no older source message changed since the
+    recorded HIGHESTMODSEQ (CHANGEDSINCE), and MESSAGES grew by exactly the new messages
+    (CHANGEDSINCE does not report expunges)."""
+    previous = cache.previous(pair)
+    src, dst = src_before.get(pair.src), dst_before.get(pair.dst)
+    if previous is None or src is None or dst is None:
+        return None
+    (uidvalidity, uidnext, messages, modseq), dst_then = previous
+    if dst_then != fingerprint(dst) or src.uidvalidity != uidvalidity or modseq <= 0 or src.uidnext <= uidnext:
+        return None
+
+    def read(session: Session, _dst: Session) -> tuple[FolderStatus, tuple[list[MessageRef], bool]]:
+        return session.examine(pair.src), session.new_since(uidnext, modseq, plan.identity)
+
+    status, (refs, older) = planner.call("planning", read)
+    # Messages that arrived after this pass's STATUS are left to the next pass: the cache
+    # records the source as that STATUS saw it.
+    refs = [r for r in refs if r.uid < src.uidnext]
+    if older or status.uidvalidity != uidvalidity or messages + len(refs) != src.messages:
+        return None
+    todo, skipped = plan.skip_by_size(pair.src, refs, selection)
+    without_id = sum(1 for r in refs if not r.has_message_id)
+    return FolderPlan(pair, uidvalidity, src.messages, todo, without_id, NEW_ONLY, dst.uidnext, skipped=skipped)
 
 
 def plan_deletions(
@@ -444,7 +504,9 @@ def flags_to_update(
     Pairs the state cache skipped have no change on either side (HIGHESTMODSEQ equal).
     """
     changes: dict[str, dict[tuple[str, ...], list[int]]] = {}
-    readable = [p for p in plans if not p.error and p.note != UNCHANGED and readable_on_dst(p.pair, existing)]
+    # A pair planned from its new messages alone has no other change (`_new_only`).
+    readable = [p for p in plans if not p.error and p.note not in (UNCHANGED, NEW_ONLY)
+                and readable_on_dst(p.pair, existing)]
     for index, p in enumerate(readable, 1):
         reporter.status(f"comparing flags {index}/{len(readable)} {p.pair.src}")
         states = planner.call("comparing flags", functools.partial(states_both, pair=p.pair, selection=selection))

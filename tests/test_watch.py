@@ -113,6 +113,9 @@ def test_watch_copies_new_mail_and_flag_changes_until_ctrl_c(
     assert run_cli("-c", config, "check", "--state-dir", tmp_path / "state").returncode == 0
     # One event per change in the log, and one per pass.
     assert _events(log, "watch change") and _events(log, "watch pass")
+    # New mail alone is planned from the new messages (CONDSTORE), a flag change by a diff.
+    notes = [e["note"] for e in _events(log, "folder planned") if e["to_copy"]]
+    assert "new messages only" in notes
     assert src.password not in log.read_text() + out + err
 
 
@@ -281,3 +284,25 @@ def test_watch_follows_a_source_folder_recreated_with_a_new_uidvalidity(
     assert process.returncode == 130, err
     assert _count(dst, "Archive") == 6
     assert snapshot(src) == snapshot(dst)
+
+
+def test_a_survey_of_no_folder_keeps_the_selected_folder_known(accounts: AccountFactory) -> None:
+    """A survey with nothing to read leaves the examined folder selected on the server; the
+    session must still know it, or its next LIST-STATUS (which leaves the selected folder
+    first) reads that folder's STATUS from the session's stale view (RFC 3501 6.3.10)."""
+    from fastsync import plan
+    from fastsync.config import parse_config
+    from fastsync.imap.session import Session
+
+    src, _dst = accounts(2)
+    src.seed([message("INBOX", n) for n in range(3)])
+    side = {"server": src.address, "user": src.user, "pass": src.password, "tls": "none"}
+    config = parse_config({"src": side, "dst": side}, "test.json")
+    session = Session.open(config.src)
+    try:
+        session.examine("INBOX")
+        assert session.survey([], plan.identity) == {}
+        src.seed([message("INBOX", 10)])
+        assert session.statuses()["INBOX"].messages == 4
+    finally:
+        session.close()

@@ -118,6 +118,8 @@ class _Run:
         self.rewrites_said = False
         self.selection = selection_of(options)
         self.replanned: set[str] = set()
+        # `sync --watch` passes: a pair whose source only gained messages is planned from those.
+        self.incremental = False
 
     def go(self, cache: StateCache, stdin_is_tty: bool | None) -> None:
         options, reporter, summary = self.options, self.reporter, self.summary
@@ -145,7 +147,7 @@ class _Run:
         summary.size_bounds = bool(options.max_size_bytes or options.min_size_bytes)
         plans = plan_folders(
             self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags,
-            self.ledger, self.selection, options.delete_dest,
+            self.ledger, self.selection, options.delete_dest, self.incremental,
         )
         self.count_plan(plans, left_out)
         deletions = self.within_ceiling(plans) if options.delete_dest else []
@@ -418,7 +420,7 @@ def _watch(template: _Run, cache: StateCache) -> None:
             done = Summary()
             step = _Run(config, options, reporter, done, template.planner, template.limits, workers,
                         template.ledger, template.lock)
-            step.rewrites_said = template.rewrites_said
+            step.rewrites_said, step.incremental = template.rewrites_said, True
             step.go(cache, True)
             template.rewrites_said = step.rewrites_said
             watch.add_pass(summary, done)

@@ -306,6 +306,14 @@ class Session:
         data = self._fetch(f"{max(first_uid, 1)}:*", _IDENTITY_ITEMS, uid=True)
         return [ref.identity for ref in self._refs(data, identity) if ref.uid >= first_uid]
 
+    def new_since(self, first_uid: int, modseq: int, identity: Identity) -> tuple[list[MessageRef], bool]:
+        """The examined folder's messages from UID *first_uid* on, and whether an older one
+        changed (flags, or expunged: QRESYNC's VANISHED too) since *modseq* (RFC 7162 3.1.4.1)."""
+        changed = self._fetch("1:*", [b"UID"], uid=True, modifier=f"(CHANGEDSINCE {modseq})")
+        older = any((r.uid() or first_uid) < first_uid for r in wire.records(changed))
+        data = self._fetch(f"{max(first_uid, 1)}:*", _identity_items(self.capabilities), uid=True)
+        return [ref for ref in self._refs(data, identity) if ref.uid >= first_uid], older
+
     def identities_of(self, uids: Sequence[int], identity: Identity) -> dict[int, str]:
         """UID -> identity of some messages of the examined folder (UIDs gone are left out)."""
         data = self._fetch(sequence_set(uids), _IDENTITY_ITEMS, uid=True)
@@ -379,7 +387,7 @@ class Session:
             key, has_id = identity(fields.literal or b"", size)
             yield MessageRef(fields.uid, size, key, has_id, fields.gm_msgid or 0)
 
-    def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool) -> list[object]:
+    def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool, modifier: str = "") -> list[object]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
 
         Returns imaplib's untagged FETCH items, for `wire.records`.  Unsolicited FETCH
@@ -388,7 +396,8 @@ class Session:
         command = ["UID", "FETCH"] if uid else ["FETCH"]
         imap = self._client._imap
         with self._guard():
-            tag = imap._command(*command, message_set, "(" + " ".join(i.decode() for i in items) + ")")
+            tag = imap._command(*command, message_set, "(" + " ".join(i.decode() for i in items) + ")",
+                                *([modifier] if modifier else []))
             typ, data = imap._command_complete("FETCH", tag)
             if typ != "OK":
                 raise FolderError(f"{self.where}: folder {self._selected!r}: FETCH refused: {text_of(data)}")
@@ -589,6 +598,9 @@ class _Survey:
     def run(self, folders: Sequence[tuple[str, int]]) -> dict[str, FolderScan]:
         session, imap = self.session, self.imap
         queue = list(folders)
+        if not queue:
+            # Nothing is examined, so whatever folder is selected stays selected (and known).
+            return self.scans
         with session._guard():
             session._selected = None
             # imaplib checks the state before sending a command; the pipelined FETCHes are
