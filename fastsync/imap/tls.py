@@ -1,0 +1,127 @@
+"""TLS for IMAP connections through OpenSSL's memory BIOs: fewer, larger system calls.
+
+Protocol edge (`fastsync/imap/`), below `transport.py`, which puts a `TLSStream` where
+imaplib expects its socket, for implicit TLS and STARTTLS alike.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import ssl
+from typing import Any
+
+# A TLS connection's reads take up to this much of what the kernel holds at once, and its
+# writes encrypt up to this much plaintext into one send (see `TLSStream`).
+TLS_READ_BYTES = 64 * 1024
+TLS_WRITE_BYTES = 256 * 1024
+# The buffer of a TLS connection's line reader (imaplib's readline): a TLS record is at most
+# 16 KB, so a larger one would only hold memory.
+READ_BUFFER_BYTES = 16 * 1024
+
+
+class TLSStream:
+    """A TLS connection (verification as *context* says) over a TCP socket, by way of
+    OpenSSL's memory BIOs (`ssl.SSLObject`), with the few socket methods imaplib uses.
+
+    `ssl.SSLSocket` lets OpenSSL read the socket itself, and OpenSSL reads each record in
+    two system calls, its 5-byte header and then its body (Python cannot turn on its
+    read-ahead), and writes each record with one: copying 2,000 realistic messages (80 MB)
+    over TLS on both sides took 47,000 reads and 9,000 writes.  Here a read takes whatever
+    the kernel holds, up to `TLS_READ_BYTES`, and OpenSSL decrypts from memory; a write
+    encrypts up to `TLS_WRITE_BYTES` into one send (with `send_append`'s coalescing: 5,700
+    reads and 1,100 sends for the same copy), which also wakes the server less often.
+    Verification is the context's, as with SSLSocket: the certificate chain and the host
+    name are checked during the handshake, and a failure raises the same exceptions.
+    """
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str) -> None:
+        self._sock = sock
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        self._buffer = bytearray(TLS_READ_BYTES)
+        try:
+            self._call(self._tls.do_handshake)
+        except BaseException:
+            sock.close()
+            raise
+
+    def _call(self, operation: Any, *args: Any) -> Any:
+        """Run an SSLObject operation, feeding it from the socket until it has what it needs."""
+        while True:
+            try:
+                result = operation(*args)
+            except ssl.SSLWantReadError:
+                self._flush()
+                self._fill()
+                continue
+            self._flush()
+            return result
+
+    def _fill(self) -> None:
+        size = self._sock.recv_into(self._buffer)
+        if size:
+            self._incoming.write(memoryview(self._buffer)[:size])
+        elif self._incoming.eof:
+            raise ssl.SSLEOFError("EOF occurred in violation of protocol")
+        else:
+            # OpenSSL then tells a clean close (close_notify) from a truncated stream.
+            self._incoming.write_eof()
+
+    def _flush(self) -> None:
+        if self._outgoing.pending:
+            self._sock.sendall(self._outgoing.read())
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        try:
+            return int(self._call(self._tls.read, nbytes or len(buffer), buffer))
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            # The end of the stream, clean or not: as SSLSocket with suppress_ragged_eofs,
+            # imaplib then sees EOF and says so.
+            return 0
+
+    def sendall(self, data: Any) -> None:
+        with memoryview(data) as view, view.cast("B") as octets:
+            for start in range(0, len(octets), TLS_WRITE_BYTES):
+                self._call(self._tls.write, octets[start : start + TLS_WRITE_BYTES])
+
+    def makefile(self, mode: str = "rb") -> io.BufferedReader:
+        if mode != "rb":
+            raise ValueError(f"unsupported mode {mode!r}")
+        return io.BufferedReader(_TLSReader(self), READ_BUFFER_BYTES)
+
+    def version(self) -> str | None:
+        return self._tls.version()
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # setsockopt, settimeout, fileno...: the TCP socket's.
+        return getattr(self._sock, name)
+
+
+class _TLSReader(io.RawIOBase):
+    def __init__(self, stream: TLSStream) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._stream.recv_into(buffer)
+
+
+class StreamContext:
+    """What imaplib's STARTTLS wraps its socket with: a `TLSStream` under *context*."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+
+    def wrap_socket(self, sock: socket.socket, server_hostname: str) -> TLSStream:
+        return TLSStream(sock, self.context, server_hostname)
