@@ -530,6 +530,29 @@ def test_run_parser_storage_and_fsync(argv: list[str], storage: str, fsync: bool
     assert (args.storage, args.fsync) == (storage, fsync)
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], (0.1, True, 25.0, 1_000_000, "fastsync:8,doveadm,mbsync", 1)),
+        (["--repeat", "3", "--tools", "fastsync:4"], (0.1, True, 25.0, 1_000_000, "fastsync:4", 3)),
+    ],
+)
+def test_wan_tls_preset_and_the_flags_after_it(argv: list[str], expected: tuple[object, ...]) -> None:
+    from bench.__main__ import expand_presets
+
+    args = build_parser().parse_args(expand_presets(["run", "--preset", "wan-tls", *argv, "--out", "/nonexistent"]))
+    assert (args.scale, args.tls, args.wan_delay_ms, args.wan_rate, args.tools, args.repeat) == expected
+    assert args.profile == "realistic"
+
+
+def test_unknown_preset_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.__main__ import expand_presets
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(expand_presets(["run", "--preset=lan", "--out", "/nonexistent"]))
+    assert "--preset" in capsys.readouterr().err
+
+
 def test_run_parser_refuses_other_storage(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--out", "/nonexistent", "--storage", "sdbox"])
