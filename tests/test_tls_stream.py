@@ -10,6 +10,7 @@ streamed messages exactly, and both connections run over a `TLSStream`.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import socket
 import ssl
@@ -203,3 +204,22 @@ def test_connections_run_over_the_stream(mode: str, accounts: AccountFactory) ->
         assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] == 0
     finally:
         client.logout()
+
+
+def test_connections_share_a_context_per_trust_store(certificates: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    ca_file = str(certificates[0])
+
+    def account(ca: str | None) -> Account:
+        return Account("src", "source", "127.0.0.1", 993, "u", "p", "implicit", ca, 10.0)
+
+    shared = transport.tls_context(account(ca_file))
+    assert transport.tls_context(account(ca_file)) is shared
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    assert shared.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert transport.tls_context(account(None)) is not shared
+    # A CA file written again is read again.
+    copy = tmp_path / "ca.pem"
+    copy.write_bytes(Path(ca_file).read_bytes())
+    first = transport.tls_context(account(str(copy)))
+    os.utime(copy, ns=(1, 1))
+    assert transport.tls_context(account(str(copy))) is not first
