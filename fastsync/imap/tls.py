@@ -15,9 +15,9 @@ from typing import Any
 # writes encrypt up to this much plaintext into one send (see `TLSStream`).
 TLS_READ_BYTES = 64 * 1024
 TLS_WRITE_BYTES = 256 * 1024
-# The buffer of a TLS connection's line reader (imaplib's readline): a TLS record is at most
-# 16 KB, so a larger one would only hold memory.
-READ_BUFFER_BYTES = 16 * 1024
+# The buffer of a TLS connection's line reader (imaplib's readline): each refill decrypts
+# every whole record received, up to this much.
+READ_BUFFER_BYTES = 64 * 1024
 
 
 class TLSStream:
@@ -74,12 +74,28 @@ class TLSStream:
             self._sock.sendall(self._outgoing.read())
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
-        try:
-            return int(self._call(self._tls.read, nbytes or len(buffer), buffer))
-        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            # The end of the stream, clean or not: as SSLSocket with suppress_ragged_eofs,
-            # imaplib then sees EOF and says so.
-            return 0
+        """Decrypt into *buffer* every whole record already received, up to *nbytes*: a
+        server sends records of a few KB, and one call per record was most of the cost of
+        reading through TLS in Python."""
+        nbytes = nbytes or len(buffer)
+        view = memoryview(buffer)
+        read = self._tls.read
+        got = 0
+        while True:
+            try:
+                got += int(read(nbytes - got, view[got:nbytes]))
+            except ssl.SSLWantReadError:
+                if got:
+                    return got
+                self._flush()
+                self._fill()
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                # The end of the stream, clean or not: as SSLSocket with suppress_ragged_eofs,
+                # imaplib then sees EOF and says so.
+                return got
+            if got >= nbytes or not self._incoming.pending:
+                return got
 
     def sendall(self, data: Any) -> None:
         with memoryview(data) as view, view.cast("B") as octets:
