@@ -165,6 +165,9 @@ class Dovecot:
     ``fsync=True`` writes ``mail_fsync = optimized`` (Dovecot's default) instead of
     ``never``: slower, but as production servers store mail.
 
+    ``chroot=False`` (only meaningful as root): mail processes see the real file system,
+    as doveadm's imapc over TLS needs; the parents of ``root`` must be enterable by others.
+
     ``gmail_like=True`` gives every user Gmail's view of an account (see `GMAIL_ALL`):
     "[Gmail]/All Mail" (\\All), "[Gmail]/Starred" (\\Flagged) and "[Gmail]/Important"
     (\\Important) are virtual folders, and `GMAIL_ARCHIVE` (not listed) holds the
@@ -192,6 +195,7 @@ class Dovecot:
         validate_fs_names: bool = True,
         gmail_like: bool = False,
         fsync: bool = False,
+        chroot: bool = True,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError(f"separator must be '/' or '.', not {separator!r}")
@@ -230,6 +234,13 @@ class Dovecot:
         # APPEND wait for the disk); True gives "optimized", Dovecot's own default and what
         # production servers run, for benchmarks that should pay what a real server pays.
         self.fsync = fsync
+        # As root, mail processes are chrooted into the mail store by default, so that
+        # `root` may sit under directories only root can enter.  A doveadm run against
+        # this server (bench/run.py) is chrooted too, and then cannot load Dovecot's TLS
+        # module (/usr/lib/dovecot/modules) for an imapc source over TLS: chroot=False
+        # serves homes by their real path instead, and needs every parent of the mail
+        # store to be enterable by the mail user (checked by start()).
+        self.chroot = chroot
         self.port = 0
         self.tls_port: int | None = None
         self.ca_file: Path | None = None
@@ -279,6 +290,8 @@ class Dovecot:
         self._write_passwd()
         self._write_oauth2()
         self._chown_mail_root()
+        if os.geteuid() == 0 and not self.chroot:
+            self._check_reachable()
 
         last_error = ""
         for attempt in range(3):  # a free port may be taken between probing and binding
@@ -461,6 +474,15 @@ class Dovecot:
         if os.geteuid() == 0:
             os.chown(self.mail_root, uid, gid)
 
+    def _check_reachable(self) -> None:
+        """Without a chroot the unprivileged mail user must be able to enter every parent of the store."""
+        for parent in self.mail_root.parents:
+            if not parent.stat().st_mode & 0o001:
+                raise DovecotError(
+                    f"{parent} cannot be entered by others, so Dovecot's mail processes cannot reach "
+                    f"{self.mail_root}; chmod o+x it or use chroot=True"
+                )
+
     def _write_passwd(self) -> None:
         # Homes are made up front: the mail process chdir()s to its home before it
         # creates anything, and logs an error when the home is missing.
@@ -579,7 +601,7 @@ namespace archive {{
     def _config(self) -> str:
         internal, login, uid, gid = self._identities()
         root_mode = os.geteuid() == 0
-        if root_mode:
+        if root_mode and self.chroot:
             # "/./" splits the chroot from the home inside it (userdb "home" doc, mail_chroot):
             # the chroot happens while still root, so the parents of `root` may be 0700
             # (pytest's /tmp/pytest-of-root is) and the mail process still reaches its home.

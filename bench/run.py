@@ -244,7 +244,10 @@ def doveadm_invocation(workdir: Path, src: Side, dst_server: Dovecot, dst_user: 
         f"imapc_ssl = {'imaps' if src.tls else 'no'}",
     ]
     if src.ca_file:
-        settings.append(f"ssl_client_ca_file = <{src.ca_file}")
+        # A path, not "<file" contents as the server-side ssl_* settings take: with the
+        # contents, imapc fails "Can't load CA certs" and doveadm then crashes (SIGSEGV).
+        # imapc verifies the certificate and the host name (imapc_ssl_verify = yes).
+        settings.append(f"ssl_client_ca_file = {src.ca_file}")
     config = _private_file(workdir / "doveadm.conf", "\n".join(settings) + "\n")
     return Invocation(["doveadm", "-c", str(config), "backup", "-R", "-u", dst_user, "imapc:"],
                       note="runs on the destination server: writes its storage directly, IMAP only to the source")
@@ -352,11 +355,13 @@ def bench_session(
     kind of store (doveadm writes the destination's directly).
     """
     with ExitStack() as stack:
+        # chroot=False on both (the same for every tool): doveadm runs against the destination's
+        # store, and a chrooted doveadm cannot load Dovecot's TLS module for its imapc source.
         src_server = stack.enter_context(Dovecot(root / "src", {SRC_USER: SRC_PASSWORD}, separator="/", starttls=tls,
-                                                 mail_format=storage, fsync=fsync))
+                                                 mail_format=storage, fsync=fsync, chroot=False))
         dst_server = stack.enter_context(
             Dovecot(root / "dst", {u: f"{u}-pw" for u in dst_users}, separator=".", starttls=tls,
-                    mail_format=storage, fsync=fsync)
+                    mail_format=storage, fsync=fsync, chroot=False)
         )
         seed_account(src_server.host, src_server.port, SRC_USER, SRC_PASSWORD, corpus, separator="/")
         src_port = src_server.tls_port if tls and src_server.tls_port else src_server.port
@@ -368,6 +373,15 @@ def bench_session(
                    str(src_server.ca_file) if tls else None)
         yield Bench(src_server, dst_server, len(corpus), sum(len(m.body) for m in corpus), src,
                     (dst_server.host, dst_port), tls)
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh temporary directory that the servers' unprivileged mail processes may enter
+    (mkdtemp makes it 0700): they run unchrooted, see `bench_session`.  Nothing in it is
+    listable by others; the passwords are in 0600 files."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(root, 0o711)
+    return root
 
 
 def _user_for(spec: str, round_: int) -> str:
@@ -540,7 +554,7 @@ def run(
     logs.mkdir(exist_ok=True)
     users = [_user_for(spec, n) for n in range(1, repeat + 1) for spec in runnable]
     runs: list[Measurement] = []
-    root = Path(tempfile.mkdtemp(prefix="fsbench-"))
+    root = scratch_dir("fsbench-")
     try:
         with bench_session(root / "servers", corpus, users, tls=tls, delay_s=wan_delay_ms / 1000, rate=rate,
                            storage=storage, fsync=fsync) as bench:
@@ -586,7 +600,7 @@ def demo(scale: float, procs: int, seed: int) -> int:
     corpus = generate("realistic", seed=seed, scale=scale)
     size = sum(len(m.body) for m in corpus)
     spec = f"fastsync:{procs}"
-    root = Path(tempfile.mkdtemp(prefix="fsdemo-"))
+    root = scratch_dir("fsdemo-")
     try:
         print(f"starting two Dovecot servers (source separator '/', destination '.') under {root}")
         with bench_session(root / "servers", corpus, [_user_for(spec, 1)], tls=False, delay_s=0, rate=0) as bench:

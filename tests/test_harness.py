@@ -6,10 +6,14 @@ fastsync's own tests trust these pieces, so they are checked against the real se
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 import ssl
 import time
 from collections import Counter
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from bench.__main__ import build_parser
 from bench.batch import batch, fastsync_batch_available, installed, split_cap
 from bench.corpus import PROFILES, Message, folders_of, generate, seed_account
 from bench.dovecot import Dovecot, DovecotError, _group_alive
-from bench.run import Side, doveadm_invocation, markdown
+from bench.run import Side, doveadm_invocation, markdown, scratch_dir
 
 REQUIRED_CAPABILITIES = {b"MULTIAPPEND", b"LITERAL+", b"UIDPLUS", b"CONDSTORE", b"SPECIAL-USE", b"STATUS=SIZE"}
 
@@ -470,6 +474,49 @@ def test_doveadm_runs_with_prefetch(tmp_path: Path) -> None:
     assert "source-pw" not in " ".join(invocation.argv)
 
 
+def test_doveadm_over_tls_names_the_ca_by_path(tmp_path: Path) -> None:
+    # imapc's ssl_client_ca_file is a path: "<file" (contents) makes it fail and doveadm crash.
+    dst = Dovecot(tmp_path / "dst", {"d": "d-pw"}, starttls=False)
+    src = Side("127.0.0.1", 1993, "source", "source-pw", True, "/some/ca.pem")
+    invocation = doveadm_invocation(tmp_path, src, dst, "d")
+    settings = Path(invocation.argv[invocation.argv.index("-c") + 1]).read_text().splitlines()
+    assert "imapc_ssl = imaps" in settings
+    assert "ssl_client_ca_file = /some/ca.pem" in settings
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the chroot is used only when Dovecot runs as root")
+@pytest.mark.parametrize(("chroot", "expected"), [(True, "/./%u"), (False, "/mail/%u")])
+def test_chroot_setting_in_generated_config(tmp_path: Path, chroot: bool, expected: str) -> None:
+    server = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False, chroot=chroot)
+    config = server._config()
+    home = next(line for line in config.splitlines() if "home=" in line)
+    assert home.endswith(expected)
+    assert ("valid_chroot_dirs" in config) == chroot
+
+
+@pytest.mark.dovecot
+@pytest.mark.skipif(os.geteuid() != 0, reason="the chroot is used only when Dovecot runs as root")
+def test_doveadm_copies_over_tls_from_an_unchrooted_server(tmp_path: Path) -> None:
+    # bench run --tls puts doveadm in the table: its imapc source over implicit TLS.
+    # pytest's tmp_path is under a 0700 directory, which unchrooted mail processes cannot enter.
+    root = scratch_dir("fastsync-test-")
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        src = stack.enter_context(Dovecot(root / "src", {"s": "s-pw"}, chroot=False))
+        dst = stack.enter_context(Dovecot(root / "dst", {"d": "d-pw"}, separator=".", chroot=False))
+        client = src.client("s")
+        client.append("INBOX", b"Subject: t\r\nMessage-Id: <t@x>\r\n\r\nbody\r\n")
+        client.logout()
+        assert src.tls_port is not None
+        side = Side(src.host, src.tls_port, "s", "s-pw", True, str(src.ca_file))
+        invocation = doveadm_invocation(tmp_path, side, dst, "d")
+        result = subprocess.run(invocation.argv, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        client = dst.client("d")
+        assert client.select_folder("INBOX", readonly=True)[b"EXISTS"] == 1
+        client.logout()
+
+
 @pytest.mark.parametrize(
     ("argv", "storage", "fsync"),
     [
@@ -481,6 +528,29 @@ def test_doveadm_runs_with_prefetch(tmp_path: Path) -> None:
 def test_run_parser_storage_and_fsync(argv: list[str], storage: str, fsync: bool) -> None:
     args = build_parser().parse_args(["run", "--out", "/nonexistent", *argv])
     assert (args.storage, args.fsync) == (storage, fsync)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], (0.1, True, 25.0, 1_000_000, "fastsync:8,doveadm,mbsync", 1)),
+        (["--repeat", "3", "--tools", "fastsync:4"], (0.1, True, 25.0, 1_000_000, "fastsync:4", 3)),
+    ],
+)
+def test_wan_tls_preset_and_the_flags_after_it(argv: list[str], expected: tuple[object, ...]) -> None:
+    from bench.__main__ import expand_presets
+
+    args = build_parser().parse_args(expand_presets(["run", "--preset", "wan-tls", *argv, "--out", "/nonexistent"]))
+    assert (args.scale, args.tls, args.wan_delay_ms, args.wan_rate, args.tools, args.repeat) == expected
+    assert args.profile == "realistic"
+
+
+def test_unknown_preset_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.__main__ import expand_presets
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(expand_presets(["run", "--preset=lan", "--out", "/nonexistent"]))
+    assert "--preset" in capsys.readouterr().err
 
 
 def test_run_parser_refuses_other_storage(capsys: pytest.CaptureFixture[str]) -> None:
