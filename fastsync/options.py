@@ -219,9 +219,9 @@ CHECK_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + STATE_FLAGS + (
 # `batch`: many account pairs, each synced as `sync -y` would (so every sync flag applies).
 BATCH_FLAGS = (
     Flag(("--parallel",), "parallel", "FASTSYNC_PARALLEL", "int",
-         "account pairs synced at once, each with its own --procs workers (default: at most 4; under "
-         "--max-connections-per-server without --procs, as many as the cap holds, each pair then getting the "
-         "workers that fit in its share; with --procs, as many pairs of --procs workers as the cap holds)", "N"),
+         "account pairs synced at once (default: at most 4, and as many as --max-connections-per-server "
+         "holds); under that cap without --procs, each pair gets the workers that fit in its share, and with "
+         "--procs, as many pairs of --procs workers run at once as the cap holds", "N"),
     Flag(("--max-connections-per-server",), "max_connections_per_server", "FASTSYNC_MAX_CONNECTIONS_PER_SERVER",
          "int", "simultaneous connections to each server (host:port), all pairs together and a login in progress "
          "included; source and destination on one host:port share it (0 = unlimited)", "N"),

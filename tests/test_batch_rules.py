@@ -112,8 +112,15 @@ def _options(*given: str, **values: object) -> Options:
     (_options("workers", workers=4, max_connections_per_server=8), False, 20, Allocation(1, 5, 4)),
     (_options("workers", workers=1, max_connections_per_server=8), False, 20, Allocation(4, 2, 1)),
     (_options("workers", workers=4, max_connections_per_server=4), False, 20, Allocation(1, 4, 3)),
-    # --parallel given: honoured as the most pairs at once, each with its --procs.
-    (_options("parallel", parallel=2, max_connections_per_server=8), False, 20, Allocation(2, 5, 4)),
+    # --parallel given without --procs: that many pairs, each with the workers that fit.
+    (_options("parallel", parallel=2, max_connections_per_server=8), False, 20, Allocation(2, 4, 3, fitted=True)),
+    (_options("parallel", parallel=4, max_connections_per_server=8), False, 20, Allocation(4, 2, 1, fitted=True)),
+    (_options("parallel", parallel=16, max_connections_per_server=8), False, 20, Allocation(8, 1, 1, fitted=True)),
+    # Both given: honoured, within the caps.
+    (_options("parallel", "workers", parallel=2, workers=4, max_connections_per_server=8), False, 20,
+     Allocation(2, 5, 4)),
+    # --parallel without a cap: as given, each pair with its --procs.
+    (_options("parallel", parallel=2), False, 20, Allocation(2, 5, 4)),
 ])
 def test_allocation_under_the_cap(options: Options, same: bool, pairs: int, expected: Allocation) -> None:
     assert allocate(options, same, pairs) == expected

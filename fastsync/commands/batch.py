@@ -100,18 +100,19 @@ class Allocation:
 def allocate(options: Options, same_server: bool, pairs: int) -> Allocation:
     """Pairs at once and each pair's workers, for *pairs* pairs to sync.
 
-    Where the user chose neither ``--procs`` nor ``--parallel`` and a per-server cap is
-    set, pairs come first: as many as the cap holds at one connection per side (at most
-    `DEFAULT_PARALLEL` and *pairs*), then each gets the workers that fit in its share of
-    the cap, its planner's connection included (``fitted``).  Several small pairs copy
-    faster than one large one (each pair's planning and start-up then overlap the
-    others' copies).  Otherwise ``--procs`` and ``--parallel`` hold, within the caps.
+    Where the user did not choose ``--procs`` and a per-server cap is set, pairs come
+    first: as many as the cap holds at one connection per side (at most ``--parallel``,
+    else `DEFAULT_PARALLEL`, and *pairs*), then each gets the workers that fit in its
+    share of the cap, its planner's connection included (``fitted``).  Several small
+    pairs copy faster than one large one (each pair's planning and start-up then overlap
+    the others' copies).  Otherwise ``--procs`` and ``--parallel`` hold, within the caps.
     """
     per_side = budget(options, same_server)
     cap = options.max_connections_per_server
     sides = 2 if same_server else 1
-    if cap and not {"workers", "parallel"} & options.explicit:
-        parallel = max(1, min(DEFAULT_PARALLEL, pairs, cap // sides))
+    if cap and "workers" not in options.explicit:
+        wanted = options.parallel if "parallel" in options.explicit else DEFAULT_PARALLEL
+        parallel = max(1, min(wanted, pairs, cap // sides))
         share = cap // (parallel * sides)
         workers = max(1, min(DEFAULT_WORKERS, share - 1))
         per_side = min(share, workers + 1, options.max_connections or share)
