@@ -26,8 +26,9 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from fastsync.config import Account
 from fastsync.errors import FastsyncError
@@ -37,6 +38,8 @@ from fastsync.limits import Limits
 from fastsync.model import WorkerSettings
 from fastsync.results import FolderRow, Reporter, Summary
 from fastsync.retry import backoff_s
+
+T = TypeVar("T")
 
 # IDLE is ended and issued again this often: RFC 2177 section 3 lets a server drop an
 # IDLE client after 30 minutes of silence, and several do just before (29 minutes).
@@ -261,10 +264,17 @@ def add_pass(total: Summary, done: Summary) -> None:
     total.flags_updated += done.flags_updated
     total.deleted += done.deleted
     total.delete_planned += done.delete_planned
-    total.failed.extend(done.failed)
-    total.errors.extend(e for e in done.errors if e not in total.errors)
-    total.folders_refused.extend(done.folders_refused)
-    total.skipped.extend(done.skipped)
+    # A pair left incomplete is diffed again by every pass, which finds the same messages
+    # refused or skipped and the same folders refused: each is counted once.
+    _extend_new(total.failed, done.failed, lambda f: (f.folder, f.uid))
+    _extend_new(total.errors, done.errors, lambda e: e)
+    _extend_new(total.folders_refused, done.folders_refused, lambda r: r.folder)
+    _extend_new(total.skipped, done.skipped, lambda k: (k.folder, k.uid))
     total.copy_s += done.copy_s
     for folder, count in done.copied_by_folder.items():
         total.copied_by_folder[folder] = total.copied_by_folder.get(folder, 0) + count
+
+
+def _extend_new(into: list[T], items: Sequence[T], key: Callable[[T], Hashable]) -> None:
+    known = {key(item) for item in into}
+    into.extend(item for item in items if key(item) not in known)

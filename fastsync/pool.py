@@ -464,7 +464,7 @@ def worker_main(
     # is known by its PID and start time (a PID may be reused).
     parent_gone = _parent_watch(multiprocessing.parent_process())
 
-    threading.Thread(target=_watch_parent, args=(parent_gone, leaving, stop), daemon=True,
+    threading.Thread(target=_stop_when_parent_gone, args=(parent_gone, leaving, stop), daemon=True,
                      name="fastsync-parent-watch").start()
 
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
@@ -508,7 +508,7 @@ def worker_main(
         channel.close()
 
 
-def _watch_parent(parent_gone: Callable[[], bool], leaving: threading.Event, stop: StopFlag) -> None:
+def _stop_when_parent_gone(parent_gone: Callable[[], bool], leaving: threading.Event, stop: StopFlag) -> None:
     """A run killed with -9 (or a batch pair whose process died): every worker stops after
     the unit in hand and starts no other, and one waiting to reconnect or for a connection
     slot stops waiting.  `stop` is the run's: its siblings hear it too.  This thread sleeps

@@ -242,3 +242,14 @@ def mailbox_argument(command: Command) -> str | None:
     else:
         raw = rest.split(b" ", 1)[0]
     return str(imap_utf7.decode(raw))
+
+
+def capped_rate_allowance(cap: int, connections: int, window_s: float) -> float:
+    """The most bytes/s a capped transfer may show over any *window_s* at a proxy: the cap,
+    plus one burst (the bucket's 64 KiB and one chunk in flight) and what the kernel buffers
+    per connection before the bucket acts (fastsync's socket buffer, which the kernel
+    doubles, and the proxy's two 64 KiB legs)."""
+    from fastsync.imap.transport import capped_buffer_bytes
+
+    buffers = connections * (2 * capped_buffer_bytes(cap) + 2 * 64 * 1024)
+    return cap + (2 * 64 * 1024 + buffers) / window_s

@@ -22,7 +22,6 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import cast
 
 from fastsync import changes as watch
 from fastsync import folders as folder_rules
@@ -34,7 +33,7 @@ from fastsync.imap.session import Session
 from fastsync.ledger import Ledger
 from fastsync.limits import Limits, planner_yields, workers_allowed
 from fastsync.lock import RunLock
-from fastsync.model import FolderPair, FolderStatus, UnitDone, WorkUnit
+from fastsync.model import Folder, FolderPair, FolderStatus, UnitDone, WorkUnit
 from fastsync.options import Options
 from fastsync.results import FolderRow, RefusedFolder, Reporter, Summary
 from fastsync.state import StateCache, default_dir
@@ -92,10 +91,10 @@ def _sync(
     planner = Planner(config, limits, options.settings, reporter)
     try:
         planner.open()
-        _Run(config, options, reporter, summary, planner, limits, workers, ledger, lock).go(cache, stdin_is_tty)
+        first = _Run(config, options, reporter, summary, planner, limits, workers, ledger, lock)
+        first.go(cache, stdin_is_tty)
         if options.watch and not (summary.cancelled or summary.declined):
-            _watch(_Run(config, dataclasses.replace(options, confirm=True), watch.PassReporter(reporter), summary,
-                        planner, limits, workers, ledger, lock), cache)
+            _watch(first, cache)
         if ledger.problem:
             reporter.warn(ledger.problem)
     finally:
@@ -120,6 +119,9 @@ class _Run:
         self.replanned: set[str] = set()
         # `sync --watch` passes: a pair whose source only gained messages is planned from those.
         self.incremental = False
+        # What `go` listed: the source's folders and the folder pairs (the watch starts from them).
+        self.src_folders: list[Folder] = []
+        self.pairs: list[FolderPair] = []
 
     def go(self, cache: StateCache, stdin_is_tty: bool | None) -> None:
         options, reporter, summary = self.options, self.reporter, self.summary
@@ -135,6 +137,7 @@ class _Run:
             )
         before = (src_side.statuses, dst_side.statuses)
         pairs, left_out = pair_both(self.config, options, src_side, dst_side)
+        self.src_folders, self.pairs = list(src_side.folders), list(pairs)
         existing = {f.name for f in dst_side.folders if f.selectable}
         self.selection = selection_of(options, append_limit(self.planner))
         if options.delete_dest and (self.selection.dated or options.max_size_bytes or options.min_size_bytes):
@@ -376,58 +379,55 @@ class _Run:
             self.reporter.detail(f"deleted {len(uids)} messages from {p.pair.dst!r}")
 
 
-def _watch(template: _Run, cache: StateCache) -> None:
+def _watch(first: _Run, cache: StateCache) -> None:
     """`sync --watch`: after the first sync, one pass (a sync of what changed) whenever the
     change feed hears of a change, until Ctrl-C or SIGTERM, which end it with the summary
-    of everything done (watch.py says how changes are heard)."""
-    config, options, reporter, summary = template.config, template.options, template.reporter, template.summary
-    shown = cast(watch.PassReporter, reporter).reporter
-    folders, notify = _listened(template)
-    if notify:
-        folders = [""]
-    workers = template.workers
+    of everything done (changes.py says how changes are heard)."""
+    config, reporter, summary = first.config, first.reporter, first.summary
+    options = dataclasses.replace(first.options, confirm=True)
+    quiet = watch.PassReporter(reporter)
+    folders, notify = _listened(first)
+    workers = first.workers
     if options.max_connections:
         # The listeners hold source connections too: planner + listeners + workers fit the cap.
-        room = max(0, options.max_connections - 1 - workers)
-        if room < len(folders) and workers > 1:
-            workers = max(1, options.max_connections - 1 - len(folders))
-            room = options.max_connections - 1 - workers
+        spare = options.max_connections - 1
+        workers = max(1, min(workers, spare - len(folders)))
+        room = max(0, spare - workers)
         if room < len(folders):
-            polled = folders[room:]
-            folders = folders[:room]
-            shown.warn(
+            polled, folders = folders[room:], folders[:room]
+            reporter.warn(
                 f"--max-connections {options.max_connections} leaves no connection to watch "
                 f"{', '.join(f or 'the account' for f in polled)}: polled every {options.poll_s} s instead"
             )
             notify = notify and bool(folders)
-    feed = watch.ChangeFeed(config.src, template.limits, options.settings, shown, folders, options.poll_s, notify)
+    feed = watch.ChangeFeed(config.src, first.limits, options.settings, reporter, folders, options.poll_s, notify)
     totals = watch.Totals()
-    shown.info(f"First sync: {summary.copied} copied, {summary.present} already present, "
-               f"{len(summary.failed)} failed.")
+    reporter.info(f"First sync: {summary.copied} copied, {summary.present} already present, "
+                  f"{len(summary.failed)} failed.")
     how = "NOTIFY (every folder)" if notify else f"IDLE on {', '.join(map(repr, folders)) or 'no folder'}"
-    shown.info(f"Watching {config.src.label} ({config.src.server}) for changes: {how}"
-               + ("" if notify else f", every folder polled every {options.poll_s} s") + "; Ctrl-C stops.")
+    reporter.info(f"Watching {config.src.label} ({config.src.server}) for changes: {how}"
+                  + ("" if notify else f", every folder polled every {options.poll_s} s") + "; Ctrl-C stops.")
     event("watch started", side="src", how="notify" if notify else "idle", folders=folders, poll_s=options.poll_s)
     feed.start()
     try:
         while True:
-            shown.status(totals.line(time.monotonic()))
+            reporter.status(totals.line(time.monotonic()))
             changes = feed.wait(watch.STEP_S)
             if not changes:
                 continue
             for change in changes:
                 event("watch change", side="src", folder=change.folder, how=change.how)
+            noticed = min(c.at_s for c in changes)
             done = Summary()
-            step = _Run(config, options, reporter, done, template.planner, template.limits, workers,
-                        template.ledger, template.lock)
-            step.rewrites_said, step.incremental = template.rewrites_said, True
+            step = _Run(config, options, quiet, done, first.planner, first.limits, workers, first.ledger, first.lock)
+            step.rewrites_said, step.incremental = first.rewrites_said, True
             step.go(cache, True)
-            template.rewrites_said = step.rewrites_said
+            first.rewrites_said = step.rewrites_said
             watch.add_pass(summary, done)
             now = time.monotonic()
-            totals.count(done.copied, done.flags_updated, done.deleted, min(c.at_s for c in changes), now)
+            totals.count(done.copied, done.flags_updated, done.deleted, noticed, now)
             event("watch pass", copied=done.copied, flags_updated=done.flags_updated, deleted=done.deleted,
-                  failed=len(done.failed), lag_s=round(now - min(c.at_s for c in changes), 3))
+                  failed=len(done.failed), lag_s=round(now - noticed, 3))
             if done.cancelled:
                 summary.cancelled, summary.cancel_code = done.cancelled, done.cancel_code
                 return
@@ -436,22 +436,21 @@ def _watch(template: _Run, cache: StateCache) -> None:
         summary.cancelled, summary.cancel_code = stopped.message, int(stopped.exit_code)
     finally:
         feed.close()
-        shown.clear_status()
-        shown.info(f"Watched for {time.monotonic() - totals.started_s:.0f} s: {totals.copied} messages copied, "
-                   f"{totals.flags_updated} flags updated, {totals.deleted} deleted after the first sync.")
+        reporter.clear_status()
+        reporter.info(f"Watched for {time.monotonic() - totals.started_s:.0f} s: {totals.copied} messages copied, "
+                      f"{totals.flags_updated} flags updated, {totals.deleted} deleted after the first sync.")
 
 
-def _listened(template: _Run) -> tuple[list[str], bool]:
-    """The source folders to IDLE on (INBOX and the \\Sent folder, among those synced), and
-    whether the source offers NOTIFY (RFC 5465), which watches every folder at once."""
-    src_side, dst_side = list_both(template.planner)
-    pairs, _left_out = pair_both(template.config, template.options, src_side, dst_side)
-    synced = {p.src: p for p in pairs}
-    roles = {f.name: f.special_use for f in src_side.folders}
+def _listened(first: _Run) -> tuple[list[str], bool]:
+    """What the listeners watch, from the folders the first sync listed: [""] (the whole
+    account) where the source offers NOTIFY (RFC 5465), else INBOX and the \\Sent folder
+    among those synced (IDLE on each); and whether it is NOTIFY."""
+    if "NOTIFY" in first.planner.call("reading capabilities", lambda src, _dst: src.capabilities):
+        return [""], True
+    roles = {f.name: f.special_use for f in first.src_folders}
+    synced = [p.src for p in first.pairs]
     folders = [name for name in synced if name.upper() == "INBOX"]
-    folders += [name for name in synced if roles.get(name) == "\\Sent"][:1]
-    capable = template.planner.call("reading capabilities", lambda src, _dst: "NOTIFY" in src.capabilities)
-    return folders, capable
+    return folders + [name for name in synced if roles.get(name) == "\\Sent"][:1], False
 
 
 def _confirmed(
