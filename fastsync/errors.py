@@ -126,10 +126,6 @@ class MessageError(FastsyncError):
         return (type(self), (self.message, self.code))
 
 
-class MessageGone(FastsyncError):
-    """A source message was expunged since planning: nothing to copy, and not an error."""
-
-
 class FolderMissing(MessageError):
     """An APPEND was refused because the folder does not exist (``[TRYCREATE]``, RFC 3501
     section 6.3.11): creating it and appending again may succeed."""

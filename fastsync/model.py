@@ -105,6 +105,7 @@ class WorkUnit:
     worker looks after an APPEND whose outcome it could not learn.  ``attempt`` counts
     the workers that took the unit before (a worker that died mid-unit).  ``verify``: the
     first unit into its folder checks that the destination stored what was sent.
+    ``streamed``: a unit of large messages, whose bodies are relayed, never held whole.
     """
 
     unit_id: int
@@ -115,6 +116,7 @@ class WorkUnit:
     dst_uidnext: int = 1
     attempt: int = 0
     verify: bool = False
+    streamed: bool = False
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import operator
 import re
 from collections import Counter
@@ -27,6 +28,15 @@ D = TypeVar("D")
 # list on the command line and how much work a crash can interrupt.
 UNIT_MAX_MESSAGES = 400
 UNIT_MAX_BYTES = 1024 * 1024
+
+# Messages above this size go into units of their own kind, copied streamed: each body is
+# relayed from the source socket to the destination's as it arrives (a worker holds a
+# chunk of it, never the message), all of a unit's in one MULTIAPPEND, so bytes do not
+# bound memory there and a unit may hold up to `STREAM_UNIT_MAX_BYTES`.  One APPEND (one
+# commit on the destination) for many large messages instead of one each: measured in
+# bench/README.md ("Large messages, many to an APPEND").
+STREAM_MESSAGE_BYTES = UNIT_MAX_BYTES
+STREAM_UNIT_MAX_BYTES = 16 * 1024 * 1024
 
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 _ANGLE = re.compile(r"<[^<>]*>")
@@ -301,13 +311,15 @@ def shard(
 ) -> Iterator[WorkUnit]:
     """Cut messages into units bounded by count and bytes; a message over budget travels alone.
 
-    All messages that share an identity go into the same unit (the one of the first), so
-    that after an APPEND with an unknown outcome a worker can tell its own copies apart:
-    no other unit puts that identity into the destination folder.
+    Messages above `STREAM_MESSAGE_BYTES` go into streamed units (`WorkUnit.streamed`),
+    bounded by `STREAM_UNIT_MAX_BYTES` instead of *max_bytes*.  All messages that share an
+    identity go into the same unit (the one of the first), so that after an APPEND with an
+    unknown outcome a worker can tell its own copies apart: no other unit puts that
+    identity into the destination folder.
     """
-    unit_id = first_unit_id
-    uids: list[int] = []
-    size = 0
+    unit_ids = itertools.count(first_unit_id)
+    budgets = {False: max_bytes, True: max(max_bytes, STREAM_UNIT_MAX_BYTES)}
+    pending: dict[bool, tuple[list[int], int]] = {False: ([], 0), True: ([], 0)}
     same: dict[str, list[MessageRef]] = {}
     for ref in refs:
         same.setdefault(ref.identity, []).append(ref)
@@ -316,11 +328,13 @@ def shard(
         if group is None:
             continue
         group_size = sum(r.size_bytes for r in group)
-        if uids and (len(uids) + len(group) > max_messages or size + group_size > max_bytes):
-            yield WorkUnit(unit_id, pair, uidvalidity, tuple(uids), size, dst_uidnext)
-            unit_id += 1
+        streamed = max(r.size_bytes for r in group) > STREAM_MESSAGE_BYTES
+        uids, size = pending[streamed]
+        if uids and (len(uids) + len(group) > max_messages or size + group_size > budgets[streamed]):
+            yield WorkUnit(next(unit_ids), pair, uidvalidity, tuple(uids), size, dst_uidnext, streamed=streamed)
             uids, size = [], 0
         uids.extend(r.uid for r in group)
-        size += group_size
-    if uids:
-        yield WorkUnit(unit_id, pair, uidvalidity, tuple(uids), size, dst_uidnext)
+        pending[streamed] = (uids, size + group_size)
+    for streamed, (uids, size) in pending.items():
+        if uids:
+            yield WorkUnit(next(unit_ids), pair, uidvalidity, tuple(uids), size, dst_uidnext, streamed=streamed)

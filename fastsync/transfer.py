@@ -6,16 +6,17 @@ pickled, queued or written to disk.  Reply meanings come typed from the protocol
 (`FolderMissing`, `DestinationFull`, `MessageError`); this module only decides what to do
 about them: create the folder and try again, find the refused message of a batch, stop.
 
-Two ways through a worker, by the unit's size: a unit of at most `STREAM_ABOVE_BYTES`
-is fetched whole and appended with one MULTIAPPEND (a round trip each way for hundreds
-of small messages); a larger one (a unit over `plan.UNIT_MAX_BYTES` holds one message,
-or the copies of one) has its messages streamed one at a time: the body goes from the
-source socket to the destination's as it arrives (`session.stream_message`), so a
-worker holds a chunk of it, never the message (issue 17: 110 MB messages).
+Two ways through a worker, by the unit's kind: a unit of small messages is fetched whole
+and appended with one MULTIAPPEND (a round trip each way for hundreds of them); a unit
+of large ones (`WorkUnit.streamed`, see `plan.shard`), or one above `STREAM_ABOVE_BYTES`,
+has its bodies streamed: each goes from the source socket to the destination's as it
+arrives (`session.stream_messages`), all of the unit's in one MULTIAPPEND, so a worker
+holds a chunk of a message, never the message (issue 17: 110 MB messages).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from collections.abc import Callable, Sequence
@@ -24,10 +25,10 @@ from typing import Any, TypeVar
 from fastsync import plan
 from fastsync.config import Account
 from fastsync.errors import (
-    ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError, MessageGone,
+    ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError,
 )
 from fastsync.imap.pair import SessionPair
-from fastsync.imap.session import Session, describe_messages, stream_message
+from fastsync.imap.session import Session, describe_messages, stream_messages
 from fastsync.ledger import Ledger
 from fastsync.limits import Limits
 from fastsync.model import Described, Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
@@ -37,11 +38,9 @@ from fastsync.retry import with_retries
 # message, so that one malformed message fails alone.
 MALFORMED_BEFORE_ONE_BY_ONE = 2
 
-# Units above this many bytes are streamed message by message instead of fetched whole.
-# A batched unit costs a worker about twice its size in memory (the FETCH literal, then
-# the APPEND's buffers), so 8 workers at 4 MB stay within a few tens of MB more than with
-# small messages; streaming costs a round trip more per message, which small messages
-# feel and large ones do not.  Measured in bench/README.md ("Streaming large messages").
+# Units above this many bytes are streamed even when planned as batched (the copies of one
+# small message, kept together by `plan.shard`).  A batched unit costs a worker about
+# twice its size in memory (the FETCH literal, then the APPEND's buffers).
 STREAM_ABOVE_BYTES = 4 * 1024 * 1024
 
 # A message with its body in hand, or one whose body is still on the source.
@@ -133,7 +132,7 @@ class Copier:
         changed = self._open_source(src, unit)
         if changed is not None:
             return changed
-        if unit.size_bytes > STREAM_ABOVE_BYTES:
+        if unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES:
             return self._copy_streamed(unit, check, one_by_one)
         failures: list[Failure] = []
         fetched = (self._one_by_one(unit, failures, Session.fetch_messages) if one_by_one
@@ -189,7 +188,9 @@ class Copier:
         )
 
     def _copy_streamed(self, unit: WorkUnit, check: bool, one_by_one: bool) -> UnitDone:
-        """Copy a unit message by message, each body streamed (`session.stream_message`).
+        """Copy a unit of large messages, their bodies streamed (`session.stream_messages`):
+        all in one MULTIAPPEND where the destination offers it, else, or when it refuses
+        the batch, one APPEND each.
 
         The same rules as the batched path: a retry after a break first drops what an
         earlier attempt appended (`_already_there`, by the identities planning used), a
@@ -209,15 +210,20 @@ class Copier:
         copied: list[Described] = []
         left = 0
         try:
+            if len(messages) > 1 and "MULTIAPPEND" in dst.capabilities:
+                with contextlib.suppress(MessageError, DestinationFull):
+                    # Refused as a whole: one APPEND each below finds what (part may fit).
+                    outcome = self._relay(unit, messages)
+                    if isinstance(outcome, UnitDone):
+                        return outcome
+                    copied, vanished, messages = outcome, vanished + len(messages) - len(outcome), []
             for index, message in enumerate(messages):
                 try:
-                    changed = self._stream_or_create(unit, message)
-                    if changed is not None:
-                        # The source was reopened and its folder is another one now: planned again.
-                        return changed
-                    copied.append(message)
-                except MessageGone:
-                    vanished += 1
+                    outcome = self._relay(unit, [message])
+                    if isinstance(outcome, UnitDone):
+                        return outcome
+                    copied.extend(outcome)
+                    vanished += 1 - len(outcome)
                 except MessageError as exc:
                     failures.append(_failure(unit.pair.src, message, exc.message))
                 except DestinationFull as exc:
@@ -228,17 +234,18 @@ class Copier:
         # Only the source connection may have been dropped (a refusal before the literal).
         return self._done(self.sessions.dst or dst, unit, copied, failures, left, vanished=vanished, skipped=skipped)
 
-    def _stream_or_create(self, unit: WorkUnit, message: Described) -> UnitDone | None:
-        """Stream one message; None once done, or the report of a source folder whose
-        UIDVALIDITY changed when it had to be reopened."""
+    def _relay(self, unit: WorkUnit, messages: list[Described]) -> list[Described] | UnitDone:
+        """Stream *messages* with one APPEND; the messages sent (not those gone from the
+        source), or the report of a source folder whose UIDVALIDITY changed when it had to
+        be reopened (the unit is planned again)."""
         for attempt in range(2):
-            # A refusal before the literal leaves the source connection dropped: reopened here.
+            # A refusal before a literal leaves the source connection dropped: reopened here.
             src, dst = self.connect()
             changed = self._open_source(src, unit)
             if changed is not None:
                 return changed
             try:
-                reported = stream_message(src, dst, unit.pair.dst, message)
+                sent, reported = stream_messages(src, dst, unit.pair.dst, messages)
             except FolderMissing:
                 # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
                 if attempt or unit.pair.dst in self.created:
@@ -248,9 +255,9 @@ class Copier:
                 continue
             if reported is not None:
                 self.dst_uidvalidity = reported[0]
-                self.appended.extend(zip([message.uid], reported[1], strict=True))
-            return None
-        return None
+                self.appended.extend(zip((m.uid for m in sent), reported[1], strict=True))
+            return sent
+        return []
 
     def _rewrites(self, dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described]) -> bool:
         """Whether the destination stored the copies under other identities (it rewrites

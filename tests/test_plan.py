@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from fastsync.model import FolderPair, MessageRef
 from fastsync.plan import (
+    STREAM_MESSAGE_BYTES,
+    STREAM_UNIT_MAX_BYTES,
     across_folders,
     comparable_flags,
     identity,
@@ -112,6 +114,33 @@ def test_shard_property(sizes: list[int], max_messages: int, max_bytes: int) -> 
     for unit in units:
         assert 1 <= len(unit.uids) <= max_messages
         assert unit.size_bytes <= max_bytes or len(unit.uids) == 1
+
+
+def test_shard_puts_large_messages_into_streamed_units_of_many() -> None:
+    big, small = 2_000_000, 10_000
+    sizes = [small, big, small, big, big, small] + [big] * 10
+    messages = [MessageRef(uid=i + 1, size_bytes=s, identity=str(i)) for i, s in enumerate(sizes)]
+    units = list(shard(PAIR, 1, messages, first_unit_id=3))
+    assert [(u.uids, u.streamed) for u in units] == [
+        ((2, 4, 5, 7, 8, 9, 10, 11), True), ((1, 3, 6), False), ((12, 13, 14, 15, 16), True),
+    ]
+    assert [u.unit_id for u in units] == [3, 4, 5]
+    assert units[0].size_bytes == 8 * big <= STREAM_UNIT_MAX_BYTES < 9 * big
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([10, 900_000, 1_500_000, 6_000_000])),
+                max_size=40), st.integers(1, 8))
+def test_shard_streamed_property(messages_spec: list[tuple[str, int]], max_messages: int) -> None:
+    messages = [MessageRef(uid=i + 1, size_bytes=s, identity=f"{x}{s}") for i, (x, s) in enumerate(messages_spec)]
+    units = list(shard(PAIR, 1, messages, 0, max_messages))
+    assert sorted(uid for u in units for uid in u.uids) == [m.uid for m in messages]
+    assert [u.unit_id for u in units] == list(range(len(units)))
+    sizes = {m.uid: m.size_bytes for m in messages}
+    for unit in units:
+        assert all((sizes[uid] > STREAM_MESSAGE_BYTES) == unit.streamed for uid in unit.uids)
+        budget = STREAM_UNIT_MAX_BYTES if unit.streamed else 1024 * 1024
+        assert 1 <= len(unit.uids) <= max_messages or len({m.identity for m in messages if m.uid in unit.uids}) == 1
+        assert unit.size_bytes <= budget or len({m.identity for m in messages if m.uid in unit.uids}) == 1
 
 
 def test_shard_keeps_messages_of_one_identity_together() -> None:

@@ -1,8 +1,9 @@
 """Large messages are streamed from the source socket to the destination's (issue 17).
 
-Against real Dovecots: a message above `transfer.STREAM_ABOVE_BYTES` arrives byte for byte
-with its flags and internal date, fetched on its own (``UID FETCH n (BODY.PEEK[])``);
-bandwidth caps hold while it streams; a source that breaks in the middle of one leaves
+Against real Dovecots: messages above `plan.STREAM_MESSAGE_BYTES` arrive byte for byte
+with their flags and internal dates, each fetched on its own (``UID FETCH n (BODY.PEEK[])``),
+all of a unit's in one MULTIAPPEND; a destination that refuses one of them gets them one
+by one and keeps the others; bandwidth caps hold while a message streams; a source that breaks in the middle of one leaves
 nothing on the destination (whose connection had received part of the literal) and a
 re-run completes exactly; an APPEND whose answer was lost is found again, not duplicated.
 """
@@ -12,14 +13,16 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import random
+from pathlib import Path
 
 import pytest
-from conftest import AccountFactory, ConfigFor
+from conftest import Account, AccountFactory, ConfigFor
 from helpers import capped_rate_allowance, commands, run_cli, snapshot, summary_line
 
 from bench.corpus import Message
+from bench.dovecot import Dovecot
 from bench.tcpproxy import CountingProxy, Fault, Traffic
-from fastsync.transfer import STREAM_ABOVE_BYTES
+from fastsync.plan import STREAM_MESSAGE_BYTES
 
 WHEN = dt.datetime(2022, 3, 4, 5, 6, 7, tzinfo=dt.timezone(dt.timedelta(hours=-7)))
 
@@ -36,20 +39,44 @@ def small(n: int) -> Message:
     return Message("INBOX", body, ("\\Answered", "$Label1"), WHEN - dt.timedelta(days=n))
 
 
-def test_large_messages_copy_exactly_and_one_by_one(accounts: AccountFactory, config_for: ConfigFor) -> None:
+def test_large_messages_copy_exactly_in_one_multiappend(accounts: AccountFactory, config_for: ConfigFor) -> None:
     src, dst = accounts(2)
     messages = [large(1, 6_000_000), small(1), large(2, 5_000_000, flags=()), small(2)]
-    assert all(len(m.body) > STREAM_ABOVE_BYTES for m in messages[::2])
+    assert all(len(m.body) > STREAM_MESSAGE_BYTES for m in messages[::2])
     src.seed(messages)
-    with CountingProxy(src.server.port, record=True) as proxy:
-        result = run_cli("sync", "-c", config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}}),
-                         "-y", "--procs", "2")
+    with CountingProxy(src.server.port, record=True) as src_proxy, \
+            CountingProxy(dst.server.port, record=True) as dst_proxy:
+        extra = {"src": {"server": f"127.0.0.1:{src_proxy.port}"}, "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
+        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "2")
     assert result.returncode == 0, result.stderr
     assert "4 copied" in summary_line(result.stdout)
     assert snapshot(dst) == snapshot(src)
-    sent = [c.text for r in proxy.recordings for c in commands(bytes(r.client_bytes)) if c.name == "UID FETCH"]
+    sent = [c.text for r in src_proxy.recordings for c in commands(bytes(r.client_bytes)) if c.name == "UID FETCH"]
     # The large ones were described first, then fetched one by one, body alone.
     assert sum(t.endswith(b" (BODY.PEEK[])") for t in sent) == 2, sent
+    appends = [c for r in dst_proxy.recordings for c in commands(bytes(r.client_bytes)) if c.name == "APPEND"]
+    # One MULTIAPPEND for the two small ones, one for the two large ones: their literals
+    # announce the sizes of the large bodies.
+    assert len(appends) == 2, [a.text[:80] for a in appends]
+    literals = sorted(tuple(sorted(a.literals)) for a in appends)
+    assert (b"{%d+}" % len(messages[2].body), b"{%d+}" % len(messages[0].body)) in literals, literals
+
+
+def test_a_refused_large_message_fails_alone(tmp_path: Path, accounts: AccountFactory, config_for: ConfigFor) -> None:
+    [src] = accounts(1)
+    messages = [large(7, 2_000_000), large(8, 6_000_000), large(9, 3_000_000), small(3)]
+    src.seed(messages)
+    with Dovecot(tmp_path / "limited", {"dst": "d-pw"}, quota_max_mail_size="5M") as limited:
+        dst = Account(limited, "dst", "d-pw")
+        result = run_cli("sync", "-c", config_for(src, dst), "-y", "--procs", "1")
+        assert result.returncode == 1, result.stderr
+        refused = [line for line in result.stderr.splitlines() if line.startswith("error: not copied:")]
+        assert len(refused) == 1 and "UID 2 <large8@x>" in refused[0], result.stderr
+        assert "3 copied" in summary_line(result.stdout)
+        copied = snapshot(dst)["INBOX"]
+    expected = snapshot(src)["INBOX"]
+    del expected[next(key for key in expected if key[0].startswith(b"Message-ID: <large8@x>"))]
+    assert copied == expected
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ class SessionPair:
         self.dst: Session | None = None
 
     def open(self) -> tuple[Session, Session]:
-        # A session dropped mid-literal (`stream_message`) is opened again.
+        # A session dropped mid-literal (`stream_messages`) is opened again.
         self.src = self.src if self.src is not None and not self.src.closed else None
         self.dst = self.dst if self.dst is not None and not self.dst.closed else None
         if self.src is None or self.dst is None:

@@ -4,7 +4,7 @@ Protocol edge, with `transport.py` the only modules that import imapclient or im
 A `Session` turns imapclient's values into records and its exceptions into
 `fastsync.errors` classes that name the side's label and server (`replies.py` says what a
 refusal means), so nothing above this package ever sees an imapclient object.
-`stream_message` copies one large message from a source session to a destination one.
+`stream_messages` copies large messages from a source session to a destination one.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from imapclient import exceptions as imap_exc
 
 from fastsync import wire
 from fastsync.config import Account
-from fastsync.errors import ConnectionLost, FolderError, MalformedResponse, MessageGone
+from fastsync.errors import ConnectionLost, FolderError, MalformedResponse
 from fastsync.imap import replies, transport
 from fastsync.imap.transport import Client, Meter, text_of
 from fastsync.model import (
@@ -137,7 +137,7 @@ class Session:
         """Pipeline commands that change the selected folder; the first refusal is a FolderError.
         The server's untagged *echo* of the change (FETCH, EXPUNGE) is dropped."""
         with self._guard():
-            results = _pipelined(self._client, command, argument_lists)
+            results = transport.pipelined(self._client, command, argument_lists)
             self._client._imap.untagged_responses.pop(echo, None)
         errors = [text for typ, text in results if typ != "OK"]
         if errors:
@@ -271,7 +271,7 @@ class Session:
         """
         with self._guard():
             commands = [("CREATE", transport.quoted_folder(self._client, n)) for n in names]
-            results = _pipelined(self._client, "CREATE", commands)
+            results = transport.pipelined(self._client, "CREATE", commands)
         return {
             name: text
             for name, (typ, text) in zip(names, results, strict=True)
@@ -475,7 +475,7 @@ def guard(account: Account, where: str) -> Iterator[None]:
 
 def describe_messages(session: Session, uids: Sequence[int]) -> list[Described]:
     """Flags, internal dates, sizes and identity header fields of the examined folder's
-    messages, without their bodies (see `stream_message`); UIDs gone are left out."""
+    messages, without their bodies (see `stream_messages`); UIDs gone are left out."""
     return [
         Described(f.uid, f.flags or (), date, f.size_bytes or 0, f.literal or b"")
         for f, date in _dated(session, uids, *_IDENTITY_ITEMS[1:], needed="size_bytes")
@@ -498,36 +498,51 @@ def _dated(
         yield fields, fields.internaldate
 
 
-def stream_message(src: Session, dst: Session, folder: str, message: Described) -> tuple[int, list[int]] | None:
-    """Copy one message from the examined source folder into *folder*, its body relayed as
-    it arrives (`transport.send_append_streamed`), so that memory holds a chunk, not the
-    message; bytes cross both metered sockets, so the caps hold.  Returns what `Session.append`
-    returns; raises `MessageGone` when the source no longer has it, and what a refusal means.
-
-    Any failure before the APPEND's last byte drops the destination connection, which
-    stores nothing of an unfinished APPEND, and the source's, which is mid-literal; a
-    source that broke is `ConnectionLost` naming the source.
+def stream_messages(
+    src: Session, dst: Session, folder: str, messages: Sequence[Described]
+) -> tuple[list[Described], tuple[int, list[int]] | None]:
+    """Copy messages of the examined source folder into *folder* with one APPEND (a
+    MULTIAPPEND when several: the caller checks it is offered, one commit on the
+    destination), each body relayed as it arrives (`transport.send_append_relayed`), so
+    that memory holds a chunk, not a message; bytes cross both metered sockets, so the caps
+    hold.  Returns the messages sent (not those the source no longer has) and what
+    `Session.append` returns for them; raises what a refusal means.  A failure before the
+    APPEND's last byte drops the destination connection (which stores nothing of an
+    unfinished APPEND), and the source's mid-FETCH; a source that broke is
+    `ConnectionLost` naming the source.
     """
-    with src._guard():
-        try:
-            body = transport.open_body(src._client, message.uid)
-        except imaplib.IMAP4.abort:
-            raise
-        except imap_exc.IMAPClientError as exc:
-            raise FolderError(f"{src.where}: folder {src._selected!r}: FETCH refused: {text_of(exc)}") from None
-    if body is None:
-        raise MessageGone(f"{src.where}: UID {message.uid} is gone")
+    sent: list[Described] = []
+    # The source is in step between two messages' FETCH commands, not during one.
+    in_fetch = False
+
+    def bodies() -> Iterator[tuple[Described, transport.BodyLiteral]]:
+        nonlocal in_fetch
+        for message in messages:
+            in_fetch = True
+            try:
+                body = transport.open_body(src._client, message.uid)
+            except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+                raise transport.SourceLost(exc) from None
+            except imaplib.IMAP4.error as exc:
+                in_fetch = False
+                raise FolderError(f"{src.where}: folder {src._selected!r}: FETCH refused: {text_of(exc)}") from None
+            if body is not None:
+                sent.append(message)
+                yield message, body
+                if not body.finished:
+                    return
+            in_fetch = False
+
     in_step = False
     try:
         with dst._guard():
             try:
-                typ, text = transport.send_append_streamed(
-                    dst._client, folder, message, body, "LITERAL+" in dst.capabilities)
+                reply = transport.send_append_relayed(dst._client, folder, bodies(), "LITERAL+" in dst.capabilities)
             except imaplib.IMAP4.abort:
                 raise
             except imap_exc.IMAPClientError as exc:
                 # A BAD reply: the connection is still in step.
-                typ, text = "BAD", text_of(exc)
+                reply = "BAD", text_of(exc)
             in_step = True
     except transport.SourceLost as exc:
         replies.raise_if_throttled(str(exc.cause), src.where)
@@ -535,12 +550,15 @@ def stream_message(src: Session, dst: Session, folder: str, message: Described) 
     finally:
         if not in_step:
             dst.close(quietly=True)
-        if not body.finished:
+        if in_fetch:
             src.close(quietly=True)
+    if reply is None:
+        return [], None
+    typ, text = reply
     if typ != "OK":
         raise replies.append_refused(dst.where, folder, text, typ)
-    reported = replies.append_uids(text, 1) if "UIDPLUS" in dst.capabilities else None
-    return reported if reported and reported[0] and len(reported[1]) == 1 else None
+    reported = replies.append_uids(text, len(sent)) if "UIDPLUS" in dst.capabilities else None
+    return sent, (reported if reported and reported[0] and len(reported[1]) == len(sent) else None)
 
 
 def uids_within(session: Session, count: int, selection: Selection) -> set[int]:
@@ -550,7 +568,7 @@ def uids_within(session: Session, count: int, selection: Selection) -> set[int]:
     keys = wire.search_dates(selection.since, selection.before)
     with session._guard():
         commands = [("UID", "SEARCH", batch, *keys) for batch in wire.batches(count, IDENTITY_BATCH)]
-        results = _pipelined(session._client, "SEARCH", commands)
+        results = transport.pipelined(session._client, "SEARCH", commands)
         found = session._client._imap.untagged_responses.pop("SEARCH", [])
     refused = [text for typ, text in results if typ != "OK"]
     if refused:
@@ -666,23 +684,6 @@ class _Survey:
         if self.selection and scan.refs:
             scan.keep_only(uids_within(self.session, status.messages, self.selection))
         return scan
-
-
-def _pipelined(client: Client, command: str, argument_lists: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
-    """Send every command before reading any reply (RFC 3501 section 5.5); (status, text) each."""
-    imap = client._imap
-    tags = [imap._command(*arguments) for arguments in argument_lists]
-    out = []
-    for tag in tags:
-        try:
-            typ, data = imap._command_complete(command, tag)
-        except imaplib.IMAP4.abort:
-            raise
-        except imaplib.IMAP4.error as exc:
-            # imaplib raises on BAD; the stream is still in step, the other replies follow.
-            typ, data = "BAD", str(exc)
-        out.append((typ, text_of(data)))
-    return out
 
 
 def _identity_items(capabilities: frozenset[str]) -> list[bytes]:

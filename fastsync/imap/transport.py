@@ -20,7 +20,7 @@ import datetime as dt
 import imaplib
 import socket
 import ssl
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -482,6 +482,11 @@ def open_body(client: Client, uid: int) -> BodyLiteral | None:
     alone, RFC 3501 section 6.4.5) and read up to the start of its literal, whose size the
     server announces before the bytes.  None when the message is gone (expunged); a refused
     FETCH raises imaplib's error with the server's text.
+
+    One command in flight at a time: Dovecot runs pipelined FETCH commands side by side, so
+    one's reply may come before the previous one's tagged OK, and a body is known to be
+    *uid*'s even when the server names the UID after the literal (RFC 3501 section 7.4.2
+    fixes no order of items).
     """
     imap = client._imap
     tag = imap._new_tag()
@@ -501,36 +506,60 @@ def open_body(client: Client, uid: int) -> BodyLiteral | None:
         _skip_literal(imap, wire.literal_size(line) or 0)
 
 
-def send_append_streamed(
-    client: Client, folder: str, message: Described, body: BodyLiteral, literal_plus: bool
-) -> tuple[str, str]:
-    """APPEND one message whose body is relayed from *body* as it arrives; returns the tagged
-    reply's status and text.
+def send_append_relayed(
+    client: Client, folder: str, bodies: Iterable[tuple[Described, BodyLiteral]], literal_plus: bool
+) -> tuple[str, str] | None:
+    """One APPEND (RFC 3502 MULTIAPPEND when *bodies* holds several) whose literals are
+    relayed from the source as they arrive; returns the tagged reply's status and text, or
+    None when *bodies* held nothing (no command sent).
 
-    The literal's size is the one the source announced (RFC822.SIZE may be an estimate).
-    Without LITERAL+ the continuation is awaited first (RFC 3501 section 7.5); a refusal
-    then comes before any byte, with the source's literal still unread (``body.finished``
-    False): the caller
-    drops the source connection, as a FETCH cannot be cancelled.  The final CRLF, which
-    completes the command, is sent only once the source has sent every byte and its OK: a
-    command is not complete before its last CRLF (RFC 3501 section 2.2.1), and a server
-    stores nothing of an APPEND that never completed, so when the source fails
-    (`SourceLost`) or anything else stops this midway, the caller drops the destination
-    connection and nothing is left on it (tests/test_streaming.py checks it on Dovecot).
+    Each literal's size is the one the source announced (RFC822.SIZE may be an estimate).
+    Without LITERAL+ each continuation is awaited first (RFC 3501 section 7.5); a refusal
+    then comes before the literal's bytes, with the source's literal unread
+    (``body.finished`` False): the caller drops the source connection, as a FETCH cannot
+    be cancelled.  The final CRLF, which completes the command, is sent only once the
+    source has sent every byte and its OK: a command is not complete before its last CRLF
+    (section 2.2.1), and a server stores nothing of an APPEND that never completed (a
+    MULTIAPPEND is all or nothing), so when the source fails (`SourceLost`) or anything
+    else stops this midway, the caller drops the destination connection and nothing is
+    left on it (tests/test_streaming.py checks it on Dovecot).
     """
     imap = client._imap
-    tag = imap._new_tag()
-    imap.send(tag + b" APPEND " + bytes(client._normalise_folder(folder)) + _append_line(
-        message, body.size_bytes, literal_plus))
-    if not literal_plus and _refused_before_literal(imap, tag):
-        typ, data = imap._command_complete("APPEND", tag)
-        return typ, text_of(data)
-    for chunk in body.chunks():
-        imap.send(chunk)
-    body.finish()
+    tag = b""
+    for message, body in bodies:
+        line = _append_line(message, body.size_bytes, literal_plus)
+        if not tag:
+            tag = imap._new_tag()
+            line = tag + b" APPEND " + bytes(client._normalise_folder(folder)) + line
+        imap.send(line)
+        if not literal_plus and _refused_before_literal(imap, tag):
+            typ, data = imap._command_complete("APPEND", tag)
+            return typ, text_of(data)
+        for chunk in body.chunks():
+            imap.send(chunk)
+        body.finish()
+    if not tag:
+        return None
     imap.send(b"\r\n")
     typ, data = imap._command_complete("APPEND", tag)
     return typ, text_of(data)
+
+
+def pipelined(client: Client, command: str, argument_lists: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    """Send every command before reading any reply (RFC 3501 section 5.5); (status, text) each."""
+    imap = client._imap
+    tags = [imap._command(*arguments) for arguments in argument_lists]
+    out = []
+    for tag in tags:
+        try:
+            typ, data = imap._command_complete(command, tag)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            # imaplib raises on BAD; the stream is still in step, the other replies follow.
+            typ, data = "BAD", str(exc)
+        out.append((typ, text_of(data)))
+    return out
 
 
 def notify_set(client: Client, events: str) -> str:
