@@ -200,11 +200,13 @@ class MessageState:
 
 @dataclass(frozen=True)
 class Fetched:
-    """A message body with the metadata that must travel with it (inside one worker only)."""
+    """A message body with the metadata that must travel with it (inside one worker only).
+    ``internaldate`` is the source's INTERNALDATE as it sent it (an RFC 3501 date-time,
+    ``b" 4-Mar-2022 05:06:07 -0700"``), which an APPEND carries unchanged."""
 
     uid: int
     flags: tuple[str, ...]
-    internaldate: dt.datetime
+    internaldate: bytes
     body: bytes
 
 
@@ -217,7 +219,7 @@ class Described:
 
     uid: int
     flags: tuple[str, ...]
-    internaldate: dt.datetime
+    internaldate: bytes
     size_bytes: int
     header: bytes
 

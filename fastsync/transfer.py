@@ -359,5 +359,6 @@ class Copier:
 
 
 def _settable(message: M) -> M:
-    """The message with the flags a copy may carry (`plan.settable_flags`)."""
-    return dataclasses.replace(message, flags=plan.settable_flags(message.flags))
+    """The message with the flags a copy may carry (`plan.settable_flags`): itself, as a rule."""
+    flags = plan.settable_flags(message.flags)
+    return message if flags == message.flags else dataclasses.replace(message, flags=flags)

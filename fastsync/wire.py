@@ -36,7 +36,11 @@ _BODY_LITERAL = re.compile(rb"^\* \d+ FETCH \(.*BODY\[\] \{(\d+)\}$")
 _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _MONTHS = {name.encode(): number for number, name in enumerate(_MONTH_NAMES, 1)}
 # RFC 3501 section 9, date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", day possibly space-padded.
-_INTERNALDATE = re.compile(rb"\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$")
+# An APPEND carries the source's text as it is (no parsing and formatting per message), so
+# the pattern checks the ranges an APPEND's date-time must respect.
+_INTERNALDATE = re.compile(
+    rb"\s?([012]?\d|3[01])-(" + "|".join(_MONTH_NAMES).encode() + rb")-(\d{4}) ([01]\d|2[0-3]):([0-5]\d):([0-5]\d)"
+    rb" ([+-])(\d\d)([0-5]\d)$", re.IGNORECASE)
 
 
 @dataclass
@@ -63,9 +67,15 @@ class Record:
             return None
         return tuple(f.decode("utf-8", "replace") for f in match.group(1).split())
 
-    def internaldate(self) -> dt.datetime | None:
+    def internaldate(self) -> bytes | None:
+        """The INTERNALDATE as sent, when it is a well-formed RFC 3501 date-time, its day
+        zero-padded (``05-Jul-2021``, not `` 5-Jul-2021``: both are date-day-fixed, the
+        first is what every server reads)."""
         match = _DATE.search(self.text)
-        return parse_internaldate(match.group(1)) if match else None
+        if match is None or not _INTERNALDATE.match(match.group(1)):
+            return None
+        text = match.group(1).lstrip()
+        return b"0" + text if text[1:2] == b"-" else text
 
     def literal(self) -> bytes | None:
         """The message's single literal, or None when it had none or several."""

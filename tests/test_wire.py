@@ -18,11 +18,24 @@ def test_body_fetch_records() -> None:
     ]
     first, second = records(data)
     assert (first.number, first.uid(), first.flags(), first.literal()) == (12, 40, ("\\Seen", "$Work"), b"Hello")
-    assert first.internaldate() == dt.datetime(2020, 2, 1, 10, 11, 12, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    # As sent, for an APPEND to carry unchanged; parse_internaldate reads it.
+    assert first.internaldate() == b"01-Feb-2020 10:11:12 +0100"
+    assert parse_internaldate(first.internaldate() or b"") == dt.datetime(
+        2020, 2, 1, 10, 11, 12, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     assert second.flags() == ()
-    assert second.internaldate() == dt.datetime(
+    assert second.internaldate() == b"03-Mar-2019 00:00:00 -0430"
+    assert parse_internaldate(second.internaldate() or b"") == dt.datetime(
         2019, 3, 3, tzinfo=dt.timezone(-dt.timedelta(hours=4, minutes=30))
     )
+
+
+@pytest.mark.parametrize(
+    "raw", [b"01-Foo-2020 00:00:00 +0000", b"01-Jan-2020 00:00 +0000", b"41-Jan-2020 00:00:00 +0000",
+            b"01-Jan-2020 24:00:00 +0000", b"01-Jan-2020 00:60:00 +0000", b"01-Jan-20 00:00:00 +0000"],
+)
+def test_a_malformed_internaldate_is_not_read(raw: bytes) -> None:
+    [record] = records([(b'3 (UID 4 FLAGS () INTERNALDATE "' + raw + b'" BODY[] {1}', b"a"), b")"])
+    assert record.internaldate() is None
 
 
 def test_items_after_the_literal_are_read() -> None:

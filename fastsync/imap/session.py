@@ -341,7 +341,7 @@ class Session:
                     continue
                 size = fields.size_bytes or 0
                 key, has_id = identity(fields.literal or b"", size)
-                states.append(MessageState(fields.uid, size, key, fields.flags or (), fields.internaldate, has_id))
+                states.append(MessageState(fields.uid, size, key, fields.flags or (), fields.moment, has_id))
         return states
 
     def body_digests(
@@ -484,9 +484,9 @@ def describe_messages(session: Session, uids: Sequence[int]) -> list[Described]:
 
 def _dated(
     session: Session, uids: Sequence[int], *items: bytes, needed: str = "literal"
-) -> Iterator[tuple[transport.Fields, dt.datetime]]:
-    """The FETCH items of *uids* with FLAGS and INTERNALDATE (which every copy needs) and
-    *items* (one of them a literal), message by message."""
+) -> Iterator[tuple[transport.Fields, bytes]]:
+    """The FETCH items of *uids* with FLAGS and INTERNALDATE (which every copy needs, as
+    sent) and *items* (one of them a literal), message by message."""
     data = session._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True)
     wanted = set(uids)
     for record in wire.records(data):

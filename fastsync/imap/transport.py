@@ -326,7 +326,7 @@ def _append_line(message: Fetched | Described, size_bytes: int, literal_plus: bo
     internal date and ``{n}``, or ``{n+}`` with LITERAL+ (RFC 7888: no continuation awaited)."""
     flags = " ".join(message.flags).encode("ascii", "replace")
     return (
-        b" (" + flags + b') "' + wire.format_internaldate(message.internaldate) + b'" {'
+        b" (" + flags + b') "' + message.internaldate + b'" {'
         + str(size_bytes).encode("ascii") + (b"+}\r\n" if literal_plus else b"}\r\n")
     )
 
@@ -648,9 +648,14 @@ class Fields:
     uid: int
     size_bytes: int | None
     flags: tuple[str, ...] | None
-    internaldate: dt.datetime | None
+    # As sent (see `wire.Record.internaldate`); `moment` parses it.
+    internaldate: bytes | None
     literal: bytes | None
     gm_msgid: int | None = None
+
+    @property
+    def moment(self) -> dt.datetime | None:
+        return wire.parse_internaldate(self.internaldate) if self.internaldate is not None else None
 
     @classmethod
     def read(cls, record: wire.Record, where: str, *needed: str) -> Fields | None:
@@ -673,7 +678,7 @@ class Fields:
             int(parsed[b"UID"]),
             int(parsed.get(b"RFC822.SIZE", 0)),
             tuple(text_of(f) for f in parsed.get(b"FLAGS", ())),
-            date if isinstance(date, dt.datetime) else None,
+            wire.format_internaldate(date) if isinstance(date, dt.datetime) else None,
             next((v or b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
             int(parsed[b"X-GM-MSGID"]) if b"X-GM-MSGID" in parsed else None,
         )
