@@ -42,7 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from fastsync.config import Account, Config
-from fastsync.errors import AuthError, Cancelled, DestinationFull, FastsyncError, FolderError, Throttled, TLSError
+from fastsync.errors import (
+    AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, Throttled, TLSError,
+)
 from fastsync.events import event
 from fastsync.ledger import Ledger
 from fastsync.limits import Limits, StopFlag
@@ -101,10 +103,12 @@ def copy_units(
     max_transfer_bytes: int = 0,
     lock: RunLock | None = None,
     ledger_path: Path | None = None,
+    standby: Standby | None = None,
 ) -> set[str]:
     """Copy *units* with a pool of *workers*, counting into *summary*; returns the source
     folders to plan again (their UIDVALIDITY changed).  *on_unit* hears of every finished
-    unit (the ledger records its copies).  With *max_transfer_bytes* (0: no limit) no unit
+    unit (the ledger records its copies).  *standby*'s workers, started while planning,
+    are taken first.  With *max_transfer_bytes* (0: no limit) no unit
     is started once that many bytes are copied or on their way.
 
     *lock* (the destination's) goes to every worker, so that it stays held
@@ -114,7 +118,8 @@ def copy_units(
     """
     if not units:
         return set()
-    coordinator = Coordinator(config, limits, settings, units, min(workers, len(units)), reporter, summary, lock)
+    coordinator = Coordinator(config, limits, settings, units, min(workers, len(units)), reporter, summary, lock,
+                              standby)
     coordinator.on_unit = on_unit
     coordinator.ledger_path = ledger_path
     coordinator.max_transfer_bytes = max_transfer_bytes
@@ -146,6 +151,69 @@ def copy_units(
     return coordinator.replan
 
 
+def spawn(
+    ctx: multiprocessing.context.BaseContext, index: int, config: Config, limits: Limits, settings: WorkerSettings,
+    stop: StopFlag, lock: RunLock | None, ledger_path: Path | None,
+) -> tuple[Any, Connection]:
+    """Start worker *index*; its process and the parent's end of its pipe."""
+    channel, child_channel = ctx.Pipe()
+    process = ctx.Process(  # type: ignore[attr-defined]
+        target=worker_main,
+        args=(index, config.src, config.dst, limits, settings, child_channel, stop, lock, ledger_path),
+        name=f"fastsync-worker-{index}",
+        daemon=True,
+    )
+    process.start()
+    child_channel.close()
+    return process, channel
+
+
+class Standby:
+    """Workers started while the run still plans, so that their start and logins overlap
+    planning instead of following it; `copy_units` hands them their units, and `close`
+    stops those it did not take (a plan with less to copy than the folder counts said).
+    They start in a thread: the first waits for the fork server (`warm_up`)."""
+
+    def __init__(
+        self, config: Config, limits: Limits, settings: WorkerSettings, count: int,
+        lock: RunLock | None = None, ledger_path: Path | None = None,
+    ) -> None:
+        self.ctx = context()
+        self.stop = StopFlag(self.ctx)
+        self.workers: dict[int, tuple[Any, Connection]] = {}
+        self._thread = threading.Thread(
+            target=self._start, args=(config, limits, settings, count, lock, ledger_path), daemon=True,
+            name="fastsync-standby",
+        )
+        self._thread.start()
+
+    def _start(self, config: Config, limits: Limits, settings: WorkerSettings, count: int,
+               lock: RunLock | None, ledger_path: Path | None) -> None:
+        for index in range(count):
+            self.workers[index] = spawn(self.ctx, index, config, limits, settings, self.stop, lock, ledger_path)
+
+    def take(self) -> dict[int, tuple[Any, Connection]]:
+        self._thread.join()
+        workers, self.workers = self.workers, {}
+        return workers
+
+    def close(self, limits: Limits) -> None:
+        """Stop the workers not taken: told to log out, killed after `JOIN_TIMEOUT_S`."""
+        workers = self.take()
+        for _process, channel in workers.values():
+            with contextlib.suppress(OSError):
+                channel.send(None)
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        for index, (process, channel) in workers.items():
+            with contextlib.suppress(EOFError, OSError):
+                # EOF once the worker is gone.
+                if not multiprocessing.connection.wait([channel], max(0.0, deadline - time.monotonic())):
+                    os.kill(process.pid, signal.SIGKILL)
+            channel.close()
+            process.join(1.0)
+            limits.release_all(index)
+
+
 class Coordinator:
     """Feeds units to the workers, collects their reports, replaces workers that die."""
 
@@ -159,8 +227,9 @@ class Coordinator:
         reporter: Reporter,
         summary: Summary,
         lock: RunLock | None = None,
+        standby: Standby | None = None,
     ) -> None:
-        self.ctx = context()
+        self.ctx = standby.ctx if standby is not None else context()
         self.lock = lock
         self.config = config
         self.limits = limits
@@ -174,10 +243,12 @@ class Coordinator:
         self.attempts = dict.fromkeys(self.units, 0)
         # Units not yet given to a worker; each worker holds at most one (`taken`).
         self.pending = collections.deque(units)
-        self.stop = StopFlag(self.ctx)
+        self.stop = standby.stop if standby is not None else StopFlag(self.ctx)
         self.processes: dict[int, Any] = {}
         self.channels: dict[int, Connection] = {}
-        self.next_index = 0
+        for index, (process, channel) in (standby.take() if standby is not None else {}).items():
+            self.processes[index], self.channels[index] = process, channel
+        self.next_index = max(self.processes, default=-1) + 1
         self.taken: dict[int, int] = {}
         self.exits: dict[int, WorkerExit] = {}
         self.replan: set[str] = set()
@@ -198,18 +269,8 @@ class Coordinator:
     def start_worker(self) -> None:
         index = self.next_index
         self.next_index += 1
-        channel, child_channel = self.ctx.Pipe()
-        process = self.ctx.Process(  # type: ignore[attr-defined]
-            target=worker_main,
-            args=(index, self.config.src, self.config.dst, self.limits, self.settings, child_channel, self.stop,
-                  self.lock, self.ledger_path),
-            name=f"fastsync-worker-{index}",
-            daemon=True,
-        )
-        process.start()
-        child_channel.close()
-        self.processes[index] = process
-        self.channels[index] = channel
+        self.processes[index], self.channels[index] = spawn(
+            self.ctx, index, self.config, self.limits, self.settings, self.stop, self.lock, self.ledger_path)
         self.dispatch(index)
 
     def dispatch(self, index: int) -> None:
@@ -227,7 +288,9 @@ class Coordinator:
     def run(self, folder_totals: dict[str, tuple[int, int]]) -> None:
         if self.at_limit():
             return
-        for _ in range(self.workers):
+        for index in list(self.channels):
+            self.dispatch(index)
+        for _ in range(self.workers - len(self.processes)):
             self.start_worker()
         while self.units:
             if not self.taken and self.at_limit():
@@ -471,6 +534,13 @@ def worker_main(
     limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
     copier = Copier(index, src, dst, limits, settings, channel.send, stop, Ledger(ledger_path))
     try:
+        # Logged in before the first unit comes (a `Standby` worker, while the run plans).
+        try:
+            copier.connect()
+        except Throttled:
+            raise  # the server wants fewer connections: this worker leaves (below)
+        except ConnectError:
+            pass  # a lost connection is met again, with retries, by the first unit
         while not stop.is_set() and not leaving.is_set():
             if not channel.poll(POLL_S):
                 if parent_gone():

@@ -92,7 +92,10 @@ def _sync(
     try:
         planner.open()
         first = _Run(config, options, reporter, summary, planner, limits, workers, ledger, lock)
-        first.go(cache, stdin_is_tty)
+        try:
+            first.go(cache, stdin_is_tty)
+        finally:
+            first.close_standby()
         if options.watch and not (summary.cancelled or summary.declined):
             _watch(first, cache)
         if ledger.problem:
@@ -122,6 +125,7 @@ class _Run:
         # What `go` listed: the source's folders and the folder pairs (the watch starts from them).
         self.src_folders: list[Folder] = []
         self.pairs: list[FolderPair] = []
+        self.standby: pool.Standby | None = None
 
     def go(self, cache: StateCache, stdin_is_tty: bool | None) -> None:
         options, reporter, summary = self.options, self.reporter, self.summary
@@ -138,6 +142,7 @@ class _Run:
         before = (src_side.statuses, dst_side.statuses)
         pairs, left_out = pair_both(self.config, options, src_side, dst_side)
         self.src_folders, self.pairs = list(src_side.folders), list(pairs)
+        self.start_standby(pairs, before)
         existing = {f.name for f in dst_side.folders if f.selectable}
         self.selection = selection_of(options, append_limit(self.planner))
         if options.delete_dest and (self.selection.dated or options.max_size_bytes or options.min_size_bytes):
@@ -193,6 +198,33 @@ class _Run:
             # After a cancel, without asking the destination again: the user asked to stop,
             # and the pairs this run copied into are diffed again next time.
             _remember(cache, self.planner, plans, before, summary, read_after=not summary.cancelled)
+
+    def start_standby(self, pairs: Sequence[FolderPair], before: tuple[Statuses, Statuses]) -> None:
+        """Start workers while planning runs when the folder counts say there is mail to
+        copy (`pool.Standby`): as many as the units that mail makes, at most the pool's.
+        Not when the user is asked first, nor when the planner must make room for them."""
+        options = self.options
+        if not options.confirm or options.dry_run or self.incremental or self.standby is not None or (
+                planner_yields(self.workers, options.max_connections)):
+            return
+        src, dst = before
+        units = 0
+        for pair in pairs:
+            s, d = src.get(pair.src), dst.get(pair.dst)
+            if s is None or s.messages <= (d.messages if d else 0):
+                continue
+            missing_bytes = s.size_bytes - (d.size_bytes if d else 0) if s.size_bytes >= 0 else 0
+            units += max(-(-(s.messages - (d.messages if d else 0)) // plan.UNIT_MAX_MESSAGES),
+                         -(-missing_bytes // plan.UNIT_MAX_BYTES))
+        if units:
+            self.standby = pool.Standby(self.config, self.limits, options.settings, min(self.workers, units),
+                                        self.lock, self.ledger.path)
+
+    def close_standby(self) -> None:
+        """Stop the standby workers no copy took."""
+        if self.standby is not None:
+            self.standby.close(self.limits)
+            self.standby = None
 
     def count_plan(self, plans: Sequence[FolderPlan], left_out: Sequence[FolderPair] = ()) -> None:
         summary = self.summary
@@ -327,9 +359,10 @@ class _Run:
             # logs in again when next needed (Planner.call reopens), after the worker has
             # logged out: never more than one connection per side.
             self.planner.close()
+        standby, self.standby = (self.standby, None) if units else (None, self.standby)
         return pool.copy_units(
             self.config, units, folder_totals, self.workers, self.limits, self.options.settings, self.reporter,
-            self.summary, self.unit_done, self.options.max_transfer, self.lock, self.ledger.path,
+            self.summary, self.unit_done, self.options.max_transfer, self.lock, self.ledger.path, standby,
         )
 
     def unit_done(self, unit: WorkUnit, done: UnitDone) -> None:
