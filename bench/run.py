@@ -86,6 +86,9 @@ class Measurement:
     rerun_wall_s: float | None = None
     rerun_exit_code: int | None = None
     note: str = ""
+    # CPU the source and destination servers spent during the run (`Dovecot.cpu_s`).
+    src_server_cpu_s: float = 0.0
+    dst_server_cpu_s: float = 0.0
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -406,7 +409,10 @@ def run_tool(bench: Bench, spec: str, round_: int, workdir: Path, logs: Path, re
     invocation = bench.invocation(name, procs, tool_dir, user)
     secrets = [bench.src.password, bench.dst_server.users[user]]
     log = logs / f"{user}.log"
+    servers = bench.src_server.cpu_s(), bench.dst_server.cpu_s()
     result = measure(spec, round_, invocation, log, secrets)
+    result.src_server_cpu_s = bench.src_server.cpu_s() - servers[0]
+    result.dst_server_cpu_s = bench.dst_server.cpu_s() - servers[1]
     report = bench.verify(user)
     result.verification = report.to_dict()
     if not report.ok:
@@ -444,6 +450,8 @@ def summarise(runs: Sequence[Measurement], messages: int, size_bytes: int) -> li
             "mb_per_s": _mb(size_bytes) / wall,
             "cpu_s": statistics.median(r.cpu_s for r in mine),
             "system_cpu_s": statistics.median(r.system_cpu_s for r in mine),
+            "src_server_cpu_s": statistics.median(r.src_server_cpu_s for r in mine),
+            "dst_server_cpu_s": statistics.median(r.dst_server_cpu_s for r in mine),
             "peak_rss_tree_mb": _mb(max(r.peak_rss_tree for r in mine)),
             "peak_rss_process_mb": _mb(max(r.peak_rss_process for r in mine)),
             "processes": max(r.processes for r in mine),
@@ -479,8 +487,9 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
          f"{meta['rounds']} round(s), medians."),
         "",
         (f"| tool | wall s | msg/s | MB/s | speed vs doveadm | speed vs {fastsync['tool'] if fastsync else 'fastsync'} "
-         "| tool CPU s | system CPU s | peak RSS tree MB | rerun s | verification |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+         "| tool CPU s | system CPU s | source server CPU s | destination server CPU s | peak RSS tree MB | rerun s "
+         "| verification |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         wall = float(r["wall_s"])  # type: ignore[arg-type]
@@ -489,10 +498,11 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
         lines.append(
             f"| {r['tool']} | {wall:.2f} | {r['messages_per_s']:.0f} | {r['mb_per_s']:.1f} "
             f"| {_ratio(wall, doveadm_wall)} | {_ratio(wall, fastsync_wall)} | {r['cpu_s']:.1f} "
-            f"| {r['system_cpu_s']:.1f} | {r['peak_rss_tree_mb']:.0f} | {rerun} | {status} |"
+            f"| {r['system_cpu_s']:.1f} | {r['src_server_cpu_s']:.1f} | {r['dst_server_cpu_s']:.1f} "
+            f"| {r['peak_rss_tree_mb']:.0f} | {rerun} | {status} |"
         )
     for tool, reason in skipped.items():
-        lines.append(f"| {tool} | skipped: {reason} |||||||||||")
+        lines.append(f"| {tool} | skipped: {reason} |||||||||||||")
     notes = [f"- {r['tool']}: {r['note']}" for r in rows if r["note"]]
     notes += [f"- {r['tool']}: password visible in a command line" for r in rows if r["password_in_argv"]]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
