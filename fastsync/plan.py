@@ -38,6 +38,14 @@ UNIT_MAX_BYTES = 1024 * 1024
 STREAM_MESSAGE_BYTES = UNIT_MAX_BYTES
 STREAM_UNIT_MAX_BYTES = 16 * 1024 * 1024
 
+
+def stream_unit_bytes(large_bytes: int, workers: int) -> int:
+    """The budget of a streamed unit when *large_bytes* of large messages are to be copied
+    by *workers*: `STREAM_UNIT_MAX_BYTES`, or less, so that every worker gets a share.  A
+    connection capped at 1 MB/s (a WAN link) takes 16 s for 16 MiB: a few big units would
+    leave the other workers idle while one or two carry the large messages."""
+    return max(STREAM_MESSAGE_BYTES, min(STREAM_UNIT_MAX_BYTES, large_bytes // max(1, workers)))
+
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 _ANGLE = re.compile(r"<[^<>]*>")
 
@@ -308,17 +316,18 @@ def shard(
     max_messages: int = UNIT_MAX_MESSAGES,
     max_bytes: int = UNIT_MAX_BYTES,
     dst_uidnext: int = 1,
+    stream_max_bytes: int = STREAM_UNIT_MAX_BYTES,
 ) -> Iterator[WorkUnit]:
     """Cut messages into units bounded by count and bytes; a message over budget travels alone.
 
     Messages above `STREAM_MESSAGE_BYTES` go into streamed units (`WorkUnit.streamed`),
-    bounded by `STREAM_UNIT_MAX_BYTES` instead of *max_bytes*.  All messages that share an
+    bounded by *stream_max_bytes* instead of *max_bytes*.  All messages that share an
     identity go into the same unit (the one of the first), so that after an APPEND with an
     unknown outcome a worker can tell its own copies apart: no other unit puts that
     identity into the destination folder.
     """
     unit_ids = itertools.count(first_unit_id)
-    budgets = {False: max_bytes, True: max(max_bytes, STREAM_UNIT_MAX_BYTES)}
+    budgets = {False: max_bytes, True: max(max_bytes, stream_max_bytes)}
     pending: dict[bool, tuple[list[int], int]] = {False: ([], 0), True: ([], 0)}
     same: dict[str, list[MessageRef]] = {}
     for ref in refs:

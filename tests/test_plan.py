@@ -13,6 +13,7 @@ from fastsync.plan import (
     STREAM_MESSAGE_BYTES,
     STREAM_UNIT_MAX_BYTES,
     across_folders,
+    stream_unit_bytes,
     comparable_flags,
     identity,
     keepable_flags,
@@ -126,6 +127,16 @@ def test_shard_puts_large_messages_into_streamed_units_of_many() -> None:
     ]
     assert [u.unit_id for u in units] == [3, 4, 5]
     assert units[0].size_bytes == 8 * big <= STREAM_UNIT_MAX_BYTES < 9 * big
+
+
+def test_streamed_units_leave_no_worker_without_a_share() -> None:
+    # 200 messages of 2 MB for 4 workers: the full budget; 10 for 8 workers: about 2.5 MB each.
+    assert stream_unit_bytes(400_000_000, 4) == STREAM_UNIT_MAX_BYTES
+    assert stream_unit_bytes(20_000_000, 8) == 2_500_000
+    assert stream_unit_bytes(3_000_000, 8) == STREAM_MESSAGE_BYTES
+    messages = [MessageRef(uid=i + 1, size_bytes=2_000_000, identity=str(i)) for i in range(10)]
+    units = list(shard(PAIR, 1, messages, 0, stream_max_bytes=stream_unit_bytes(20_000_000, 8)))
+    assert [u.uids for u in units] == [(n,) for n in range(1, 11)]
 
 
 @given(st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([10, 900_000, 1_500_000, 6_000_000])),

@@ -348,9 +348,12 @@ class _Run:
 
     def copy(self, plans: Sequence[FolderPlan]) -> set[str]:
         units: list[WorkUnit] = []
+        large = sum(r.size_bytes for p in plans for r in p.todo if r.size_bytes > plan.STREAM_MESSAGE_BYTES)
+        stream_max = plan.stream_unit_bytes(large, self.workers)
         for p in plans:
             # The first unit into each folder checks what the destination stored (rewriting).
-            shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), dst_uidnext=p.dst_uidnext))
+            shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), dst_uidnext=p.dst_uidnext,
+                                     stream_max_bytes=stream_max))
             units.extend(dataclasses.replace(u, verify=i == 0) for i, u in enumerate(shards))
         folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
         if units and planner_yields(self.workers, self.options.max_connections):
