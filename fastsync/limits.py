@@ -205,3 +205,14 @@ def planner_yields(workers: int, max_connections: int) -> bool:
     """Whether the planner must log out while the pool copies: its slot is the one the
     workers need (``--max-connections 1``: the planner and one worker, never at once)."""
     return 0 < max_connections < workers + 1
+
+
+def capped_buffer_bytes(rate_bytes_per_s: float) -> int:
+    """A capped connection's socket buffer: 1/16 s at the cap, between 64 KiB (smaller
+    windows, with delayed ACKs, cost more throughput than the cap allows) and 1 MiB.
+
+    The kernel doubles the value, and it is the most a connection can take in before the
+    bucket acts: part of the burst a server sees at the start of a capped transfer.
+    Without it, the kernel's automatic tuning lets a connection buffer megabytes.
+    """
+    return int(min(1024 * 1024, max(64 * 1024, rate_bytes_per_s / 16)))

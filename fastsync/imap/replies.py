@@ -1,4 +1,5 @@
-"""What a server's reply means: the one place where reply text becomes a typed exception.
+"""What a server's reply means: the one place where reply text becomes a typed exception,
+and where a failed connection becomes one line that says what to check.
 
 Protocol edge, but pure: no I/O, no imapclient.  A tagged NO or BAD reaches fastsync only
 as text (imapclient raises it as a message), so response codes (RFC 3501 section 7.1:
@@ -10,9 +11,13 @@ are the capabilities that carry a value fastsync uses (``APPENDLIMIT=<n>``).
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 from collections.abc import Iterable
 
+from fastsync.config import Account
 from fastsync.errors import DestinationFull, FolderMissing, MessageError, Throttled
+from fastsync.imap.tls import describe_certificate_error
 
 _RESPONSE_CODE = re.compile(rb"^\s*\[([A-Za-z0-9-]+)")
 _BACKOFF_HINT = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*milli", re.IGNORECASE)
@@ -105,3 +110,34 @@ def redact(text: str, *secrets: str) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+class NoGreeting(TimeoutError):
+    """The connection opened but the server said nothing within the timeout: typically a
+    port that speaks TLS from the first byte, waiting for a TLS handshake that never comes."""
+
+
+def describe_os_error(exc: BaseException, account: Account) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {account.host!r}; check {account.side}.server"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused; check {account.side}.server (host and port) and that the server runs"
+    if isinstance(exc, NoGreeting) and account.tls != "implicit":
+        return (
+            f"connected, but the server sent no greeting within {account.timeout_s:g} s: the port may expect TLS "
+            f"from the first byte (usually port 993); {account.side}.tls: implicit does that"
+        )
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return (
+            f"no answer within {account.timeout_s:g} s; check the address, the firewall "
+            f"or raise {account.side}.timeout_s"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return describe_certificate_error(exc, account)
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or exc}); check {account.side}.tls ({account.tls}) and the port"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, EOFError)):
+        return "connection closed by the server"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    return str(exc) or type(exc).__name__

@@ -398,10 +398,9 @@ class Session:
         with self._guard():
             tag = imap._command(*command, message_set, "(" + " ".join(i.decode() for i in items) + ")",
                                 *([modifier] if modifier else []))
-            typ, data = imap._command_complete("FETCH", tag)
+            typ, text, data = transport.read_fetch(self._client, tag)
             if typ != "OK":
-                raise FolderError(f"{self.where}: folder {self._selected!r}: FETCH refused: {text_of(data)}")
-            typ, data = imap._untagged_response(typ, data, "FETCH")
+                raise FolderError(f"{self.where}: folder {self._selected!r}: FETCH refused: {text}")
         return [item for item in data if item is not None]
 
     # -- writing (destination only) ----------------------------------------------------
@@ -463,7 +462,7 @@ def guard(account: Account, where: str) -> Iterator[None]:
         # imapclient.IMAPClientAbortError is an IMAP4.abort: the connection is unusable
         # (a BYE, a reset, a timeout: a stalled server is a lost one).
         replies.raise_if_throttled(str(exc), where)
-        reason = transport.describe_os_error(exc, account)
+        reason = replies.describe_os_error(exc, account)
         raise ConnectionLost(f"{where}: {reason}") from None
     except imap_exc.ProtocolError as exc:
         # The parser lost its place in the stream: the connection cannot be trusted.
@@ -546,7 +545,7 @@ def stream_messages(
             in_step = True
     except transport.SourceLost as exc:
         replies.raise_if_throttled(str(exc.cause), src.where)
-        raise ConnectionLost(f"{src.where}: {transport.describe_os_error(exc.cause, src.account)}") from None
+        raise ConnectionLost(f"{src.where}: {replies.describe_os_error(exc.cause, src.account)}") from None
     finally:
         if not in_step:
             dst.close(quietly=True)
