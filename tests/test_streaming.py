@@ -132,6 +132,31 @@ def test_source_broken_mid_stream_leaves_nothing_and_a_rerun_completes(
 
 
 @pytest.mark.slow
+def test_source_broken_in_the_second_message_of_a_batch_leaves_neither(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    src.seed([large(10, 4_000_000), large(11, 4_000_000), small(5)])
+    # Every worker connection to the source closes 6 MB in: within the second large
+    # message, after the first one's literal went into the same MULTIAPPEND.
+    breaks = CountingProxy(src.server.port, faults=lambda n: Fault(close_after_down=6_000_000) if n else None)
+    with breaks as src_proxy, CountingProxy(dst.server.port, record=True) as dst_proxy:
+        extra = {"src": {"server": f"127.0.0.1:{src_proxy.port}"}, "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
+        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "1", "--retries", "1")
+    assert src_proxy.faults_done >= 1
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    appends = [c for r in dst_proxy.recordings for c in commands(bytes(r.client_bytes)) if c.name == "APPEND"]
+    assert any(len(c.literals) == 2 for c in appends), [c.literals for c in appends]
+    copied = snapshot(dst)["INBOX"]
+    assert [body.split(b"\r\n")[0] for (body, _f, _d) in copied] == [b"Message-ID: <small5@x>"]
+    rerun = run_cli("sync", "-c", config_for(src, dst), "-y")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "2 copied, 1 already present" in summary_line(rerun.stdout)
+    assert snapshot(dst) == snapshot(src)
+
+
+@pytest.mark.slow
 def test_streamed_append_whose_answer_is_lost_is_not_duplicated(
     accounts: AccountFactory, config_for: ConfigFor
 ) -> None:
