@@ -302,13 +302,16 @@ def _new_only(
     diffed in full.  Proven by CONDSTORE (RFC 7162): the destination's STATUS is the one
     recorded, the source's UIDVALIDITY too, no older source message changed since the
     recorded HIGHESTMODSEQ (CHANGEDSINCE), and MESSAGES grew by exactly the new messages
-    (CHANGEDSINCE does not report expunges)."""
+    (CHANGEDSINCE does not report expunges).  And the destination held as many messages as
+    the source then: one it holds besides the source's (left by hand, or by a source
+    folder since emptied and refilled) would be matched by a full diff, not copied again."""
     previous = cache.previous(pair)
     src, dst = src_before.get(pair.src), dst_before.get(pair.dst)
     if previous is None or src is None or dst is None:
         return None
     (uidvalidity, uidnext, messages, modseq), dst_then = previous
-    if dst_then != fingerprint(dst) or src.uidvalidity != uidvalidity or modseq <= 0 or src.uidnext <= uidnext:
+    if (dst_then != fingerprint(dst) or dst.messages != messages or src.uidvalidity != uidvalidity
+            or modseq <= 0 or src.uidnext <= uidnext):
         return None
 
     def read(session: Session, _dst: Session) -> tuple[FolderStatus, tuple[list[MessageRef], bool]]:

@@ -286,6 +286,26 @@ def test_watch_follows_a_source_folder_recreated_with_a_new_uidvalidity(
     assert snapshot(src) == snapshot(dst)
 
 
+def test_a_new_source_message_the_destination_already_holds_is_not_copied_again(
+    accounts: AccountFactory, config_for: Callable[..., Path], tmp_path: Path,
+) -> None:
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n) for n in range(3)])
+    # The destination holds one message besides the source's (as after a source folder
+    # emptied and refilled, or a message put there by hand).
+    dst.seed([message("INBOX", n) for n in range(3)] + [message("INBOX", 9)])
+    process, log = _spawn_watch(config_for(src, dst), tmp_path, "--poll", "1")
+    # Message 9 arrives on the source too: a diff matches it with the destination's copy.
+    src.seed([message("INBOX", 9), message("INBOX", 10)])
+    wait_for(lambda: _count(dst) >= 5, timeout_s=20, what="the new message")
+    passes = len(_events(log, "watch pass"))
+    wait_for(lambda: len(_events(log, "watch pass")) > passes, timeout_s=20, what="one more pass")
+    _out, err = _stop(process)
+    assert process.returncode == 130, err
+    assert _count(dst) == 5
+    assert snapshot(dst) == snapshot(src)
+
+
 def test_a_survey_of_no_folder_keeps_the_selected_folder_known(accounts: AccountFactory) -> None:
     """A survey with nothing to read leaves the examined folder selected on the server; the
     session must still know it, or its next LIST-STATUS (which leaves the selected folder
