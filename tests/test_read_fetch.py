@@ -33,14 +33,19 @@ def _messages(count: int) -> list[Message]:
 @pytest.mark.parametrize("extra", [b"* OK [ALERT] maintenance tonight\r\n", b"* 3 RECENT\r\n* OK still here\r\n"])
 def test_untagged_lines_between_fetch_responses(extra: bytes, accounts: AccountFactory, config_for: ConfigFor) -> None:
     src, dst = accounts(2)
-    src.seed(_messages(40))
-    # Before the response of message 2, in every FETCH of every connection to the source.
+    archived = [Message("Archive", m.body.replace(b"<rf", b"<ar"), m.flags, m.internaldate) for m in _messages(5)]
+    src.seed(_messages(40) + archived)
+    # Before the response of message 2, in every FETCH of every connection to the source:
+    # the planner's pipelined survey of both folders as well as the workers' copy.
     with CountingProxy(src.server.port, replace_down=(b"* 2 FETCH (", extra + b"* 2 FETCH (")) as proxy:
         config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}})
         result = run_cli("sync", "-c", config, "-y", "--procs", "1")
+        rerun = run_cli("sync", "-c", config, "-y", "--procs", "1")
         check = run_cli("check", "-c", config)
     assert result.returncode == 0, result.stderr
-    assert "40 copied" in summary_line(result.stdout)
+    assert "45 copied" in summary_line(result.stdout)
+    # Every source identity was read: nothing is copied twice.
+    assert "0 copied, 45 already present" in summary_line(rerun.stdout), rerun.stdout
     assert check.returncode == 0, check.stdout + check.stderr
     assert snapshot(dst) == snapshot(src)
 

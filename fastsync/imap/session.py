@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 import imaplib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from imapclient import exceptions as imap_exc
 
@@ -646,8 +646,13 @@ class _Survey:
 
     def receive(self, name: str, command: str, tag: str) -> None:
         imap = self.imap
+        fetched: list[Any] = []
         try:
-            typ, _data = imap._command_complete(command, tag)
+            if command == "FETCH":
+                # FETCH replies through fastsync's reader, as a copy reads them (`read_fetch`).
+                typ, _text, fetched = transport.read_fetch(self.session._client, tag)
+            else:
+                typ, _data = imap._command_complete(command, tag)
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error:
@@ -665,7 +670,8 @@ class _Survey:
         # A server may run a folder's FETCH and SEARCH commands side by side (Dovecot does,
         # RFC 3501 section 5.5), so one's replies can come before the other's completion:
         # both kinds are taken at each completion, and belong to this folder.
-        items, found = imap.untagged_responses.pop("FETCH", []), imap.untagged_responses.pop("SEARCH", [])
+        items = fetched + imap.untagged_responses.pop("FETCH", [])
+        found = imap.untagged_responses.pop("SEARCH", [])
         imap.untagged_responses.clear()
         if typ != "OK" or name in self.failed:
             self.failed.add(name)
