@@ -597,7 +597,7 @@ class _Survey:
         self.dates = wire.search_dates(self.selection.since, self.selection.before) if self.selection else []
         self.within: dict[str, set[int]] = {}
         self.imap = session._client._imap
-        self.pending: list[tuple[str, str, str]] = []  # (folder, command, tag)
+        self.pending: list[tuple[str, str, bytes]] = []  # (folder, command, tag)
         self.scans: dict[str, FolderScan] = {}
         self.failed: set[str] = set()
 
@@ -644,7 +644,7 @@ class _Survey:
                 self.scans[name].keep_only(self.within.get(name, set()))
         return self.scans
 
-    def receive(self, name: str, command: str, tag: str) -> None:
+    def receive(self, name: str, command: str, tag: bytes) -> None:
         imap = self.imap
         fetched: list[Any] = []
         try:
