@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from fastsync.wire import body_literal, literal_size, parse_internaldate, records, uid_in
+from fastsync.wire import body_literal, literal_size, parse_internaldate, records, uid_in, usual_bodies, usual_refs
 
 
 def test_body_fetch_records() -> None:
@@ -120,3 +120,76 @@ def test_literal_size(line: bytes, expected: int | None) -> None:
 )
 def test_uid_after_the_literal(rest: bytes, expected: int | None) -> None:
     assert uid_in(rest) == expected
+
+
+# -- the usual shapes, read with one match per message --------------------------------------
+
+_HEADER = b"BODY[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT)]"
+
+
+def _ref(number: int, uid: int, size: int, header: bytes) -> list[object]:
+    return [(b"%d (UID %d RFC822.SIZE %d " % (number, uid, size) + _HEADER + b" {%d}" % len(header), header), b")"]
+
+
+def _body(number: int, uid: int, flags: bytes, date: bytes, body: bytes) -> list[object]:
+    line = b'%d (UID %d FLAGS (%s) INTERNALDATE "%s" BODY[] {%d}' % (number, uid, flags, date, len(body))
+    return [(line, body), b")"]
+
+
+def _generic_refs(data: list[object]) -> list[tuple[int | None, int | None, bytes | None]]:
+    return [(r.uid(), r.size(), r.literal()) for r in records(data)]
+
+
+def _generic_bodies(data: list[object]) -> list[tuple[int | None, tuple[str, ...] | None, bytes | None, bytes | None]]:
+    return [(r.uid(), r.flags(), r.internaldate(), r.literal()) for r in records(data)]
+
+
+def test_usual_survey_responses_read_as_the_general_reader_does() -> None:
+    data = _ref(1, 7, 4142, b"Message-ID: <a@b>\r\n\r\n") + _ref(2, 9, 12, b"\r\n")
+    usual, rest = usual_refs(data)
+    assert usual == [(7, 4142, b"Message-ID: <a@b>\r\n\r\n"), (9, 12, b"\r\n")]
+    assert usual == _generic_refs(data)
+    assert list(rest) == []
+
+
+def test_usual_copy_responses_read_as_the_general_reader_does() -> None:
+    data = (_body(1, 40, b"\\Seen $Work", b"01-Feb-2020 10:11:12 +0100", b"Hello")
+            + _body(2, 41, b"", b" 3-Mar-2019 00:00:00 -0430", b"Hi"))
+    usual, rest = usual_bodies(data)
+    assert usual == [(40, ("\\Seen", "$Work"), b"01-Feb-2020 10:11:12 +0100", b"Hello"),
+                     (41, (), b"03-Mar-2019 00:00:00 -0430", b"Hi")]
+    assert usual == _generic_bodies(data)
+    assert list(rest) == []
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        [b"5 (FLAGS (\\Seen))"],  # an unsolicited update between two responses
+        [(b"2 (RFC822.SIZE 12 UID 8 " + _HEADER + b" {2}", b"\r\n"), b")"],  # another order of items
+        [(b"2 (UID 8 RFC822.SIZE 12 " + _HEADER + b" {2}", b"\r\n"), b" X-GM-MSGID 44)"],  # an item after the literal
+        [b'2 (UID 8 RFC822.SIZE 12 ' + _HEADER + b' "\r\n")'],  # the header as a quoted string
+    ],
+)
+def test_the_rest_starts_at_the_first_message_of_another_shape(odd: list[object]) -> None:
+    data = _ref(1, 7, 3, b"a\r\n") + odd + _ref(3, 9, 4, b"b\r\n")
+    usual, rest = usual_refs(data)
+    assert usual == [(7, 3, b"a\r\n")]
+    # Everything after it, the later usual message included, goes to the general reader.
+    assert list(rest) == odd + _ref(3, 9, 4, b"b\r\n")
+
+
+def test_a_malformed_date_is_left_to_the_general_reading() -> None:
+    data = (_body(1, 40, b"", b"01-Feb-2020 10:11:12 +0100", b"a") + _body(2, 41, b"", b"41-Feb-2020 10:11:12 +0100", b"b")
+            + _body(3, 42, b"", b"01-Feb-2020 10:11:12 +0100", b"c"))
+    usual, rest = usual_bodies(data)
+    assert [u[0] for u in usual] == [40]
+    assert list(rest) == data[2:]
+    [malformed, _third] = records(rest)
+    assert malformed.internaldate() is None
+
+
+def test_a_truncated_list_is_left_to_the_general_reading() -> None:
+    # A response line whose closing ")" is not in the list: nothing is read in the usual way.
+    data = _ref(1, 7, 3, b"a\r\n")[:1]
+    assert usual_refs(data) == ([], data)

@@ -379,7 +379,11 @@ class Session:
         return [Fetched(f.uid, f.flags or (), date, f.literal or b"") for f, date in _dated(self, uids, b"BODY.PEEK[]")]
 
     def _refs(self, data: list[object], identity: Identity) -> Iterator[MessageRef]:
-        for record in wire.records(data):
+        usual, rest = wire.usual_refs(data)
+        for uid, size, header in usual:
+            key, has_id = identity(header, size)
+            yield MessageRef(uid, size, key, has_id, 0)
+        for record in wire.records(rest):
             fields = transport.Fields.read(record, self.where, "size_bytes", "literal")
             if fields is None:
                 continue
@@ -488,7 +492,13 @@ def _dated(
     sent) and *items* (one of them a literal), message by message."""
     data = session._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True)
     wanted = set(uids)
-    for record in wire.records(data):
+    rest: Sequence[object] = data
+    if items == (b"BODY.PEEK[]",):
+        usual, rest = wire.usual_bodies(data)
+        for uid, flags, date, body in usual:
+            if uid in wanted:
+                yield transport.Fields(uid, None, flags, date, body), date
+    for record in wire.records(rest):
         fields = transport.Fields.read(record, session.where, "flags", "internaldate", "literal", needed)
         if fields is None or fields.literal is None or fields.uid not in wanted:
             continue
