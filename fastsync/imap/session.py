@@ -10,7 +10,6 @@ refusal means), so nothing above this package ever sees an imapclient object.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import imaplib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -78,11 +77,7 @@ class Session:
 
     @classmethod
     def open(
-        cls,
-        account: Account,
-        *,
-        slots: Slots | None = None,
-        meter_down: Meter | None = None,
+        cls, account: Account, *, slots: Slots | None = None, meter_down: Meter | None = None,
         meter_up: Meter | None = None,
     ) -> Session:
         """Take a connection slot, connect, secure and log in (`transport.connect`)."""
@@ -492,12 +487,10 @@ def _dated(
     sent) and *items* (one of them a literal), message by message."""
     data = session._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True)
     wanted = set(uids)
-    rest: Sequence[object] = data
-    if items == (b"BODY.PEEK[]",):
-        usual, rest = wire.usual_bodies(data)
-        for uid, flags, date, body in usual:
-            if uid in wanted:
-                yield transport.Fields(uid, None, flags, date, body), date
+    usual, rest = wire.usual_bodies(data) if items == (b"BODY.PEEK[]",) else ([], data)
+    for uid, flags, date, body in usual:
+        if uid in wanted:
+            yield transport.Fields(uid, None, flags, date, body), date
     for record in wire.records(rest):
         fields = transport.Fields.read(record, session.where, "flags", "internaldate", "literal", needed)
         if fields is None or fields.literal is None or fields.uid not in wanted:
