@@ -209,6 +209,10 @@ class Fetched:
     internaldate: bytes
     body: bytes
 
+    def with_flags(self, flags: tuple[str, ...]) -> Fetched:
+        # Not dataclasses.replace, which inspects the fields: this is once per message copied.
+        return Fetched(self.uid, flags, self.internaldate, self.body)
+
 
 @dataclass(frozen=True)
 class Described:
@@ -222,6 +226,9 @@ class Described:
     internaldate: bytes
     size_bytes: int
     header: bytes
+
+    def with_flags(self, flags: tuple[str, ...]) -> Described:
+        return Described(self.uid, flags, self.internaldate, self.size_bytes, self.header)
 
 
 @dataclass

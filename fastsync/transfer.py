@@ -17,7 +17,6 @@ holds a chunk of a message, never the message (issue 17: 110 MB messages).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -361,4 +360,4 @@ class Copier:
 def _settable(message: M) -> M:
     """The message with the flags a copy may carry (`plan.settable_flags`): itself, as a rule."""
     flags = plan.settable_flags(message.flags)
-    return message if flags == message.flags else dataclasses.replace(message, flags=flags)
+    return message if flags == message.flags else message.with_flags(flags)
