@@ -336,8 +336,11 @@ def shard(
         group = same.pop(ref.identity, None)
         if group is None:
             continue
-        group_size = sum(r.size_bytes for r in group)
-        streamed = max(r.size_bytes for r in group) > STREAM_MESSAGE_BYTES
+        if len(group) == 1:  # the rule: one copy of each identity
+            group_size = largest = ref.size_bytes
+        else:
+            group_size, largest = sum(r.size_bytes for r in group), max(r.size_bytes for r in group)
+        streamed = largest > STREAM_MESSAGE_BYTES
         uids, size = pending[streamed]
         if uids and (len(uids) + len(group) > max_messages or size + group_size > budgets[streamed]):
             yield WorkUnit(next(unit_ids), pair, uidvalidity, tuple(uids), size, dst_uidnext, streamed=streamed)
