@@ -336,7 +336,7 @@ def shard(
         group = same.pop(ref.identity, None)
         if group is None:
             continue
-        if len(group) == 1:  # the rule: one copy of each identity
+        if len(group) == 1:  # the usual case: no other message has this identity
             group_size = largest = ref.size_bytes
         else:
             group_size, largest = sum(r.size_bytes for r in group), max(r.size_bytes for r in group)

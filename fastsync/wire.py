@@ -96,7 +96,7 @@ def _internaldate_as_sent(raw: bytes) -> bytes | None:
 # servers send them (the items in the order asked, one literal, then ")"): the survey's
 # UID, RFC822.SIZE and identity header fields, and the copy's UID, FLAGS, INTERNALDATE and
 # body.  A message in that shape is read with one match instead of `records` and a search
-# per item (a quarter of the survey's time, measured in bench/README.md).
+# per item (a third of the survey's time, measured in bench/README.md).
 _REF_SHAPE = re.compile(rb"\d+ \(UID (\d+) RFC822\.SIZE (\d+) BODY\[HEADER\.FIELDS \([^()]*\)\] \{\d+\}")
 _BODY_SHAPE = re.compile(rb'\d+ \(UID (\d+) FLAGS \(([^()]*)\) INTERNALDATE "([^"]+)" BODY\[\] \{\d+\}')
 
