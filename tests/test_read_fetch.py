@@ -30,7 +30,11 @@ def _messages(count: int) -> list[Message]:
     ]
 
 
-@pytest.mark.parametrize("extra", [b"* OK [ALERT] maintenance tonight\r\n", b"* 3 RECENT\r\n* OK still here\r\n"])
+@pytest.mark.parametrize("extra", [
+    b"* OK [ALERT] maintenance tonight\r\n", b"* 3 RECENT\r\n* OK still here\r\n",
+    # Another client's flag change, told unasked: the messages after it are read the general way.
+    b"* 1 FETCH (FLAGS (\\Seen))\r\n",
+])
 def test_untagged_lines_between_fetch_responses(extra: bytes, accounts: AccountFactory, config_for: ConfigFor) -> None:
     src, dst = accounts(2)
     archived = [Message("Archive", m.body.replace(b"<rf", b"<ar"), m.flags, m.internaldate) for m in _messages(5)]

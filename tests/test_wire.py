@@ -193,3 +193,12 @@ def test_a_truncated_list_is_left_to_the_general_reading() -> None:
     # A response line whose closing ")" is not in the list: nothing is read in the usual way.
     data = _ref(1, 7, 3, b"a\r\n")[:1]
     assert usual_refs(data) == ([], data)
+
+
+def test_an_unsolicited_update_between_copy_responses_hands_over_to_the_general_reader() -> None:
+    data = (_body(1, 40, b"", b"01-Feb-2020 10:11:12 +0100", b"a") + [b"7 (FLAGS (\\Seen))"]
+            + _body(2, 41, b"$Work", b"01-Feb-2020 10:11:12 +0100", b"b"))
+    usual, rest = usual_bodies(data)
+    assert [u[0] for u in usual] == [40]
+    # The update has no UID: the general reader gives it none, and reads message 41 as before.
+    assert [r.uid() for r in records(rest)] == [None, 41]
