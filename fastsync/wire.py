@@ -67,7 +67,7 @@ class Record:
         match = _FLAGS.search(self.text)
         if match is None:
             return None
-        return tuple(f.decode("utf-8", "replace") for f in match.group(1).split())
+        return _flags(match.group(1))
 
     def internaldate(self) -> bytes | None:
         """The INTERNALDATE as sent, when it is a well-formed RFC 3501 date-time, its day
@@ -99,6 +99,11 @@ def _internaldate_as_sent(raw: bytes) -> bytes | None:
 # per item (a third of the survey's time, measured in bench/README.md).
 _REF_SHAPE = re.compile(rb"\d+ \(UID (\d+) RFC822\.SIZE (\d+) BODY\[HEADER\.FIELDS \([^()]*\)\] \{\d+\}")
 _BODY_SHAPE = re.compile(rb'\d+ \(UID (\d+) FLAGS \(([^()]*)\) INTERNALDATE "([^"]+)" BODY\[\] \{\d+\}')
+# `check` and --sync-flags: UID, RFC822.SIZE, FLAGS, INTERNALDATE, identity header fields.
+_STATE_SHAPE = re.compile(
+    rb'\d+ \(UID (\d+) RFC822\.SIZE (\d+) FLAGS \(([^()]*)\) INTERNALDATE "([^"]+)" '
+    rb"BODY\[HEADER\.FIELDS \([^()]*\)\] \{\d+\}"
+)
 
 
 def _leading(data: Sequence[object], shape: re.Pattern[bytes]) -> tuple[list[tuple[re.Match[bytes], bytes]], int]:
@@ -132,15 +137,36 @@ def usual_bodies(data: Sequence[object]) -> tuple[list[tuple[int, tuple[str, ...
     """(UID, flags, INTERNALDATE as sent, body) of the leading messages of a copy FETCH in
     the usual shape (the date well-formed: see `Record.internaldate`), and the rest of
     *data* for `records`."""
-    found, index = _leading(data, _BODY_SHAPE)
-    out: list[tuple[int, tuple[str, ...], bytes, bytes]] = []
+    found, rest = _dated_leading(data, _BODY_SHAPE, 3)
+    return [(int(m.group(1)), _flags(m.group(2)), date, literal) for m, date, literal in found], rest
+
+
+def usual_states(
+    data: Sequence[object],
+) -> tuple[list[tuple[int, int, tuple[str, ...], bytes, bytes]], Sequence[object]]:
+    """(UID, size, flags, INTERNALDATE as sent, header fields) of the leading messages of a
+    `check` FETCH in the usual shape, and the rest of *data* for `records`."""
+    found, rest = _dated_leading(data, _STATE_SHAPE, 4)
+    return [(int(m.group(1)), int(m.group(2)), _flags(m.group(3)), date, literal) for m, date, literal in found], rest
+
+
+def _dated_leading(
+    data: Sequence[object], shape: re.Pattern[bytes], date_group: int
+) -> tuple[list[tuple[re.Match[bytes], bytes, bytes]], Sequence[object]]:
+    """`_leading` up to the first message whose INTERNALDATE is malformed: the general
+    reading says what is wrong with it."""
+    found, index = _leading(data, shape)
+    out: list[tuple[re.Match[bytes], bytes, bytes]] = []
     for position, (m, literal) in enumerate(found):
-        date = _internaldate_as_sent(m.group(3))
+        date = _internaldate_as_sent(m.group(date_group))
         if date is None:
-            # The general reading says what is wrong with it.
             return out, data[2 * position :]
-        out.append((int(m.group(1)), tuple(f.decode("utf-8", "replace") for f in m.group(2).split()), date, literal))
+        out.append((m, date, literal))
     return out, data[index:]
+
+
+def _flags(text: bytes) -> tuple[str, ...]:
+    return tuple(f.decode("utf-8", "replace") for f in text.split())
 
 
 def records(data: Iterable[object]) -> Iterator[Record]:

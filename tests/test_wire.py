@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from fastsync.wire import body_literal, literal_size, parse_internaldate, records, uid_in, usual_bodies, usual_refs
+from fastsync.wire import body_literal, literal_size, parse_internaldate, records, uid_in, usual_bodies, usual_refs, usual_states
 
 
 def test_body_fetch_records() -> None:
@@ -202,3 +202,17 @@ def test_an_unsolicited_update_between_copy_responses_hands_over_to_the_general_
     assert [u[0] for u in usual] == [40]
     # The update has no UID: the general reader gives it none, and reads message 41 as before.
     assert [r.uid() for r in records(rest)] == [None, 41]
+
+
+def test_usual_check_responses_read_as_the_general_reader_does() -> None:
+    header = b"Message-ID: <a@b>\r\n\r\n"
+    line = b'1 (UID 7 RFC822.SIZE 90 FLAGS (\\Seen) INTERNALDATE " 3-Mar-2019 00:00:00 -0430" ' + _HEADER
+    data: list[object] = [(line + b" {%d}" % len(header), header), b")"]
+    usual, rest = usual_states(data)
+    assert usual == [(7, 90, ("\\Seen",), b"03-Mar-2019 00:00:00 -0430", header)]
+    [record] = records(data)
+    assert usual[0] == (record.uid(), record.size(), record.flags(), record.internaldate(), record.literal())
+    assert list(rest) == []
+    # A malformed date: that message and the rest go to the general reader.
+    bad = [(line.replace(b" 3-Mar", b"43-Mar") + b" {%d}" % len(header), header), b")"]
+    assert usual_states(data + bad + data) == (usual, bad + data)

@@ -323,20 +323,21 @@ class Session:
         return total
 
     def message_states(self, count: int, identity: Identity) -> list[MessageState]:
-        """UID, size, identity, flags and internal date of every message of the selected folder.
-
-        The batches of `message_refs`, with FLAGS and INTERNALDATE added; the header fields
-        come with BODY.PEEK, so the source's \\Seen flags never change (RFC 3501 section 6.4.5).
-        """
+        """UID, size, identity, flags and internal date of every message of the selected folder:
+        the batches of `message_refs`, with FLAGS and INTERNALDATE added; the header fields
+        come with BODY.PEEK, so the source's \\Seen flags never change (RFC 3501 section 6.4.5)."""
         states: list[MessageState] = []
         for message_set in wire.batches(count, IDENTITY_BATCH):
-            for record in wire.records(self._fetch(message_set, _STATE_ITEMS, uid=False)):
+            usual, rest = wire.usual_states(self._fetch(message_set, _STATE_ITEMS, uid=False))
+            for uid, size, flags, date, header in usual:
+                key, has_id = identity(header, size)
+                states.append(MessageState(uid, size, key, flags, wire.parse_internaldate(date), has_id))
+            for record in wire.records(rest):
                 fields = transport.Fields.read(record, self.where, "size_bytes", "literal", "flags")
-                if fields is None:
-                    continue
-                size = fields.size_bytes or 0
-                key, has_id = identity(fields.literal or b"", size)
-                states.append(MessageState(fields.uid, size, key, fields.flags or (), fields.moment, has_id))
+                if fields is not None:
+                    size = fields.size_bytes or 0
+                    key, has_id = identity(fields.literal or b"", size)
+                    states.append(MessageState(fields.uid, size, key, fields.flags or (), fields.moment, has_id))
         return states
 
     def body_digests(
@@ -380,11 +381,10 @@ class Session:
             yield MessageRef(uid, size, key, has_id, 0)
         for record in wire.records(rest):
             fields = transport.Fields.read(record, self.where, "size_bytes", "literal")
-            if fields is None:
-                continue
-            size = fields.size_bytes or 0
-            key, has_id = identity(fields.literal or b"", size)
-            yield MessageRef(fields.uid, size, key, has_id, fields.gm_msgid or 0)
+            if fields is not None:
+                size = fields.size_bytes or 0
+                key, has_id = identity(fields.literal or b"", size)
+                yield MessageRef(fields.uid, size, key, has_id, fields.gm_msgid or 0)
 
     def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool, modifier: str = "") -> list[object]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
