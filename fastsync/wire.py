@@ -9,7 +9,7 @@ tokenises every line byte by byte, which cost more CPU than the rest of a copy (
 140 µs a message).  The responses fastsync requests have a fixed, simple shape (UID,
 RFC822.SIZE, FLAGS, INTERNALDATE and one body section sent as a literal), so this module
 reads them with a few regular expressions: a message in the usual shape (the items in the
-order asked) with one match (`usual_refs`, `usual_bodies`), any other with a search per
+order asked) with one match (`usual_refs`, `usual_bodies`, `usual_states`), any other with a search per
 item (`records`).  Anything else (a body sent as a quoted string or NIL, two literals, an
 item missing) is reported as not understood, and the caller falls back to imapclient's
 parser for that message.  Pure functions, no I/O.
@@ -92,10 +92,10 @@ def _internaldate_as_sent(raw: bytes) -> bytes | None:
     return b"0" + text if text[1:2] == b"-" else text
 
 
-# The shape of the two responses fastsync reads by the thousand, as Dovecot and most
-# servers send them (the items in the order asked, one literal, then ")"): the survey's
-# UID, RFC822.SIZE and identity header fields, and the copy's UID, FLAGS, INTERNALDATE and
-# body.  A message in that shape is read with one match instead of `records` and a search
+# The shape of the responses fastsync reads by the thousand, as Dovecot and most servers
+# send them (the items in the order asked, one literal, then ")"): the survey's UID,
+# RFC822.SIZE and identity header fields, the copy's UID, FLAGS, INTERNALDATE and body,
+# and check's (below).  A message in that shape is read with one match instead of `records` and a search
 # per item (a third of the survey's time, measured in bench/README.md).
 _REF_SHAPE = re.compile(rb"\d+ \(UID (\d+) RFC822\.SIZE (\d+) BODY\[HEADER\.FIELDS \([^()]*\)\] \{\d+\}")
 _BODY_SHAPE = re.compile(rb'\d+ \(UID (\d+) FLAGS \(([^()]*)\) INTERNALDATE "([^"]+)" BODY\[\] \{\d+\}')
