@@ -46,6 +46,7 @@ def stream_unit_bytes(large_bytes: int, workers: int) -> int:
     leave the other workers idle while one or two carry the large messages."""
     return max(STREAM_MESSAGE_BYTES, min(STREAM_UNIT_MAX_BYTES, large_bytes // max(1, workers)))
 
+
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 _ANGLE = re.compile(r"<[^<>]*>")
 

@@ -95,8 +95,8 @@ def _internaldate_as_sent(raw: bytes) -> bytes | None:
 # The shape of the responses fastsync reads by the thousand, as Dovecot and most servers
 # send them (the items in the order asked, one literal, then ")"): the survey's UID,
 # RFC822.SIZE and identity header fields, the copy's UID, FLAGS, INTERNALDATE and body,
-# and check's (below).  A message in that shape is read with one match instead of `records` and a search
-# per item (a third of the survey's time, measured in bench/README.md).
+# and check's (below).  A message in that shape is read with one match instead of
+# `records` and a search per item (a third of the survey's time, bench/README.md).
 _REF_SHAPE = re.compile(rb"\d+ \(UID (\d+) RFC822\.SIZE (\d+) BODY\[HEADER\.FIELDS \([^()]*\)\] \{\d+\}")
 _BODY_SHAPE = re.compile(rb'\d+ \(UID (\d+) FLAGS \(([^()]*)\) INTERNALDATE "([^"]+)" BODY\[\] \{\d+\}')
 # `check` and --sync-flags: UID, RFC822.SIZE, FLAGS, INTERNALDATE, identity header fields.

@@ -487,7 +487,7 @@ def _dated(
     sent) and *items* (one of them a literal), message by message."""
     data = session._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True)
     wanted = set(uids)
-    usual, rest = wire.usual_bodies(data) if items == (b"BODY.PEEK[]",) else ([], data)
+    usual, rest = wire.usual_bodies(data) if items == (b"BODY.PEEK[]",) else ([], data)  # that shape's items
     for uid, flags, date, body in usual:
         if uid in wanted:
             yield transport.Fields(uid, None, flags, date, body), date
