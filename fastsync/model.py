@@ -87,7 +87,9 @@ class FolderPair:
 @dataclass(frozen=True)
 class MessageRef:
     """A message as the planner sees it: UID, RFC822.SIZE and its identity (see plan.identity);
-    ``gm_msgid`` is Gmail's id of the message (X-GM-MSGID), 0 where the server has none."""
+    ``gm_msgid`` is Gmail's id of the message (X-GM-MSGID), 0 where the server has none.
+    ``identity`` is "" when it was not read: the message goes into an empty destination
+    folder, where there is nothing to match it with (see `survey.plan_folders`)."""
 
     uid: int
     size_bytes: int
@@ -106,6 +108,13 @@ class WorkUnit:
     the workers that took the unit before (a worker that died mid-unit).  ``verify``: the
     first unit into its folder checks that the destination stored what was sent.
     ``streamed``: a unit of large messages, whose bodies are relayed, never held whole.
+
+    ``blind``: planned without identities (its destination folder was empty), so another
+    unit may carry a message identical to one of its own.  After an APPEND with an unknown
+    outcome such a unit is held back (`UnitDone.held`) until no other unit of its
+    destination folder is pending or in flight; it then comes back ``settled``, with
+    ``others``, the destination UIDs those units' copies received (APPENDUID): every other
+    copy since ``dst_uidnext`` that matches one of its messages is its own.
     """
 
     unit_id: int
@@ -117,6 +126,9 @@ class WorkUnit:
     attempt: int = 0
     verify: bool = False
     streamed: bool = False
+    blind: bool = False
+    settled: bool = False
+    others: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,9 @@ class UnitDone:
     dst_uidvalidity: int = 0
     # The destination stored a copy under another identity (it rewrites Message-Id).
     rewrites: bool = False
+    # A `WorkUnit.blind` unit whose APPEND may have landed: not copied yet, to be given out
+    # again once the other units of its destination folder are done.
+    held: bool = False
 
 
 @dataclass(frozen=True)

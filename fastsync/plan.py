@@ -325,16 +325,17 @@ def shard(
     bounded by *stream_max_bytes* instead of *max_bytes*.  All messages that share an
     identity go into the same unit (the one of the first), so that after an APPEND with an
     unknown outcome a worker can tell its own copies apart: no other unit puts that
-    identity into the destination folder.
+    identity into the destination folder.  A message whose identity was not read ("")
+    is a group of its own (`WorkUnit.blind` says how such units tell their copies apart).
     """
     unit_ids = itertools.count(first_unit_id)
     budgets = {False: max_bytes, True: max(max_bytes, stream_max_bytes)}
     pending: dict[bool, tuple[list[int], int]] = {False: ([], 0), True: ([], 0)}
-    same: dict[str, list[MessageRef]] = {}
+    same: dict[str | int, list[MessageRef]] = {}
     for ref in refs:
-        same.setdefault(ref.identity, []).append(ref)
+        same.setdefault(ref.identity or ref.uid, []).append(ref)
     for ref in refs:
-        group = same.pop(ref.identity, None)
+        group = same.pop(ref.identity or ref.uid, None)
         if group is None:
             continue
         if len(group) == 1:  # the usual case: no other message has this identity

@@ -257,6 +257,11 @@ class Coordinator:
         self.exits_in_a_row = 0
         # --max-transfer (0: none): bytes after which no unit is started (see at_limit).
         self.max_transfer_bytes = 0
+        # Units planned without identities whose APPEND may have landed, by destination
+        # folder, waiting for the folder's other units (`WorkUnit.blind`); and the UIDs the
+        # copies into each destination folder received, which those units leave out.
+        self.held: dict[str, list[WorkUnit]] = {}
+        self.copies_into: dict[str, list[int]] = {}
 
     def at_limit(self) -> bool:
         """Whether --max-transfer stops new units: bytes copied plus those of the units in
@@ -387,9 +392,16 @@ class Coordinator:
     def finished(self, done: UnitDone, folder_totals: dict[str, tuple[int, int]]) -> None:
         self.exits_in_a_row = 0
         self.taken.pop(done.worker, None)
+        if done.held:
+            if done.unit_id in self.units:
+                self.hold(self.units[done.unit_id])
+            return
         unit = self.units.pop(done.unit_id, None)
         if unit is None:
             return
+        self.copies_into.setdefault(unit.pair.dst, []).extend(uid for _src, uid in done.appended)
+        if self.held:
+            self.release(unit.pair.dst)
         if self.on_unit is not None:
             self.on_unit(unit, done)
         s = self.summary
@@ -490,9 +502,42 @@ class Coordinator:
                     f"{UNIT_ATTEMPTS} attempts; run again"
                 )
                 return
+        if unit.blind and not unit.settled:
+            self.hold(unit)
+            return
         again = dataclasses.replace(unit, attempt=unit.attempt + 1)
         self.units[unit.unit_id] = again
         self.pending.appendleft(again)
+        for index in list(self.channels):
+            self.dispatch(index)
+
+    def hold(self, unit: WorkUnit) -> None:
+        """Keep a unit planned without identities, whose APPEND may have landed, until the
+        other units of its destination folder are done (`WorkUnit.blind`)."""
+        self.held.setdefault(unit.pair.dst, []).append(unit)
+        self.release(unit.pair.dst)
+
+    def release(self, dst: str) -> None:
+        """Give out the units held for destination folder *dst* once no other unit of it is
+        pending or in a worker's hands: all in one unit, settled, which leaves out the copies
+        of the units done.  One unit, because the held units' lost APPENDs may each have put
+        a copy of the same message there: only together can they tell which copies are theirs.
+        """
+        held = self.held.get(dst)
+        in_hand = (self.units[i] for i in self.taken.values() if i in self.units)
+        if not held or any(u.pair.dst == dst for u in (*self.pending, *in_hand)):
+            return
+        del self.held[dst]
+        for unit in held[1:]:
+            del self.units[unit.unit_id]
+        first = held[0]
+        settled = dataclasses.replace(
+            first, uids=tuple(uid for u in held for uid in u.uids), size_bytes=sum(u.size_bytes for u in held),
+            attempt=max(u.attempt for u in held) + 1, verify=any(u.verify for u in held),
+            streamed=any(u.streamed for u in held), settled=True, others=tuple(self.copies_into.get(dst, ())),
+        )
+        self.units[first.unit_id] = settled
+        self.pending.append(settled)
         for index in list(self.channels):
             self.dispatch(index)
 

@@ -158,7 +158,8 @@ class Reporter:
         body = []
         for row in rows:
             cells: list[object] = [row.src, row.dst, row.messages, row.to_copy, human_bytes(row.to_copy_bytes)]
-            body.append([*cells, *([row.to_delete] if deleting else []), row.without_id, row.note])
+            without_id = "-" if row.without_id is None else row.without_id
+            body.append([*cells, *([row.to_delete] if deleting else []), without_id, row.note])
         headers = ["source", "destination", "messages", "to copy", "bytes"]
         self.table("Plan", [*headers, *(["to delete"] if deleting else []), "no Message-Id", "note"], body)
         to_copy = sum(r.to_copy for r in rows)

@@ -62,7 +62,8 @@ class FolderRow:
     size_bytes: int
     to_copy: int = 0
     to_copy_bytes: int = 0
-    without_id: int = 0
+    # None: not read (a folder planned without identities, see survey.plan_folders).
+    without_id: int | None = 0
     note: str = ""
     skipped: int = 0
     outside_dates: int = 0

@@ -16,7 +16,7 @@ import functools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -72,7 +72,8 @@ class FolderPlan:
     uidvalidity: int
     src_messages: int
     todo: list[MessageRef] = field(default_factory=list)
-    without_id: int = 0
+    # None when the identities were not read (`blind`).
+    without_id: int | None = 0
     note: str = ""
     dst_uidnext: int = 1
     error: str = ""
@@ -84,6 +85,8 @@ class FolderPlan:
     to_delete: list[MessageRef] = field(default_factory=list)
     dst_messages: int = 0
     dst_uidvalidity: int = 0
+    # Planned from UIDs and sizes alone: the destination folder was empty (`plan_folders`).
+    blind: bool = False
 
     @property
     def todo_bytes(self) -> int:
@@ -206,8 +209,14 @@ def plan_folders(
     selection: Selection = EVERY_MESSAGE,
     deletions: bool = False,
     incremental: bool = False,
+    blind_ok: bool = False,
 ) -> list[FolderPlan]:
     """Diff each pair's message identities; pairs the cache knows unchanged are not read.
+
+    With *blind_ok* (the destination reports the UIDs of copies: RFC 4315 UIDPLUS), a
+    pair whose destination folder is empty or absent, and the only pair into it, is read
+    on the source for UIDs and sizes alone: every message is missing there, and the
+    server reads no header for it (`WorkUnit.blind` says what that changes for a copy).
 
     With *incremental* (`sync --watch`), a pair whose destination is as the cache left it
     and whose source only gained messages since (`_new_only`) is planned from those alone.
@@ -248,11 +257,21 @@ def plan_folders(
 
     src_names = counts((p.src for p in src_read), src_before)
     dst_names = counts((p.dst for p in to_read if readable_on_dst(p, existing)), dst_before)
+    fed = Counter(p.dst for p in pairs)
+    blind = {p.src for p in to_read if blind_ok and not everything and fed[p.dst] == 1
+             and _empty_on_dst(p, existing, dst_before)}
     if to_read:
         reporter.status(f"planning {len(to_read)} folders")
     src_scans, dst_scans = planner.call(
-        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names, selection=selection)
+        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names, selection=selection,
+                                      blind=blind)
     )
+    # A destination folder that gained messages since its STATUS: the source's identities after all.
+    late = {p.src for p in to_read if p.src in blind and p.dst in dst_scans and dst_scans[p.dst].refs}
+    if late:
+        src_scans.update(planner.call("planning", lambda src, _dst: src.survey(
+            [n for n in src_names if n[0] in late], plan.identity, selection=selection)))
+        blind -= late
     reporter.clear_status()
     elsewhere = {
         plan.across_folders(ref)
@@ -269,9 +288,19 @@ def plan_folders(
         else:
             only = elsewhere if pair.src_role == folder_rules.ALL else None
             plans.append(diff_pair(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only, selection))
+            if pair.src in blind and not plans[-1].error:
+                plans[-1].blind, plans[-1].without_id = True, None
     if deletions:
         plan_deletions(plans, src_scans, dst_scans, ledger)
     return plans
+
+
+def _empty_on_dst(pair: FolderPair, existing: set[str], dst_before: Statuses) -> bool:
+    """Whether the pair's destination folder held no message when listed (or is still to create)."""
+    if not readable_on_dst(pair, existing):
+        return True
+    status = dst_before.get(pair.dst)
+    return status is not None and status.messages == 0
 
 
 def _quick_plans(
@@ -412,13 +441,13 @@ def diff_pair(
 
 def _survey_both(
     src: Session, dst: Session, src_names: Sequence[tuple[str, int]], dst_names: Sequence[tuple[str, int]],
-    selection: Selection = EVERY_MESSAGE,
+    selection: Selection = EVERY_MESSAGE, blind: Collection[str] = (),
 ) -> tuple[dict[str, FolderScan], dict[str, FolderScan]]:
     """Read both sides at once: each has its own connection, and the wait is the network's.
     Only the source is narrowed to *selection*'s dates: a copy on the destination is
-    present whatever its date."""
+    present whatever its date.  Of the source folders in *blind*, UIDs and sizes only."""
     return both(
-        functools.partial(src.survey, src_names, plan.identity, selection=selection),
+        functools.partial(src.survey, src_names, plan.identity, selection=selection, blind=blind),
         functools.partial(dst.survey, dst_names, plan.identity),
     )
 

@@ -114,6 +114,10 @@ class Copier:
         """
 
         def attempt(failures: list[ConnectError]) -> UnitDone:
+            if failures and unit.blind and not unit.settled:
+                # Another unit may carry a message identical to one of this unit's: which
+                # copies are this unit's is told once the others are done (`WorkUnit.blind`).
+                return UnitDone(self.index, unit.unit_id, unit.pair.src, 0, 0, held=True)
             malformed = sum(isinstance(f, MalformedResponse) for f in failures)
             return self.copy(unit, check=unit.attempt > 0 or bool(failures),
                              one_by_one=malformed >= MALFORMED_BEFORE_ONE_BY_ONE)
@@ -273,7 +277,7 @@ class Copier:
             dst_uid, src_uid = next(iter(by_dst.items()))
             stored = dst.identities_of([dst_uid], plan.identity)
             return dst_uid in stored and stored[dst_uid] != sent[src_uid]
-        present = set(dst.identities_since(unit.dst_uidnext, plan.identity))
+        present = set(dst.identities_since(unit.dst_uidnext, plan.identity).values())
         return not present & set(sent.values())
 
     def _one_by_one(
@@ -298,13 +302,15 @@ class Copier:
 
         Copies made since planning have UIDs >= the folder's UIDNEXT at planning time, and
         no other unit carries these identities (plan.shard keeps them together), so every
-        match there is one of ours.
+        match there is one of ours.  A unit planned without identities comes here settled:
+        the other units are done, and their copies (``unit.others``) are left out.
         """
         try:
             dst.examine(unit.pair.dst)
         except FolderError:
             return messages, 0
-        present = dst.identities_since(unit.dst_uidnext, plan.identity)
+        others = set(unit.others)
+        present = [i for uid, i in dst.identities_since(unit.dst_uidnext, plan.identity).items() if uid not in others]
         keep = plan.match_by_identity(messages, present, _identity_of, str).missing
         return keep, len(messages) - len(keep)
 

@@ -8,6 +8,7 @@ the message lands but fastsync never learns it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,6 +64,33 @@ def test_fault_then_exactly_once(name: str, accounts: AccountFactory, config_for
         # The server asked for fewer connections: the run goes on with fewer workers.
         assert "server is throttling" in result.stderr and "continuing with" in result.stderr, result.stderr
     assert snapshot(dst) == snapshot(src)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", [Fault(lose_append_reply=True), Fault(close_after_up=200_000)],
+                         ids=["append lands, reply lost", "append cut"])
+def test_broken_appends_into_a_folder_planned_without_identities(
+    fault: Fault, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    """Into an empty folder the plan reads no identity, so the copies of one message go
+    into different units.  A unit whose APPEND may have landed tells its copies from the
+    others' once those are done: the first run leaves every message there once, whether
+    the APPEND landed or not, and whether or not another unit copied the same message."""
+    src, dst = accounts(2)
+    distinct = [_sized(n, 1_000) for n in range(1_000)]
+    # Units of at most 400 messages: each copy of a message is in another unit than the first.
+    src.seed(distinct + distinct)
+    with CountingProxy(dst.server.port, faults=lambda n: fault if n in (1, 2) else None) as proxy:
+        config = config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{proxy.port}", "timeout_s": 2}})
+        result = run_cli("sync", "-c", config, "-y", "--json", "--procs", "3")
+        assert proxy.faults_done >= 1, "the fault never fired"
+    assert result.returncode == 0, result.stderr
+    [folder] = json.loads(result.stdout)["folders"]
+    # Planned without identities: the plan cannot say how many lack a Message-Id.
+    assert (folder["to_copy"], folder["without_message_id"]) == (2_000, None), folder
+    assert "retrying in" in result.stderr
+    assert snapshot(dst) == snapshot(src)
+    assert sum(snapshot(dst)["INBOX"].values()) == 2_000
 
 
 @pytest.mark.slow

@@ -162,6 +162,13 @@ def test_shard_keeps_messages_of_one_identity_together() -> None:
     assert all(u.dst_uidnext == 42 for u in units)
 
 
+def test_shard_groups_nothing_whose_identity_was_not_read() -> None:
+    # A folder planned without identities (an empty destination): each message on its own.
+    messages = [MessageRef(uid=i + 1, size_bytes=10, identity="") for i in range(7)]
+    units = list(shard(PAIR, 1, messages, 0, max_messages=3, max_bytes=10_000))
+    assert [u.uids for u in units] == [(1, 2, 3), (4, 5, 6), (7,)]
+
+
 @given(st.lists(st.sampled_from("abcdefgh"), max_size=40), st.integers(1, 6))
 def test_shard_never_splits_an_identity(ids: list[str], max_messages: int) -> None:
     messages = [MessageRef(uid=i + 1, size_bytes=10, identity=x) for i, x in enumerate(ids)]

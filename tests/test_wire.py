@@ -6,7 +6,9 @@ import datetime as dt
 
 import pytest
 
-from fastsync.wire import body_literal, literal_size, parse_internaldate, records, uid_in, usual_bodies, usual_refs, usual_states
+from fastsync.wire import (
+    body_literal, literal_size, parse_internaldate, records, uid_in, usual_bodies, usual_refs, usual_sizes, usual_states,
+)
 
 
 def test_body_fetch_records() -> None:
@@ -150,6 +152,23 @@ def test_usual_survey_responses_read_as_the_general_reader_does() -> None:
     assert usual == [(7, 4142, b"Message-ID: <a@b>\r\n\r\n"), (9, 12, b"\r\n")]
     assert usual == _generic_refs(data)
     assert list(rest) == []
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        b"5 (FLAGS (\\Seen))",  # an unsolicited update
+        b"2 (RFC822.SIZE 12 UID 8)",  # another order of items
+        b"2 (UID 8 RFC822.SIZE 12 X-GM-MSGID 44)",  # an item more
+    ],
+)
+def test_size_responses_read_as_the_general_reader_does_up_to_another_shape(odd: bytes) -> None:
+    data: list[object] = [b"1 (UID 7 RFC822.SIZE 4142)", b"2 (UID 9 RFC822.SIZE 12)", odd, b"4 (UID 11 RFC822.SIZE 5)"]
+    usual, rest = usual_sizes(data)
+    assert usual == [(7, 4142), (9, 12)]
+    assert usual == [(r.uid(), r.size()) for r in records(data[:2])]
+    assert list(rest) == data[2:]
+    assert usual_sizes(data[:2]) == (usual, [])
 
 
 def test_usual_copy_responses_read_as_the_general_reader_does() -> None:

@@ -153,15 +153,15 @@ class _Run:
                 "messages outside them would look deleted; run --delete-dest without them"
             )
         summary.size_bounds = bool(options.max_size_bytes or options.min_size_bytes)
+        # A copy's UID from APPENDUID is what lets an empty folder be planned without identities.
+        uidplus = self.planner.call("reading capabilities", lambda _src, dst: "UIDPLUS" in dst.capabilities)
         plans = plan_folders(
             self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags,
-            self.ledger, self.selection, options.delete_dest, self.incremental,
+            self.ledger, self.selection, options.delete_dest, self.incremental, blind_ok=uidplus,
         )
         self.count_plan(plans, left_out)
         deletions = self.within_ceiling(plans) if options.delete_dest else []
-        expunge_all = bool(deletions) and not self.planner.call(
-            "reading capabilities", lambda _src, dst: "UIDPLUS" in dst.capabilities
-        )
+        expunge_all = bool(deletions) and not uidplus
         changes: FlagChanges = {}
         if options.sync_flags:
             summary.sync_flags = True
@@ -354,7 +354,7 @@ class _Run:
             # The first unit into each folder checks what the destination stored (rewriting).
             shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), dst_uidnext=p.dst_uidnext,
                                      stream_max_bytes=stream_max))
-            units.extend(dataclasses.replace(u, verify=i == 0) for i, u in enumerate(shards))
+            units.extend(dataclasses.replace(u, verify=i == 0, blind=p.blind) for i, u in enumerate(shards))
         folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
         if units and planner_yields(self.workers, self.options.max_connections):
             # --max-connections 1: the planner's connections hold the only slot of each

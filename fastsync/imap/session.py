@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import imaplib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from imapclient import exceptions as imap_exc
@@ -37,6 +37,9 @@ IDENTITY_BATCH = 5000
 # BODY.PEEK so the source's \Seen flags never change (RFC 3501 section 6.4.5).
 IDENTITY_FIELDS = b"MESSAGE-ID DATE FROM SUBJECT"
 _IDENTITY_ITEMS = [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"]
+
+# A folder whose identities are not needed (see `_Survey`).
+_SIZE_ITEMS = "(UID RFC822.SIZE)"
 
 # `check` and ``--sync-flags`` also want each message's flags and internal date.
 _STATE_ITEMS = [b"UID", b"RFC822.SIZE", b"FLAGS", b"INTERNALDATE", _IDENTITY_ITEMS[2]]
@@ -277,10 +280,11 @@ class Session:
 
     def survey(
         self, folders: Sequence[tuple[str, int]], identity: Identity, window: int = SURVEY_WINDOW,
-        selection: Selection | None = None,
+        selection: Selection | None = None, blind: Collection[str] = (),
     ) -> dict[str, FolderScan]:
-        """Status and message identities of many folders, pipelined: see `_Survey`."""
-        return _Survey(self, identity, window, selection).run(folders)
+        """Status and message identities of many folders, pipelined: see `_Survey`.  Of the
+        folders in *blind*, only UIDs and sizes are read (identities "")."""
+        return _Survey(self, identity, window, selection, blind).run(folders)
 
     def message_refs(self, count: int, identity: Identity) -> list[MessageRef]:
         """UID, size and identity of every message of the examined folder.
@@ -294,12 +298,12 @@ class Session:
             refs.extend(self._refs(self._fetch(message_set, _identity_items(self.capabilities), uid=False), identity))
         return refs
 
-    def identities_since(self, first_uid: int, identity: Identity) -> list[str]:
-        """Identities of the examined folder's messages with UID >= *first_uid*."""
+    def identities_since(self, first_uid: int, identity: Identity) -> dict[int, str]:
+        """UID -> identity of the examined folder's messages with UID >= *first_uid*."""
         # "n:*" also matches the highest UID when it is below n (RFC 3501 section 6.4.8),
         # hence the filter on the UID.
         data = self._fetch(f"{max(first_uid, 1)}:*", _IDENTITY_ITEMS, uid=True)
-        return [ref.identity for ref in self._refs(data, identity) if ref.uid >= first_uid]
+        return {ref.uid: ref.identity for ref in self._refs(data, identity) if ref.uid >= first_uid}
 
     def new_since(self, first_uid: int, modseq: int, identity: Identity) -> tuple[list[MessageRef], bool]:
         """The examined folder's messages from UID *first_uid* on, and whether an older one
@@ -385,6 +389,16 @@ class Session:
                 size = fields.size_bytes or 0
                 key, has_id = identity(fields.literal or b"", size)
                 yield MessageRef(fields.uid, size, key, has_id, fields.gm_msgid or 0)
+
+    def _sizes(self, data: list[object]) -> Iterator[MessageRef]:
+        """Messages of a ``(UID RFC822.SIZE)`` FETCH, their identities not read ("")."""
+        usual, rest = wire.usual_sizes(data)
+        for uid, size in usual:
+            yield MessageRef(uid, size, "")
+        for record in wire.records(rest):
+            fields = transport.Fields.read(record, self.where, "size_bytes")
+            if fields is not None:
+                yield MessageRef(fields.uid, fields.size_bytes or 0, "")
 
     def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool, modifier: str = "") -> list[object]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
@@ -588,13 +602,19 @@ class _Survey:
     EXAMINE or FETCH fails (it vanished, or shrank so that a batch fell beyond its end) is
     read again the plain way, or reported.
     With dates in *selection*, a ``UID SEARCH`` of the same messages follows each FETCH
-    batch (no round trip more) and only the messages it finds stay in the scan.
+    batch (no round trip more) and only the messages it finds stay in the scan.  The
+    folders in *blind* are read for UIDs and sizes only: no header for the server to
+    read and fastsync to parse (a folder read again the plain way gets its identities).
     """
 
-    def __init__(self, session: Session, identity: Identity, window: int, selection: Selection | None) -> None:
+    def __init__(
+        self, session: Session, identity: Identity, window: int, selection: Selection | None,
+        blind: Collection[str] = (),
+    ) -> None:
         self.session = session
         self.identity = identity
         self.items = "(" + " ".join(i.decode() for i in _identity_items(session.capabilities)) + ")"
+        self.blind = blind
         self.window = window
         self.selection = selection if selection is not None and selection.dated else None
         self.dates = wire.search_dates(self.selection.since, self.selection.before) if self.selection else []
@@ -611,7 +631,8 @@ class _Survey:
         starts = list(range(1, count + 1, IDENTITY_BATCH))
         for index, start in enumerate(starts):
             end = "*" if index == len(starts) - 1 else str(start + IDENTITY_BATCH - 1)
-            self.pending.append((name, "FETCH", imap._command("FETCH", f"{start}:{end}", self.items)))
+            items = _SIZE_ITEMS if name in self.blind else self.items
+            self.pending.append((name, "FETCH", imap._command("FETCH", f"{start}:{end}", items)))
             if self.dates:
                 self.pending.append((name, "SEARCH", imap._command("UID", "SEARCH", f"{start}:{end}", *self.dates)))
 
@@ -679,7 +700,9 @@ class _Survey:
         if typ != "OK" or name in self.failed:
             self.failed.add(name)
             return
-        self.scans[name].refs.extend(self.session._refs([i for i in items if i is not None], self.identity))
+        items = [i for i in items if i is not None]
+        self.scans[name].refs.extend(self.session._sizes(items) if name in self.blind
+                                     else self.session._refs(items, self.identity))
         self.within.setdefault(name, set()).update(wire.search_uids(found))
 
     def read_plainly(self, name: str) -> FolderScan:
