@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
 from fastsync.config import parse_config
@@ -58,6 +60,26 @@ def test_a_step_of_the_system_clock_is_not_a_dead_parent(monkeypatch: pytest.Mon
         boot = psutil._pslinux.boot_time()
         monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: boot + 7.0)
         assert not gone()
+    finally:
+        child.kill()
+        child.wait()
+    assert gone()
+
+
+def test_a_parent_that_ended_is_gone_before_it_is_reaped() -> None:
+    """A run's process killed with -9 is a zombie until its own parent (a shell, a batch)
+    reaps it: its workers must stop all the same."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        gone = _parent_watch(SimpleNamespace(pid=child.pid))
+        assert not gone()
+        child.kill()
+        deadline = time.monotonic() + 10
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone()
+        # Not reaped yet: the process is still there, as a zombie.
+        assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE
     finally:
         child.kill()
         child.wait()
