@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
-from fastsync import __version__
+from fastsync import __version__, processes
 from fastsync.errors import Cancelled, ExitCode, FastsyncError, Terminated, UsageError
 from fastsync.options import COMMAND_FLAGS, DEFAULT_CONFIG, GLOBAL_FLAGS, Flag
 
@@ -193,6 +193,9 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         if not any(isinstance(h, logging.NullHandler) for h in events.handlers):
             events.addHandler(logging.NullHandler())
         values = option_rules.given(args, environ)
+        if args.command == "sync" and not values.get("dry_run"):
+            # Before the imports of the sync: see `processes`.
+            processes.warm_up()
         verbose = bool(values.get("verbose"))
         reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
         config_path = values.get("config") or DEFAULT_CONFIG

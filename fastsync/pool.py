@@ -30,7 +30,6 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
-import multiprocessing.forkserver
 import os
 import select
 import signal
@@ -51,14 +50,10 @@ from fastsync.ledger import Ledger
 from fastsync.limits import Limits, StopFlag
 from fastsync.lock import RunLock
 from fastsync.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
+from fastsync.processes import context
 from fastsync.results import Reporter, Summary
 from fastsync.retry import backoff_s
 from fastsync.transfer import Copier
-
-# forkserver: workers fork from a small server process that has imported this module (and
-# imapclient) once, so a worker starts in milliseconds, yet inherits none of the parent's
-# threads (the progress display) or sockets (the planner's connections) as plain fork would.
-START_METHOD = "forkserver"
 
 # How often an idle worker wakes to check for cancellation and for a dead parent.
 POLL_S = 0.2
@@ -76,19 +71,6 @@ JOIN_TIMEOUT_S = 10.0
 # whole or not at all, RFC 3502 section 3) and the next run copies what is missing.
 CANCEL_GRACE_S = 5.0
 
-
-def context() -> multiprocessing.context.BaseContext:
-    ctx = multiprocessing.get_context(START_METHOD)
-    if START_METHOD == "forkserver":
-        ctx.set_forkserver_preload(["fastsync.pool"])
-    return ctx
-
-
-def warm_up() -> None:
-    """Start the fork server now, in the background, so its interpreter start and imports
-    (about 0.15 s) overlap planning instead of delaying the first worker."""
-    if START_METHOD == "forkserver":
-        threading.Thread(target=multiprocessing.forkserver.ensure_running, daemon=True).start()
 
 
 def copy_units(

@@ -15,7 +15,8 @@ import pytest
 from fastsync.config import parse_config
 from fastsync.limits import Limits
 from fastsync.model import FolderPair, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.pool import Coordinator, _parent_watch, context
+from fastsync.pool import Coordinator, _parent_watch
+from fastsync.processes import context
 from fastsync.progress import Reporter
 from fastsync.results import Summary
 

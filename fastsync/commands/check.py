@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 
 from fastsync import folders as folder_rules
-from fastsync import plan, pool
+from fastsync import plan, processes
 from fastsync.config import Config
 from fastsync.errors import FolderError
 from fastsync.events import event
@@ -73,7 +73,7 @@ def run(config: Config, options: Options, reporter: Reporter) -> CheckSummary:
     """Compare every mapped folder pair; never writes to either side."""
     started = time.monotonic()
     summary = CheckSummary(bodies=options.bodies)
-    limits = Limits.create(pool.context(), options.down_bps, 0, 0)
+    limits = Limits.create(processes.context(), options.down_bps, 0, 0)
     planner = Planner(config, limits, options.settings, reporter)
     ledger = Ledger.for_config(config, options.state_dir or default_dir())
     try:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from fastsync import changes as watch
 from fastsync import folders as folder_rules
-from fastsync import plan, pool, providers
+from fastsync import plan, pool, processes, providers
 from fastsync.config import Config
 from fastsync.errors import Cancelled, FolderError, UsageError
 from fastsync.events import event
@@ -69,7 +69,7 @@ def _sync(
     config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool | None, lock: RunLock | None
 ) -> Summary:
     summary = Summary(dry_run=options.dry_run)
-    limits = Limits.create(pool.context(), options.down_bps, options.up_bps, options.max_connections)
+    limits = Limits.create(processes.context(), options.down_bps, options.up_bps, options.max_connections)
     workers = workers_allowed(options.workers, options.max_connections)
     if workers < options.workers:
         how = ("the planner logs out while the worker copies" if planner_yields(workers, options.max_connections)
@@ -79,7 +79,7 @@ def _sync(
             f"per side, {how}"
         )
     if not options.dry_run:
-        pool.warm_up()
+        processes.warm_up()
     cache = StateCache.for_config(config, options.state_dir)
     suffix = (".flags" if options.sync_flags else "") + (".delete" if options.delete_dest else "")
     if suffix and cache.path is not None:
