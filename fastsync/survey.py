@@ -250,28 +250,11 @@ def plan_folders(
     # other synced source folder: their sources are read even when the cache skips them.
     everything = any(p.src_role == folder_rules.ALL for p in to_read)
     src_read = pairs if everything else to_read
-
-    def counts(names: Iterable[str], statuses: Statuses) -> list[tuple[str, int]]:
-        # Unknown counts read as one open-ended batch.
-        return [(name, statuses[name].messages if name in statuses else 1) for name in dict.fromkeys(names)]
-
-    src_names = counts((p.src for p in src_read), src_before)
-    dst_names = counts((p.dst for p in to_read if readable_on_dst(p, existing)), dst_before)
-    fed = Counter(p.dst for p in pairs)
-    blind = {p.src for p in to_read if blind_ok and not everything and fed[p.dst] == 1
-             and _empty_on_dst(p, existing, dst_before)}
     if to_read:
         reporter.status(f"planning {len(to_read)} folders")
-    src_scans, dst_scans = planner.call(
-        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names, selection=selection,
-                                      blind=blind)
-    )
-    # A destination folder that gained messages since its STATUS: the source's identities after all.
-    late = {p.src for p in to_read if p.src in blind and p.dst in dst_scans and dst_scans[p.dst].refs}
-    if late:
-        src_scans.update(planner.call("planning", lambda src, _dst: src.survey(
-            [n for n in src_names if n[0] in late], plan.identity, selection=selection)))
-        blind -= late
+    # Identities are needed everywhere then (`elsewhere`, below).
+    blind_ok = blind_ok and not everything
+    src_scans, dst_scans, blind = _read(planner, pairs, to_read, src_read, existing, before, selection, blind_ok)
     reporter.clear_status()
     elsewhere = {
         plan.across_folders(ref)
@@ -293,6 +276,34 @@ def plan_folders(
     if deletions:
         plan_deletions(plans, src_scans, dst_scans, ledger)
     return plans
+
+
+def _read(
+    planner: Planner, pairs: Sequence[FolderPair], to_read: Sequence[FolderPair], src_read: Sequence[FolderPair],
+    existing: set[str], before: tuple[Statuses, Statuses], selection: Selection, blind_ok: bool,
+) -> tuple[dict[str, FolderScan], dict[str, FolderScan], set[str]]:
+    """Both sides' scans of the pairs to plan, and the source folders read without
+    identities (`plan_folders`, *blind_ok*)."""
+    src_before, dst_before = before
+
+    def counts(names: Iterable[str], statuses: Statuses) -> list[tuple[str, int]]:
+        # Unknown counts read as one open-ended batch.
+        return [(name, statuses[name].messages if name in statuses else 1) for name in dict.fromkeys(names)]
+
+    src_names = counts((p.src for p in src_read), src_before)
+    dst_names = counts((p.dst for p in to_read if readable_on_dst(p, existing)), dst_before)
+    fed = Counter(p.dst for p in pairs)
+    blind = {p.src for p in to_read if blind_ok and fed[p.dst] == 1 and _empty_on_dst(p, existing, dst_before)}
+    src_scans, dst_scans = planner.call(
+        "planning", functools.partial(_survey_both, src_names=src_names, dst_names=dst_names, selection=selection,
+                                      blind=blind)
+    )
+    # A destination folder that gained messages since its STATUS: the source's identities after all.
+    late = {p.src for p in to_read if p.src in blind and p.dst in dst_scans and dst_scans[p.dst].refs}
+    if late:
+        src_scans.update(planner.call("planning", lambda src, _dst: src.survey(
+            [n for n in src_names if n[0] in late], plan.identity, selection=selection)))
+    return src_scans, dst_scans, blind - late
 
 
 def _empty_on_dst(pair: FolderPair, existing: set[str], dst_before: Statuses) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import imaplib
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from imapclient import exceptions as imap_exc
@@ -20,14 +20,14 @@ from imapclient import exceptions as imap_exc
 from fastsync import wire
 from fastsync.config import Account
 from fastsync.errors import ConnectionLost, FolderError, MalformedResponse
-from fastsync.imap import replies, transport
+from fastsync.imap import records, replies, transport
+from fastsync.imap.records import Identity
 from fastsync.imap.transport import Client, Meter, text_of
 from fastsync.model import (
     Described, Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState, Namespace, Selection,
 )
 from fastsync.wire import sequence_set, uid_sets
 
-Identity = Callable[[bytes, int], tuple[str, bool]]
 
 # Planning fetches message identities this many at a time: one round trip per few thousand
 # messages keeps a 100,000-message folder at a few dozen commands and bounded memory.
@@ -295,7 +295,7 @@ class Session:
         """
         refs: list[MessageRef] = []
         for message_set in wire.batches(count, IDENTITY_BATCH):
-            refs.extend(self._refs(self._fetch(message_set, _identity_items(self.capabilities), uid=False), identity))
+            refs.extend(records.refs(self._fetch(message_set, _identity_items(self.capabilities), uid=False), self.where, identity))
         return refs
 
     def identities_since(self, first_uid: int, identity: Identity) -> dict[int, str]:
@@ -303,7 +303,7 @@ class Session:
         # "n:*" also matches the highest UID when it is below n (RFC 3501 section 6.4.8),
         # hence the filter on the UID.
         data = self._fetch(f"{max(first_uid, 1)}:*", _IDENTITY_ITEMS, uid=True)
-        return {ref.uid: ref.identity for ref in self._refs(data, identity) if ref.uid >= first_uid}
+        return {ref.uid: ref.identity for ref in records.refs(data, self.where, identity) if ref.uid >= first_uid}
 
     def new_since(self, first_uid: int, modseq: int, identity: Identity) -> tuple[list[MessageRef], bool]:
         """The examined folder's messages from UID *first_uid* on, and whether an older one
@@ -311,12 +311,12 @@ class Session:
         changed = self._fetch("1:*", [b"UID"], uid=True, modifier=f"(CHANGEDSINCE {modseq})")
         older = any((r.uid() or first_uid) < first_uid for r in wire.records(changed))
         data = self._fetch(f"{max(first_uid, 1)}:*", _identity_items(self.capabilities), uid=True)
-        return [ref for ref in self._refs(data, identity) if ref.uid >= first_uid], older
+        return [ref for ref in records.refs(data, self.where, identity) if ref.uid >= first_uid], older
 
     def identities_of(self, uids: Sequence[int], identity: Identity) -> dict[int, str]:
         """UID -> identity of some messages of the examined folder (UIDs gone are left out)."""
         data = self._fetch(sequence_set(uids), _IDENTITY_ITEMS, uid=True)
-        return {ref.uid: ref.identity for ref in self._refs(data, identity)}
+        return {ref.uid: ref.identity for ref in records.refs(data, self.where, identity)}
 
     def total_size(self, count: int) -> int:
         """Sum of RFC822.SIZE over the examined folder, for servers without STATUS=SIZE (RFC 8438)."""
@@ -332,16 +332,7 @@ class Session:
         come with BODY.PEEK, so the source's \\Seen flags never change (RFC 3501 section 6.4.5)."""
         states: list[MessageState] = []
         for message_set in wire.batches(count, IDENTITY_BATCH):
-            usual, rest = wire.usual_states(self._fetch(message_set, _STATE_ITEMS, uid=False))
-            for uid, size, flags, date, header in usual:
-                key, has_id = identity(header, size)
-                states.append(MessageState(uid, size, key, flags, wire.parse_internaldate(date), has_id))
-            for record in wire.records(rest):
-                fields = transport.Fields.read(record, self.where, "size_bytes", "literal", "flags")
-                if fields is not None:
-                    size = fields.size_bytes or 0
-                    key, has_id = identity(fields.literal or b"", size)
-                    states.append(MessageState(fields.uid, size, key, fields.flags or (), fields.moment, has_id))
+            states.extend(records.states(self._fetch(message_set, _STATE_ITEMS, uid=False), self.where, identity))
         return states
 
     def body_digests(
@@ -377,28 +368,6 @@ class Session:
     def fetch_messages(self, uids: Sequence[int]) -> list[Fetched]:
         """Bodies, flags and internal dates of the examined folder; UIDs gone are left out."""
         return [Fetched(f.uid, f.flags or (), date, f.literal or b"") for f, date in _dated(self, uids, b"BODY.PEEK[]")]
-
-    def _refs(self, data: list[object], identity: Identity) -> Iterator[MessageRef]:
-        usual, rest = wire.usual_refs(data)
-        for uid, size, header in usual:
-            key, has_id = identity(header, size)
-            yield MessageRef(uid, size, key, has_id, 0)
-        for record in wire.records(rest):
-            fields = transport.Fields.read(record, self.where, "size_bytes", "literal")
-            if fields is not None:
-                size = fields.size_bytes or 0
-                key, has_id = identity(fields.literal or b"", size)
-                yield MessageRef(fields.uid, size, key, has_id, fields.gm_msgid or 0)
-
-    def _sizes(self, data: list[object]) -> Iterator[MessageRef]:
-        """Messages of a ``(UID RFC822.SIZE)`` FETCH, their identities not read ("")."""
-        usual, rest = wire.usual_sizes(data)
-        for uid, size in usual:
-            yield MessageRef(uid, size, "")
-        for record in wire.records(rest):
-            fields = transport.Fields.read(record, self.where, "size_bytes")
-            if fields is not None:
-                yield MessageRef(fields.uid, fields.size_bytes or 0, "")
 
     def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool, modifier: str = "") -> list[object]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
@@ -498,20 +467,9 @@ def _dated(
     session: Session, uids: Sequence[int], *items: bytes, needed: str = "literal"
 ) -> Iterator[tuple[transport.Fields, bytes]]:
     """The FETCH items of *uids* with FLAGS and INTERNALDATE (which every copy needs, as
-    sent) and *items* (one of them a literal), message by message."""
+    sent) and *items* (one of them a literal), message by message (`records.dated`)."""
     data = session._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True)
-    wanted = set(uids)
-    usual, rest = wire.usual_bodies(data) if items == (b"BODY.PEEK[]",) else ([], data)  # that shape's items
-    for uid, flags, date, body in usual:
-        if uid in wanted:
-            yield transport.Fields(uid, None, flags, date, body), date
-    for record in wire.records(rest):
-        fields = transport.Fields.read(record, session.where, "flags", "internaldate", "literal", needed)
-        if fields is None or fields.literal is None or fields.uid not in wanted:
-            continue
-        if fields.internaldate is None:
-            raise MalformedResponse(f"{session.where}: UID {fields.uid}: FETCH response without an INTERNALDATE")
-        yield fields, fields.internaldate
+    return records.dated(data, uids, session.where, items == (b"BODY.PEEK[]",), needed)
 
 
 def stream_messages(
@@ -701,8 +659,8 @@ class _Survey:
             self.failed.add(name)
             return
         items = [i for i in items if i is not None]
-        self.scans[name].refs.extend(self.session._sizes(items) if name in self.blind
-                                     else self.session._refs(items, self.identity))
+        self.scans[name].refs.extend(records.sizes(items, self.session.where) if name in self.blind
+                                     else records.refs(items, self.session.where, self.identity))
         self.within.setdefault(name, set()).update(wire.search_uids(found))
 
     def read_plainly(self, name: str) -> FolderScan:

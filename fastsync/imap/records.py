@@ -1,0 +1,78 @@
+"""FETCH responses read into fastsync's records, message by message.
+
+Protocol edge (`fastsync.imap`), without a connection: the items are those imaplib hands
+over (plain lines and ``(line, literal)`` pairs), read in `wire`'s usual shapes first and
+then through `transport.Fields` (imapclient's parser for what `wire` does not read).
+`Session` fetches; these functions make `fastsync.model` records of what came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+from fastsync import wire
+from fastsync.errors import MalformedResponse
+from fastsync.imap.transport import Fields
+from fastsync.model import MessageRef, MessageState
+
+# A message's identity from its header fields and size, and whether it had a Message-Id (plan.identity).
+Identity = Callable[[bytes, int], tuple[str, bool]]
+
+
+def refs(data: Sequence[object], where: str, identity: Identity) -> Iterator[MessageRef]:
+    """The messages of a survey FETCH (UID, RFC822.SIZE, identity header fields)."""
+    usual, rest = wire.usual_refs(data)
+    for uid, size, header in usual:
+        key, has_id = identity(header, size)
+        yield MessageRef(uid, size, key, has_id, 0)
+    for record in wire.records(rest):
+        fields = Fields.read(record, where, "size_bytes", "literal")
+        if fields is not None:
+            size = fields.size_bytes or 0
+            key, has_id = identity(fields.literal or b"", size)
+            yield MessageRef(fields.uid, size, key, has_id, fields.gm_msgid or 0)
+
+
+def sizes(data: Sequence[object], where: str) -> Iterator[MessageRef]:
+    """The messages of a ``(UID RFC822.SIZE)`` FETCH, their identities not read ("")."""
+    usual, rest = wire.usual_sizes(data)
+    for uid, size in usual:
+        yield MessageRef(uid, size, "")
+    for record in wire.records(rest):
+        fields = Fields.read(record, where, "size_bytes")
+        if fields is not None:
+            yield MessageRef(fields.uid, fields.size_bytes or 0, "")
+
+
+def states(data: Sequence[object], where: str, identity: Identity) -> Iterator[MessageState]:
+    """The messages of a `check` FETCH: UID, size, identity, flags and internal date."""
+    usual, rest = wire.usual_states(data)
+    for uid, size, flags, date, header in usual:
+        key, has_id = identity(header, size)
+        yield MessageState(uid, size, key, flags, wire.parse_internaldate(date), has_id)
+    for record in wire.records(rest):
+        fields = Fields.read(record, where, "size_bytes", "literal", "flags")
+        if fields is not None:
+            size = fields.size_bytes or 0
+            key, has_id = identity(fields.literal or b"", size)
+            yield MessageState(fields.uid, size, key, fields.flags or (), fields.moment, has_id)
+
+
+def dated(
+    data: Sequence[object], uids: Sequence[int], where: str, whole_body: bool, needed: str
+) -> Iterator[tuple[Fields, bytes]]:
+    """The messages of *uids* in a copy's FETCH, with FLAGS, INTERNALDATE (as sent) and a
+    literal: the whole body (*whole_body*: `wire.usual_bodies` reads that shape) or the
+    identity header fields; *needed* names one more item a message must come with."""
+    wanted = set(uids)
+    usual, rest = wire.usual_bodies(data) if whole_body else ([], data)
+    for uid, flags, date, body in usual:
+        if uid in wanted:
+            yield Fields(uid, None, flags, date, body), date
+    for record in wire.records(rest):
+        fields = Fields.read(record, where, "flags", "internaldate", "literal", needed)
+        if fields is None or fields.literal is None or fields.uid not in wanted:
+            continue
+        if fields.internaldate is None:
+            raise MalformedResponse(f"{where}: UID {fields.uid}: FETCH response without an INTERNALDATE")
+        yield fields, fields.internaldate
