@@ -245,6 +245,8 @@ class Coordinator:
         # copies into each destination folder received, which those units leave out.
         self.held: dict[str, list[WorkUnit]] = {}
         self.copies_into: dict[str, list[int]] = {}
+        # Destination folders that received copies whose UIDs were not reported.
+        self.unreported_into: set[str] = set()
 
     def at_limit(self) -> bool:
         """Whether --max-transfer stops new units: bytes copied plus those of the units in
@@ -383,6 +385,8 @@ class Coordinator:
         if unit is None:
             return
         self.copies_into.setdefault(unit.pair.dst, []).extend(uid for _src, uid in done.appended)
+        if len(done.appended) < done.copied - done.skipped:
+            self.unreported_into.add(unit.pair.dst)
         if self.held:
             self.release(unit.pair.dst)
         if self.on_unit is not None:
@@ -511,6 +515,19 @@ class Coordinator:
         if not held or any(u.pair.dst == dst for u in (*self.pending, *in_hand)):
             return
         del self.held[dst]
+        if dst in self.unreported_into:
+            # A server that announces UIDPLUS but left some APPENDUIDs out: the held units
+            # cannot tell their copies from those.  A re-run, planned with identities
+            # (the folder is no longer empty), copies what is missing.
+            for unit in held:
+                del self.units[unit.unit_id]
+                self.summary.incomplete.add(unit.pair.src)
+            self.summary.errors.append(
+                f"{sum(len(u.uids) for u in held)} messages of folder {held[0].pair.src!r} not copied: a "
+                f"connection broke during their APPEND and the destination did not report the UIDs of "
+                f"every copy (APPENDUID); run again"
+            )
+            return
         for unit in held[1:]:
             del self.units[unit.unit_id]
         first = held[0]

@@ -94,6 +94,29 @@ def test_broken_appends_into_a_folder_planned_without_identities(
 
 
 @pytest.mark.slow
+def test_broken_appends_without_appenduid_are_left_to_a_rerun(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    """A destination that announces UIDPLUS but leaves APPENDUID out: a unit whose APPEND
+    broke, in a folder planned without identities, cannot tell its copies from the others'.
+    Its messages are left to a re-run, which says so, and nothing is copied twice."""
+    src, dst = accounts(2)
+    distinct = [_sized(n, 1_000) for n in range(1_000)]
+    src.seed(distinct + distinct)
+    with CountingProxy(dst.server.port, faults=lambda n: Fault(close_after_up=200_000) if n in (1, 2) else None,
+                       replace_down=(b"[APPENDUID ", b"[XPPENDUID ")) as proxy:
+        config = config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{proxy.port}", "timeout_s": 2}})
+        result = run_cli("sync", "-c", config, "-y", "--procs", "3")
+        assert proxy.faults_done >= 1, "the fault never fired"
+        assert result.returncode == 1, result.stderr
+        assert "did not report the UIDs of every copy (APPENDUID); run again" in result.stderr
+        copied = snapshot(dst)["INBOX"]
+        assert 0 < sum(copied.values()) < 2_000
+        assert all(count <= 2 for count in copied.values())
+        result = run_cli("sync", "-c", config, "-y", "--procs", "3")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(dst) == snapshot(src)
+
+
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_its_unit_requeued(accounts: AccountFactory, config_for: ConfigFor) -> None:
     src, dst = accounts(2)
     src.seed(generate("realistic", seed=13, scale=0.15))
