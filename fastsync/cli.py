@@ -193,9 +193,6 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         if not any(isinstance(h, logging.NullHandler) for h in events.handlers):
             events.addHandler(logging.NullHandler())
         values = option_rules.given(args, environ)
-        if args.command == "sync" and not values.get("dry_run"):
-            # Before the imports of the sync: see `processes`.
-            processes.warm_up()
         verbose = bool(values.get("verbose"))
         reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
         config_path = values.get("config") or DEFAULT_CONFIG
@@ -218,6 +215,10 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             _log_end(args.command, code, stopped)
             return code
         config = load_config(config_path)
+        if args.command == "sync" and not values.get("dry_run"):
+            # Before the sync's imports (see `processes`), and after the config: reading it
+            # took the pass_env passwords out of the environment the server inherits.
+            processes.warm_up()
         options = option_rules.resolve(values, config, COMMAND_FLAGS[args.command])
         log_handler = configure_log(options.log_file, options.log_format, [config.src.password, config.dst.password])
         code, stopped = _run(args.command, options, config, reporter)

@@ -1,9 +1,11 @@
 """How fastsync starts its worker processes: the start method, and a fork server started early.
 
 Engine layer, with no fastsync import of its own, so that the command line can start the
-fork server before it imports the rest (`warm_up`): the server's interpreter and imports
-(about 0.1 s of CPU) then run beside the parent's own start, the reading of the config and
-the listing of both accounts, and workers can start while the run plans (`pool.Standby`).
+fork server before it imports the sync (`warm_up`): the server's interpreter and imports
+(about 0.1 s of CPU) then run beside the parent's imports, logins and listing of both
+accounts, and workers can start while the run plans (`pool.Standby`).  Not before the
+config is read: reading it takes the ``pass_env`` passwords out of the environment, which
+the server and every worker would otherwise inherit.
 """
 
 from __future__ import annotations
