@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 
 from fastsync.wire import (
-    body_literal, literal_size, parse_internaldate, records, uid_in, usual_bodies, usual_refs, usual_sizes, usual_states,
+    body_literal, literal_size, parse_internaldate, records, uid_in, usual_bodies, usual_refs, usual_sizes,
+    usual_states,
 )
 
 

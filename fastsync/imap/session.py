@@ -295,7 +295,8 @@ class Session:
         """
         refs: list[MessageRef] = []
         for message_set in wire.batches(count, IDENTITY_BATCH):
-            refs.extend(records.refs(self._fetch(message_set, _identity_items(self.capabilities), uid=False), self.where, identity))
+            data = self._fetch(message_set, _identity_items(self.capabilities), uid=False)
+            refs.extend(records.refs(data, self.where, identity))
         return refs
 
     def identities_since(self, first_uid: int, identity: Identity) -> dict[int, str]:
