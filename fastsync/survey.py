@@ -72,8 +72,7 @@ class FolderPlan:
     uidvalidity: int
     src_messages: int
     todo: list[MessageRef] = field(default_factory=list)
-    # None when the identities were not read (`blind`).
-    without_id: int | None = 0
+    without_id: int = 0
     note: str = ""
     dst_uidnext: int = 1
     error: str = ""
@@ -85,7 +84,8 @@ class FolderPlan:
     to_delete: list[MessageRef] = field(default_factory=list)
     dst_messages: int = 0
     dst_uidvalidity: int = 0
-    # Planned from UIDs and sizes alone: the destination folder was empty (`plan_folders`).
+    # Planned from UIDs and sizes alone: the destination folder was empty (`plan_folders`),
+    # and `without_id` is not known.
     blind: bool = False
 
     @property
@@ -271,8 +271,7 @@ def plan_folders(
         else:
             only = elsewhere if pair.src_role == folder_rules.ALL else None
             plans.append(diff_pair(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only, selection))
-            if pair.src in blind and not plans[-1].error:
-                plans[-1].blind, plans[-1].without_id = True, None
+            plans[-1].blind = pair.src in blind and not plans[-1].error
     if deletions:
         plan_deletions(plans, src_scans, dst_scans, ledger)
     return plans

@@ -246,7 +246,8 @@ class _Run:
         to_delete = (lambda p: len(p.to_delete)) if self.options.delete_dest else (lambda _p: None)
         summary.rows = [
             FolderRow(
-                p.pair.src, p.pair.dst, p.src_messages, 0, len(p.todo), p.todo_bytes, p.without_id, p.note,
+                p.pair.src, p.pair.dst, p.src_messages, 0, len(p.todo), p.todo_bytes,
+                None if p.blind else p.without_id, p.note,
                 len(p.skipped), p.outside, to_delete(p),
             )
             for p in plans
