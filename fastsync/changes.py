@@ -16,7 +16,8 @@ MESSAGES, HIGHESTMODSEQ) did not move, copies through the pool, sets flags, and 
 with --delete-dest.  So a pass costs what changed, and a restarted watch resumes from the
 cache without diffing what nothing touched.
 
-`Totals` keeps the figures of the status line and the final summary.
+`Totals` keeps the figures of the status line and the final summary; `Interrupts` keeps
+a Ctrl-C or SIGTERM that the garbage collector would otherwise drop.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
+from types import FrameType
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -47,6 +50,46 @@ RENEW_S = 24 * 60
 
 # A listener's wait is cut into steps this long, so that it notices the end of the watch.
 STEP_S = 1.0
+
+
+class Interrupts:
+    """Ctrl-C and SIGTERM while the watch runs, remembered.
+
+    A signal's handler raises its exception (KeyboardInterrupt, `Terminated`) wherever the
+    main thread is.  If that is a weakref callback that the garbage collector runs (a
+    multiprocessing finalizer of a pass's workers), Python prints the exception and drops
+    it, and the watch would wait on for good.  The handlers in place are wrapped so that a
+    signal is also remembered, and `check`, called between waits, raises it again.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.previous: dict[int, Callable[[int, FrameType | None], object]] = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    self.previous[signum] = handler
+                    signal.signal(signum, self._remember)
+        return self
+
+    def _remember(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        self.previous[signum](signum, frame)
+
+    def check(self) -> None:
+        """Raise what the first signal received raises (it may have been dropped)."""
+        if self.received:
+            signum = self.received[0]
+            self.previous[signum](signum, None)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            # A handler may have replaced ours since (the SIGTERM handler ignores the next ones).
+            if signal.getsignal(signum) == self._remember:
+                signal.signal(signum, handler)
 
 
 @dataclass(frozen=True)

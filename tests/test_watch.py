@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import subprocess
+import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from bench.dovecot import Dovecot
 from bench.tcpproxy import CountingProxy
+from fastsync.changes import Interrupts
 from tests.conftest import Account, AccountFactory, write_config
 from tests.helpers import message, run_cli, snapshot, spawn_sync, wait_for
 
@@ -326,3 +329,31 @@ def test_a_survey_of_no_folder_keeps_the_selected_folder_known(accounts: Account
         assert session.statuses()["INBOX"].messages == 4
     finally:
         session.close()
+
+
+class _Thing:
+    pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_that_a_finalizer_dropped_is_raised_again_between_waits() -> None:
+    """A KeyboardInterrupt raised inside a weakref callback (a multiprocessing finalizer run
+    by the garbage collector) is printed and dropped by Python: the watch's loop raises it
+    again instead of waiting on for good."""
+    def interrupted_while_finalizing(_ref: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler runs here, inside the callback
+
+    before = signal.getsignal(signal.SIGINT)
+    with Interrupts() as interrupts:
+        thing = _Thing()
+        ref = weakref.ref(thing, interrupted_while_finalizing)
+        del thing  # the callback runs now; its KeyboardInterrupt goes nowhere
+        assert ref() is None
+        assert interrupts.received == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+    assert signal.getsignal(signal.SIGINT) is before
+    # Nothing received: nothing raised.
+    with Interrupts() as quiet:
+        quiet.check()

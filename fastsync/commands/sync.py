@@ -422,7 +422,6 @@ def _watch(first: _Run, cache: StateCache) -> None:
     of everything done (changes.py says how changes are heard)."""
     config, reporter, summary = first.config, first.reporter, first.summary
     options = dataclasses.replace(first.options, confirm=True)
-    quiet = watch.PassReporter(reporter)
     folders, notify = _listened(first)
     workers = first.workers
     if options.max_connections:
@@ -446,28 +445,10 @@ def _watch(first: _Run, cache: StateCache) -> None:
                   + ("" if notify else f", every folder polled every {options.poll_s} s") + "; Ctrl-C stops.")
     event("watch started", side="src", how="notify" if notify else "idle", folders=folders, poll_s=options.poll_s)
     feed.start()
+    interrupts = watch.Interrupts()
     try:
-        while True:
-            reporter.status(totals.line(time.monotonic()))
-            changes = feed.wait(watch.STEP_S)
-            if not changes:
-                continue
-            for change in changes:
-                event("watch change", side="src", folder=change.folder, how=change.how)
-            noticed = min(c.at_s for c in changes)
-            done = Summary()
-            step = _Run(config, options, quiet, done, first.planner, first.limits, workers, first.ledger, first.lock)
-            step.rewrites_said, step.incremental = first.rewrites_said, True
-            step.go(cache, True)
-            first.rewrites_said = step.rewrites_said
-            watch.add_pass(summary, done)
-            now = time.monotonic()
-            totals.count(done.copied, done.flags_updated, done.deleted, noticed, now)
-            event("watch pass", copied=done.copied, flags_updated=done.flags_updated, deleted=done.deleted,
-                  failed=len(done.failed), lag_s=round(now - noticed, 3))
-            if done.cancelled:
-                summary.cancelled, summary.cancel_code = done.cancelled, done.cancel_code
-                return
+        with interrupts:
+            _follow(first, options, feed, totals, workers, cache, interrupts)
     except (Cancelled, KeyboardInterrupt) as exc:
         stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
         summary.cancelled, summary.cancel_code = stopped.message, int(stopped.exit_code)
@@ -476,6 +457,38 @@ def _watch(first: _Run, cache: StateCache) -> None:
         reporter.clear_status()
         reporter.info(f"Watched for {time.monotonic() - totals.started_s:.0f} s: {totals.copied} messages copied, "
                       f"{totals.flags_updated} flags updated, {totals.deleted} deleted after the first sync.")
+
+
+def _follow(
+    first: _Run, options: Options, feed: watch.ChangeFeed, totals: watch.Totals, workers: int, cache: StateCache,
+    interrupts: watch.Interrupts,
+) -> None:
+    """The watch's passes, one per change heard, until a signal or a cancelled pass."""
+    config, reporter, summary = first.config, first.reporter, first.summary
+    quiet = watch.PassReporter(reporter)
+    while True:
+        # A Ctrl-C or SIGTERM that a finalizer dropped is raised here (`watch.Interrupts`).
+        interrupts.check()
+        reporter.status(totals.line(time.monotonic()))
+        changes = feed.wait(watch.STEP_S)
+        if not changes:
+            continue
+        for change in changes:
+            event("watch change", side="src", folder=change.folder, how=change.how)
+        noticed = min(c.at_s for c in changes)
+        done = Summary()
+        step = _Run(config, options, quiet, done, first.planner, first.limits, workers, first.ledger, first.lock)
+        step.rewrites_said, step.incremental = first.rewrites_said, True
+        step.go(cache, True)
+        first.rewrites_said = step.rewrites_said
+        watch.add_pass(summary, done)
+        now = time.monotonic()
+        totals.count(done.copied, done.flags_updated, done.deleted, noticed, now)
+        event("watch pass", copied=done.copied, flags_updated=done.flags_updated, deleted=done.deleted,
+              failed=len(done.failed), lag_s=round(now - noticed, 3))
+        if done.cancelled:
+            summary.cancelled, summary.cancel_code = done.cancelled, done.cancel_code
+            return
 
 
 def _listened(first: _Run) -> tuple[list[str], bool]:
