@@ -29,8 +29,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
-from types import FrameType
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import TypeVar
 
 from fastsync.config import Account

@@ -9,8 +9,8 @@ tokenises every line byte by byte, which cost more CPU than the rest of a copy (
 140 µs a message).  The responses fastsync requests have a fixed, simple shape (UID,
 RFC822.SIZE, FLAGS, INTERNALDATE and one body section sent as a literal), so this module
 reads them with a few regular expressions: a message in the usual shape (the items in the
-order asked) with one match (`usual_refs`, `usual_sizes`, `usual_bodies`, `usual_states`), any other
-with a search per item (`records`).  Anything else (a body sent as a quoted string or
+order asked) with one match (`usual_refs`, `usual_sizes`, `usual_bodies`,
+`usual_states`), any other with a search per item (`records`).  Anything else (a body sent as a quoted string or
 NIL, two literals, an item missing) is reported as not understood, and the caller falls
 back to imapclient's parser for that message.  Pure functions, no I/O.
 """
@@ -97,8 +97,6 @@ def _internaldate_as_sent(raw: bytes) -> bytes | None:
 # RFC822.SIZE and identity header fields, the copy's UID, FLAGS, INTERNALDATE and body,
 # and check's (below).  A message in that shape is read with one match instead of
 # `records` and a search per item (a third of the survey's time, bench/README.md).
-# A survey of a folder whose identities are not needed: ``(UID RFC822.SIZE)``, one line.
-_SIZE_SHAPE = re.compile(rb"\d+ \(UID (\d+) RFC822\.SIZE (\d+)\)")
 _REF_SHAPE = re.compile(rb"\d+ \(UID (\d+) RFC822\.SIZE (\d+) BODY\[HEADER\.FIELDS \([^()]*\)\] \{\d+\}")
 _BODY_SHAPE = re.compile(rb'\d+ \(UID (\d+) FLAGS \(([^()]*)\) INTERNALDATE "([^"]+)" BODY\[\] \{\d+\}')
 # `check` and --sync-flags: UID, RFC822.SIZE, FLAGS, INTERNALDATE, identity header fields.
@@ -106,6 +104,8 @@ _STATE_SHAPE = re.compile(
     rb'\d+ \(UID (\d+) RFC822\.SIZE (\d+) FLAGS \(([^()]*)\) INTERNALDATE "([^"]+)" '
     rb"BODY\[HEADER\.FIELDS \([^()]*\)\] \{\d+\}"
 )
+# A survey of a folder whose identities are not needed (`usual_sizes`): one line, no literal.
+_SIZE_SHAPE = re.compile(rb"\d+ \(UID (\d+) RFC822\.SIZE (\d+)\)")
 
 
 def _leading(data: Sequence[object], shape: re.Pattern[bytes]) -> tuple[list[tuple[re.Match[bytes], bytes]], int]:
