@@ -597,7 +597,7 @@ def parse_config(
     whole structure has been checked.
     """
     env: Mapping[str, str] = os.environ if environ is None else environ
-    ctx = _Context(display=printable(str(path)), lines=lines or {})
+    ctx = _Context(display=printable(str(path)), lines={} if lines is None else lines)
     base_dir = os.path.dirname(os.path.abspath(path))
 
     top_expected = "a mapping with src, dst and optionally map, rate_limit"

@@ -15,13 +15,14 @@ import datetime
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fastsync.errors import ConfigError
 
 __all__ = [
     "EXTENSIONS",
+    "KeyLines",
     "display_path",
     "join_path",
     "kind",
@@ -123,7 +124,7 @@ def display_path(path: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-def read_config_file(name: str) -> tuple[object, dict[str, int]]:
+def read_config_file(name: str) -> tuple[object, Mapping[str, int]]:
     """Read the file ``name`` and parse it by its extension: the data and its key lines."""
     shown = printable(name)  # one line even for a file name with a newline in it
     extension = os.path.splitext(name)[1].lower()
@@ -150,7 +151,7 @@ def read_config_file(name: str) -> tuple[object, dict[str, int]]:
             f"{shown}: cannot read: not UTF-8 text (byte {exc.start}); expected a UTF-8 encoded file"
         ) from None
 
-    parse: Callable[[str, str], tuple[object, dict[str, int]]]
+    parse: Callable[[str, str], tuple[object, Mapping[str, int]]]
     parse = parse_json if extension == ".json" else parse_yaml
     return parse(text, shown)
 
@@ -178,10 +179,7 @@ def parse_yaml(text: str, shown: str) -> tuple[object, dict[str, int]]:
     return data, lines
 
 
-def parse_json(text: str, shown: str) -> tuple[object, dict[str, int]]:
-    # Imported here: worker processes import this module but never parse a file.
-    import yaml
-
+def parse_json(text: str, shown: str) -> tuple[object, Mapping[str, int]]:
     duplicates: list[str] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -201,24 +199,56 @@ def parse_json(text: str, shown: str) -> tuple[object, dict[str, int]]:
         ) from None
     except RecursionError:
         raise ConfigError(f"{shown}: not valid JSON: nested too deeply") from None
+    if duplicates:
+        _json_key_lines(text, shown)  # raises naming the duplicate's line, where it can tell
+        raise ConfigError(
+            f"{shown}: key {show(duplicates[0])} appears twice in one object; expected each key once"
+        )
+    return data, KeyLines(text, shown)
 
-    # JSON is (nearly always) YAML, so the YAML composer gives line numbers for free; when
-    # it disagrees with the JSON parser, messages simply go without line numbers.
-    lines: dict[str, int] = {}
+
+def _json_key_lines(text: str, shown: str) -> dict[str, int]:
+    """JSON is (nearly always) YAML, so the YAML composer gives line numbers for free; when
+    it disagrees with the JSON parser, messages simply go without line numbers."""
+    # Imported here: worker processes import this module but never parse a file.
+    import yaml
+
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
     except (yaml.YAMLError, RecursionError):
-        node = None
+        return {}
     finally:
         loader.dispose()
-    if node is not None:
-        lines = node_lines(shown, node)
-    if duplicates:
-        raise ConfigError(
-            f"{shown}: key {show(duplicates[0])} appears twice in one object; expected each key once"
-        )
-    return data, lines
+    return node_lines(shown, node) if node is not None else {}
+
+
+class KeyLines(Mapping[str, int]):
+    """The key lines of a valid JSON file, composed when a message first asks for one: a
+    config without mistakes never does, and composing it cost every run ~10 ms of CPU,
+    most of it importing the YAML parser."""
+
+    def __init__(self, text: str, shown: str) -> None:
+        self._text = text
+        self._shown = shown
+        self._lines: dict[str, int] | None = None
+
+    def _all(self) -> dict[str, int]:
+        if self._lines is None:
+            try:
+                self._lines = _json_key_lines(self._text, self._shown)
+            except ConfigError:
+                self._lines = {}  # a key the composer reads as a duplicate: no line numbers
+        return self._lines
+
+    def __getitem__(self, path: str) -> int:
+        return self._all()[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
 
 
 def syntax_error(shown: str, language: str, exc: Any) -> ConfigError:
