@@ -88,8 +88,10 @@ class FolderPlan:
     # and `without_id` is not known.
     blind: bool = False
 
-    @property
+    @functools.cached_property
     def todo_bytes(self) -> int:
+        # Read by every count of the run (plan rows, totals, progress): summed once, as
+        # `todo` does not change once planned.
         return sum(r.size_bytes for r in self.todo)
 
 
