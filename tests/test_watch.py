@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -341,19 +342,25 @@ def test_a_ctrl_c_that_a_finalizer_dropped_is_raised_again_between_waits() -> No
     by the garbage collector) is printed and dropped by Python: the watch's loop raises it
     again instead of waiting on for good."""
     def interrupted_while_finalizing(_ref: object) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)  # the handler runs here, inside the callback
+        # To the main thread itself (sent to the process, a signal may land on another of
+        # the suite's threads), so that the handler runs here, inside the callback.
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        time.sleep(1)
 
-    before = signal.getsignal(signal.SIGINT)
-    with Interrupts() as interrupts:
-        thing = _Thing()
-        ref = weakref.ref(thing, interrupted_while_finalizing)
-        del thing  # the callback runs now; its KeyboardInterrupt goes nowhere
-        assert ref() is None
-        assert interrupts.received == [signal.SIGINT]
-        with pytest.raises(KeyboardInterrupt):
-            interrupts.check()
-    assert signal.getsignal(signal.SIGINT) is before
-    # Nothing received: nothing raised.
-    with Interrupts() as quiet:
-        quiet.check()
+    # Python's own Ctrl-C handler, which a command starts with, whatever earlier tests left.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with Interrupts() as interrupts:
+            thing = _Thing()
+            ref = weakref.ref(thing, interrupted_while_finalizing)
+            del thing  # the callback runs now; its KeyboardInterrupt goes nowhere
+            assert ref() is None
+            assert interrupts.received == [signal.SIGINT]
+            with pytest.raises(KeyboardInterrupt):
+                interrupts.check()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # Nothing received: nothing raised.
+        with Interrupts() as quiet:
+            quiet.check()
+    finally:
+        signal.signal(signal.SIGINT, before)
