@@ -22,10 +22,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fastsync.config import Config
+
+# How long a connection waits for another's lock before the statement fails.
+BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS copies (
@@ -61,13 +65,13 @@ class Ledger:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # The parent and every worker write it: wait for each other's short transactions.
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
             try:
-                # WAL: a writer never blocks a reader, and a transaction is on disk or absent.
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute(_SCHEMA)
+                _prepare(db)
             except sqlite3.DatabaseError as exc:
+                if _busy(exc):
+                    db.close()
+                    raise
                 # Not a database (overwritten, truncated by a full disk): the run goes on
                 # without it, matching by identity as without UIDPLUS; the file is kept.
                 db.close()
@@ -110,9 +114,39 @@ class Ledger:
             self._db = None
 
 
+def _prepare(db: sqlite3.Connection) -> None:
+    """WAL mode (a writer never blocks a reader, and a transaction is on disk or absent) and
+    the table.  The first workers of a run open a ledger that does not exist yet at the same
+    moment, and SQLite answers "database is locked" at once, without waiting, to one that
+    asks for WAL while another is switching the new file: that answer is waited out here,
+    like any lock, instead of costing the worker its ledger (its copies would be copied
+    again by the next run on a destination that rewrites Message-Id)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
+
+
+def _busy(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite said the database is locked by another connection (SQLITE_BUSY or
+    SQLITE_LOCKED, extended codes included), not that the file is unreadable."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN")
+    # IMMEDIATE: the write lock is taken (waiting for it like any lock) before the first
+    # read; a deferred transaction that reads, then writes after another process's commit
+    # gets "database is locked" at once in WAL mode, with no wait.
+    db.execute("BEGIN IMMEDIATE")
     try:
         yield
     except BaseException:
