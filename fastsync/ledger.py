@@ -69,12 +69,11 @@ class Ledger:
             try:
                 _prepare(db)
             except sqlite3.DatabaseError as exc:
+                db.close()
                 if _busy(exc):
-                    db.close()
                     raise
                 # Not a database (overwritten, truncated by a full disk): the run goes on
                 # without it, matching by identity as without UIDPLUS; the file is kept.
-                db.close()
                 self.problem = f"the ledger {self.path} cannot be read ({exc}); re-runs match copies by Message-Id"
                 self.path = None
                 return None

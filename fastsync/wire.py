@@ -9,10 +9,10 @@ tokenises every line byte by byte, which cost more CPU than the rest of a copy (
 140 µs a message).  The responses fastsync requests have a fixed, simple shape (UID,
 RFC822.SIZE, FLAGS, INTERNALDATE and one body section sent as a literal), so this module
 reads them with a few regular expressions: a message in the usual shape (the items in the
-order asked) with one match (`usual_refs`, `usual_sizes`, `usual_bodies`,
-`usual_states`), any other with a search per item (`records`).  Anything else (a body sent as a quoted string or
-NIL, two literals, an item missing) is reported as not understood, and the caller falls
-back to imapclient's parser for that message.  Pure functions, no I/O.
+order asked) with one match (`usual_refs`, `usual_sizes`, `usual_bodies`, `usual_states`),
+any other with a search per item (`records`).  Anything else (a body sent as a quoted
+string or NIL, two literals, an item missing) is reported as not understood, and the
+caller falls back to imapclient's parser for that message.  Pure functions, no I/O.
 """
 
 from __future__ import annotations

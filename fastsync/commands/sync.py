@@ -79,6 +79,7 @@ def _sync(
             f"per side, {how}"
         )
     if not options.dry_run:
+        # The command line has started it already; a batch pair (`pairjob`) starts it here.
         processes.warm_up()
     cache = StateCache.for_config(config, options.state_dir)
     suffix = (".flags" if options.sync_flags else "") + (".delete" if options.delete_dest else "")
