@@ -29,7 +29,7 @@ from datetime import datetime
 
 import imapclient
 
-from fastsync.plan import comparable_flags
+from fastsync.rules.plan import comparable_flags
 
 __all__ = ["Endpoint", "FolderReport", "Report", "compare"]
 
@@ -152,7 +152,7 @@ class Report:
 
 
 def _flag_set(flags: Iterable[bytes | str]) -> frozenset[str]:
-    """Flags as fastsync's own check compares them (`fastsync.plan.comparable_flags`)."""
+    """Flags as fastsync's own check compares them (`fastsync.rules.plan.comparable_flags`)."""
     return comparable_flags(f.decode("utf-8", "replace") if isinstance(f, bytes) else f for f in flags)
 
 

@@ -25,16 +25,17 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
-from fastsync import __version__, processes
-from fastsync.errors import Cancelled, ExitCode, FastsyncError, Terminated, UsageError
-from fastsync.options import COMMAND_FLAGS, DEFAULT_CONFIG, GLOBAL_FLAGS, Flag
+from fastsync import __version__
+from fastsync.engine import processes
+from fastsync.records.errors import Cancelled, ExitCode, FastsyncError, Terminated, UsageError
+from fastsync.settings.options import COMMAND_FLAGS, DEFAULT_CONFIG, GLOBAL_FLAGS, Flag
 
 if TYPE_CHECKING:
     import subprocess
 
-    from fastsync.batchfile import Batch
-    from fastsync.config import Config
-    from fastsync.options import Options
+    from fastsync.batch.inputs import Batch
+    from fastsync.settings.config import Config
+    from fastsync.settings.options import Options
     from fastsync.progress import Reporter
 
 PROG = "fastsync"
@@ -176,8 +177,8 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Imported here so that `--version` and the man-page generator stay light.
-    from fastsync import options as option_rules
-    from fastsync.config import load_config
+    from fastsync.settings import options as option_rules
+    from fastsync.settings.config import load_config
     from fastsync.progress import Reporter
 
     reporter = Reporter()
@@ -197,8 +198,8 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
         config_path = values.get("config") or DEFAULT_CONFIG
         if args.command == "batch":
-            from fastsync import pairrun
-            from fastsync.batchfile import load_batch
+            from fastsync.batch import parent as pairrun
+            from fastsync.batch.inputs import load_batch
 
             # The first pair's process starts now: its interpreter and imports overlap the
             # reading of both files and of the journal (a cluster runs pairs elsewhere).
@@ -259,7 +260,7 @@ def _failed(reporter: Reporter, command: str, message: str, code: int, trace: st
 
 
 def _log_end(command: str, code: int, error: str = "", trace: str = "") -> None:
-    from fastsync.events import event
+    from fastsync.records.events import event
 
     event("run finished", level=logging.ERROR if error else logging.INFO, command=command,
           exit_code=int(code), error=error, traceback=trace)
@@ -269,7 +270,7 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
     """Run one command and show its result; returns its exit code and, for a sync that
     Ctrl-C or SIGTERM stopped, what it said (other failures raise)."""
     from fastsync import progress
-    from fastsync.config import warnings_for
+    from fastsync.settings.config import warnings_for
 
     for warning in warnings_for(config) if not reporter.quiet else ():
         reporter.warn(warning)
@@ -420,7 +421,7 @@ def configure_log(path: str | None, log_format: str, secrets: Sequence[str]) -> 
         handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--log-file {path}: cannot open: {exc.strerror}") from None
-    from fastsync import credentials
+    from fastsync.settings import credentials
 
     handler.setFormatter(log_formatter(log_format, secrets, credentials.known_secrets))
     logger.addHandler(handler)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from fastsync.results import AccountInfo, BatchSummary, CheckSummary, FolderRow, Listing, Summary
+from fastsync.records.results import AccountInfo, BatchSummary, CheckSummary, FolderRow, Listing, Summary
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -249,7 +249,7 @@ def capped_rate_allowance(cap: int, connections: int, window_s: float) -> float:
     plus one burst (the bucket's 64 KiB and one chunk in flight) and what the kernel buffers
     per connection before the bucket acts (fastsync's socket buffer, which the kernel
     doubles, and the proxy's two 64 KiB legs)."""
-    from fastsync.limits import capped_buffer_bytes
+    from fastsync.rules.limits import capped_buffer_bytes
 
     buffers = connections * (2 * capped_buffer_bytes(cap) + 2 * 64 * 1024)
     return cap + (2 * 64 * 1024 + buffers) / window_s

@@ -199,7 +199,7 @@ def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
             pairs = []
             for child in victim.children(recursive=True):
                 try:
-                    pairs += ["fastsync.pairjob" in " ".join(child.cmdline())]
+                    pairs += ["fastsync.batch.child" in " ".join(child.cmdline())]
                 except psutil.Error:
                     continue  # gone, or a zombie, since the listing
             return any(pairs) and any(_count(dst) > 0 for _src, dst in many)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fastsync.batchfile import load_batch
+from fastsync.batch.inputs import load_batch
 from fastsync.commands.batch import Allocation, allocate, budget
-from fastsync.errors import ConfigError, UsageError
-from fastsync.journal import Entry, Journal
-from fastsync.options import Options
-from fastsync.pairrun import read_job, spawn, write_job
+from fastsync.records.errors import ConfigError, UsageError
+from fastsync.batch.journal import Entry, Journal
+from fastsync.settings.options import Options
+from fastsync.batch.parent import read_job, spawn, write_job
 
 
 def _servers(tmp_path: Path, **side: object) -> Path:

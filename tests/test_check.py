@@ -13,8 +13,8 @@ from conftest import Account, AccountFactory, ConfigFor
 from helpers import message, run_cli, snapshot
 
 from fastsync.commands.check import compare
-from fastsync.model import MessageState
-from fastsync.plan import flag_changes, match_states
+from fastsync.records.model import MessageState
+from fastsync.rules.plan import flag_changes, match_states
 
 UTC = dt.UTC
 DAY = dt.datetime(2020, 1, 1, tzinfo=UTC)

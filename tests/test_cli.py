@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from fastsync.cli import build_parser
-from fastsync.options import ALL_FLAGS
-from fastsync.options import given as resolve
-from fastsync.errors import UsageError
+from fastsync.settings.options import ALL_FLAGS
+from fastsync.settings.options import given as resolve
+from fastsync.records.errors import UsageError
 
 
 def parse(*argv: str, env: dict[str, str] | None = None) -> dict[str, object]:

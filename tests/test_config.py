@@ -1,4 +1,4 @@
-"""Tests for fastsync.config: valid files, defaults, password sources and every error message."""
+"""Tests for fastsync.settings.config: valid files, defaults, password sources and every error message."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastsync import credentials
-from fastsync.config import (
+from fastsync.settings import credentials
+from fastsync.settings.config import (
     Account,
     Config,
     MapEntry,
@@ -26,7 +26,7 @@ from fastsync.config import (
     load_config,
     parse_config,
 )
-from fastsync.errors import ConfigError
+from fastsync.records.errors import ConfigError
 
 SECRETS = ("secret", "secret2", "hunter2", "12345")
 
@@ -596,7 +596,7 @@ def test_valid_json_is_read_without_the_yaml_parser(tmp_path: Path) -> None:
     # names its line (test_json_field_errors_carry_lines).
     path = write(tmp_path, "config.json", json.dumps(minimal(), indent=2))
     script = (
-        "import sys; from fastsync.config import load_config; "
+        "import sys; from fastsync.settings.config import load_config; "
         f"config = load_config({str(path)!r}); "
         "print(config.src.user, 'yaml' in sys.modules)"
     )

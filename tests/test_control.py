@@ -18,9 +18,9 @@ from conftest import AccountFactory, ConfigFor
 from helpers import message, message_count, run_cli, snapshot, spawn_sync, summary_line, wait_for, workers_of
 
 from bench.corpus import Message
-from fastsync.config import load_config
-from fastsync.errors import ExitCode
-from fastsync.state import StateCache
+from fastsync.settings.config import load_config
+from fastsync.records.errors import ExitCode
+from fastsync.engine.state import StateCache
 
 
 def _big(n: int, size_bytes: int = 100_000) -> Message:

@@ -14,11 +14,11 @@ from helpers import message, run_cli, snapshot, summary_line
 
 from bench.corpus import Message
 from bench.dovecot import Dovecot
-from fastsync.model import FolderPair, FolderScan, FolderStatus, MessageRef
-from fastsync.options import DeleteCeiling, parse_ceiling
-from fastsync.values import parse_size
-from fastsync.plan import extra
-from fastsync.survey import FolderPlan, plan_deletions
+from fastsync.records.model import FolderPair, FolderScan, FolderStatus, MessageRef
+from fastsync.settings.options import DeleteCeiling, parse_ceiling
+from fastsync.settings.values import parse_size
+from fastsync.rules.plan import extra
+from fastsync.engine.planner import FolderPlan, plan_deletions
 
 # ----------------------------------------------------------------------------- pure
 

@@ -14,7 +14,7 @@ from helpers import run_cli, snapshot, summary_line
 
 from bench.corpus import Message
 from bench.dovecot import Dovecot
-from fastsync.values import SIZE_EXPECTED
+from fastsync.settings.values import SIZE_EXPECTED
 
 UTC = dt.UTC
 FOLDERS = ["INBOX", "Sent", "Trash", "Junk", "Archive/2019", "Archive/2020"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fastsync.errors import UsageError
-from fastsync.folders import (
+from fastsync.records.errors import UsageError
+from fastsync.rules.folders import (
     Rule,
     folders_to_create,
     infer_namespace,
@@ -14,7 +14,7 @@ from fastsync.folders import (
     sort_out,
     special_use_rules,
 )
-from fastsync.model import Folder, FolderPair, Namespace
+from fastsync.records.model import Folder, FolderPair, Namespace
 
 SLASH = Namespace("", "/")
 DOT = Namespace("", ".")

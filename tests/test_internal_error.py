@@ -9,7 +9,7 @@ import pytest
 
 from fastsync import cli
 from fastsync.commands import show
-from fastsync.errors import ExitCode
+from fastsync.records.errors import ExitCode
 
 CONFIG = {
     "src": {"server": "127.0.0.1:1", "user": "a", "pass": "secret-a", "tls": "none"},

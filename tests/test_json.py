@@ -15,7 +15,7 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import REPO_ROOT, message, run_cli, spawn_sync, summary_line, wait_for, workers_of
 
-from fastsync.errors import ExitCode
+from fastsync.records.errors import ExitCode
 
 
 def seed(account: Account) -> None:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from fastsync import processes
+from fastsync.engine import processes
 from fastsync.imap.replies import append_uids
-from fastsync.ledger import Ledger
-from fastsync.model import MessageRef, MessageState
-from fastsync.plan import match_states, split_known
+from fastsync.engine.ledger import Ledger
+from fastsync.records.model import MessageRef, MessageState
+from fastsync.rules.plan import match_states, split_known
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from fastsync.errors import Cancelled
-from fastsync.limits import (
+from fastsync.records.errors import Cancelled
+from fastsync.rules.limits import (
     BURST_BYTES,
     HOLDERS,
     ConnectionSlots,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from helpers import REPO_ROOT, wait_for
 
-from fastsync.config import Account
-from fastsync.errors import ExitCode, Locked
-from fastsync.lock import RunLock, lock_path
+from fastsync.settings.config import Account
+from fastsync.records.errors import ExitCode, Locked
+from fastsync.engine.lock import RunLock, lock_path
 
 
 def account(server: str = "imap.example.org", user: str = "alice@example.org", port: int = 993) -> Account:
@@ -61,8 +61,8 @@ def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path: Path) -> N
 _HOLD = """
 import subprocess, sys, time
 from pathlib import Path
-from fastsync.config import Account
-from fastsync.lock import RunLock
+from fastsync.settings.config import Account
+from fastsync.engine.lock import RunLock
 account = Account("dst", "New provider", "imap.example.org", 993, "alice@example.org", "s", "implicit", None, 60.0)
 lock = RunLock.acquire(Path(sys.argv[1]), account)
 if sys.argv[2] == "hand-over":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers import REPO_ROOT
 
-from fastsync.errors import ExitCode
+from fastsync.records.errors import ExitCode
 
 sys.path.insert(0, str(REPO_ROOT / "man"))
 

@@ -36,9 +36,9 @@ from bench.corpus import Message
 from bench.dovecot import Dovecot
 from bench.tcpproxy import CountingProxy, Recording, _replace
 from fastsync.imap.transport import selected_status
-from fastsync.model import FolderPair, FolderScan, FolderStatus, MessageRef
-from fastsync.survey import diff_pair
-from fastsync.transfer import STREAM_ABOVE_BYTES
+from fastsync.records.model import FolderPair, FolderScan, FolderStatus, MessageRef
+from fastsync.engine.planner import diff_pair
+from fastsync.engine.transfer import STREAM_ABOVE_BYTES
 
 MINIMAL = "IMAP4rev1 NAMESPACE"
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30))

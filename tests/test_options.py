@@ -10,8 +10,8 @@ import pytest
 from helpers import REPO_ROOT
 
 from fastsync.cli import build_parser
-from fastsync.config import parse_config
-from fastsync.options import ALL_FLAGS, COMMAND_FLAGS, Options, config_value, given, resolve
+from fastsync.settings.config import parse_config
+from fastsync.settings.options import ALL_FLAGS, COMMAND_FLAGS, Options, config_value, given, resolve
 
 CONFIG = {
     "src": {"server": "a.example:143", "user": "a", "pass": "pa", "tls": "none"},

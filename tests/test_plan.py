@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastsync.model import FolderPair, MessageRef
-from fastsync.plan import (
+from fastsync.records.model import FolderPair, MessageRef
+from fastsync.rules.plan import (
     STREAM_MESSAGE_BYTES,
     STREAM_UNIT_MAX_BYTES,
     across_folders,

@@ -12,13 +12,13 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from fastsync.config import parse_config
-from fastsync.limits import Limits
-from fastsync.model import FolderPair, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.pool import Coordinator, _parent_watch
-from fastsync.processes import context
+from fastsync.settings.config import parse_config
+from fastsync.rules.limits import Limits
+from fastsync.records.model import FolderPair, UnitDone, WorkerExit, WorkerSettings, WorkUnit
+from fastsync.engine.pool import Coordinator, _parent_watch
+from fastsync.engine.processes import context
 from fastsync.progress import Reporter
-from fastsync.results import Summary
+from fastsync.records.results import Summary
 
 CONFIG = {
     "src": {"server": "127.0.0.1:1", "user": "a", "pass": "pa", "tls": "none"},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fastsync.config import parse_config
-from fastsync.providers import notices
+from fastsync.settings.config import parse_config
+from fastsync.settings.providers import notices
 
 
 def config(src_host: str, dst_host: str) -> object:

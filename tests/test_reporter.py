@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from fastsync.model import Failure, Folder, FolderPair, FolderStatus, Namespace, Skipped
+from fastsync.records.model import Failure, Folder, FolderPair, FolderStatus, Namespace, Skipped
 from fastsync.progress import Reporter, check_document, show_document, sync_document
-from fastsync.results import AccountInfo, CheckSummary, Difference, FolderCheck, FolderInfo, FolderRow, Listing, RefusedFolder, Summary
+from fastsync.records.results import AccountInfo, CheckSummary, Difference, FolderCheck, FolderInfo, FolderRow, Listing, RefusedFolder, Summary
 
 ROWS = [
     FolderRow("INBOX", "INBOX", messages=5, size_bytes=2500, to_copy=3, to_copy_bytes=1500, without_id=1),

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from fastsync.errors import (
+from fastsync.records.errors import (
     AuthError,
     ConnectError,
     ConnectionLost,
@@ -18,8 +18,8 @@ from fastsync.errors import (
     TLSError,
 )
 from fastsync.imap.replies import already_exists, append_refused, redact
-from fastsync.model import WorkerSettings
-from fastsync.retry import with_retries
+from fastsync.records.model import WorkerSettings
+from fastsync.rules.retry import with_retries
 
 SETTINGS = WorkerSettings(retries=3, backoff_base_s=1.0, backoff_max_s=60.0)
 

@@ -39,11 +39,12 @@ from tokenserver import TokenServer
 
 from bench.corpus import Message
 from bench.dovecot import Dovecot
-from fastsync import cli, credentials
+from fastsync import cli
+from fastsync.settings import credentials
 from fastsync.imap import session
-from fastsync.config import Account as SideAccount
-from fastsync.config import load_config, parse_config, warnings_for
-from fastsync.errors import ConfigError
+from fastsync.settings.config import Account as SideAccount
+from fastsync.settings.config import load_config, parse_config, warnings_for
+from fastsync.records.errors import ConfigError
 
 UTC = dt.UTC
 _names = itertools.count(1)

@@ -7,13 +7,13 @@ import datetime as dt
 
 import pytest
 
-from fastsync.folders import exclusion, filter_pairs
+from fastsync.rules.folders import exclusion, filter_pairs
 from fastsync.imap.replies import append_limit
-from fastsync.model import FolderPair, FolderScan, FolderStatus, MessageRef, Selection, Skipped
-from fastsync.options import Options
-from fastsync.plan import size_reason, skip_by_size
-from fastsync.survey import selection_of
-from fastsync.wire import batches, search_dates, search_uids
+from fastsync.records.model import FolderPair, FolderScan, FolderStatus, MessageRef, Selection, Skipped
+from fastsync.settings.options import Options
+from fastsync.rules.plan import size_reason, skip_by_size
+from fastsync.engine.planner import selection_of
+from fastsync.imap.wire import batches, search_dates, search_uids
 
 
 @pytest.mark.parametrize(

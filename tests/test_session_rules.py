@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from fastsync.model import WorkerSettings
+from fastsync.records.model import WorkerSettings
 from fastsync.imap.replies import response_code, throttle_wait
-from fastsync.wire import sequence_set
-from fastsync.plan import settable_flags
-from fastsync.retry import backoff_s
+from fastsync.imap.wire import sequence_set
+from fastsync.rules.plan import settable_flags
+from fastsync.rules.retry import backoff_s
 
 # ----------------------------------------------------------------------------- sequence sets
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fastsync.config import Config, parse_config
-from fastsync.model import FolderPair, FolderStatus
-from fastsync.state import StateCache
+from fastsync.settings.config import Config, parse_config
+from fastsync.records.model import FolderPair, FolderStatus
+from fastsync.engine.state import StateCache
 
 INBOX = FolderPair("INBOX", "INBOX")
 WORK = FolderPair("Work", "Archive/Work", "map")
@@ -170,7 +170,7 @@ def test_a_failed_save_keeps_the_old_cache_and_no_temporary_file(tmp_path: Path,
     def interrupted(src: str, dst: str) -> None:
         raise KeyboardInterrupt  # Ctrl-C between writing the temporary file and renaming it
 
-    monkeypatch.setattr("fastsync.state.os.replace", interrupted)
+    monkeypatch.setattr("fastsync.engine.state.os.replace", interrupted)
     new = StateCache(path)
     new.record(WORK, SRC, DST)
     with pytest.raises(KeyboardInterrupt):

@@ -22,7 +22,7 @@ from helpers import capped_rate_allowance, commands, run_cli, snapshot, summary_
 from bench.corpus import Message
 from bench.dovecot import Dovecot
 from bench.tcpproxy import CountingProxy, Fault, Traffic
-from fastsync.plan import STREAM_MESSAGE_BYTES
+from fastsync.rules.plan import STREAM_MESSAGE_BYTES
 
 WHEN = dt.datetime(2022, 3, 4, 5, 6, 7, tzinfo=dt.timezone(dt.timedelta(hours=-7)))
 

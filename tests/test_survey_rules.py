@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fastsync.model import FolderPair, FolderScan, FolderStatus, MessageRef
-from fastsync.survey import diff_pair
+from fastsync.records.model import FolderPair, FolderScan, FolderStatus, MessageRef
+from fastsync.engine.planner import diff_pair
 
 ALL_MAIL = FolderPair("[Gmail]/All Mail", "[Gmail]/All Mail", src_role="\\All")
 

@@ -25,11 +25,11 @@ from helpers import run_cli, snapshot, summary_line
 
 from bench.corpus import Message
 from bench.dovecot import make_certificates
-from fastsync.config import Account
+from fastsync.settings.config import Account
 from fastsync.imap import transport
 from fastsync.imap.tls import TLS_WRITE_BYTES, TLSStream
 from fastsync.imap.transport import APPEND_WRITE_BYTES, _Writes
-from fastsync.transfer import STREAM_ABOVE_BYTES
+from fastsync.engine.transfer import STREAM_ABOVE_BYTES
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Unit tests of the values users type: sizes, ages and regular expressions (fastsync/values.py),
+"""Unit tests of the values users type: sizes, ages and regular expressions (fastsync/settings/values.py),
 and of the flags, variables and config keys that read them."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from fastsync.cli import build_parser
-from fastsync.config import load_config, parse_config
-from fastsync.errors import ConfigError, UsageError
-from fastsync.options import COMMAND_FLAGS, Options, given, resolve
-from fastsync.values import AGE_EXPECTED, SIZE_EXPECTED, parse_age_days, parse_size, regex_problem
+from fastsync.settings.config import load_config, parse_config
+from fastsync.records.errors import ConfigError, UsageError
+from fastsync.settings.options import COMMAND_FLAGS, Options, given, resolve
+from fastsync.settings.values import AGE_EXPECTED, SIZE_EXPECTED, parse_age_days, parse_size, regex_problem
 
 CONFIG = {
     "src": {"server": "a.example:143", "user": "a", "pass": "pa", "tls": "none"},

@@ -19,7 +19,7 @@ import pytest
 
 from bench.dovecot import Dovecot
 from bench.tcpproxy import CountingProxy
-from fastsync.changes import Interrupts
+from fastsync.engine.changes import Interrupts
 from tests.conftest import Account, AccountFactory, write_config
 from tests.helpers import message, run_cli, snapshot, spawn_sync, wait_for
 
@@ -241,10 +241,10 @@ def test_a_listener_issues_idle_again_and_still_hears_changes(
     import io
     import logging
 
-    from fastsync.changes import ChangeFeed
-    from fastsync.config import load_config
-    from fastsync.limits import Limits
-    from fastsync.model import WorkerSettings
+    from fastsync.engine.changes import ChangeFeed
+    from fastsync.settings.config import load_config
+    from fastsync.rules.limits import Limits
+    from fastsync.records.model import WorkerSettings
     from fastsync.progress import Reporter
 
     server, users = dovecot_plain
@@ -314,8 +314,8 @@ def test_a_survey_of_no_folder_keeps_the_selected_folder_known(accounts: Account
     """A survey with nothing to read leaves the examined folder selected on the server; the
     session must still know it, or its next LIST-STATUS (which leaves the selected folder
     first) reads that folder's STATUS from the session's stale view (RFC 3501 6.3.10)."""
-    from fastsync import plan
-    from fastsync.config import parse_config
+    from fastsync.rules import plan
+    from fastsync.settings.config import parse_config
     from fastsync.imap.session import Session
 
     src, _dst = accounts(2)

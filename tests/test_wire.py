@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from fastsync.wire import (
+from fastsync.imap.wire import (
     body_literal, literal_size, parse_internaldate, records, uid_in, usual_bodies, usual_refs, usual_sizes,
     usual_states,
 )

@@ -32,14 +32,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastsync import cluster, pairrun
-from fastsync.batchfile import Batch, PairLine
-from fastsync.errors import Cancelled, UsageError
-from fastsync.journal import Entry, Journal
-from fastsync.options import DEFAULT_WORKERS, Options
-from fastsync.pairrun import Callbacks, PairProcess
-from fastsync.results import BatchSummary, PairResult, Reporter
-from fastsync.state import default_dir
+from fastsync.batch import cluster
+from fastsync.batch import parent as pairrun
+from fastsync.batch.inputs import Batch, PairLine
+from fastsync.records.errors import Cancelled, UsageError
+from fastsync.batch.journal import Entry, Journal
+from fastsync.settings.options import DEFAULT_WORKERS, Options
+from fastsync.batch.parent import Callbacks, PairProcess
+from fastsync.records.results import BatchSummary, PairResult, Reporter
+from fastsync.engine.state import default_dir
 
 # Pairs at once on one machine when nothing else decides.
 DEFAULT_PARALLEL = 4

@@ -22,20 +22,21 @@ import functools
 import time
 from collections.abc import Sequence
 
-from fastsync import folders as folder_rules
-from fastsync import plan, processes
-from fastsync.config import Config
-from fastsync.errors import FolderError
-from fastsync.events import event
+from fastsync.rules import folders as folder_rules
+from fastsync.rules import plan
+from fastsync.engine import processes
+from fastsync.settings.config import Config
+from fastsync.records.errors import FolderError
+from fastsync.records.events import event
 from fastsync.imap.session import Session
-from fastsync.ledger import Ledger
-from fastsync.limits import Limits
-from fastsync.model import FolderPair, MessageState, Selection
-from fastsync.options import Options
-from fastsync.results import DIFFERENCE_KINDS, CheckSummary, Difference, FolderCheck, Reporter
-from fastsync.state import default_dir
-from fastsync.survey import Planner, both, list_both, pair_both, readable_on_dst, selection_of, states_both
-from fastsync.wire import format_internaldate
+from fastsync.engine.ledger import Ledger
+from fastsync.rules.limits import Limits
+from fastsync.records.model import FolderPair, MessageState, Selection
+from fastsync.settings.options import Options
+from fastsync.records.results import DIFFERENCE_KINDS, CheckSummary, Difference, FolderCheck, Reporter
+from fastsync.engine.state import default_dir
+from fastsync.engine.planner import Planner, both, list_both, pair_both, readable_on_dst, selection_of, states_both
+from fastsync.imap.wire import format_internaldate
 
 
 def compare(

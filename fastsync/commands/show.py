@@ -7,14 +7,14 @@ EXAMINE plus a FETCH of RFC822.SIZE.
 
 from __future__ import annotations
 
-from fastsync import folders as folder_rules
-from fastsync.config import Config
-from fastsync.errors import FolderError
+from fastsync.rules import folders as folder_rules
+from fastsync.settings.config import Config
+from fastsync.records.errors import FolderError
 from fastsync.imap.session import Session
-from fastsync.model import FolderStatus
-from fastsync.options import Options
-from fastsync.results import AccountInfo, FolderInfo, Listing, Reporter
-from fastsync.survey import namespace_of
+from fastsync.records.model import FolderStatus
+from fastsync.settings.options import Options
+from fastsync.records.results import AccountInfo, FolderInfo, Listing, Reporter
+from fastsync.engine.planner import namespace_of
 
 
 def run(config: Config, options: Options, reporter: Reporter) -> Listing:

@@ -23,21 +23,24 @@ import sys
 import time
 from collections.abc import Sequence
 
-from fastsync import changes as watch
-from fastsync import folders as folder_rules
-from fastsync import plan, pool, processes, providers
-from fastsync.config import Config
-from fastsync.errors import Cancelled, FolderError, UsageError
-from fastsync.events import event
+from fastsync.engine import changes as watch
+from fastsync.rules import folders as folder_rules
+from fastsync.rules import plan
+from fastsync.engine import pool
+from fastsync.engine import processes
+from fastsync.settings import providers
+from fastsync.settings.config import Config
+from fastsync.records.errors import Cancelled, FolderError, UsageError
+from fastsync.records.events import event
 from fastsync.imap.session import Session
-from fastsync.ledger import Ledger
-from fastsync.limits import Limits, planner_yields, workers_allowed
-from fastsync.lock import RunLock
-from fastsync.model import Folder, FolderPair, FolderStatus, UnitDone, WorkUnit
-from fastsync.options import Options
-from fastsync.results import FolderRow, RefusedFolder, Reporter, Summary
-from fastsync.state import StateCache, default_dir
-from fastsync.survey import (
+from fastsync.engine.ledger import Ledger
+from fastsync.rules.limits import Limits, planner_yields, workers_allowed
+from fastsync.engine.lock import RunLock
+from fastsync.records.model import Folder, FolderPair, FolderStatus, UnitDone, WorkUnit
+from fastsync.settings.options import Options
+from fastsync.records.results import FolderRow, RefusedFolder, Reporter, Summary
+from fastsync.engine.state import StateCache, default_dir
+from fastsync.engine.planner import (
     FolderPlan,
     Planner,
     Statuses,

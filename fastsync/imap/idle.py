@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import time
 
-from fastsync.config import Account
-from fastsync.errors import FolderError
+from fastsync.settings.config import Account
+from fastsync.records.errors import FolderError
 from fastsync.imap import transport
 from fastsync.imap.session import Session, Slots, guard
 from fastsync.imap.transport import Meter, text_of

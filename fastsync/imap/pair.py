@@ -10,9 +10,9 @@ import concurrent.futures
 from collections.abc import Callable
 from functools import partial
 
-from fastsync.config import Account
+from fastsync.settings.config import Account
 from fastsync.imap.session import Session
-from fastsync.limits import Limits
+from fastsync.rules.limits import Limits
 
 
 class SessionPair:

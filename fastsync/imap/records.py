@@ -3,17 +3,17 @@
 Protocol edge (`fastsync.imap`), without a connection: the items are those imaplib hands
 over (plain lines and ``(line, literal)`` pairs), read in `wire`'s usual shapes first and
 then through `transport.Fields` (imapclient's parser for what `wire` does not read).
-`Session` fetches; these functions make `fastsync.model` records of what came back.
+`Session` fetches; these functions make `fastsync.records.model` records of what came back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from fastsync import wire
-from fastsync.errors import MalformedResponse
+from fastsync.imap import wire
+from fastsync.records.errors import MalformedResponse
 from fastsync.imap.transport import Fields
-from fastsync.model import MessageRef, MessageState
+from fastsync.records.model import MessageRef, MessageState
 
 # A message's identity from its header fields and size, and whether it had a Message-Id (plan.identity).
 Identity = Callable[[bytes, int], tuple[str, bool]]

@@ -15,8 +15,8 @@ import socket
 import ssl
 from collections.abc import Iterable
 
-from fastsync.config import Account
-from fastsync.errors import DestinationFull, FolderMissing, MessageError, Throttled
+from fastsync.settings.config import Account
+from fastsync.records.errors import DestinationFull, FolderMissing, MessageError, Throttled
 from fastsync.imap.tls import describe_certificate_error
 
 _RESPONSE_CODE = re.compile(rb"^\s*\[([A-Za-z0-9-]+)")

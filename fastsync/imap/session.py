@@ -1,8 +1,8 @@
-"""IMAP operations on one logged-in connection, returning `fastsync.model` records.
+"""IMAP operations on one logged-in connection, returning `fastsync.records.model` records.
 
 Protocol edge, with `transport.py` the only modules that import imapclient or imaplib.
 A `Session` turns imapclient's values into records and its exceptions into
-`fastsync.errors` classes that name the side's label and server (`replies.py` says what a
+`fastsync.records.errors` classes that name the side's label and server (`replies.py` says what a
 refusal means), so nothing above this package ever sees an imapclient object.
 `stream_messages` copies large messages from a source session to a destination one.
 """
@@ -17,16 +17,16 @@ from typing import Any, Protocol
 
 from imapclient import exceptions as imap_exc
 
-from fastsync import wire
-from fastsync.config import Account
-from fastsync.errors import ConnectionLost, FolderError, MalformedResponse
+from fastsync.imap import wire
+from fastsync.settings.config import Account
+from fastsync.records.errors import ConnectionLost, FolderError, MalformedResponse
 from fastsync.imap import records, replies, transport
 from fastsync.imap.records import Identity
 from fastsync.imap.transport import Client, Meter, text_of
-from fastsync.model import (
+from fastsync.records.model import (
     Described, Fetched, Folder, FolderScan, FolderStatus, MessageRef, MessageState, Namespace, Selection,
 )
-from fastsync.wire import sequence_set, uid_sets
+from fastsync.imap.wire import sequence_set, uid_sets
 
 
 # Planning fetches message identities this many at a time: one round trip per few thousand

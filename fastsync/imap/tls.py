@@ -14,7 +14,7 @@ import socket
 import ssl
 from typing import Any
 
-from fastsync.config import Account
+from fastsync.settings.config import Account
 
 # A TLS connection's reads take up to this much of what the kernel holds at once, and its
 # writes encrypt up to this much plaintext into one send (see `TLSStream`).

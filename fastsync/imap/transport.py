@@ -31,13 +31,14 @@ from imapclient import imap4
 from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_fetch_response, parse_response
 
-from fastsync import credentials, wire
-from fastsync.config import Account
-from fastsync.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError
+from fastsync.settings import credentials
+from fastsync.imap import wire
+from fastsync.settings.config import Account
+from fastsync.records.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError
 from fastsync.imap.replies import NoGreeting, describe_os_error, raise_if_throttled, redact
 from fastsync.imap.tls import StreamContext, TLSStream, tls_context
-from fastsync.limits import capped_buffer_bytes
-from fastsync.model import Described, Fetched, Folder, FolderStatus
+from fastsync.rules.limits import capped_buffer_bytes
+from fastsync.records.model import Described, Fetched, Folder, FolderStatus
 
 # Bytes charged to a meter per read or write: small enough that a 20 MB message cannot
 # burst through a bandwidth cap, large enough that accounting costs nothing measurable.

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from fastsync.errors import AuthError
+from fastsync.records.errors import AuthError
 
 __all__ = [
     "PASS_CMD_TIMEOUT_S",

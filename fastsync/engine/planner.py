@@ -20,17 +20,17 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from fastsync import folders as folder_rules
-from fastsync import plan
-from fastsync.config import Config
-from fastsync.errors import ConnectError
-from fastsync.events import event
+from fastsync.rules import folders as folder_rules
+from fastsync.rules import plan
+from fastsync.settings.config import Config
+from fastsync.records.errors import ConnectError
+from fastsync.records.events import event
 from fastsync.imap import replies
 from fastsync.imap.pair import SessionPair
 from fastsync.imap.session import Session, uids_within
-from fastsync.ledger import Ledger
-from fastsync.limits import Limits
-from fastsync.model import (
+from fastsync.engine.ledger import Ledger
+from fastsync.rules.limits import Limits
+from fastsync.records.model import (
     Folder,
     FolderPair,
     FolderScan,
@@ -43,10 +43,10 @@ from fastsync.model import (
     Skipped,
     WorkerSettings,
 )
-from fastsync.options import Options
-from fastsync.results import Reporter
-from fastsync.retry import with_retries
-from fastsync.state import StateCache, fingerprint
+from fastsync.settings.options import Options
+from fastsync.records.results import Reporter
+from fastsync.rules.retry import with_retries
+from fastsync.engine.state import StateCache, fingerprint
 
 T = TypeVar("T")
 U = TypeVar("U")

@@ -1,6 +1,6 @@
 """What each command returns, and the interface of the reporter that shows it.
 
-Records layer: imports only `fastsync.model`.  Commands fill these records; the output
+Records layer: imports only `fastsync.records.model`.  Commands fill these records; the output
 layer (`progress.py`) renders them as tables, summary lines and ``--json`` documents, so a
 figure on the terminal and the same figure in a document come from one field.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fastsync.model import Failure, Folder, FolderPair, FolderStatus, Namespace, Skipped
+from fastsync.records.model import Failure, Folder, FolderPair, FolderStatus, Namespace, Skipped
 
 # The kinds of difference check reports, in the order it reports them.
 DIFFERENCE_KINDS = ("missing", "extra", "flags", "date", "body")

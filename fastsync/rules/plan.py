@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from fastsync.model import FolderPair, MessageRef, MessageState, Selection, Skipped, WorkUnit
+from fastsync.records.model import FolderPair, MessageRef, MessageState, Selection, Skipped, WorkUnit
 
 S = TypeVar("S")
 D = TypeVar("D")

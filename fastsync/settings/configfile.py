@@ -3,7 +3,7 @@
 Settings layer, used by ``config.py`` only.  :func:`read_config_file` picks :func:`parse_yaml` or
 :func:`parse_json` by the file's extension; both turn the text into data plus a map from
 field paths (``"src.server"``, ``"map[1].dst"``) to 1-based line numbers, or raise
-:class:`~fastsync.errors.ConfigError` with a one-line message that never quotes the file's
+:class:`~fastsync.records.errors.ConfigError` with a one-line message that never quotes the file's
 text (a line of it could hold a password).  :func:`quote`, :func:`show`, :func:`kind`,
 :func:`join_path` and :func:`display_path` render names, values and paths for those
 messages on one line, revealing no secret.
@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from fastsync.errors import ConfigError
+from fastsync.records.errors import ConfigError
 
 __all__ = [
     "EXTENSIONS",

@@ -1,4 +1,4 @@
-"""One account pair of a batch, run in a process of its own (``python -m fastsync.pairjob``).
+"""One account pair of a batch, run in a process of its own (``python -m fastsync.batch.child``).
 
 Engine layer.  `PairProcess` starts the pair's process, hands it the job over stdin (the
 passwords never appear in its arguments or environment), keeps stdin open as the pair's
@@ -27,10 +27,10 @@ from typing import IO, Any
 
 import orjson
 
-from fastsync.config import Config
-from fastsync.errors import ExitCode
-from fastsync.options import Options
-from fastsync.results import PairResult
+from fastsync.settings.config import Config
+from fastsync.records.errors import ExitCode
+from fastsync.settings.options import Options
+from fastsync.records.results import PairResult
 
 # The pair's last lines of stderr kept for a pair that died without a result.
 STDERR_LINES = 5
@@ -66,7 +66,7 @@ def spawn() -> subprocess.Popen[bytes]:
     second of start-up) and waits for its job, so a batch can have one ready when a pair
     starts (`PairProcess` takes it); one never given a job ends when its stdin closes."""
     return subprocess.Popen(
-        [sys.executable, "-m", "fastsync.pairjob"],
+        [sys.executable, "-m", "fastsync.batch.child"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from fastsync.config import Config
-from fastsync.model import FolderPair, FolderStatus
+from fastsync.settings.config import Config
+from fastsync.records.model import FolderPair, FolderStatus
 
 VERSION = 1
 

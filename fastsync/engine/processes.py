@@ -27,7 +27,7 @@ START_METHOD = "forkserver"
 # fork server's Popen class, named in the process object each worker unpickles.  About
 # 5 ms of CPU per worker, paid once here instead.
 PRELOAD = [
-    "fastsync.pool",
+    "fastsync.engine.pool",
     "multiprocessing.sharedctypes",
     "encodings.idna",
     "concurrent.futures.thread",

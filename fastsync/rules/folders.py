@@ -21,10 +21,10 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from fastsync.config import Config
-from fastsync.errors import UsageError
-from fastsync.model import Folder, FolderPair, Namespace
-from fastsync.options import Options
+from fastsync.settings.config import Config
+from fastsync.records.errors import UsageError
+from fastsync.records.model import Folder, FolderPair, Namespace
+from fastsync.settings.options import Options
 
 # RFC 6154 \All: every message of the account (Gmail's All Mail, archived mail included).
 ALL = "\\All"

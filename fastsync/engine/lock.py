@@ -25,8 +25,8 @@ from multiprocessing import reduction
 from pathlib import Path
 from typing import Any
 
-from fastsync.config import Account
-from fastsync.errors import Locked, UsageError
+from fastsync.settings.config import Account
+from fastsync.records.errors import Locked, UsageError
 
 # The holder writes its PID just after it takes the lock; a reader that comes in between
 # finds the file empty and looks again.

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from fastsync.config import Config
+from fastsync.settings.config import Config
 
 # How long a connection waits for another's lock before the statement fails.
 BUSY_TIMEOUT_S = 30.0

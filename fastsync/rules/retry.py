@@ -13,8 +13,8 @@ import random
 from collections.abc import Callable
 from typing import TypeVar
 
-from fastsync.errors import ConnectError, Throttled
-from fastsync.model import WorkerSettings
+from fastsync.records.errors import ConnectError, Throttled
+from fastsync.records.model import WorkerSettings
 
 T = TypeVar("T")
 

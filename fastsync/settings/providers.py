@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastsync.config import Account
+from fastsync.settings.config import Account
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ imapsync-go, so its users' files keep working; fastsync adds a few optional per-
 (``tls``, ``ca_file``, ``timeout_s``, the ``pass_env``/``pass_file``/``pass_cmd``
 password sources and ``oauth2_token_cmd`` for OAuth2).  :func:`load_config` returns one
 frozen :class:`Config` whose passwords are already resolved, or raises
-:class:`~fastsync.errors.ConfigError` with a single line::
+:class:`~fastsync.records.errors.ConfigError` with a single line::
 
     <file>: <field path>[ (line N)]: <what is wrong>; <what is expected>
 
@@ -18,7 +18,7 @@ never a traceback.  Validation happens in two phases: everything is checked firs
 then are password sources resolved, so a broken file never runs a ``pass_cmd``.  An
 ``oauth2_token_cmd`` is not run here at all: access tokens expire within the hour, so
 ``session.py`` runs the command for each connection it opens
-(:func:`fastsync.credentials.run_secret_cmd`).
+(:func:`fastsync.settings.credentials.run_secret_cmd`).
 
 Secrets stay out of child processes: a ``pass_cmd`` runs without the variables named by
 ``pass_env``, and :func:`load_config` removes those variables from the process environment
@@ -26,9 +26,9 @@ once read, so workers, the multiprocessing forkserver and token commands never i
 them.  :func:`warnings_for` lists what is allowed but unsafe (``tls: none``, a password in
 a file others can read), for the command line to print once per run.
 
-This module is the schema; the password sources are :mod:`fastsync.credentials`'s and the
+This module is the schema; the password sources are :mod:`fastsync.settings.credentials`'s and the
 file syntax (YAML, JSON, line numbers, values rendered for messages) is
-:mod:`fastsync.configfile`'s.  The command line calls :func:`load_config` and
+:mod:`fastsync.settings.configfile`'s.  The command line calls :func:`load_config` and
 :func:`warnings_for`; any module may use the records :class:`Config` and :class:`Account`.
 """
 
@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from fastsync.configfile import (
+from fastsync.settings.configfile import (
     read_config_file,
     display_path,
     join_path,
@@ -55,7 +55,7 @@ from fastsync.configfile import (
     quote,
     show,
 )
-from fastsync.credentials import (
+from fastsync.settings.credentials import (
     CredentialError,
     environ_without,
     forget_env_passwords,
@@ -63,8 +63,8 @@ from fastsync.credentials import (
     resolve_password,
     resolve_path,
 )
-from fastsync.errors import ConfigError
-from fastsync.values import parse_size, regex_problem
+from fastsync.records.errors import ConfigError
+from fastsync.settings.values import parse_size, regex_problem
 
 __all__ = [
     "OAUTH2_KEY",

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastsync.errors import Cancelled
+from fastsync.records.errors import Cancelled
 
 BURST_BYTES = 64 * 1024
 

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastsync.config import Config, parse_config
-from fastsync.configfile import display_path, read_config_file
-from fastsync.errors import ConfigError
+from fastsync.settings.config import Config, parse_config
+from fastsync.settings.configfile import display_path, read_config_file
+from fastsync.records.errors import ConfigError
 
 CREDENTIAL_COLUMNS = ("pass", "pass_file", "oauth2_token_cmd")
 COLUMNS = tuple(f"{side}_{key}" for side in ("src", "dst") for key in ("user", *CREDENTIAL_COLUMNS))

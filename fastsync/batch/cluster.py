@@ -28,11 +28,11 @@ import threading
 import uuid
 from typing import Any
 
-from fastsync.config import Config
-from fastsync.errors import ConnectError, UsageError
-from fastsync.options import Options
-from fastsync.pairrun import Callbacks, PairProcess
-from fastsync.results import PairResult
+from fastsync.settings.config import Config
+from fastsync.records.errors import ConnectError, UsageError
+from fastsync.settings.options import Options
+from fastsync.batch.parent import Callbacks, PairProcess
+from fastsync.records.results import PairResult
 
 # How long a lease outlives its last refresh (refreshed every fifth of it); the
 # scheduler checks leases every `distributed.scheduler.locks.lease-validation-interval`

@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TypeVar
 
-from fastsync.config import Account
-from fastsync.errors import FastsyncError
-from fastsync.events import event
+from fastsync.settings.config import Account
+from fastsync.records.errors import FastsyncError
+from fastsync.records.events import event
 from fastsync.imap.idle import Listener
-from fastsync.limits import Limits
-from fastsync.model import WorkerSettings
-from fastsync.results import FolderRow, Reporter, Summary
-from fastsync.retry import backoff_s
+from fastsync.rules.limits import Limits
+from fastsync.records.model import WorkerSettings
+from fastsync.records.results import FolderRow, Reporter, Summary
+from fastsync.rules.retry import backoff_s
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The process that runs one pair of a batch: ``python -m fastsync.pairjob``.
+"""The process that runs one pair of a batch: ``python -m fastsync.batch.child``.
 
 Entry layer, beside `cli.py`: `fastsync batch` (and a Dask task, see `cluster.py`) starts
 one such process per account pair.  It reads the pair's job (its `Config` and `Options`,
@@ -27,8 +27,8 @@ import threading
 from typing import BinaryIO
 
 from fastsync.cli import configure_log, sigterm_stops
-from fastsync.errors import Cancelled, ExitCode, FastsyncError
-from fastsync.pairrun import read_job
+from fastsync.records.errors import Cancelled, ExitCode, FastsyncError
+from fastsync.batch.parent import read_job
 
 
 def _watch_lifeline(stream: BinaryIO) -> None:
@@ -84,3 +84,7 @@ def main() -> int:
                 logging.getLogger("fastsync").removeHandler(handler)
                 handler.close()
     return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

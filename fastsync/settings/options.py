@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastsync import values as value_rules
-from fastsync.config import Config
-from fastsync.errors import UsageError
-from fastsync.model import WorkerSettings
+from fastsync.settings import values as value_rules
+from fastsync.settings.config import Config
+from fastsync.records.errors import UsageError
+from fastsync.records.model import WorkerSettings
 
 DEFAULT_CONFIG = "config.json"
 

@@ -21,17 +21,17 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from fastsync import plan
-from fastsync.config import Account
-from fastsync.errors import (
+from fastsync.rules import plan
+from fastsync.settings.config import Account
+from fastsync.records.errors import (
     ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError,
 )
 from fastsync.imap.pair import SessionPair
 from fastsync.imap.session import Session, describe_messages, stream_messages
-from fastsync.ledger import Ledger
-from fastsync.limits import Limits
-from fastsync.model import Described, Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
-from fastsync.retry import with_retries
+from fastsync.engine.ledger import Ledger
+from fastsync.rules.limits import Limits
+from fastsync.records.model import Described, Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
+from fastsync.rules.retry import with_retries
 
 # A unit that meets data the parser cannot read this many times is copied message by
 # message, so that one malformed message fails alone.

@@ -12,7 +12,7 @@ Engine layer.  Data flow::
 
 Each worker has a pipe of its own to the parent, not a queue shared by all: a worker
 killed while writing to a shared queue would die holding the queue's lock and freeze
-every other worker.  Only WorkUnits (UIDs) and the small reports of `fastsync.model`
+every other worker.  Only WorkUnits (UIDs) and the small reports of `fastsync.records.model`
 cross processes; message bodies stay inside one worker.  A worker keeps its two
 connections for the whole run; one initializer (`worker_main`) sets it up.
 
@@ -41,19 +41,19 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from fastsync.config import Account, Config
-from fastsync.errors import (
+from fastsync.settings.config import Account, Config
+from fastsync.records.errors import (
     AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, Throttled, TLSError,
 )
-from fastsync.events import event
-from fastsync.ledger import Ledger
-from fastsync.limits import Limits, StopFlag
-from fastsync.lock import RunLock
-from fastsync.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.processes import context
-from fastsync.results import Reporter, Summary
-from fastsync.retry import backoff_s
-from fastsync.transfer import Copier
+from fastsync.records.events import event
+from fastsync.engine.ledger import Ledger
+from fastsync.rules.limits import Limits, StopFlag
+from fastsync.engine.lock import RunLock
+from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
+from fastsync.engine.processes import context
+from fastsync.records.results import Reporter, Summary
+from fastsync.rules.retry import backoff_s
+from fastsync.engine.transfer import Copier
 
 # How often an idle worker wakes to check for cancellation and for a dead parent.
 POLL_S = 0.2
