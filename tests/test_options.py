@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO_ROOT
-
 from fastsync.cli import build_parser
 from fastsync.settings.config import parse_config
 from fastsync.settings.options import ALL_FLAGS, COMMAND_FLAGS, Options, config_value, given, resolve
@@ -91,11 +89,3 @@ def test_flags_that_name_a_config_key_name_a_real_one() -> None:
     }
     for flag in keyed:
         config_value(config, flag.config_key)
-
-
-
-def test_the_readme_names_both_variables_of_every_flag() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    table = readme.split("## Options", 1)[1].split("\n## ", 1)[0]
-    for flag in ALL_FLAGS:
-        assert f"`{flag.env}` (or `{flag.alias}`)" in table, flag.env
