@@ -47,7 +47,7 @@ PAGES = ("fastsync.1", *(page for page, _ in COMMAND_PAGES), "fastsync.conf.5")
 # An entry of an epilog block: "  0    success..."; more deeply indented lines continue it.
 _ENTRY = re.compile(r"^  (\S.*?):?\s{2,}(\S.*)$")
 _CONTINUATION = re.compile(r"^\s{3,}(\S.*)$")
-_PAGE_REFERENCE = re.compile(r"\b(fastsync(?:\\-[a-z]+)?(?:\.conf)?|git|mbsync|imapsync|flock|cron)\(([0-9])\)")
+_PAGE_REFERENCE = re.compile(r"\b(fastsync(?:\\-[a-z]+)?(?:\.conf)?|diff|cmp|flock)\(([0-9])\)")
 
 
 # --------------------------------------------------------------------------- markup -> roff
