@@ -35,7 +35,7 @@ from helpers import Command, Snapshot, commands, logical_lines, message, run_cli
 from bench.corpus import Message
 from bench.dovecot import Dovecot
 from bench.tcpproxy import CountingProxy, Recording, _replace
-from fastsync.imap.transport import selected_status
+from fastsync.imap.records import selected_status
 from fastsync.records.model import FolderPair, FolderScan, FolderStatus, MessageRef
 from fastsync.engine.planner import diff_pair
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES

@@ -42,6 +42,7 @@ from bench.dovecot import Dovecot
 from fastsync import cli
 from fastsync.settings import credentials
 from fastsync.imap import session
+from fastsync.imap.capabilities import Capabilities
 from fastsync.settings.config import Account as SideAccount
 from fastsync.settings.config import load_config, parse_config, warnings_for
 from fastsync.records.errors import ConfigError
@@ -568,7 +569,7 @@ def test_server_without_oauth2_mechanisms_is_a_clear_error(tmp_path: Path, dovec
     ],
 )
 def test_bearer_mechanism_prefers_the_standard(capabilities: list[str], expected: str | None) -> None:
-    assert credentials.bearer_mechanism(capabilities) == expected
+    assert credentials.bearer_mechanism(Capabilities.parse(capabilities).auth_mechanisms) == expected
 
 
 @pytest.mark.parametrize("mechanism", ["OAUTHBEARER", "XOAUTH2"])

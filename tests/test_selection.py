@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from fastsync.rules.folders import exclusion, filter_pairs
-from fastsync.imap.replies import append_limit
+from fastsync.imap.capabilities import Capabilities
 from fastsync.records.model import FolderPair, FolderScan, FolderStatus, MessageRef, Selection, Skipped
 from fastsync.settings.options import Options
 from fastsync.rules.plan import size_reason, skip_by_size
@@ -79,17 +79,17 @@ def test_skip_by_size_splits_in_order() -> None:
 @pytest.mark.parametrize(
     ("capabilities", "limit"),
     [
-        ((), 0),
+        ((), None),
         (("IMAP4REV1", "APPENDLIMIT=20000", "LITERAL+"), 20_000),
         (("appendlimit=35882577",), 35_882_577),
         # Without a value the limits are per folder (RFC 7889 section 3), not read here.
-        (("APPENDLIMIT",), 0),
-        (("APPENDLIMIT=",), 0),
-        (("APPENDLIMITS=5",), 0),
+        (("APPENDLIMIT",), None),
+        (("APPENDLIMIT=",), None),
+        (("APPENDLIMITS=5",), None),
     ],
 )
-def test_append_limit(capabilities: tuple[str, ...], limit: int) -> None:
-    assert append_limit(capabilities) == limit
+def test_append_limit(capabilities: tuple[str, ...], limit: int | None) -> None:
+    assert Capabilities.parse(capabilities).appendlimit == limit
 
 
 TODAY = dt.date(2024, 3, 10)

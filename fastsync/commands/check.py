@@ -148,12 +148,12 @@ def _check_pair(
     found.src_messages, found.dst_messages = len(src_states), len(dst_states)
     found.unkept_flags = tuple(plan.unkept_flags(src_states, permanent))
     src_digests = dst_digests = None
-    if bodies:
+    if bodies and states.src_folder is not None and states.dst_folder is not None:
         matched = matching.matched
-        # Each side's folder is still the examined one: hash only the matched messages.
+        # Hash only the matched messages, in the folders just read.
         src_digests, dst_digests = both(
-            functools.partial(src.body_digests, [(s.uid, s.size_bytes) for s, _d in matched]),
-            functools.partial(dst.body_digests, [(d.uid, d.size_bytes) for _s, d in matched]),
+            functools.partial(states.src_folder.body_digests, [(s.uid, s.size_bytes) for s, _d in matched]),
+            functools.partial(states.dst_folder.body_digests, [(d.uid, d.size_bytes) for _s, d in matched]),
         )
     found.differences = compare(matching, src_digests, dst_digests, permanent)
     return found

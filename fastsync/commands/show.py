@@ -43,8 +43,8 @@ def describe(session: Session, reporter: Reporter) -> AccountInfo:
         try:
             status = session.status(folder.name)
             if status.size_bytes < 0 and status.messages:
-                session.examine(folder.name)
-                size = session.total_size(status.messages)
+                with session.examine(folder.name) as box:
+                    size = box.total_size()
                 status = FolderStatus(status.messages, size, status.uidvalidity, status.uidnext)
             elif status.size_bytes < 0:
                 status = FolderStatus(0, 0, status.uidvalidity, status.uidnext)
@@ -55,6 +55,6 @@ def describe(session: Session, reporter: Reporter) -> AccountInfo:
     namespace = namespace_of(session, folders)
     account = session.account
     return AccountInfo(
-        account.side, account.label, account.server, account.user, tuple(sorted(session.capabilities)), tuple(infos),
+        account.side, account.label, account.server, account.user, tuple(sorted(session.capabilities.names)), tuple(infos),
         namespace,
     )

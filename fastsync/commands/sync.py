@@ -32,6 +32,7 @@ from fastsync.settings import providers
 from fastsync.settings.config import Config
 from fastsync.records.errors import Cancelled, FolderError, UsageError
 from fastsync.records.events import event
+from fastsync.imap.idle import heard_by
 from fastsync.imap.session import Session
 from fastsync.engine.ledger import Ledger
 from fastsync.rules.limits import Limits, planner_yields, workers_allowed
@@ -158,7 +159,7 @@ class _Run:
             )
         summary.size_bounds = bool(options.max_size_bytes or options.min_size_bytes)
         # A copy's UID from APPENDUID is what lets an empty folder be planned without identities.
-        uidplus = self.planner.call("reading capabilities", lambda _src, dst: "UIDPLUS" in dst.capabilities)
+        uidplus = self.planner.call("reading capabilities", lambda _src, dst: dst.capabilities.uidplus)
         plans = plan_folders(
             self.planner, pairs, existing, reporter, cache if not options.full else None, before, options.sync_flags,
             self.ledger, self.selection, options.delete_dest, self.incremental, blind_ok=uidplus,
@@ -190,7 +191,7 @@ class _Run:
                     if changes:
                         _update_flags(self.planner, changes, reporter, summary, plans)
                     # After the copy: a run that fails or is stopped on the way deletes nothing.
-                    self.delete(plans, deletions, expunge_all)
+                    self.delete(plans, deletions)
                 except (Cancelled, KeyboardInterrupt) as exc:
                     stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
                     summary.cancelled, summary.cancel_code = stopped.message, int(stopped.exit_code)
@@ -388,7 +389,7 @@ class _Run:
             event("destination rewrites", side="dst", folder=unit.pair.dst, level=logging.WARNING,
                   ledger=bool(done.appended))
 
-    def delete(self, plans: Sequence[FolderPlan], deletions: Sequence[FolderPlan], expunge_all: bool) -> None:
+    def delete(self, plans: Sequence[FolderPlan], deletions: Sequence[FolderPlan]) -> None:
         """Delete the destination's extra messages planned before the copy (--delete-dest).
 
         Only the UIDs read while planning: a message copied since has a higher UID.  A
@@ -404,8 +405,8 @@ class _Run:
                     raise FolderError(
                         f"folder {p.pair.dst!r}: nothing deleted: its source folder changed during the run; run again"
                     )
-                self.planner.call("deleting", functools.partial(
-                    _delete, folder=p.pair.dst, uids=uids, uidvalidity=p.dst_uidvalidity, uid_expunge=not expunge_all
+                command = self.planner.call("deleting", functools.partial(
+                    _delete, folder=p.pair.dst, uids=uids, uidvalidity=p.dst_uidvalidity
                 ))
             except FolderError as exc:
                 summary.errors.append(exc.message)
@@ -415,8 +416,7 @@ class _Run:
                 continue
             summary.deleted += len(uids)
             summary.deleted_by_folder[p.pair.dst] = len(uids)
-            event("messages deleted", side="dst", folder=p.pair.dst, uids=uids,
-                  command="EXPUNGE" if expunge_all else "UID EXPUNGE")
+            event("messages deleted", side="dst", folder=p.pair.dst, uids=uids, command=command)
             self.reporter.detail(f"deleted {len(uids)} messages from {p.pair.dst!r}")
 
 
@@ -444,7 +444,7 @@ def _watch(first: _Run, cache: StateCache) -> None:
     totals = watch.Totals()
     reporter.info(f"First sync: {summary.copied} copied, {summary.present} already present, "
                   f"{len(summary.failed)} failed.")
-    how = "NOTIFY (every folder)" if notify else f"IDLE on {', '.join(map(repr, folders)) or 'no folder'}"
+    how = heard_by(notify, folders)
     reporter.info(f"Watching {config.src.label} ({config.src.server}) for changes: {how}"
                   + ("" if notify else f", every folder polled every {options.poll_s} s") + "; Ctrl-C stops.")
     event("watch started", side="src", how="notify" if notify else "idle", folders=folders, poll_s=options.poll_s)
@@ -499,7 +499,7 @@ def _listened(first: _Run) -> tuple[list[str], bool]:
     """What the listeners watch, from the folders the first sync listed: [""] (the whole
     account) where the source offers NOTIFY (RFC 5465), else INBOX and the \\Sent folder
     among those synced (IDLE on each); and whether it is NOTIFY."""
-    if "NOTIFY" in first.planner.call("reading capabilities", lambda src, _dst: src.capabilities):
+    if first.planner.call("reading capabilities", lambda src, _dst: src.capabilities.notify):
         return [""], True
     roles = {f.name: f.special_use for f in first.src_folders}
     synced = [p.src for p in first.pairs]
@@ -589,17 +589,13 @@ def _update_flags(
     A folder whose STORE is refused leaves its pairs incomplete, so that the state cache
     does not record them as in step and the next --sync-flags run compares them again.
 
-    A folder is selected read-write only for its STOREs, then examined again: SELECT and
-    EXAMINE leave the previous folder without expunging, where CLOSE after SELECT would
-    expunge the destination's \\Deleted messages (RFC 3501 section 6.4.2).
+    A folder is selected read-write only for its STOREs, and left without expunging the
+    destination's \\Deleted messages (`Session.select`).
     """
 
     def store(_src: Session, dst: Session, folder: str, folder_changes: dict[tuple[str, ...], list[int]]) -> None:
-        dst.select(folder)
-        try:
-            dst.store_flags(folder_changes)
-        finally:
-            dst.examine(folder)
+        with dst.select(folder) as box:
+            box.store_flags(folder_changes)
 
     for folder, folder_changes in changes.items():
         count = sum(len(uids) for uids in folder_changes.values())
@@ -617,16 +613,9 @@ def _update_flags(
         reporter.detail(f"flags updated on {count} messages of {folder!r}")
 
 
-def _delete(_src: Session, dst: Session, folder: str, uids: list[int], uidvalidity: int, uid_expunge: bool) -> None:
-    """Delete *uids* from a destination folder, selected read-write only for that, then
-    examined again: EXAMINE leaves it without expunging, where CLOSE after SELECT would
-    expunge every \\Deleted message (RFC 3501 section 6.4.2).  A repeat after a lost
-    connection is harmless: the UIDs gone are simply not found again."""
-    status = dst.select(folder)
-    try:
-        if status.uidvalidity != uidvalidity:
-            # The UIDs read while planning name other messages now (RFC 3501 section 2.3.1.1).
-            raise FolderError(f"{dst.where}: folder {folder!r}: nothing deleted: UIDVALIDITY changed; run again")
-        dst.delete_messages(uids, uid_expunge)
-    finally:
-        dst.examine(folder)
+def _delete(_src: Session, dst: Session, folder: str, uids: list[int], uidvalidity: int) -> str:
+    """Delete *uids* from a destination folder, selected read-write only for that and left
+    without expunging anything else (`Session.select`); the expunge used, for the log.  A
+    repeat after a lost connection is harmless: the UIDs gone are simply not found again."""
+    with dst.select(folder) as box:
+        return box.delete_messages(uids, uidvalidity)

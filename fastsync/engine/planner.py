@@ -25,9 +25,9 @@ from fastsync.rules import plan
 from fastsync.settings.config import Config
 from fastsync.records.errors import ConnectError
 from fastsync.records.events import event
-from fastsync.imap import replies
 from fastsync.imap.pair import SessionPair
-from fastsync.imap.session import Session, uids_within
+from fastsync.imap.folder import SelectedFolder
+from fastsync.imap.session import Session
 from fastsync.engine.ledger import Ledger
 from fastsync.rules.limits import Limits
 from fastsync.records.model import (
@@ -190,7 +190,7 @@ def selection_of(options: Options, append_limit_bytes: int = 0, today: dt.date |
 
 def append_limit(planner: Planner) -> int:
     """The destination's APPENDLIMIT (RFC 7889) in bytes, 0 when it announces none."""
-    return planner.call("reading capabilities", lambda _src, dst: replies.append_limit(dst.capabilities))
+    return planner.call("reading capabilities", lambda _src, dst: dst.capabilities.appendlimit or 0)
 
 
 def readable_on_dst(pair: FolderPair, existing: set[str]) -> bool:
@@ -356,7 +356,8 @@ def _new_only(
         return None
 
     def read(session: Session, _dst: Session) -> tuple[FolderStatus, tuple[list[MessageRef], bool]]:
-        return session.examine(pair.src), session.new_since(uidnext, modseq, plan.identity)
+        with session.examine(pair.src) as box:
+            return box.status, box.new_since(uidnext, modseq, plan.identity)
 
     status, (refs, older) = planner.call("planning", read)
     # Messages that arrived after this pass's STATUS are left to the next pass: the cache
@@ -466,46 +467,55 @@ def _survey_both(
 
 def read_states(
     session: Session, folder: str, exists: bool = True, selection: Selection = EVERY_MESSAGE
-) -> tuple[list[MessageState], FolderStatus | None]:
+) -> tuple[list[MessageState], SelectedFolder | None]:
     """Flags, dates and identities of a folder's messages, read-only (EXAMINE, BODY.PEEK),
-    only those within *selection*'s dates (UID SEARCH) and sizes; with the folder's status
-    (None when it does not exist)."""
+    only those within *selection*'s dates (UID SEARCH) and sizes; with the folder, still
+    selected (None when it does not exist)."""
     if not exists:
         return [], None
-    return _within(session, session.examine(folder), selection)
+    return _within(session.examine(folder), selection)
 
 
-def _within(session: Session, status: FolderStatus, selection: Selection) -> tuple[list[MessageState], FolderStatus]:
-    """The selected folder's message states within *selection*, and *status*."""
-    states = session.message_states(status.messages, plan.identity) if status.messages else []
+def _within(box: SelectedFolder, selection: Selection) -> tuple[list[MessageState], SelectedFolder]:
+    """The message states of *box* within *selection*, and *box*."""
+    states = box.message_states(plan.identity) if box.status.messages else []
     if selection.dated and states:
-        within = uids_within(session, status.messages, selection)
+        within = box.uids_within(selection)
         states = [s for s in states if s.uid in within]
-    return [s for s in states if not plan.size_reason(s.size_bytes, selection)], status
+    return [s for s in states if not plan.size_reason(s.size_bytes, selection)], box
 
 
 def read_kept_states(
     session: Session, folder: str, exists: bool = True, selection: Selection = EVERY_MESSAGE
-) -> tuple[list[MessageState], FolderStatus | None]:
+) -> tuple[list[MessageState], SelectedFolder | None]:
     """`read_states` of a destination folder, whose status says which flags it can keep.
 
     PERMANENTFLAGS comes only with SELECT (EXAMINE reports it empty: nothing can be stored
     in a read-only session, RFC 3501 section 6.3.2), so the folder is selected read-write;
-    nothing is stored, and leaving it expunges nothing.
+    nothing is stored, and leaving it expunges nothing (`Session.select`).
     """
     if not exists:
         return [], None
-    return _within(session, session.select(folder), selection)
+    return _within(session.select(folder), selection)
 
 
 @dataclass
 class PairStates:
-    """Both folders of a pair as check and --sync-flags compare them."""
+    """Both folders of a pair as check and --sync-flags compare them, each still selected
+    on its side (None: the folder does not exist) for a closer look (`check --bodies`)."""
 
     src: list[MessageState]
     dst: list[MessageState]
-    src_status: FolderStatus | None
-    dst_status: FolderStatus | None
+    src_folder: SelectedFolder | None
+    dst_folder: SelectedFolder | None
+
+    @property
+    def src_status(self) -> FolderStatus | None:
+        return self.src_folder.status if self.src_folder is not None else None
+
+    @property
+    def dst_status(self) -> FolderStatus | None:
+        return self.dst_folder.status if self.dst_folder is not None else None
 
     @property
     def permanent(self) -> Permanent:
@@ -526,11 +536,11 @@ def states_both(
     """Both folders of a pair, at once, each narrowed to *selection* (check compares a
     window with the same window): the source read-only, the destination with the flags it
     can keep (`read_kept_states`)."""
-    (src_states, src_status), (dst_states, dst_status) = both(
+    (src_states, src_folder), (dst_states, dst_folder) = both(
         functools.partial(read_states, src, pair.src, selection=selection),
         functools.partial(read_kept_states, dst, pair.dst, dst_exists, selection),
     )
-    return PairStates(src_states, dst_states, src_status, dst_status)
+    return PairStates(src_states, dst_states, src_folder, dst_folder)
 
 
 def flags_to_update(

@@ -27,7 +27,8 @@ from fastsync.records.errors import (
     ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError,
 )
 from fastsync.imap.pair import SessionPair
-from fastsync.imap.session import Session, describe_messages, stream_messages
+from fastsync.imap.folder import SelectedFolder
+from fastsync.imap.session import Session, stream_messages
 from fastsync.engine.ledger import Ledger
 from fastsync.rules.limits import Limits
 from fastsync.records.model import Described, Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
@@ -88,7 +89,8 @@ class Copier:
         self.stop = stop
         self.ledger = ledger or Ledger(None)
         self.sessions = SessionPair(src, dst, limits)
-        self.src_folder = ""
+        # The source folder in hand, examined for an earlier unit of the same folder.
+        self.src_folder: SelectedFolder | None = None
         self.created: set[str] = set()
         self.rng = random.Random()
         self.full: DestinationFull | None = None
@@ -97,8 +99,6 @@ class Copier:
         self.dst_uidvalidity = 0
 
     def connect(self) -> tuple[Session, Session]:
-        if self.sessions.src is None or self.sessions.src.closed:
-            self.src_folder = ""
         return self.sessions.open()
 
     def close(self) -> None:
@@ -138,8 +138,8 @@ class Copier:
         if unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES:
             return self._copy_streamed(unit, check, one_by_one)
         failures: list[Failure] = []
-        fetched = (self._one_by_one(unit, failures, Session.fetch_messages) if one_by_one
-                   else src.fetch_messages(unit.uids))
+        fetched = (self._one_by_one(unit, failures, SelectedFolder.fetch_messages) if one_by_one
+                   else self._source(unit).fetch_messages(unit.uids))
         # Messages expunged at the source since planning are simply gone: not an error.
         vanished = len(unit.uids) - len(fetched) - len(failures)
         messages = [_settable(m) for m in fetched]
@@ -157,21 +157,30 @@ class Copier:
         return self._done(dst, unit, copied, failures, left, vanished=vanished, skipped=skipped)
 
     def _open_source(self, src: Session, unit: WorkUnit) -> UnitDone | None:
-        """Examine the unit's source folder unless it is selected; a report when its
+        """Examine the unit's source folder unless it is in hand; a report when its
         UIDVALIDITY changed since planning (RFC 3501 section 2.3.1.1: the plan's UIDs no
         longer name these messages)."""
         folder = unit.pair.src
-        if self.src_folder == folder:
+        if self._in_hand(folder):
             return None
-        self.src_folder = ""
-        status = src.examine(folder)
-        self.src_folder = folder
-        if status.uidvalidity == unit.uidvalidity:
+        self.src_folder = None
+        self.src_folder = src.examine(folder)
+        if self.src_folder.status.uidvalidity == unit.uidvalidity:
             return None
         return UnitDone(
             self.index, unit.unit_id, folder, 0, 0,
             error=f"{src.where}: folder {folder!r} changed UIDVALIDITY since planning", replan=True,
         )
+
+    def _in_hand(self, folder: str) -> bool:
+        """Whether *folder* is the source folder in hand, still selected (a connection
+        reopened since has nothing selected)."""
+        return self.src_folder is not None and self.src_folder.valid and self.src_folder.name == folder
+
+    def _source(self, unit: WorkUnit) -> SelectedFolder:
+        """The unit's source folder, which `_open_source` has examined."""
+        assert self.src_folder is not None and self.src_folder.name == unit.pair.src
+        return self.src_folder
 
     def _record(self, unit: WorkUnit) -> None:
         # One transaction per unit, whatever happened: a copy the ledger does not know
@@ -200,10 +209,10 @@ class Copier:
         refusal fails one message, a full destination stops the unit, and every APPENDUID
         goes to the ledger.
         """
-        src, dst = self.connect()
+        _src, dst = self.connect()
         failures: list[Failure] = []
-        described = (self._one_by_one(unit, failures, describe_messages) if one_by_one
-                     else describe_messages(src, unit.uids))
+        described = (self._one_by_one(unit, failures, SelectedFolder.describe_messages) if one_by_one
+                     else self._source(unit).describe_messages(unit.uids))
         messages = [_settable(m) for m in described]
         vanished = len(unit.uids) - len(messages) - len(failures)
         skipped = 0
@@ -213,7 +222,7 @@ class Copier:
         copied: list[Described] = []
         left = 0
         try:
-            if len(messages) > 1 and "MULTIAPPEND" in dst.capabilities:
+            if len(messages) > 1 and dst.capabilities.multiappend:
                 with contextlib.suppress(MessageError, DestinationFull):
                     # Refused as a whole: one APPEND each below finds what (part may fit).
                     outcome = self._relay(unit, messages)
@@ -248,7 +257,7 @@ class Copier:
             if changed is not None:
                 return changed
             try:
-                sent, reported = stream_messages(src, dst, unit.pair.dst, messages)
+                sent, reported = stream_messages(self._source(unit), dst, unit.pair.dst, messages)
             except FolderMissing:
                 # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
                 if attempt or unit.pair.dst in self.created:
@@ -268,30 +277,30 @@ class Copier:
         copy where APPENDUID named it, else on all of the unit's (no match among the
         folder's new messages)."""
         try:
-            dst.examine(unit.pair.dst)
+            box = dst.examine(unit.pair.dst)
         except FolderError:
             return False
-        sent = {m.uid: _identity_of(m) for m in copied}
-        by_dst = {d: s for s, d in self.appended if s in sent}
-        if by_dst:
-            dst_uid, src_uid = next(iter(by_dst.items()))
-            stored = dst.identities_of([dst_uid], plan.identity)
-            return dst_uid in stored and stored[dst_uid] != sent[src_uid]
-        present = set(dst.identities_since(unit.dst_uidnext, plan.identity).values())
+        with box:
+            sent = {m.uid: _identity_of(m) for m in copied}
+            by_dst = {d: s for s, d in self.appended if s in sent}
+            if by_dst:
+                dst_uid, src_uid = next(iter(by_dst.items()))
+                stored = box.identities_of([dst_uid], plan.identity)
+                return dst_uid in stored and stored[dst_uid] != sent[src_uid]
+            present = set(box.identities_since(unit.dst_uidnext, plan.identity).values())
         return not present & set(sent.values())
 
     def _one_by_one(
-        self, unit: WorkUnit, failures: list[Failure], fetch: Callable[[Session, Sequence[int]], list[M]]
+        self, unit: WorkUnit, failures: list[Failure], fetch: Callable[[SelectedFolder, Sequence[int]], list[M]]
     ) -> list[M]:
         """*fetch* each UID alone, so that a message the parser cannot read fails alone."""
         fetched: list[M] = []
         for uid in unit.uids:
             src, _dst = self.connect()
-            if self.src_folder != unit.pair.src:
-                src.examine(unit.pair.src)
-                self.src_folder = unit.pair.src
+            if not self._in_hand(unit.pair.src):
+                self.src_folder = src.examine(unit.pair.src)
             try:
-                fetched.extend(fetch(src, [uid]))
+                fetched.extend(fetch(self._source(unit), [uid]))
             except MalformedResponse as exc:
                 failures.append(Failure(unit.pair.src, uid, 0, exc.message))
                 self.close()
@@ -306,11 +315,13 @@ class Copier:
         the other units are done, and their copies (``unit.others``) are left out.
         """
         try:
-            dst.examine(unit.pair.dst)
+            box = dst.examine(unit.pair.dst)
         except FolderError:
             return messages, 0
+        with box:
+            since = box.identities_since(unit.dst_uidnext, plan.identity)
         others = set(unit.others)
-        present = [i for uid, i in dst.identities_since(unit.dst_uidnext, plan.identity).items() if uid not in others]
+        present = [i for uid, i in since.items() if uid not in others]
         keep = plan.match_by_identity(messages, present, _identity_of, str).missing
         return keep, len(messages) - len(keep)
 

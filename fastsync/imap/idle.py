@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 
 from fastsync.settings.config import Account
 from fastsync.records.errors import FolderError
@@ -25,6 +26,11 @@ NOTIFY_EVENTS = "(personal (MessageNew MessageExpunge FlagChange MailboxName))"
 # Untagged responses that do not report a change: the server's keep-alive during IDLE
 # ("* OK Still here") and the like.
 _NOT_CHANGES = {b"OK", b"NO", b"BAD", b"BYE", b"CAPABILITY"}
+
+
+def heard_by(notify: bool, folders: Sequence[str]) -> str:
+    """How the listeners hear of changes, in the words of the watch's opening line."""
+    return "NOTIFY (every folder)" if notify else f"IDLE on {', '.join(map(repr, folders)) or 'no folder'}"
 
 
 class Listener:
@@ -43,7 +49,8 @@ class Listener:
         return guard(self.session.account, self.session.where)
 
     def watch_folder(self, folder: str) -> None:
-        """EXAMINE *folder* (read-only: nothing at the source changes) and IDLE on it."""
+        """EXAMINE *folder* (read-only: nothing at the source changes) and IDLE on it; the
+        folder stays selected while the listener lives (nothing else uses its session)."""
         self.session.examine(folder)
         self.folder = folder
         self._idle()

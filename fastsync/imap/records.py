@@ -8,12 +8,13 @@ then through `transport.Fields` (imapclient's parser for what `wire` does not re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from fastsync.imap import wire
 from fastsync.records.errors import MalformedResponse
-from fastsync.imap.transport import Fields
-from fastsync.records.model import MessageRef, MessageState
+from fastsync.imap.transport import Fields, text_of
+from fastsync.records.model import Folder, FolderStatus, MessageRef, MessageState
 
 # A message's identity from its header fields and size, and whether it had a Message-Id (plan.identity).
 Identity = Callable[[bytes, int], tuple[str, bool]]
@@ -76,3 +77,35 @@ def dated(
         if fields.internaldate is None:
             raise MalformedResponse(f"{where}: UID {fields.uid}: FETCH response without an INTERNALDATE")
         yield fields, fields.internaldate
+
+
+# -- server values -> records --------------------------------------------------------------
+
+
+def selected_status(reply: Mapping[bytes, Any]) -> FolderStatus:
+    """What SELECT or EXAMINE reported (RFC 3501 section 6.3.1; HIGHESTMODSEQ, RFC 7162)."""
+    permanent = reply.get(b"PERMANENTFLAGS")
+    return FolderStatus(
+        messages=int(reply.get(b"EXISTS", 0)),
+        size_bytes=-1,
+        uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
+        uidnext=int(reply.get(b"UIDNEXT", 0)),
+        highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
+        permanent_flags=tuple(text_of(f) for f in permanent) if permanent is not None else None,
+    )
+
+
+def status_of(reply: dict[Any, Any]) -> FolderStatus:
+    values = {text_of(k).upper(): int(v) for k, v in reply.items()}
+    return FolderStatus(
+        messages=values.get("MESSAGES", 0),
+        size_bytes=values.get("SIZE", -1),
+        uidvalidity=values.get("UIDVALIDITY", 0),
+        uidnext=values.get("UIDNEXT", 0),
+        highestmodseq=values.get("HIGHESTMODSEQ", 0),
+    )
+
+
+def folder_of(row: tuple[Any, Any, Any]) -> Folder:
+    flags, delimiter, name = row
+    return Folder(name=text_of(name), delimiter=text_of(delimiter or ""), attributes=tuple(text_of(f) for f in flags))

@@ -4,8 +4,8 @@ and where a failed connection becomes one line that says what to check.
 Protocol edge, but pure: no I/O, no imapclient.  A tagged NO or BAD reaches fastsync only
 as text (imapclient raises it as a message), so response codes (RFC 3501 section 7.1:
 ``[TRYCREATE]``, ``[OVERQUOTA]``, ``[ALREADYEXISTS]``...) and the throttling phrases of the
-big providers are recognised here, and every caller routes on the exception's type.  So
-are the capabilities that carry a value fastsync uses (``APPENDLIMIT=<n>``).
+big providers are recognised here, and every caller routes on the exception's type.
+(What a server announces is read in `capabilities.py`.)
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import socket
 import ssl
-from collections.abc import Iterable
 
 from fastsync.settings.config import Account
 from fastsync.records.errors import DestinationFull, FolderMissing, MessageError, Throttled
@@ -55,17 +54,6 @@ def already_exists(text: str) -> bool:
     """True when a refused CREATE says the folder is there already (RFC 5530
     ``[ALREADYEXISTS]``; servers without response codes say so in words)."""
     return response_code(text) == "ALREADYEXISTS" or "exists" in text.lower()
-
-
-def append_limit(capabilities: Iterable[str]) -> int:
-    """The largest message, in bytes, a server accepts on APPEND: its ``APPENDLIMIT=<n>``
-    capability (RFC 7889 section 3), 0 when it announces none.  A bare ``APPENDLIMIT``
-    means limits per folder, which fastsync does not read: 0 as well."""
-    for capability in capabilities:
-        name, _sep, value = capability.upper().partition("=")
-        if name == "APPENDLIMIT" and value.isdigit():
-            return int(value)
-    return 0
 
 
 def append_refused(where: str, folder: str, text: str, status: str = "") -> MessageError | DestinationFull:

@@ -21,7 +21,7 @@ import imaplib
 import re
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,12 +33,13 @@ from imapclient.response_parser import parse_fetch_response, parse_response
 
 from fastsync.settings import credentials
 from fastsync.imap import wire
+from fastsync.imap.capabilities import Capabilities
 from fastsync.settings.config import Account
 from fastsync.records.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError
 from fastsync.imap.replies import NoGreeting, describe_os_error, raise_if_throttled, redact
 from fastsync.imap.tls import StreamContext, TLSStream, tls_context
 from fastsync.rules.limits import capped_buffer_bytes
-from fastsync.records.model import Described, Fetched, Folder, FolderStatus
+from fastsync.records.model import Described, Fetched
 
 # Bytes charged to a meter per read or write: small enough that a 20 MB message cannot
 # burst through a bandwidth cap, large enough that accounting costs nothing measurable.
@@ -188,22 +189,24 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) 
         )
         client.normalise_times = False
         if account.tls == "starttls":
-            if not client.has_capability("STARTTLS"):
+            if not Capabilities.parse(client.capabilities()).starttls:
                 raise TLSError(
                     f"{where}: server does not offer STARTTLS; use tls: implicit with its TLS port "
                     f"(usually 993), never plain text"
                 )
             assert context is not None
             client.starttls(StreamContext(context))
-        if client.has_capability("LOGINDISABLED"):
+        # After STARTTLS the server's list is read again (RFC 3501 section 6.2.1).
+        offered = Capabilities.parse(client.capabilities())
+        if offered.login_disabled:
             raise AuthError(
                 f"{where}: server refuses LOGIN on this connection (LOGINDISABLED); "
                 f"set {account.side}.tls to implicit or starttls"
             )
         if token is not None:
-            _oauth2_login(client, account, where, *token)
+            _oauth2_login(client, account, where, offered, *token)
         else:
-            _password_login(client, account, where)
+            _password_login(client, account, where, offered)
         return client
     except (TLSError, AuthError, Throttled):
         close_quietly(client)
@@ -228,13 +231,15 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) 
         raise ConnectError(f"{where}: {redact(text_of(exc), account.password)}") from None
 
 
-def _oauth2_login(client: Client, account: Account, where: str, token: str, cached: bool) -> None:
+def _oauth2_login(
+    client: Client, account: Account, where: str, offered: Capabilities, token: str, cached: bool
+) -> None:
     """Authenticate with the bearer token: OAUTHBEARER when offered, else XOAUTH2."""
-    offered = [text_of(c).upper() for c in client.capabilities()]
     field = f"{account.side}.oauth2_token_cmd"
-    mechanism = credentials.bearer_mechanism(offered)
+    mechanism = credentials.bearer_mechanism(offered.auth_mechanisms)
     if mechanism is None:
-        mechanisms = ", ".join(c.removeprefix("AUTH=") for c in offered if c.startswith("AUTH=")) or "none"
+        announced = [n.removeprefix("AUTH=") for n in offered.names if n.startswith("AUTH=")]
+        mechanisms = ", ".join(announced) or "none"
         raise AuthError(
             f"{where}: server offers neither OAUTHBEARER nor XOAUTH2 (SASL mechanisms: {mechanisms}); "
             f"{field} needs one of them: give a password source instead"
@@ -258,9 +263,9 @@ def _oauth2_login(client: Client, account: Account, where: str, token: str, cach
         )
 
 
-def _password_login(client: Client, account: Account, where: str) -> None:
+def _password_login(client: Client, account: Account, where: str, offered: Capabilities) -> None:
     """AUTHENTICATE PLAIN when offered, else LOGIN; a LoginError is left to the caller."""
-    if client.has_capability("AUTH=PLAIN"):
+    if "PLAIN" in offered.auth_mechanisms:
         # RFC 4616 carries the user name and password as UTF-8; imaplib sends the LOGIN
         # command's arguments as ASCII only.
         client.plain_login(account.user, account.password)
@@ -575,6 +580,19 @@ def pipelined(client: Client, command: str, argument_lists: Sequence[Sequence[st
     return out
 
 
+def fetch(client: Client, words: Sequence[str], items: Sequence[bytes], modifier: str = "") -> tuple[str, str, list[Any]]:
+    """Send ``FETCH`` (or ``UID FETCH``: *words*) with *items* and read it (`read_fetch`)."""
+    listed = "(" + " ".join(i.decode() for i in items) + ")"
+    tag = client._imap._command(*words, listed, *([modifier] if modifier else []))
+    return read_fetch(client, tag)
+
+
+def take_untagged(client: Client, name: str) -> list[Any]:
+    """The untagged responses *name* (SEARCH, FETCH...) imaplib kept, removed from its store."""
+    taken: list[Any] = client._imap.untagged_responses.pop(name, [])
+    return taken
+
+
 def notify_set(client: Client, events: str) -> str:
     """NOTIFY SET STATUS *events* (RFC 5465 section 5.1); the server's refusal, or ''.
 
@@ -597,21 +615,12 @@ def quoted_folder(client: Client, name: str) -> str:
     return bytes(client._normalise_folder(name)).decode("ascii")
 
 
-# -- server values -> records --------------------------------------------------------------
+# -- server values -------------------------------------------------------------------------
 
 
-def status_items(capabilities: frozenset[str]) -> list[str]:
-    """What STATUS asks for: sizes (RFC 8438) and HIGHESTMODSEQ (RFC 7162) where announced."""
-    items = ["MESSAGES", "UIDVALIDITY", "UIDNEXT"]
-    if "STATUS=SIZE" in capabilities:
-        items.append("SIZE")
-    if "CONDSTORE" in capabilities:
-        items.append("HIGHESTMODSEQ")
-    return items
-
-
-def statuses_of(replies: Sequence[Any]) -> dict[str, FolderStatus]:
-    """Folder name -> status from the untagged STATUS replies of a LIST-STATUS (RFC 5819)."""
+def status_replies(replies: Sequence[Any]) -> dict[str, dict[Any, Any]]:
+    """Folder name -> STATUS values from the untagged STATUS replies of a LIST-STATUS
+    (RFC 5819), for `records.status_of`."""
     statuses = {}
     for reply in replies:
         if reply is None:
@@ -621,37 +630,8 @@ def statuses_of(replies: Sequence[Any]) -> dict[str, FolderStatus]:
         except imap_exc.ProtocolError:
             continue
         if isinstance(name, bytes | str):
-            statuses[decode_utf7(name)] = status_of(dict(zip(values[::2], values[1::2], strict=False)))
+            statuses[decode_utf7(name)] = dict(zip(values[::2], values[1::2], strict=False))
     return statuses
-
-
-def selected_status(reply: Mapping[bytes, Any]) -> FolderStatus:
-    """What SELECT or EXAMINE reported (RFC 3501 section 6.3.1; HIGHESTMODSEQ, RFC 7162)."""
-    permanent = reply.get(b"PERMANENTFLAGS")
-    return FolderStatus(
-        messages=int(reply.get(b"EXISTS", 0)),
-        size_bytes=-1,
-        uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
-        uidnext=int(reply.get(b"UIDNEXT", 0)),
-        highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
-        permanent_flags=tuple(text_of(f) for f in permanent) if permanent is not None else None,
-    )
-
-
-def status_of(reply: dict[Any, Any]) -> FolderStatus:
-    values = {text_of(k).upper(): int(v) for k, v in reply.items()}
-    return FolderStatus(
-        messages=values.get("MESSAGES", 0),
-        size_bytes=values.get("SIZE", -1),
-        uidvalidity=values.get("UIDVALIDITY", 0),
-        uidnext=values.get("UIDNEXT", 0),
-        highestmodseq=values.get("HIGHESTMODSEQ", 0),
-    )
-
-
-def folder_of(row: tuple[Any, Any, Any]) -> Folder:
-    flags, delimiter, name = row
-    return Folder(name=text_of(name), delimiter=text_of(delimiter or ""), attributes=tuple(text_of(f) for f in flags))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import re
 import stat
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from fastsync.records.errors import AuthError
@@ -354,11 +354,12 @@ class BearerExchange:
         return self.dummy
 
 
-def bearer_mechanism(capabilities: Sequence[str]) -> str | None:
-    """The SASL mechanism for a bearer token: OAUTHBEARER (RFC 7628, the standard) when the
-    server offers it, else XOAUTH2 (Google's original, the only one Microsoft 365 offers)."""
+def bearer_mechanism(mechanisms: Collection[str]) -> str | None:
+    """The SASL mechanism for a bearer token, among those the server offers (upper case):
+    OAUTHBEARER (RFC 7628, the standard) when offered, else XOAUTH2 (Google's original,
+    the only one Microsoft 365 offers)."""
     for mechanism in ("OAUTHBEARER", "XOAUTH2"):
-        if f"AUTH={mechanism}" in capabilities:
+        if mechanism in mechanisms:
             return mechanism
     return None
 
