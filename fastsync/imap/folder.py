@@ -32,7 +32,7 @@ IDENTITY_BATCH = 5000
 IDENTITY_FIELDS = b"MESSAGE-ID DATE FROM SUBJECT"
 IDENTITY_ITEMS = [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"]
 
-# A folder whose identities are not needed (see `_Survey`).
+# A folder whose identities are not needed (see `session._Survey`).
 SIZE_ITEMS = "(UID RFC822.SIZE)"
 
 # `check` and ``--sync-flags`` also want each message's flags and internal date.
@@ -58,6 +58,7 @@ class NotSelected(RuntimeError):
     folder left, the connection closed), or written to after EXAMINE: a mistake in the
     caller, never the server's doing, raised instead of acting on another folder."""
 
+
 class Owner(Protocol):
     """What a `SelectedFolder` needs of its session (`session.Session`)."""
 
@@ -82,7 +83,7 @@ class SelectedFolder:
 
     Valid until its session selects another folder, leaves this one, or closes; used
     after that, it raises `NotSelected` instead of acting on whatever is selected
-    then.  As a context manager, leaving the block ends it (`Session._release`: a
+    then.  As a context manager, leaving the block ends it (`Session.release`: a
     read-write selection is then left without expunging).  *status* is what the
     selection reported (PERMANENTFLAGS only after SELECT).
     """

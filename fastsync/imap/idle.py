@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from fastsync.settings.config import Account
 from fastsync.records.errors import FolderError
 from fastsync.imap import transport
-from fastsync.imap.session import Session, Slots, guard
+from fastsync.imap.session import Session, Slots
 from fastsync.imap.transport import Meter, text_of
 
 # NOTIFY SET STATUS (RFC 5465 section 5.1): changes to any folder of the personal namespace
@@ -46,7 +46,7 @@ class Listener:
         return cls(Session.open(account, slots=slots, meter_down=meter_down))
 
     def _guard(self) -> contextlib.AbstractContextManager[None]:
-        return guard(self.session.account, self.session.where)
+        return self.session.guarded()
 
     def watch_folder(self, folder: str) -> None:
         """EXAMINE *folder* (read-only: nothing at the source changes) and IDLE on it; the
