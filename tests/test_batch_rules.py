@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fastsync.batch.inputs import load_batch
-from fastsync.commands.batch import Allocation, allocate, budget
+from fastsync.batch.scheduler import Allocation, allocate, budget
 from fastsync.records.errors import ConfigError, UsageError
 from fastsync.batch.journal import Entry, Journal
 from fastsync.settings.options import Options

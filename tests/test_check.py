@@ -12,7 +12,7 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import message, run_cli, snapshot
 
-from fastsync.commands.check import compare
+from fastsync.engine.check import compare
 from fastsync.records.model import MessageState
 from fastsync.rules.plan import flag_changes, match_states
 

@@ -12,6 +12,7 @@ from fastsync.records.model import FolderPair, MessageRef
 from fastsync.rules.plan import (
     STREAM_MESSAGE_BYTES,
     STREAM_UNIT_MAX_BYTES,
+    UnitBounds,
     across_folders,
     stream_unit_bytes,
     comparable_flags,
@@ -98,7 +99,7 @@ def test_missing_copies_exactly_the_difference(src: list[str], dst: list[str]) -
 def test_shard_bounds_count_and_bytes_and_keeps_every_uid() -> None:
     sizes = [100, 200, 5000, 50, 50, 50, 50, 10]
     messages = [MessageRef(uid=i + 1, size_bytes=s, identity=str(i)) for i, s in enumerate(sizes)]
-    units = list(shard(PAIR, 7, messages, first_unit_id=10, max_messages=3, max_bytes=400))
+    units = list(shard(PAIR, 7, messages, first_unit_id=10, bounds=UnitBounds(max_messages=3, max_bytes=400)))
     assert [u.uids for u in units] == [(1, 2), (3,), (4, 5, 6), (7, 8)]
     assert [u.unit_id for u in units] == [10, 11, 12, 13]
     assert all(u.uidvalidity == 7 and u.pair == PAIR for u in units)
@@ -110,7 +111,7 @@ def test_shard_bounds_count_and_bytes_and_keeps_every_uid() -> None:
 @given(st.lists(st.integers(min_value=0, max_value=10_000)), st.integers(1, 50), st.integers(1, 20_000))
 def test_shard_property(sizes: list[int], max_messages: int, max_bytes: int) -> None:
     messages = [MessageRef(uid=i + 1, size_bytes=s, identity=str(i)) for i, s in enumerate(sizes)]
-    units = list(shard(PAIR, 1, messages, 0, max_messages, max_bytes))
+    units = list(shard(PAIR, 1, messages, 0, UnitBounds(max_messages, max_bytes)))
     assert [uid for u in units for uid in u.uids] == [m.uid for m in messages]
     for unit in units:
         assert 1 <= len(unit.uids) <= max_messages
@@ -135,7 +136,7 @@ def test_streamed_units_leave_no_worker_without_a_share() -> None:
     assert stream_unit_bytes(20_000_000, 8) == 2_500_000
     assert stream_unit_bytes(3_000_000, 8) == STREAM_MESSAGE_BYTES
     messages = [MessageRef(uid=i + 1, size_bytes=2_000_000, identity=str(i)) for i in range(10)]
-    units = list(shard(PAIR, 1, messages, 0, stream_max_bytes=stream_unit_bytes(20_000_000, 8)))
+    units = list(shard(PAIR, 1, messages, 0, UnitBounds(stream_max_bytes=stream_unit_bytes(20_000_000, 8))))
     assert [u.uids for u in units] == [(n,) for n in range(1, 11)]
 
 
@@ -143,7 +144,7 @@ def test_streamed_units_leave_no_worker_without_a_share() -> None:
                 max_size=40), st.integers(1, 8))
 def test_shard_streamed_property(messages_spec: list[tuple[str, int]], max_messages: int) -> None:
     messages = [MessageRef(uid=i + 1, size_bytes=s, identity=f"{x}{s}") for i, (x, s) in enumerate(messages_spec)]
-    units = list(shard(PAIR, 1, messages, 0, max_messages))
+    units = list(shard(PAIR, 1, messages, 0, UnitBounds(max_messages)))
     assert sorted(uid for u in units for uid in u.uids) == [m.uid for m in messages]
     assert [u.unit_id for u in units] == list(range(len(units)))
     sizes = {m.uid: m.size_bytes for m in messages}
@@ -157,7 +158,7 @@ def test_shard_streamed_property(messages_spec: list[tuple[str, int]], max_messa
 def test_shard_keeps_messages_of_one_identity_together() -> None:
     ids = ["a", "b", "c", "a", "d", "e", "a", "f"]
     messages = [MessageRef(uid=i + 1, size_bytes=10, identity=x) for i, x in enumerate(ids)]
-    units = list(shard(PAIR, 1, messages, 0, max_messages=3, max_bytes=10_000, dst_uidnext=42))
+    units = list(shard(PAIR, 1, messages, 0, UnitBounds(max_messages=3, max_bytes=10_000), dst_uidnext=42))
     assert [u.uids for u in units] == [(1, 4, 7), (2, 3, 5), (6, 8)]
     assert all(u.dst_uidnext == 42 for u in units)
 
@@ -165,14 +166,14 @@ def test_shard_keeps_messages_of_one_identity_together() -> None:
 def test_shard_groups_nothing_whose_identity_was_not_read() -> None:
     # A folder planned without identities (an empty destination): each message on its own.
     messages = [MessageRef(uid=i + 1, size_bytes=10, identity="") for i in range(7)]
-    units = list(shard(PAIR, 1, messages, 0, max_messages=3, max_bytes=10_000))
+    units = list(shard(PAIR, 1, messages, 0, UnitBounds(max_messages=3, max_bytes=10_000)))
     assert [u.uids for u in units] == [(1, 2, 3), (4, 5, 6), (7,)]
 
 
 @given(st.lists(st.sampled_from("abcdefgh"), max_size=40), st.integers(1, 6))
 def test_shard_never_splits_an_identity(ids: list[str], max_messages: int) -> None:
     messages = [MessageRef(uid=i + 1, size_bytes=10, identity=x) for i, x in enumerate(ids)]
-    units = list(shard(PAIR, 1, messages, 0, max_messages, 10_000))
+    units = list(shard(PAIR, 1, messages, 0, UnitBounds(max_messages, 10_000)))
     owner: dict[str, int] = {}
     for unit in units:
         for uid in unit.uids:

@@ -15,7 +15,7 @@ import pytest
 from fastsync.settings.config import parse_config
 from fastsync.rules.limits import Limits
 from fastsync.records.model import FolderPair, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.engine.pool import Coordinator, _parent_watch
+from fastsync.engine.pool import Coordinator, PoolSetup, _parent_watch
 from fastsync.engine.processes import context
 from fastsync.progress import Reporter
 from fastsync.records.results import Summary
@@ -34,7 +34,8 @@ def test_a_full_destination_said_after_the_last_unit_is_an_error() -> None:
     summary = Summary()
     reporter = Reporter(out=io.StringIO(), err=io.StringIO(), interactive=False)
     ctx = context()
-    coordinator = Coordinator(config, Limits.create(ctx, 0, 0, 0), WorkerSettings(), [unit], 1, reporter, summary)
+    setup = PoolSetup(config.src, config.dst, Limits.create(ctx, 0, 0, 0), WorkerSettings())
+    coordinator = Coordinator(setup, [unit], 1, reporter, summary)
     parent_end, worker_end = ctx.Pipe()
     coordinator.channels[0] = parent_end
     coordinator.taken[0] = 0

@@ -241,7 +241,7 @@ def test_a_listener_issues_idle_again_and_still_hears_changes(
     import io
     import logging
 
-    from fastsync.engine.changes import ChangeFeed
+    from fastsync.engine.changes import ChangeFeed, Watched
     from fastsync.settings.config import load_config
     from fastsync.rules.limits import Limits
     from fastsync.records.model import WorkerSettings
@@ -252,7 +252,7 @@ def test_a_listener_issues_idle_again_and_still_hears_changes(
     config = load_config(config_for(src, dst))
     caplog.set_level(logging.INFO, logger="fastsync")
     feed = ChangeFeed(config.src, Limits(), WorkerSettings(), Reporter(out=io.StringIO(), err=io.StringIO()),
-                      ["INBOX"], poll_s=3600, notify=False, renew_s=0.5)
+                      Watched(["INBOX"], poll_s=3600, notify=False, renew_s=0.5))
     feed.start()
     try:
         first = feed.wait(10)

@@ -2,9 +2,10 @@
 
 Entry layer, beside `cli.py`: `fastsync batch` (and a Dask task, see `cluster.py`) starts
 one such process per account pair.  It reads the pair's job (its `Config` and `Options`,
-passwords included) from stdin, never from its arguments or environment, runs
-`commands.sync.run` exactly as ``fastsync sync -y`` would, and writes one JSON object per
-line on stdout for the batch (`progress.LineReporter`), the last one the pair's result.
+passwords included) from stdin, never from its arguments or environment, calls the
+engine's entry (`engine.run.run`) exactly as ``fastsync sync -y`` does, and writes one
+JSON object per line on stdout for the batch (`progress.LineReporter`), the last one the
+pair's result.
 
 A pair's own process is a fresh interpreter, not a child forked by multiprocessing, so
 its worker pool starts even where the process running the batch is a daemonic process
@@ -29,6 +30,7 @@ from typing import BinaryIO
 from fastsync.cli import configure_log, sigterm_stops
 from fastsync.records.errors import Cancelled, ExitCode, FastsyncError
 from fastsync.batch.parent import read_job
+from fastsync.records.results import Summary
 
 
 def _watch_lifeline(stream: BinaryIO) -> None:
@@ -47,7 +49,7 @@ def _watch_lifeline(stream: BinaryIO) -> None:
 
 
 def main() -> int:
-    from fastsync.commands import sync
+    from fastsync.engine import run as engine
     from fastsync.progress import LineReporter
 
     stdin = sys.stdin.buffer
@@ -60,7 +62,8 @@ def main() -> int:
         _watch_lifeline(stdin)
         handler = configure_log(options.log_file, options.log_format, [config.src.password, config.dst.password])
         try:
-            summary = sync.run(config, options, reporter)
+            summary = engine.run(engine.RunRequest(config, options, engine.Mode.SYNC), reporter)
+            assert isinstance(summary, Summary)
             code = summary.cancel_code if summary.cancelled else int(
                 ExitCode.OK if summary.complete else ExitCode.PARTIAL
             )

@@ -101,30 +101,33 @@ class Change:
     at_s: float
 
 
+@dataclass(frozen=True)
+class Watched:
+    """What a `ChangeFeed` listens to: *folders* (IDLE on each), or with *notify* the whole
+    account (RFC 5465 NOTIFY); the poll's interval; how often IDLE is renewed."""
+
+    folders: Sequence[str]
+    poll_s: float
+    notify: bool
+    renew_s: float = RENEW_S
+
+
 class ChangeFeed:
     """The listeners and the poll clock; `wait` hands the main thread what they heard."""
 
     def __init__(
-        self,
-        account: Account,
-        limits: Limits,
-        settings: WorkerSettings,
-        reporter: Reporter,
-        folders: Sequence[str],
-        poll_s: float,
-        notify: bool,
-        renew_s: float = RENEW_S,
+        self, account: Account, limits: Limits, settings: WorkerSettings, reporter: Reporter, watched: Watched
     ) -> None:
         self.account, self.limits, self.settings, self.reporter = account, limits, settings, reporter
         # With NOTIFY one listener watches everything ("" stands for the whole account).
-        self.folders = [""] if notify else list(folders)
-        self.notify = notify
-        self.poll_s, self.renew_s = poll_s, renew_s
+        self.folders = [""] if watched.notify else list(watched.folders)
+        self.notify = watched.notify
+        self.poll_s, self.renew_s = watched.poll_s, watched.renew_s
         self.changes: queue.Queue[Change] = queue.Queue()
         self.stopping = threading.Event()
         self.down: set[str] = set()
         self.threads: list[threading.Thread] = []
-        self.next_poll_s = time.monotonic() + poll_s
+        self.next_poll_s = time.monotonic() + watched.poll_s
         self.lock = threading.Lock()
 
     @property

@@ -193,41 +193,50 @@ def append_limit(planner: Planner) -> int:
     return planner.call("reading capabilities", lambda _src, dst: dst.capabilities.appendlimit or 0)
 
 
-def readable_on_dst(pair: FolderPair, existing: set[str]) -> bool:
+def readable_on_dst(pair: FolderPair, existing: Collection[str]) -> bool:
     """Whether the pair's destination folder can be examined: it was listed, or it is INBOX,
     which exists on every account whatever LIST said (RFC 3501 section 5.1)."""
     return pair.dst in existing or folder_rules.is_inbox(pair.dst)
 
 
+@dataclass(frozen=True)
+class PlanRequest:
+    """What `plan_folders` plans: the folder pairs, the destination folders that exist, both
+    sides' STATUS as listed before planning, the messages taken (`Selection`), and how.
+
+    *need_modseq* (--sync-flags): a pair is skipped only when both sides report a
+    HIGHESTMODSEQ (RFC 7162 CONDSTORE): without it, a flag change moves neither UIDNEXT
+    nor MESSAGES, so an unchanged STATUS proves nothing about flags.  *deletions*
+    (--delete-dest): the destination's extra messages are planned too (`plan_deletions`).
+    *incremental* (`sync --watch`): a pair whose destination is as the cache left it and
+    whose source only gained messages since (`_new_only`) is planned from those alone.
+    *blind_ok* (the destination reports the UIDs of copies: RFC 4315 UIDPLUS): a pair
+    whose destination folder is empty or absent, and the only pair into it, is read on the
+    source for UIDs and sizes alone: every message is missing there, and the server reads
+    no header for it (`WorkUnit.blind` says what that changes for a copy).
+    """
+
+    pairs: Sequence[FolderPair]
+    existing: Collection[str]
+    before: tuple[Statuses, Statuses] = ({}, {})
+    selection: Selection = EVERY_MESSAGE
+    need_modseq: bool = False
+    deletions: bool = False
+    incremental: bool = False
+    blind_ok: bool = False
+
+
 def plan_folders(
     planner: Planner,
-    pairs: Sequence[FolderPair],
-    existing: set[str],
+    request: PlanRequest,
     reporter: Reporter,
     cache: StateCache | None = None,
-    before: tuple[Statuses, Statuses] = ({}, {}),
-    need_modseq: bool = False,
     ledger: Ledger | None = None,
-    selection: Selection = EVERY_MESSAGE,
-    deletions: bool = False,
-    incremental: bool = False,
-    blind_ok: bool = False,
 ) -> list[FolderPlan]:
-    """Diff each pair's message identities; pairs the cache knows unchanged are not read.
-
-    With *blind_ok* (the destination reports the UIDs of copies: RFC 4315 UIDPLUS), a
-    pair whose destination folder is empty or absent, and the only pair into it, is read
-    on the source for UIDs and sizes alone: every message is missing there, and the
-    server reads no header for it (`WorkUnit.blind` says what that changes for a copy).
-
-    With *incremental* (`sync --watch`), a pair whose destination is as the cache left it
-    and whose source only gained messages since (`_new_only`) is planned from those alone.
-
-    With *need_modseq* (--sync-flags) a pair is skipped only when both sides report a
-    HIGHESTMODSEQ (RFC 7162 CONDSTORE): without it, a flag change moves neither UIDNEXT
-    nor MESSAGES, so an unchanged STATUS proves nothing about flags.  With *deletions*
-    (--delete-dest) the destination's extra messages are planned too (`plan_deletions`).
-    """
+    """Diff each pair's message identities; pairs the cache knows unchanged are not read
+    (`PlanRequest` says what else changes the reading)."""
+    pairs, before, selection = request.pairs, request.before, request.selection
+    need_modseq = request.need_modseq
     src_before, dst_before = before
 
     def modseq_known(pair: FolderPair) -> bool:
@@ -241,12 +250,12 @@ def plan_folders(
         and cache.unchanged(p, src_before.get(p.src), dst_before.get(p.dst))
         and (not need_modseq or modseq_known(p))
     }
-    if deletions:
+    if request.deletions:
         # A destination folder fed by several source folders is compared with all of
         # them at once: their pairs are read together or skipped together.
         read_dst = {p.dst for p in pairs if p.src not in skipped}
         skipped -= {p.src for p in pairs if p.dst in read_dst}
-    quick = _quick_plans(planner, pairs, skipped, cache, before, selection) if incremental else {}
+    quick = _quick_plans(planner, pairs, skipped, cache, before, selection) if request.incremental else {}
     to_read = [p for p in pairs if p.src not in skipped and p.src not in quick]
     # A source \All folder (Gmail's All Mail) is diffed against the identities of every
     # other synced source folder: their sources are read even when the cache skips them.
@@ -255,8 +264,8 @@ def plan_folders(
     if to_read:
         reporter.status(f"planning {len(to_read)} folders")
     # Identities are needed everywhere then (`elsewhere`, below).
-    blind_ok = blind_ok and not everything
-    src_scans, dst_scans, blind = _read(planner, pairs, to_read, src_read, existing, before, selection, blind_ok)
+    blind_ok = request.blind_ok and not everything
+    src_scans, dst_scans, blind = _read(planner, request, to_read, src_read, blind_ok)
     reporter.clear_status()
     elsewhere = {
         plan.across_folders(ref)
@@ -274,18 +283,19 @@ def plan_folders(
             only = elsewhere if pair.src_role == folder_rules.ALL else None
             plans.append(diff_pair(pair, src_scans.get(pair.src), dst_scans.get(pair.dst), ledger, only, selection))
             plans[-1].blind = pair.src in blind and not plans[-1].error
-    if deletions:
+    if request.deletions:
         plan_deletions(plans, src_scans, dst_scans, ledger)
     return plans
 
 
 def _read(
-    planner: Planner, pairs: Sequence[FolderPair], to_read: Sequence[FolderPair], src_read: Sequence[FolderPair],
-    existing: set[str], before: tuple[Statuses, Statuses], selection: Selection, blind_ok: bool,
+    planner: Planner, request: PlanRequest, to_read: Sequence[FolderPair], src_read: Sequence[FolderPair],
+    blind_ok: bool,
 ) -> tuple[dict[str, FolderScan], dict[str, FolderScan], set[str]]:
     """Both sides' scans of the pairs to plan, and the source folders read without
-    identities (`plan_folders`, *blind_ok*)."""
-    src_before, dst_before = before
+    identities (`PlanRequest.blind_ok`)."""
+    pairs, existing, selection = request.pairs, request.existing, request.selection
+    src_before, dst_before = request.before
 
     def counts(names: Iterable[str], statuses: Statuses) -> list[tuple[str, int]]:
         # Unknown counts read as one open-ended batch.
@@ -307,7 +317,7 @@ def _read(
     return src_scans, dst_scans, blind - late
 
 
-def _empty_on_dst(pair: FolderPair, existing: set[str], dst_before: Statuses) -> bool:
+def _empty_on_dst(pair: FolderPair, existing: Collection[str], dst_before: Statuses) -> bool:
     """Whether the pair's destination folder held no message when listed (or is still to create)."""
     if not readable_on_dst(pair, existing):
         return True
@@ -546,7 +556,7 @@ def states_both(
 def flags_to_update(
     planner: Planner,
     plans: Sequence[FolderPlan],
-    existing: set[str],
+    existing: Collection[str],
     reporter: Reporter,
     ledger: Ledger | None = None,
     selection: Selection = EVERY_MESSAGE,

@@ -36,12 +36,13 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from fastsync.settings.config import Account, Config
+from fastsync.settings.config import Account
 from fastsync.records.errors import (
     AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, Throttled, TLSError,
 )
@@ -54,6 +55,7 @@ from fastsync.engine.processes import context
 from fastsync.records.results import Reporter, Summary
 from fastsync.rules.retry import backoff_s
 from fastsync.engine.transfer import Copier
+from fastsync.imap.pair import SessionPair
 
 # How often an idle worker wakes to check for cancellation and for a dead parent.
 POLL_S = 0.2
@@ -72,40 +74,57 @@ JOIN_TIMEOUT_S = 10.0
 CANCEL_GRACE_S = 5.0
 
 
+@dataclass(frozen=True)
+class PoolSetup:
+    """What every worker of a run starts with: both accounts, the run's caps and meters,
+    the retry rule, the destination's lock (held while any worker lives) and the ledger's
+    file (each worker records its own copies).  Pickled once per worker as it starts,
+    while multiprocessing may pickle the caps' semaphores (`Limits`) and the lock."""
+
+    src: Account
+    dst: Account
+    limits: Limits
+    settings: WorkerSettings
+    lock: RunLock | None = None
+    ledger_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class CopyJob:
+    """One `copy_units` call: the units, each source folder's planned (messages, bytes)
+    for the progress display, the pool's size, and --max-transfer (0: no limit)."""
+
+    units: Sequence[WorkUnit]
+    folder_totals: Mapping[str, tuple[int, int]]
+    workers: int
+    max_transfer_bytes: int = 0
+
 
 def copy_units(
-    config: Config,
-    units: Sequence[WorkUnit],
-    folder_totals: dict[str, tuple[int, int]],
-    workers: int,
-    limits: Limits,
-    settings: WorkerSettings,
+    setup: PoolSetup,
+    job: CopyJob,
     reporter: Reporter,
     summary: Summary,
     on_unit: Callable[[WorkUnit, UnitDone], None] | None = None,
-    max_transfer_bytes: int = 0,
-    lock: RunLock | None = None,
-    ledger_path: Path | None = None,
     standby: Standby | None = None,
 ) -> set[str]:
-    """Copy *units* with a pool of *workers*, counting into *summary*; returns the source
-    folders to plan again (their UIDVALIDITY changed).  *on_unit* hears of every finished
-    unit (the ledger records its copies).  *standby*'s workers, started while planning,
-    are taken first.  With *max_transfer_bytes* (0: no limit) no unit
-    is started once that many bytes are copied or on their way.
+    """Copy *job*'s units with a pool of its workers, counting into *summary*; returns the
+    source folders to plan again (their UIDVALIDITY changed).  *on_unit* hears of every
+    finished unit (the ledger records its copies).  *standby*'s workers, started while
+    planning, are taken first.  With `CopyJob.max_transfer_bytes` no unit is started once
+    that many bytes are copied or on their way.
 
-    *lock* (the destination's) goes to every worker, so that it stays held
+    The setup's lock (the destination's) goes to every worker, so that it stays held
     until the last process that may still append is gone.  Ctrl-C, or SIGTERM (which
     `cli.main` turns into `Terminated`), stops the run as the workers finish the unit in
     hand; what they copied is counted, then `Cancelled` is raised again for the caller.
     """
-    if not units:
+    if not job.units:
         return set()
-    coordinator = Coordinator(config, limits, settings, units, min(workers, len(units)), reporter, summary, lock,
-                              standby)
+    folder_totals = job.folder_totals
+    coordinator = Coordinator(setup, job.units, min(job.workers, len(job.units)), reporter, summary, standby)
     coordinator.on_unit = on_unit
-    coordinator.ledger_path = ledger_path
-    coordinator.max_transfer_bytes = max_transfer_bytes
+    coordinator.max_transfer_bytes = job.max_transfer_bytes
     try:
         try:
             coordinator.run(folder_totals)
@@ -126,7 +145,7 @@ def copy_units(
                 summary.transfer_limited = True
                 summary.errors.append(
                     f"stopped at the transfer limit ({summary.copied_bytes / 1e6:,.1f} MB copied, --max-transfer "
-                    f"{max_transfer_bytes / 1e6:,.1f} MB): {left} messages not copied yet; run again tomorrow "
+                    f"{job.max_transfer_bytes / 1e6:,.1f} MB): {left} messages not copied yet; run again tomorrow "
                     "(or once the provider's quota allows) to go on"
                 )
             else:
@@ -135,14 +154,13 @@ def copy_units(
 
 
 def spawn(
-    ctx: multiprocessing.context.BaseContext, index: int, config: Config, limits: Limits, settings: WorkerSettings,
-    stop: StopFlag, lock: RunLock | None, ledger_path: Path | None,
+    ctx: multiprocessing.context.BaseContext, index: int, setup: PoolSetup, stop: StopFlag
 ) -> tuple[Any, Connection]:
     """Start worker *index*; its process and the parent's end of its pipe."""
     channel, child_channel = ctx.Pipe()
     process = ctx.Process(  # type: ignore[attr-defined]
         target=worker_main,
-        args=(index, config.src, config.dst, limits, settings, child_channel, stop, lock, ledger_path),
+        args=(index, setup, child_channel, stop),
         name=f"fastsync-worker-{index}",
         daemon=True,
     )
@@ -157,23 +175,18 @@ class Standby:
     stops those it did not take (a plan with less to copy than the folder counts said).
     They start in a thread: the first waits for the fork server (`warm_up`)."""
 
-    def __init__(
-        self, config: Config, limits: Limits, settings: WorkerSettings, count: int,
-        lock: RunLock | None = None, ledger_path: Path | None = None,
-    ) -> None:
+    def __init__(self, setup: PoolSetup, count: int) -> None:
         self.ctx = context()
         self.stop = StopFlag(self.ctx)
         self.workers: dict[int, tuple[Any, Connection]] = {}
         self._thread = threading.Thread(
-            target=self._start, args=(config, limits, settings, count, lock, ledger_path), daemon=True,
-            name="fastsync-standby",
+            target=self._start, args=(setup, count), daemon=True, name="fastsync-standby",
         )
         self._thread.start()
 
-    def _start(self, config: Config, limits: Limits, settings: WorkerSettings, count: int,
-               lock: RunLock | None, ledger_path: Path | None) -> None:
+    def _start(self, setup: PoolSetup, count: int) -> None:
         for index in range(count):
-            self.workers[index] = spawn(self.ctx, index, config, limits, settings, self.stop, lock, ledger_path)
+            self.workers[index] = spawn(self.ctx, index, setup, self.stop)
 
     def take(self) -> dict[int, tuple[Any, Connection]]:
         self._thread.join()
@@ -202,26 +215,21 @@ class Coordinator:
 
     def __init__(
         self,
-        config: Config,
-        limits: Limits,
-        settings: WorkerSettings,
+        setup: PoolSetup,
         units: Sequence[WorkUnit],
         workers: int,
         reporter: Reporter,
         summary: Summary,
-        lock: RunLock | None = None,
         standby: Standby | None = None,
     ) -> None:
         self.ctx = standby.ctx if standby is not None else context()
-        self.lock = lock
-        self.config = config
-        self.limits = limits
-        self.settings = settings
+        self.setup = setup
+        self.limits = setup.limits
+        self.settings = setup.settings
         self.workers = workers
         self.reporter = reporter
         self.summary = summary
         self.on_unit: Callable[[WorkUnit, UnitDone], None] | None = None
-        self.ledger_path: Path | None = None
         self.units = {u.unit_id: u for u in units}
         self.attempts = dict.fromkeys(self.units, 0)
         # Units not yet given to a worker; each worker holds at most one (`taken`).
@@ -259,8 +267,7 @@ class Coordinator:
     def start_worker(self) -> None:
         index = self.next_index
         self.next_index += 1
-        self.processes[index], self.channels[index] = spawn(
-            self.ctx, index, self.config, self.limits, self.settings, self.stop, self.lock, self.ledger_path)
+        self.processes[index], self.channels[index] = spawn(self.ctx, index, self.setup, self.stop)
         self.dispatch(index)
 
     def dispatch(self, index: int) -> None:
@@ -275,7 +282,7 @@ class Coordinator:
             return
         self.taken[index] = unit.unit_id
 
-    def run(self, folder_totals: dict[str, tuple[int, int]]) -> None:
+    def run(self, folder_totals: Mapping[str, tuple[int, int]]) -> None:
         if self.at_limit():
             return
         for index in list(self.channels):
@@ -327,7 +334,7 @@ class Coordinator:
             with contextlib.suppress(OSError):
                 channel.send(None)
 
-    def drain(self, folder_totals: dict[str, tuple[int, int]], timeout_s: float) -> None:
+    def drain(self, folder_totals: Mapping[str, tuple[int, int]], timeout_s: float) -> None:
         """Let workers finish the unit in hand (they stop at the next one) and count it.
 
         After the run stopped early (destination full, login refused) a worker may still
@@ -348,7 +355,7 @@ class Coordinator:
         """Log a worker's report with the side its text names and the unit it held."""
         unit = self.units.get(self.taken.get(worker, -1))
         side = next(
-            (a.side for a in (self.config.src, self.config.dst) if text.startswith(f"{a.label} (")), ""
+            (a.side for a in (self.setup.src, self.setup.dst) if text.startswith(f"{a.label} (")), ""
         )
         event(
             name, side=side, folder=unit.pair.src if unit else "", level=level, worker=worker, message=text,
@@ -374,7 +381,7 @@ class Coordinator:
             self.reporter.warn(f"worker {exit.worker} stopped: {text}")
         return True
 
-    def finished(self, done: UnitDone, folder_totals: dict[str, tuple[int, int]]) -> None:
+    def finished(self, done: UnitDone, folder_totals: Mapping[str, tuple[int, int]]) -> None:
         self.exits_in_a_row = 0
         self.taken.pop(done.worker, None)
         if done.held:
@@ -447,7 +454,7 @@ class Coordinator:
                 self.start_worker()
         return True
 
-    def shutdown(self, folder_totals: dict[str, tuple[int, int]]) -> None:
+    def shutdown(self, folder_totals: Mapping[str, tuple[int, int]]) -> None:
         """Stop every worker still running, at once, and give back its connection slots.
 
         Called once the workers were told to stop and given time to finish (`drain`).
@@ -542,23 +549,14 @@ class Coordinator:
             self.dispatch(index)
 
 
-def worker_main(
-    index: int,
-    src: Account,
-    dst: Account,
-    limits: Limits,
-    settings: WorkerSettings,
-    channel: Connection,
-    stop: Any,
-    lock: RunLock | None = None,
-    ledger_path: Path | None = None,
-) -> None:
+def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) -> None:
     """Process entry point: copy the units the parent sends until it sends None, the run is
     cancelled or the parent is gone.
 
-    *lock* is only held: the destination's run lock stays taken while this process lives.
-    The worker records its own copies in the ledger at *ledger_path*, once per unit: a
-    copy made after the parent died (``kill -9``) is known to the next run.
+    The setup's lock is only held: the destination's run lock stays taken while this
+    process lives.  The worker records its own copies in the ledger at the setup's
+    ``ledger_path``, once per unit: a copy made after the parent died (``kill -9``) is
+    known to the next run.
     """
     # Ctrl-C reaches the whole process group; the parent decides, workers are told via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -576,8 +574,9 @@ def worker_main(
                      name="fastsync-parent-watch").start()
 
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
-    limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
-    copier = Copier(index, src, dst, limits, settings, channel.send, stop, Ledger(ledger_path))
+    setup.limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
+    sessions = SessionPair(setup.src, setup.dst, setup.limits)
+    copier = Copier(index, sessions, setup.settings, channel.send, stop, Ledger(setup.ledger_path))
     try:
         # Logged in before the first unit comes (a `Standby` worker, while the run plans).
         try:
@@ -607,7 +606,7 @@ def worker_main(
         copier.close()
         # Wait as the server asked before giving the unit back, then leave: the parent
         # runs on with one connection per side fewer.
-        stop.wait(exc.wait_s or backoff_s(1, settings, copier.rng))
+        stop.wait(exc.wait_s or backoff_s(1, setup.settings, copier.rng))
         _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "throttled"))
     except DestinationFull as exc:
         _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "full"))

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from fastsync.rules import plan
-from fastsync.settings.config import Account
 from fastsync.records.errors import (
     ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError,
 )
@@ -30,7 +29,6 @@ from fastsync.imap.pair import SessionPair
 from fastsync.imap.folder import SelectedFolder
 from fastsync.imap.session import Session, stream_messages
 from fastsync.engine.ledger import Ledger
-from fastsync.rules.limits import Limits
 from fastsync.records.model import Described, Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
 from fastsync.rules.retry import with_retries
 
@@ -75,9 +73,7 @@ class Copier:
     def __init__(
         self,
         index: int,
-        src: Account,
-        dst: Account,
-        limits: Limits,
+        sessions: SessionPair,
         settings: WorkerSettings,
         report: Callable[[object], None],
         stop: Any,
@@ -88,7 +84,8 @@ class Copier:
         self.report = report
         self.stop = stop
         self.ledger = ledger or Ledger(None)
-        self.sessions = SessionPair(src, dst, limits)
+        # Not open yet: `connect` opens both sides (again after a break).
+        self.sessions = sessions
         # The source folder in hand, examined for an earlier unit of the same folder.
         self.src_folder: SelectedFolder | None = None
         self.created: set[str] = set()

@@ -16,6 +16,7 @@ import operator
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from fastsync.records.model import FolderPair, MessageRef, MessageState, Selection, Skipped, WorkUnit
@@ -309,27 +310,36 @@ def skip_by_size(
     return kept, skipped
 
 
+@dataclass(frozen=True)
+class UnitBounds:
+    """How large a work unit may grow: messages, bytes, and bytes of a streamed unit
+    (`stream_unit_bytes` fits the last to the pool)."""
+
+    max_messages: int = UNIT_MAX_MESSAGES
+    max_bytes: int = UNIT_MAX_BYTES
+    stream_max_bytes: int = STREAM_UNIT_MAX_BYTES
+
+
 def shard(
     pair: FolderPair,
     uidvalidity: int,
     refs: Sequence[MessageRef],
     first_unit_id: int,
-    max_messages: int = UNIT_MAX_MESSAGES,
-    max_bytes: int = UNIT_MAX_BYTES,
+    bounds: UnitBounds = UnitBounds(),
     dst_uidnext: int = 1,
-    stream_max_bytes: int = STREAM_UNIT_MAX_BYTES,
 ) -> Iterator[WorkUnit]:
     """Cut messages into units bounded by count and bytes; a message over budget travels alone.
 
     Messages above `STREAM_MESSAGE_BYTES` go into streamed units (`WorkUnit.streamed`),
-    bounded by *stream_max_bytes* instead of *max_bytes*.  All messages that share an
+    bounded by ``stream_max_bytes`` instead of ``max_bytes``.  All messages that share an
     identity go into the same unit (the one of the first), so that after an APPEND with an
     unknown outcome a worker can tell its own copies apart: no other unit puts that
     identity into the destination folder.  A message whose identity was not read ("")
     is a group of its own (`WorkUnit.blind` says how such units tell their copies apart).
     """
     unit_ids = itertools.count(first_unit_id)
-    budgets = {False: max_bytes, True: max(max_bytes, stream_max_bytes)}
+    max_messages = bounds.max_messages
+    budgets = {False: bounds.max_bytes, True: max(bounds.max_bytes, bounds.stream_max_bytes)}
     pending: dict[bool, tuple[list[int], int]] = {False: ([], 0), True: ([], 0)}
     same: dict[str | int, list[MessageRef]] = {}
     for ref in refs:

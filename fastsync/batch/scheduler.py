@@ -1,0 +1,288 @@
+"""A batch's many pairs: which run at once, under per-server connection caps, and the journal.
+
+Batch layer, below the `fastsync batch` command (`commands/batch.py`), which reads the
+files and renders the result: `run_batch(batch, options, reporter) -> BatchSummary`.
+Each pair of the pairs file is synced as ``fastsync sync -y`` would sync it, in a
+process of its own (`parent.PairProcess`, running `child.py`, which calls the engine's
+entry), with its own ``--procs`` workers, state cache, ledger and lock.  How many pairs
+run at once and with how many workers is `allocate`'s rule.
+
+Connection caps.  A pair opens at most ``b`` connections per side (its planner's
+included), enforced inside the pair by ``--max-connections b``.  The `Scheduler` is the
+one place that starts pairs, and it starts one only when, for each server (host:port),
+the connection budgets of the pairs running there plus the new one stay within
+``--max-connections-per-server``: a source and a destination on the same host:port count
+twice against it.  A pair's process ends only after its connections are closed, so the
+server never sees more than the cap.  Two pairs for one destination account never run
+at once (their syncs would wait for each other's lock).
+
+The journal (`journal.py`) marks each pair as running before it starts and records its
+outcome when it ends; a pair that finished exactly is skipped next time unless
+``--again``.  Ctrl-C or SIGTERM stops every pair as SIGTERM stops a sync (each finishes
+the unit in hand); they are redone by the next run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastsync.batch import cluster
+from fastsync.batch import parent as pairrun
+from fastsync.batch.inputs import Batch, PairLine
+from fastsync.batch.journal import Entry, Journal
+from fastsync.batch.parent import Callbacks, PairProcess
+from fastsync.engine.state import default_dir
+from fastsync.records.errors import Cancelled, UsageError
+from fastsync.records.results import BatchSummary, PairResult, Reporter
+from fastsync.settings.options import DEFAULT_WORKERS, Options
+
+# Pairs at once on one machine when nothing else decides.
+DEFAULT_PARALLEL = 4
+
+# Options that decide what a finished sync means: a pair done with other values is not done.
+_DECISIVE = ("src_folder", "dst_folder", "include", "exclude", "max_age_days", "min_age_days", "max_size_bytes",
+             "min_size_bytes", "sync_flags", "delete_dest", "max_delete")
+
+
+def budget(options: Options, same_server: bool) -> int:
+    """Connections per side each pair may open: its workers and its planner, within
+    --max-connections, and small enough that one pair fits under the per-server cap."""
+    per_side = options.workers + 1
+    if options.max_connections:
+        per_side = min(per_side, options.max_connections)
+    cap = options.max_connections_per_server
+    if cap:
+        per_side = min(per_side, cap // 2 if same_server else cap)
+        if per_side < 1:
+            raise UsageError(
+                f"--max-connections-per-server {cap} leaves no connection for a pair whose source and destination "
+                "are the same server (each side needs one); use 2 or more"
+            )
+    return per_side
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """How a batch shares the connection cap: ``parallel`` pairs at once, each opening at
+    most ``per_side`` connections per side with ``workers`` workers (``--procs``)."""
+
+    parallel: int
+    per_side: int
+    workers: int
+    fitted: bool = False
+
+    def __str__(self) -> str:
+        pairs = "1 pair" if self.parallel == 1 else f"{self.parallel} pairs"
+        return f"{pairs} at once, each with --procs {self.workers} ({self.per_side} connections per side)"
+
+
+def allocate(options: Options, same_server: bool, pairs: int) -> Allocation:
+    """Pairs at once and each pair's workers, for *pairs* pairs to sync.
+
+    Where the user did not choose ``--procs`` and a per-server cap is set, pairs come
+    first: as many as the cap holds at one connection per side (at most ``--parallel``,
+    else `DEFAULT_PARALLEL`, and *pairs*), then each gets the workers that fit in its
+    share of the cap, its planner's connection included (``fitted``).  Several small
+    pairs copy faster than one large one (each pair's planning and start-up then overlap
+    the others' copies).  Otherwise ``--procs`` and ``--parallel`` hold, within the caps.
+    """
+    per_side = budget(options, same_server)
+    cap = options.max_connections_per_server
+    sides = 2 if same_server else 1
+    if cap and "workers" not in options.explicit:
+        wanted = options.parallel if "parallel" in options.explicit else DEFAULT_PARALLEL
+        parallel = max(1, min(wanted, pairs, cap // sides))
+        share = cap // (parallel * sides)
+        workers = max(1, min(DEFAULT_WORKERS, share - 1))
+        per_side = min(share, workers + 1, options.max_connections or share)
+        return Allocation(parallel, per_side, min(workers, max(1, per_side - 1)), fitted=True)
+    fits = cap // (per_side * sides) if cap else DEFAULT_PARALLEL
+    parallel = options.parallel or max(1, min(DEFAULT_PARALLEL, fits))
+    return Allocation(parallel, per_side, min(options.workers, max(1, per_side - 1)))
+
+
+class Scheduler:
+    """Starts pairs within the caps, follows them, counts the whole batch."""
+
+    def __init__(self, options: Options, allocation: Allocation, same_server: bool, reporter: Reporter,
+                 summary: BatchSummary, journal: Journal) -> None:
+        self.options, self.reporter, self.summary, self.journal = options, reporter, summary, journal
+        self.same_server = same_server
+        self.per_side, self.parallel = allocation.per_side, allocation.parallel
+        self.cap = options.max_connections_per_server
+        self.pair_options = dataclasses.replace(
+            options, confirm=True, dry_run=False, json=False, quiet=True, max_connections=self.per_side,
+            workers=allocation.workers,
+        )
+        self.usage: dict[str, int] = {}
+        self.busy_dst: set[tuple[str, str]] = set()
+        self.running: dict[int, PairProcess | cluster.ClusterPair] = {}
+        # --cluster: the Dask client, and the event that stops the batch's running tasks.
+        self.client: Any = None
+        self.stop_name = cluster.stop_event_name()
+        # Locally, a pair's process started ahead (`pairrun.spawn`): the next pair to start
+        # finds its interpreter up and the sync imported.
+        self.spare: subprocess.Popen[bytes] | None = None
+        self.lock = threading.Condition()
+        self.copied = self.copied_bytes = self.planned_bytes = self.planned_pairs = 0
+        self.started_at = time.monotonic()
+
+    def fits(self, pair: PairLine) -> bool:
+        src, dst = pair.config.src, pair.config.dst
+        if len(self.running) >= self.parallel or (dst.server, dst.user) in self.busy_dst:
+            return False
+        return not self.cap or all(
+            self.usage.get(server, 0) + self.per_side * (2 if self.same_server else 1) <= self.cap
+            for server in {src.server, dst.server}
+        )
+
+    def take(self, pair: PairLine, delta: int) -> None:
+        for server in (pair.config.src.server, pair.config.dst.server):
+            self.usage[server] = self.usage.get(server, 0) + delta * self.per_side
+        dst = (pair.config.dst.server, pair.config.dst.user)
+        (self.busy_dst.add if delta > 0 else self.busy_dst.discard)(dst)
+
+    def start(self, pair: PairLine, result: PairResult, key: str) -> None:
+        self.take(pair, +1)
+        self.journal.started(key, pair.line, result.src_user, result.dst_user)
+        name = pair.name
+
+        def planned(_messages: int, size_bytes: int) -> None:
+            with self.lock:
+                self.planned_bytes += size_bytes
+                self.planned_pairs += 1
+
+        def advanced(messages: int, size_bytes: int) -> None:
+            with self.lock:
+                self.copied += messages
+                self.copied_bytes += size_bytes
+
+        process: PairProcess | cluster.ClusterPair
+        if self.client is not None:
+            budgets: dict[str, int] = {}
+            for server in (pair.config.src.server, pair.config.dst.server):
+                budgets[server] = budgets.get(server, 0) + self.per_side
+            process = cluster.ClusterPair(self.client, result, pair.config, self.pair_options, budgets, self.cap,
+                                          self.stop_name)
+        else:
+            process = PairProcess(result, pair.config, self.pair_options, Callbacks(
+                warn=lambda text: self.reporter.warn(f"line {pair.line} ({name}): {text}"),
+                planned=planned, advanced=advanced,
+            ), self.spare)
+            self.spare = None
+        self.running[pair.line] = process
+
+        def follow() -> None:
+            process.wait()
+            self.journal.finished(key, Entry(
+                result.outcome, result.copied, result.present, result.failed, result.copied_bytes,
+                result.elapsed_s, result.exit_code, time.time(),
+            ))
+            with self.lock:
+                del self.running[pair.line]
+                self.take(pair, -1)
+                self.lock.notify_all()
+
+        threading.Thread(target=follow, daemon=True, name=f"fastsync-pair-{pair.line}").start()
+
+    def run(self, todo: Sequence[tuple[PairLine, PairResult, str]]) -> None:
+        pending = list(todo)
+        try:
+            with self.lock:
+                while pending or self.running:
+                    for item in [i for i in pending if self.fits(i[0])]:
+                        if self.fits(item[0]):
+                            pending.remove(item)
+                            self.start(*item)
+                    if pending and self.spare is None and self.client is None:
+                        self.spare = pairrun.spawn()
+                    self.lock.wait(0.5)
+                    self.show(len(pending))
+        except (KeyboardInterrupt, Cancelled) as exc:
+            stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
+            self.summary.cancelled, self.summary.cancel_code = stopped.message, int(stopped.exit_code)
+            self.stop_all()
+        finally:
+            if self.spare is not None:
+                pairrun.discard(self.spare)
+
+    def stop_all(self) -> None:
+        """Stop every running pair once, and wait for them: they finish the unit in hand."""
+        for process in list(self.running.values()):
+            process.stop()
+        with self.lock:
+            while self.running:
+                self.lock.wait(0.5)
+
+    def show(self, pending: int) -> None:
+        s = self.summary
+        done = sum(1 for p in s.pairs if p.outcome in ("exact", "partial", "failed", "skipped"))
+        failed = sum(1 for p in s.pairs if p.outcome in ("partial", "failed"))
+        elapsed = time.monotonic() - self.started_at
+        rate = self.copied_bytes / elapsed if elapsed > 0 else 0.0
+        # Bytes left: the planned pairs' rest, and for pairs not planned yet the mean of those planned.
+        mean = self.planned_bytes / self.planned_pairs if self.planned_pairs else 0.0
+        left = max(0.0, self.planned_bytes - self.copied_bytes) + mean * (pending + len(self.running)
+                                                                           - min(len(self.running), self.planned_pairs))
+        eta = f", ETA {left / rate:.0f} s" if rate > 0 and self.planned_pairs else ""
+        self.reporter.batch_progress(
+            f"pairs {done}/{len(s.pairs)} done, {len(self.running)} running, {failed} failed; "
+            f"{self.copied} messages, {self.copied_bytes / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s{eta}"
+        )
+
+
+def run_batch(batch: Batch, options: Options, reporter: Reporter,
+              spare: subprocess.Popen[bytes] | None = None) -> BatchSummary:
+    """The batch; *spare*, a pair process from `pairrun.spawn` (else one started here), is
+    the first pair's: the caller starts it early, so that its start-up overlaps the reading
+    of the files and of the journal."""
+    started = time.monotonic()
+    summary = BatchSummary(max_connections_per_server=options.max_connections_per_server)
+    client = cluster.connect(options.cluster) if options.cluster else None
+    journal = Journal.open(options.state_dir or default_dir(), batch.pairs_path)
+    if spare is None and client is None:
+        spare = pairrun.spawn()
+    try:
+        context = batch.servers_text + repr([getattr(options, name) for name in _DECISIVE])
+        todo = []
+        for pair in batch.pairs:
+            result = PairResult(pair.line, pair.config.src.user, pair.config.dst.user)
+            summary.pairs.append(result)
+            key = pair.key(journal.salt, context)
+            entry = journal.get(key)
+            if entry is not None and entry.exit_code == 0 and not options.again:
+                result.outcome, result.copied, result.present = "skipped", 0, entry.present + entry.copied
+                continue
+            todo.append((pair, result, key))
+        skipped = len(batch.pairs) - len(todo)
+        if skipped:
+            reporter.info(f"{skipped} pairs finished exactly before and are skipped (--again syncs them again)")
+        same_server = batch.template.src.server == batch.template.dst.server
+        allocation = allocate(options, same_server, len(todo))
+        scheduler = Scheduler(options, allocation, same_server, reporter, summary, journal)
+        scheduler.client = client
+        scheduler.spare, spare = (spare, None) if todo else (None, spare)
+        summary.parallel, summary.procs = allocation.parallel, allocation.workers
+        if not allocation.fitted and allocation.per_side < options.workers + 1:
+            reporter.warn(
+                f"each pair uses at most {allocation.per_side} connections per side "
+                f"(--procs {allocation.workers}) to fit the connection caps"
+            )
+        if todo:
+            cap = options.max_connections_per_server
+            reporter.info(f"{allocation}" + (f" within --max-connections-per-server {cap}" if cap else ""))
+        scheduler.run(todo)
+    finally:
+        if spare is not None:
+            pairrun.discard(spare)
+        journal.close()
+        if client is not None:
+            client.close()
+    summary.elapsed_s = time.monotonic() - started
+    return summary

@@ -1,0 +1,407 @@
+"""One sync pass: list, plan, confirm, copy in the pool, then flags and deletions.
+
+Engine layer.  The engine's entry (`run.py`) runs one `SyncPass` for ``fastsync sync``
+and for a batch pair, and the watch (`watch.py`) one more for each change it hears.
+A pass lists both accounts and pairs folders (`planner.list_both`, `pair_both`), diffs
+message identities per folder pair (`planner.plan_folders`), cuts what is missing into
+work units (`plan.shard`) that the pool (`pool.py`) copies while this process counts,
+then ``--sync-flags`` sets the destination's flags and ``--delete-dest`` deletes what the
+destination has beyond the source (`writes.py`), and the state cache records the pairs
+the pass left complete.  Ctrl-C or SIGTERM during the copy or the flag updates ends the
+pass with its summary and the state of what it finished (`Summary.cancelled`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fastsync.engine import pool
+from fastsync.engine.ledger import Ledger
+from fastsync.engine.lock import RunLock
+from fastsync.engine.planner import (
+    FolderPlan,
+    Planner,
+    PlanRequest,
+    Statuses,
+    append_limit,
+    flags_to_update,
+    list_both,
+    pair_both,
+    plan_folders,
+    selection_of,
+)
+from fastsync.engine.state import StateCache
+from fastsync.engine.writes import FlagChanges, delete_messages, remember, update_flags
+from fastsync.records.errors import Cancelled, FolderError, UsageError
+from fastsync.records.events import event
+from fastsync.records.model import Folder, FolderPair, UnitDone, WorkUnit
+from fastsync.records.results import FolderRow, RefusedFolder, Reporter, Summary
+from fastsync.rules import folders as folder_rules
+from fastsync.rules import plan
+from fastsync.rules.limits import Limits, planner_yields
+from fastsync.settings import providers
+from fastsync.settings.config import Config
+from fastsync.settings.options import Options
+
+
+@dataclass
+class RunContext:
+    """What every pass of one sync shares: the planner's connections, the caps, the
+    ledger, the state cache, the destination's lock (None for a dry run), and whether the
+    run said already that the destination rewrites Message-Id (said once per run)."""
+
+    config: Config
+    planner: Planner
+    limits: Limits
+    ledger: Ledger
+    cache: StateCache
+    lock: RunLock | None = None
+    rewrites_said: bool = False
+
+    def pool_setup(self, options: Options) -> pool.PoolSetup:
+        """What the pool's workers start with."""
+        return pool.PoolSetup(self.config.src, self.config.dst, self.limits, options.settings, self.lock,
+                              self.ledger.path)
+
+
+class SyncPass:
+    """One sync's steps, sharing the run's planner, caps and ledger, counting into *summary*.
+    *incremental*: a `sync --watch` pass, where a pair whose source only gained messages is
+    planned from those."""
+
+    def __init__(
+        self, context: RunContext, options: Options, workers: int, reporter: Reporter, summary: Summary,
+        incremental: bool = False,
+    ) -> None:
+        self.context = context
+        self.config, self.options, self.reporter, self.summary = context.config, options, reporter, summary
+        self.planner, self.limits, self.workers, self.lock = context.planner, context.limits, workers, context.lock
+        self.ledger = context.ledger
+        self.selection = selection_of(options)
+        self.replanned: set[str] = set()
+        self.incremental = incremental
+        # What `go` listed: the source's folders and the folder pairs (the watch starts from them).
+        self.src_folders: list[Folder] = []
+        self.pairs: list[FolderPair] = []
+        self.standby: pool.Standby | None = None
+
+    def go(self, stdin_is_tty: bool | None) -> None:
+        options, reporter, summary, cache = self.options, self.reporter, self.summary, self.context.cache
+        reporter.status("listing folders")
+        # The statuses are read before planning: whatever changes later shows up as a
+        # difference next time (see `writes.remember`).
+        src_side, dst_side = list_both(self.planner)
+        for account, side in ((self.config.src, src_side), (self.config.dst, dst_side)):
+            how = "" if side.namespace.announced else " (inferred: no NAMESPACE)"
+            reporter.detail(
+                f"{account.label} ({account.server}): namespace prefix {side.namespace.prefix!r}, "
+                f"delimiter {side.namespace.delimiter!r}{how}"
+            )
+        before = (src_side.statuses, dst_side.statuses)
+        pairs, left_out = pair_both(self.config, options, src_side, dst_side)
+        self.src_folders, self.pairs = list(src_side.folders), list(pairs)
+        self.start_standby(pairs, before)
+        existing = {f.name for f in dst_side.folders if f.selectable}
+        self.selection = selection_of(options, append_limit(self.planner))
+        if options.delete_dest and (self.selection.dated or options.max_size_bytes or options.min_size_bytes):
+            # The source then shows only part of each folder: every destination message
+            # outside the window would look deleted at the source.
+            raise UsageError(
+                "--delete-dest cannot be combined with --max-age, --min-age, --max-size or --min-size: "
+                "messages outside them would look deleted; run --delete-dest without them"
+            )
+        summary.size_bounds = bool(options.max_size_bytes or options.min_size_bytes)
+        # A copy's UID from APPENDUID is what lets an empty folder be planned without identities.
+        uidplus = self.planner.call("reading capabilities", lambda _src, dst: dst.capabilities.uidplus)
+        request = PlanRequest(
+            pairs, existing, before, self.selection, need_modseq=options.sync_flags, deletions=options.delete_dest,
+            incremental=self.incremental, blind_ok=uidplus,
+        )
+        plans = plan_folders(self.planner, request, reporter, cache if not options.full else None, self.ledger)
+        self.count_plan(plans, left_out)
+        deletions = self.within_ceiling(plans) if options.delete_dest else []
+        expunge_all = bool(deletions) and not uidplus
+        changes: FlagChanges = {}
+        if options.sync_flags:
+            summary.sync_flags = True
+            changes = flags_to_update(self.planner, plans, existing, reporter, self.ledger, self.selection)
+            summary.flags_planned = sum(len(uids) for c in changes.values() for uids in c.values())
+        reporter.plan(summary.rows)
+        for notice in providers.notices(self.config.src, self.config.dst):
+            reporter.warn(notice)
+        missing_folders = folder_rules.folders_to_create(pairs, existing, dst_side.namespace.delimiter)
+        if expunge_all:
+            _no_uidplus(self.config, options, reporter, summary.delete_planned)
+        if options.dry_run:
+            reporter.info("Dry run: nothing was written.")
+        elif summary.planned or missing_folders or summary.flags_planned or summary.delete_planned:
+            if not _confirmed(options, reporter, summary, missing_folders, stdin_is_tty):
+                summary.declined = True
+                reporter.info("Nothing copied.")
+            else:
+                try:
+                    if summary.planned or missing_folders:
+                        self.execute(pairs, plans, existing, missing_folders)
+                    if changes:
+                        update_flags(self.planner, changes, reporter, summary, plans)
+                    # After the copy: a run that fails or is stopped on the way deletes nothing.
+                    self.delete(plans, deletions)
+                except (Cancelled, KeyboardInterrupt) as exc:
+                    stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
+                    summary.cancelled, summary.cancel_code = stopped.message, int(stopped.exit_code)
+                    # Which folders' flags were stored is not known: none counts as in step.
+                    summary.incomplete.update(p.pair.src for p in plans if p.pair.dst in changes)
+                    # The planner's connection may have been stopped mid-command.
+                    self.planner.close()
+        if not options.dry_run and not summary.declined:
+            # After a cancel, without asking the destination again: the user asked to stop,
+            # and the pairs this run copied into are diffed again next time.
+            remember(cache, self.planner, plans, before, summary, read_after=not summary.cancelled)
+
+    def start_standby(self, pairs: Sequence[FolderPair], before: tuple[Statuses, Statuses]) -> None:
+        """Start workers while planning runs when the folder counts say there is mail to
+        copy (`pool.Standby`): as many as the units that mail makes, at most the pool's.
+        Not when the user is asked first, nor when the planner must make room for them."""
+        options = self.options
+        if not options.confirm or options.dry_run or self.incremental or self.standby is not None or (
+                planner_yields(self.workers, options.max_connections)):
+            return
+        src, dst = before
+        units = 0
+        for pair in pairs:
+            s, d = src.get(pair.src), dst.get(pair.dst)
+            if s is None or s.messages <= (d.messages if d else 0):
+                continue
+            missing_bytes = s.size_bytes - (d.size_bytes if d else 0) if s.size_bytes >= 0 else 0
+            units += max(-(-(s.messages - (d.messages if d else 0)) // plan.UNIT_MAX_MESSAGES),
+                         -(-missing_bytes // plan.UNIT_MAX_BYTES))
+        if units:
+            self.standby = pool.Standby(self.context.pool_setup(options), min(self.workers, units))
+
+    def close_standby(self) -> None:
+        """Stop the standby workers no copy took."""
+        if self.standby is not None:
+            self.standby.close(self.limits)
+            self.standby = None
+
+    def count_plan(self, plans: Sequence[FolderPlan], left_out: Sequence[FolderPair] = ()) -> None:
+        summary = self.summary
+        summary.folders = len(plans)
+        for p in plans:
+            if p.error:
+                summary.errors.append(p.error)
+                summary.incomplete.add(p.pair.src)
+            event(
+                "folder planned", side="src", folder=p.pair.src, dst_folder=p.pair.dst, messages=p.src_messages,
+                to_copy=len(p.todo), to_copy_bytes=p.todo_bytes, note=p.note, error=p.error,
+                skipped=len(p.skipped), outside_dates=p.outside,
+            )
+            self.count_skipped(p)
+        summary.planned = sum(len(p.todo) for p in plans)
+        summary.planned_bytes = sum(p.todo_bytes for p in plans)
+        summary.present = sum(p.src_messages - len(p.todo) - len(p.skipped) for p in plans)
+        summary.delete_dest = self.options.delete_dest
+        to_delete = (lambda p: len(p.to_delete)) if self.options.delete_dest else (lambda _p: None)
+        summary.rows = [
+            FolderRow(
+                p.pair.src, p.pair.dst, p.src_messages, 0, len(p.todo), p.todo_bytes,
+                None if p.blind else p.without_id, p.note,
+                len(p.skipped), p.outside, to_delete(p),
+            )
+            for p in plans
+        ] + [FolderRow(skip.src, "", 0, 0, note=skip.reason) for skip in left_out]
+        for skip in left_out:
+            event("folder skipped", side="src", folder=skip.src, dst_folder=skip.dst, reason=skip.reason)
+
+    def count_skipped(self, p: FolderPlan) -> None:
+        """Messages the size rule leaves out: in the summary, the log, and for those over the
+        destination's APPENDLIMIT one warning per folder rather than a refusal per message."""
+        self.summary.skipped.extend(p.skipped)
+        for skipped in p.skipped:
+            event("message skipped", side="src", folder=skipped.folder, uid=skipped.uid,
+                  size_bytes=skipped.size_bytes, reason=skipped.reason)
+        limit = self.selection.append_limit_bytes
+        over = sum(1 for skipped in p.skipped if skipped.reason == plan.appendlimit_reason(limit))
+        if over:
+            messages = "message" if over == 1 else "messages"
+            self.reporter.warn(
+                f"folder {p.pair.src!r}: {over} {messages} over the destination's APPENDLIMIT of {limit} bytes skipped"
+            )
+
+    def within_ceiling(self, plans: Sequence[FolderPlan]) -> list[FolderPlan]:
+        """The plans whose deletions --max-delete allows.  A folder over the ceiling keeps
+        everything, is reported with how many messages would have gone, and the run ends
+        with exit code 1: many extra messages usually mean a wrong mapping, not a mirror."""
+        summary, ceiling = self.summary, self.options.max_delete
+        allowed = []
+        for index, p in enumerate(plans):
+            if not p.to_delete:
+                continue
+            event("deletions planned", side="dst", folder=p.pair.dst, uids=[r.uid for r in p.to_delete],
+                  messages=p.dst_messages)
+            if ceiling.allows(len(p.to_delete), p.dst_messages):
+                allowed.append(p)
+                continue
+            summary.incomplete.update(q.pair.src for q in plans if q.pair.dst == p.pair.dst)
+            row = summary.rows[index]
+            row.note = ", ".join(filter(None, [row.note, "over --max-delete: nothing deleted"]))
+            text = (
+                f"folder {p.pair.dst!r}: nothing deleted: {len(p.to_delete)} of its {p.dst_messages} messages "
+                f"are not on the source, more than --max-delete allows ({ceiling}); check the folder mapping, "
+                f"then run with --max-delete {len(p.to_delete)} to delete them"
+            )
+            summary.errors.append(text)
+            event("deletions refused", side="dst", folder=p.pair.dst, level=logging.WARNING, reason=text)
+        summary.delete_planned = sum(len(p.to_delete) for p in allowed)
+        return allowed
+
+    def execute(
+        self,
+        pairs: Sequence[FolderPair],
+        plans: Sequence[FolderPlan],
+        existing: set[str],
+        missing_folders: Sequence[str],
+    ) -> None:
+        reporter, summary = self.reporter, self.summary
+        # Every mapped folder is created, empty ones too: the destination mirrors the tree.
+        refused: dict[str, str] = {}
+        if missing_folders:
+            reporter.detail(f"creating folders {', '.join(map(repr, missing_folders))}")
+            refused = self.planner.call("creating folders", lambda _src, dst: dst.create_folders(missing_folders))
+            for name in missing_folders:
+                if name in refused:
+                    event("folder refused", side="dst", folder=name, level=logging.ERROR, reason=refused[name])
+                else:
+                    event("folder created", side="dst", folder=name)
+        plans = self.leave_out(plans, refused) if refused else plans
+        copy_started = time.monotonic()
+        reporter.start_copy(sum(len(p.todo) for p in plans), sum(p.todo_bytes for p in plans))
+        try:
+            replan = self.replanned = self.copy(plans)
+            if replan:
+                # A folder whose UIDVALIDITY changed is planned again, once: its old UIDs
+                # name nothing now (RFC 3501 section 2.3.1.1).
+                reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
+                created = existing | (set(missing_folders) - set(refused))
+                request = PlanRequest([p for p in pairs if p.src in replan], created, selection=self.selection)
+                again = plan_folders(self.planner, request, reporter, ledger=self.ledger)
+                summary.planned += sum(len(p.todo) for p in again)
+                summary.incomplete.update(replan)
+                self.copy(again)
+        finally:
+            reporter.stop_copy()
+            # Also when Ctrl-C or SIGTERM ended the copy: the summary's rates use it.
+            summary.copy_s = time.monotonic() - copy_started
+
+    def leave_out(self, plans: Sequence[FolderPlan], refused: dict[str, str]) -> list[FolderPlan]:
+        """The plans still to copy once the destination refused to create *refused*: each
+        refused folder is reported once, with the messages it leaves out, not per message."""
+        for name, reason in refused.items():
+            left = [p for p in plans if p.pair.dst == name]
+            self.summary.incomplete.update(p.pair.src for p in left)
+            messages = sum(len(p.todo) for p in left)
+            self.summary.folders_refused.append(RefusedFolder(name, reason, messages))
+        return [p for p in plans if p.pair.dst not in refused]
+
+    def copy(self, plans: Sequence[FolderPlan]) -> set[str]:
+        units: list[WorkUnit] = []
+        large = sum(r.size_bytes for p in plans for r in p.todo if r.size_bytes > plan.STREAM_MESSAGE_BYTES)
+        bounds = plan.UnitBounds(stream_max_bytes=plan.stream_unit_bytes(large, self.workers))
+        for p in plans:
+            # The first unit into each folder checks what the destination stored (rewriting).
+            shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), bounds, dst_uidnext=p.dst_uidnext))
+            units.extend(dataclasses.replace(u, verify=i == 0, blind=p.blind) for i, u in enumerate(shards))
+        folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
+        if units and planner_yields(self.workers, self.options.max_connections):
+            # --max-connections 1: the planner's connections hold the only slot of each
+            # side, which the worker needs.  The planner logs out while the pool copies and
+            # logs in again when next needed (Planner.call reopens), after the worker has
+            # logged out: never more than one connection per side.
+            self.planner.close()
+        standby, self.standby = (self.standby, None) if units else (None, self.standby)
+        job = pool.CopyJob(units, folder_totals, self.workers, self.options.max_transfer)
+        return pool.copy_units(
+            self.context.pool_setup(self.options), job, self.reporter, self.summary, self.unit_done, standby,
+        )
+
+    def unit_done(self, unit: WorkUnit, done: UnitDone) -> None:
+        """Say once that the destination rewrites the copies (the workers record them in the
+        ledger themselves, once per unit)."""
+        if done.rewrites and not self.context.rewrites_said:
+            self.context.rewrites_said = True
+            if done.appended:
+                self.reporter.warn("the destination rewrites Message-Id; re-runs rely on the ledger")
+            else:
+                self.reporter.warn(
+                    "the destination rewrites Message-Id and does not report the UIDs of copies (no UIDPLUS, "
+                    "RFC 4315): a re-run may duplicate messages"
+                )
+            event("destination rewrites", side="dst", folder=unit.pair.dst, level=logging.WARNING,
+                  ledger=bool(done.appended))
+
+    def delete(self, plans: Sequence[FolderPlan], deletions: Sequence[FolderPlan]) -> None:
+        """Delete the destination's extra messages planned before the copy (--delete-dest).
+
+        Only the UIDs read while planning: a message copied since has a higher UID.  A
+        destination folder whose source changed UIDVALIDITY during the run keeps everything:
+        its extras were counted against messages that may be gone.
+        """
+        summary = self.summary
+        for p in deletions:
+            sources = [q.pair.src for q in plans if q.pair.dst == p.pair.dst]
+            uids = [r.uid for r in p.to_delete]
+            try:
+                if self.replanned.intersection(sources):
+                    raise FolderError(
+                        f"folder {p.pair.dst!r}: nothing deleted: its source folder changed during the run; run again"
+                    )
+                command = self.planner.call("deleting", functools.partial(
+                    delete_messages, folder=p.pair.dst, uids=uids, uidvalidity=p.dst_uidvalidity
+                ))
+            except FolderError as exc:
+                summary.errors.append(exc.message)
+                summary.incomplete.update(sources)
+                event("messages not deleted", side="dst", folder=p.pair.dst, uids=uids, level=logging.ERROR,
+                      reason=exc.message)
+                continue
+            summary.deleted += len(uids)
+            summary.deleted_by_folder[p.pair.dst] = len(uids)
+            event("messages deleted", side="dst", folder=p.pair.dst, uids=uids, command=command)
+            self.reporter.detail(f"deleted {len(uids)} messages from {p.pair.dst!r}")
+
+
+
+
+def _confirmed(
+    options: Options, reporter: Reporter, summary: Summary, missing_folders: Sequence[str], stdin_is_tty: bool | None
+) -> bool:
+    if options.confirm:
+        return True
+    interactive = sys.stdin.isatty() if stdin_is_tty is None else stdin_is_tty
+    if not interactive:
+        raise UsageError("no terminal to ask for confirmation; pass -y/--yes (or set FASTSYNC_CONFIRM=1) to copy")
+    flags = f", update the flags of {summary.flags_planned} messages" if summary.flags_planned else ""
+    deletes = f", delete {summary.delete_planned} messages from the destination" if summary.delete_planned else ""
+    return reporter.confirm(
+        f"Copy {summary.planned} messages{flags}{deletes} and create {len(missing_folders)} folders?"
+    )
+
+
+def _no_uidplus(config: Config, options: Options, reporter: Reporter, count: int) -> None:
+    """A destination without UIDPLUS (RFC 4315) can only EXPUNGE every \\Deleted message of a
+    folder, the user's own included: said before asking; with -y refused unless --force-expunge."""
+    text = (
+        f"{config.dst.label} ({config.dst.server}) does not offer UIDPLUS (RFC 4315): deleting {count} messages "
+        "takes EXPUNGE, which also removes every other message already flagged \\Deleted in those folders"
+    )
+    if options.confirm and not options.force_expunge and not options.dry_run:
+        raise UsageError(f"{text}; pass --force-expunge to accept that, or leave out --delete-dest")
+    reporter.warn(text + ("" if options.force_expunge else "; a run with -y needs --force-expunge"))
+
+
