@@ -1,1 +1,2 @@
-"""Many account pairs: the batch input files, the journal, and each pair's process (parent and child sides)."""
+"""Many account pairs: the input files, the scheduler under per-server caps, the journal,
+and each pair's process (parent and child sides)."""

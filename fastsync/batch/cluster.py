@@ -2,8 +2,8 @@
 
 Engine layer; imports dask/distributed only when a cluster is asked for (the optional
 ``cluster`` extra).  The submitting process keeps the journal, the admission of pairs
-within the caps (commands/batch.py) and the display; a task runs one pair on whichever
-worker the scheduler picks, as `pairrun.PairProcess` runs it locally: in a fresh
+within the caps (`scheduler.py`) and the display; a task runs one pair on whichever
+worker the scheduler picks, as `parent.PairProcess` runs it locally: in a fresh
 interpreter, so that the pair's own worker pool starts although a Dask worker under a
 nanny is a daemonic process (multiprocessing refuses children there).
 

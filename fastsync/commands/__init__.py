@@ -1,5 +1,6 @@
-"""The commands: `show`, `sync` and `check`, one ``run(config, options, reporter)`` each.
+"""The commands: `show`, `sync`, `check` and `batch`, one ``run(...)`` each.
 
-Commands never import each other: what they share (folder pairing, the survey of both
-sides, identity matching, the flag rule) lives in the layers below.
+A command hands one request to the engine's entry (`engine.run.run`) or, for a batch, to
+the batch package's scheduler, and returns the result record that `cli.py` renders.
+Commands never import each other: what they share lives in the layers below.
 """

@@ -10,7 +10,7 @@ Engine layer.  After the first sync, `ChangeFeed` hears of changes on the source
 Each listener runs in a thread of its own, on a connection of its own (it holds a source
 connection slot, so --max-connections counts it), and reconnects with the retry rule's
 backoff when its connection breaks; while a listener is down the poll covers for it.
-Listeners only say that a folder changed.  The sync command then runs one pass: the
+Listeners only say that a folder changed.  The watch (`watch.py`) then runs one pass: the
 ordinary survey, whose state cache skips every folder pair whose STATUS (UIDNEXT,
 MESSAGES, HIGHESTMODSEQ) did not move, copies through the pool, sets flags, and deletes
 with --delete-dest.  So a pass costs what changed, and a restarted watch resumes from the

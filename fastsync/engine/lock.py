@@ -1,7 +1,8 @@
 """One `sync` at a time per destination account: a lock file in the state directory.
 
-Engine layer: imports `errors` and `config`; `commands/sync.py` takes the lock before it
-plans and holds it until the run ends, and hands it to every copy worker (`pool.py`).
+Engine layer: imports `errors` and `config`; the engine's entry (`run.py`) takes the lock
+before a sync plans and holds it until the run ends, and hands it to every copy worker
+(`pool.py`).
 
 Two runs copying to one account at once (a cron job overlapping a long run, a second
 terminal) would both find the same messages missing and both append them.  The lock is

@@ -4,17 +4,21 @@ Engine layer.  Data flow::
 
     parent (Coordinator, this module)        worker i (worker_main, one process each)
     ---------------------------------        ----------------------------------------
+    PoolSetup ------ process start ------->  SessionPair, Copier, Ledger (worker_main)
     plan -> WorkUnit ---- own pipe ------->  one unit at a time (transfer.Copier):
                                              src: EXAMINE folder, UID FETCH bodies  (BODY.PEEK)
                                              dst: MULTIAPPEND bodies with flags + dates
     progress, summary <-- own pipe --------  UnitDone (copied, bytes, refused messages), Retrying
     requeue the unit of a dead worker <----  WorkerExit(kind) when its connections broke
 
-Each worker has a pipe of its own to the parent, not a queue shared by all: a worker
-killed while writing to a shared queue would die holding the queue's lock and freeze
-every other worker.  Only WorkUnits (UIDs) and the small reports of `fastsync.records.model`
-cross processes; message bodies stay inside one worker.  A worker keeps its two
-connections for the whole run; one initializer (`worker_main`) sets it up.
+A sync pass calls `copy_units(PoolSetup, CopyJob, ...)`: the setup is what every worker
+starts with (both accounts, the caps, the retry rule, the lock, the ledger's file), the
+job what this call copies.  Each worker has a pipe of its own to the parent, not a queue
+shared by all: a worker killed while writing to a shared queue would die holding the
+queue's lock and freeze every other worker.  Only the setup (once, as a worker starts),
+WorkUnits (UIDs) and the small reports of `fastsync.records.model` cross processes;
+message bodies stay inside one worker.  A worker keeps its two connections for the whole
+run; one initializer (`worker_main`) sets it up.
 
 Stopping (Ctrl-C, SIGTERM): the parent sets `stop`, workers finish the unit in hand and
 report it, and those still copying after `CANCEL_GRACE_S` are killed (`shutdown`).  The

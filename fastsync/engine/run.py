@@ -3,7 +3,8 @@
 Engine layer.  ``fastsync sync`` (with or without ``--dry-run`` or ``--watch``), ``check``
 and ``show``, and every pair of a batch (`batch/child.py`) call `run` with one
 `RunRequest`: the config, the options, what to do (`Mode`) and whether a terminal can
-confirm.  The commands only parse, ask and render.
+confirm (the question goes through the reporter).  The commands hand over the request
+and return the result record, which `cli.py` renders.
 
 What each mode does:
 
@@ -12,12 +13,12 @@ What each mode does:
     DRY_RUN  list, plan and show the plan; write nothing, take no lock            -> Summary
     SYNC     plan, confirm, copy in the pool, then flags and deletions            -> Summary
              (`syncpass.py`)
-    WATCH    SYNC, then one pass per change the source reports (`watch.py`)      -> Summary
+    WATCH    SYNC, then one pass per change the source reports (`watch.py`)       -> Summary
 
 A run that writes holds the destination's lock (lock.py) from before planning to the
-end, so a second run for the same destination stops at once.  Check and sync share the
-survey of both sides (`planner.list_both`, `pair_both`), the planner's connections and
-the ledger.
+end, so a second run for the same destination stops at once.  Check and sync survey
+both sides the same way (`planner.list_both` and `pair_both` on a `Planner`'s two
+connections) and match messages with the help of the same ledger.
 """
 
 from __future__ import annotations

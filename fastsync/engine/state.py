@@ -1,7 +1,7 @@
 """A small cache that lets a re-run skip folder pairs nothing has touched.
 
-Engine layer: imports `config` and `model`; the planner consults it, the sync command
-records into it.
+Engine layer: imports `config` and `model`; the planner consults it, a sync pass records
+into it (`writes.remember`).
 
 Per folder pair it keeps what STATUS said of both folders (UIDVALIDITY, UIDNEXT, MESSAGES
 and, with CONDSTORE, HIGHESTMODSEQ) after the last run that left the pair complete.  A

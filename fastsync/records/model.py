@@ -89,7 +89,7 @@ class MessageRef:
     """A message as the planner sees it: UID, RFC822.SIZE and its identity (see plan.identity);
     ``gm_msgid`` is Gmail's id of the message (X-GM-MSGID), 0 where the server has none.
     ``identity`` is "" when it was not read: the message goes into an empty destination
-    folder, where there is nothing to match it with (see `survey.plan_folders`)."""
+    folder, where there is nothing to match it with (see `planner.plan_folders`)."""
 
     uid: int
     size_bytes: int

@@ -62,7 +62,7 @@ class FolderRow:
     size_bytes: int
     to_copy: int = 0
     to_copy_bytes: int = 0
-    # None: not read (a folder planned without identities, see survey.plan_folders).
+    # None: not read (a folder planned without identities, see planner.plan_folders).
     without_id: int | None = 0
     note: str = ""
     skipped: int = 0

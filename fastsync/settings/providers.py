@@ -1,6 +1,6 @@
 """Quotas of the big providers, shown before a migration touches them.
 
-Pure-logic layer: imports `config`; used by the sync command.
+Pure-logic layer: imports `config`; used by a sync pass (`engine/syncpass.py`).
 
 Exceeding Gmail's IMAP quotas locks the account out of IMAP for up to a day; Exchange
 Online throttles and then disconnects.  The figures are the providers' published limits.
