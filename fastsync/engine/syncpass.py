@@ -376,8 +376,6 @@ class SyncPass:
             self.reporter.detail(f"deleted {len(uids)} messages from {p.pair.dst!r}")
 
 
-
-
 def _confirmed(
     options: Options, reporter: Reporter, summary: Summary, missing_folders: Sequence[str], stdin_is_tty: bool | None
 ) -> bool:
@@ -403,5 +401,3 @@ def _no_uidplus(config: Config, options: Options, reporter: Reporter, count: int
     if options.confirm and not options.force_expunge and not options.dry_run:
         raise UsageError(f"{text}; pass --force-expunge to accept that, or leave out --delete-dest")
     reporter.warn(text + ("" if options.force_expunge else "; a run with -y needs --force-expunge"))
-
-
