@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fastsync import __version__
 from fastsync.engine import processes
-from fastsync.records.errors import Cancelled, ExitCode, FastsyncError, Terminated, UsageError
+from fastsync.records.errors import (
+    Cancelled, ExitCode, FastsyncError, Terminated, UsageError, describe, exit_code_of,
+)
 from fastsync.settings.options import COMMAND_FLAGS, DEFAULT_CONFIG, GLOBAL_FLAGS, Flag
 
 if TYPE_CHECKING:
@@ -225,27 +227,24 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         code, stopped = _run(args.command, options, config, reporter)
         _log_end(args.command, code, stopped)
         return code
-    except Cancelled as exc:
-        reporter.cancelled(exc.message)
-        return _failed(reporter, args.command, exc.message, exc.exit_code)
-    except KeyboardInterrupt:
-        reporter.cancelled("Cancelled.")
-        return _failed(reporter, args.command, "Cancelled.", ExitCode.INTERRUPTED)
-    except FastsyncError as exc:
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the last arm takes a defect too
+        # The one place where an exception becomes an exit code (`errors.exit_code_of`).
+        code, message = exit_code_of(exc), describe(exc)
+        if isinstance(exc, (Cancelled, KeyboardInterrupt)):
+            reporter.cancelled(message)
+            return _failed(reporter, args.command, message, code)
         reporter.stop_copy()
-        reporter.error(exc.message)
-        return _failed(reporter, args.command, exc.message, exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - the last arm: a defect becomes exit code 70
+        if isinstance(exc, FastsyncError):
+            reporter.error(message)
+            return _failed(reporter, args.command, message, code)
         # A defect, not a condition fastsync knows: one line, the traceback where asked
-        # for (-V, the log file), and a code of its own so that scripts never take it
-        # for "partial, run again".
-        reporter.stop_copy()
-        message = f"internal error: {type(exc).__name__}: {exc}; please report it"
+        # for (-V, the log file), and a code of its own (INTERNAL) so that scripts never
+        # take it for "partial, run again".
         trace = traceback.format_exc()
         reporter.error(message + ("" if verbose else " (-V shows the traceback)"))
         if verbose:
             reporter.trace(trace)
-        return _failed(reporter, args.command, message, ExitCode.INTERNAL, trace)
+        return _failed(reporter, args.command, message, code, trace)
     finally:
         if log_handler is not None:
             logging.getLogger("fastsync").removeHandler(log_handler)
@@ -298,11 +297,10 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
         # Stopped by Ctrl-C or SIGTERM: the summary of what was done, then why it ended.
         reporter.cancelled(summary.cancelled)
         reporter.document({**progress.sync_document(summary), "error": summary.cancelled,
-                           "exit_code": summary.cancel_code})
-        return summary.cancel_code, summary.cancelled
-    code = ExitCode.OK if summary.complete else ExitCode.PARTIAL
-    reporter.document({**progress.sync_document(summary), "exit_code": int(code)})
-    return code, ""
+                           "exit_code": summary.exit_code})
+        return summary.exit_code, summary.cancelled
+    reporter.document({**progress.sync_document(summary), "exit_code": summary.exit_code})
+    return summary.exit_code, ""
 
 
 def _run_batch(batch: Batch, options: Options, reporter: Reporter,

@@ -4,6 +4,7 @@ real pipes, no worker process, no server)."""
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import sys
 import time
@@ -14,6 +15,9 @@ import pytest
 
 from fastsync.settings.config import parse_config
 from fastsync.rules.limits import Limits
+from fastsync.records.errors import (
+    AuthError, Cancelled, ConnectionLost, DestinationFull, FastsyncError, MalformedResponse, Throttled, TLSError,
+)
 from fastsync.records.model import FolderPair, UnitDone, WorkerExit, WorkerSettings, WorkUnit
 from fastsync.engine.pool import Coordinator, PoolSetup, _parent_watch
 from fastsync.engine.processes import context
@@ -41,12 +45,94 @@ def test_a_full_destination_said_after_the_last_unit_is_an_error() -> None:
     coordinator.taken[0] = 0
     full = "destination (h:2): 'INBOX': APPEND refused: NO [OVERQUOTA] Quota exceeded; free space on the destination"
     worker_end.send(UnitDone(0, 0, "INBOX", 1, 10, error="1 messages of folder 'INBOX' not copied"))
-    worker_end.send(WorkerExit(0, full, 1, "full"))
+    worker_end.send(WorkerExit(0, DestinationFull(full, side="dst")))
     worker_end.close()
     coordinator.drain({"INBOX": (2, 20)}, timeout_s=2.0)
     assert summary.copied == 1
     assert full in summary.errors
     assert coordinator.stop.is_set()
+
+
+class Events(logging.Handler):
+    """The "fastsync" logger's events, as the log file would get them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize(
+    ("error", "goes_on", "stops", "workers", "said"),
+    [
+        # A refused login or an untrusted certificate will be refused again: the run stops.
+        (AuthError("destination (h:2): login as 'b' refused", side="dst"), False, False, 3, "error"),
+        (TLSError("source (h:1): certificate has expired", side="src"), False, False, 3, "error"),
+        # Over quota: the run stops, and the other workers stop after the unit in hand.
+        (DestinationFull("destination (h:2): 'INBOX': APPEND refused: NO [OVERQUOTA]", side="dst"),
+         False, True, 3, "error"),
+        # The server wants fewer connections: one worker fewer, the run goes on.
+        (Throttled("source (h:1): server is throttling", 5.0, side="src"), True, False, 2,
+         "warning: source (h:1): server is throttling; continuing with 2 workers"),
+        # Retries used up: this worker ends, its unit goes to another.
+        (ConnectionLost("source (h:1): connection closed by the server", side="src"), True, False, 3,
+         "warning: worker 0 stopped: source (h:1): connection closed by the server"),
+        (MalformedResponse("destination (h:2): malformed response", side="dst"), True, False, 3,
+         "warning: worker 0 stopped: destination (h:2): malformed response"),
+        (Cancelled("stopped while waiting for a connection slot"), True, False, 3,
+         "warning: worker 0 stopped: stopped while waiting for a connection slot"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, FastsyncError) else None,
+)
+def test_the_parent_routes_a_last_word_on_its_type(
+    error: FastsyncError, goes_on: bool, stops: bool, workers: int, said: str
+) -> None:
+    """What a worker's exception means for the run is read from its type, and the event
+    names the exception's side, whatever its text says."""
+    config = parse_config(CONFIG, "fastsync.json", environ={})
+    unit = WorkUnit(0, FolderPair("INBOX", "INBOX"), 1, (1, 2), 20)
+    summary = Summary()
+    err = io.StringIO()
+    reporter = Reporter(out=io.StringIO(), err=err, interactive=False)
+    coordinator = Coordinator(config, Limits.create(context(), 0, 0, 0), WorkerSettings(), [unit], 3, reporter,
+                              summary)
+    coordinator.taken[0] = 0
+    events = Events()
+    logger = logging.getLogger("fastsync")
+    logger.addHandler(events)
+    level, logger.level = logger.level, logging.DEBUG
+    try:
+        assert coordinator.worker_stopped(WorkerExit(0, error)) is goes_on
+    finally:
+        logger.removeHandler(events)
+        logger.setLevel(level)
+    assert coordinator.stop.is_set() is stops
+    assert coordinator.workers == workers
+    if said == "error":
+        assert summary.errors == [error.message] and err.getvalue() == ""
+    else:
+        assert summary.errors == [] and err.getvalue().strip() == said
+    [record] = [r for r in events.records if r.getMessage() == "worker exit"]
+    fields = record.__dict__
+    assert (fields["side"], fields["folder"]) == (error.side, "INBOX")
+    assert fields["fields"]["error"] == type(error).__name__
+    assert fields["fields"]["exit_code"] == int(error.exit_code)
+
+
+def test_a_defect_in_a_worker_is_a_warning_with_its_traceback() -> None:
+    config = parse_config(CONFIG, "fastsync.json", environ={})
+    summary = Summary()
+    err = io.StringIO()
+    reporter = Reporter(out=io.StringIO(), err=err, interactive=False)
+    unit = WorkUnit(0, FolderPair("INBOX", "INBOX"), 1, (1, 2), 20)
+    coordinator = Coordinator(config, Limits.create(context(), 0, 0, 0), WorkerSettings(), [unit], 2, reporter,
+                              summary)
+    trace = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\nKeyError: 'uid'\n"
+    assert coordinator.worker_stopped(WorkerExit(1, None, trace)) is True
+    assert err.getvalue() == f"warning: worker 1 stopped: {trace.strip()}\n"
+    assert summary.errors == [] and not coordinator.stop.is_set() and coordinator.workers == 2
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the boot time psutil reads is Linux's /proc/stat")

@@ -17,11 +17,14 @@ from fastsync.records.errors import (
     Throttled,
     TLSError,
 )
-from fastsync.imap.replies import already_exists, append_refused, redact
+from fastsync.imap.replies import already_exists, append_refused, raise_if_throttled, redact
 from fastsync.records.model import WorkerSettings
 from fastsync.rules.retry import with_retries
+from fastsync.settings.config import Account
 
 SETTINGS = WorkerSettings(retries=3, backoff_base_s=1.0, backoff_max_s=60.0)
+DST = Account(side="dst", label="dest", host="h", port=1, user="u", password="pw", tls="none", ca_file=None,
+              timeout_s=5.0)
 
 
 class Script:
@@ -113,13 +116,33 @@ def test_cancellation_during_the_wait_ends_the_retries() -> None:
     ],
 )
 def test_append_refusals_are_typed(text: str, status: str, kind: type, code: str) -> None:
-    error = append_refused("dest (h:1)", "Archive", text, status)
+    error = append_refused(DST, "Archive", text, status)
     assert type(error) is kind
+    assert error.side == "dst"
     assert error.message.startswith(f"dest (h:1): 'Archive': APPEND refused: {status + ' ' if status else ''}")
     if isinstance(error, MessageError):
         assert error.code == code
     else:
         assert error.message.endswith("; free space on the destination and run again")
+
+
+@pytest.mark.parametrize(
+    ("text", "wait_s"),
+    [
+        ("Request is throttled. Suggested Backoff Time: 12000 milliseconds", 12.0),
+        ("[UNAVAILABLE] Temporary System Problem", 0.0),
+        ("[ALERT] Too many simultaneous connections", 0.0),
+    ],
+)
+def test_throttling_replies_are_throttled_on_their_side(text: str, wait_s: float) -> None:
+    with pytest.raises(Throttled) as raised:
+        raise_if_throttled(text, DST)
+    assert (raised.value.side, raised.value.wait_s) == ("dst", wait_s)
+    assert raised.value.message == f"dest (h:1): server is throttling: {text}"
+
+
+def test_other_replies_are_not_throttling() -> None:
+    assert raise_if_throttled("[AUTHENTICATIONFAILED] Authentication failed.", DST) is None
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ import threading
 from typing import BinaryIO
 
 from fastsync.cli import configure_log, sigterm_stops
-from fastsync.records.errors import Cancelled, ExitCode, FastsyncError
+from fastsync.records.errors import describe, exit_code_of
 from fastsync.batch.parent import read_job
 from fastsync.records.results import Summary
 
@@ -64,22 +64,11 @@ def main() -> int:
         try:
             summary = engine.run(engine.RunRequest(config, options, engine.Mode.SYNC), reporter)
             assert isinstance(summary, Summary)
-            code = summary.cancel_code if summary.cancelled else int(
-                ExitCode.OK if summary.complete else ExitCode.PARTIAL
-            )
+            code = summary.exit_code
             reporter.result(summary, code)
-        except Cancelled as exc:
-            code = int(exc.exit_code)
-            reporter.failure(exc.message, code)
-        except KeyboardInterrupt:
-            code = int(ExitCode.INTERRUPTED)
-            reporter.failure("Cancelled.", code)
-        except FastsyncError as exc:
-            code = int(exc.exit_code)
-            reporter.failure(exc.message, code)
-        except Exception as exc:  # noqa: BLE001 - a defect: said, with its own code
-            code = int(ExitCode.INTERNAL)
-            reporter.failure(f"internal error: {type(exc).__name__}: {exc}; please report it", code)
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - a defect too: said, with its own code
+            code = int(exit_code_of(exc))
+            reporter.failure(describe(exc), code)
         finally:
             if handler is not None:
                 import logging

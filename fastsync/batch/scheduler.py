@@ -38,7 +38,7 @@ from fastsync.batch.inputs import Batch, PairLine
 from fastsync.batch.journal import Entry, Journal
 from fastsync.batch.parent import Callbacks, PairProcess
 from fastsync.engine.state import default_dir
-from fastsync.records.errors import Cancelled, UsageError
+from fastsync.records.errors import Cancelled, UsageError, describe, exit_code_of
 from fastsync.records.results import BatchSummary, PairResult, Reporter
 from fastsync.settings.options import DEFAULT_WORKERS, Options
 
@@ -205,8 +205,7 @@ class Scheduler:
                     self.lock.wait(0.5)
                     self.show(len(pending))
         except (KeyboardInterrupt, Cancelled) as exc:
-            stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
-            self.summary.cancelled, self.summary.cancel_code = stopped.message, int(stopped.exit_code)
+            self.summary.cancelled, self.summary.cancel_code = describe(exc), int(exit_code_of(exc))
             self.stop_all()
         finally:
             if self.spare is not None:

@@ -22,7 +22,7 @@ from fastsync.settings.options import Options
 def warnings_for(batch: Batch) -> list[str]:
     """What the files allow but is unsafe: plain-text sides, a readable file of passwords."""
     found = [
-        f"{a.label} ({a.server}): {a.side}.tls is none: passwords and every message cross the network "
+        f"{a.where}: {a.side}.tls is none: passwords and every message cross the network "
         "unencrypted; use starttls or implicit"
         for a in (batch.template.src, batch.template.dst) if a.tls == "none"
     ]

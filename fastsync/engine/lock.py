@@ -66,7 +66,7 @@ class RunLock:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise Locked(_locked_message(holder, dst)) from None
+            raise Locked(_locked_message(holder, dst), side=dst.side) from None
         except OSError as exc:
             os.close(fd)
             raise UsageError(f"cannot lock {path}: {exc.strerror}; choose another --state-dir") from None
@@ -110,7 +110,7 @@ def _read_holder(fd: int) -> tuple[int, str]:
 def _locked_message(holder: tuple[int, str], dst: Account) -> str:
     pid, started = holder
     since = f" since {started}" if started else ""
-    where = f"{dst.label} ({dst.server})"
+    where = dst.where
     if pid and not _alive(pid):
         # Its workers inherited the lock and are finishing the unit in hand.
         return (f"the workers of a fastsync sync (PID {pid}, ended) are still copying to {where}; "

@@ -9,14 +9,15 @@ Engine layer.  Data flow::
                                              src: EXAMINE folder, UID FETCH bodies  (BODY.PEEK)
                                              dst: MULTIAPPEND bodies with flags + dates
     progress, summary <-- own pipe --------  UnitDone (copied, bytes, refused messages), Retrying
-    requeue the unit of a dead worker <----  WorkerExit(kind) when its connections broke
+    route on the exception's type <-------  WorkerExit(the exception) when its connections broke
 
 A sync pass calls `copy_units(PoolSetup, CopyJob, ...)`: the setup is what every worker
 starts with (both accounts, the caps, the retry rule, the lock, the ledger's file), the
 job what this call copies.  Each worker has a pipe of its own to the parent, not a queue
 shared by all: a worker killed while writing to a shared queue would die holding the
 queue's lock and freeze every other worker.  Only the setup (once, as a worker starts),
-WorkUnits (UIDs) and the small reports of `fastsync.records.model` cross processes;
+WorkUnits (UIDs) and the small reports of `fastsync.records.model` cross processes, a
+worker's last word carrying the exception that ended it (a defect's as traceback text);
 message bodies stay inside one worker.  A worker keeps its two connections for the whole
 run; one initializer (`worker_main`) sets it up.
 
@@ -302,10 +303,10 @@ class Coordinator:
                     self.finished(message, folder_totals)
                     self.dispatch(message.worker)
                 elif isinstance(message, Retrying):
-                    self.log_worker("retry", message.worker, message.message, logging.WARNING,
-                                    wait_s=round(message.wait_s, 3), attempt=message.attempt)
+                    self.log_worker("retry", message.worker, message.error.side, message.error.message,
+                                    logging.WARNING, wait_s=round(message.wait_s, 3), attempt=message.attempt)
                     self.reporter.warn(
-                        f"{message.message}; retrying in {message.wait_s:.1f} s "
+                        f"{message.error.message}; retrying in {message.wait_s:.1f} s "
                         f"({message.attempt}/{self.settings.retries})"
                     )
                 elif isinstance(message, WorkerExit):
@@ -355,34 +356,36 @@ class Coordinator:
                     self.exits[message.worker] = message
                     self.worker_stopped(message)
 
-    def log_worker(self, name: str, worker: int, text: str, level: int, **fields: Any) -> None:
-        """Log a worker's report with the side its text names and the unit it held."""
+    def log_worker(self, name: str, worker: int, side: str, text: str, level: int, **fields: Any) -> None:
+        """Log a worker's report with the side of its error and the unit it held."""
         unit = self.units.get(self.taken.get(worker, -1))
-        side = next(
-            (a.side for a in (self.setup.src, self.setup.dst) if text.startswith(f"{a.label} (")), ""
-        )
         event(
             name, side=side, folder=unit.pair.src if unit else "", level=level, worker=worker, message=text,
             uids=list(unit.uids) if unit else [], **fields,
         )
 
     def worker_stopped(self, exit: WorkerExit) -> bool:
-        """React to a worker's last report; False when the run must stop."""
+        """React to a worker's last report, by the type of the error that ended it; False
+        when the run must stop.  Any other error (a connection lost after every retry, a
+        defect) ends only this worker: `reap` gives its unit to another."""
         text = exit.message.strip()
-        self.log_worker("worker exit", exit.worker, text, logging.WARNING, kind=exit.kind, exit_code=exit.exit_code)
-        if exit.kind == "fatal":
-            # A refused login or an untrusted certificate will be refused again.
-            self.summary.errors.append(text)
-            return False
-        if exit.kind == "full":
-            self.summary.errors.append(text)
-            self.stop.set()
-            return False
-        if exit.kind == "throttled":
-            self.workers = max(1, self.workers - 1)
-            self.reporter.warn(f"{text}; continuing with {self.workers} workers")
-        else:
-            self.reporter.warn(f"worker {exit.worker} stopped: {text}")
+        self.log_worker("worker exit", exit.worker, exit.side, text, logging.WARNING,
+                        error=type(exit.error).__name__ if exit.error is not None else "defect",
+                        exit_code=int(exit.exit_code))
+        match exit.error:
+            case AuthError() | TLSError():
+                # A refused login or an untrusted certificate will be refused again.
+                self.summary.errors.append(text)
+                return False
+            case DestinationFull():
+                self.summary.errors.append(text)
+                self.stop.set()
+                return False
+            case Throttled():
+                self.workers = max(1, self.workers - 1)
+                self.reporter.warn(f"{text}; continuing with {self.workers} workers")
+            case _:
+                self.reporter.warn(f"worker {exit.worker} stopped: {text}")
         return True
 
     def finished(self, done: UnitDone, folder_totals: Mapping[str, tuple[int, int]]) -> None:
@@ -440,9 +443,10 @@ class Coordinator:
             if exit is None:
                 self.reporter.warn(f"worker {index} exited unexpectedly (exit code {process.exitcode})")
                 self.log_worker(
-                    "worker exit", index, "exited unexpectedly", logging.WARNING, exit_code=process.exitcode
+                    "worker exit", index, "", "exited unexpectedly", logging.WARNING, exit_code=process.exitcode
                 )
-            throttled = exit is not None and exit.kind == "throttled"
+            # A throttled worker left to lighten the server's load: its unit is not to blame.
+            throttled = exit is not None and isinstance(exit.error, Throttled)
             if not throttled:
                 self.exits_in_a_row += 1
             channel = self.channels.pop(index, None)
@@ -611,15 +615,13 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
         # Wait as the server asked before giving the unit back, then leave: the parent
         # runs on with one connection per side fewer.
         stop.wait(exc.wait_s or backoff_s(1, setup.settings, copier.rng))
-        _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "throttled"))
-    except DestinationFull as exc:
-        _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "full"))
-    except (AuthError, TLSError) as exc:
-        _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "fatal"))
+        _last_word(channel, WorkerExit(index, exc))
     except FastsyncError as exc:
-        _last_word(channel, WorkerExit(index, exc.message, int(exc.exit_code), "lost"))
+        # The parent decides what the error means for the run (`Coordinator.worker_stopped`).
+        _last_word(channel, WorkerExit(index, exc))
     except Exception:
-        _last_word(channel, WorkerExit(index, traceback.format_exc(limit=8), 1, "lost"))
+        # A defect: its exception may not pickle, its traceback as text always does.
+        _last_word(channel, WorkerExit(index, None, traceback.format_exc(limit=8)))
     finally:
         with contextlib.suppress(Exception):
             copier.close()

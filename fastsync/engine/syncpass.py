@@ -38,7 +38,7 @@ from fastsync.engine.planner import (
 )
 from fastsync.engine.state import StateCache
 from fastsync.engine.writes import FlagChanges, delete_messages, remember, update_flags
-from fastsync.records.errors import Cancelled, FolderError, UsageError
+from fastsync.records.errors import Cancelled, FolderError, UsageError, describe, exit_code_of
 from fastsync.records.events import event
 from fastsync.records.model import Folder, FolderPair, UnitDone, WorkUnit
 from fastsync.records.results import FolderRow, RefusedFolder, Reporter, Summary
@@ -100,7 +100,7 @@ class SyncPass:
         for account, side in ((self.config.src, src_side), (self.config.dst, dst_side)):
             how = "" if side.namespace.announced else " (inferred: no NAMESPACE)"
             reporter.detail(
-                f"{account.label} ({account.server}): namespace prefix {side.namespace.prefix!r}, "
+                f"{account.where}: namespace prefix {side.namespace.prefix!r}, "
                 f"delimiter {side.namespace.delimiter!r}{how}"
             )
         before = (src_side.statuses, dst_side.statuses)
@@ -153,8 +153,7 @@ class SyncPass:
                     # After the copy: a run that fails or is stopped on the way deletes nothing.
                     self.delete(plans, deletions)
                 except (Cancelled, KeyboardInterrupt) as exc:
-                    stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
-                    summary.cancelled, summary.cancel_code = stopped.message, int(stopped.exit_code)
+                    summary.cancelled, summary.cancel_code = describe(exc), int(exit_code_of(exc))
                     # Which folders' flags were stored is not known: none counts as in step.
                     summary.incomplete.update(p.pair.src for p in plans if p.pair.dst in changes)
                     # The planner's connection may have been stopped mid-command.
@@ -359,7 +358,8 @@ class SyncPass:
             try:
                 if self.replanned.intersection(sources):
                     raise FolderError(
-                        f"folder {p.pair.dst!r}: nothing deleted: its source folder changed during the run; run again"
+                        f"folder {p.pair.dst!r}: nothing deleted: its source folder changed during the run; run again",
+                        side="dst",
                     )
                 command = self.planner.call("deleting", functools.partial(
                     delete_messages, folder=p.pair.dst, uids=uids, uidvalidity=p.dst_uidvalidity
@@ -395,7 +395,7 @@ def _no_uidplus(config: Config, options: Options, reporter: Reporter, count: int
     """A destination without UIDPLUS (RFC 4315) can only EXPUNGE every \\Deleted message of a
     folder, the user's own included: said before asking; with -y refused unless --force-expunge."""
     text = (
-        f"{config.dst.label} ({config.dst.server}) does not offer UIDPLUS (RFC 4315): deleting {count} messages "
+        f"{config.dst.where} does not offer UIDPLUS (RFC 4315): deleting {count} messages "
         "takes EXPUNGE, which also removes every other message already flagged \\Deleted in those folders"
     )
     if options.confirm and not options.force_expunge and not options.dry_run:

@@ -120,7 +120,7 @@ class Copier:
                              one_by_one=malformed >= MALFORMED_BEFORE_ONE_BY_ONE)
 
         def notify(exc: ConnectError, wait_s: float, number: int) -> None:
-            self.report(Retrying(self.index, exc.message, wait_s, number))
+            self.report(Retrying(self.index, exc, wait_s, number))
 
         return with_retries(
             attempt, self.settings, reset=self.close, notify=notify, wait=self.stop.wait, rng=self.rng,

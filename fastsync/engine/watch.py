@@ -16,7 +16,7 @@ import time
 from fastsync.engine import changes
 from fastsync.engine.syncpass import SyncPass
 from fastsync.imap.idle import heard_by
-from fastsync.records.errors import Cancelled
+from fastsync.records.errors import Cancelled, describe, exit_code_of
 from fastsync.records.events import event
 from fastsync.records.results import Summary
 from fastsync.settings.options import Options
@@ -48,7 +48,7 @@ def watch(first: SyncPass) -> None:
     reporter.info(f"First sync: {summary.copied} copied, {summary.present} already present, "
                   f"{len(summary.failed)} failed.")
     how = heard_by(notify, folders)
-    reporter.info(f"Watching {config.src.label} ({config.src.server}) for changes: {how}"
+    reporter.info(f"Watching {config.src.where} for changes: {how}"
                   + ("" if notify else f", every folder polled every {options.poll_s} s") + "; Ctrl-C stops.")
     event("watch started", side="src", how="notify" if notify else "idle", folders=folders, poll_s=options.poll_s)
     feed.start()
@@ -57,8 +57,7 @@ def watch(first: SyncPass) -> None:
         with interrupts:
             _follow(first, options, feed, totals, workers, interrupts)
     except (Cancelled, KeyboardInterrupt) as exc:
-        stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
-        summary.cancelled, summary.cancel_code = stopped.message, int(stopped.exit_code)
+        summary.cancelled, summary.cancel_code = describe(exc), int(exit_code_of(exc))
     finally:
         feed.close()
         reporter.clear_status()

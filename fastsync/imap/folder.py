@@ -21,6 +21,7 @@ from fastsync.imap.records import Identity
 from fastsync.imap.transport import Client
 from fastsync.imap.wire import sequence_set, uid_sets
 from fastsync.records.errors import FolderError
+from fastsync.settings.config import Account
 from fastsync.records.model import Described, Fetched, FolderStatus, MessageRef, MessageState, Selection
 
 # Planning fetches message identities this many at a time: one round trip per few thousand
@@ -63,7 +64,12 @@ class Owner(Protocol):
     """What a `SelectedFolder` needs of its session (`session.Session`)."""
 
     @property
+    def account(self) -> Account: ...
+
+    @property
     def where(self) -> str: ...
+
+    def folder_error(self, text: str) -> FolderError: ...
 
     @property
     def capabilities(self) -> Capabilities: ...
@@ -95,8 +101,16 @@ class SelectedFolder:
         self.status = status
 
     @property
+    def account(self) -> Account:
+        return self.owner.account
+
+    @property
     def where(self) -> str:
         return self.owner.where
+
+    def folder_error(self, text: str) -> FolderError:
+        """A `FolderError` about this folder, on its session's side."""
+        return self.owner.folder_error(f"folder {self.name!r}: {text}")
 
     @property
     def valid(self) -> bool:
@@ -139,7 +153,7 @@ class SelectedFolder:
         refs: list[MessageRef] = []
         items = identity_items(self.owner.capabilities)
         for message_set in wire.batches(self.status.messages, IDENTITY_BATCH):
-            refs.extend(records.refs(self._fetch(message_set, items, uid=False), self.where, identity))
+            refs.extend(records.refs(self._fetch(message_set, items, uid=False), self.account, identity))
         return refs
 
     def identities_since(self, first_uid: int, identity: Identity) -> dict[int, str]:
@@ -147,7 +161,7 @@ class SelectedFolder:
         # "n:*" also matches the highest UID when it is below n (RFC 3501 section 6.4.8),
         # hence the filter on the UID.
         data = self._fetch(f"{max(first_uid, 1)}:*", IDENTITY_ITEMS, uid=True)
-        return {ref.uid: ref.identity for ref in records.refs(data, self.where, identity) if ref.uid >= first_uid}
+        return {ref.uid: ref.identity for ref in records.refs(data, self.account, identity) if ref.uid >= first_uid}
 
     def new_since(self, first_uid: int, modseq: int, identity: Identity) -> tuple[list[MessageRef], bool]:
         """The messages from UID *first_uid* on, and whether an older one changed (flags, or
@@ -155,12 +169,12 @@ class SelectedFolder:
         changed = self._fetch("1:*", [b"UID"], uid=True, modifier=f"(CHANGEDSINCE {modseq})")
         older = any((r.uid() or first_uid) < first_uid for r in wire.records(changed))
         data = self._fetch(f"{max(first_uid, 1)}:*", identity_items(self.owner.capabilities), uid=True)
-        return [ref for ref in records.refs(data, self.where, identity) if ref.uid >= first_uid], older
+        return [ref for ref in records.refs(data, self.account, identity) if ref.uid >= first_uid], older
 
     def identities_of(self, uids: Sequence[int], identity: Identity) -> dict[int, str]:
         """UID -> identity of some messages (UIDs gone are left out)."""
         data = self._fetch(sequence_set(uids), IDENTITY_ITEMS, uid=True)
-        return {ref.uid: ref.identity for ref in records.refs(data, self.where, identity)}
+        return {ref.uid: ref.identity for ref in records.refs(data, self.account, identity)}
 
     def total_size(self) -> int:
         """Sum of RFC822.SIZE over the folder, for servers without STATUS=SIZE (RFC 8438)."""
@@ -176,7 +190,7 @@ class SelectedFolder:
         BODY.PEEK, so the source's \\Seen flags never change (RFC 3501 section 6.4.5)."""
         states: list[MessageState] = []
         for message_set in wire.batches(self.status.messages, IDENTITY_BATCH):
-            states.extend(records.states(self._fetch(message_set, STATE_ITEMS, uid=False), self.where, identity))
+            states.extend(records.states(self._fetch(message_set, STATE_ITEMS, uid=False), self.account, identity))
         return states
 
     def body_digests(
@@ -195,7 +209,7 @@ class SelectedFolder:
             if not batch:
                 return
             for record in wire.records(self._fetch(sequence_set(batch), [b"UID", b"BODY.PEEK[]"], uid=True)):
-                fields = transport.Fields.read(record, self.where, "literal")
+                fields = transport.Fields.read(record, self.account, "literal")
                 if fields is not None:
                     digests[fields.uid] = hashlib.sha256(fields.literal or b"").hexdigest()
             batch.clear()
@@ -233,7 +247,7 @@ class SelectedFolder:
             found = transport.take_untagged(owner.client, "SEARCH")
         refused = [text for typ, text in results if typ != "OK"]
         if refused:
-            raise FolderError(f"{self.where}: folder {self.name!r}: SEARCH refused: {refused[0]}")
+            raise self.folder_error(f"SEARCH refused: {refused[0]}")
         return wire.search_uids(found)
 
     def _dated(
@@ -242,7 +256,7 @@ class SelectedFolder:
         """The FETCH items of *uids* with FLAGS and INTERNALDATE (which every copy needs, as
         sent) and *items* (one of them a literal), message by message (`records.dated`)."""
         data = self._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True)
-        return records.dated(data, uids, self.where, items == (b"BODY.PEEK[]",), needed)
+        return records.dated(data, uids, self.account, items == (b"BODY.PEEK[]",), needed)
 
     def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool, modifier: str = "") -> list[object]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
@@ -255,7 +269,7 @@ class SelectedFolder:
         with owner.guarded():
             typ, text, data = transport.fetch(owner.client, words, items, modifier)
             if typ != "OK":
-                raise FolderError(f"{self.where}: folder {self.name!r}: FETCH refused: {text}")
+                raise self.folder_error(f"FETCH refused: {text}")
         return [item for item in data if item is not None]
 
     # -- writing (a folder selected read-write: the destination only) ---------------------
@@ -284,7 +298,7 @@ class SelectedFolder:
         read then name other messages now (RFC 3501 section 2.3.1.1).  Returns the
         command that expunged, for the log."""
         if self.status.uidvalidity != uidvalidity:
-            raise FolderError(f"{self.where}: folder {self.name!r}: nothing deleted: UIDVALIDITY changed; run again")
+            raise self.folder_error("nothing deleted: UIDVALIDITY changed; run again")
         self.store_flags({("\\Deleted",): uids}, "+FLAGS.SILENT")
         if self.expunges_all:
             commands: list[tuple[str, ...]] = [("EXPUNGE",)]
@@ -308,4 +322,4 @@ class SelectedFolder:
             transport.take_untagged(owner.client, echo)
         errors = [text for typ, text in results if typ != "OK"]
         if errors:
-            raise FolderError(f"{self.where}: folder {self.name!r}: {command} refused: {errors[0]}")
+            raise self.folder_error(f"{command} refused: {errors[0]}")

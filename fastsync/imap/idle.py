@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 
 from fastsync.settings.config import Account
-from fastsync.records.errors import FolderError
 from fastsync.imap import transport
 from fastsync.imap.session import Session, Slots
 from fastsync.imap.transport import Meter, text_of
@@ -60,7 +59,7 @@ class Listener:
         with self._guard():
             refused = transport.notify_set(self.session.client, NOTIFY_EVENTS)
         if refused:
-            raise FolderError(f"{self.session.where}: NOTIFY refused: {refused}")
+            raise self.session.folder_error(f"NOTIFY refused: {refused}")
         self._idle()
 
     def _idle(self) -> None:

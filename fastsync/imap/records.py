@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fastsync.imap import wire
+from fastsync.settings.config import Account
 from fastsync.records.errors import MalformedResponse
 from fastsync.imap.transport import Fields, text_of
 from fastsync.records.model import Folder, FolderStatus, MessageRef, MessageState
@@ -20,39 +21,39 @@ from fastsync.records.model import Folder, FolderStatus, MessageRef, MessageStat
 Identity = Callable[[bytes, int], tuple[str, bool]]
 
 
-def refs(data: Sequence[object], where: str, identity: Identity) -> Iterator[MessageRef]:
+def refs(data: Sequence[object], account: Account, identity: Identity) -> Iterator[MessageRef]:
     """The messages of a survey FETCH (UID, RFC822.SIZE, identity header fields)."""
     usual, rest = wire.usual_refs(data)
     for uid, size, header in usual:
         key, has_id = identity(header, size)
         yield MessageRef(uid, size, key, has_id, 0)
     for record in wire.records(rest):
-        fields = Fields.read(record, where, "size_bytes", "literal")
+        fields = Fields.read(record, account, "size_bytes", "literal")
         if fields is not None:
             size = fields.size_bytes or 0
             key, has_id = identity(fields.literal or b"", size)
             yield MessageRef(fields.uid, size, key, has_id, fields.gm_msgid or 0)
 
 
-def sizes(data: Sequence[object], where: str) -> Iterator[MessageRef]:
+def sizes(data: Sequence[object], account: Account) -> Iterator[MessageRef]:
     """The messages of a ``(UID RFC822.SIZE)`` FETCH, their identities not read ("")."""
     usual, rest = wire.usual_sizes(data)
     for uid, size in usual:
         yield MessageRef(uid, size, "")
     for record in wire.records(rest):
-        fields = Fields.read(record, where, "size_bytes")
+        fields = Fields.read(record, account, "size_bytes")
         if fields is not None:
             yield MessageRef(fields.uid, fields.size_bytes or 0, "")
 
 
-def states(data: Sequence[object], where: str, identity: Identity) -> Iterator[MessageState]:
+def states(data: Sequence[object], account: Account, identity: Identity) -> Iterator[MessageState]:
     """The messages of a `check` FETCH: UID, size, identity, flags and internal date."""
     usual, rest = wire.usual_states(data)
     for uid, size, flags, date, header in usual:
         key, has_id = identity(header, size)
         yield MessageState(uid, size, key, flags, wire.parse_internaldate(date), has_id)
     for record in wire.records(rest):
-        fields = Fields.read(record, where, "size_bytes", "literal", "flags")
+        fields = Fields.read(record, account, "size_bytes", "literal", "flags")
         if fields is not None:
             size = fields.size_bytes or 0
             key, has_id = identity(fields.literal or b"", size)
@@ -60,7 +61,7 @@ def states(data: Sequence[object], where: str, identity: Identity) -> Iterator[M
 
 
 def dated(
-    data: Sequence[object], uids: Sequence[int], where: str, whole_body: bool, needed: str
+    data: Sequence[object], uids: Sequence[int], account: Account, whole_body: bool, needed: str
 ) -> Iterator[tuple[Fields, bytes]]:
     """The messages of *uids* in a copy's FETCH, with FLAGS, INTERNALDATE (as sent) and a
     literal: the whole body (*whole_body*: `wire.usual_bodies` reads that shape) or the
@@ -71,11 +72,13 @@ def dated(
         if uid in wanted:
             yield Fields(uid, None, flags, date, body), date
     for record in wire.records(rest):
-        fields = Fields.read(record, where, "flags", "internaldate", "literal", needed)
+        fields = Fields.read(record, account, "flags", "internaldate", "literal", needed)
         if fields is None or fields.literal is None or fields.uid not in wanted:
             continue
         if fields.internaldate is None:
-            raise MalformedResponse(f"{where}: UID {fields.uid}: FETCH response without an INTERNALDATE")
+            raise MalformedResponse(
+                f"{account.where}: UID {fields.uid}: FETCH response without an INTERNALDATE", side=account.side
+            )
         yield fields, fields.internaldate
 
 

@@ -43,11 +43,13 @@ def throttle_wait(text: str) -> float | None:
     return 0.0 if any(sign in upper for sign in _THROTTLE_SIGNS) else None
 
 
-def raise_if_throttled(text: str, where: str) -> None:
-    """Raise `Throttled` (with the server's suggested wait) when *text* is a throttling reply."""
+def raise_if_throttled(text: str, account: Account) -> None:
+    """Raise `Throttled` (with the server's suggested wait) when *text*, *account*'s server's
+    reply, is a throttling reply."""
     wait_s = throttle_wait(text)
     if wait_s is not None:
-        raise Throttled(f"{where}: server is throttling: {text.strip()[:200]}", wait_s) from None
+        raise Throttled(f"{account.where}: server is throttling: {text.strip()[:200]}", wait_s,
+                        side=account.side) from None
 
 
 def already_exists(text: str) -> bool:
@@ -56,22 +58,23 @@ def already_exists(text: str) -> bool:
     return response_code(text) == "ALREADYEXISTS" or "exists" in text.lower()
 
 
-def append_refused(where: str, folder: str, text: str, status: str = "") -> MessageError | DestinationFull:
-    """The exception for a refused APPEND: the folder is missing, the account is full, or
-    the server refused these messages (too big, a limit, anything else).
+def append_refused(account: Account, folder: str, text: str, status: str = "") -> MessageError | DestinationFull:
+    """The exception for a refused APPEND to *account*: the folder is missing, the account
+    is full, or the server refused these messages (too big, a limit, anything else).
 
     *text* is the reply after its status (*status*: "NO", "BAD"), or the message of an
     error imaplib raised, which puts its own words before the server's ("...: BAD [...]").
     """
     code = response_code(text) or response_code(text.split(":", 1)[-1])
-    message = f"{where}: {folder!r}: APPEND refused: {status + ' ' if status else ''}{text}"
+    message = f"{account.where}: {folder!r}: APPEND refused: {status + ' ' if status else ''}{text}"
     if code == "OVERQUOTA":
         # RFC 9208 section 4.3.  A batch refused for quota may still fit in part: the
         # caller retries its messages one by one before concluding the account is full.
-        return DestinationFull(f"{message.rstrip('. ')}; free space on the destination and run again")
+        return DestinationFull(f"{message.rstrip('. ')}; free space on the destination and run again",
+                               side=account.side)
     if code == "TRYCREATE":
-        return FolderMissing(message, code)
-    return MessageError(message, code)
+        return FolderMissing(message, code, side=account.side)
+    return MessageError(message, code, side=account.side)
 
 
 _APPENDUID = re.compile(r"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)

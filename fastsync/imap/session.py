@@ -128,13 +128,21 @@ class Session:
 
     @property
     def where(self) -> str:
-        return f"{self.account.label} ({self.account.server})"
+        return self.account.where
+
+    @property
+    def side(self) -> str:
+        return self.account.side
+
+    def folder_error(self, text: str) -> FolderError:
+        """A `FolderError` on this side: *text* after the account's name."""
+        return FolderError(f"{self.where}: {text}", side=self.side)
 
     @contextlib.contextmanager
     def guarded(self) -> Iterator[None]:
         """Around every exchange: imapclient's and the socket's failures become fastsync's
         (`guard`), and a capability list the server sends is taken in."""
-        with guard(self.account, self.where):
+        with guard(self.account):
             yield
         # A new list in an untagged CAPABILITY response or a [CAPABILITY] response code
         # (RFC 3501 sections 7.2.1 and 7.1), which imaplib files among the untagged
@@ -182,7 +190,7 @@ class Session:
             with self.guarded():
                 reply = self._client.folder_status(folder, status_items(self.capabilities))
         except imap_exc.IMAPClientError as exc:
-            raise FolderError(f"{self.where}: folder {folder!r}: STATUS refused: {text_of(exc)}") from None
+            raise self.folder_error(f"folder {folder!r}: STATUS refused: {text_of(exc)}") from None
         return records.status_of(reply)
 
     def statuses(self) -> dict[str, FolderStatus]:
@@ -211,7 +219,7 @@ class Session:
                 imap.state = "AUTH"
             typ, data = imap._command_complete("LIST", tag)
             if typ != "OK":
-                raise FolderError(f"{self.where}: LIST-STATUS refused: {text_of(data)}")
+                raise self.folder_error(f"LIST-STATUS refused: {text_of(data)}")
             _typ, rows = imap._untagged_response(typ, data, "LIST")
             _typ, status_replies = imap._untagged_response(typ, data, "STATUS")
             folders = [records.folder_of(row) for row in self._client._proc_folder_list(rows)]
@@ -226,7 +234,7 @@ class Session:
             text = text_of(exc)
             if replies.already_exists(text):
                 return False
-            raise FolderError(f"{self.where}: cannot create folder {folder!r}: {text}") from None
+            raise self.folder_error(f"cannot create folder {folder!r}: {text}") from None
         return True
 
     def create_folders(self, names: Sequence[str]) -> dict[str, str]:
@@ -287,7 +295,7 @@ class Session:
             with self.guarded():
                 reply = self._client.select_folder(folder, readonly=readonly)
         except imap_exc.IMAPClientError as exc:
-            raise FolderError(f"{self.where}: cannot open folder {folder!r}: {text_of(exc)}") from None
+            raise self.folder_error(f"cannot open folder {folder!r}: {text_of(exc)}") from None
         self._selected = folder
         self._writable = not readonly
         return records.selected_status(reply)
@@ -352,33 +360,36 @@ class Session:
                 for batch in batches:
                     typ, text = transport.send_append(self._client, folder, batch, literal_plus)
                     if typ != "OK":
-                        raise replies.append_refused(self.where, folder, text, typ)
+                        raise replies.append_refused(self.account, folder, text, typ)
                     # APPENDUID counts only where UIDPLUS is announced (RFC 4315).
                     reported = replies.append_uids(text, len(batch)) if self.capabilities.uidplus else None
                     validities.add(reported[0] if reported else 0)
                     uids.extend(reported[1] if reported else [])
         except imap_exc.IMAPClientError as exc:
-            raise replies.append_refused(self.where, folder, text_of(exc)) from None
+            raise replies.append_refused(self.account, folder, text_of(exc)) from None
         validity = validities.pop() if len(validities) == 1 else 0
         return (validity, uids) if validity and len(uids) == len(messages) else None
 
 
 @contextlib.contextmanager
-def guard(account: Account, where: str) -> Iterator[None]:
-    """Turn imapclient/socket failures into ours; a broken connection is ConnectionLost."""
+def guard(account: Account) -> Iterator[None]:
+    """Turn imapclient/socket failures on *account*'s connection into ours; a broken
+    connection is ConnectionLost."""
     try:
         yield
     except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
         # imapclient.IMAPClientAbortError is an IMAP4.abort: the connection is unusable
         # (a BYE, a reset, a timeout: a stalled server is a lost one).
-        replies.raise_if_throttled(str(exc), where)
+        replies.raise_if_throttled(str(exc), account)
         reason = replies.describe_os_error(exc, account)
-        raise ConnectionLost(f"{where}: {reason}") from None
+        raise ConnectionLost(f"{account.where}: {reason}", side=account.side) from None
     except imap_exc.ProtocolError as exc:
         # The parser lost its place in the stream: the connection cannot be trusted.
-        raise MalformedResponse(f"{where}: malformed response: {text_of(exc)[:200]}") from None
+        raise MalformedResponse(
+            f"{account.where}: malformed response: {text_of(exc)[:200]}", side=account.side
+        ) from None
     except imap_exc.IMAPClientError as exc:
-        replies.raise_if_throttled(text_of(exc), where)
+        replies.raise_if_throttled(text_of(exc), account)
         raise
 
 
@@ -411,7 +422,7 @@ def stream_messages(
                 raise transport.SourceLost(exc) from None
             except imaplib.IMAP4.error as exc:
                 in_fetch = False
-                raise FolderError(f"{src.where}: folder {src_folder.name!r}: FETCH refused: {text_of(exc)}") from None
+                raise src.folder_error(f"folder {src_folder.name!r}: FETCH refused: {text_of(exc)}") from None
             if body is not None:
                 sent.append(message)
                 yield message, body
@@ -431,8 +442,10 @@ def stream_messages(
                 reply = "BAD", text_of(exc)
             in_step = True
     except transport.SourceLost as exc:
-        replies.raise_if_throttled(str(exc.cause), src.where)
-        raise ConnectionLost(f"{src.where}: {replies.describe_os_error(exc.cause, src.account)}") from None
+        replies.raise_if_throttled(str(exc.cause), src.account)
+        raise ConnectionLost(
+            f"{src.where}: {replies.describe_os_error(exc.cause, src.account)}", side=src.side
+        ) from None
     finally:
         if not in_step:
             dst.close(quietly=True)
@@ -442,7 +455,7 @@ def stream_messages(
         return [], None
     typ, text = reply
     if typ != "OK":
-        raise replies.append_refused(dst.where, folder, text, typ)
+        raise replies.append_refused(dst.account, folder, text, typ)
     reported = replies.append_uids(text, len(sent)) if dst.capabilities.uidplus else None
     return sent, (reported if reported and reported[0] and len(reported[1]) == len(sent) else None)
 
@@ -557,8 +570,8 @@ class _Survey:
             self.failed.add(name)
             return
         items = [i for i in items if i is not None]
-        self.scans[name].refs.extend(records.sizes(items, self.session.where) if name in self.blind
-                                     else records.refs(items, self.session.where, self.identity))
+        self.scans[name].refs.extend(records.sizes(items, self.session.account) if name in self.blind
+                                     else records.refs(items, self.session.account, self.identity))
         self.within.setdefault(name, set()).update(wire.search_uids(found))
 
     def read_plainly(self, name: str) -> FolderScan:

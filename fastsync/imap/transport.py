@@ -171,7 +171,7 @@ def text_of(value: Any) -> str:
 
 def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) -> Client:
     """Connect, secure and log in; every failure becomes one line naming the side."""
-    where = f"{account.label} ({account.server})"
+    where, side = account.where, account.side
     context = tls_context(account) if account.tls != "none" else None
     # The token is fetched before connecting: a failing command then opens no
     # connection, and a slow one cannot run into the server's pre-login timeout.
@@ -192,7 +192,7 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) 
             if not Capabilities.parse(client.capabilities()).starttls:
                 raise TLSError(
                     f"{where}: server does not offer STARTTLS; use tls: implicit with its TLS port "
-                    f"(usually 993), never plain text"
+                    f"(usually 993), never plain text", side=side,
                 )
             assert context is not None
             client.starttls(StreamContext(context))
@@ -201,40 +201,40 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) 
         if offered.login_disabled:
             raise AuthError(
                 f"{where}: server refuses LOGIN on this connection (LOGINDISABLED); "
-                f"set {account.side}.tls to implicit or starttls"
+                f"set {account.side}.tls to implicit or starttls", side=side,
             )
         if token is not None:
-            _oauth2_login(client, account, where, offered, *token)
+            _oauth2_login(client, account, offered, *token)
         else:
-            _password_login(client, account, where, offered)
+            _password_login(client, account, offered)
         return client
     except (TLSError, AuthError, Throttled):
         close_quietly(client)
         raise
     except imap_exc.LoginError as exc:
         close_quietly(client)
-        raise_if_throttled(text_of(exc.args[0] if exc.args else exc), where)
+        raise_if_throttled(text_of(exc.args[0] if exc.args else exc), account)
         text = redact(text_of(exc.args[0] if exc.args else exc), account.password)
         raise AuthError(
-            f"{where}: login as {account.user!r} refused ({text}); check {account.side}.user and the password"
+            f"{where}: login as {account.user!r} refused ({text}); check {account.side}.user and the password",
+            side=side,
         ) from None
     except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
         close_quietly(client)
-        raise_if_throttled(str(exc), where)
+        raise_if_throttled(str(exc), account)
         reason = describe_os_error(exc, account)
         error_class = TLSError if isinstance(exc, ssl.SSLError) else ConnectError
-        raise error_class(f"{where}: {reason}") from None
+        raise error_class(f"{where}: {reason}", side=side) from None
     except imaplib.IMAP4.error as exc:
         close_quietly(client)
         # A server that greets with BYE: busy, or throttling this account.
-        raise_if_throttled(text_of(exc), where)
-        raise ConnectError(f"{where}: {redact(text_of(exc), account.password)}") from None
+        raise_if_throttled(text_of(exc), account)
+        raise ConnectError(f"{where}: {redact(text_of(exc), account.password)}", side=side) from None
 
 
-def _oauth2_login(
-    client: Client, account: Account, where: str, offered: Capabilities, token: str, cached: bool
-) -> None:
+def _oauth2_login(client: Client, account: Account, offered: Capabilities, token: str, cached: bool) -> None:
     """Authenticate with the bearer token: OAUTHBEARER when offered, else XOAUTH2."""
+    where = account.where
     field = f"{account.side}.oauth2_token_cmd"
     mechanism = credentials.bearer_mechanism(offered.auth_mechanisms)
     if mechanism is None:
@@ -242,7 +242,7 @@ def _oauth2_login(
         mechanisms = ", ".join(announced) or "none"
         raise AuthError(
             f"{where}: server offers neither OAUTHBEARER nor XOAUTH2 (SASL mechanisms: {mechanisms}); "
-            f"{field} needs one of them: give a password source instead"
+            f"{field} needs one of them: give a password source instead", side=account.side,
         )
     while True:
         exchange = credentials.BearerExchange(mechanism, account, token)
@@ -251,7 +251,7 @@ def _oauth2_login(
             return
         except imap_exc.LoginError as exc:
             text = redact(text_of(exc.args[0] if exc.args else exc), account.password, token)
-        raise_if_throttled(text, where)
+        raise_if_throttled(text, account)
         if cached:
             # Revoked or rotated since it was cached: the command may know a newer one.
             token, cached = credentials.access_token(account, fresh=True)
@@ -259,11 +259,12 @@ def _oauth2_login(
         status = f"; status {exchange.status}" if exchange.status else ""
         raise AuthError(
             f"{where}: {mechanism} login as {account.user!r} refused ({text}{status}): "
-            f"the access token printed by {field} has expired, was revoked or is not for this user"
+            f"the access token printed by {field} has expired, was revoked or is not for this user",
+            side=account.side,
         )
 
 
-def _password_login(client: Client, account: Account, where: str, offered: Capabilities) -> None:
+def _password_login(client: Client, account: Account, offered: Capabilities) -> None:
     """AUTHENTICATE PLAIN when offered, else LOGIN; a LoginError is left to the caller."""
     if "PLAIN" in offered.auth_mechanisms:
         # RFC 4616 carries the user name and password as UTF-8; imaplib sends the LOGIN
@@ -272,9 +273,9 @@ def _password_login(client: Client, account: Account, where: str, offered: Capab
         return
     if not (account.user.isascii() and account.password.isascii()):
         raise AuthError(
-            f"{where}: server does not offer AUTH=PLAIN and its LOGIN command cannot carry a "
+            f"{account.where}: server does not offer AUTH=PLAIN and its LOGIN command cannot carry a "
             f"user name or password with non-ASCII characters; check {account.side}.user "
-            "and the password"
+            "and the password", side=account.side,
         )
     client.login(account.user, account.password)
 
@@ -651,7 +652,7 @@ class Fields:
         return wire.parse_internaldate(self.internaldate) if self.internaldate is not None else None
 
     @classmethod
-    def read(cls, record: wire.Record, where: str, *needed: str) -> Fields | None:
+    def read(cls, record: wire.Record, account: Account, *needed: str) -> Fields | None:
         """A message's items: `wire`'s fast reading, or imapclient's parser when the response
         is not of the usual shape (e.g. a header section sent as a quoted string).  None when
         the response has no UID."""
@@ -663,7 +664,9 @@ class Fields:
         try:
             parsed = next(iter(parse_fetch_response(record.items, False, False).values()), None)
         except imap_exc.ProtocolError as exc:
-            raise MalformedResponse(f"{where}: malformed FETCH response: {text_of(exc)[:200]}") from None
+            raise MalformedResponse(
+                f"{account.where}: malformed FETCH response: {text_of(exc)[:200]}", side=account.side
+            ) from None
         if parsed is None or b"UID" not in parsed:
             return None
         date = parsed.get(b"INTERNALDATE")

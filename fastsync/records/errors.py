@@ -4,15 +4,20 @@ Records layer: imports nothing of fastsync; every module may raise these.
 
 A failure ruins one message, one folder, one account (a side's connection or login) or
 the whole run (bad configuration).  Each class knows its exit code and whether trying again
-can help; `cli.main` is the one place where an exception becomes an exit code.
+can help, and each error knows its ``side``: "src" or "dst", set where it is raised (the
+protocol edge knows its account), or "" when no side applies (a bad flag, the config file).
+`exit_code_of` is the one map from an exception to an exit code (`cli.main` and the batch's
+pair process both end with it) and `describe` the one line it says.
 
-Every exception passes all its fields to ``super().__init__`` positionally so that it
-pickles across process boundaries unchanged.
+Errors cross process boundaries (a worker's last word is its exception, see
+`model.WorkerExit`): every one pickles with all its fields, whatever its constructor takes
+(`FastsyncError.__reduce__`).  Callers route on the type and the fields, never on the text.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class ExitCode(enum.IntEnum):
@@ -33,17 +38,32 @@ class ExitCode(enum.IntEnum):
 
 
 class FastsyncError(Exception):
-    """Base class: a failure with a one-line, user-facing message."""
+    """Base class: a failure with a one-line, user-facing message, and the side it is about
+    ("src", "dst", or "" when no side applies)."""
 
     exit_code: ExitCode = ExitCode.PARTIAL
     retryable = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, side: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.side = side
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Every field is in __dict__ (message, side, a subclass's own), restored as they
+        # were without calling __init__, so that a subclass's signature cannot break it.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[FastsyncError], args: tuple[Any, ...], fields: dict[str, Any]) -> FastsyncError:
+    """Unpickle a `FastsyncError`: the class, its args and every field as they were."""
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(fields)
+    return exc
 
 
 class ConfigError(FastsyncError):
@@ -92,13 +112,9 @@ class Throttled(ConnectionLost):
     ``wait_s`` is the server's suggested pause, 0 when it gave none.
     """
 
-    def __init__(self, message: str, wait_s: float = 0.0) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, wait_s: float = 0.0, *, side: str = "") -> None:
+        super().__init__(message, side=side)
         self.wait_s = wait_s
-
-    def __reduce__(self) -> tuple[type, tuple[str, float]]:
-        return (type(self), (self.message, self.wait_s))
 
 
 class DestinationFull(FastsyncError):
@@ -117,13 +133,9 @@ class MessageError(FastsyncError):
     ``TRYCREATE``...), else an empty string.
     """
 
-    def __init__(self, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, code: str = "", *, side: str = "") -> None:
+        super().__init__(message, side=side)
         self.code = code
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (self.message, self.code))
 
 
 class FolderMissing(MessageError):
@@ -149,3 +161,24 @@ class Locked(FastsyncError):
     would both copy every missing message."""
 
     exit_code = ExitCode.LOCKED
+
+
+def exit_code_of(exc: BaseException) -> ExitCode:
+    """The exit code of a run that *exc* ended: a fastsync error's own, Ctrl-C's
+    (`KeyboardInterrupt`, which no handler turned into `Cancelled`) INTERRUPTED, and
+    anything else INTERNAL: a defect of fastsync, which scripts must never take for
+    "partial, run again"."""
+    if isinstance(exc, FastsyncError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.INTERRUPTED
+    return ExitCode.INTERNAL
+
+
+def describe(exc: BaseException) -> str:
+    """The one line a run that *exc* ended says (without the traceback of a defect)."""
+    if isinstance(exc, FastsyncError):
+        return exc.message
+    if isinstance(exc, KeyboardInterrupt):
+        return "Cancelled."
+    return f"internal error: {type(exc).__name__}: {exc}; please report it"

@@ -1,12 +1,14 @@
 """Small records that cross process and layer boundaries: primitives only, no sockets or clients.
 
-Records layer: imports nothing of fastsync; every other module may use it.
+Records layer: imports only its sibling `errors`; every other module may use it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+
+from fastsync.records.errors import ExitCode, FastsyncError, exit_code_of
 
 
 @dataclass(frozen=True)
@@ -168,25 +170,39 @@ class UnitDone:
 
 @dataclass(frozen=True)
 class WorkerExit:
-    """A worker stopped because of a failure that ruins its connections (not a message).
+    """A worker's last word: the failure that ruined its connections (not a message).
 
-    ``kind``: "fatal" (login refused: stop the run), "throttled" (the server asked for
-    fewer connections: run with one worker less), "full" (destination over quota: stop
-    the run cleanly) or "lost" (retries exhausted: the unit goes to another worker).
+    ``error`` is the exception itself, which pickles with its fields (`errors.FastsyncError`):
+    the parent routes on its type (`pool.Coordinator.worker_stopped`) and logs its ``side``.
+    ``error`` is None for a defect of fastsync, an exception no one expected (it may not
+    even pickle): ``traceback`` then carries it as text, as CPython's concurrent.futures
+    ships a worker's traceback.
     """
 
     worker: int
-    message: str
-    exit_code: int
-    kind: str = "lost"
+    error: FastsyncError | None
+    traceback: str = ""
+
+    @property
+    def message(self) -> str:
+        return self.error.message if self.error is not None else self.traceback.strip()
+
+    @property
+    def side(self) -> str:
+        return self.error.side if self.error is not None else ""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return exit_code_of(self.error) if self.error is not None else ExitCode.INTERNAL
 
 
 @dataclass(frozen=True)
 class Retrying:
-    """A worker lost a connection and retries after a pause (shown as a warning)."""
+    """A worker lost a connection and retries after a pause (shown as a warning); ``error``
+    is the failure, with its side."""
 
     worker: int
-    message: str
+    error: FastsyncError
     wait_s: float
     attempt: int
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from fastsync.records.errors import ExitCode
 from fastsync.records.model import Failure, Folder, FolderPair, FolderStatus, Namespace, Skipped
 
 # The kinds of difference check reports, in the order it reports them.
@@ -129,6 +130,14 @@ class Summary:
     @property
     def complete(self) -> bool:
         return not self.failed and not self.errors and not self.folders_refused and not self.cancelled
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the run is complete, 1 when something is not copied (run again), or the
+        code of what stopped it (Ctrl-C, SIGTERM)."""
+        if self.cancelled:
+            return self.cancel_code
+        return int(ExitCode.OK if self.complete else ExitCode.PARTIAL)
 
 
 # -- check -------------------------------------------------------------------------------

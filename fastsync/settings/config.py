@@ -46,15 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from fastsync.settings.configfile import (
-    read_config_file,
-    display_path,
-    join_path,
-    kind,
-    printable,
-    quote,
-    show,
-)
+from fastsync.settings.configfile import display_path, join_path, kind, printable, quote, read_config_file, show
 from fastsync.settings.credentials import (
     CredentialError,
     environ_without,
@@ -167,6 +159,11 @@ class Account:
         """``host:port``, with an IPv6 host in brackets (``[::1]:993``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def where(self) -> str:
+        """How a message names this account: ``label (host:port)``."""
+        return f"{self.label} ({self.server})"
 
 
 @dataclass(frozen=True)
@@ -670,7 +667,7 @@ def warnings_for(config: Config) -> list[str]:
         if account.tls == "none":
             secret = "access token" if account.oauth2_token_cmd else "password"
             found.append(
-                f"{account.label} ({account.server}): {account.side}.tls is none: the {secret} "
+                f"{account.where}: {account.side}.tls is none: the {secret} "
                 f"and every message cross the network unencrypted; use starttls or implicit"
             )
     if any(account.credential_key == "pass" for account in (config.src, config.dst)):

@@ -242,6 +242,9 @@ class TokenAccount(Protocol):
     def port(self) -> int: ...
 
     @property
+    def where(self) -> str: ...
+
+    @property
     def user(self) -> str: ...
 
     @property
@@ -297,17 +300,17 @@ def access_token(account: TokenAccount, *, fresh: bool = False) -> tuple[str, bo
     cached = _tokens.get(key)
     if cached is not None and not fresh and time.monotonic() - cached[0] < TOKEN_REUSE_S:
         return cached[1], True
-    where = f"{account.label} ({account.server})"
+    where = account.where
     field = f"{account.side}.oauth2_token_cmd"
     try:
         token = run_secret_cmd(command, account.workdir, "an access token").strip()
     except SecretCommandError as exc:
-        raise AuthError(f"{where}: {field}: {exc.problem}") from None
+        raise AuthError(f"{where}: {field}: {exc.problem}", side=account.side) from None
     if not _B64TOKEN.fullmatch(token):
         raise AuthError(
             f"{where}: {field}: command printed something that is not an access token "
             "(RFC 6750: letters, digits and -._~+/=); print only the token, "
-            "e.g. pipe JSON through jq -r .access_token"
+            "e.g. pipe JSON through jq -r .access_token", side=account.side,
         )
     _tokens[key] = (time.monotonic(), token)
     remember_secret(token)
