@@ -196,16 +196,18 @@ class ChangeFeed:
                 event("watch listening", side="src", folder=folder, how="notify" if self.notify else "idle")
                 self._follow(listener)
             except FastsyncError as exc:
+                # The listener's side, also for an error that has none (stopped waiting for a slot).
+                side = exc.side or self.account.side
                 with self.lock:
                     self.down.add(folder)
-                if not getattr(exc, "retryable", False):
+                if not exc.retryable:
                     self.reporter.warn(f"{exc.message}; {name} is no longer watched, only polled")
-                    event("watch stopped", side="src", folder=folder, level=logging.WARNING, reason=exc.message)
+                    event("watch stopped", side=side, folder=folder, level=logging.WARNING, reason=exc.message)
                     return
                 attempt += 1
                 wait_s = backoff_s(attempt, self.settings, rng)
                 self.reporter.warn(f"{exc.message}; watching {name}: reconnecting in {wait_s:.1f} s")
-                event("watch connection lost", side="src", folder=folder, level=logging.WARNING, reason=exc.message,
+                event("watch connection lost", side=side, folder=folder, level=logging.WARNING, reason=exc.message,
                       wait_s=round(wait_s, 1))
                 self.stopping.wait(wait_s)
             finally:

@@ -259,8 +259,7 @@ def _oauth2_login(client: Client, account: Account, offered: Capabilities, token
         status = f"; status {exchange.status}" if exchange.status else ""
         raise AuthError(
             f"{where}: {mechanism} login as {account.user!r} refused ({text}{status}): "
-            f"the access token printed by {field} has expired, was revoked or is not for this user",
-            side=account.side,
+            f"the access token printed by {field} has expired, was revoked or is not for this user", side=account.side
         )
 
 
@@ -664,9 +663,8 @@ class Fields:
         try:
             parsed = next(iter(parse_fetch_response(record.items, False, False).values()), None)
         except imap_exc.ProtocolError as exc:
-            raise MalformedResponse(
-                f"{account.where}: malformed FETCH response: {text_of(exc)[:200]}", side=account.side
-            ) from None
+            text = f"{account.where}: malformed FETCH response: {text_of(exc)[:200]}"
+            raise MalformedResponse(text, side=account.side) from None
         if parsed is None or b"UID" not in parsed:
             return None
         date = parsed.get(b"INTERNALDATE")
