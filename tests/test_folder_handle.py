@@ -12,13 +12,16 @@ from helpers import message
 from bench.dovecot import Dovecot
 from fastsync.imap.folder import NotSelected
 from fastsync.imap.session import Session
+from fastsync.records.errors import FolderError
 from fastsync.rules import plan
 from fastsync.settings.config import parse_config
 
 
-def open_session(account: Account) -> Session:
-    side = {"server": account.address, "user": account.user, "pass": account.password, "tls": "none"}
-    return Session.open(parse_config({"src": side, "dst": side}, "test.json").src)
+def open_session(account: Account, side: str = "src") -> Session:
+    """A session on *account* as the configuration's *side* ("src" or "dst")."""
+    fields = {"server": account.address, "user": account.user, "pass": account.password, "tls": "none"}
+    config = parse_config({"src": fields, "dst": fields}, "test.json")
+    return Session.open(config.src if side == "src" else config.dst)
 
 
 def uids_of(account: Account, folder: str) -> list[int]:
@@ -143,6 +146,25 @@ def test_deleting_with_uidplus_removes_only_the_given_uids(accounts: AccountFact
             box.delete_messages([3], box.status.uidvalidity + 1)
         assert box.delete_messages([3], box.status.uidvalidity) == "UID EXPUNGE"
     assert uids_of(account, "INBOX") == [1, 2]
+
+
+@pytest.mark.parametrize("side", ["src", "dst"])
+def test_a_refusal_in_a_folder_is_a_folder_error_of_its_side(side: str, accounts: AccountFactory) -> None:
+    """What a handle or its session refuses is a `FolderError` that names the account and
+    the folder, and carries the session's side, whatever the text says."""
+    [account] = accounts(1)
+    account.seed([message("INBOX", 1)])
+    with open_session(account, side) as session:
+        where = session.account.where
+        with pytest.raises(FolderError) as missing:
+            session.examine("Missing")
+        assert missing.value.side == side and missing.value.message.startswith(f"{where}: cannot open folder 'Missing'")
+        with session.select("INBOX") as box:
+            with pytest.raises(FolderError) as stale:
+                box.delete_messages([1], box.status.uidvalidity + 1)
+        assert stale.value.side == side
+        assert stale.value.message == f"{where}: folder 'INBOX': nothing deleted: UIDVALIDITY changed; run again"
+    assert uids_of(account, "INBOX") == [1]
 
 
 def test_status_of_the_selected_folder_after_a_change_is_fresh(accounts: AccountFactory) -> None:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from fastsync.settings.config import parse_config
+from fastsync.settings.config import Config, parse_config
 from fastsync.rules.limits import Limits
 from fastsync.records.errors import (
     AuthError, Cancelled, ConnectionLost, DestinationFull, FastsyncError, MalformedResponse, Throttled, TLSError,
@@ -28,6 +28,11 @@ CONFIG = {
     "src": {"server": "127.0.0.1:1", "user": "a", "pass": "pa", "tls": "none"},
     "dst": {"server": "127.0.0.1:2", "user": "b", "pass": "pb", "tls": "none"},
 }
+
+
+def setup_of(config: Config) -> PoolSetup:
+    """A pool's setup for *config*'s two accounts, without caps."""
+    return PoolSetup(config.src, config.dst, Limits.create(context(), 0, 0, 0), WorkerSettings())
 
 
 def test_a_full_destination_said_after_the_last_unit_is_an_error() -> None:
@@ -96,8 +101,7 @@ def test_the_parent_routes_a_last_word_on_its_type(
     summary = Summary()
     err = io.StringIO()
     reporter = Reporter(out=io.StringIO(), err=err, interactive=False)
-    coordinator = Coordinator(config, Limits.create(context(), 0, 0, 0), WorkerSettings(), [unit], 3, reporter,
-                              summary)
+    coordinator = Coordinator(setup_of(config), [unit], 3, reporter, summary)
     coordinator.taken[0] = 0
     events = Events()
     logger = logging.getLogger("fastsync")
@@ -127,8 +131,7 @@ def test_a_defect_in_a_worker_is_a_warning_with_its_traceback() -> None:
     err = io.StringIO()
     reporter = Reporter(out=io.StringIO(), err=err, interactive=False)
     unit = WorkUnit(0, FolderPair("INBOX", "INBOX"), 1, (1, 2), 20)
-    coordinator = Coordinator(config, Limits.create(context(), 0, 0, 0), WorkerSettings(), [unit], 2, reporter,
-                              summary)
+    coordinator = Coordinator(setup_of(config), [unit], 2, reporter, summary)
     trace = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\nKeyError: 'uid'\n"
     assert coordinator.worker_stopped(WorkerExit(1, None, trace)) is True
     assert err.getvalue() == f"warning: worker 1 stopped: {trace.strip()}\n"

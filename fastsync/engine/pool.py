@@ -49,7 +49,7 @@ from typing import Any
 
 from fastsync.settings.config import Account
 from fastsync.records.errors import (
-    AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, Throttled, TLSError,
+    AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, Throttled, TLSError, describe,
 )
 from fastsync.records.events import event
 from fastsync.engine.ledger import Ledger
@@ -134,7 +134,7 @@ def copy_units(
         try:
             coordinator.run(folder_totals)
         except (KeyboardInterrupt, Cancelled) as exc:
-            stopped = exc if isinstance(exc, Cancelled) else Cancelled("Cancelled.")
+            stopped = exc if isinstance(exc, Cancelled) else Cancelled(describe(exc))
             coordinator.stop.set()
             reporter.stop_copy()
             # A second Ctrl-C here cuts the grace short; the finally clause still stops every worker.
