@@ -1,1 +1,2 @@
-"""Test and benchmark harness for fastsync: private Dovecot instances and a reproducible mail corpus."""
+"""Benchmarks of fastsync against its peers (``python -m bench``), on private Dovecot servers from
+``bench.harness``, the subpackage the tests use too."""

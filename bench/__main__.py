@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.corpus import PROFILES
+from bench.harness.corpus import PROFILES
 
 DEFAULT_TOOLS = "fastsync:4,fastsync:8,doveadm,mbsync,imapsync,offlineimap"
 # bench.batch.DEFAULT_TOOLS, repeated here so that --help imports nothing of the servers' dependencies.
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wan-delay-ms", type=float, default=0.0, help="one-way delay added to every IMAP connection")
     run.add_argument("--wan-rate", type=int, default=0, help="bytes/s cap per connection and direction (0 = none)")
     run.add_argument("--tls", action="store_true", help="implicit TLS on both sides")
-    # mdbox is the fastest here (bench/dovecot.py MAIL_FORMAT); maildir the most common in production.
+    # mdbox is the fastest here (bench/harness/dovecot.py MAIL_FORMAT); maildir the most common in production.
     run.add_argument("--storage", choices=("maildir", "mdbox"), default="mdbox",
                      help="mail storage of both servers (default mdbox; maildir is the most common in production)")
     run.add_argument("--fsync", action="store_true",

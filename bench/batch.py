@@ -17,7 +17,7 @@ Two private Dovecot servers (source separator "/", destination ".": names are
 translated), each behind a `CountingProxy` through which every tool connects, so the
 peak of simultaneous connections is counted where the server would count it.  Each
 source user holds the realistic corpus (its own seed); each tool and round copies into
-destination users of its own, which are verified pair by pair with bench/verify.py and
+destination users of its own, which are verified pair by pair with bench/harness/verify.py and
 then removed from disk.  The loops live in bench/batch.sh; passwords reach every tool
 through files, never a command line (`bench.run.measure` checks that).
 """
@@ -41,11 +41,11 @@ from pathlib import Path
 
 import psutil
 
-from bench.corpus import generate, seed_account
-from bench.dovecot import Dovecot
+from bench.harness.corpus import generate, seed_account
+from bench.harness.dovecot import Dovecot
 from bench.run import Invocation, _private_file, _versions, measure
-from bench.tcpproxy import CountingProxy
-from bench.verify import Endpoint, compare
+from bench.harness.tcpproxy import CountingProxy
+from bench.harness.verify import Endpoint, compare
 
 TOOLS = ("fastsync-batch", "fastsync-loop", "fastsync-parallel", "imapsync")
 # fastsync-batch runs batch without --procs: it chooses how many pairs run at once and each

@@ -1,6 +1,6 @@
 """``python -m bench caps``: how closely fastsync holds its bandwidth and connection caps.
 
-Bytes are counted on the wire by a proxy in front of the server (bench/tcpproxy.py), as
+Bytes are counted on the wire by a proxy in front of the server (bench/harness/tcpproxy.py), as
 the server sees them: the achieved rate over the whole transfer and over the busiest 10 s
 window, each divided by the cap; and the most connections open at once per side during a
 ``--procs 8 --max-connections 3`` run.
@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.corpus import Message, seed_account
-from bench.dovecot import Dovecot
-from bench.tcpproxy import CountingProxy, Traffic
+from bench.harness.corpus import Message, seed_account
+from bench.harness.dovecot import Dovecot
+from bench.harness.tcpproxy import CountingProxy, Traffic
 
 WINDOW_S = 10.0
 

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import psutil
 
-from bench.corpus import Message, generate, seed_account
-from bench.dovecot import MAIL_FORMAT, Dovecot
-from bench.verify import Endpoint, Report, compare
-from bench.wanproxy import WanProxy, measure_rtt
+from bench.harness.corpus import Message, generate, seed_account
+from bench.harness.dovecot import MAIL_FORMAT, Dovecot
+from bench.harness.verify import Endpoint, Report, compare
+from bench.harness.wanproxy import WanProxy, measure_rtt
 
 TOOLS = ("fastsync", "doveadm", "mbsync", "imapsync", "offlineimap")
 
@@ -465,7 +465,7 @@ def summarise(runs: Sequence[Measurement], messages: int, size_bytes: int) -> li
 
 
 def _fsync_setting(fsync: bool) -> str:
-    """The servers' mail_fsync value, as bench/dovecot.py writes it."""
+    """The servers' mail_fsync value, as bench/harness/dovecot.py writes it."""
     return "optimized" if fsync else "never"
 
 

@@ -13,10 +13,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.corpus import generate, seed_account
-from bench.dovecot import Dovecot
+from bench.harness.corpus import generate, seed_account
+from bench.harness.dovecot import Dovecot
 from bench.run import SRC_PASSWORD, SRC_USER, Side, fastsync_invocation, measure
-from bench.verify import Endpoint, compare
+from bench.harness.verify import Endpoint, compare
 
 
 def scale(sizes: Sequence[int], procs: int, seed: int, out: Path | None) -> int:

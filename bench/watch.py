@@ -37,8 +37,8 @@ from pathlib import Path
 import imapclient
 import psutil
 
-from bench.corpus import generate, seed_account
-from bench.dovecot import Dovecot
+from bench.harness.corpus import generate, seed_account
+from bench.harness.dovecot import Dovecot
 from bench.run import _private_file
 
 MODES = ("notify", "idle-poll")

@@ -33,8 +33,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # make `bench` importable without installing it
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.corpus import Message, seed_account
-from bench.dovecot import Dovecot
+from bench.harness.corpus import Message, seed_account
+from bench.harness.dovecot import Dovecot
 
 # Users every session server knows from the start.
 STATIC_USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
@@ -121,7 +121,7 @@ def dovecot_prefixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovec
 @pytest.fixture(scope="session")
 def dovecot_gmail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
     """A Gmail-like Dovecot (separator "/"): "[Gmail]/All Mail" (\\All) shows every message,
-    archived ones (in `bench.dovecot.GMAIL_ARCHIVE`, not listed) included; "[Gmail]/Starred"
+    archived ones (in `bench.harness.dovecot.GMAIL_ARCHIVE`, not listed) included; "[Gmail]/Starred"
     (\\Flagged) and "[Gmail]/Important" (\\Important) are views.  Seed labelled messages into
     ordinary folders, archived ones into GMAIL_ARCHIVE."""
     yield from _server(tmp_path_factory, "dovecot-gmail", "/", gmail_like=True)

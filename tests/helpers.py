@@ -1,5 +1,5 @@
 """Helpers shared by the tests: run the CLI, build and count messages, snapshot an account, wait,
-read the commands a client sent (from a recording `bench.tcpproxy.CountingProxy`).
+read the commands a client sent (from a recording `bench.harness.tcpproxy.CountingProxy`).
 
 Test modules import from here (and from conftest), never from each other.
 """
@@ -23,7 +23,7 @@ import psutil
 from conftest import Account
 from imapclient import imap_utf7
 
-from bench.corpus import Message
+from bench.harness.corpus import Message
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_HOME = Path(tempfile.mkdtemp(prefix="fastsync-test-cache-"))

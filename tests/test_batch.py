@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.tcpproxy import CountingProxy
+from bench.harness.tcpproxy import CountingProxy
 from tests.conftest import REPO_ROOT, Account, AccountFactory
 from tests.helpers import cli_env, message, run_cli, snapshot, wait_for
 

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import capped_rate_allowance, run_cli, snapshot, summary_line
-from bench.tcpproxy import CountingProxy, Traffic
+from bench.harness.tcpproxy import CountingProxy, Traffic
 
-from bench.corpus import Message
+from bench.harness.corpus import Message
 
 UTC = dt.UTC
 

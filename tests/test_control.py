@@ -17,7 +17,7 @@ import pytest
 from conftest import AccountFactory, ConfigFor
 from helpers import message, message_count, run_cli, snapshot, spawn_sync, summary_line, wait_for, workers_of
 
-from bench.corpus import Message
+from bench.harness.corpus import Message
 from fastsync.settings.config import load_config
 from fastsync.records.errors import ExitCode
 from fastsync.engine.state import StateCache

@@ -12,8 +12,8 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import message, run_cli, snapshot, summary_line
 
-from bench.corpus import Message
-from bench.dovecot import Dovecot
+from bench.harness.corpus import Message
+from bench.harness.dovecot import Dovecot
 from fastsync.records.model import FolderPair, FolderScan, FolderStatus, MessageRef
 from fastsync.settings.options import DeleteCeiling, parse_ceiling
 from fastsync.settings.values import parse_size

@@ -1,6 +1,6 @@
 """Faults between fastsync and a real Dovecot: after the run, every message is there exactly once.
 
-A fault-injecting proxy (bench/tcpproxy.py) breaks chosen connections: closed after so many
+A fault-injecting proxy (bench/harness/tcpproxy.py) breaks chosen connections: closed after so many
 bytes, reset, stalled, refused, or with the server's answer to an APPEND swallowed so that
 the message lands but fastsync never learns it.
 """
@@ -16,9 +16,9 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import message_count, run_cli, snapshot, spawn_sync, summary_line, wait_for, workers_of
 
-from bench.corpus import Message, generate
-from bench.dovecot import Dovecot
-from bench.tcpproxy import CountingProxy, Fault
+from bench.harness.corpus import Message, generate
+from bench.harness.dovecot import Dovecot
+from bench.harness.tcpproxy import CountingProxy, Fault
 
 
 # Connection 0 to each side is the planner's; workers open 1, 2, ...

@@ -12,8 +12,8 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import run_cli, snapshot, summary_line
 
-from bench.corpus import Message
-from bench.dovecot import Dovecot
+from bench.harness.corpus import Message
+from bench.harness.dovecot import Dovecot
 from fastsync.settings.values import SIZE_EXPECTED
 
 UTC = dt.UTC

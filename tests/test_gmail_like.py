@@ -14,7 +14,7 @@ host name:
 * never appends into a destination's \\All folder (a source folder that would go there is
   skipped, its plan note names \\All).
 
-The Gmail-like account is Dovecot's (`dovecot_gmail`, bench/dovecot.py ``gmail_like``):
+The Gmail-like account is Dovecot's (`dovecot_gmail`, bench/harness/dovecot.py ``gmail_like``):
 virtual folders over the ordinary ones and over a hidden archive (`GMAIL_ARCHIVE`).  One
 difference from Gmail: a message in two labels is shown twice by All Mail.
 """
@@ -32,9 +32,9 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import Snapshot, commands, mailbox_argument, message, run_cli, snapshot, summary_line
 
-from bench.corpus import Message
-from bench.dovecot import GMAIL_ALL, GMAIL_ARCHIVE, GMAIL_IMPORTANT, GMAIL_STARRED, Dovecot
-from bench.tcpproxy import CountingProxy
+from bench.harness.corpus import Message
+from bench.harness.dovecot import GMAIL_ALL, GMAIL_ARCHIVE, GMAIL_IMPORTANT, GMAIL_STARRED, Dovecot
+from bench.harness.tcpproxy import CountingProxy
 
 # Labelled messages: in ordinary folders.  Message 2 has two labels (the same bytes in two
 # folders) and a star; message 7 has no Message-Id (fastsync's fallback identity).

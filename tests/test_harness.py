@@ -26,8 +26,8 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from bench.__main__ import build_parser
 from bench.batch import batch, fastsync_batch_available, installed, split_cap
-from bench.corpus import PROFILES, Message, folders_of, generate, seed_account
-from bench.dovecot import Dovecot, DovecotError, _group_alive
+from bench.harness.corpus import PROFILES, Message, folders_of, generate, seed_account
+from bench.harness.dovecot import Dovecot, DovecotError, _group_alive
 from bench.run import Side, doveadm_invocation, markdown, scratch_dir
 
 REQUIRED_CAPABILITIES = {b"MULTIAPPEND", b"LITERAL+", b"UIDPLUS", b"CONDSTORE", b"SPECIAL-USE", b"STATUS=SIZE"}

@@ -10,7 +10,7 @@ by the ledger too.  The run that notices the rewriting says so once: "the destin
 rewrites Message-Id; re-runs rely on the ledger".  Without UIDPLUS there is no ledger,
 and fastsync says that re-runs may duplicate.
 
-The destination is a real Dovecot behind `bench.rewriteproxy.RewritingProxy`, which gives
+The destination is a real Dovecot behind `bench.harness.rewriteproxy.RewritingProxy`, which gives
 every appended message a new Message-Id of the same length.  Messages are compared with
 their Message-Id lines blanked: everything else (bytes, flags, internal dates) must match.
 """
@@ -31,9 +31,9 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor, write_config
 from helpers import Snapshot, message, run_cli, snapshot, spawn_sync, summary_line, wait_for
 
-from bench.corpus import Message
-from bench.dovecot import Dovecot
-from bench.rewriteproxy import RewritingProxy
+from bench.harness.corpus import Message
+from bench.harness.dovecot import Dovecot
+from bench.harness.rewriteproxy import RewritingProxy
 
 REWRITES = "the destination rewrites Message-Id; re-runs rely on the ledger"
 NO_UIDPLUS = "IMAP4rev1 NAMESPACE LITERAL+ MULTIAPPEND"

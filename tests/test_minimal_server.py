@@ -32,9 +32,9 @@ import pytest
 from conftest import Account, AccountFactory, write_config
 from helpers import Command, Snapshot, commands, logical_lines, message, run_cli, snapshot, summary_line, wait_for
 
-from bench.corpus import Message
-from bench.dovecot import Dovecot
-from bench.tcpproxy import CountingProxy, Recording, _replace
+from bench.harness.corpus import Message
+from bench.harness.dovecot import Dovecot
+from bench.harness.tcpproxy import CountingProxy, Recording, _replace
 from fastsync.imap.records import selected_status
 from fastsync.records.model import FolderPair, FolderScan, FolderStatus, MessageRef
 from fastsync.engine.planner import diff_pair

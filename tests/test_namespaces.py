@@ -19,8 +19,8 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import message, run_cli, snapshot, summary_line
 
-from bench.dovecot import Dovecot
-from bench.verify import compare
+from bench.harness.dovecot import Dovecot
+from bench.harness.verify import compare
 
 PLAIN = "dovecot"  # separator "/", no prefix
 PREFIXED = "dovecot_prefixed"  # separator ".", prefix "INBOX."

@@ -16,8 +16,8 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import message, run_cli, snapshot, summary_line
 
-from bench.dovecot import Dovecot
-from bench.tcpproxy import CountingProxy
+from bench.harness.dovecot import Dovecot
+from bench.harness.tcpproxy import CountingProxy
 
 # What Dovecot answers to SELECT, and the same without "any keyword".
 ANY_KEYWORD = (b"\\Draft \\*)]", b"\\Draft)]")

@@ -15,9 +15,9 @@ import pytest
 from conftest import AccountFactory, ConfigFor
 from helpers import run_cli, snapshot, summary_line
 
-from bench.corpus import Message
-from bench.tcpproxy import CountingProxy
-from bench.wanproxy import WanProxy
+from bench.harness.corpus import Message
+from bench.harness.tcpproxy import CountingProxy
+from bench.harness.wanproxy import WanProxy
 
 WHEN = dt.datetime(2021, 9, 8, 7, 6, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
 

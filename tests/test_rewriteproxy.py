@@ -1,4 +1,4 @@
-"""The Message-Id rewriting proxy (bench/rewriteproxy.py) that plays an Exchange-like
+"""The Message-Id rewriting proxy (bench/harness/rewriteproxy.py) that plays an Exchange-like
 destination: on byte streams, then in front of a real Dovecot.
 
 The ledger tests (test_ledger.py) trust it to rewrite every appended message's Message-Id,
@@ -14,7 +14,7 @@ import imapclient
 import pytest
 from conftest import AccountFactory
 
-from bench.rewriteproxy import AppendRewriter, NewIds, RewritingProxy, rewrite_message_id
+from bench.harness.rewriteproxy import AppendRewriter, NewIds, RewritingProxy, rewrite_message_id
 
 ID_LINE = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)")
 

@@ -37,8 +37,8 @@ from helpers import REPO_ROOT, cli_env, run_cli, snapshot
 from imapclient.exceptions import LoginError
 from tokenserver import TokenServer
 
-from bench.corpus import Message
-from bench.dovecot import Dovecot
+from bench.harness.corpus import Message
+from bench.harness.dovecot import Dovecot
 from fastsync import cli
 from fastsync.settings import credentials
 from fastsync.imap import session

@@ -12,8 +12,8 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import REPO_ROOT, cli_env, run_cli, snapshot
 
-from bench.corpus import Message
-from bench.dovecot import Dovecot
+from bench.harness.corpus import Message
+from bench.harness.dovecot import Dovecot
 from fastsync import __version__
 
 UTC = dt.UTC

@@ -13,8 +13,8 @@ import datetime as dt
 from conftest import AccountFactory, ConfigFor
 from helpers import commands, run_cli, snapshot, summary_line
 
-from bench.corpus import Message
-from bench.tcpproxy import CountingProxy, Recording
+from bench.harness.corpus import Message
+from bench.harness.tcpproxy import CountingProxy, Recording
 
 WHEN = dt.datetime(2023, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
 

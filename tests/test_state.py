@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.corpus import Message
+from bench.harness.corpus import Message
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import run_cli, snapshot, summary_line
 

@@ -19,9 +19,9 @@ import pytest
 from conftest import Account, AccountFactory, ConfigFor
 from helpers import capped_rate_allowance, commands, run_cli, snapshot, summary_line
 
-from bench.corpus import Message
-from bench.dovecot import Dovecot
-from bench.tcpproxy import CountingProxy, Fault, Traffic
+from bench.harness.corpus import Message
+from bench.harness.dovecot import Dovecot
+from bench.harness.tcpproxy import CountingProxy, Fault, Traffic
 from fastsync.rules.plan import STREAM_MESSAGE_BYTES
 
 WHEN = dt.datetime(2022, 3, 4, 5, 6, 7, tzinfo=dt.timezone(dt.timedelta(hours=-7)))

@@ -11,8 +11,8 @@ import pytest
 from conftest import AccountFactory, ConfigFor
 from helpers import message, message_count, run_cli, snapshot, spawn_sync, summary_line, wait_for
 
-from bench.corpus import generate
-from bench.dovecot import Dovecot
+from bench.harness.corpus import generate
+from bench.harness.dovecot import Dovecot
 
 
 def test_sync_copies_everything_byte_for_byte_and_rerun_copies_nothing(
@@ -126,7 +126,7 @@ def test_map_and_command_line_pairs(accounts: AccountFactory, config_for: Config
 
 
 def test_special_use_folders_are_paired_by_role(accounts: AccountFactory, config_for: ConfigFor) -> None:
-    # The test server gives "Sent Items" and "Sent" the \Sent role (bench/dovecot.py).
+    # The test server gives "Sent Items" and "Sent" the \Sent role (bench/harness/dovecot.py).
     src, dst = accounts(2)
     src.seed([message("Sent Items", 1)])
     dst.seed([message("Sent", 2)])

@@ -23,8 +23,8 @@ import pytest
 from conftest import AccountFactory, ConfigFor
 from helpers import run_cli, snapshot, summary_line
 
-from bench.corpus import Message
-from bench.dovecot import make_certificates
+from bench.harness.corpus import Message
+from bench.harness.dovecot import make_certificates
 from fastsync.settings.config import Account
 from fastsync.imap import transport
 from fastsync.imap.tls import TLS_WRITE_BYTES, TLSStream

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.dovecot import Dovecot
-from bench.tcpproxy import CountingProxy
+from bench.harness.dovecot import Dovecot
+from bench.harness.tcpproxy import CountingProxy
 from fastsync.engine.changes import Interrupts
 from tests.conftest import Account, AccountFactory, write_config
 from tests.helpers import message, run_cli, snapshot, spawn_sync, wait_for

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bench.tcpproxy import CountingProxy
+from bench.harness.tcpproxy import CountingProxy
 
 __all__ = ["AppendRewriter", "NewIds", "RewritingProxy", "rewrite_message_id"]
 

@@ -19,7 +19,7 @@ none of them):
   also matches across chunks; *old* and *new* of equal length keep literal counts true,
   and *old* must not occur inside message bodies.
 * ``rewrite_up=factory`` passes each connection's client bytes through ``factory()``, an
-  `UpstreamRewriter`, before the server sees them (bench/rewriteproxy.py uses it to play a
+  `UpstreamRewriter`, before the server sees them (bench/harness/rewriteproxy.py uses it to play a
   server that replaces Message-Id on APPEND).  With ``record=True`` the rewritten bytes
   are kept: what the server received.
 """
