@@ -1,12 +1,14 @@
-"""Helpers shared by the tests: run the CLI, build and count messages, snapshot an account, wait,
-read the commands a client sent (from a recording `bench.harness.tcpproxy.CountingProxy`).
+"""Helpers shared by the unit tests and the Dovecot tests, none of which needs a server: run the
+CLI, write a config file, build messages, wait for a condition, find a run's workers.
 
-Test modules import from here (and from conftest), never from each other.
+Test modules import from here, from `tests.wire` (what a client sent) and, against a server,
+from `tests.dovecot.accounts`; never from each other or from a conftest.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -14,14 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
-from conftest import Account
-from imapclient import imap_utf7
 
 from bench.harness.corpus import Message
 
@@ -92,19 +91,6 @@ def wait_for(predicate: Callable[[], object], timeout_s: float = 60.0, interval_
         time.sleep(interval_s)
 
 
-def message_count(account: Account) -> int:
-    """Messages in all selectable folders of *account* (STATUS MESSAGES)."""
-    client = account.client()
-    try:
-        return sum(
-            client.folder_status(name, ["MESSAGES"])[b"MESSAGES"]
-            for flags, _d, name in client.list_folders()
-            if b"\\Noselect" not in flags
-        )
-    finally:
-        client.logout()
-
-
 def workers_of(pid: int) -> list[psutil.Process]:
     """The copy workers of the fastsync run *pid*: forked by its forkserver, so its grandchildren."""
     try:
@@ -122,126 +108,63 @@ def workers_of(pid: int) -> list[psutil.Process]:
     return workers
 
 
-Snapshot = dict[str, Counter[tuple[bytes, tuple[bytes, ...], str]]]
-
-
-def snapshot(account: Account, delimiter_to: str = "/") -> Snapshot:
-    """Every message of every selectable folder: (bytes, flags without \\Recent, internal date).
-
-    Folder names are rewritten with *delimiter_to* so two servers with different
-    hierarchy separators compare directly.
-    """
-    client = account.client()
-    client._imap.debug = 0  # imaplib would format the repr of every body (slow)
-    client.normalise_times = False
-    out: Snapshot = {}
-    try:
-        for flags, delimiter, name in client.list_folders():
-            if b"\\Noselect" in flags:
-                continue
-            client.select_folder(name, readonly=True)
-            uids = client.search()
-            messages: Counter[tuple[bytes, tuple[bytes, ...], str]] = Counter()
-            for start in range(0, len(uids), 500):
-                reply = client.fetch(uids[start : start + 500], ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
-                for data in reply.values():
-                    flags_kept = tuple(sorted(f for f in data[b"FLAGS"] if f != b"\\Recent"))
-                    messages[(data[b"BODY[]"], flags_kept, data[b"INTERNALDATE"].isoformat())] += 1
-            key = name.replace(delimiter.decode(), delimiter_to) if delimiter else name
-            out[key] = messages
-    finally:
-        client.logout()
-    return out
-
-
 def summary_line(output: str) -> str:
     lines = [line for line in output.splitlines() if " copied, " in line]
     assert lines, output
     return lines[-1]
 
 
-# --------------------------------------------------------------------------- reading the wire
+def write_config(
+    tmp_path: Path,
+    src_server: str,
+    src_user: str,
+    src_pass: str,
+    dst_server: str,
+    dst_user: str,
+    dst_pass: str,
+    fmt: str = "json",
+    extra: dict[str, Any] | None = None,
+    *,
+    src_tls: str = "none",
+    dst_tls: str = "none",
+    ca_file: Path | str | None = None,
+    name: str = "fastsync",
+) -> Path:
+    """Write a fastsync configuration file and return its path.
 
-_LITERAL = re.compile(rb"(~?)\{(\d+)([+-]?)\}$")
-_QUOTED = re.compile(rb'"(?:[^"\\]|\\.)*"')
-
-
-@dataclass
-class Command:
-    """One command a client sent: its text with each literal's payload left out (the
-    ``{N}`` marker stays) and each literal's form: ``{N}``, ``{N+}``, ``~{N}``..."""
-
-    tag: str
-    name: str
-    text: bytes
-    literals: list[bytes]
-
-    @property
-    def arguments(self) -> bytes:
-        """The text after the command name, quoted strings emptied, upper case."""
-        skip = 3 if self.name.startswith("UID ") else 2  # tag, name (UID and its command)
-        words = self.text.split(b" ", skip)
-        return _QUOTED.sub(b'""', words[skip]).upper() if len(words) > skip else b""
-
-
-def logical_lines(stream: bytes) -> Iterator[tuple[bytes, list[bytes]]]:
-    """Split an IMAP byte stream into logical lines: text with literal payloads skipped.
-
-    A line that ends with a literal marker (``{N}``, ``{N+}``, ``{N-}``, ``~{N}``) goes on
-    after the N bytes of the literal, whatever they contain (RFC 3501 section 4.3,
-    RFC 7888, RFC 3516): a message body can hold lines that look like commands.
+    Produces ``{"src": {"label": "source", "server": "host:port", "user", "pass", "tls"},
+    "dst": {"label": "destination", ...}}``.  ``tls`` is "none" by default because the
+    tests use the plain port; ``ca_file`` is added to both sides when given.  ``extra``
+    is merged in last: nested dicts under "src"/"dst" update those sides, other keys are
+    added at the top level (a value of None removes the key).
     """
-    pos = 0
-    while pos < len(stream):
-        parts: list[bytes] = []
-        literals: list[bytes] = []
-        while True:
-            end = stream.find(b"\r\n", pos)
-            if end < 0:
-                parts.append(stream[pos:])
-                pos = len(stream)
-                break
-            line = stream[pos:end]
-            pos = end + 2
-            match = _LITERAL.search(line)
-            if match is None:
-                parts.append(line)
-                break
-            parts.append(line)
-            literals.append(match.group(0))
-            pos += int(match.group(2))
-        yield b"".join(parts), literals
-
-
-def commands(stream: bytes) -> list[Command]:
-    """The commands in a client's bytes.  Lines of fewer than two words are not commands:
-    a SASL response to AUTHENTICATE's continuation (base64), IDLE's DONE."""
-    out = []
-    for text, literals in logical_lines(stream):
-        words = text.split(b" ")
-        if len(words) < 2 or not words[1]:
-            continue
-        name = words[1].decode("ascii", "replace").upper()
-        if name == "UID" and len(words) > 2:
-            name = "UID " + words[2].decode("ascii", "replace").upper()
-        out.append(Command(words[0].decode("ascii", "replace"), name, text, literals))
-    return out
-
-
-def mailbox_argument(command: Command) -> str | None:
-    """The mailbox a SELECT, EXAMINE, APPEND, CREATE or STATUS names (its first argument),
-    decoded from modified UTF-7; None when it was sent as a literal."""
-    rest = command.text.split(b" ", 2)[2] if command.text.count(b" ") >= 2 else b""
-    if rest.startswith(b'"'):
-        match = _QUOTED.match(rest)
-        if match is None:
-            return None
-        raw = re.sub(rb"\\(.)", rb"\1", match.group(0)[1:-1])
-    elif _LITERAL.match(rest.split(b" ", 1)[0]):
-        return None
+    if fmt not in ("json", "yaml"):
+        raise ValueError("fmt must be 'json' or 'yaml'")
+    config: dict[str, Any] = {
+        "src": {"label": "source", "server": src_server, "user": src_user, "pass": src_pass, "tls": src_tls},
+        "dst": {"label": "destination", "server": dst_server, "user": dst_user, "pass": dst_pass, "tls": dst_tls},
+    }
+    if ca_file is not None:
+        config["src"]["ca_file"] = config["dst"]["ca_file"] = str(ca_file)
+    for key, value in (extra or {}).items():
+        if key in ("src", "dst") and isinstance(value, dict):
+            for side_key, side_value in value.items():
+                if side_value is None:
+                    config[key].pop(side_key, None)
+                else:
+                    config[key][side_key] = side_value
+        elif value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    path = tmp_path / f"{name}.{fmt}"
+    if fmt == "json":
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     else:
-        raw = rest.split(b" ", 1)[0]
-    return str(imap_utf7.decode(raw))
+        import yaml
+
+        path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def capped_rate_allowance(cap: int, connections: int, window_s: float) -> float:
@@ -253,3 +176,31 @@ def capped_rate_allowance(cap: int, connections: int, window_s: float) -> float:
 
     buffers = connections * (2 * capped_buffer_bytes(cap) + 2 * 64 * 1024)
     return cap + (2 * 64 * 1024 + buffers) / window_s
+
+
+# --------------------------------------------------------------------------- Message-Id rewriting
+
+# A Message-Id field of a header, folding included; group 1 is its value.
+MESSAGE_ID_LINE = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)")
+
+
+def mail(n: int, message_id: bytes | None = b"auto", body: bytes = b"", eol: bytes = b"\r\n") -> bytes:
+    """A small message; its Message-ID is <idN@example.org> unless *message_id* says otherwise."""
+    headers = [b"From: a@example.org", b"Subject: message %d" % n]
+    if message_id == b"auto":
+        headers.append(b"Message-ID: <id%d@example.org>" % n)
+    elif message_id is not None:
+        headers.append(b"Message-ID: " + message_id)
+    headers.append(b"Date: Mon, 1 Jan 2018 10:00:00 +0000")
+    return eol.join(headers) + eol + eol + (body or b"Body %d" % n + eol)
+
+
+def outside_ids(message: bytes) -> bytes:
+    """*message* with every letter and digit of its header's Message-Id values blanked: what
+    `bench.harness.rewriteproxy` must leave as it is."""
+    head_end = message.find(b"\r\n\r\n")
+    head_end = len(message) if head_end < 0 else head_end
+    head = MESSAGE_ID_LINE.sub(
+        lambda m: m.group(0)[: m.start(1) - m.start(0)] + re.sub(rb"[A-Za-z0-9]", b"_", m.group(1)), message[:head_end]
+    )
+    return head + message[head_end:]

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from bench.harness.tcpproxy import CountingProxy
-from tests.conftest import REPO_ROOT, Account, AccountFactory
-from tests.helpers import cli_env, message, run_cli, snapshot, wait_for
+from tests.dovecot.accounts import Account, AccountFactory, snapshot
+from tests.helpers import REPO_ROOT, cli_env, message, run_cli, wait_for
 
 PAIRS = 20
 FOLDERS = ("INBOX", "Sent", "Archive/2020")

@@ -7,11 +7,11 @@ import random
 import subprocess
 
 import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import capped_rate_allowance, run_cli, snapshot, summary_line
 from bench.harness.tcpproxy import CountingProxy, Traffic
 
 from bench.harness.corpus import Message
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
+from tests.helpers import capped_rate_allowance, run_cli, summary_line
 
 UTC = dt.UTC
 

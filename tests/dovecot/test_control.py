@@ -14,13 +14,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import AccountFactory, ConfigFor
-from helpers import message, message_count, run_cli, snapshot, spawn_sync, summary_line, wait_for, workers_of
 
 from bench.harness.corpus import Message
 from fastsync.settings.config import load_config
 from fastsync.records.errors import ExitCode
 from fastsync.engine.state import StateCache
+from tests.dovecot.accounts import AccountFactory, ConfigFor, message_count, snapshot
+from tests.helpers import message, run_cli, spawn_sync, summary_line, wait_for, workers_of
 
 
 def _big(n: int, size_bytes: int = 100_000) -> Message:

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import message_count, run_cli, snapshot, spawn_sync, summary_line, wait_for, workers_of
 
 from bench.harness.corpus import Message, generate
 from bench.harness.dovecot import Dovecot
 from bench.harness.tcpproxy import CountingProxy, Fault
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, message_count, snapshot
+from tests.helpers import run_cli, spawn_sync, summary_line, wait_for, workers_of
 
 
 # Connection 0 to each side is the planner's; workers open 1, 2, ...

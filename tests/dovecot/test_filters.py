@@ -8,13 +8,12 @@ import datetime as dt
 import json
 from pathlib import Path
 
-import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import run_cli, snapshot, summary_line
 
 from bench.harness.corpus import Message
 from bench.harness.dovecot import Dovecot
 from fastsync.settings.values import SIZE_EXPECTED
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
+from tests.helpers import run_cli, summary_line
 
 UTC = dt.UTC
 FOLDERS = ["INBOX", "Sent", "Trash", "Junk", "Archive/2019", "Archive/2020"]
@@ -193,7 +192,6 @@ def test_max_size_skips_and_counts_without_failing(accounts: AccountFactory, con
     assert snapshot(dst) == snapshot(src)
 
 
-@pytest.mark.dovecot
 def test_appendlimit_skips_once_per_folder_instead_of_failing(
     tmp_path: Path, accounts: AccountFactory, config_for: ConfigFor
 ) -> None:

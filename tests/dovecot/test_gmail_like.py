@@ -29,12 +29,13 @@ from typing import Any
 
 import imapclient
 import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import Snapshot, commands, mailbox_argument, message, run_cli, snapshot, summary_line
 
 from bench.harness.corpus import Message
 from bench.harness.dovecot import GMAIL_ALL, GMAIL_ARCHIVE, GMAIL_IMPORTANT, GMAIL_STARRED, Dovecot
 from bench.harness.tcpproxy import CountingProxy
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, Snapshot, snapshot
+from tests.helpers import message, run_cli, summary_line
+from tests.wire import commands, mailbox_argument
 
 # Labelled messages: in ordinary folders.  Message 2 has two labels (the same bytes in two
 # folders) and a star; message 7 has no Message-Id (fastsync's fallback identity).

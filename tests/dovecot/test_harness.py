@@ -1,6 +1,7 @@
 """Tests of the test harness itself: the private Dovecot, the corpus and the seeder.
 
-fastsync's own tests trust these pieces, so they are checked against the real server.
+fastsync's own tests trust these pieces, so they are checked against the real server
+(what needs no server: tests/unit/test_harness.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import socket
 import subprocess
 import ssl
 import time
-from collections import Counter
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,15 +20,14 @@ from pathlib import Path
 import imapclient
 import pytest
 import yaml
-from conftest import STATIC_USERS, AccountFactory, write_config
-from helpers import wait_for
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from bench.__main__ import build_parser
-from bench.batch import batch, fastsync_batch_available, installed, split_cap
-from bench.harness.corpus import PROFILES, Message, folders_of, generate, seed_account
+from bench.batch import batch, fastsync_batch_available, installed
+from bench.harness.corpus import Message, folders_of, generate, seed_account
 from bench.harness.dovecot import Dovecot, DovecotError, _group_alive
-from bench.run import Side, doveadm_invocation, markdown, scratch_dir
+from bench.run import Side, doveadm_invocation, scratch_dir
+from tests.dovecot.accounts import AccountFactory, STATIC_USERS
+from tests.helpers import wait_for, write_config
 
 REQUIRED_CAPABILITIES = {b"MULTIAPPEND", b"LITERAL+", b"UIDPLUS", b"CONDSTORE", b"SPECIAL-USE", b"STATUS=SIZE"}
 
@@ -175,14 +174,6 @@ def test_lax_server_holds_a_name_the_others_refuse(
         client.logout()
 
 
-@pytest.mark.parametrize(
-    ("separator", "prefix"), [("/", "INBOX."), (".", "INBOX/"), (".", "Mail."), ("/", "INBOX/")]
-)
-def test_namespace_prefix_is_inbox_dot_with_dot_only(tmp_path: Path, separator: str, prefix: str) -> None:
-    with pytest.raises(ValueError, match="namespace_prefix"):
-        Dovecot(tmp_path, {}, separator=separator, namespace_prefix=prefix)
-
-
 def test_status_size(dovecot: Dovecot, accounts: AccountFactory) -> None:
     [account] = accounts(1)
     bodies = [b"Subject: a\r\n\r\nhello\r\n", b"Subject: b\r\n\r\n" + b"x" * 1000 + b"\r\n"]
@@ -249,68 +240,6 @@ def test_write_config(tmp_path: Path, dovecot: Dovecot, accounts: AccountFactory
     assert loaded["dst"]["tls"] == "implicit" and loaded["dst"]["server"] == "127.0.0.1:1"
     assert loaded["src"]["ca_file"] == str(dovecot.ca_file)
     assert loaded["workers"] == 4
-
-
-# --------------------------------------------------------------------------- corpus and seeding
-
-
-def test_generate_is_deterministic() -> None:
-    assert generate("tiny", seed=3) == generate("tiny", seed=3)
-    assert generate("tiny", seed=3) != generate("tiny", seed=4)
-    assert len(generate("small", scale=0.01)) == 200
-    with pytest.raises(ValueError):
-        generate("nope")
-    assert set(PROFILES) == {"tiny", "small", "realistic", "large", "huge", "scale"}
-
-
-def _headers(message: Message) -> bytes:
-    return message.body.split(b"\r\n\r\n", 1)[0]
-
-
-def test_tiny_profile_shape() -> None:
-    messages = generate("tiny")
-    counts = Counter(m.folder for m in messages)
-    assert counts == {"INBOX": 152, "Projets/Café & [data]": 92, "Archive/Été 2020": 62}
-    assert folders_of(messages) == ["INBOX", "Projets", "Projets/Café & [data]", "Archive", "Archive/Été 2020"]
-    for message in messages:
-        assert message.internaldate.tzinfo is not None and message.internaldate.microsecond == 0
-        assert b"\r\n\r\n" in message.body
-        assert b"\n" not in message.body.replace(b"\r\n", b""), "bare LF"
-        assert b"\r" not in message.body.replace(b"\r\n", b""), "bare CR"
-        assert max(len(line) for line in message.body.split(b"\r\n")) <= 998  # RFC 5322 2.1.1
-    without_id = [m for m in messages if b"\r\nMessage-ID:" not in _headers(m)]
-    assert len(without_id) >= 6
-    assert any(not m.body.isascii() for m in messages)
-    for folder in counts:
-        ids = Counter(
-            line for m in messages if m.folder == folder
-            for line in _headers(m).split(b"\r\n") if line.startswith(b"Message-ID:")
-        )
-        assert sorted(ids.values())[-2:] == [2, 2], f"{folder}: one exact copy and one reused Message-Id"
-
-
-def test_realistic_profile_shape() -> None:
-    messages = generate("realistic", seed=7, scale=0.3)
-    assert len(messages) == 3000
-    sizes = sorted(len(m.body) for m in messages)
-    assert 8_000 < sizes[len(sizes) // 2] < 18_000  # median ~12 KB
-    assert sizes[-1] > 1_000_000  # multi-MB tail
-    folders = {m.folder for m in messages}
-    assert {"INBOX", "Sent", "Archive/2019", "Archive/2020", "Projets/Café & [data]"} <= folders
-    missing = sum(1 for m in messages if b"\r\nMessage-ID:" not in _headers(m)) / len(messages)
-    assert 0.015 < missing < 0.04
-    keywords = sum(1 for m in messages if any(not f.startswith("\\") for f in m.flags)) / len(messages)
-    assert 0.01 < keywords < 0.04
-    assert any(not _headers(m).isascii() for m in messages)  # RFC 6532 raw UTF-8 headers
-    years = {m.internaldate.year for m in messages}
-    assert len(years) >= 5
-
-
-def test_generation_speed() -> None:
-    started = time.monotonic()
-    messages = generate("realistic", scale=0.5)
-    assert len(messages) == 5000
-    assert time.monotonic() - started < 10
 
 
 def _fetch_folder(client: imapclient.IMAPClient, folder: str) -> list[tuple[bytes, tuple[bytes, ...], object]]:
@@ -414,7 +343,6 @@ def test_client_helper_tls_modes(dovecot: Dovecot) -> None:
         client.logout()
 
 
-@pytest.mark.dovecot
 def test_private_instance_cap_no_tls_and_clean_stop(tmp_path: Path) -> None:
     server = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False, max_userip_connections=2)
     with server:
@@ -436,7 +364,6 @@ def test_private_instance_cap_no_tls_and_clean_stop(tmp_path: Path) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
-@pytest.mark.dovecot
 def test_start_failure_reports_log(tmp_path: Path) -> None:
     with Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False) as running:
         clash = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False)  # same base_dir
@@ -446,55 +373,6 @@ def test_start_failure_reports_log(tmp_path: Path) -> None:
         running.client("x").logout()  # the first instance is unharmed
 
 
-# ---------------------------------------------------------------- benchmark settings (no server started)
-
-
-@pytest.mark.parametrize(("fsync", "expected"), [(True, "optimized"), (False, "never")])
-@pytest.mark.parametrize("mail_format", ["maildir", "mdbox"])
-def test_fsync_setting_in_generated_config(tmp_path: Path, mail_format: str, fsync: bool, expected: str) -> None:
-    server = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False, mail_format=mail_format, fsync=fsync)
-    settings = [line.strip() for line in server._config().splitlines()]
-    assert [s for s in settings if s.startswith("mail_fsync")] == [f"mail_fsync = {expected}"]
-    assert any(s.startswith(f"mail_location = {mail_format}:") for s in settings)
-
-
-def test_fsync_is_off_by_default(tmp_path: Path) -> None:
-    # The tests' servers stay fast: fsync only when a benchmark asks for it.
-    assert "mail_fsync = never" in Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False)._config().splitlines()
-
-
-def test_doveadm_runs_with_prefetch(tmp_path: Path) -> None:
-    dst = Dovecot(tmp_path / "dst", {"d": "d-pw"}, starttls=False)
-    src = Side("127.0.0.1", 1143, "source", "source-pw", False, None)
-    invocation = doveadm_invocation(tmp_path, src, dst, "d")
-    config = Path(invocation.argv[invocation.argv.index("-c") + 1])
-    settings = config.read_text().splitlines()
-    assert "mail_prefetch_count = 20" in settings
-    assert "imapc_features = rfc822.size fetch-headers" in settings
-    assert "source-pw" not in " ".join(invocation.argv)
-
-
-def test_doveadm_over_tls_names_the_ca_by_path(tmp_path: Path) -> None:
-    # imapc's ssl_client_ca_file is a path: "<file" (contents) makes it fail and doveadm crash.
-    dst = Dovecot(tmp_path / "dst", {"d": "d-pw"}, starttls=False)
-    src = Side("127.0.0.1", 1993, "source", "source-pw", True, "/some/ca.pem")
-    invocation = doveadm_invocation(tmp_path, src, dst, "d")
-    settings = Path(invocation.argv[invocation.argv.index("-c") + 1]).read_text().splitlines()
-    assert "imapc_ssl = imaps" in settings
-    assert "ssl_client_ca_file = /some/ca.pem" in settings
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="the chroot is used only when Dovecot runs as root")
-@pytest.mark.parametrize(("chroot", "expected"), [(True, "/./%u"), (False, "/mail/%u")])
-def test_chroot_setting_in_generated_config(tmp_path: Path, chroot: bool, expected: str) -> None:
-    server = Dovecot(tmp_path / "dc", {"x": "y"}, starttls=False, chroot=chroot)
-    config = server._config()
-    home = next(line for line in config.splitlines() if "home=" in line)
-    assert home.endswith(expected)
-    assert ("valid_chroot_dirs" in config) == chroot
-
-
-@pytest.mark.dovecot
 @pytest.mark.skipif(os.geteuid() != 0, reason="the chroot is used only when Dovecot runs as root")
 def test_doveadm_copies_over_tls_from_an_unchrooted_server(tmp_path: Path) -> None:
     # bench run --tls puts doveadm in the table: its imapc source over implicit TLS.
@@ -517,68 +395,6 @@ def test_doveadm_copies_over_tls_from_an_unchrooted_server(tmp_path: Path) -> No
         client.logout()
 
 
-@pytest.mark.parametrize(
-    ("argv", "storage", "fsync"),
-    [
-        (["--storage", "maildir", "--fsync"], "maildir", True),
-        (["--storage", "mdbox"], "mdbox", False),
-        ([], "mdbox", False),
-    ],
-)
-def test_run_parser_storage_and_fsync(argv: list[str], storage: str, fsync: bool) -> None:
-    args = build_parser().parse_args(["run", "--out", "/nonexistent", *argv])
-    assert (args.storage, args.fsync) == (storage, fsync)
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        ([], (0.1, True, 25.0, 1_000_000, "fastsync:8,doveadm,mbsync", 1)),
-        (["--repeat", "3", "--tools", "fastsync:4"], (0.1, True, 25.0, 1_000_000, "fastsync:4", 3)),
-    ],
-)
-def test_wan_tls_preset_and_the_flags_after_it(argv: list[str], expected: tuple[object, ...]) -> None:
-    from bench.__main__ import expand_presets
-
-    args = build_parser().parse_args(expand_presets(["run", "--preset", "wan-tls", *argv, "--out", "/nonexistent"]))
-    assert (args.scale, args.tls, args.wan_delay_ms, args.wan_rate, args.tools, args.repeat) == expected
-    assert args.profile == "realistic"
-
-
-def test_unknown_preset_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    from bench.__main__ import expand_presets
-
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(expand_presets(["run", "--preset=lan", "--out", "/nonexistent"]))
-    assert "--preset" in capsys.readouterr().err
-
-
-def test_run_parser_refuses_other_storage(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["run", "--out", "/nonexistent", "--storage", "sdbox"])
-    assert "--storage" in capsys.readouterr().err
-
-
-def test_results_header_names_storage_and_fsync() -> None:
-    meta: dict[str, object] = {"profile": "realistic", "scale": 0.3, "messages": 3000, "mb": 120.0,
-                               "wan_delay_ms": 0.0, "tls": False, "rounds": 1, "storage": "maildir",
-                               "mail_fsync": "optimized"}
-    header = markdown(meta, [], {}).splitlines()[0]
-    assert "storage maildir, mail_fsync optimized" in header
-
-
-# ---------------------------------------------------------------- python -m bench batch
-
-
-@pytest.mark.parametrize(
-    ("cap", "per_job", "expected"), [(8, 2, (4, 2)), (8, 3, (2, 3)), (1, 2, (1, 1)), (5, 1, (5, 1))]
-)
-def test_parallel_jobs_hold_the_cap(cap: int, per_job: int, expected: tuple[int, int]) -> None:
-    jobs, connections = split_cap(cap, per_job)
-    assert (jobs, connections) == expected and jobs * connections <= cap
-
-
-@pytest.mark.dovecot
 def test_batch_harness_tiny(tmp_path: Path) -> None:
     """3 pairs at scale 0.01 with every tool this machine has: figures, verification, the cap held."""
     tools = ["fastsync-batch", "fastsync-loop", "fastsync-parallel", "imapsync"]

@@ -1,4 +1,5 @@
-"""Output for scripts: --json documents, --log-file events and the exit codes table."""
+"""Output for scripts: --json documents, --log-file events and the exit codes of real runs
+(the exit codes table itself: tests/unit/test_json.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import REPO_ROOT, message, run_cli, spawn_sync, summary_line, wait_for, workers_of
 
 from fastsync.records.errors import ExitCode
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor
+from tests.helpers import message, run_cli, spawn_sync, summary_line, wait_for, workers_of
 
 
 def seed(account: Account) -> None:
@@ -198,14 +199,3 @@ def test_interrupted_is_130(accounts: AccountFactory, config_for: ConfigFor) -> 
     assert doc["exit_code"] == 130 and doc["error"] == "Cancelled."
     # The copy had started: the document has the summary of what was done.
     assert doc["summary"]["planned"] == 40 and doc["complete"] is False
-
-
-def test_the_exit_code_table_is_the_same_everywhere() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
-    documented = {int(m) for m in re.findall(r"^\| (\d+) \|", section, re.MULTILINE)}
-    assert documented == {int(c) for c in ExitCode}
-    man = (REPO_ROOT / "man" / "fastsync.1").read_text()
-    exit_status = man.split("\n.SH EXIT STATUS\n", 1)[1].split("\n.SH ", 1)[0]
-    for code in ExitCode:
-        assert re.search(rf"^\.B {int(code)}$", exit_status, re.MULTILINE), code

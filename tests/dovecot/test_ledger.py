@@ -28,12 +28,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Account, AccountFactory, ConfigFor, write_config
-from helpers import Snapshot, message, run_cli, snapshot, spawn_sync, summary_line, wait_for
 
 from bench.harness.corpus import Message
 from bench.harness.dovecot import Dovecot
 from bench.harness.rewriteproxy import RewritingProxy
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, Snapshot, snapshot
+from tests.helpers import message, run_cli, spawn_sync, summary_line, wait_for, write_config
 
 REWRITES = "the destination rewrites Message-Id; re-runs rely on the ledger"
 NO_UIDPLUS = "IMAP4rev1 NAMESPACE LITERAL+ MULTIAPPEND"
@@ -285,7 +285,6 @@ def no_uidplus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
         server.stop()
 
 
-@pytest.mark.dovecot
 def test_without_uidplus_a_rewriting_destination_is_named_and_the_copy_goes_on(
     no_uidplus: Dovecot, accounts: AccountFactory, rewriting: Rewriting
 ) -> None:

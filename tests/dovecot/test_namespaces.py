@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import message, run_cli, snapshot, summary_line
 
 from bench.harness.dovecot import Dovecot
 from bench.harness.verify import compare
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
+from tests.helpers import message, run_cli, summary_line
 
 PLAIN = "dovecot"  # separator "/", no prefix
 PREFIXED = "dovecot_prefixed"  # separator ".", prefix "INBOX."

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import message, run_cli, snapshot, summary_line
 
 from bench.harness.dovecot import Dovecot
 from bench.harness.tcpproxy import CountingProxy
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
+from tests.helpers import message, run_cli, summary_line
 
 # What Dovecot answers to SELECT, and the same without "any keyword".
 ANY_KEYWORD = (b"\\Draft \\*)]", b"\\Draft)]")
@@ -81,7 +81,6 @@ def without_unselect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovec
         yield server
 
 
-@pytest.mark.dovecot
 @pytest.mark.parametrize(("command", "user"), [("check", "d1"), ("sync", "d2")])
 def test_leaving_a_selected_destination_folder_expunges_nothing(
     command: str, user: str, accounts: AccountFactory, config_for: ConfigFor, without_unselect: Dovecot

@@ -12,12 +12,12 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import AccountFactory, ConfigFor
-from helpers import run_cli, snapshot, summary_line
 
 from bench.harness.corpus import Message
 from bench.harness.tcpproxy import CountingProxy
 from bench.harness.wanproxy import WanProxy
+from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
+from tests.helpers import run_cli, summary_line
 
 WHEN = dt.datetime(2021, 9, 8, 7, 6, 5, tzinfo=dt.timezone(dt.timedelta(hours=2)))
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from conftest import AccountFactory, ConfigFor
-from helpers import commands, run_cli, snapshot, summary_line
-
 from bench.harness.corpus import Message
 from bench.harness.tcpproxy import CountingProxy, Recording
+from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
+from tests.helpers import run_cli, summary_line
+from tests.wire import commands
 
 WHEN = dt.datetime(2023, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.harness.corpus import Message
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import run_cli, snapshot, summary_line
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
+from tests.helpers import run_cli, summary_line
 
 UTC = dt.timezone.utc
 UNCHANGED = "unchanged since the last run"

@@ -16,13 +16,14 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import capped_rate_allowance, commands, run_cli, snapshot, summary_line
 
 from bench.harness.corpus import Message
 from bench.harness.dovecot import Dovecot
 from bench.harness.tcpproxy import CountingProxy, Fault, Traffic
 from fastsync.rules.plan import STREAM_MESSAGE_BYTES
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
+from tests.helpers import capped_rate_allowance, run_cli, summary_line
+from tests.wire import commands
 
 WHEN = dt.datetime(2022, 3, 4, 5, 6, 7, tzinfo=dt.timezone(dt.timedelta(hours=-7)))
 
@@ -97,7 +98,7 @@ def test_caps_hold_while_a_message_streams(direction: str, accounts: AccountFact
     chunks = proxy.traffic.to_client if direction == "down" else proxy.traffic.to_server
     seconds, total = Traffic.span(chunks)
     assert total > 8_000_000 and seconds >= 7
-    # As tests/test_caps.py: within the cap plus one burst and what the kernel buffers
+    # As tests/dovecot/test_caps.py: within the cap plus one burst and what the kernel buffers
     # per connection (planner and 2 workers) before the bucket acts, over any 5 s.
     assert Traffic.rate(chunks, 5.0) <= capped_rate_allowance(cap, 3, 5.0)
     # And the cap is used: the span also covers logging in and planning, a larger share of

@@ -8,11 +8,11 @@ import time
 
 import psutil
 import pytest
-from conftest import AccountFactory, ConfigFor
-from helpers import message, message_count, run_cli, snapshot, spawn_sync, summary_line, wait_for
 
 from bench.harness.corpus import generate
 from bench.harness.dovecot import Dovecot
+from tests.dovecot.accounts import AccountFactory, ConfigFor, message_count, snapshot
+from tests.helpers import message, run_cli, spawn_sync, summary_line, wait_for
 
 
 def test_sync_copies_everything_byte_for_byte_and_rerun_copies_nothing(

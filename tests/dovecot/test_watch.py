@@ -20,10 +20,8 @@ import pytest
 from bench.harness.dovecot import Dovecot
 from bench.harness.tcpproxy import CountingProxy
 from fastsync.engine.changes import Interrupts
-from tests.conftest import Account, AccountFactory, write_config
-from tests.helpers import message, run_cli, snapshot, spawn_sync, wait_for
-
-pytestmark = pytest.mark.dovecot
+from tests.dovecot.accounts import Account, AccountFactory, snapshot
+from tests.helpers import message, run_cli, spawn_sync, wait_for, write_config
 
 
 def _count(account: Account, folder: str = "INBOX") -> int:

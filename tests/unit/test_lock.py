@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT, wait_for
 
 from fastsync.settings.config import Account
 from fastsync.records.errors import ExitCode, Locked
 from fastsync.engine.lock import RunLock, lock_path
+from tests.helpers import REPO_ROOT, wait_for
 
 
 def account(server: str = "imap.example.org", user: str = "alice@example.org", port: int = 993) -> Account:

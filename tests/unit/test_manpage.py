@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO_ROOT
 
 from fastsync import cli
 from fastsync.records.errors import ExitCode
@@ -18,6 +17,7 @@ from fastsync.settings import config as config_rules
 from fastsync.settings.config import parse_config
 from fastsync.settings.configfile import read_config_file
 from fastsync.settings.options import COMMAND_FLAGS, GLOBAL_FLAGS
+from tests.helpers import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "man"))
 

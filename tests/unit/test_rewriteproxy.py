@@ -1,43 +1,18 @@
 """The Message-Id rewriting proxy (bench/harness/rewriteproxy.py) that plays an Exchange-like
-destination: on byte streams, then in front of a real Dovecot.
+destination, on byte streams (tests/dovecot/test_rewriteproxy.py puts it in front of a real Dovecot).
 
-The ledger tests (test_ledger.py) trust it to rewrite every appended message's Message-Id,
+The ledger tests (tests/dovecot/test_ledger.py) trust it to rewrite every appended message's Message-Id,
 to keep sizes, and to leave everything else alone, whatever the chunking of the stream.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
-import imapclient
 import pytest
-from conftest import AccountFactory
 
-from bench.harness.rewriteproxy import AppendRewriter, NewIds, RewritingProxy, rewrite_message_id
-
-ID_LINE = re.compile(rb"(?im)^message-id[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)")
-
-
-def mail(n: int, message_id: bytes | None = b"auto", body: bytes = b"", eol: bytes = b"\r\n") -> bytes:
-    """A small message; its Message-ID is <idN@example.org> unless *message_id* says otherwise."""
-    headers = [b"From: a@example.org", b"Subject: message %d" % n]
-    if message_id == b"auto":
-        headers.append(b"Message-ID: <id%d@example.org>" % n)
-    elif message_id is not None:
-        headers.append(b"Message-ID: " + message_id)
-    headers.append(b"Date: Mon, 1 Jan 2018 10:00:00 +0000")
-    return eol.join(headers) + eol + eol + (body or b"Body %d" % n + eol)
-
-
-def outside_ids(message: bytes) -> bytes:
-    """*message* with every letter and digit of its header's Message-Id values blanked: what
-    the rewriter must leave as it is."""
-    head_end = message.find(b"\r\n\r\n")
-    head_end = len(message) if head_end < 0 else head_end
-    head = ID_LINE.sub(lambda m: m.group(0)[: m.start(1) - m.start(0)] + re.sub(rb"[A-Za-z0-9]", b"_", m.group(1)),
-                       message[:head_end])
-    return head + message[head_end:]
+from bench.harness.rewriteproxy import AppendRewriter, NewIds, rewrite_message_id
+from tests.helpers import MESSAGE_ID_LINE, mail, outside_ids
 
 
 # --------------------------------------------------------------------------- one message
@@ -134,7 +109,7 @@ def test_append_rewriter_rewrites_exactly_the_messages(name: str, parts: list[tu
     assert len(out) == len(stream)
     assert rewriter.messages == sum(1 for _data, is_message in parts if is_message)
     assert ids.pairs == expected_ids.pairs
-    assert len(ids.pairs) == sum(1 for data, is_message in parts if is_message and ID_LINE.search(data))
+    assert len(ids.pairs) == sum(1 for data, is_message in parts if is_message and MESSAGE_ID_LINE.search(data))
 
 
 def test_only_a_header_is_held_back() -> None:
@@ -148,48 +123,3 @@ def test_only_a_header_is_held_back() -> None:
     out = rewriter.feed(BIG[20 : head_end + 5])
     assert len(out) == head_end + 5 and out[head_end:] == BIG[head_end : head_end + 5]
     assert rewriter.feed(BIG[head_end + 5 :]) == BIG[head_end + 5 :]  # the body streams through
-
-
-# --------------------------------------------------------------------------- in front of Dovecot
-
-
-def test_rewriting_proxy_in_front_of_dovecot(accounts: AccountFactory) -> None:
-    [account] = accounts(1)
-    date = dt.datetime(2018, 1, 1, 10, 0, tzinfo=dt.UTC)
-    sent = {b"<id%d@example.org>" % n: mail(n) for n in (1, 2, 3)}
-    sent[b"<id99@example.org>"] = BIG
-    client_direct = account.client()
-    try:
-        client_direct.create_folder("Work")
-    finally:
-        client_direct.logout()
-    with RewritingProxy(account.server.port) as proxy:
-        client = imapclient.IMAPClient("127.0.0.1", proxy.port, ssl=False, timeout=30)
-        try:
-            client.login(account.user, account.password)
-            assert b"LITERAL+" in client.capabilities()
-            client.append("INBOX", mail(1), (b"\\Seen",), date)  # imaplib: a synchronising literal
-            client.multiappend("Work", [{"msg": mail(2)}, {"msg": mail(3), "flags": [b"\\Flagged"]}, {"msg": BIG}])
-        finally:
-            client.logout()
-        assert len(proxy.rewritten) == 4
-
-    stored: dict[bytes, bytes] = {}
-    client = account.client()
-    try:
-        for folder in ("INBOX", "Work"):
-            client.select_folder(folder, readonly=True)
-            for data in client.fetch(client.search(), ["BODY.PEEK[]", "RFC822.SIZE"]).values():
-                assert data[b"RFC822.SIZE"] == len(data[b"BODY[]"])
-                found = ID_LINE.search(data[b"BODY[]"])
-                assert found is not None
-                stored[found.group(1).strip()] = data[b"BODY[]"]
-    finally:
-        client.logout()
-    new_of = dict(proxy.rewritten)
-    assert set(new_of) == set(sent)
-    assert set(stored) == set(new_of.values())  # every message is stored with its new id...
-    for old, message in sent.items():
-        kept = stored[new_of[old]]
-        assert len(kept) == len(message)  # ...the same size...
-        assert outside_ids(kept) == outside_ids(message)  # ...and otherwise the same bytes
