@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pytest
 
 from bench.harness.tcpproxy import Recording, _replace
-from fastsync.imap.transport import selected_status
+from fastsync.imap.records import selected_status
 from fastsync.records.model import FolderPair, FolderScan, FolderStatus, MessageRef
 from fastsync.engine.planner import diff_pair
 from tests.wire import announcements, commands, violations

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import Account, AccountFactory
-from helpers import message
 
-from bench.dovecot import Dovecot
+from bench.harness.dovecot import Dovecot
 from fastsync.imap.folder import NotSelected
 from fastsync.imap.session import Session
 from fastsync.records.errors import FolderError
 from fastsync.rules import plan
 from fastsync.settings.config import parse_config
+from tests.dovecot.accounts import Account, AccountFactory
+from tests.helpers import message
 
 
 def open_session(account: Account, side: str = "src") -> Session:
