@@ -18,7 +18,7 @@ that nobody has to escape a hyphen by hand:
     : its text
         indented       four spaces: a literal block (.nf), kept line for line
 
-tests/test_manpage.py fails when a committed page differs from what this script writes
+tests/unit/test_manpage.py fails when a committed page differs from what this script writes
 (the date in the .TH line aside), when a flag of a command is missing from its page, and
 when fastsync.conf(5) does not list exactly the keys the loader accepts.
 """
@@ -212,7 +212,7 @@ def command_page(name: str) -> str:
 
 
 def conf_page() -> str:
-    """fastsync.conf(5): hand-written; tests/test_manpage.py checks it against the loader."""
+    """fastsync.conf(5): hand-written; tests/unit/test_manpage.py checks it against the loader."""
     text = page_text("fastsync.conf.5")
     lines = [
         f'.TH FASTSYNC.CONF "5" "{get_reproducible_date()}" "fastsync {escape(__version__)}" "{MANUAL}"',

@@ -488,7 +488,7 @@ def send_append_relayed(
     (section 2.2.1), and a server stores nothing of an APPEND that never completed (a
     MULTIAPPEND is all or nothing), so when the source fails (`SourceLost`) or anything
     else stops this midway, the caller drops the destination connection and nothing is
-    left on it (tests/test_streaming.py checks it on Dovecot).
+    left on it (tests/dovecot/test_streaming.py checks it on Dovecot).
     """
     imap = client._imap
     tag = b""
