@@ -193,6 +193,7 @@ class Dovecot:
         oauth2_introspection_url: str | None = None,
         quota_storage: str | None = None,
         quota_max_mail_size: str | None = None,
+        max_keyword_length: int | None = None,
         namespace_prefix: str = "",
         validate_fs_names: bool = True,
         gmail_like: bool = False,
@@ -226,6 +227,9 @@ class Dovecot:
         # (e.g. "500K": APPEND fails with [OVERQUOTA]) and a largest message (e.g. "100k").
         self.quota_storage = quota_storage
         self.quota_max_mail_size = quota_max_mail_size
+        # mail_max_keyword_length: longer keywords make APPEND and STORE fail, as servers
+        # that refuse some keywords (too long, characters they do not take) answer.
+        self.max_keyword_length = max_keyword_length
         self.namespace_prefix = namespace_prefix
         # Dovecot refuses folder names that are awkward as file names (starting with "~",
         # a "." or ".." component); with False (mail_location's NO-FS-VALIDATION) it
@@ -657,6 +661,8 @@ namespace archive {{
             tls = "ssl = no\n"
             imaps = "  inet_listener imaps {\n    port = 0\n  }\n"  # port 0 disables the built-in 993 listener
         capability = f"imap_capability = {self.imap_capability}\n" if self.imap_capability else ""
+        if self.max_keyword_length is not None:
+            capability += f"mail_max_keyword_length = {self.max_keyword_length}\n"
         # Enough processes for max_userip_connections sessions of several users at once.
         process_limit = max(100, 4 * self.max_userip_connections)
         return f"""\
