@@ -288,7 +288,7 @@ class Reporter:
             if f.unkept_flags:
                 self.info(
                     f"note: destination folder {f.pair.dst!r} cannot keep {', '.join(f.unkept_flags)} "
-                    "(PERMANENTFLAGS); not compared"
+                    "(PERMANENTFLAGS, or refused on APPEND); not compared"
                 )
             for d in f.differences[:limit]:
                 where = f"UID {d.src_uid}" if d.src_uid is not None else f"destination UID {d.dst_uid}"

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import Account, AccountFactory, ConfigFor
@@ -145,3 +146,26 @@ def test_a_connection_lost_among_single_appends_copies_nothing_twice(
         assert ", 0 copied, " in summary_line(again.stdout), again.stdout
         assert run_cli("check", "-c", config).returncode == 0
     assert snapshot(dst) == snapshot(src)
+
+
+@pytest.mark.dovecot
+@pytest.mark.parametrize("shape", ["no MULTIAPPEND, no UIDPLUS", "MULTIAPPEND"])
+def test_a_refused_keyword_costs_only_the_keyword_when_streamed(
+    shape: str, tmp_path: Path, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    """Messages above `plan.STREAM_MESSAGE_BYTES` go from source to destination as they
+    arrive: sent again without the keyword, the body comes from the source again."""
+    [src] = accounts(1)
+    src.seed([_message(n, 1_100_000, ("\\Seen", LONG_KEYWORD) if n == 2 else ("\\Seen",)) for n in range(1, 4)])
+    with Dovecot(tmp_path / "streamed", {"dst": "d-pw"}, starttls=False, imap_capability=SHAPES[shape],
+                 max_keyword_length=20) as server:
+        dst = Account(server, "dst", "d-pw")
+        config = config_for(src, dst)
+        result = run_cli("sync", "-c", config, "-y")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert ", 3 copied, " in summary_line(result.stdout), result.stdout
+        assert sum(LONG_KEYWORD in line for line in result.stderr.splitlines()) == 1, result.stderr
+        again = run_cli("sync", "-c", config, "-y")
+        assert ", 0 copied, " in summary_line(again.stdout), again.stdout
+        assert run_cli("check", "-c", config).returncode == 0
+        assert snapshot(dst) == _without(snapshot(src), LONG_KEYWORD)

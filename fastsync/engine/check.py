@@ -40,17 +40,18 @@ def compare(
     src_digests: dict[int, str] | None = None,
     dst_digests: dict[int, str] | None = None,
     permanent: Sequence[str] | None = None,
+    refused: Collection[str] = (),
 ) -> list[Difference]:
     """The differences between two folders' messages (pure: testable with plain values).
 
     Flags are compared among those the destination folder can keep (*permanent*, its
-    PERMANENTFLAGS).  Internal dates are compared as instants: the same moment written with
+    PERMANENTFLAGS, less the keywords it *refused* on APPEND: `plan.keepable_flags`).  Internal dates are compared as instants: the same moment written with
     another UTC offset is equal (RFC 3501 section 2.3.3 leaves the offset to the server).
     """
     out = [Difference("missing", m.identity, m.uid, None) for m in matching.missing]
     out += [Difference("extra", m.identity, None, m.uid) for m in matching.extra]
     for s, d in matching.matched:
-        if plan.flags_differ(s, d, permanent):
+        if plan.flags_differ(s, d, permanent, refused):
             src_flags, dst_flags = plan.flags_text(s.flags), plan.flags_text(d.flags)
             out.append(Difference("flags", s.identity, s.uid, d.uid, src_flags, dst_flags))
         if s.internaldate != d.internaldate:
@@ -129,7 +130,8 @@ class PairChecker:
         src_states, dst_states, permanent = states.src, states.dst, states.permanent
         matching = states.matching(pair, self.ledger)
         found.src_messages, found.dst_messages = len(src_states), len(dst_states)
-        found.unkept_flags = tuple(plan.unkept_flags(src_states, permanent))
+        refused = self.ledger.refused_keywords(pair.dst)
+        found.unkept_flags = tuple(plan.unkept_flags(src_states, permanent, refused))
         src_digests = dst_digests = None
         if self.bodies and states.src_folder is not None and states.dst_folder is not None:
             matched = matching.matched
@@ -138,5 +140,5 @@ class PairChecker:
                 functools.partial(states.src_folder.body_digests, [(s.uid, s.size_bytes) for s, _d in matched]),
                 functools.partial(states.dst_folder.body_digests, [(d.uid, d.size_bytes) for _s, d in matched]),
             )
-        found.differences = compare(matching, src_digests, dst_digests, permanent)
+        found.differences = compare(matching, src_digests, dst_digests, permanent, refused)
         return found

@@ -43,6 +43,17 @@ CREATE TABLE IF NOT EXISTS copies (
 ) WITHOUT ROWID
 """
 
+# Keywords a destination folder refused on APPEND (too long, characters it does not take,
+# not in its PERMANENTFLAGS), in lower case: copies go without them, and check and
+# --sync-flags count them among the flags the folder cannot keep (`plan.keepable_flags`).
+_REFUSED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS refused_keywords (
+    dst_folder TEXT NOT NULL,
+    keyword TEXT NOT NULL,
+    PRIMARY KEY (dst_folder, keyword)
+) WITHOUT ROWID
+"""
+
 
 class Ledger:
     """The ledger of one (source account, destination account) couple; None path: keep nothing."""
@@ -107,6 +118,25 @@ class Ledger:
         )
         return dict(rows.fetchall())
 
+    def record_refused(self, dst_folder: str, keywords: Iterable[str]) -> None:
+        """Remember that destination folder *dst_folder* refused *keywords* on APPEND."""
+        db = self._connection()
+        rows = [(dst_folder, k.lower()) for k in keywords]
+        if db is None or not rows:
+            return
+        with _transaction(db):
+            db.executemany("INSERT OR IGNORE INTO refused_keywords VALUES (?, ?)", rows)
+
+    def refused_keywords(self, dst_folder: str) -> frozenset[str]:
+        """The keywords (lower case) destination folder *dst_folder* refused on APPEND."""
+        if self.path is None or (self._db is None and not self.path.exists()):
+            return frozenset()
+        db = self._connection()
+        if db is None:
+            return frozenset()
+        rows = db.execute("SELECT keyword FROM refused_keywords WHERE dst_folder = ?", (dst_folder,))
+        return frozenset(k for (k,) in rows.fetchall())
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -126,6 +156,7 @@ def _prepare(db: sqlite3.Connection) -> None:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
+            db.execute(_REFUSED_SCHEMA)
             return
         except sqlite3.OperationalError as exc:
             if not _busy(exc) or time.monotonic() > deadline:

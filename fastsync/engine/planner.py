@@ -575,14 +575,15 @@ def flags_to_update(
         reporter.status(f"comparing flags {index}/{len(readable)} {p.pair.src}")
         states = planner.call("comparing flags", functools.partial(states_both, pair=p.pair, selection=selection))
         permanent = states.permanent
-        unkept = plan.unkept_flags(states.src, permanent)
+        refused = ledger.refused_keywords(p.pair.dst) if ledger is not None else frozenset()
+        unkept = plan.unkept_flags(states.src, permanent, refused)
         if unkept:
             reporter.warn(
                 f"destination folder {p.pair.dst!r} cannot keep {', '.join(unkept)} (its PERMANENTFLAGS "
-                "lack them); those flags are neither compared nor set"
+                "lack them, or it refused them); those flags are neither compared nor set"
             )
         matched = states.matching(p.pair, ledger).matched
-        folder_changes = plan.flag_changes(matched, permanent)
+        folder_changes = plan.flag_changes(matched, permanent, refused)
         if folder_changes:
             changes[p.pair.dst] = folder_changes
             src_uid = {d.uid: s.uid for s, d in matched}

@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastsync.engine import pool
 from fastsync.engine.ledger import Ledger
@@ -53,8 +53,9 @@ from fastsync.settings.options import Options
 @dataclass
 class RunContext:
     """What every pass of one sync shares: the planner's connections, the caps, the
-    ledger, the state cache, the destination's lock (None for a dry run), and whether the
-    run said already that the destination rewrites Message-Id (said once per run)."""
+    ledger, the state cache, the destination's lock (None for a dry run), whether the run
+    said already that the destination rewrites Message-Id (said once per run), and the
+    keywords it said each destination folder refused (each once per run)."""
 
     config: Config
     planner: Planner
@@ -63,6 +64,7 @@ class RunContext:
     cache: StateCache
     lock: RunLock | None = None
     rewrites_said: bool = False
+    keywords_said: dict[str, set[str]] = field(default_factory=dict)
 
     def pool_setup(self, options: Options) -> pool.PoolSetup:
         """What the pool's workers start with."""
@@ -331,7 +333,16 @@ class SyncPass:
 
     def unit_done(self, unit: WorkUnit, done: UnitDone) -> None:
         """Say once that the destination rewrites the copies (the workers record them in the
-        ledger themselves, once per unit)."""
+        ledger themselves, once per unit), and once per folder which keywords it refused."""
+        said = self.context.keywords_said.setdefault(unit.pair.dst, set())
+        new = [k for k in done.dropped_keywords if k.lower() not in said]
+        if new:
+            said.update(k.lower() for k in new)
+            self.reporter.warn(
+                f"destination folder {unit.pair.dst!r} refused the keywords {', '.join(new)}; messages that carry "
+                "them are copied without them"
+            )
+            event("keywords refused", side="dst", folder=unit.pair.dst, level=logging.WARNING, keywords=new)
         if done.rewrites and not self.context.rewrites_said:
             self.context.rewrites_said = True
             if done.appended:

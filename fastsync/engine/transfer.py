@@ -25,6 +25,7 @@ from fastsync.rules import plan
 from fastsync.records.errors import (
     ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError,
 )
+from fastsync.imap import replies
 from fastsync.imap.pair import SessionPair
 from fastsync.imap.folder import SelectedFolder
 from fastsync.imap.session import Session, stream_messages
@@ -43,6 +44,7 @@ STREAM_ABOVE_BYTES = 4 * 1024 * 1024
 
 # A message with its body in hand, or one whose body is still on the source.
 M = TypeVar("M", Fetched, Described)
+R = TypeVar("R")
 
 
 def header_of(body: bytes) -> bytes:
@@ -94,6 +96,10 @@ class Copier:
         # The unit in hand's copies: (source UID, destination UID), and the UIDVALIDITY.
         self.appended: list[tuple[int, int]] = []
         self.dst_uidvalidity = 0
+        # Keywords each destination folder refused on APPEND (lower case), read from the
+        # ledger on the folder's first unit; those the unit in hand's copies went without.
+        self.refused: dict[str, frozenset[str]] = {}
+        self.dropped: set[str] = set()
 
     def connect(self) -> tuple[Session, Session]:
         return self.sessions.open()
@@ -139,11 +145,11 @@ class Copier:
                    else self._source(unit).fetch_messages(unit.uids))
         # Messages expunged at the source since planning are simply gone: not an error.
         vanished = len(unit.uids) - len(fetched) - len(failures)
-        messages = [_settable(m) for m in fetched]
+        self.appended, self.dst_uidvalidity, self.dropped = [], 0, set()
+        messages = [self._keepable(unit.pair.dst, m) for m in fetched]
         skipped = 0
         if check:
             messages, skipped = self._already_there(dst, unit, messages)
-        self.appended, self.dst_uidvalidity = [], 0
         try:
             refused, left = self._append(dst, unit.pair.dst, unit.pair.src, messages)
         finally:
@@ -193,7 +199,7 @@ class Copier:
         return UnitDone(
             self.index, unit.unit_id, unit.pair.src, len(copied) + skipped, sum(_size(m) for m in copied),
             vanished, tuple(failures), error=error, skipped=skipped, appended=tuple(self.appended),
-            dst_uidvalidity=self.dst_uidvalidity, rewrites=rewrites,
+            dst_uidvalidity=self.dst_uidvalidity, rewrites=rewrites, dropped_keywords=tuple(sorted(self.dropped)),
         )
 
     def _copy_streamed(self, unit: WorkUnit, check: bool, one_by_one: bool) -> UnitDone:
@@ -210,12 +216,12 @@ class Copier:
         failures: list[Failure] = []
         described = (self._one_by_one(unit, failures, SelectedFolder.describe_messages) if one_by_one
                      else self._source(unit).describe_messages(unit.uids))
-        messages = [_settable(m) for m in described]
+        self.appended, self.dst_uidvalidity, self.dropped = [], 0, set()
+        messages = [self._keepable(unit.pair.dst, m) for m in described]
         vanished = len(unit.uids) - len(messages) - len(failures)
         skipped = 0
         if check:
             messages, skipped = self._already_there(dst, unit, messages)
-        self.appended, self.dst_uidvalidity = [], 0
         copied: list[Described] = []
         left = 0
         try:
@@ -228,7 +234,7 @@ class Copier:
                     copied, vanished, messages = outcome, vanished + len(messages) - len(outcome), []
             for index, message in enumerate(messages):
                 try:
-                    outcome = self._relay(unit, [message])
+                    outcome = self._dropping_keywords(unit.pair.dst, message, lambda m: self._relay(unit, [m]))
                     if isinstance(outcome, UnitDone):
                         return outcome
                     copied.extend(outcome)
@@ -325,7 +331,9 @@ class Copier:
     def _append(
         self, dst: Session, dst_folder: str, src_folder: str, messages: list[Fetched]
     ) -> tuple[list[Failure], int]:
-        """Append all; when the batch is refused, find the refused messages one by one.
+        """Append all: in one MULTIAPPEND where offered, else, or when the batch is refused,
+        one APPEND each, so that every message stored is known by its own OK (and
+        APPENDUID) and never sent again, and only the refused ones fail.
 
         Returns the refused messages and how many at the end were not tried because the
         destination is full (then `self.full` says why and the worker stops after this unit).
@@ -333,20 +341,15 @@ class Copier:
         """
         if not messages:
             return [], 0
-        try:
-            self._append_or_create(dst, dst_folder, messages)
-            return [], 0
-        except MessageError as exc:
-            if len(messages) == 1:
-                return [_failure(src_folder, messages[0], exc.message)], 0
-        except DestinationFull as exc:
-            if len(messages) == 1:
-                self.full = exc
-                return [], 1
+        if len(messages) > 1 and dst.capabilities.multiappend:
+            # RFC 3502: a refused MULTIAPPEND stored none of its messages.
+            with contextlib.suppress(MessageError, DestinationFull):
+                self._append_or_create(dst, dst_folder, messages)
+                return [], 0
         failures = []
         for index, m in enumerate(messages):
             try:
-                self._append_or_create(dst, dst_folder, [m])
+                self._dropping_keywords(dst_folder, m, lambda one: self._append_or_create(dst, dst_folder, [one]))
             except MessageError as exc:
                 failures.append(_failure(src_folder, m, exc.message))
             except DestinationFull as exc:
@@ -370,8 +373,39 @@ class Copier:
             self.dst_uidvalidity, uids = reported
             self.appended.extend(zip((m.uid for m in messages), uids, strict=True))
 
+    def _keepable(self, dst_folder: str, message: M) -> M:
+        """The message with the flags a copy into *dst_folder* may carry: `plan.keepable_flags`
+        without the keywords the folder refused before (the ledger's), which are noted for
+        the report."""
+        if dst_folder not in self.refused:
+            self.refused[dst_folder] = self.ledger.refused_keywords(dst_folder)
+        flags = plan.keepable_flags(message.flags, None, self.refused[dst_folder])
+        self.dropped.update(f for f in message.flags if f.lower() in self.refused[dst_folder])
+        return message if flags == message.flags else message.with_flags(flags)
 
-def _settable(message: M) -> M:
-    """The message with the flags a copy may carry (`plan.settable_flags`): itself, as a rule."""
-    flags = plan.settable_flags(message.flags)
-    return message if flags == message.flags else message.with_flags(flags)
+    def _dropping_keywords(self, dst_folder: str, message: M, send: Callable[[M], R]) -> R:
+        """*send* the message; when the destination refuses it for what may be its keywords
+        (`replies.flags_may_be_why`), send it again without each keyword in turn, then
+        without any (`plan.keyword_retries`): a refused APPEND stores nothing, so the first
+        that succeeds is the one copy.  The keywords it went without are remembered for the
+        folder (here and in the ledger, for the next units, check and --sync-flags) and
+        named in the report.  When every try is refused, the first refusal is raised."""
+        try:
+            return send(message)
+        except MessageError as exc:
+            if not replies.flags_may_be_why(exc) or not plan.keywords(message.flags):
+                raise
+            refusal = exc
+        for flags in plan.keyword_retries(message.flags):
+            try:
+                outcome = send(message.with_flags(flags))
+            except MessageError as exc:
+                if not replies.flags_may_be_why(exc):
+                    raise
+                continue
+            dropped = [f for f in message.flags if f not in flags]
+            self.dropped.update(dropped)
+            self.refused[dst_folder] = self.refused.get(dst_folder, frozenset()) | {f.lower() for f in dropped}
+            self.ledger.record_refused(dst_folder, dropped)
+            return outcome
+        raise refusal

@@ -77,6 +77,24 @@ def append_refused(account: Account, folder: str, text: str, status: str = "") -
     return MessageError(message, code, side=account.side)
 
 
+# Response codes that name a cause of a refused APPEND other than its flags (RFC 5530
+# section 3: LIMIT, NOPERM, UNAVAILABLE, INUSE, SERVERBUG...; RFC 4469 TOOBIG; RFC 9208
+# OVERQUOTA; RFC 3501 TRYCREATE).  A refusal with any other code, or none (Dovecot says
+# "NO [CANNOT] Keyword length too long", others BAD for a keyword they cannot parse), may
+# be about a keyword the server will not take.
+_NOT_ABOUT_FLAGS = frozenset({
+    "LIMIT", "TOOBIG", "OVERQUOTA", "TRYCREATE", "NOPERM", "UNAVAILABLE", "INUSE", "SERVERBUG",
+    "EXPUNGEISSUED", "NONEXISTENT", "ALREADYEXISTS", "AUTHORIZATIONFAILED", "EXPIRED", "PRIVACYREQUIRED",
+})
+
+
+def flags_may_be_why(refusal: MessageError) -> bool:
+    """Whether a refused APPEND may have been refused for the message's keywords (too
+    long, characters the server does not take, not in PERMANENTFLAGS): its response code,
+    if any, names no other cause.  The caller sends the message again without them."""
+    return refusal.code not in _NOT_ABOUT_FLAGS
+
+
 _APPENDUID = re.compile(r"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 
 

@@ -348,27 +348,25 @@ class Session:
         return _Survey(self, identity, window, selection, blind).run(folders)
 
     def append(self, folder: str, messages: Sequence[Fetched]) -> tuple[int, list[int]] | None:
-        """Append messages with flags and dates: one MULTIAPPEND (RFC 3502, all or nothing) when
-        offered, else an APPEND each; a refusal raises what `replies.append_refused` makes of it.
-        Returns the UIDVALIDITY and the new UIDs where reported (APPENDUID, RFC 4315), else None.
+        """Append messages with flags and dates in one APPEND command: one message, or
+        several in one MULTIAPPEND (RFC 3502: all stored or none), which the caller checks
+        is offered (`Capabilities.multiappend`).  One command, so a refusal stores nothing:
+        without MULTIAPPEND the caller sends each message alone and knows which were stored.
+        A refusal raises what `replies.append_refused` makes of it.  Returns the UIDVALIDITY
+        and the new UIDs where reported (APPENDUID, RFC 4315), else None.
         """
-        batches = [messages] if self.capabilities.multiappend else [[m] for m in messages]
-        literal_plus = self.capabilities.literal_plus
-        validities, uids = set(), []
+        if len(messages) > 1 and not self.capabilities.multiappend:
+            raise ValueError(f"{self.where}: several messages in one APPEND need MULTIAPPEND")
         try:
             with self.guarded():
-                for batch in batches:
-                    typ, text = transport.send_append(self._client, folder, batch, literal_plus)
-                    if typ != "OK":
-                        raise replies.append_refused(self.account, folder, text, typ)
-                    # APPENDUID counts only where UIDPLUS is announced (RFC 4315).
-                    reported = replies.append_uids(text, len(batch)) if self.capabilities.uidplus else None
-                    validities.add(reported[0] if reported else 0)
-                    uids.extend(reported[1] if reported else [])
+                typ, text = transport.send_append(self._client, folder, messages, self.capabilities.literal_plus)
         except imap_exc.IMAPClientError as exc:
             raise replies.append_refused(self.account, folder, text_of(exc)) from None
-        validity = validities.pop() if len(validities) == 1 else 0
-        return (validity, uids) if validity and len(uids) == len(messages) else None
+        if typ != "OK":
+            raise replies.append_refused(self.account, folder, text, typ)
+        # APPENDUID counts only where UIDPLUS is announced (RFC 4315).
+        reported = replies.append_uids(text, len(messages)) if self.capabilities.uidplus else None
+        return reported if reported is not None and reported[0] else None
 
 
 @contextlib.contextmanager

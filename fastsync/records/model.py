@@ -166,6 +166,8 @@ class UnitDone:
     # A `WorkUnit.blind` unit whose APPEND may have landed: not copied yet, to be given out
     # again once the other units of its destination folder are done.
     held: bool = False
+    # Keywords the destination folder refused (now or on an earlier run): copies went without them.
+    dropped_keywords: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import itertools
 import operator
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -227,22 +227,52 @@ def settable_flags(flags: Iterable[str]) -> tuple[str, ...]:
     return tuple(f for f in flags if f.lower() != "\\recent")
 
 
-def keepable_flags(flags: Iterable[str], permanent: Sequence[str] | None) -> tuple[str, ...]:
-    """The `settable_flags` a folder keeps, given its PERMANENTFLAGS (RFC 3501 section 7.1):
-    all when it has ``\\*`` (any keyword) or did not say, else those it lists.  A server
-    drops the others silently on APPEND and STORE, so comparing them would report the
-    same messages on every run."""
+def keywords(flags: Iterable[str]) -> tuple[str, ...]:
+    """The keywords among *flags*: those that are not system flags (RFC 3501 section 2.3.2)."""
+    return tuple(f for f in flags if not f.startswith("\\"))
+
+
+def keepable_flags(
+    flags: Iterable[str], permanent: Sequence[str] | None, refused: Collection[str] = ()
+) -> tuple[str, ...]:
+    """The `settable_flags` a folder keeps, given its PERMANENTFLAGS (RFC 3501 section 7.1)
+    and the keywords it *refused* on APPEND (lower case, from the ledger): all when it has
+    ``\\*`` (any keyword) or did not say, else those it lists; never a refused one.  A
+    server drops the others silently on APPEND and STORE, or refuses the message (a keyword
+    too long, a character it does not take), so comparing them would report the same
+    messages on every run, and sending them would cost the message."""
     settable = settable_flags(flags)
+    if refused:
+        settable = tuple(f for f in settable if f.lower() not in refused)
     if permanent is None or "\\*" in permanent:
         return settable
     allowed = {p.lower() for p in permanent}
     return tuple(f for f in settable if f.lower() in allowed)
 
 
-def unkept_flags(messages: Iterable[MessageState], permanent: Sequence[str] | None) -> list[str]:
-    """The flags of *messages* that a folder with PERMANENTFLAGS *permanent* cannot keep."""
+def unkept_flags(
+    messages: Iterable[MessageState], permanent: Sequence[str] | None, refused: Collection[str] = ()
+) -> list[str]:
+    """The flags of *messages* that a folder with PERMANENTFLAGS *permanent* that *refused*
+    some keywords cannot keep (`keepable_flags`)."""
     wanted = {f for m in messages for f in settable_flags(m.flags)}
-    return sorted(wanted - set(keepable_flags(wanted, permanent)))
+    return sorted(wanted - set(keepable_flags(wanted, permanent, refused)))
+
+
+# A message refused with several keywords is sent again without each in turn, up to this
+# many keywords, to find the one the destination will not take; then without any.
+SINGLE_KEYWORD_RETRIES = 8
+
+
+def keyword_retries(flags: Sequence[str]) -> list[tuple[str, ...]]:
+    """The flag sets to send a refused message with, in order, when its keywords may be
+    why: without each keyword (when it has several, at most `SINGLE_KEYWORD_RETRIES`), then
+    without any.  System flags always stay; an empty list when it has no keyword."""
+    words = keywords(flags)
+    if not words:
+        return []
+    tries = [tuple(f for f in flags if f != word) for word in words] if 1 < len(words) <= SINGLE_KEYWORD_RETRIES else []
+    return [*tries, tuple(f for f in flags if f not in words)]
 
 
 def comparable_flags(flags: Iterable[str]) -> frozenset[str]:
@@ -256,22 +286,25 @@ def flags_text(flags: Iterable[str]) -> str:
     return " ".join(sorted(settable_flags(flags)))
 
 
-def flags_differ(src: MessageState, dst: MessageState, permanent: Sequence[str] | None = None) -> bool:
+def flags_differ(
+    src: MessageState, dst: MessageState, permanent: Sequence[str] | None = None, refused: Collection[str] = ()
+) -> bool:
     """Whether two copies' flags differ, among those the destination folder can keep."""
-    return comparable_flags(keepable_flags(src.flags, permanent)) != comparable_flags(
-        keepable_flags(dst.flags, permanent)
+    return comparable_flags(keepable_flags(src.flags, permanent, refused)) != comparable_flags(
+        keepable_flags(dst.flags, permanent, refused)
     )
 
 
 def flag_changes(
-    matched: Iterable[tuple[MessageState, MessageState]], permanent: Sequence[str] | None = None
+    matched: Iterable[tuple[MessageState, MessageState]], permanent: Sequence[str] | None = None,
+    refused: Collection[str] = (),
 ) -> dict[tuple[str, ...], list[int]]:
     """Destination UIDs whose flags differ from their source copy (among those the folder
     can keep), grouped by the source's flag set so that one STORE sets each set."""
     changes: dict[tuple[str, ...], list[int]] = {}
     for src, dst in matched:
-        if flags_differ(src, dst, permanent):
-            changes.setdefault(tuple(sorted(keepable_flags(src.flags, permanent))), []).append(dst.uid)
+        if flags_differ(src, dst, permanent, refused):
+            changes.setdefault(tuple(sorted(keepable_flags(src.flags, permanent, refused))), []).append(dst.uid)
     return changes
 
 

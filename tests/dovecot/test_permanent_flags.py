@@ -48,7 +48,7 @@ def test_check_compares_only_what_the_destination_keeps(accounts: AccountFactory
         config = _proxied_config(config_for, src, dst, proxy)
         result = run_cli("check", "-c", config)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "destination folder 'INBOX' cannot keep $Label1 (PERMANENTFLAGS); not compared" in result.stdout
+        assert "destination folder 'INBOX' cannot keep $Label1 (PERMANENTFLAGS, or refused on APPEND); not compared" in result.stdout
         assert result.stdout.rstrip().endswith("everything matches.")
         doc = json.loads(run_cli("check", "-c", config, "--json").stdout)
     assert doc["folders"][0]["unkept_flags"] == ["$Label1"]
