@@ -49,6 +49,20 @@ def test_the_ledger_keeps_copies_per_folder_and_uidvalidity(tmp_path: Path) -> N
     again.close()
 
 
+def test_the_ledger_keeps_refused_keywords_per_destination_folder(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "state" / "l.sqlite")
+    assert ledger.refused_keywords("INBOX") == frozenset()
+    assert not (tmp_path / "state").exists()  # reading creates nothing
+    ledger.record_refused("INBOX", ["$TooLong"])
+    ledger.record_refused("INBOX", ["$toolong", "$Other"])  # again: once
+    ledger.close()
+    again = Ledger(tmp_path / "state" / "l.sqlite")
+    assert again.refused_keywords("INBOX") == {"$toolong", "$other"}
+    assert again.refused_keywords("Work") == frozenset()
+    again.close()
+    assert Ledger(None).refused_keywords("INBOX") == frozenset()
+
+
 def test_a_ledger_survives_an_interrupted_write(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     ledger = Ledger(path)

@@ -18,6 +18,7 @@ from fastsync.rules.plan import (
     comparable_flags,
     identity,
     keepable_flags,
+    keyword_retries,
     match_by_identity,
     missing,
     normalise_message_id,
@@ -240,6 +241,38 @@ def test_keepable_flags_follow_permanentflags(
     flags: tuple[str, ...], permanent: tuple[str, ...] | None, kept: tuple[str, ...]
 ) -> None:
     assert keepable_flags(flags, permanent) == kept
+
+
+@pytest.mark.parametrize(
+    ("flags", "permanent", "refused", "kept"),
+    [
+        (("\\Seen", "$Label1", "$TooLong"), None, {"$toolong"}, ("\\Seen", "$Label1")),
+        # Refused keywords are compared case-insensitively, as keywords are.
+        (("\\Seen", "$TOOLONG"), ("\\Seen", "\\*"), {"$toolong"}, ("\\Seen",)),
+        (("\\Seen", "$Label1"), ("\\Seen",), {"$toolong"}, ("\\Seen",)),
+        (("\\Seen", "$Label1"), None, set(), ("\\Seen", "$Label1")),
+    ],
+)
+def test_keepable_flags_leave_out_refused_keywords(
+    flags: tuple[str, ...], permanent: tuple[str, ...] | None, refused: set[str], kept: tuple[str, ...]
+) -> None:
+    assert keepable_flags(flags, permanent, refused) == kept
+
+
+@pytest.mark.parametrize(
+    ("flags", "tries"),
+    [
+        (("\\Seen", "\\Flagged"), []),
+        ((), []),
+        (("\\Seen", "$a"), [("\\Seen",)]),
+        # Several keywords: without each in turn, then without any; system flags stay.
+        (("\\Seen", "$a", "$b"), [("\\Seen", "$b"), ("\\Seen", "$a"), ("\\Seen",)]),
+        # Too many to try one by one: straight to none.
+        (tuple(f"$k{n}" for n in range(9)), [()]),
+    ],
+)
+def test_keyword_retries(flags: tuple[str, ...], tries: list[tuple[str, ...]]) -> None:
+    assert keyword_retries(flags) == tries
 
 
 @pytest.mark.parametrize(

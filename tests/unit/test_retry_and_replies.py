@@ -17,7 +17,7 @@ from fastsync.records.errors import (
     Throttled,
     TLSError,
 )
-from fastsync.imap.replies import already_exists, append_refused, raise_if_throttled, redact
+from fastsync.imap.replies import already_exists, append_refused, flags_may_be_why, raise_if_throttled, redact
 from fastsync.records.model import WorkerSettings
 from fastsync.rules.retry import with_retries
 from fastsync.settings.config import Account
@@ -143,6 +143,27 @@ def test_throttling_replies_are_throttled_on_their_side(text: str, wait_s: float
 
 def test_other_replies_are_not_throttling() -> None:
     assert raise_if_throttled("[AUTHENTICATIONFAILED] Authentication failed.", DST) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "expected"),
+    [
+        # Dovecot's words for a keyword it does not take.
+        ("[CANNOT] Keyword length too long", "NO", True),
+        ("[CANNOT] Invalid characters in keyword", "NO", True),
+        ("Error in IMAP command APPEND: Invalid characters in atom", "BAD", True),
+        ("Some other refusal", "NO", True),
+        # Codes that name another cause: the message is not sent again.
+        ("[LIMIT] Mail too large", "NO", False),
+        ("[TOOBIG] Message too big", "NO", False),
+        ("[TRYCREATE] Mailbox doesn't exist: Archive", "NO", False),
+        ("[NOPERM] Permission denied", "NO", False),
+    ],
+)
+def test_refusals_that_may_be_about_keywords(text: str, status: str, expected: bool) -> None:
+    error = append_refused(DST, "Archive", text, status)
+    assert isinstance(error, MessageError)
+    assert flags_may_be_why(error) is expected
 
 
 @pytest.mark.parametrize(
