@@ -132,3 +132,37 @@ def test_a_refused_store_leaves_the_pair_to_compare_again(accounts: AccountFacto
     assert again.returncode == 0, again.stdout + again.stderr
     assert summary_line(again.stdout).endswith("1 flags updated")
     assert snapshot(dst) == snapshot(src)
+
+
+class _RefuseKeyword:
+    """Client bytes with keyword $Label1 spelt with a character Dovecot refuses in a keyword
+    (same length: literals keep their sizes), so that an APPEND carrying it is answered
+    ``NO [CANNOT] Invalid characters in keyword``, as a server without ``\\*`` in its
+    PERMANENTFLAGS may answer."""
+
+    def feed(self, data: bytes) -> bytes:
+        return data.replace(b"$Label1", b"$Lab]l1")
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def test_a_keyword_refused_on_append_costs_only_the_keyword(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n, flags=("\\Seen", "$Label1") if n % 2 else ("\\Flagged",)) for n in range(1, 7)])
+    with CountingProxy(dst.server.port, replace_down=ANY_KEYWORD, rewrite_up=_RefuseKeyword) as proxy:
+        config = _proxied_config(config_for, src, dst, proxy)
+        result = run_cli("sync", "-c", config, "-y")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert ", 6 copied, " in summary_line(result.stdout), result.stdout
+        assert [line for line in result.stderr.splitlines() if "$Label1" in line] == [
+            "warning: destination folder 'INBOX' refused the keywords $Label1; messages that carry them are "
+            "copied without them"
+        ], result.stderr
+        again = run_cli("sync", "-c", config, "-y", "--sync-flags")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert summary_line(again.stdout).endswith(", 0 flags updated") and ", 0 copied, " in again.stdout
+        assert run_cli("check", "-c", config).returncode == 0
+    held = snapshot(dst)["INBOX"]
+    assert sum(held.values()) == 6
+    assert sorted(flags for _body, flags, _date in held) == [(b"\\Flagged",)] * 3 + [(b"\\Seen",)] * 3
