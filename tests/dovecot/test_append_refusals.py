@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import Snapshot, run_cli, snapshot, summary_line
 
-from bench.corpus import Message
-from bench.dovecot import Dovecot
-from bench.tcpproxy import CountingProxy, Fault
+from bench.harness.corpus import Message
+from bench.harness.dovecot import Dovecot
+from bench.harness.tcpproxy import CountingProxy, Fault
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, Snapshot, snapshot
+from tests.helpers import run_cli, summary_line
 
 LIMITS = {"max_keyword_length": 20, "quota_max_mail_size": "20k"}
 SHAPES = {
