@@ -18,14 +18,16 @@ from the process environment once read, so that no child process inherits them.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import selectors
 import stat
 import subprocess
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import IO, Protocol
 
 from fastsync.records.errors import AuthError
 
@@ -40,6 +42,10 @@ __all__ = [
     "resolve_path",
     "run_secret_cmd",
     "TOKEN_REUSE_S",
+    "SECRET_LINE_MAX_BYTES",
+    "adopt_tokens",
+    "token_expiry",
+    "token_handoff",
     "TokenAccount",
     "access_token",
     "BearerExchange",
@@ -49,6 +55,10 @@ __all__ = [
 ]
 
 PASS_CMD_TIMEOUT_S = 60.0
+
+# The longest line a pass_file or a secret command may give: far more than any password or
+# access token (a JWT of Microsoft 365 is 2-4 KB); what lies beyond is never read.
+SECRET_LINE_MAX_BYTES = 1 << 16
 
 
 class CredentialError(Exception):
@@ -157,7 +167,7 @@ def _read_pass_file(base_dir: str, value: str, shown: str) -> str:
         raise CredentialError(f"{problem}; expected {expected}")
     try:
         with open(full, "rb") as handle:
-            first = handle.readline(1 << 16)
+            first = handle.readline(SECRET_LINE_MAX_BYTES)
     except OSError as exc:
         raise CredentialError(
             f"cannot read {shown}: {exc.strerror or 'error'}; expected {expected}"
@@ -186,33 +196,76 @@ def run_secret_cmd(
 
     The command runs in ``workdir`` (the config file's folder) with ``env`` (default: this
     process's environment), stdin closed and stderr inherited, so the user sees the
-    command's own complaints on the terminal.  Raises :class:`SecretCommandError`.
+    command's own complaints on the terminal.  At most `SECRET_LINE_MAX_BYTES` of its
+    output are read, as of a ``pass_file``: a command that prints without end (``yes``)
+    is stopped, not read into memory.  Raises :class:`SecretCommandError`.
     """
     expected = f"expected a command that prints {what} and exits with status 0"
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             command,
             shell=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            timeout=PASS_CMD_TIMEOUT_S,
             cwd=workdir if workdir and os.path.isdir(workdir) else None,
             env=env,
-            check=False,
         )
-    except subprocess.TimeoutExpired:
-        raise SecretCommandError(
-            f"command did not finish within {PASS_CMD_TIMEOUT_S:g} s; {expected}"
-        ) from None
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise SecretCommandError(f"command could not be run: {reason}; {expected}") from None
-    if done.returncode < 0:
-        raise SecretCommandError(f"command was killed by signal {-done.returncode}; {expected}")
-    if done.returncode != 0:
-        raise SecretCommandError(f"command failed with exit status {done.returncode}; {expected}")
+    deadline = time.monotonic() + PASS_CMD_TIMEOUT_S
+    assert process.stdout is not None
     try:
-        text = done.stdout.decode("utf-8")
+        output = _read_capped(process.stdout, SECRET_LINE_MAX_BYTES + 1, deadline)
+        if output is not None and len(output) <= SECRET_LINE_MAX_BYTES:
+            process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        output = None
+    finally:
+        process.stdout.close()
+        if process.poll() is None:
+            # Too much output, or too slow: stopped (its own children see a closed pipe).
+            process.kill()
+            process.wait()
+    if output is None:
+        raise SecretCommandError(f"command did not finish within {PASS_CMD_TIMEOUT_S:g} s; {expected}")
+    if len(output) > SECRET_LINE_MAX_BYTES:
+        first, newline, _rest = output.partition(b"\n")
+        if newline:
+            raise SecretCommandError(
+                f"command printed more than one line; expected only {what} (e.g. pipe it through head -n 1)"
+            )
+        raise SecretCommandError(
+            f"command printed more than {SECRET_LINE_MAX_BYTES} bytes without a line end; expected only {what}"
+        )
+    return _secret_line(output, process.returncode, what, expected)
+
+
+def _read_capped(stream: IO[bytes], limit_bytes: int, deadline: float) -> bytes | None:
+    """Up to *limit_bytes* of *stream*, until its end; None when *deadline* passes first."""
+    out = bytearray()
+    fd = stream.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while len(out) < limit_bytes:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0 or not selector.select(left_s):
+                return None
+            part = os.read(fd, min(65536, limit_bytes - len(out)))
+            if not part:
+                break
+            out += part
+    return bytes(out)
+
+
+def _secret_line(output: bytes, returncode: int, what: str, expected: str) -> str:
+    """The one line a finished secret command printed, or why there is none."""
+    if returncode < 0:
+        raise SecretCommandError(f"command was killed by signal {-returncode}; {expected}")
+    if returncode != 0:
+        raise SecretCommandError(f"command failed with exit status {returncode}; {expected}")
+    try:
+        text = output.decode("utf-8")
     except UnicodeDecodeError:
         raise SecretCommandError(
             f"command printed something that is not UTF-8 text; {expected}"
@@ -225,6 +278,7 @@ def run_secret_cmd(
             f"command printed more than one line; expected only {what} (e.g. pipe it through head -n 1)"
         )
     return secret
+
 
 class TokenAccount(Protocol):
     """What a token and a SASL exchange need of a side (`config.Account` has it all)."""
@@ -257,13 +311,19 @@ class TokenAccount(Protocol):
     def server(self) -> str: ...
 
 
-# An access token from oauth2_token_cmd is reused for this long within one process, so the
-# planner's two connections, or a worker's reconnects, do not run the command each time.
-# Providers' tokens live an hour (Google, Microsoft 365); a cached token the server refuses
-# is fetched again at once (see transport's OAuth2 login), so a rotated token is still picked up.
-# Workers are processes of their own, each with its own cache.
-TOKEN_REUSE_S = 60.0
+# An access token from oauth2_token_cmd is reused until it expires: the planner's
+# connections, every worker's and every reconnect use the one token the command printed
+# for the account, and the command runs again only when it is due.  A JWT (Microsoft 365's
+# tokens) says when (its "exp" claim), and is renewed TOKEN_RENEW_BEFORE_S ahead; an opaque
+# token (Google's) is kept TOKEN_REUSE_S, well within the hour providers' tokens live.  A
+# cached token the server refuses is fetched again at once (see transport's OAuth2 login),
+# so a token revoked or rotated meanwhile is still picked up.  Workers start with the
+# parent's tokens (`token_handoff`, pickled with the pool's setup over the worker's pipe:
+# never in a process's arguments or environment) and keep their own cache from there.
+TOKEN_REUSE_S = 30 * 60.0
+TOKEN_RENEW_BEFORE_S = 5 * 60.0
 
+# (command, workdir) -> (expiry, as time.time(), token)
 _tokens: dict[tuple[str, str | None], tuple[float, str]] = {}
 
 # Every access token this process has fetched (and any other secret handed to
@@ -298,7 +358,7 @@ def access_token(account: TokenAccount, *, fresh: bool = False) -> tuple[str, bo
         raise ValueError(f"{account.side} has no oauth2_token_cmd")
     key = (command, account.workdir)
     cached = _tokens.get(key)
-    if cached is not None and not fresh and time.monotonic() - cached[0] < TOKEN_REUSE_S:
+    if cached is not None and not fresh and time.time() < cached[0]:
         return cached[1], True
     where = account.where
     field = f"{account.side}.oauth2_token_cmd"
@@ -312,9 +372,45 @@ def access_token(account: TokenAccount, *, fresh: bool = False) -> tuple[str, bo
             "(RFC 6750: letters, digits and -._~+/=); print only the token, "
             "e.g. pipe JSON through jq -r .access_token", side=account.side,
         )
-    _tokens[key] = (time.monotonic(), token)
+    _tokens[key] = (token_expiry(token, time.time()), token)
     remember_secret(token)
     return token, False
+
+
+def token_expiry(token: str, now: float) -> float:
+    """When a token fetched at *now* is to be fetched again (seconds since the epoch): a
+    JWT's "exp" claim (RFC 7519 section 4.1.4) less `TOKEN_RENEW_BEFORE_S`, else after
+    `TOKEN_REUSE_S`; never later than that for a JWT either, nor in the past."""
+    parts = token.split(".")
+    if len(parts) == 3:
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, TypeError):
+            claims = None
+        expires = claims.get("exp") if isinstance(claims, dict) else None
+        if isinstance(expires, int | float) and not isinstance(expires, bool):
+            return max(now, min(now + TOKEN_REUSE_S, float(expires) - TOKEN_RENEW_BEFORE_S))
+    return now + TOKEN_REUSE_S
+
+
+def token_handoff(accounts: Iterable[TokenAccount]) -> dict[tuple[str, str | None], tuple[float, str]]:
+    """The tokens of the OAuth2 *accounts*, fetched now if not cached, for `adopt_tokens` in a
+    worker process: workers then log in with the parent's token instead of each running
+    the command.  Raises AuthError as `access_token` does."""
+    handed: dict[tuple[str, str | None], tuple[float, str]] = {}
+    for account in accounts:
+        if account.oauth2_token_cmd is not None:
+            access_token(account)
+            key = (account.oauth2_token_cmd, account.workdir)
+            handed[key] = _tokens[key]
+    return handed
+
+
+def adopt_tokens(handed: Mapping[tuple[str, str | None], tuple[float, str]]) -> None:
+    """Cache the tokens a parent handed over (`token_handoff`) in this process."""
+    for key, (expires, token) in handed.items():
+        _tokens[key] = (expires, token)
+        remember_secret(token)
 
 
 class BearerExchange:
