@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +90,24 @@ NOW = 1_800_000_000.0
 )
 def test_token_expiry(token: str, expected: float) -> None:
     assert credentials.token_expiry(token, NOW) == expected
+
+
+def test_pass_env_password_leaves_the_process_environment(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        'src: {server: "127.0.0.1:1", user: a, pass_env: FASTSYNC_TEST_PW}\n'
+        'dst: {server: "127.0.0.1:2", user: b, pass: x}\n'
+    )
+    script = (
+        "import os, sys\n"
+        "from fastsync.settings.config import load_config\n"
+        "assert load_config(sys.argv[1]).src.password == 'Sekr3t-pw-value'\n"
+        "assert 'FASTSYNC_TEST_PW' not in os.environ\n"
+        "sys.stdout.buffer.write(open('/proc/self/environ', 'rb').read())\n"
+    )
+    env = {**os.environ, "FASTSYNC_TEST_PW": "Sekr3t-pw-value"}
+    done = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # What ps e and /proc/PID/environ show of the process: the value is gone.
+    assert b"Sekr3t-pw-value" not in done.stdout
+    assert b"PATH=" in done.stdout

@@ -43,8 +43,30 @@ LEASE_TIMEOUT = "10s"
 STOP_POLL_S = 1.0
 
 
-def connect(address: str) -> Any:
-    """A `distributed.Client` of the scheduler at *address*, or a one-line error."""
+# Address schemes (Dask's comm protocols) whose traffic is encrypted or never leaves the
+# process; tcp://, ws://, ucx:// and an address without a scheme (tcp) are plain text.
+PRIVATE_SCHEMES = ("tls", "wss", "inproc")
+
+
+def check_address(address: str, plain: bool) -> None:
+    """Refuse a cluster *address* whose traffic is not encrypted, unless *plain* (the user
+    said --plain-cluster): each pair's accounts, passwords included, are pickled into its
+    task's arguments, which cross the network to the scheduler, stay in its memory while
+    the task lives, and go on to a worker."""
+    scheme = address.partition("://")[0].lower() if "://" in address else "tcp"
+    if plain or scheme in PRIVATE_SCHEMES:
+        return
+    raise UsageError(
+        f"--cluster {address}: {scheme}:// is not encrypted, and every pair's passwords would cross the "
+        "network to the Dask scheduler in clear and stay in its memory; use a tls:// address (Dask's TLS "
+        "settings), or give --plain-cluster to accept that"
+    )
+
+
+def connect(address: str, plain: bool = False) -> Any:
+    """A `distributed.Client` of the scheduler at *address*, or a one-line error; *plain*:
+    an address without TLS is accepted (see `check_address`)."""
+    check_address(address, plain)
     try:
         import distributed
     except ImportError:

@@ -50,10 +50,14 @@ class PairLine:
     def name(self) -> str:
         return f"{self.config.src.user} -> {self.config.dst.user}"
 
-    def key(self, salt: bytes, context: str) -> str:
-        """The journal's key of this line: a keyed hash of its text (which holds passwords)
-        and of what else decides the sync (*context*: the servers file and the options)."""
-        return hashlib.blake2b(f"{context}\0{self.text}".encode(), key=salt[:64], digest_size=20).hexdigest()
+    def key(self, context: str) -> str:
+        """The journal's key of this pair: a hash of its two accounts and of what else decides
+        the sync (*context*: the servers file and the options).  Nothing derived from a
+        secret: a password, a password file or a token command (which may embed a client
+        secret) never enters it, so that whoever reads the journal cannot test guesses."""
+        src, dst = self.config.src, self.config.dst
+        accounts = f"{src.server}\0{src.user}\0{dst.server}\0{dst.user}"
+        return hashlib.sha256(f"{context}\0{accounts}".encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """The batch journal: each account pair's last outcome, so a second run skips what is done.
 
 Engine layer: imports only the standard library.  One SQLite file (WAL) in the state
-directory per batch file (by its absolute path).  A pair is known by a keyed hash of its
-line's text and of what else decides its sync (the servers file, the options): the text
-holds passwords, so it is never stored, and the key (random, in the file itself) keeps
-the hashes from being tested against guessed passwords.
+directory per batch file (by its absolute path).  A pair is known by a hash of its two
+accounts and of what else decides its sync (the servers file, the options), never of a
+password or of anything else secret (the line's text holds passwords): the journal gives
+nothing to test guessed passwords against.
 
 A pair is marked ``running`` before it starts and gets its outcome when it ends, so a
 batch that was killed leaves its running pairs as not finished: they are redone.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -51,14 +50,13 @@ class Journal:
     def __init__(self, path: Path, db: sqlite3.Connection) -> None:
         self.path = path
         self._db = db
-        row = db.execute("SELECT value FROM meta WHERE name = 'salt'").fetchone()
-        if row is None:
-            salt = secrets.token_bytes(32)
+        if db.execute("SELECT 1 FROM meta WHERE name = 'salt'").fetchone() is not None:
+            # Written by an earlier fastsync, whose keys were hashes of the pairs' lines,
+            # passwords included, keyed with this salt: both go, and those pairs run again.
             with db:
-                db.execute("INSERT INTO meta VALUES ('salt', ?)", (salt,))
-        else:
-            salt = bytes(row[0])
-        self.salt = salt
+                db.execute("DELETE FROM pairs")
+                db.execute("DELETE FROM meta WHERE name = 'salt'")
+            db.execute("VACUUM")
 
     @classmethod
     def open(cls, state_dir: Path, batch_path: str) -> Journal:

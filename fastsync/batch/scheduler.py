@@ -243,7 +243,7 @@ def run_batch(batch: Batch, options: Options, reporter: Reporter,
     of the files and of the journal."""
     started = time.monotonic()
     summary = BatchSummary(max_connections_per_server=options.max_connections_per_server)
-    client = cluster.connect(options.cluster) if options.cluster else None
+    client = cluster.connect(options.cluster, options.plain_cluster) if options.cluster else None
     journal = Journal.open(options.state_dir or default_dir(), batch.pairs_path)
     if spare is None and client is None:
         spare = pairrun.spawn()
@@ -253,7 +253,7 @@ def run_batch(batch: Batch, options: Options, reporter: Reporter,
         for pair in batch.pairs:
             result = PairResult(pair.line, pair.config.src.user, pair.config.dst.user)
             summary.pairs.append(result)
-            key = pair.key(journal.salt, context)
+            key = pair.key(context)
             entry = journal.get(key)
             if entry is not None and entry.exit_code == 0 and not options.again:
                 result.outcome, result.copied, result.present = "skipped", 0, entry.present + entry.copied

@@ -19,6 +19,7 @@ from the process environment once read, so that no child process inherits them.
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
 import re
@@ -128,9 +129,28 @@ def forget_env_passwords(variables: Iterable[str]) -> None:
     """Remove the ``pass_env`` ``variables`` from ``os.environ`` once their passwords are read.
 
     Workers, the multiprocessing forkserver and token commands then never inherit them.
+    Removing a variable does not erase its text: the environment a process was started
+    with stays in its memory, where ``/proc/PID/environ`` (and ``ps e``) still show it, so
+    the value is overwritten there first.
     """
     for variable in variables:
+        if variable in os.environ:
+            _erase_c_value(variable)
         os.environ.pop(variable, None)
+
+
+def _erase_c_value(variable: str) -> None:
+    """Overwrite with NUL bytes the value of *variable* where the C library keeps it."""
+    try:
+        libc = ctypes.CDLL(None)
+        getenv = libc.getenv
+    except (OSError, AttributeError):
+        return
+    getenv.restype = ctypes.c_void_p
+    getenv.argtypes = [ctypes.c_char_p]
+    address = getenv(os.fsencode(variable))
+    if address:
+        ctypes.memset(address, 0, len(ctypes.string_at(address)))
 
 
 def resolve_path(base_dir: str, value: str) -> str:

@@ -226,8 +226,12 @@ BATCH_FLAGS = (
          "int", "simultaneous connections to each server (host:port), all pairs together and a login in progress "
          "included; source and destination on one host:port share it (0 = unlimited)", "N"),
     Flag(("--cluster",), "cluster", "FASTSYNC_CLUSTER", "str",
-         "run each pair as a task on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); "
-         "needs the cluster extra: pip install 'fastsync[cluster]'", "ADDRESS"),
+         "run each pair as a task on the Dask cluster whose scheduler is at ADDRESS (tls://host:8786); "
+         "needs the cluster extra: pip install 'fastsync[cluster]'; each pair's passwords travel to the "
+         "scheduler and stay in its memory, so the address must be tls:// unless --plain-cluster", "ADDRESS"),
+    Flag(("--plain-cluster",), "plain_cluster", "FASTSYNC_PLAIN_CLUSTER", "bool",
+         "accept a --cluster address without TLS (tcp://): every pair's passwords then cross the network "
+         "unencrypted to the scheduler and its workers"),
     Flag(("--again",), "again", "FASTSYNC_AGAIN", "bool",
          "sync again the pairs the journal says finished exactly (they are skipped otherwise)"),
 )
@@ -298,6 +302,7 @@ class Options:
     parallel: int = 0
     max_connections_per_server: int = 0
     cluster: str | None = None
+    plain_cluster: bool = False
     again: bool = False
     watch: bool = False
     poll_s: int = 30

@@ -224,7 +224,7 @@ def test_batch_on_a_dask_cluster_is_exact_under_the_cap_when_a_worker_dies(
 def _spawn_on_cluster(servers: Path, csv: Path, state: Path, address: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(csv), "--state-dir", str(state),
-         "--procs", "2", "--max-connections-per-server", "6", "--cluster", address, "--json", *extra],
+         "--procs", "2", "--max-connections-per-server", "6", "--cluster", address, "--plain-cluster", "--json", *extra],
         cwd=REPO_ROOT, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )

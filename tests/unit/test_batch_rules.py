@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from fastsync.batch.cluster import check_address
 from fastsync.batch.inputs import load_batch
 from fastsync.batch.scheduler import Allocation, allocate, budget
 from fastsync.records.errors import ConfigError, UsageError
@@ -136,13 +139,43 @@ def test_the_journal_keeps_outcomes_and_no_line_text(tmp_path: Path) -> None:
     journal.started("k1", 2, "a", "b")
     assert journal.get("k1") is not None and journal.get("k1").outcome == "running"  # type: ignore[union-attr]
     journal.finished("k1", Entry("exact", 5, 1, 0, 500, 1.5, 0, None))
-    salt = journal.salt
     journal.close()
     again = Journal.open(tmp_path, "/batches/pairs.csv")
-    assert again.salt == salt
     entry = again.get("k1")
     assert entry is not None and (entry.outcome, entry.copied, entry.exit_code) == ("exact", 5, 0)
     assert again.get("k2") is None
+    again.close()
+
+
+def test_the_journal_key_is_derived_from_no_secret(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("from-file\n")
+    batch = load_batch(str(_servers(tmp_path)), str(_pairs(tmp_path, (
+        "src_user,src_pass,src_pass_file,dst_user,dst_pass,dst_oauth2_token_cmd\n"
+        "a,Hunter2-a,,b,Hunter2-b,\n"
+        "a,Other-pw,,b,,print-token --secret S3cr3t\n"
+        "a,,pw,b,Hunter2-b,\n"
+        "c,Hunter2-a,,b,Hunter2-b,\n"
+    ))))
+    keys = [pair.key("context") for pair in batch.pairs]
+    # The same two accounts whatever their credentials; another account, another key.
+    assert keys[0] == keys[1] == keys[2] != keys[3]
+    assert keys[0] != batch.pairs[0].key("other options")
+    journal = Journal.open(tmp_path, "/batches/pairs.csv")
+    journal.started(keys[0], 2, "a", "b")
+    journal.close()
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "batches").iterdir())
+    assert b"salt" not in raw and b"Hunter2" not in raw
+
+
+def test_a_journal_with_a_key_beside_its_hashes_loses_both(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path, "/batches/pairs.csv")
+    journal.started("old-keyed-hash", 2, "a", "b")
+    with journal._db:
+        journal._db.execute("INSERT INTO meta VALUES ('salt', ?)", (b"k" * 32,))
+    journal.close()
+    again = Journal.open(tmp_path, "/batches/pairs.csv")
+    assert again.get("old-keyed-hash") is None
+    assert again._db.execute("SELECT count(*) FROM meta").fetchone() == (0,)
     again.close()
 
 
@@ -163,3 +196,38 @@ def test_a_spare_pair_process_given_no_job_ends_quietly() -> None:
     process.stderr.close()
     assert process.stdout is not None
     process.stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("address", "plain", "refused"),
+    [
+        ("tcp://scheduler:8786", False, True),
+        ("scheduler:8786", False, True),
+        ("TCP://scheduler:8786", False, True),
+        ("ws://scheduler:8786", False, True),
+        ("tcp://scheduler:8786", True, False),
+        ("tls://scheduler:8786", False, False),
+        ("wss://scheduler:8786", False, False),
+        ("inproc://10.0.0.1/1/1", False, False),
+    ],
+)
+def test_a_cluster_without_tls_is_refused_unless_accepted(address: str, plain: bool, refused: bool) -> None:
+    if refused:
+        with pytest.raises(UsageError) as caught:
+            check_address(address, plain)
+        assert caught.value.message.startswith(f"--cluster {address}: ")
+        assert "use a tls:// address" in caught.value.message and "--plain-cluster" in caught.value.message
+    else:
+        check_address(address, plain)
+
+
+def test_batch_on_a_plain_cluster_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    servers, pairs = _servers(tmp_path), _pairs(tmp_path, "src_user,src_pass,dst_user,dst_pass\na,Hunter2,b,pw2\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "fastsync", "-c", str(servers), "batch", str(pairs), "--state-dir",
+         str(tmp_path / "state"), "--cluster", "tcp://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("error: --cluster tcp://127.0.0.1:9: tcp:// is not encrypted")
+    assert "Hunter2" not in done.stdout + done.stderr
