@@ -1,6 +1,6 @@
 """The batch journal: each account pair's last outcome, so a second run skips what is done.
 
-Engine layer: imports only the standard library.  One SQLite file (WAL) in the state
+Engine layer: imports `statedir` (the state directory made safe).  One SQLite file (WAL) in the state
 directory per batch file (by its absolute path).  A pair is known by a hash of its two
 accounts and of what else decides its sync (the servers file, the options), never of a
 password or of anything else secret (the line's text holds passwords): the journal gives
@@ -19,6 +19,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from fastsync.engine import statedir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB);
@@ -60,12 +62,12 @@ class Journal:
 
     @classmethod
     def open(cls, state_dir: Path, batch_path: str) -> Journal:
-        directory = state_dir / "batches"
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        statedir.prepare(state_dir)
+        directory = statedir.prepare(state_dir / "batches")
         name = hashlib.sha256(os.path.abspath(batch_path).encode()).hexdigest()[:24]
         path = directory / f"{name}.sqlite"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+        # Never through a link into another database, never a FIFO (see `statedir`).
+        os.close(statedir.open_file(path, os.O_RDWR | os.O_CREAT))
         db = sqlite3.connect(path, timeout=30, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)

@@ -1,7 +1,7 @@
 """The ledger: which destination message each copy became, so that a re-run knows its copies
 even on a destination that rewrites them.
 
-Engine layer: imports `config`.  Some servers (Exchange and hosted setups) replace the
+Engine layer: imports `config` and `statedir`.  Some servers (Exchange and hosted setups) replace the
 Message-Id of an appended message, so the identity fastsync compares is not the one it
 sent, and every re-run would copy everything again.  Where the destination announces
 UIDPLUS, each APPEND answers with the new message's UID (APPENDUID, RFC 4315 section 3);
@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from fastsync.engine import statedir
+from fastsync.engine.statedir import UnsafeStateFile
 from fastsync.settings.config import Config
 
 # How long a connection waits for another's lock before the statement fails.
@@ -74,7 +77,15 @@ class Ledger:
         if self.path is None:
             return None
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # Created 0600 by fastsync, never through a link (see `statedir`): SQLite
+                # opens by name, and would follow one into another database.
+                os.close(statedir.open_file(statedir.prepare(self.path.parent) / self.path.name,
+                                            os.O_RDWR | os.O_CREAT))
+            except UnsafeStateFile as exc:
+                self.problem = f"the ledger is not used: {exc.message}; re-runs match copies by Message-Id"
+                self.path = None
+                return None
             # The parent and every worker write it: wait for each other's short transactions.
             db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
             try:

@@ -26,6 +26,7 @@ from multiprocessing import reduction
 from pathlib import Path
 from typing import Any
 
+from fastsync.engine import statedir
 from fastsync.settings.config import Account
 from fastsync.records.errors import Locked, UsageError
 
@@ -51,16 +52,11 @@ class RunLock:
     @classmethod
     def acquire(cls, directory: Path, dst: Account) -> RunLock:
         """Take the lock of *dst* in *directory*, or raise `Locked` naming the run that holds it."""
-        path = lock_path(directory, dst)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            # Not O_TRUNC: the holder's PID must survive a failed attempt.  The descriptor is
-            # not inherited by commands fastsync runs (pass_cmd); workers get it explicitly.
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot create the lock file {path}: {exc.strerror}; choose a writable --state-dir"
-            ) from None
+        path = lock_path(statedir.prepare(directory), dst)
+        # Not O_TRUNC: the holder's PID must survive a failed attempt.  The descriptor is
+        # not inherited by commands fastsync runs (pass_cmd); workers get it explicitly.
+        # Never through a link or into a FIFO (see `statedir`).
+        fd = statedir.open_file(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

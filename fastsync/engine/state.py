@@ -1,6 +1,6 @@
 """A small cache that lets a re-run skip folder pairs nothing has touched.
 
-Engine layer: imports `config` and `model`; the planner consults it, a sync pass records
+Engine layer: imports `config`, `model` and `statedir`; the planner consults it, a sync pass records
 into it (`writes.remember`).
 
 Per folder pair it keeps what STATUS said of both folders (UIDVALIDITY, UIDNEXT, MESSAGES
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import orjson
 
+from fastsync.engine import statedir
+from fastsync.records.errors import UsageError
 from fastsync.settings.config import Config
 from fastsync.records.model import FolderPair, FolderStatus
 
@@ -29,6 +31,12 @@ VERSION = 1
 def default_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "fastsync"
+
+
+def _read(path: Path) -> bytes:
+    fd = statedir.open_file(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
 
 
 def _key(pair: FolderPair) -> str:
@@ -48,8 +56,10 @@ class StateCache:
         if path is None:
             return
         try:
-            data = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
+            data = orjson.loads(_read(path))
+        except (OSError, orjson.JSONDecodeError, UsageError):
+            # Missing, damaged, or not a regular file (a link, a FIFO: never followed, never
+            # waited on): the run does without, and `save` puts a file in its place.
             return
         if isinstance(data, dict) and data.get("version") == VERSION and isinstance(data.get("pairs"), dict):
             self.pairs = data["pairs"]
@@ -81,7 +91,7 @@ class StateCache:
         """Write atomically (temporary file, then rename): a crash leaves the old cache."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        statedir.prepare(self.path.parent)
         data = orjson.dumps({"version": VERSION, "pairs": self.pairs})
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
         try:
