@@ -105,12 +105,17 @@ def append_uids(text: str, count: int) -> tuple[int, list[int]] | None:
     match = _APPENDUID.search(text)
     if match is None:
         return None
-    uids: list[int] = []
+    ranges: list[tuple[int, int]] = []
     for part in match.group(2).split(","):
         first, _, last = part.partition(":")
-        low, high = sorted((int(first), int(last or first)))
-        uids.extend(range(low, high + 1))
-    return (int(match.group(1)), uids) if len(uids) == count else None
+        if not first.isdigit() or not (last or first).isdigit():
+            return None
+        ranges.append(tuple(sorted((int(first), int(last or first)))))  # type: ignore[arg-type]
+    # Counted before anything is built: a hostile "1:10000000" for one message must not
+    # become a list of ten million UIDs.
+    if sum(high - low + 1 for low, high in ranges) != count:
+        return None
+    return int(match.group(1)), [uid for low, high in ranges for uid in range(low, high + 1)]
 
 
 def redact(text: str, *secrets: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,22 @@ from fastsync.rules.plan import match_states, split_known
         ("Append completed.", 1, None),
         # A set of another size than the messages sent names nothing reliably.
         ("[APPENDUID 7 5:6] ok", 3, None),
+        ("[APPENDUID 7 1:10000000] ok", 1, None),
+        ("[APPENDUID 7 1:2:3] ok", 2, None),
     ],
 )
 def test_append_uids(text: str, count: int, expected: tuple[int, list[int]] | None) -> None:
     assert append_uids(text, count) == expected
+
+
+def test_an_absurd_appenduid_is_refused_before_it_is_expanded() -> None:
+    tracemalloc.start()
+    try:
+        assert append_uids("[APPENDUID 7 1:10000000,20000000:29999999] ok", 1) is None
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
 
 
 def test_the_ledger_keeps_copies_per_folder_and_uidvalidity(tmp_path: Path) -> None:
