@@ -100,7 +100,7 @@ def test_the_lock_is_per_destination_and_dry_run_check_show_take_none(
     src, dst, other = accounts(3)
     src.seed([message("INBOX", n, body="x" * 4000 + "\r\n") for n in range(1, 41)])
     config = config_for(src, dst)
-    first = spawn_sync(config, "--bps-down", "20000")
+    first = spawn_sync(config, "--bps-down", "8000")
     try:
         wait_for(lambda: workers_of(first.pid), timeout_s=60, what="the first sync to start copying")
         # Read-only commands and a dry run go on while the sync holds the lock.
