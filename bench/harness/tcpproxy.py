@@ -22,6 +22,8 @@ none of them):
   `UpstreamRewriter`, before the server sees them (bench/harness/rewriteproxy.py uses it to play a
   server that replaces Message-Id on APPEND).  With ``record=True`` the rewritten bytes
   are kept: what the server received.
+* ``rewrite_down=factory`` does the same to the server's bytes before the client sees them
+  (bench/replyproxy.py uses it to play servers whose replies differ from Dovecot's).
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class CountingProxy:
         record: bool = False,
         replace_down: tuple[bytes, bytes] | None = None,
         rewrite_up: Callable[[], UpstreamRewriter] | None = None,
+        rewrite_down: Callable[[], UpstreamRewriter] | None = None,
     ) -> None:
         self.target = (target_host, target_port)
         self.faults = faults or (lambda _n: None)
@@ -120,6 +123,7 @@ class CountingProxy:
             raise ValueError("replace_down needs a non-empty string to replace")
         self.replace_down = replace_down
         self.rewrite_up = rewrite_up
+        self.rewrite_down = rewrite_down
         self.accepted = 0
         self.faults_done = 0
         self.traffic = Traffic()
@@ -189,7 +193,8 @@ class CountingProxy:
             with self._lock:
                 self.open_connections += 1
                 self.peak_connections = max(self.peak_connections, self.open_connections)
-            link = _Link(client, server, fault, recording, rewriter=self.rewrite_up() if self.rewrite_up else None)
+            link = _Link(client, server, fault, recording, rewriter=self.rewrite_up() if self.rewrite_up else None,
+                         rewriter_down=self.rewrite_down() if self.rewrite_down else None)
             self._links.append(link)
             for upstream in (True, False):
                 threading.Thread(target=self._relay, args=(link, upstream), daemon=True).start()
@@ -203,7 +208,7 @@ class CountingProxy:
         if link.recording is not None:
             kept = link.recording.client_bytes if upstream else link.recording.server_bytes
         replace = None if upstream else self.replace_down
-        rewriter = link.rewriter if upstream else None
+        rewriter = link.rewriter if upstream else link.rewriter_down
         held = b""
         relayed = 0
         try:
@@ -294,4 +299,5 @@ class _Link:
     recording: Recording | None = None
     append_sent: bool = False
     rewriter: UpstreamRewriter | None = None
+    rewriter_down: UpstreamRewriter | None = None
     done: threading.Event = field(default_factory=threading.Event)

@@ -431,6 +431,11 @@ def diff_pair(
     if src is None or src.status is None:
         error = src.error if src is not None else f"folder {pair.src!r} could not be read"
         return FolderPlan(pair, 0, 0, note="not synced", error=error)
+    if dst is not None and dst.status is None:
+        # The destination folder exists but cannot be read: what it holds is not known, and
+        # copying into it as if it were empty would copy every message again on each run.
+        return FolderPlan(pair, src.status.uidvalidity, len(src.refs), note="not synced",
+                          error=dst.error or f"destination folder {pair.dst!r} could not be read")
     dst_refs = dst.refs if dst is not None and dst.status is not None else []
     dst_uidnext = dst.status.uidnext if dst is not None and dst.status is not None else 1
     if dst_uidnext == 0:

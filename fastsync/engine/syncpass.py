@@ -137,7 +137,10 @@ class SyncPass:
         reporter.plan(summary.rows)
         for notice in providers.notices(self.config.src, self.config.dst):
             reporter.warn(notice)
-        missing_folders = folder_rules.folders_to_create(pairs, existing, dst_side.namespace.delimiter)
+        # A folder whose source could not be read is not created: nothing is known to go in it.
+        unread = {p.pair.src for p in plans if p.error}
+        missing_folders = folder_rules.folders_to_create(
+            [p for p in pairs if p.src not in unread], existing, dst_side.namespace.delimiter)
         if expunge_all:
             _no_uidplus(self.config, options, reporter, summary.delete_planned)
         if options.dry_run:

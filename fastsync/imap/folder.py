@@ -209,7 +209,7 @@ class SelectedFolder:
             if not batch:
                 return
             for record in wire.records(self._fetch(sequence_set(batch), [b"UID", b"BODY.PEEK[]"], uid=True)):
-                fields = transport.Fields.read(record, self.account, "literal")
+                fields = records.Fields.read(record, self.account, "literal")
                 if fields is not None:
                     digests[fields.uid] = hashlib.sha256(fields.literal or b"").hexdigest()
             batch.clear()
@@ -252,7 +252,7 @@ class SelectedFolder:
 
     def _dated(
         self, uids: Sequence[int], *items: bytes, needed: str = "literal"
-    ) -> Iterator[tuple[transport.Fields, bytes]]:
+    ) -> Iterator[tuple[records.Fields, bytes]]:
         """The FETCH items of *uids* with FLAGS and INTERNALDATE (which every copy needs, as
         sent) and *items* (one of them a literal), message by message (`records.dated`)."""
         data = self._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True)

@@ -2,23 +2,76 @@
 
 Protocol edge (`fastsync.imap`), without a connection: the items are those imaplib hands
 over (plain lines and ``(line, literal)`` pairs), read in `wire`'s usual shapes first and
-then through `transport.Fields` (imapclient's parser for what `wire` does not read).
+then through `Fields` (imapclient's parser for what `wire` does not read).
 `Session` fetches; these functions make `fastsync.records.model` records of what came back.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastsync.imap import wire
 from fastsync.settings.config import Account
-from fastsync.records.errors import MalformedResponse
-from fastsync.imap.transport import Fields, text_of
+from fastsync.records.errors import FolderError, MalformedResponse
+from fastsync.imap.transport import decode_name, parse_fetch, text_of
 from fastsync.records.model import Folder, FolderStatus, MessageRef, MessageState
 
 # A message's identity from its header fields and size, and whether it had a Message-Id (plan.identity).
 Identity = Callable[[bytes, int], tuple[str, bool]]
+
+
+@dataclass(frozen=True)
+class Fields:
+    """The items of one message's FETCH response that fastsync asks for (None: not sent)."""
+
+    uid: int
+    size_bytes: int | None
+    flags: tuple[str, ...] | None
+    # As sent (see `wire.Record.internaldate`); `moment` parses it.
+    internaldate: bytes | None
+    literal: bytes | None
+    gm_msgid: int | None = None
+
+    @property
+    def moment(self) -> dt.datetime | None:
+        return wire.parse_internaldate(self.internaldate) if self.internaldate is not None else None
+
+    @classmethod
+    def read(cls, record: wire.Record, account: Account, *needed: str) -> Fields | None:
+        """A message's items: `wire`'s fast reading, or imapclient's parser when the response
+        is not of the usual shape (e.g. a header section sent as a quoted string).  None when
+        the response has no UID."""
+        uid = record.uid()
+        if uid is not None:
+            fields = cls(uid, record.size(), record.flags(), record.internaldate(), record.literal(), record.gm_msgid())
+            if all(getattr(fields, name) is not None for name in needed):
+                return fields
+        parsed = parse_fetch(record.items, account)
+        if parsed is None or b"UID" not in parsed:
+            return None
+
+        def count(item: bytes, default: int | None) -> int | None:
+            if item not in parsed:
+                return default
+            value = wire.number(parsed[item])
+            if value is None:
+                text = f"{account.where}: unreadable FETCH response: {item.decode()} {quote(parsed[item], 100)}"
+                raise MalformedResponse(text, side=account.side)
+            return value
+
+        date = parsed.get(b"INTERNALDATE")
+        flags = parsed.get(b"FLAGS") or ()
+        return cls(
+            count(b"UID", 0) or 0,
+            count(b"RFC822.SIZE", 0),
+            tuple(text_of(f) for f in (flags if isinstance(flags, tuple) else (flags,))),
+            wire.format_internaldate(date) if isinstance(date, dt.datetime) else None,
+            next((v if isinstance(v, bytes) else b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
+            count(b"X-GM-MSGID", None),
+        )
 
 
 def refs(data: Sequence[object], account: Account, identity: Identity) -> Iterator[MessageRef]:
@@ -85,21 +138,46 @@ def dated(
 # -- server values -> records --------------------------------------------------------------
 
 
-def selected_status(reply: Mapping[bytes, Any]) -> FolderStatus:
-    """What SELECT or EXAMINE reported (RFC 3501 section 6.3.1; HIGHESTMODSEQ, RFC 7162)."""
-    permanent = reply.get(b"PERMANENTFLAGS")
+def selected_status(untagged: Mapping[str, Sequence[object]], account: Account | None = None, folder: str = "") -> FolderStatus:
+    """What SELECT or EXAMINE reported (RFC 3501 section 6.3.1; HIGHESTMODSEQ, RFC 7162), from
+    imaplib's untagged responses (``EXISTS``, the response codes ``UIDVALIDITY``...).  A
+    number left out, or NIL where a server has none, reads as 0 (not known); one that is
+    not a number is a `FolderError` quoting it: that folder cannot be read."""
+
+    def count(name: str) -> int:
+        values = untagged.get(name) or [None]
+        value = values[-1]
+        if value is None or (isinstance(value, bytes) and value.upper() == b"NIL"):
+            return 0
+        found = wire.number(value)
+        if found is None:
+            raise _folder_error(account, f"folder {folder!r}: unreadable reply to SELECT: {name} {quote(value)}")
+        return found
+
     return FolderStatus(
-        messages=int(reply.get(b"EXISTS", 0)),
+        messages=count("EXISTS"),
         size_bytes=-1,
-        uidvalidity=int(reply.get(b"UIDVALIDITY", 0)),
-        uidnext=int(reply.get(b"UIDNEXT", 0)),
-        highestmodseq=int(reply.get(b"HIGHESTMODSEQ", 0)),
-        permanent_flags=tuple(text_of(f) for f in permanent) if permanent is not None else None,
+        uidvalidity=count("UIDVALIDITY"),
+        uidnext=count("UIDNEXT"),
+        highestmodseq=count("HIGHESTMODSEQ"),
+        permanent_flags=wire.permanent_flags(untagged.get("OK", ())),
     )
 
 
-def status_of(reply: dict[Any, Any]) -> FolderStatus:
-    values = {text_of(k).upper(): int(v) for k, v in reply.items()}
+def status_of(reply: Mapping[Any, Any], account: Account | None = None, folder: str = "") -> FolderStatus:
+    """A STATUS reply's values (RFC 3501 section 7.2.4).  NIL, which some servers send for the
+    HIGHESTMODSEQ of an empty folder (RFC 7162 asks for a number), reads as not known (0,
+    like a folder without mod-sequences); a value that is not a number is a `FolderError`
+    quoting it."""
+    values = {}
+    for key, value in reply.items():
+        name = text_of(key).upper()
+        if value is None or (isinstance(value, bytes) and value.upper() == b"NIL"):
+            continue
+        found = wire.number(value)
+        if found is None:
+            raise _folder_error(account, f"folder {folder!r}: unreadable STATUS reply: {name} {quote(value)}")
+        values[name] = found
     return FolderStatus(
         messages=values.get("MESSAGES", 0),
         size_bytes=values.get("SIZE", -1),
@@ -109,6 +187,29 @@ def status_of(reply: dict[Any, Any]) -> FolderStatus:
     )
 
 
-def folder_of(row: tuple[Any, Any, Any]) -> Folder:
-    flags, delimiter, name = row
-    return Folder(name=text_of(name), delimiter=text_of(delimiter or ""), attributes=tuple(text_of(f) for f in flags))
+def folders_of(items: Sequence[object], account: Account) -> list[Folder]:
+    """The folders of a LIST command's replies (`wire.list_entries`), names decoded from
+    modified UTF-7 (RFC 3501 section 5.1.3).  A reply that is not a LIST reply is a
+    `MalformedResponse` quoting it: a folder left out unseen would not be synced."""
+    try:
+        return [
+            Folder(name=decode_name(name), delimiter=text_of(delimiter), attributes=tuple(text_of(f) for f in flags))
+            for flags, delimiter, name in wire.list_entries(items)
+        ]
+    except ValueError as exc:
+        text = f"{account.where}: unreadable LIST reply: {quote(str(exc))}"
+        raise MalformedResponse(text, side=account.side) from None
+
+
+def _folder_error(account: Account | None, text: str) -> FolderError:
+    """A `FolderError` on *account*'s side, *text* after its name."""
+    if account is None:
+        return FolderError(text)
+    return FolderError(f"{account.where}: {text}", side=account.side)
+
+
+def quote(value: object, limit: int = 200) -> str:
+    """A piece of a server's reply as an error message quotes it: its repr, at most *limit*
+    characters (a server's words can be long; the caller redacts secrets first)."""
+    text = repr(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+    return text if len(text) <= limit else text[:limit] + "..."

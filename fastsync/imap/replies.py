@@ -52,6 +52,27 @@ def raise_if_throttled(text: str, account: Account) -> None:
                         side=account.side) from None
 
 
+# RFC 5530 section 3: the response codes of a refused login that are about the user, the
+# credentials or the account.  Another attempt with LOGIN would fail the same way, and count
+# as one more failed login against the account.  ([ALERT] says only that the text is for
+# the user: Dovecot sends "NO [ALERT] Unsupported authentication mechanism.")
+_CREDENTIAL_CODES = frozenset({
+    "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED", "PRIVACYREQUIRED", "CONTACTADMIN",
+})
+
+
+def sasl_unusable(status: str, text: str) -> bool:
+    """True when a failed AUTHENTICATE says nothing against the credentials, so that the
+    LOGIN command may be tried instead: BAD (RFC 3501 section 6.2.2: a mechanism or an
+    exchange the server does not understand, whatever it announced), or NO with a response
+    code that is not about the credentials (``[ALERT]``, ``[CANNOT]``, ``[SERVERBUG]``...).  A NO without
+    a code is how most servers refuse a wrong password: not tried again."""
+    if status.upper() == "BAD":
+        return True
+    code = response_code(text)
+    return bool(code) and code not in _CREDENTIAL_CODES
+
+
 def already_exists(text: str) -> bool:
     """True when a refused CREATE says the folder is there already (RFC 5530
     ``[ALREADYEXISTS]``; servers without response codes say so in words)."""
@@ -107,8 +128,9 @@ def append_uids(text: str, count: int) -> tuple[int, list[int]] | None:
         return None
     ranges: list[tuple[int, int]] = []
     for part in match.group(2).split(","):
-        first, _, last = part.partition(":")
-        if not first.isdigit() or not (last or first).isdigit():
+        first, colon, last = part.partition(":")
+        if not first.isdigit() or (colon and not last.isdigit()):
+            # Not a uid-set (",,", "5:", ":"): as good as no APPENDUID.
             return None
         ranges.append(tuple(sorted((int(first), int(last or first)))))  # type: ignore[arg-type]
     # Counted before anything is built: a hostile "1:10000000" for one message must not

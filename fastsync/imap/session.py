@@ -26,7 +26,7 @@ from fastsync.imap import wire
 from fastsync.rules import folders as folder_rules
 from fastsync.settings.config import Account
 from fastsync.records.errors import ConnectionLost, FolderError, MalformedResponse
-from fastsync.imap import records, replies, transport
+from fastsync.imap import exchanges, records, replies, transport
 from fastsync.imap.capabilities import Capabilities, status_items
 from fastsync.imap.folder import IDENTITY_BATCH, SIZE_ITEMS, SelectedFolder, identity_items
 from fastsync.imap.records import Identity
@@ -154,31 +154,30 @@ class Session:
     # -- folders -----------------------------------------------------------------------
 
     def list_folders(self) -> list[Folder]:
+        return self._list('"*"')
+
+    def _list(self, pattern: str) -> list[Folder]:
         with self.guarded():
-            rows = self._client.list_folders()
-        return [records.folder_of(row) for row in rows]
+            typ, text, rows = exchanges.list_replies(self._client, '""', pattern)
+        if typ != "OK":
+            raise self.folder_error(f"LIST refused: {text}")
+        return records.folders_of(rows, self.account)
 
     def namespace(self) -> Namespace | None:
         """The first personal namespace NAMESPACE (RFC 2342) reports; None without it (the
         caller infers one from the folder list: `folders.infer_namespace`)."""
         if not self.capabilities.namespace:
             return None
-        try:
-            with self.guarded():
-                reply = self._client.namespace()
-        except imap_exc.IMAPClientError:
-            return None
-        personal = reply.personal or ()
+        with self.guarded():
+            personal = exchanges.namespace_reply(self._client)
         if not personal:
             return None
         prefix, delimiter = personal[0]
-        return Namespace(text_of(prefix), text_of(delimiter or ""))
+        return Namespace(prefix, delimiter)
 
     def root_delimiter(self) -> str:
         """The hierarchy delimiter from ``LIST "" ""`` (RFC 3501 section 6.3.8), '' if none."""
-        with self.guarded():
-            rows = self._client.list_folders("", "")
-        return next((text_of(delimiter) for _flags, delimiter, _name in rows if delimiter), "")
+        return next((f.delimiter for f in self._list('""') if f.delimiter), "")
 
     def status(self, folder: str) -> FolderStatus:
         """STATUS of one folder.  Of the selected folder, after leaving it: RFC 3501 section
@@ -186,12 +185,17 @@ class Session:
         view the selection holds, which misses changes made since."""
         if self._selected is not None and folder_rules.same_name(folder, self._selected):
             self.unselect()
-        try:
-            with self.guarded():
-                reply = self._client.folder_status(folder, status_items(self.capabilities))
-        except imap_exc.IMAPClientError as exc:
-            raise self.folder_error(f"folder {folder!r}: STATUS refused: {text_of(exc)}") from None
-        return records.status_of(reply)
+        with self.guarded():
+            typ, text, replies = exchanges.status_reply(self._client, folder, status_items(self.capabilities))
+        if typ != "OK":
+            raise self.folder_error(f"folder {folder!r}: STATUS refused: {typ} {text}")
+        found, unreadable = exchanges.status_replies(replies)
+        # The reply names the folder as the server spells it ("inbox" for "INBOX"...).
+        values = found.get(folder) or (next(iter(found.values())) if len(found) == 1 else None)
+        if values is None:
+            sent = records.quote(" ".join(unreadable) or "no STATUS reply")
+            raise self.folder_error(f"folder {folder!r}: unreadable STATUS reply: {sent}")
+        return records.status_of(values, self.account, folder)
 
     def statuses(self) -> dict[str, FolderStatus]:
         return self.folders_and_statuses()[1]
@@ -205,7 +209,7 @@ class Session:
         if not self.capabilities.list_status:
             self.unselect()
             folders = self.list_folders()
-            return folders, {f.name: self.status(f.name) for f in folders if f.selectable}
+            return folders, self._statuses(f.name for f in folders if f.selectable)
         imap = self._client._imap
         with self.guarded():
             # Leaving the selected folder and listing go out together: one round trip.
@@ -220,10 +224,27 @@ class Session:
             typ, data = imap._command_complete("LIST", tag)
             if typ != "OK":
                 raise self.folder_error(f"LIST-STATUS refused: {text_of(data)}")
-            _typ, rows = imap._untagged_response(typ, data, "LIST")
-            _typ, status_replies = imap._untagged_response(typ, data, "STATUS")
-            folders = [records.folder_of(row) for row in self._client._proc_folder_list(rows)]
-        return folders, {name: records.status_of(values) for name, values in transport.status_replies(status_replies).items()}
+            rows = imap.untagged_responses.pop("LIST", [])
+            found, _unreadable = exchanges.status_replies(imap.untagged_responses.pop("STATUS", []))
+        folders = records.folders_of(rows, self.account)
+        statuses = {}
+        for name, values in found.items():
+            # A folder whose STATUS is unreadable (or missing: RFC 5819 section 4 lets a
+            # server drop one it cannot produce) is left without one; the survey reads it
+            # with EXAMINE, which says what is wrong with it, if anything.
+            with contextlib.suppress(FolderError):
+                statuses[name] = records.status_of(values, self.account, name)
+        return folders, statuses
+
+    def _statuses(self, names: Iterator[str]) -> dict[str, FolderStatus]:
+        """STATUS of each folder; one refused or unreadable is left out, as LIST-STATUS leaves
+        it out (above): a folder never used, or one that cannot be read, stops nothing but
+        itself."""
+        statuses = {}
+        for name in names:
+            with contextlib.suppress(FolderError):
+                statuses[name] = self.status(name)
+        return statuses
 
     def create_folder(self, folder: str) -> bool:
         """Create a folder; True when it was created, False when it already existed."""
@@ -291,14 +312,13 @@ class Session:
     def _select(self, folder: str, readonly: bool) -> FolderStatus:
         # Whatever the outcome, the folder selected before is left (RFC 3501 section 6.3.1).
         self._selected = None
-        try:
-            with self.guarded():
-                reply = self._client.select_folder(folder, readonly=readonly)
-        except imap_exc.IMAPClientError as exc:
-            raise self.folder_error(f"cannot open folder {folder!r}: {text_of(exc)}") from None
+        with self.guarded():
+            typ, text, reply = exchanges.select_reply(self._client, folder, readonly)
+        if typ != "OK":
+            raise self.folder_error(f"cannot open folder {folder!r}: {typ} {text}")
         self._selected = folder
         self._writable = not readonly
-        return records.selected_status(reply)
+        return records.selected_status(reply, self.account, folder)
 
     def _send_leave(self) -> tuple[str, bytes] | None:
         """Send the command that leaves the selected folder; its (name, tag) to complete."""
@@ -549,14 +569,18 @@ class _Survey:
             # imaplib raises on BAD (e.g. FETCH after a failed EXAMINE).
             typ = "BAD"
         if command == "EXAMINE":
-            reply = self.session._client._process_select_response(imap.untagged_responses)
+            reply = dict(imap.untagged_responses)
             imap.untagged_responses.clear()
             if typ != "OK":
                 self.failed.add(name)
                 return
-            self.scans[name] = FolderScan(records.selected_status(reply), [])
             # Selected read-only, with no `SelectedFolder`: what leaves it needs to know.
             self.session._selected = name
+            try:
+                self.scans[name] = FolderScan(records.selected_status(reply, self.session.account, name), [])
+            except FolderError:
+                # Read again the plain way (`read_plainly`), which reports what is wrong.
+                self.failed.add(name)
             return
         # A server may run a folder's FETCH and SEARCH commands side by side (Dovecot does,
         # RFC 3501 section 5.5), so one's replies can come before the other's completion:

@@ -15,28 +15,27 @@ to send APPEND literals without copying them (imapclient's range is pinned in se
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import datetime as dt
 import imaplib
 import re
 import socket
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import imapclient
 from imapclient import exceptions as imap_exc
 from imapclient import imap4
 from imapclient.imap_utf7 import decode as decode_utf7
-from imapclient.response_parser import parse_fetch_response, parse_response
+from imapclient.response_parser import parse_fetch_response
 
 from fastsync.settings import credentials
 from fastsync.imap import wire
 from fastsync.imap.capabilities import Capabilities
 from fastsync.settings.config import Account
 from fastsync.records.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError
-from fastsync.imap.replies import NoGreeting, describe_os_error, raise_if_throttled, redact
+from fastsync.imap.replies import NoGreeting, describe_os_error, raise_if_throttled, redact, sasl_unusable
 from fastsync.imap.tls import StreamContext, TLSStream, tls_context
 from fastsync.rules.limits import capped_buffer_bytes
 from fastsync.records.model import Described, Fetched
@@ -98,6 +97,13 @@ class Metered:
         line: bytes = super().readline()  # type: ignore[misc]
         if self.meter_down is not None:
             self.meter_down.charge(len(line))
+        if line.endswith(b"\n") and not line.endswith(b"\r\n"):
+            # RFC 3501 section 2.2 ends every line with CRLF, but some servers end some
+            # lines with a bare LF (after AUTHENTICATE, for one); imaplib would call that an
+            # unterminated line and drop the connection.  A bare LF ends the line all the
+            # same (be liberal in what you accept, RFC 1122 section 1.2.2); a literal's
+            # bytes are read by count, never through here, so no message changes.
+            line = line[:-1] + b"\r\n"
         return line
 
     def send(self, data: bytes) -> None:
@@ -264,12 +270,22 @@ def _oauth2_login(client: Client, account: Account, offered: Capabilities, token
 
 
 def _password_login(client: Client, account: Account, offered: Capabilities) -> None:
-    """AUTHENTICATE PLAIN when offered, else LOGIN; a LoginError is left to the caller."""
+    """AUTHENTICATE PLAIN when offered, else LOGIN; a refusal of the credentials is a
+    LoginError, left to the caller.  When AUTHENTICATE fails for another reason (BAD: the
+    server does not know the mechanism it announced; a NO whose response code is not about
+    the credentials: `replies.sasl_unusable`), LOGIN is tried instead: LOGINDISABLED was
+    ruled out before."""
     if "PLAIN" in offered.auth_mechanisms:
         # RFC 4616 carries the user name and password as UTF-8; imaplib sends the LOGIN
         # command's arguments as ASCII only.
-        client.plain_login(account.user, account.password)
-        return
+        secret = f"\0{account.user}\0{account.password}".encode()
+        status, text = authenticate(client, "PLAIN", secret)
+        if status == "OK":
+            return
+        text = redact(text, account.password)
+        raise_if_throttled(text, account)
+        if not sasl_unusable(status, text):
+            raise imap_exc.LoginError(text)
     if not (account.user.isascii() and account.password.isascii()):
         raise AuthError(
             f"{account.where}: server does not offer AUTH=PLAIN and its LOGIN command cannot carry a "
@@ -277,6 +293,38 @@ def _password_login(client: Client, account: Account, offered: Capabilities) -> 
             "and the password", side=account.side,
         )
     client.login(account.user, account.password)
+
+
+class _SaslResponse:
+    """The client's answer to a one-step SASL mechanism (PLAIN, RFC 4616), for imaplib's
+    ``_command``, which calls it on each continuation (it wants a bound method)."""
+
+    def __init__(self, response: bytes) -> None:
+        self._response: bytes | None = response
+
+    def answer(self, _challenge: bytes) -> bytes:
+        response, self._response = self._response, None
+        # A second challenge has no answer: "*" cancels the exchange (RFC 3501 section 6.2.2).
+        return b"*" if response is None else base64.b64encode(response)
+
+
+def authenticate(client: Client, mechanism: str, response: bytes) -> tuple[str, str]:
+    """AUTHENTICATE *mechanism* with one response (RFC 3501 section 6.2.2); the tagged reply's
+    status (OK, NO or BAD) and text.  imapclient's ``plain_login`` raises one LoginError for
+    all three, and a BAD (the mechanism is not known after all) is no wrong password."""
+    imap = client._imap
+    imap.literal = _SaslResponse(response).answer
+    try:
+        tag = imap._command("AUTHENTICATE", mechanism)
+        status, data = imap._command_complete("AUTHENTICATE", tag)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as exc:
+        # imaplib raises on BAD; the connection is still in step.
+        return "BAD", str(exc)
+    if status == "OK":
+        imap.state = "AUTH"
+    return status, text_of(data)
 
 
 def close_quietly(client: Any) -> None:
@@ -618,61 +666,33 @@ def quoted_folder(client: Client, name: str) -> str:
 # -- server values -------------------------------------------------------------------------
 
 
-def status_replies(replies: Sequence[Any]) -> dict[str, dict[Any, Any]]:
-    """Folder name -> STATUS values from the untagged STATUS replies of a LIST-STATUS
-    (RFC 5819), for `records.status_of`."""
-    statuses = {}
-    for reply in replies:
-        if reply is None:
-            continue
-        try:
-            name, values = parse_response([reply] if isinstance(reply, bytes) else list(reply))
-        except imap_exc.ProtocolError:
-            continue
-        if isinstance(name, bytes | str):
-            statuses[decode_utf7(name)] = dict(zip(values[::2], values[1::2], strict=False))
-    return statuses
+def decode_name(raw: bytes | str) -> str:
+    """A folder name as a reply sends it, decoded from modified UTF-7 (RFC 3501 section 5.1.3)."""
+    decoded: str = decode_utf7(raw)
+    return decoded
 
 
-@dataclass(frozen=True)
-class Fields:
-    """The items of one message's FETCH response that fastsync asks for (None: not sent)."""
+def parse_fetch(items: Sequence[object], account: Account) -> dict[bytes, Any] | None:
+    """One message's FETCH items by imapclient's general parser (for the shapes `wire` does
+    not read); None when there are none.  Unreadable: `MalformedResponse`."""
+    try:
+        parsed: dict[bytes, Any] | None = next(iter(parse_fetch_response(items, False, False).values()), None)
+    except imap_exc.ProtocolError as exc:
+        text = f"{account.where}: malformed FETCH response: {text_of(exc)[:200]}"
+        raise MalformedResponse(text, side=account.side) from None
+    return parsed
 
-    uid: int
-    size_bytes: int | None
-    flags: tuple[str, ...] | None
-    # As sent (see `wire.Record.internaldate`); `moment` parses it.
-    internaldate: bytes | None
-    literal: bytes | None
-    gm_msgid: int | None = None
 
-    @property
-    def moment(self) -> dt.datetime | None:
-        return wire.parse_internaldate(self.internaldate) if self.internaldate is not None else None
-
-    @classmethod
-    def read(cls, record: wire.Record, account: Account, *needed: str) -> Fields | None:
-        """A message's items: `wire`'s fast reading, or imapclient's parser when the response
-        is not of the usual shape (e.g. a header section sent as a quoted string).  None when
-        the response has no UID."""
-        uid = record.uid()
-        if uid is not None:
-            fields = cls(uid, record.size(), record.flags(), record.internaldate(), record.literal(), record.gm_msgid())
-            if all(getattr(fields, name) is not None for name in needed):
-                return fields
-        try:
-            parsed = next(iter(parse_fetch_response(record.items, False, False).values()), None)
-        except imap_exc.ProtocolError as exc:
-            text = f"{account.where}: malformed FETCH response: {text_of(exc)[:200]}"
-            raise MalformedResponse(text, side=account.side) from None
-        if parsed is None or b"UID" not in parsed:
-            return None
-        date = parsed.get(b"INTERNALDATE")
-        return cls(
-            int(parsed[b"UID"]),
-            int(parsed.get(b"RFC822.SIZE", 0)),
-            tuple(text_of(f) for f in parsed.get(b"FLAGS", ())),
-            wire.format_internaldate(date) if isinstance(date, dt.datetime) else None,
-            next((v or b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
-            int(parsed[b"X-GM-MSGID"]) if b"X-GM-MSGID" in parsed else None,
-        )
+def command(client: Client, name: str, *args: str, keep: Sequence[str] = ()) -> tuple[str, str, dict[str, list[Any]]]:
+    """One command to its tagged reply: OK, NO or BAD (which imaplib raises), the reply's text,
+    and the untagged responses named in *keep* as imaplib keeps them, taken from its store."""
+    imap = client._imap
+    try:
+        typ, data = imap._simple_command(name, *args)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as exc:
+        # The connection is still in step.
+        typ, data = "BAD", str(exc)
+    kept = {key: imap.untagged_responses.pop(key) for key in keep if key in imap.untagged_responses}
+    return typ, text_of(data), kept

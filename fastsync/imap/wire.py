@@ -316,3 +316,164 @@ def uid_sets(uids: Sequence[int], batch: int) -> Iterator[str]:
     ordered = sorted(set(uids))
     for start in range(0, len(ordered), batch):
         yield sequence_set(ordered[start : start + batch])
+
+
+# -- LIST, STATUS and SELECT replies ---------------------------------------------------------
+
+# RFC 3501 section 7.2.2: "(" flags ")" SP (quoted delimiter / NIL) SP mailbox, where the
+# mailbox is an astring (an atom may hold "[" and "]": ASTRING-CHAR), a quoted string or a
+# literal, and may be followed by extended data (RFC 5258 mbox-list-extended), ignored here.
+_LIST_HEAD = re.compile(rb'\(([^()]*)\) (NIL|"(?:[^"\\]|\\.)") ', re.IGNORECASE)
+_QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+_ATOM = re.compile(rb'[^\x00-\x20\x7f(){"%*\\]+')
+
+
+def unquote(text: bytes) -> bytes:
+    """The value of a quoted string's inside (RFC 3501 section 9: quoted-specials escaped)."""
+    return re.sub(rb"\\(.)", rb"\1", text)
+
+
+def list_entries(items: Iterable[object]) -> Iterator[tuple[tuple[bytes, ...], bytes, bytes]]:
+    """(flags, delimiter, name as sent) of each LIST reply, from imaplib's items (a line, or a
+    ``(line, literal)`` pair when the name came as a literal).  Raises ValueError naming the
+    item that is not a LIST reply."""
+    for item in items:
+        literal: bytes | None = None
+        if isinstance(item, tuple) and len(item) == 2 and all(isinstance(part, bytes) for part in item):
+            line, literal = item
+        elif isinstance(item, bytes):
+            line = item
+        elif item is None:
+            continue
+        else:
+            raise ValueError(repr(item))
+        if literal is None and (not line or line.startswith(b" ")):
+            # What followed a literal name on its line: nothing, or RFC 5258 extended data.
+            continue
+        head = _LIST_HEAD.match(line)
+        if head is None:
+            raise ValueError(repr(line))
+        flags = tuple(head.group(1).split())
+        delimiter = b"" if head.group(2).upper() == b"NIL" else unquote(head.group(2)[1:-1])
+        yield flags, delimiter, _list_name(line[head.end():], literal, line)
+
+
+def _list_name(rest: bytes, literal: bytes | None, line: bytes) -> bytes:
+    if literal is not None:
+        if not _LITERAL_SIZE.fullmatch(rest):
+            raise ValueError(repr(line))
+        return literal
+    name, after = _astring(rest, line)
+    if after and not after.startswith(b" "):
+        raise ValueError(repr(line))
+    return name
+
+
+_STATUS_VALUES = re.compile(rb"\s*\(([^()]*)\)\s*")
+
+
+def status_entries(items: Sequence[object]) -> Iterator[tuple[bytes, dict[str, bytes]] | ValueError]:
+    """(folder name as sent, {item: value as sent}) of each STATUS reply (RFC 3501 section
+    7.2.4: mailbox SP "(" [item SP value *(SP item SP value)] ")"), from imaplib's items; the
+    mailbox is an astring or a literal (then its values are the next item).  A reply that
+    cannot be read comes as a ValueError naming it, in its place."""
+    index = 0
+    while index < len(items):
+        item = items[index]
+        index += 1
+        if item is None:
+            continue
+        try:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes):
+                name, rest = item[1], items[index] if index < len(items) else b""
+                index += 1
+            elif isinstance(item, bytes):
+                name, rest = _astring(item, item)
+            else:
+                raise ValueError(repr(item))
+            yield name, _status_values(rest if isinstance(rest, bytes) else b"", item)
+        except ValueError as exc:
+            yield exc
+
+
+def _astring(text: bytes, line: object) -> tuple[bytes, bytes]:
+    """A leading quoted string or atom of *text*, unquoted, and what follows it."""
+    quoted = _QUOTED.match(text)
+    if quoted is not None:
+        return unquote(quoted.group(1)), text[quoted.end():]
+    atom = _ATOM.match(text)
+    if atom is None:
+        raise ValueError(repr(line))
+    return atom.group(0), text[atom.end():]
+
+
+def _status_values(rest: bytes, line: object) -> dict[str, bytes]:
+    match = _STATUS_VALUES.fullmatch(rest)
+    words = match.group(1).split() if match else []
+    if match is None or len(words) % 2:
+        raise ValueError(repr(line))
+    return {words[i].decode("ascii", "replace").upper(): words[i + 1] for i in range(0, len(words), 2)}
+
+
+_NAMESPACE_TOKEN = re.compile(rb'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|(NIL)\b|([^\s()"]+))', re.IGNORECASE)
+
+
+def personal_namespaces(line: bytes) -> list[tuple[bytes, bytes]] | None:
+    """(prefix, delimiter) of each personal namespace of a NAMESPACE reply's line (RFC 2342
+    section 5: three lists or NIL, each namespace "(" prefix SP delimiter *(extension) ")");
+    extension data after the delimiter is ignored; None when the line cannot be read."""
+    stack: list[list[object]] = [[]]
+    pos = 0
+    while pos < len(line):
+        token = _NAMESPACE_TOKEN.match(line, pos)
+        if token is None:
+            return None
+        pos = token.end()
+        if token.group(1):
+            stack.append([])
+        elif token.group(2):
+            if len(stack) < 2:
+                return None
+            done = stack.pop()
+            stack[-1].append(done)
+        elif token.group(3) is not None:
+            stack[-1].append(unquote(token.group(3)))
+        elif token.group(4):
+            stack[-1].append(None)
+        else:
+            stack[-1].append(token.group(5))
+    if len(stack) != 1 or not stack[0]:
+        return None
+    personal = stack[0][0]
+    if personal is None:
+        return []
+    found = []
+    for entry in personal if isinstance(personal, list) else [None]:
+        if not isinstance(entry, list) or len(entry) < 2 or not isinstance(entry[0], bytes):
+            return None
+        found.append((entry[0], entry[1] if isinstance(entry[1], bytes) else b""))
+    return found
+
+
+def number(value: object) -> int | None:
+    """A reply's number (RFC 3501 number: digits) as imaplib or imapclient hand it over, or
+    None when it is not one (NIL, a word, a negative or fractional value)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if isinstance(value, bytes | str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+_PERMANENTFLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^()]*)\)\]", re.IGNORECASE)
+
+
+def permanent_flags(ok_lines: Iterable[object]) -> tuple[str, ...] | None:
+    """The flags of a ``[PERMANENTFLAGS (...)]`` response code (RFC 3501 section 7.1) among the
+    untagged OK replies of a SELECT, or None when none came."""
+    for line in ok_lines:
+        if isinstance(line, bytes):
+            match = _PERMANENTFLAGS.search(line)
+            if match is not None:
+                return _flags(match.group(1))
+    return None

@@ -103,7 +103,7 @@ def test_replacement_across_chunks_is_held_back_until_complete() -> None:
 
 
 def test_examine_without_uidnext_or_uidvalidity_reads_as_zero() -> None:
-    status = selected_status({b"EXISTS": 3, b"FLAGS": (), b"PERMANENTFLAGS": ()})
+    status = selected_status({"EXISTS": [b"3"], "FLAGS": [b"()"], "OK": [b"[PERMANENTFLAGS ()] Limited"]})
     assert (status.messages, status.uidvalidity, status.uidnext) == (3, 0, 0)
 
 
