@@ -13,8 +13,6 @@ Edits used by the tests (each a function of one line):
 * `bare_lf`: every line ends in LF alone instead of CRLF (servers that write lines with a
   bare LF, e.g. after AUTHENTICATE);
 * `modseq_nil`: ``HIGHESTMODSEQ NIL`` in the STATUS reply of an empty folder;
-* `unquoted_names`: LIST replies with the folder name as an atom, not a quoted string
-  (``abc[def`` is a legal atom: RFC 3501's ATOM-CHAR excludes "]" but not "[");
 * `status_dropped(name)`: no STATUS reply for that folder in a LIST-STATUS (RFC 5819
   section 4 allows a server to drop one it cannot produce);
 * `renamed(old, new)` (client to server): a folder name in the client's commands replaced,
@@ -34,7 +32,7 @@ from typing import Any
 
 from bench.harness.tcpproxy import CountingProxy
 
-__all__ = ["EditingProxy", "LineEditor", "bare_lf", "modseq_nil", "renamed", "status_dropped", "unquoted_names"]
+__all__ = ["EditingProxy", "LineEditor", "bare_lf", "modseq_nil", "renamed", "status_dropped"]
 
 Edit = Callable[[bytes], bytes]
 
@@ -108,18 +106,6 @@ def modseq_nil(line: bytes) -> bytes:
     """An empty folder's STATUS reply with ``HIGHESTMODSEQ NIL`` for its number."""
     edited = _STATUS_MODSEQ.sub(rb"\1NIL", line)
     return _STATUS_MODSEQ_FIRST.sub(rb"\1NIL\2", edited)
-
-
-_LIST_QUOTED = re.compile(rb'^(\* LIST \([^)]*\) (?:"[^"]*"|NIL) )"((?:[^"\\]|\\.)*)"')
-
-
-def unquoted_names(line: bytes) -> bytes:
-    """A LIST reply with its folder name as an atom when it needs no quoting by RFC 3501's
-    grammar: no space, quote, backslash, parenthesis, brace, "%", "*" or "]"."""
-    match = _LIST_QUOTED.match(line)
-    if match is None or re.search(rb'[\s"\\(){%*\]]', match.group(2)) or not match.group(2):
-        return line
-    return match.group(1) + match.group(2) + line[match.end() :]
 
 
 def status_dropped(name: bytes) -> Edit:
