@@ -369,6 +369,9 @@ class Reporter:
                 self.error(f"line {p.line} ({p.src_user} -> {p.dst_user}): {text}")
         if self.quiet:
             return
+        if s.dry_run:
+            self.batch_plan(s)
+            return
         rows = [
             [p.line, p.src_user, p.dst_user, p.outcome, p.copied, p.present, p.failed, human_bytes(p.copied_bytes),
              f"{p.elapsed_s:.1f}", "" if p.exit_code is None else p.exit_code]
@@ -383,6 +386,23 @@ class Reporter:
             f"{s.count('failed')} failed, {s.count('interrupted') + s.count('not run')} not finished; "
             f"{s.copied} copied, {human_bytes(s.copied_bytes)}, {s.elapsed_s:.1f} s, {rate:.1f} MB/s"
         )
+
+    def batch_plan(self, s: BatchSummary) -> None:
+        """``batch -n``: what each pair would copy and delete, and that nothing was written."""
+        rows = [
+            [p.line, p.src_user, p.dst_user, p.outcome, p.planned, human_bytes(p.planned_bytes), p.delete_planned,
+             p.present, "" if p.exit_code is None else p.exit_code]
+            for p in s.pairs
+        ]
+        self.table("Batch plan", ["line", "source user", "destination user", "outcome", "to copy", "bytes",
+                                  "to delete", "present", "exit"], rows)
+        self.info(
+            f"{len(s.pairs)} pairs: {s.count('planned')} planned, {s.count('partial')} partial, "
+            f"{s.count('failed')} failed, {s.count('interrupted') + s.count('not run')} not finished; "
+            f"{s.planned} to copy, {human_bytes(sum(p.planned_bytes for p in s.pairs))}, "
+            f"{sum(p.delete_planned for p in s.pairs)} to delete"
+        )
+        self.info("Dry run: nothing was written.")
 
     # -- --json --------------------------------------------------------------------------
 
@@ -521,10 +541,13 @@ def batch_document(s: BatchSummary) -> dict[str, Any]:
     """batch's --json document: every pair's figures and the batch's totals."""
     return {
         "command": "batch",
+        "dry_run": s.dry_run,
         "pairs": [dataclasses.asdict(p) for p in s.pairs],
         "summary": {
             "pairs": len(s.pairs),
-            **{o: s.count(o) for o in ("exact", "skipped", "partial", "failed", "interrupted", "not run")},
+            **{o: s.count(o) for o in ("exact", "skipped", "partial", "failed", "interrupted", "not run", "planned")},
+            "planned": s.planned,
+            "delete_planned": sum(p.delete_planned for p in s.pairs),
             "copied": s.copied,
             "copied_bytes": s.copied_bytes,
             "elapsed_s": round(s.elapsed_s, 3),

@@ -62,7 +62,9 @@ def main() -> int:
         _watch_lifeline(stdin)
         handler = configure_log(options.log_file, options.log_format, [config.src.password, config.dst.password])
         try:
-            summary = engine.run(engine.RunRequest(config, options, engine.Mode.SYNC), reporter)
+            # As ``fastsync sync -y`` would: a dry run when the batch is one (``batch -n``).
+            mode = engine.Mode.DRY_RUN if options.dry_run else engine.Mode.SYNC
+            summary = engine.run(engine.RunRequest(config, options, mode), reporter)
             assert isinstance(summary, Summary)
             code = summary.exit_code
             reporter.result(summary, code)

@@ -148,7 +148,8 @@ class PairProcess:
             figures = doc["summary"]
             result.copied, result.present = figures["copied"], figures["present"]
             result.failed, result.copied_bytes = figures["failed"], figures["copied_bytes"]
-            result.planned_bytes = figures["planned_bytes"]
+            result.planned, result.planned_bytes = figures["planned"], figures["planned_bytes"]
+            result.delete_planned = figures["delete_planned"]
             result.errors.extend(doc["errors"])
             result.errors.extend(
                 f"not copied: folder {f['folder']!r} UID {f['uid']}: {f['reason']}" for f in doc["failed"]
@@ -156,7 +157,7 @@ class PairProcess:
         if final.get("error"):
             result.errors.append(final["error"])
         if result.exit_code == ExitCode.OK:
-            result.outcome = "exact"
+            result.outcome = "planned" if doc is not None and doc.get("dry_run") else "exact"
         elif result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
             result.outcome = "interrupted"
         elif doc is not None and result.exit_code == ExitCode.PARTIAL:

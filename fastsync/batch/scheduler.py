@@ -111,13 +111,14 @@ class Scheduler:
     """Starts pairs within the caps, follows them, counts the whole batch."""
 
     def __init__(self, options: Options, allocation: Allocation, same_server: bool, reporter: Reporter,
-                 summary: BatchSummary, journal: Journal) -> None:
+                 summary: BatchSummary, journal: Journal | None) -> None:
         self.options, self.reporter, self.summary, self.journal = options, reporter, summary, journal
         self.same_server = same_server
         self.per_side, self.parallel = allocation.per_side, allocation.parallel
         self.cap = options.max_connections_per_server
+        # A dry batch is a dry run of every pair: it plans, shows and writes nothing.
         self.pair_options = dataclasses.replace(
-            options, confirm=True, dry_run=False, json=False, quiet=True, max_connections=self.per_side,
+            options, confirm=True, dry_run=options.dry_run, json=False, quiet=True, max_connections=self.per_side,
             workers=allocation.workers,
         )
         self.usage: dict[str, int] = {}
@@ -150,7 +151,8 @@ class Scheduler:
 
     def start(self, pair: PairLine, result: PairResult, key: str) -> None:
         self.take(pair, +1)
-        self.journal.started(key, pair.line, result.src_user, result.dst_user)
+        if self.journal is not None:
+            self.journal.started(key, pair.line, result.src_user, result.dst_user)
         name = pair.name
 
         def planned(_messages: int, size_bytes: int) -> None:
@@ -180,10 +182,11 @@ class Scheduler:
 
         def follow() -> None:
             process.wait()
-            self.journal.finished(key, Entry(
-                result.outcome, result.copied, result.present, result.failed, result.copied_bytes,
-                result.elapsed_s, result.exit_code, time.time(),
-            ))
+            if self.journal is not None:
+                self.journal.finished(key, Entry(
+                    result.outcome, result.copied, result.present, result.failed, result.copied_bytes,
+                    result.elapsed_s, result.exit_code, time.time(),
+                ))
             with self.lock:
                 del self.running[pair.line]
                 self.take(pair, -1)
@@ -242,9 +245,12 @@ def run_batch(batch: Batch, options: Options, reporter: Reporter,
     the first pair's: the caller starts it early, so that its start-up overlaps the reading
     of the files and of the journal."""
     started = time.monotonic()
-    summary = BatchSummary(max_connections_per_server=options.max_connections_per_server)
+    summary = BatchSummary(max_connections_per_server=options.max_connections_per_server,
+                           dry_run=options.dry_run)
     client = cluster.connect(options.cluster, options.plain_cluster) if options.cluster else None
-    journal = Journal.open(options.state_dir or default_dir(), batch.pairs_path)
+    # A dry run plans every pair, finished before or not, and records nothing: a pair it
+    # planned must not pass for one a sync finished.
+    journal = None if options.dry_run else Journal.open(options.state_dir or default_dir(), batch.pairs_path)
     if spare is None and client is None:
         spare = pairrun.spawn()
     try:
@@ -254,7 +260,7 @@ def run_batch(batch: Batch, options: Options, reporter: Reporter,
             result = PairResult(pair.line, pair.config.src.user, pair.config.dst.user)
             summary.pairs.append(result)
             key = pair.key(context)
-            entry = journal.get(key)
+            entry = journal.get(key) if journal is not None else None
             if entry is not None and entry.exit_code == 0 and not options.again:
                 result.outcome, result.copied, result.present = "skipped", 0, entry.present + entry.copied
                 continue
@@ -280,7 +286,8 @@ def run_batch(batch: Batch, options: Options, reporter: Reporter,
     finally:
         if spare is not None:
             pairrun.discard(spare)
-        journal.close()
+        if journal is not None:
+            journal.close()
         if client is not None:
             client.close()
     summary.elapsed_s = time.monotonic() - started

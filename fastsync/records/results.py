@@ -258,13 +258,17 @@ class PairResult:
     line: int
     src_user: str
     dst_user: str
-    # exact | partial | failed | skipped (finished exactly before) | interrupted | not run
+    # exact | partial | failed | skipped (finished exactly before) | interrupted | not run;
+    # planned: a dry run's pair whose plan is complete (``batch -n``).
     outcome: str = "not run"
     copied: int = 0
     present: int = 0
     failed: int = 0
     copied_bytes: int = 0
+    # The plan: messages and bytes to copy, destination messages --delete-dest would delete.
+    planned: int = 0
     planned_bytes: int = 0
+    delete_planned: int = 0
     elapsed_s: float = 0.0
     exit_code: int | None = None
     errors: list[str] = field(default_factory=list)
@@ -282,6 +286,8 @@ class BatchSummary:
     max_connections_per_server: int = 0
     cancelled: str = ""
     cancel_code: int = 0
+    # ``batch -n``: every pair planned, nothing written.
+    dry_run: bool = False
 
     def count(self, outcome: str) -> int:
         return sum(1 for p in self.pairs if p.outcome == outcome)
@@ -295,8 +301,12 @@ class BatchSummary:
         return sum(p.copied_bytes for p in self.pairs)
 
     @property
+    def planned(self) -> int:
+        return sum(p.planned for p in self.pairs)
+
+    @property
     def exit_code(self) -> int:
         """0 when every pair is exact (or was before), 1 when some is not, or the stop's code."""
         if self.cancelled:
             return self.cancel_code
-        return 0 if all(p.outcome in ("exact", "skipped") for p in self.pairs) else 1
+        return 0 if all(p.outcome in ("exact", "skipped", "planned") for p in self.pairs) else 1
