@@ -23,7 +23,9 @@ none of them):
   server that replaces Message-Id on APPEND).  With ``record=True`` the rewritten bytes
   are kept: what the server received.
 * ``rewrite_down=factory`` does the same to the server's bytes before the client sees them
-  (bench/replyproxy.py uses it to play servers whose replies differ from Dovecot's).
+  (bench/replyproxy.py uses it to play servers whose replies differ from Dovecot's;
+  `LineRewriter` passes each line through a function, to play a server whose replies
+  carry other values: a FETCH item it gets wrong, a UIDVALIDITY that changes).
 """
 
 from __future__ import annotations
@@ -61,6 +63,25 @@ class UpstreamRewriter(Protocol):
     def flush(self) -> bytes:
         """What is still held back, when the client has closed its side."""
         ...
+
+
+class LineRewriter:
+    """An `UpstreamRewriter` for either direction: each complete line (up to its LF) is
+    passed through *change*; a line cut by a chunk's end is held until its LF arrives."""
+
+    def __init__(self, change: Callable[[bytes], bytes]) -> None:
+        self.change = change
+        self._partial = b""
+
+    def feed(self, data: bytes) -> bytes:
+        data = self._partial + data
+        end = data.rfind(b"\n") + 1
+        self._partial = data[end:]
+        return b"".join(self.change(line) for line in data[:end].splitlines(keepends=True))
+
+    def flush(self) -> bytes:
+        held, self._partial = self._partial, b""
+        return held
 
 
 @dataclass

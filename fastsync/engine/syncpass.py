@@ -297,11 +297,23 @@ class SyncPass:
                 again = plan_folders(self.planner, request, reporter, ledger=self.ledger)
                 summary.planned += sum(len(p.todo) for p in again)
                 summary.incomplete.update(replan)
-                self.copy(again)
+                self.changed_again(self.copy(again))
         finally:
             reporter.stop_copy()
             # Also when Ctrl-C or SIGTERM ended the copy: the summary's rates use it.
             summary.copy_s = time.monotonic() - copy_started
+
+    def changed_again(self, folders: set[str]) -> None:
+        """Source folders whose UIDVALIDITY changed again after they were planned again:
+        not planned a third time (a folder that changes at every look would loop), but
+        reported, so that the run ends incomplete and a re-run copies what was left."""
+        self.replanned |= folders
+        for name in sorted(folders):
+            text = (f"{self.config.src.label} ({self.config.src.server}): folder {name!r} changed UIDVALIDITY "
+                    "again while it was copied; its messages not copied yet were left; run again")
+            self.summary.errors.append(text)
+            self.summary.incomplete.add(name)
+            event("folder changed again", side="src", folder=name, level=logging.ERROR, reason=text)
 
     def leave_out(self, plans: Sequence[FolderPlan], refused: dict[str, str]) -> list[FolderPlan]:
         """The plans still to copy once the destination refused to create *refused*: each

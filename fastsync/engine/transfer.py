@@ -160,11 +160,12 @@ class Copier:
         return self._done(dst, unit, copied, failures, left, vanished=vanished, skipped=skipped)
 
     def _open_source(self, src: Session, unit: WorkUnit) -> UnitDone | None:
-        """Examine the unit's source folder unless it is in hand; a report when its
-        UIDVALIDITY changed since planning (RFC 3501 section 2.3.1.1: the plan's UIDs no
-        longer name these messages)."""
+        """Examine the unit's source folder unless it is in hand under the UIDVALIDITY the
+        unit was planned with (a unit planned again after a change is checked afresh); a
+        report when its UIDVALIDITY changed since planning (RFC 3501 section 2.3.1.1: the
+        plan's UIDs no longer name these messages)."""
         folder = unit.pair.src
-        if self._in_hand(folder):
+        if self._in_hand(folder) and self._source(unit).status.uidvalidity == unit.uidvalidity:
             return None
         self.src_folder = None
         self.src_folder = src.examine(folder)

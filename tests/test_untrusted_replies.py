@@ -1,0 +1,47 @@
+"""Values a source server gets wrong or changes under fastsync's feet, played by a real
+Dovecot behind a proxy that rewrites its replies (`bench.tcpproxy`, ``rewrite_down``):
+a folder whose UIDVALIDITY changes at every look, an INTERNALDATE that cannot be read, a
+negative RFC822.SIZE.  Each must end in one clear line and an exit code that says what
+was left, never in a silent loss or a crash."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Callable
+
+from bench.tcpproxy import CountingProxy, LineRewriter
+from tests.conftest import AccountFactory, ConfigFor
+from tests.helpers import message, run_cli, snapshot
+
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
+
+
+def _fresh_uidvalidity() -> Callable[[], LineRewriter]:
+    """Every SELECT/EXAMINE on every connection answers with a UIDVALIDITY never given
+    before: a folder deleted and created again between any two looks at it."""
+    counter = itertools.count(1000)
+
+    def change(line: bytes) -> bytes:
+        return _UIDVALIDITY.sub(lambda _m: b"[UIDVALIDITY %d]" % next(counter), line)
+
+    return lambda: LineRewriter(change)
+
+
+def test_a_folder_whose_uidvalidity_changes_again_after_replanning_ends_incomplete(
+    accounts: AccountFactory, config_for: ConfigFor,
+) -> None:
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n) for n in range(5)])
+    with CountingProxy(src.server.port, rewrite_down=_fresh_uidvalidity()) as proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}})
+        done = run_cli("sync", "-c", config, "-y", "--procs", "1", "--json")
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["complete"] is False
+    assert any("'INBOX'" in error and "UIDVALIDITY" in error for error in doc["errors"]), doc["errors"]
+    assert "'INBOX'" in done.stderr and "run again" in done.stderr
+    # Nothing was copied under UIDs that no longer name the planned messages.
+    assert doc["summary"]["copied"] == 0
+    assert not snapshot(dst).get("INBOX")
