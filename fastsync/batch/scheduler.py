@@ -37,7 +37,7 @@ from fastsync.batch import parent as pairrun
 from fastsync.batch.inputs import Batch, PairLine
 from fastsync.batch.journal import Entry, Journal
 from fastsync.batch.parent import Callbacks, PairProcess
-from fastsync.engine.state import default_dir
+from fastsync.engine.state import account_key, default_dir
 from fastsync.records.errors import Cancelled, UsageError, describe, exit_code_of
 from fastsync.records.results import BatchSummary, PairResult, Reporter
 from fastsync.settings.options import DEFAULT_WORKERS, Options
@@ -122,7 +122,7 @@ class Scheduler:
             workers=allocation.workers,
         )
         self.usage: dict[str, int] = {}
-        self.busy_dst: set[tuple[str, str]] = set()
+        self.busy_dst: set[str] = set()
         self.running: dict[int, PairProcess | cluster.ClusterPair] = {}
         # --cluster: the Dask client, and the event that stops the batch's running tasks.
         self.client: Any = None
@@ -136,7 +136,7 @@ class Scheduler:
 
     def fits(self, pair: PairLine) -> bool:
         src, dst = pair.config.src, pair.config.dst
-        if len(self.running) >= self.parallel or (dst.server, dst.user) in self.busy_dst:
+        if len(self.running) >= self.parallel or account_key(dst) in self.busy_dst:
             return False
         return not self.cap or all(
             self.usage.get(server, 0) + self.per_side * (2 if self.same_server else 1) <= self.cap
@@ -146,7 +146,8 @@ class Scheduler:
     def take(self, pair: PairLine, delta: int) -> None:
         for server in (pair.config.src.server, pair.config.dst.server):
             self.usage[server] = self.usage.get(server, 0) + delta * self.per_side
-        dst = (pair.config.dst.server, pair.config.dst.user)
+        # The account, not its spelling: `U015` and `u015` are one mailbox (and one lock).
+        dst = account_key(pair.config.dst)
         (self.busy_dst.add if delta > 0 else self.busy_dst.discard)(dst)
 
     def start(self, pair: PairLine, result: PairResult, key: str) -> None:

@@ -1,16 +1,16 @@
 """The ledger: which destination message each copy became, so that a re-run knows its copies
 even on a destination that rewrites them.
 
-Engine layer: imports `config` and `statedir`.  Some servers (Exchange and hosted setups) replace the
-Message-Id of an appended message, so the identity fastsync compares is not the one it
-sent, and every re-run would copy everything again.  Where the destination announces
-UIDPLUS, each APPEND answers with the new message's UID (APPENDUID, RFC 4315 section 3);
-the worker that sent it records source (folder, UIDVALIDITY, UID) -> destination (folder,
-UIDVALIDITY, UID) itself, one transaction per work unit, also when the unit ends in an
-error, so that a copy made while the parent is gone is known.  Planning, check,
---sync-flags and --delete-dest count a ledgered message as present when its destination
-UID still exists under the same UIDVALIDITY, and never otherwise: the ledger is checked
-against the server, not trusted.
+Engine layer: imports `config`, `statedir` and `state` (what names an account).  Some
+servers (Exchange and hosted setups) replace the Message-Id of an appended message, so the
+identity fastsync compares is not the one it sent, and every re-run would copy everything
+again.  Where the destination announces UIDPLUS, each APPEND answers with the new
+message's UID (APPENDUID, RFC 4315 section 3); the worker that sent it records source
+(folder, UIDVALIDITY, UID) -> destination (folder, UIDVALIDITY, UID) itself, one
+transaction per work unit, also when the unit ends in an error, so that a copy made while
+the parent is gone is known.  Planning, check, --sync-flags and --delete-dest count a
+ledgered message as present when its destination UID still exists under the same
+UIDVALIDITY, and never otherwise: the ledger is checked against the server, not trusted.
 
 SQLite in WAL mode, read by the parent and written by every worker: Ctrl-C, a crash or
 ``kill -9`` of a worker loses at most the unit in hand and never corrupts what was
@@ -23,13 +23,17 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fastsync.engine import statedir
+from fastsync.engine.state import accounts_name
 from fastsync.engine.statedir import UnsafeStateFile
 from fastsync.settings.config import Config
+
+SUFFIX = ".ledger.sqlite"
 
 # How long a connection waits for another's lock before the statement fails.
 BUSY_TIMEOUT_S = 30.0
@@ -69,9 +73,11 @@ class Ledger:
 
     @classmethod
     def for_config(cls, config: Config, directory: Path) -> Ledger:
-        """The ledger of this config's two accounts (named by a hash: no user names on disk)."""
-        accounts = f"{config.src.server}\n{config.src.user}\n{config.dst.server}\n{config.dst.user}"
-        return cls(directory / (hashlib.sha256(accounts.encode()).hexdigest()[:24] + ".ledger.sqlite"))
+        """The ledger of this config's two accounts, whatever the case of their names
+        (`state.accounts_name`; a hash: no user names on disk)."""
+        path = directory / (accounts_name(config) + SUFFIX)
+        _adopt(directory / (_spelled_name(config) + SUFFIX), path)
+        return cls(path)
 
     def _connection(self) -> sqlite3.Connection | None:
         if self.path is None:
@@ -194,3 +200,28 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def _spelled_name(config: Config) -> str:
+    """The name ledgers had before they were named after the accounts: after the names as
+    the config spelled them."""
+    accounts = f"{config.src.server}\n{config.src.user}\n{config.dst.server}\n{config.dst.user}"
+    return hashlib.sha256(accounts.encode()).hexdigest()[:24]
+
+
+def _adopt(legacy: Path, path: Path) -> None:
+    """Give *path* the ledger an earlier version kept under *legacy* (a config spelling a
+    name with capitals), unless *path* has one already: its copies stay known, which on a
+    destination that rewrites Message-Id is what keeps a re-run from copying them again.
+    Closing a connection folds the WAL into the file first; a ledger in use (its WAL still
+    there) is left alone."""
+    try:
+        # Only a file of its own: never through a link (see `statedir`).
+        if legacy == path or os.path.lexists(path) or not stat.S_ISREG(os.lstat(legacy).st_mode):
+            return
+        sqlite3.connect(legacy, timeout=BUSY_TIMEOUT_S).close()
+        if Path(f"{legacy}-wal").exists():
+            return
+        legacy.rename(path)
+    except (OSError, sqlite3.Error):
+        pass

@@ -1,6 +1,6 @@
 """One `sync` at a time per destination account: a lock file in the state directory.
 
-Engine layer: imports `errors` and `config`; the engine's entry (`run.py`) takes the lock
+Engine layer: imports `errors`, `config` and `state` (what names an account); the engine's entry (`run.py`) takes the lock
 before a sync plans and holds it until the run ends, and hands it to every copy worker
 (`pool.py`).
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fastsync.engine import statedir
+from fastsync.engine.state import account_key
 from fastsync.settings.config import Account
 from fastsync.records.errors import Locked, UsageError
 
@@ -37,9 +38,9 @@ READ_PAUSE_S = 0.05
 
 
 def lock_path(directory: Path, dst: Account) -> Path:
-    """The lock file of the destination account *dst*; host names are case-insensitive."""
-    key = f"{dst.server.lower()}\n{dst.user}"
-    return directory / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".lock")
+    """The lock file of the destination account *dst*: of the account, not of the spelling
+    of its host and user names (`state.account_key`)."""
+    return directory / (hashlib.sha256(account_key(dst).encode()).hexdigest()[:24] + ".lock")
 
 
 class RunLock:

@@ -22,7 +22,7 @@ import orjson
 
 from fastsync.engine import statedir
 from fastsync.records.errors import UsageError
-from fastsync.settings.config import Config
+from fastsync.settings.config import Account, Config
 from fastsync.records.model import FolderPair, FolderStatus
 
 VERSION = 1
@@ -37,6 +37,21 @@ def _read(path: Path) -> bytes:
     fd = statedir.open_file(path, os.O_RDONLY)
     with os.fdopen(fd, "rb") as file:
         return file.read()
+
+
+def account_key(account: Account) -> str:
+    """Who *account* is, whatever the spelling of its names: what the destination's lock,
+    the ledger and the state cache are named after.  Host names are case-insensitive (RFC
+    4343), and so are IMAP user names on every common server (Dovecot, Exchange and
+    Microsoft 365, Gmail, Cyrus, Zimbra): ``U015`` and ``u015`` log in to one mailbox, and two
+    runs spelling it differently must meet the same lock and find the same ledger."""
+    return f"{account.server.lower()}\n{account.user.lower()}"
+
+
+def accounts_name(config: Config) -> str:
+    """The hash that names the files of this config's two accounts (no user names on disk)."""
+    accounts = f"{account_key(config.src)}\n{account_key(config.dst)}"
+    return hashlib.sha256(accounts.encode()).hexdigest()[:24]
 
 
 def _key(pair: FolderPair) -> str:
@@ -67,9 +82,7 @@ class StateCache:
     @classmethod
     def for_config(cls, config: Config, directory: Path | None) -> StateCache:
         """The cache of this config's two accounts (named by a hash: no user names on disk)."""
-        accounts = f"{config.src.server}\n{config.src.user}\n{config.dst.server}\n{config.dst.user}"
-        name = hashlib.sha256(accounts.encode()).hexdigest()[:24] + ".json"
-        return cls((directory or default_dir()) / name)
+        return cls((directory or default_dir()) / (accounts_name(config) + ".json"))
 
     def unchanged(self, pair: FolderPair, src: FolderStatus | None, dst: FolderStatus | None) -> bool:
         if src is None or dst is None:

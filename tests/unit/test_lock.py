@@ -120,3 +120,18 @@ def test_an_unwritable_state_directory_is_a_usage_error(tmp_path: Path) -> None:
         RunLock.acquire(blocker / "state", account())
     assert getattr(caught.value, "exit_code", None) == ExitCode.USAGE
     assert "choose a writable --state-dir" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (account(user="Alice@Example.org"), account()),
+        (account(user="ALICE@EXAMPLE.ORG", server="IMAP.EXAMPLE.ORG"), account()),
+        (account(user="U015"), account(user="u015")),
+    ],
+)
+def test_the_lock_is_the_accounts_not_the_spellings(a: Account, b: Account, tmp_path: Path) -> None:
+    # IMAP user names are case-insensitive on every common server: one mailbox, one lock.
+    assert lock_path(tmp_path, a) == lock_path(tmp_path, b)
+    with RunLock.acquire(tmp_path, b), pytest.raises(Locked):
+        RunLock.acquire(tmp_path, a)
