@@ -11,6 +11,8 @@ import json
 import re
 from collections.abc import Callable
 
+import pytest
+
 from bench.tcpproxy import CountingProxy, LineRewriter
 from tests.conftest import AccountFactory, ConfigFor
 from tests.helpers import message, run_cli, snapshot
@@ -45,3 +47,30 @@ def test_a_folder_whose_uidvalidity_changes_again_after_replanning_ends_incomple
     # Nothing was copied under UIDs that no longer name the planned messages.
     assert doc["summary"]["copied"] == 0
     assert not snapshot(dst).get("INBOX")
+
+
+def _replace_everywhere(old: bytes, new: bytes) -> Callable[[], LineRewriter]:
+    return lambda: LineRewriter(lambda line: line.replace(old, new))
+
+
+# Small messages are fetched whole; those above 1 MiB are streamed (`plan.STREAM_MESSAGE_BYTES`).
+@pytest.mark.parametrize("body", ["", ("y" * 998 + "\r\n") * 1300], ids=["fetched", "streamed"])
+def test_a_message_with_an_unreadable_internaldate_fails_alone(
+    accounts: AccountFactory, config_for: ConfigFor, body: str,
+) -> None:
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n, body=body) for n in range(5)])
+    # Message 3's date, as a server that stores garbage there would send it (RFC 3501 date-time it is not).
+    bad = _replace_everywhere(b'"01-Mar-2015 08:00:03 +0000"', b'"01-Xyz-2015 08:00:03 +0000"')
+    with CountingProxy(src.server.port, rewrite_down=bad) as proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}})
+        done = run_cli("sync", "-c", config, "-y", "--procs", "1", "--json")
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["summary"]["copied"] == 4 and doc["summary"]["failed"] == 1, done.stdout
+    (failure,) = doc["failed"]
+    # Message 3 has UID 4; its reason names what could not be read.
+    assert failure["folder"] == "INBOX" and failure["uid"] == 4 and "INTERNALDATE" in failure["reason"], failure
+    assert "internal error" not in done.stderr
+    copied = {body for body, _flags, _date in snapshot(dst)["INBOX"]}
+    assert len(copied) == 4 and not any(b"<m3@example.org>" in body for body in copied)

@@ -143,6 +143,9 @@ class Copier:
         failures: list[Failure] = []
         fetched = (self._one_by_one(unit, failures, SelectedFolder.fetch_messages) if one_by_one
                    else self._source(unit).fetch_messages(unit.uids))
+        if failures:
+            # A message that failed alone dropped both connections (`_one_by_one`).
+            _src, dst = self.connect()
         # Messages expunged at the source since planning are simply gone: not an error.
         vanished = len(unit.uids) - len(fetched) - len(failures)
         self.appended, self.dst_uidvalidity, self.dropped = [], 0, set()
@@ -217,6 +220,9 @@ class Copier:
         failures: list[Failure] = []
         described = (self._one_by_one(unit, failures, SelectedFolder.describe_messages) if one_by_one
                      else self._source(unit).describe_messages(unit.uids))
+        if failures:
+            # A message that failed alone dropped both connections (`_one_by_one`).
+            _src, dst = self.connect()
         self.appended, self.dst_uidvalidity, self.dropped = [], 0, set()
         messages = [self._keepable(unit.pair.dst, m) for m in described]
         vanished = len(unit.uids) - len(messages) - len(failures)
