@@ -74,3 +74,22 @@ def test_a_message_with_an_unreadable_internaldate_fails_alone(
     assert "internal error" not in done.stderr
     copied = {body for body, _flags, _date in snapshot(dst)["INBOX"]}
     assert len(copied) == 4 and not any(b"<m3@example.org>" in body for body in copied)
+
+
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+
+
+def test_negative_sizes_from_the_server_skip_nothing(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    src.seed([message("INBOX", n) for n in range(5)])
+    # RFC 3501's RFC822.SIZE is an unsigned number: a server that sends -N gets sizes wrong.
+    negative = lambda _connection: lambda line: _SIZE.sub(rb"RFC822.SIZE -\1", line)  # noqa: E731
+    with CountingProxy(src.server.port, rewrite_down=negative) as proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}})
+        done = run_cli("sync", "-c", config, "-y", "--procs", "1", "--json")
+        again = run_cli("sync", "-c", config, "-y", "--procs", "1", "--json", "--full")
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["skipped"] == [] and doc["summary"]["copied"] == 5, doc
+    assert again.returncode == 0 and json.loads(again.stdout)["summary"]["copied"] == 0
+    assert snapshot(dst) == snapshot(src)

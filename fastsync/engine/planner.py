@@ -92,7 +92,7 @@ class FolderPlan:
     def todo_bytes(self) -> int:
         # Read by every count of the run (plan rows, totals, progress): summed once, as
         # `todo` does not change once planned.
-        return sum(r.size_bytes for r in self.todo)
+        return sum(plan.known_bytes(r.size_bytes) for r in self.todo)
 
 
 class Planner(SessionPair):

@@ -308,13 +308,24 @@ def flag_changes(
     return changes
 
 
+def known_bytes(size_bytes: int) -> int:
+    """*size_bytes* as budgets and totals count it: a size below zero is not known (a
+    server's RFC822.SIZE that cannot be one, see `size_reason`) and counts as nothing."""
+    return max(size_bytes, 0)
+
+
 def size_reason(size_bytes: int, selection: Selection) -> str:
     """Why a message of *size_bytes* is not copied, '' when it is: the one size rule.
 
     The user's bounds (``--max-size``, ``--min-size``) first, then the destination's
     APPENDLIMIT (RFC 7889): a message over it would only be refused, one APPEND after
-    another, so it is skipped and said once per folder instead.
+    another, so it is skipped and said once per folder instead.  A size below zero is
+    none: RFC822.SIZE is an unsigned number (RFC 3501 section 9, RFC 9051 section 9), and a
+    server that sends -143 has it wrong, or fastsync does not know it (-1); what a
+    server gets wrong never decides that a message is left behind, so it is copied.
     """
+    if size_bytes < 0:
+        return ""
     if selection.max_size_bytes and size_bytes > selection.max_size_bytes:
         return f"larger than --max-size ({selection.max_size_bytes} bytes)"
     if size_bytes < selection.min_size_bytes:
@@ -382,9 +393,10 @@ def shard(
         if group is None:
             continue
         if len(group) == 1:  # the usual case: no other message has this identity
-            group_size = largest = ref.size_bytes
+            group_size = largest = known_bytes(ref.size_bytes)
         else:
-            group_size, largest = sum(r.size_bytes for r in group), max(r.size_bytes for r in group)
+            group_size = sum(known_bytes(r.size_bytes) for r in group)
+            largest = max(known_bytes(r.size_bytes) for r in group)
         streamed = largest > STREAM_MESSAGE_BYTES
         uids, size = pending[streamed]
         if uids and (len(uids) + len(group) > max_messages or size + group_size > budgets[streamed]):
