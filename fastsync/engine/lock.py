@@ -1,8 +1,8 @@
 """One `sync` at a time per destination account: a lock file in the state directory.
 
-Engine layer: imports `errors`, `config` and `state` (what names an account); the engine's entry (`run.py`) takes the lock
-before a sync plans and holds it until the run ends, and hands it to every copy worker
-(`pool.py`).
+Engine layer: imports `errors`, `config` and `state` (what names an account); the
+engine's entry (`run.py`) takes the lock before a sync plans and holds it until the run
+ends, and hands it to every copy worker (`pool.py`).
 
 Two runs copying to one account at once (a cron job overlapping a long run, a second
 terminal) would both find the same messages missing and both append them.  The lock is

@@ -580,10 +580,8 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
     # worker lives, so os.getppid() cannot tell; nor can `parent_process().is_alive()`,
     # whose sentinel the fork server's children hold open themselves.  The run's process
     # is known by its PID and start time (a PID may be reused).
-    parent_gone = _parent_watch(multiprocessing.parent_process())
-
-    threading.Thread(target=_stop_when_parent_gone, args=(parent_gone, leaving, stop), daemon=True,
-                     name="fastsync-parent-watch").start()
+    parent_gone = ParentWatch(_parent_watch(multiprocessing.parent_process()))
+    threading.Thread(target=parent_gone.run, args=(leaving, stop), daemon=True, name="fastsync-parent-watch").start()
 
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
     setup.limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
@@ -633,16 +631,31 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
         channel.close()
 
 
-def _stop_when_parent_gone(parent_gone: Callable[[], bool], leaving: threading.Event, stop: StopFlag) -> None:
-    """A run killed with -9 (or a batch pair whose process died): every worker stops after
-    the unit in hand and starts no other, and one waiting to reconnect or for a connection
-    slot stops waiting.  `stop` is the run's: its siblings hear it too.  This thread sleeps
-    on an event of its own process (*leaving*), so that it never counts as a waiter of the
-    run's (see `limits.StopFlag`)."""
-    while not leaving.wait(POLL_S):
-        if parent_gone():
-            stop.set()
-            return
+class ParentWatch:
+    """Whether a worker's run is gone, for every thread of the worker (call the instance).
+
+    The test itself (`_parent_watch`: a pidfd's ``select.poll`` object, or psutil) has one
+    owner, the thread in `run`: a poll object polled by two threads at once raises
+    ``RuntimeError: concurrent poll() invocation``, which killed a worker whose main loop,
+    login threads and watch thread all asked.  The others read the event the owner sets.
+    """
+
+    def __init__(self, ended: Callable[[], bool]) -> None:
+        self.ended, self.gone = ended, threading.Event()
+
+    def __call__(self) -> bool:
+        return self.gone.is_set()
+
+    def run(self, leaving: threading.Event, stop: StopFlag) -> None:
+        """A run killed with -9 (or a batch pair whose process died): every worker stops
+        after the unit in hand and starts no other, and one waiting to reconnect or for a
+        slot stops waiting.  `stop` is the run's: its siblings hear it too.  Sleeps on an
+        event of its own process (*leaving*), never as a waiter of the run's (`limits.StopFlag`)."""
+        while not self.ended():
+            if leaving.wait(POLL_S):
+                return
+        self.gone.set()
+        stop.set()
 
 
 def _parent_watch(parent: Any) -> Callable[[], bool]:
