@@ -633,12 +633,9 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
 
 class ParentWatch:
     """Whether a worker's run is gone, for every thread of the worker (call the instance).
-
     The test itself (`_parent_watch`: a pidfd's ``select.poll`` object, or psutil) has one
-    owner, the thread in `run`: a poll object polled by two threads at once raises
-    ``RuntimeError: concurrent poll() invocation``, which killed a worker whose main loop,
-    login threads and watch thread all asked.  The others read the event the owner sets.
-    """
+    owner, `run`'s thread: a poll object polled by two threads at once raises ``RuntimeError:
+    concurrent poll() invocation``.  The other threads read the event the owner sets."""
 
     def __init__(self, ended: Callable[[], bool]) -> None:
         self.ended, self.gone = ended, threading.Event()
@@ -648,9 +645,9 @@ class ParentWatch:
 
     def run(self, leaving: threading.Event, stop: StopFlag) -> None:
         """A run killed with -9 (or a batch pair whose process died): every worker stops
-        after the unit in hand and starts no other, and one waiting to reconnect or for a
-        slot stops waiting.  `stop` is the run's: its siblings hear it too.  Sleeps on an
-        event of its own process (*leaving*), never as a waiter of the run's (`limits.StopFlag`)."""
+        after the unit in hand, one waiting to reconnect or for a slot stops waiting; `stop`
+        is the run's, its siblings hear it.  Sleeps on an event of its own process (*leaving*),
+        never as a waiter of the run's (`limits.StopFlag`)."""
         while not self.ended():
             if leaving.wait(POLL_S):
                 return

@@ -1,5 +1,5 @@
 """Values a source server gets wrong or changes under fastsync's feet, played by a real
-Dovecot behind a proxy that rewrites its replies (`bench.tcpproxy`, ``rewrite_down``):
+Dovecot behind a proxy that rewrites its replies (`bench.harness.tcpproxy`, ``rewrite_down``):
 a folder whose UIDVALIDITY changes at every look, an INTERNALDATE that cannot be read, a
 negative RFC822.SIZE.  Each must end in one clear line and an exit code that says what
 was left, never in a silent loss or a crash."""
@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
-from bench.tcpproxy import CountingProxy, LineRewriter
-from tests.conftest import AccountFactory, ConfigFor
-from tests.helpers import message, run_cli, snapshot
+from bench.harness.tcpproxy import CountingProxy, LineRewriter
+from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
+from tests.helpers import message, run_cli
 
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
 
@@ -50,7 +50,12 @@ def test_a_folder_whose_uidvalidity_changes_again_after_replanning_ends_incomple
 
 
 def _replace_everywhere(old: bytes, new: bytes) -> Callable[[], LineRewriter]:
-    return lambda: LineRewriter(lambda line: line.replace(old, new))
+    return _replace_everywhere_by(lambda line: line.replace(old, new))
+
+
+def _replace_everywhere_by(change: Callable[[bytes], bytes]) -> Callable[[], LineRewriter]:
+    """Every server line of every connection passed through *change*."""
+    return lambda: LineRewriter(change)
 
 
 # Small messages are fetched whole; those above 1 MiB are streamed (`plan.STREAM_MESSAGE_BYTES`).
@@ -83,7 +88,7 @@ def test_negative_sizes_from_the_server_skip_nothing(accounts: AccountFactory, c
     src, dst = accounts(2)
     src.seed([message("INBOX", n) for n in range(5)])
     # RFC 3501's RFC822.SIZE is an unsigned number: a server that sends -N gets sizes wrong.
-    negative = lambda _connection: lambda line: _SIZE.sub(rb"RFC822.SIZE -\1", line)  # noqa: E731
+    negative = _replace_everywhere_by(lambda line: _SIZE.sub(rb"RFC822.SIZE -\1", line))
     with CountingProxy(src.server.port, rewrite_down=negative) as proxy:
         config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}})
         done = run_cli("sync", "-c", config, "-y", "--procs", "1", "--json")

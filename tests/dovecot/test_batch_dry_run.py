@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Account, AccountFactory
-from tests.helpers import message, run_cli, snapshot
+from tests.dovecot.accounts import Account, AccountFactory, snapshot
+from tests.helpers import message, run_cli
 
 
 def _files(tmp_path: Path, pairs: list[tuple[Account, Account]]) -> tuple[Path, Path]:
