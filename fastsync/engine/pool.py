@@ -582,7 +582,6 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
     # is known by its PID and start time (a PID may be reused).
     parent_gone = ParentWatch(_parent_watch(multiprocessing.parent_process()))
     threading.Thread(target=parent_gone.run, args=(leaving, stop), daemon=True, name="fastsync-parent-watch").start()
-
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
     setup.limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
     credentials.adopt_tokens(setup.tokens)
@@ -633,8 +632,8 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
 
 class ParentWatch:
     """Whether a worker's run is gone, for every thread of the worker (call the instance).
-    The test itself (`_parent_watch`: a pidfd's ``select.poll`` object, or psutil) has one
-    owner, `run`'s thread: a poll object polled by two threads at once raises ``RuntimeError:
+    The test (`_parent_watch`: a pidfd's ``select.poll`` object, or psutil) has one owner,
+    `run`'s thread: a poll object polled by two threads at once raises ``RuntimeError:
     concurrent poll() invocation``.  The other threads read the event the owner sets."""
 
     def __init__(self, ended: Callable[[], bool]) -> None:
@@ -644,10 +643,9 @@ class ParentWatch:
         return self.gone.is_set()
 
     def run(self, leaving: threading.Event, stop: StopFlag) -> None:
-        """A run killed with -9 (or a batch pair whose process died): every worker stops
-        after the unit in hand, one waiting to reconnect or for a slot stops waiting; `stop`
-        is the run's, its siblings hear it.  Sleeps on an event of its own process (*leaving*),
-        never as a waiter of the run's (`limits.StopFlag`)."""
+        """A run killed with -9: every worker stops after the unit in hand, one waiting to
+        reconnect or for a slot stops waiting (`stop` is the run's).  Sleeps on an event of
+        its own process (*leaving*), never as a waiter of the run's (`limits.StopFlag`)."""
         while not self.ended():
             if leaving.wait(POLL_S):
                 return
