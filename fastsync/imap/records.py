@@ -64,9 +64,14 @@ class Fields:
 
         date = parsed.get(b"INTERNALDATE")
         flags = parsed.get(b"FLAGS") or ()
+        # RFC822.SIZE is unsigned (RFC 3501 section 9): a server that sends -N gets sizes
+        # wrong; the size is then not known (-1), which decides nothing (`plan.size_reason`).
+        size = parsed.get(b"RFC822.SIZE")
+        negative = (isinstance(size, int) and size < 0) or (
+            isinstance(size, bytes) and size.startswith(b"-") and size[1:].isdigit())
         return cls(
             count(b"UID", 0) or 0,
-            count(b"RFC822.SIZE", 0),
+            -1 if negative else count(b"RFC822.SIZE", 0),
             tuple(text_of(f) for f in (flags if isinstance(flags, tuple) else (flags,))),
             wire.format_internaldate(date) if isinstance(date, dt.datetime) else None,
             next((v if isinstance(v, bytes) else b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),
