@@ -23,7 +23,8 @@ none of them):
   server that replaces Message-Id on APPEND).  With ``record=True`` the rewritten bytes
   are kept: what the server received.
 * ``rewrite_down=factory`` does the same to the server's bytes before the client sees them
-  (bench/replyproxy.py uses it to play servers whose replies differ from Dovecot's).
+  (bench/replyproxy.py uses it to play servers whose replies differ from Dovecot's,
+  bench/harness/gmailproxy.py to answer Gmail's FETCH items).
 """
 
 from __future__ import annotations
