@@ -10,6 +10,7 @@ compares or sets flags calls `settable_flags` / `comparable_flags`.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import itertools
 import operator
@@ -103,7 +104,12 @@ def identity(header: bytes) -> tuple[str, bool]:
 class Matching(Generic[S, D]):
     """Two sides' messages paired by identity (`pair_group` within each identity: a copy
     of the same size first, then in the order given, ascending UID); copies beyond the
-    other side's count are `missing` (source) or `extra` (destination)."""
+    other side's count are `missing` (source) or `extra` (destination).
+
+    `missing` is counted at once, by identity counts alone where that decides (the planner
+    wants only that, for 100,000-message folders); `matched` and `extra` are paired on
+    first use.
+    """
 
     def __init__(
         self,
@@ -114,32 +120,51 @@ class Matching(Generic[S, D]):
         paired: Sequence[tuple[S, D]] = (),
     ):
         self._paired = list(paired)
-        sources, copies = list(src), list(dst)
+        self._src, self._dst = list(src), list(dst)
+        self._src_keys = [src_key(item) for item in self._src]
+        self._dst_keys = [dst_key(copy) for copy in self._dst]
+        have = collections.Counter(self._dst_keys)
+        wanted = collections.Counter(self._src_keys)
+        # Where an identity has more source messages than destination copies, and some,
+        # the sizes say which are there (`pair_group`); elsewhere the counts say it all.
+        contested = {key for key, count in wanted.items() if count > have[key] > 0}
+        partner = self._partner(contested) if contested else {}
+        self.missing: list[S] = [
+            item for index, (item, key) in enumerate(zip(self._src, self._src_keys, strict=True))
+            if not have[key] or (key in contested and index not in partner)
+        ]
+
+    def _partner(self, keys: Collection[str] | None = None) -> dict[int, int]:
+        """Source index -> destination index of the pairs by identity (of *keys* only)."""
         waiting: dict[str, list[int]] = {}
-        for index, copy in enumerate(copies):
-            waiting.setdefault(dst_key(copy), []).append(index)
+        for index, key in enumerate(self._dst_keys):
+            if keys is None or key in keys:
+                waiting.setdefault(key, []).append(index)
         wanted: dict[str, list[int]] = {}
-        for index, item in enumerate(sources):
-            wanted.setdefault(src_key(item), []).append(index)
+        for index, key in enumerate(self._src_keys):
+            if key in waiting:
+                wanted.setdefault(key, []).append(index)
         partner: dict[int, int] = {}
         for key, items in wanted.items():
-            there = waiting.get(key)
-            if there:
-                partner.update(pair_group(items, there, sources, copies))
-        self.missing: list[S] = [item for index, item in enumerate(sources) if index not in partner]
-        self._pairs = [(item, copies[partner[index]]) for index, item in enumerate(sources) if index in partner]
+            partner.update(pair_group(items, waiting[key], self._src, self._dst))
+        return partner
+
+    @functools.cached_property
+    def _pairing(self) -> tuple[list[tuple[S, D]], list[D]]:
+        partner = self._partner()
+        pairs = [(item, self._dst[partner[index]]) for index, item in enumerate(self._src) if index in partner]
         used = set(partner.values())
         # The copies left unpaired, in the destination's own order.
-        self._extra = [copy for index, copy in enumerate(copies) if index not in used]
+        return pairs, [copy for index, copy in enumerate(self._dst) if index not in used]
 
     @property
     def matched(self) -> list[tuple[S, D]]:
         """Pairs known beforehand (the ledger's), then pairs by identity."""
-        return self._paired + self._pairs
+        return self._paired + self._pairing[0]
 
     @property
     def extra(self) -> list[D]:
-        return self._extra
+        return self._pairing[1]
 
 
 def pair_group(
