@@ -9,7 +9,8 @@ Message-Id rewrite that did not happen.  This must hold without UIDPLUS, where n
 says which copy is which.
 
 The destination is a real Dovecot behind `bench.rewriteproxy.MboxProxy`, which alters every
-APPENDed message as such a server stores it.
+APPENDed message as such a server stores it (tests/unit/test_altering_proxies.py tests the
+proxy on byte streams).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from conftest import Account, AccountFactory, ConfigFor
-from helpers import Snapshot, message, run_cli, snapshot, summary_line
 
-from bench.corpus import Message
-from bench.dovecot import Dovecot
-from bench.rewriteproxy import MboxProxy, MboxRewriter, alter_like_mbox
+from bench.harness.corpus import Message
+from bench.harness.dovecot import Dovecot
+from bench.harness.rewriteproxy import MboxProxy
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, Snapshot, snapshot
+from tests.helpers import message, run_cli, summary_line
 
 # What the destination announces: no UIDPLUS (so no ledger), LITERAL+ as most servers.
 NO_UIDPLUS = "IMAP4rev1 NAMESPACE LITERAL+ MULTIAPPEND"
@@ -46,48 +47,6 @@ def unaltered(snap: Snapshot) -> Snapshot:
         for (body, flags, date), count in messages.items():
             out[folder][(undo_mbox(body), flags, date)] += count
     return out
-
-
-# --------------------------------------------------------------------------- the proxy itself
-
-
-@pytest.mark.parametrize(
-    ("message", "altered"),
-    [
-        (b"Subject: a\r\n\r\nbody\r\n", b"Subject: a\r\nStatus: O\r\nX-UID: 7\r\n\r\nbody\r\n"),
-        (b"Subject: a\r\n\r\nFrom here\r\nnot From\r\nFrom\r\n",
-         b"Subject: a\r\nStatus: O\r\nX-UID: 7\r\n\r\n>From here\r\nnot From\r\nFrom\r\n"),
-        (b"Subject: a\n\nFrom x\n", b"Subject: a\nStatus: O\nX-UID: 7\n\n>From x\n"),
-    ],
-    ids=["header lines", "From quoted", "LF"],
-)
-def test_alter_like_mbox(message: bytes, altered: bytes) -> None:
-    assert alter_like_mbox(message, 7) == altered
-    assert undo_mbox(altered) == message or b"\r\n" not in message
-
-
-MAIL = b"From: a@x\r\nSubject: s\r\n\r\nFrom me\r\n"
-
-
-@pytest.mark.parametrize("chunk", [1, 7, 4096])
-def test_mbox_rewriter_alters_messages_in_non_synchronising_literals_only(chunk: int) -> None:
-    stream = (
-        b'a1 APPEND INBOX (\\Seen) "01-Jan-2018 10:00:00 +0000" {%d+}\r\n' % len(MAIL) + MAIL
-        + b' () "01-Jan-2018 10:00:00 +0000" {%d+}\r\n' % len(MAIL) + MAIL + b"\r\n"
-        + b"a2 APPEND INBOX {%d}\r\n" % len(MAIL) + MAIL + b"\r\n"
-        + b"a3 SEARCH HEADER Subject {1+}\r\ns\r\na4 NOOP\r\n"
-    )
-    numbers = iter(range(1, 10))
-    rewriter = MboxRewriter(lambda: next(numbers))
-    out = b"".join(rewriter.feed(stream[i : i + chunk]) for i in range(0, len(stream), chunk)) + rewriter.flush()
-    first, second = alter_like_mbox(MAIL, 1), alter_like_mbox(MAIL, 2)
-    assert out == (
-        b'a1 APPEND INBOX (\\Seen) "01-Jan-2018 10:00:00 +0000" {%d+}\r\n' % len(first) + first
-        + b' () "01-Jan-2018 10:00:00 +0000" {%d+}\r\n' % len(second) + second + b"\r\n"
-        + b"a2 APPEND INBOX {%d}\r\n" % len(MAIL) + MAIL + b"\r\n"
-        + b"a3 SEARCH HEADER Subject {1+}\r\ns\r\na4 NOOP\r\n"
-    )
-    assert (rewriter.altered, rewriter.passed) == (2, 1)
 
 
 # --------------------------------------------------------------------------- against Dovecot
