@@ -1,4 +1,4 @@
-"""A proxy that plays a destination which replaces Message-Id on APPEND, for fastsync's tests.
+"""Proxies that play destinations which alter the messages APPENDed to them, for fastsync's tests.
 
 Some Exchange and hosted setups store an appended message with a Message-Id of their own.
 A client that recognises messages by Message-Id then finds none of its copies on a re-run
@@ -21,6 +21,12 @@ section of each message until it is complete (or the literal ends).  Everything 
 on at once.  It reads plain IMAP only: no TLS, no COMPRESS; and it assumes the server
 accepts every synchronising literal (after a refused one the client sends no literal).
 
+`MboxProxy` plays another kind of server that alters what it stores: an mbox-based one,
+which adds ``Status:``/``X-UID:`` lines to an appended message's header and quotes body
+lines that start with "From " as ">From ", so the copy it returns is longer than the
+message sent (`alter_like_mbox`).  It changes the literal's size, which only a
+non-synchronising literal (LITERAL+) allows a proxy to do.
+
 Example::
 
     with RewritingProxy(dovecot.port) as proxy:
@@ -40,7 +46,7 @@ from typing import Any
 
 from bench.harness.tcpproxy import CountingProxy
 
-__all__ = ["AppendRewriter", "NewIds", "RewritingProxy", "rewrite_message_id"]
+__all__ = ["AppendRewriter", "MboxProxy", "MboxRewriter", "NewIds", "RewritingProxy", "alter_like_mbox", "rewrite_message_id"]
 
 # A literal marker at the end of a line: {N} (synchronising), {N+} (RFC 7888), ~{N} (RFC 3516).
 _LITERAL = re.compile(rb"(~?)\{(\d+)(\+?)\}\r?\n\Z")
@@ -221,3 +227,137 @@ class RewritingProxy(CountingProxy):
     def rewritten(self) -> list[tuple[bytes, bytes]]:
         """(old, new) Message-Id values, one per message appended through the proxy."""
         return self.ids.pairs
+
+
+# --------------------------------------------------------------------------- mbox-like alteration
+
+# A body line that an mbox file would take for the start of the next message.
+_FROM_LINE = re.compile(rb"(?m)^From ")
+
+
+def alter_like_mbox(message: bytes, number: int) -> bytes:
+    """*message* as an mbox-based server stores and returns it (UW-IMAP and its kin): the
+    header gains ``Status: O`` and ``X-UID: <number>`` lines, and every body line that
+    starts with "From " is quoted as ">From " (mboxo).  The message grows."""
+    end = _header_end(message)
+    if end < 0:
+        end = len(message)
+    eol = b"\r\n" if b"\r\n" in message[: max(end, 2)] else b"\n"
+    head, body = message[:end], message[end:]
+    blank = len(eol) if head.endswith(eol + eol) or head == eol else 0
+    head = head[: len(head) - blank] + b"Status: O" + eol + b"X-UID: %d" % number + eol + head[len(head) - blank :]
+    return head + _FROM_LINE.sub(b">From ", body)
+
+
+class MboxRewriter:
+    """One connection's client bytes in, the same bytes out with each APPENDed message
+    altered by `alter_like_mbox` and its literal's size announced anew.
+
+    Only non-synchronising literals (``{N+}``, RFC 7888 LITERAL+) can change size: the
+    line that announces one is held back until the literal is whole, then sent with the
+    new size.  A synchronising literal has been announced before the client sends it (the
+    server's ``+`` already answered that size), so it passes unaltered; `passed` counts
+    those.  Command lines are held until their end (the client always finishes one)."""
+
+    def __init__(self, numbers: Callable[[], int]) -> None:
+        self.numbers = numbers
+        self._line = bytearray()
+        self._first_segment = True
+        self._in_append = False
+        self._literal_left = 0
+        # A message literal being collected, and the line that announced it.
+        self._held_line = b""
+        self._message = bytearray()
+        self._collecting = False
+        self.altered = 0
+        self.passed = 0
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        pos = 0
+        while pos < len(data):
+            if self._literal_left:
+                take = data[pos : pos + self._literal_left]
+                pos += len(take)
+                self._literal_left -= len(take)
+                if not self._collecting:
+                    out += take
+                    continue
+                self._message += take
+                if self._literal_left == 0:
+                    out += self._altered()
+                continue
+            end = data.find(b"\n", pos)
+            if end < 0:
+                self._line += data[pos:]
+                break
+            self._line += data[pos : end + 1]
+            pos = end + 1
+            out += self._end_of_line()
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        """Whatever is held back when the client closes: sent on as it is."""
+        held = self._held_line + bytes(self._message) + bytes(self._line)
+        self._held_line, self._message, self._line = b"", bytearray(), bytearray()
+        return held
+
+    def _altered(self) -> bytes:
+        message = alter_like_mbox(bytes(self._message), self.numbers())
+        marker = _LITERAL.search(self._held_line)
+        assert marker is not None
+        line = self._held_line[: marker.start()] + b"%s{%d+}\r\n" % (marker.group(1), len(message))
+        self._held_line, self._message, self._collecting = b"", bytearray(), False
+        self.altered += 1
+        return line + message
+
+    def _end_of_line(self) -> bytes:
+        line = bytes(self._line)
+        self._line.clear()
+        marker = _LITERAL.search(line)
+        mailbox_literal = False
+        if self._first_segment:
+            words = line.split(None, 2)
+            self._in_append = len(words) >= 2 and words[1].upper() == b"APPEND"
+            mailbox_literal = self._in_append and marker is not None and len(line[: marker.start()].split()) == 2
+        if marker is None:
+            self._first_segment, self._in_append = True, False
+            return line
+        self._first_segment = False
+        self._literal_left = int(marker.group(2))
+        if not self._in_append or mailbox_literal:
+            return line
+        if not marker.group(3) or self._literal_left == 0:
+            self.passed += 1
+            return line
+        self._held_line, self._collecting = line, True
+        return b""
+
+
+class MboxProxy(CountingProxy):
+    """A `CountingProxy` in front of a server, playing an mbox-based one: each APPENDed
+    message is stored altered (`alter_like_mbox`).  ``proxy.altered`` counts the messages
+    altered, ``proxy.passed`` those that came in a synchronising literal (unaltered)."""
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", **options: Any) -> None:
+        self._numbers = itertools.count(1)
+        self._number_lock = threading.Lock()
+        self.rewriters: list[MboxRewriter] = []
+        super().__init__(target_port, target_host, rewrite_up=self._rewriter, **options)
+
+    def _next(self) -> int:
+        with self._number_lock:
+            return next(self._numbers)
+
+    def _rewriter(self) -> MboxRewriter:
+        rewriter = MboxRewriter(self._next)
+        self.rewriters.append(rewriter)
+        return rewriter
+
+    @property
+    def altered(self) -> int:
+        return sum(r.altered for r in self.rewriters)
+
+    @property
+    def passed(self) -> int:
+        return sum(r.passed for r in self.rewriters)

@@ -23,9 +23,10 @@ none of them):
   server that replaces Message-Id on APPEND).  With ``record=True`` the rewritten bytes
   are kept: what the server received.
 * ``rewrite_down=factory`` does the same to the server's bytes before the client sees them
-  (bench/replyproxy.py uses it to play servers whose replies differ from Dovecot's;
-  `LineRewriter` passes each line through a function, to play a server whose replies
-  carry other values: a FETCH item it gets wrong, a UIDVALIDITY that changes).
+  (bench/harness/replyproxy.py uses it to play servers whose replies differ from Dovecot's,
+  bench/harness/gmailproxy.py to answer Gmail's FETCH items; `LineRewriter` passes each
+  line through a function, to play a server whose replies carry other values: a FETCH
+  item it gets wrong, a UIDVALIDITY that changes).
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def _log(found: FolderCheck) -> None:
 @dataclass
 class PairChecker:
     """Compares folder pairs one at a time, on the planner's two sessions.  *seen*
-    collects the identities of the source folders checked so far; a source \\All folder,
+    collects the messages of the source folders checked so far (`plan.across_folders`); a source \\All folder,
     checked last, is compared on the messages in none of them, the only ones sync copies
     from it."""
 
@@ -123,10 +123,12 @@ class PairChecker:
         except FolderError as exc:
             found.error = exc.message
             return found
+        # The planner's rule (`diff_pair`): a message of \All is elsewhere when the same
+        # message, not merely one with its Message-Id, is in another folder.
         if pair.src_role == folder_rules.ALL:
-            states.src = [m for m in states.src if m.identity not in self.seen]
+            states.src = [m for m in states.src if plan.across_folders(m) not in self.seen]
         else:
-            self.seen.update(m.identity for m in states.src)
+            self.seen.update(plan.across_folders(m) for m in states.src)
         src_states, dst_states, permanent = states.src, states.dst, states.permanent
         matching = states.matching(pair, self.ledger)
         found.src_messages, found.dst_messages = len(src_states), len(dst_states)

@@ -61,7 +61,7 @@ def _size(message: Fetched | Described) -> int:
 
 
 def _identity_of(message: Fetched | Described) -> str:
-    return plan.identity(_header(message), _size(message))[0]
+    return plan.identity(_header(message))[0]
 
 
 def _failure(folder: str, message: Fetched | Described, reason: str) -> Failure:

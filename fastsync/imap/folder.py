@@ -28,9 +28,10 @@ from fastsync.records.model import Described, Fetched, FolderStatus, MessageRef,
 # messages keeps a 100,000-message folder at a few dozen commands and bounded memory.
 IDENTITY_BATCH = 5000
 
-# Header fields that make up a message's identity (see plan.identity).  Fetched with
-# BODY.PEEK so the source's \Seen flags never change (RFC 3501 section 6.4.5).
-IDENTITY_FIELDS = b"MESSAGE-ID DATE FROM SUBJECT"
+# Header fields that make up a message's identity (see plan.identity: the Message-Id, else
+# `plan.FALLBACK_FIELDS`).  Fetched with BODY.PEEK so the source's \Seen flags never
+# change (RFC 3501 section 6.4.5).
+IDENTITY_FIELDS = b"MESSAGE-ID DATE FROM SUBJECT TO"
 IDENTITY_ITEMS = [b"UID", b"RFC822.SIZE", b"BODY.PEEK[HEADER.FIELDS (" + IDENTITY_FIELDS + b")]"]
 
 # A folder whose identities are not needed (see `session._Survey`).
@@ -48,10 +49,11 @@ STORE_BATCH = 1000
 HASH_BATCH_BYTES = 8 * 1024 * 1024
 
 
-def identity_items(capabilities: Capabilities) -> list[bytes]:
-    """What planning fetches of each message; with Gmail's X-GM-EXT-1, its message id too,
-    which recognises the same message in every folder, Message-Id or not."""
-    return IDENTITY_ITEMS + ([b"X-GM-MSGID"] if capabilities.gmail_ext else [])
+def identity_items(capabilities: Capabilities, items: Sequence[bytes] = IDENTITY_ITEMS) -> list[bytes]:
+    """What planning (or, *items* `STATE_ITEMS`, check) fetches of each message; with
+    Gmail's X-GM-EXT-1, its message id too, which recognises the same message in every
+    folder, Message-Id or not: sync and check tell All Mail's messages apart alike."""
+    return [*items, *([b"X-GM-MSGID"] if capabilities.gmail_ext else [])]
 
 
 class NotSelected(RuntimeError):
@@ -189,8 +191,9 @@ class SelectedFolder:
         `message_refs`, with FLAGS and INTERNALDATE added; the header fields come with
         BODY.PEEK, so the source's \\Seen flags never change (RFC 3501 section 6.4.5)."""
         states: list[MessageState] = []
+        items = identity_items(self.owner.capabilities, STATE_ITEMS)
         for message_set in wire.batches(self.status.messages, IDENTITY_BATCH):
-            states.extend(records.states(self._fetch(message_set, STATE_ITEMS, uid=False), self.account, identity))
+            states.extend(records.states(self._fetch(message_set, items, uid=False), self.account, identity))
         return states
 
     def body_digests(

@@ -19,8 +19,8 @@ from fastsync.records.errors import FolderError, MalformedResponse
 from fastsync.imap.transport import decode_name, parse_fetch, text_of
 from fastsync.records.model import Folder, FolderStatus, MessageRef, MessageState
 
-# A message's identity from its header fields and size, and whether it had a Message-Id (plan.identity).
-Identity = Callable[[bytes, int], tuple[str, bool]]
+# A message's identity from its header fields, and whether it had a Message-Id (plan.identity).
+Identity = Callable[[bytes], tuple[str, bool]]
 
 
 @dataclass(frozen=True)
@@ -83,13 +83,13 @@ def refs(data: Sequence[object], account: Account, identity: Identity) -> Iterat
     """The messages of a survey FETCH (UID, RFC822.SIZE, identity header fields)."""
     usual, rest = wire.usual_refs(data)
     for uid, size, header in usual:
-        key, has_id = identity(header, size)
+        key, has_id = identity(header)
         yield MessageRef(uid, size, key, has_id, 0)
     for record in wire.records(rest):
         fields = Fields.read(record, account, "size_bytes", "literal")
         if fields is not None:
             size = fields.size_bytes or 0
-            key, has_id = identity(fields.literal or b"", size)
+            key, has_id = identity(fields.literal or b"")
             yield MessageRef(fields.uid, size, key, has_id, fields.gm_msgid or 0)
 
 
@@ -108,14 +108,14 @@ def states(data: Sequence[object], account: Account, identity: Identity) -> Iter
     """The messages of a `check` FETCH: UID, size, identity, flags and internal date."""
     usual, rest = wire.usual_states(data)
     for uid, size, flags, date, header in usual:
-        key, has_id = identity(header, size)
+        key, has_id = identity(header)
         yield MessageState(uid, size, key, flags, wire.parse_internaldate(date), has_id)
     for record in wire.records(rest):
         fields = Fields.read(record, account, "size_bytes", "literal", "flags")
         if fields is not None:
             size = fields.size_bytes or 0
-            key, has_id = identity(fields.literal or b"", size)
-            yield MessageState(fields.uid, size, key, fields.flags or (), fields.moment, has_id)
+            key, has_id = identity(fields.literal or b"")
+            yield MessageState(fields.uid, size, key, fields.flags or (), fields.moment, has_id, fields.gm_msgid or 0)
 
 
 def dated(

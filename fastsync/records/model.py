@@ -221,7 +221,8 @@ class WorkerSettings:
 @dataclass(frozen=True)
 class MessageState:
     """What `check` and ``--sync-flags`` compare of a message: its identity (see plan.identity),
-    its flags as the server reports them and its internal date (None when unreadable)."""
+    its flags as the server reports them and its internal date (None when unreadable);
+    ``gm_msgid`` as in `MessageRef`."""
 
     uid: int
     size_bytes: int
@@ -229,6 +230,7 @@ class MessageState:
     flags: tuple[str, ...]
     internaldate: dt.datetime | None
     has_message_id: bool = True
+    gm_msgid: int = 0
 
 
 @dataclass(frozen=True)

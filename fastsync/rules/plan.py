@@ -9,12 +9,12 @@ compares or sets flags calls `settable_flags` / `comparable_flags`.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import itertools
 import operator
 import re
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -72,32 +72,43 @@ def normalise_message_id(raw: bytes) -> str:
     return "".join(token.split())
 
 
-def identity(header: bytes, size_bytes: int) -> tuple[str, bool]:
+# The header fields of the identity of a message without a Message-Id: what its sender
+# wrote.  Not its size, nor anything else a server may change: mbox-based servers store an
+# appended message with `Status:`/`X-UID:`/`X-IMAPbase:` lines added and body lines that
+# start with "From " quoted as ">From ", so the copy they return is longer than the message
+# sent, and an identity with the size in it would never match the copy (every re-run would
+# copy it again, `check` would call it missing and extra).  Where two messages share these
+# fields, the sizes still pair them (`Matching`); across folders of one account, where
+# nothing altered them, `across_folders` adds the size.
+FALLBACK_FIELDS = ("date", "from", "subject", "to")
+
+
+def identity(header: bytes) -> tuple[str, bool]:
     """A message's identity and whether it came from a Message-Id.
 
-    Messages without a Message-Id get a fallback identity from a hash of Date, From and
-    Subject and the size, so they are copied (imapsync skips them) and a re-run, which sees
-    the byte-identical copy on the destination, does not copy them again.
+    Messages without a Message-Id get a fallback identity from a hash of `FALLBACK_FIELDS`,
+    so they are copied (imapsync skips them) and a re-run recognises the copy, also on a
+    destination that altered it as mbox-based servers do.
     """
     fields = parse_header_fields(header)
     message_id = normalise_message_id(fields.get("message-id", b""))
     if message_id and message_id != "<>":
         return message_id, True
     digest = hashlib.sha1(usedforsecurity=False)
-    for name in ("date", "from", "subject"):
+    for name in FALLBACK_FIELDS:
         digest.update(fields.get(name, b""))
         digest.update(b"\0")
-    digest.update(str(size_bytes).encode())
     return "~" + digest.hexdigest()[:24], False
 
 
 class Matching(Generic[S, D]):
-    """Two sides' messages paired by identity: the k-th source copy of an identity pairs
-    with the k-th destination copy, in the order given (ascending UID); copies beyond the
+    """Two sides' messages paired by identity (`pair_group` within each identity: a copy
+    of the same size first, then in the order given, ascending UID); copies beyond the
     other side's count are `missing` (source) or `extra` (destination).
 
-    `missing` is counted at once (the planner wants only that, for 100,000-message
-    folders); `matched` and `extra` are paired on first use.
+    `missing` is counted at once, by identity counts alone where that decides (the planner
+    wants only that, for 100,000-message folders); `matched` and `extra` are paired on
+    first use.
     """
 
     def __init__(
@@ -109,40 +120,42 @@ class Matching(Generic[S, D]):
         paired: Sequence[tuple[S, D]] = (),
     ):
         self._paired = list(paired)
-        self._dst = list(dst)
-        self._dst_key = dst_key
-        self._src_key = src_key
-        have = Counter(map(dst_key, self._dst))
-        self.missing: list[S] = []
-        self._present: list[S] = []
-        for item in src:
-            key = src_key(item)
-            if have[key] > 0:
-                have[key] -= 1
-                self._present.append(item)
-            else:
-                self.missing.append(item)
+        self._src, self._dst = list(src), list(dst)
+        self._src_keys = [src_key(item) for item in self._src]
+        self._dst_keys = [dst_key(copy) for copy in self._dst]
+        have = collections.Counter(self._dst_keys)
+        wanted = collections.Counter(self._src_keys)
+        # Where an identity has more source messages than destination copies, and some,
+        # the sizes say which are there (`pair_group`); elsewhere the counts say it all.
+        contested = {key for key, count in wanted.items() if count > have[key] > 0}
+        partner = self._partner(contested) if contested else {}
+        self.missing: list[S] = [
+            item for index, (item, key) in enumerate(zip(self._src, self._src_keys, strict=True))
+            if not have[key] or (key in contested and index not in partner)
+        ]
+
+    def _partner(self, keys: Collection[str] | None = None) -> dict[int, int]:
+        """Source index -> destination index of the pairs by identity (of *keys* only)."""
+        waiting: dict[str, list[int]] = {}
+        for index, key in enumerate(self._dst_keys):
+            if keys is None or key in keys:
+                waiting.setdefault(key, []).append(index)
+        wanted: dict[str, list[int]] = {}
+        for index, key in enumerate(self._src_keys):
+            if key in waiting:
+                wanted.setdefault(key, []).append(index)
+        partner: dict[int, int] = {}
+        for key, items in wanted.items():
+            partner.update(pair_group(items, waiting[key], self._src, self._dst))
+        return partner
 
     @functools.cached_property
     def _pairing(self) -> tuple[list[tuple[S, D]], list[D]]:
-        waiting: dict[str, list[D]] = {}
-        for copy in self._dst:
-            waiting.setdefault(self._dst_key(copy), []).append(copy)
-        taken: Counter[str] = Counter()
-        matched = []
-        for item in self._present:
-            key = self._src_key(item)
-            matched.append((item, waiting[key][taken[key]]))
-            taken[key] += 1
-        # The copies after the matched ones, in the destination's own order.
-        seen: Counter[str] = Counter()
-        extra = []
-        for copy in self._dst:
-            key = self._dst_key(copy)
-            seen[key] += 1
-            if seen[key] > taken[key]:
-                extra.append(copy)
-        return matched, extra
+        partner = self._partner()
+        pairs = [(item, self._dst[partner[index]]) for index, item in enumerate(self._src) if index in partner]
+        used = set(partner.values())
+        # The copies left unpaired, in the destination's own order.
+        return pairs, [copy for index, copy in enumerate(self._dst) if index not in used]
 
     @property
     def matched(self) -> list[tuple[S, D]]:
@@ -152,6 +165,40 @@ class Matching(Generic[S, D]):
     @property
     def extra(self) -> list[D]:
         return self._pairing[1]
+
+
+def pair_group(
+    items: Sequence[int], copies: Sequence[int], sources: Sequence[object], targets: Sequence[object]
+) -> dict[int, int]:
+    """Source messages that share an identity paired with destination copies of it, as
+    indices (into *sources* and *targets*): where there is a choice, a copy of the same
+    size first (the same message, where two share a Message-Id or a fallback identity: a
+    sent and a received copy), then in order (the k-th with the k-th of those left: a
+    destination that altered the copies, as mbox-based servers do).  Items beyond the
+    copies stay unpaired (missing), and copies beyond the items (extra)."""
+    if len(items) == 1 and len(copies) == 1:
+        return {items[0]: copies[0]}
+    by_size: dict[int | None, collections.deque[int]] = {}
+    for copy in copies:
+        by_size.setdefault(_size_of(targets[copy]), collections.deque()).append(copy)
+    pairs: dict[int, int] = {}
+    for item in items:
+        size = _size_of(sources[item])
+        same = by_size.get(size) if size is not None else None
+        if same:
+            pairs[item] = same.popleft()
+    taken = set(pairs.values())
+    rest = iter([c for c in copies if c not in taken])
+    for item in items:
+        if item not in pairs and len(pairs) < len(copies):
+            pairs[item] = next(rest)
+    return pairs
+
+
+def _size_of(item: object) -> int | None:
+    """A message's size where its record has one (an identity string has none)."""
+    size = getattr(item, "size_bytes", None)
+    return size if isinstance(size, int) else None
 
 
 def match_by_identity(
@@ -214,11 +261,16 @@ def _itself(identity: str) -> str:
     return identity
 
 
-def across_folders(ref: MessageRef) -> str:
+def across_folders(message: MessageRef | MessageState) -> str:
     """What recognises a message in another folder of the same account: Gmail's message id
     (X-GM-MSGID, exact even without a Message-Id) where the server gives one, else its
-    identity."""
-    return f"gm:{ref.gm_msgid}" if ref.gm_msgid else ref.identity
+    identity and its size.  Both folders are on one server, which stores one message
+    alike wherever it shows it, while two messages that share a Message-Id (the copy
+    sent and the copy received) differ in size: the received one carries Received lines.
+    Matching on the identity alone would take one for the other and never copy it."""
+    if message.gm_msgid:
+        return f"gm:{message.gm_msgid}"
+    return f"{message.identity}/{message.size_bytes}"
 
 
 def settable_flags(flags: Iterable[str]) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ difference from Gmail: a message in two labels is shown twice by All Mail.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import Counter
@@ -32,6 +33,7 @@ import pytest
 
 from bench.harness.corpus import Message
 from bench.harness.dovecot import GMAIL_ALL, GMAIL_ARCHIVE, GMAIL_IMPORTANT, GMAIL_STARRED, Dovecot
+from bench.harness.gmailproxy import GmailIdProxy
 from bench.harness.tcpproxy import CountingProxy
 from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, Snapshot, snapshot
 from tests.helpers import message, run_cli, summary_line
@@ -310,3 +312,58 @@ def test_nothing_is_appended_into_the_destination_all_mail(
     assert (got["INBOX"], got["Work"]) == (src_snapshot["INBOX"], src_snapshot["Work"])
     assert got[GMAIL_ALL] == got["INBOX"] + got["Work"]  # All Mail shows the folders' messages...
     assert subjects_in(dst, GMAIL_ARCHIVE) == Counter()  # ...and nothing was archived through it
+
+
+# --------------------------------------------------------------------------- one Message-Id, two messages
+
+SENT_COPY = message("Sent", 40, message_id="<dup@example.org>")
+# The copy received of the same message: the same Message-Id, Received lines added by the
+# servers it crossed.  Archived: only All Mail shows it.
+RECEIVED_COPY = Message(
+    GMAIL_ARCHIVE,
+    b"Received: from mx.example.org by mail.example.net; Mon, 1 Jan 2018 10:00:41 +0000\r\n"
+    b"Delivered-To: me@example.net\r\n" + SENT_COPY.body,
+    (), SENT_COPY.internaldate,
+)
+TWINS = [message("INBOX", 41), SENT_COPY, RECEIVED_COPY, *ARCHIVED]
+
+
+@pytest.mark.parametrize("gmail_ids", [False, True], ids=["no X-GM-EXT-1", "X-GM-EXT-1"])
+def test_all_mail_tells_a_received_copy_from_the_sent_one(
+    dovecot_gmail: Dovecot, accounts: AccountFactory, config_for: ConfigFor, gmail_ids: bool
+) -> None:
+    """A message sent and received (one Message-Id, two messages) is two messages: the
+    archived received copy arrives in All Mail, and `check` compares All Mail as sync
+    copied it.  With X-GM-EXT-1 (Gmail's message ids, which the proxy plays from Dovecot's
+    GUIDs) as without, where the sizes tell the two apart."""
+    [src] = accounts(1, server=dovecot_gmail)
+    [dst] = accounts(1)
+    src.seed(TWINS)
+    with contextlib.ExitStack() as stack:
+        extra = None
+        if gmail_ids:
+            proxy = stack.enter_context(GmailIdProxy(dovecot_gmail.port, record=True))
+            extra = {"src": {"server": f"127.0.0.1:{proxy.port}"}}
+        config = config_for(src, dst, extra=extra)
+        first = run_cli("sync", "-c", config, "-y")
+        assert_ok(first)
+        assert summary_line(first.stdout).split(", ")[1] == f"{len(TWINS)} copied", first.stdout
+        src_snapshot = snapshot(src)
+        got = snapshot(dst)
+        assert visible(got) == {
+            "INBOX": src_snapshot["INBOX"],
+            "Sent": src_snapshot["Sent"],
+            GMAIL_ALL: snapshot_of([RECEIVED_COPY, *ARCHIVED]),
+        }
+        for args in ((), ("--full",)):
+            rerun = run_cli("sync", "-c", config, "-y", *args)
+            assert_ok(rerun)
+            assert summary_line(rerun.stdout).split(", ")[1] == "0 copied", rerun.stdout
+        assert snapshot(dst) == got
+        check = run_cli("check", "-c", config)
+        assert_ok(check)
+        assert check.stdout.rstrip().endswith("everything matches."), check.stdout
+        if gmail_ids:
+            # fastsync asked for Gmail's ids, in the survey and in check.
+            sent = b"".join(bytes(r.client_bytes) for r in proxy.recordings)
+            assert sent.count(b"X-GUID") >= 2, "the survey and check asked for no X-GM-MSGID"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastsync.records.model import FolderPair, MessageRef
+from fastsync.records.model import FolderPair, MessageRef, MessageState
 from fastsync.rules.plan import (
     STREAM_MESSAGE_BYTES,
     STREAM_UNIT_MAX_BYTES,
@@ -53,19 +53,40 @@ def test_header_fields_unfold_and_first_wins() -> None:
 
 
 def test_identity_uses_message_id_whatever_the_case_of_the_field() -> None:
-    assert identity(b"message-id: <A@B>\r\n\r\n", 10) == ("<A@B>", True)
+    assert identity(b"message-id: <A@B>\r\n\r\n") == ("<A@B>", True)
 
 
-def test_fallback_identity_depends_on_headers_and_size() -> None:
-    header = b"Date: Mon, 1 Jan 2018 10:00:00 +0000\r\nFrom: a@b\r\nSubject: hi\r\n\r\n"
-    key, has_id = identity(header, 100)
-    assert not has_id
-    assert key.startswith("~")
-    assert identity(header, 100)[0] == key
-    assert identity(header, 101)[0] != key
-    assert identity(header.replace(b"hi", b"ho"), 100)[0] != key
-    # An empty Message-Id is no identity either.
-    assert identity(b"Message-Id: <>\r\n" + header, 100)[0] == key
+HEADER = b"Date: Mon, 1 Jan 2018 10:00:00 +0000\r\nFrom: a@b\r\nSubject: hi\r\nTo: c@d\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("header", "same"),
+    [
+        (HEADER, True),
+        # An empty Message-Id is no identity either.
+        (b"Message-Id: <>\r\n" + HEADER, True),
+        # What mbox-based servers add to a stored message is not among the fields.
+        (b"Status: RO\r\nX-UID: 7\r\nX-IMAPbase: 1 2\r\n" + HEADER, True),
+        (HEADER.replace(b"\r\n", b"\n"), True),
+        (HEADER.replace(b"Subject: hi", b"Subject:\r\n hi"), True),  # folded
+        (HEADER.replace(b"hi", b"ho"), False),
+        (HEADER.replace(b"c@d", b"e@f"), False),
+        (HEADER.replace(b"a@b", b"x@b"), False),
+        (HEADER.replace(b"10:00:00", b"10:00:01"), False),
+    ],
+    ids=["itself", "empty Message-Id", "mbox status lines", "LF", "folded", "subject", "to", "from", "date"],
+)
+def test_fallback_identity_depends_on_what_the_sender_wrote_not_on_the_size(header: bytes, same: bool) -> None:
+    key, has_id = identity(HEADER)
+    assert not has_id and key.startswith("~")
+    assert (identity(header)[0] == key) == same
+
+
+def test_identities_with_a_message_id_are_those_earlier_runs_saw() -> None:
+    """The identity of a message with a Message-Id is the Message-Id, as before the fallback
+    identity lost the size: caches and ledgers of earlier runs hold UIDs and STATUS figures,
+    never identities, and a re-run recomputes every identity on both sides alike."""
+    assert identity(b"Message-ID: <m1@example.org>\r\n" + HEADER) == ("<m1@example.org>", True)
 
 
 def refs(*identities: str) -> list[MessageRef]:
@@ -280,8 +301,63 @@ def test_keyword_retries(flags: tuple[str, ...], tries: list[tuple[str, ...]]) -
     [
         (MessageRef(1, 10, "<a@x>", True, 1278455344230334865), "gm:1278455344230334865"),
         (MessageRef(1, 10, "~0123456789abcdef01234567", False, 99), "gm:99"),
-        (MessageRef(1, 10, "<a@x>"), "<a@x>"),
+        (MessageRef(1, 10, "<a@x>"), "<a@x>/10"),
+        (MessageState(1, 10, "<a@x>", (), None, True, 7), "gm:7"),
+        (MessageState(1, 12, "~0123456789abcdef01234567", (), None, False), "~0123456789abcdef01234567/12"),
     ],
 )
-def test_gmail_ids_recognise_a_message_across_folders(ref: MessageRef, key: str) -> None:
+def test_gmail_ids_recognise_a_message_across_folders(ref: MessageRef | MessageState, key: str) -> None:
     assert across_folders(ref) == key
+
+
+def test_a_sent_and_a_received_copy_are_not_the_same_message_across_folders() -> None:
+    """One Message-Id, two messages: the received copy carries Received lines."""
+    sent, received = MessageRef(1, 900, "<a@x>"), MessageRef(2, 1400, "<a@x>")
+    assert across_folders(sent) != across_folders(received)
+    assert across_folders(sent) == across_folders(MessageRef(9, 900, "<a@x>"))
+
+
+def sized(spec: str) -> list[MessageRef]:
+    """"a100 a200 b50": identity letter and size, UIDs 1, 2, 3..."""
+    return [MessageRef(i + 1, int(word[1:]), word[0]) for i, word in enumerate(spec.split())]
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "matched", "missing", "extra"),
+    [
+        # Two messages of one identity (a sent and a received copy), the destination has
+        # the second: the first is the one missing.
+        ("a100 a200", "a200", [(2, 1)], [1], []),
+        ("a100 a200", "a200 a100", [(1, 2), (2, 1)], [], []),
+        # A destination that altered every copy (sizes all differ): in order.
+        ("a100 a200", "a130 a230", [(1, 1), (2, 2)], [], []),
+        ("a100 b100", "b130 a130", [(1, 2), (2, 1)], [], []),
+        # --delete-dest: of two destination copies, the one no source message accounts for.
+        ("a200", "a100 a200", [(1, 2)], [], [1]),
+        ("a200", "a130 a230", [(1, 1)], [], [2]),
+    ],
+)
+def test_one_identity_pairs_the_same_size_first_then_in_order(
+    src: str, dst: str, matched: list[tuple[int, int]], missing: list[int], extra: list[int]
+) -> None:
+    result = match_by_identity(sized(src), sized(dst), across_key, across_key)
+    assert [(s.uid, d.uid) for s, d in result.matched] == matched
+    assert [m.uid for m in result.missing] == missing
+    assert [m.uid for m in result.extra] == extra
+
+
+def across_key(ref: MessageRef) -> str:
+    return ref.identity
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 4))), st.lists(st.tuples(st.sampled_from("abcd"), st.integers(1, 4))))
+def test_pairing_by_size_keeps_the_multiset_counts(src: list[tuple[str, int]], dst: list[tuple[str, int]]) -> None:
+    src_refs = [MessageRef(i + 1, size, key) for i, (key, size) in enumerate(src)]
+    dst_refs = [MessageRef(i + 1, size, key) for i, (key, size) in enumerate(dst)]
+    result = match_by_identity(src_refs, dst_refs, across_key, across_key)
+    assert Counter(r.identity for r in result.missing) == Counter(k for k, _s in src) - Counter(k for k, _s in dst)
+    assert Counter(r.identity for r in result.extra) == Counter(k for k, _s in dst) - Counter(k for k, _s in src)
+    assert all(s.identity == d.identity for s, d in result.matched)
+    assert len({s.uid for s, _d in result.matched}) == len({d.uid for _s, d in result.matched}) == len(result.matched)
+    # Where a copy of the same size is there, it is the partner (when one is left for it).
+    assert len(result.matched) + len(result.missing) == len(src)
