@@ -11,8 +11,10 @@ The pairs file has a header line naming its columns, then one pair per line, com
 semicolon separated (as imapsync's examples write them); blank lines and lines starting
 with ``#`` are skipped.  Columns: ``src_user``, ``dst_user``, and per side one of
 ``<side>_pass``, ``<side>_pass_file`` (relative to the pairs file) or
-``<side>_oauth2_token_cmd``.  Passwords never appear in messages: an error names the line
-and the column.
+``<side>_oauth2_token_cmd``, each named once.  A value may be quoted (and then hold the
+separator, a quote written twice, or a line break); passwords are kept exactly as written,
+other values trimmed; a UTF-8 byte order mark is ignored.  Passwords never appear in
+messages: an error names the line and the column.
 """
 
 from __future__ import annotations
@@ -100,40 +102,77 @@ def load_batch(servers_path: str, pairs_path: str, environ: Mapping[str, str] | 
 
 
 def read_pairs(path: str) -> list[tuple[int, str, dict[str, str]]]:
-    """(line number, line text, {column: value}) for each pair line of the CSV file."""
+    """(line number, record text, {column: value}) for each pair of the CSV file.
+
+    A record may span lines where a quoted value holds a line break; its number is the line
+    it starts on.  A UTF-8 byte order mark (Excel's "CSV UTF-8") is not part of the first
+    column's name.  Passwords are kept exactly as written (a space may belong to one); the
+    other values are trimmed.
+    """
     shown = display_path(path)
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             text = handle.read()
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{shown}: not UTF-8 text; save it as UTF-8") from None
-    numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not
-                line.lstrip().startswith("#")]
-    if not numbered:
+    records = _records(text)
+    if not records:
         raise ConfigError(f"{shown}: empty; expected a header line such as src_user,src_pass,dst_user,dst_pass")
-    header_line, header = numbered[0]
+    header_line, header = records[0]
     delimiter = ";" if header.count(";") > header.count(",") else ","
-    columns = [c.strip().lower() for c in next(csv.reader([header], delimiter=delimiter))]
-    for column in columns:
-        if column not in COLUMNS:
-            raise ConfigError(
-                f"{shown}: line {header_line}: unknown column {column!r}; expected {', '.join(COLUMNS)}"
-            )
-    for needed in ("src_user", "dst_user"):
-        if needed not in columns:
-            raise ConfigError(f"{shown}: line {header_line}: no {needed} column; the header names the columns")
+    columns = _columns(shown, header_line, header, delimiter)
     rows = []
-    for number, line in numbered[1:]:
-        values = next(csv.reader(io.StringIO(line), delimiter=delimiter))
+    for number, record in records[1:]:
+        if record.count('"') % 2:
+            raise ConfigError(f"{shown}: line {number}: a quoted value is not closed; end it with a double quote")
+        values = next(csv.reader(io.StringIO(record, newline=""), delimiter=delimiter))
         if len(values) != len(columns):
             raise ConfigError(
                 f"{shown}: line {number}: {len(values)} fields where the header has {len(columns)}; "
                 f"quote a value holding {delimiter!r} with double quotes"
             )
-        rows.append((number, line, dict(zip(columns, (v.strip() for v in values), strict=True))))
+        row = {c: v if c.endswith("_pass") else v.strip() for c, v in zip(columns, values, strict=True)}
+        rows.append((number, record, row))
     return rows
+
+
+def _records(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each CSV record, skipping blank and ``#`` lines outside
+    quotes; a record goes on while it holds an odd number of double quotes (RFC 4180: a
+    quote inside a quoted value is doubled, so the count is even once every value is closed)."""
+    records: list[tuple[int, str]] = []
+    pending: tuple[int, list[str]] | None = None
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        if pending is None:
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            pending = (number, [])
+        pending[1].append(line)
+        joined = "".join(pending[1])
+        if joined.count('"') % 2 == 0:
+            records.append((pending[0], joined.rstrip("\r\n")))
+            pending = None
+    if pending is not None:
+        records.append((pending[0], "".join(pending[1]).rstrip("\r\n")))
+    return records
+
+
+def _columns(shown: str, header_line: int, header: str, delimiter: str) -> list[str]:
+    """The header's column names, each known and named once."""
+    columns = [c.strip().lower() for c in next(csv.reader([header], delimiter=delimiter))]
+    for index, column in enumerate(columns):
+        if column not in COLUMNS:
+            raise ConfigError(
+                f"{shown}: line {header_line}: unknown column {column!r}; expected {', '.join(COLUMNS)}"
+            )
+        if column in columns[:index]:
+            raise ConfigError(f"{shown}: line {header_line}: column {column!r} is named twice; keep one")
+    for needed in ("src_user", "dst_user"):
+        if needed not in columns:
+            raise ConfigError(f"{shown}: line {header_line}: no {needed} column; the header names the columns")
+    return columns
 
 
 def _pair_config(

@@ -65,6 +65,43 @@ def test_bad_pairs_files_name_the_line(tmp_path: Path, text: str, problem: str) 
     assert "secret" not in caught.value.message
 
 
+@pytest.mark.parametrize(("raw", "expected"), [
+    # Excel's "CSV UTF-8" starts the file with a byte order mark.
+    (b"\xef\xbb\xbfsrc_user,src_pass,dst_user,dst_pass\r\na,p1,b,p2\r\n", ("a", "p1", "b", "p2")),
+    # A password's own spaces belong to it; the user names around it are trimmed.
+    (b"src_user,src_pass,dst_user,dst_pass\n a , p1 ,b,\t p2\n", ("a", " p1 ", "b", "\t p2")),
+    (b'src_user;src_pass;dst_user;dst_pass\na;" quoted ";b;"x""y"\n', ("a", " quoted ", "b", 'x"y')),
+])
+def test_pairs_values_as_written(tmp_path: Path, raw: bytes, expected: tuple[str, ...]) -> None:
+    (tmp_path / "pairs.csv").write_bytes(raw)
+    config = load_batch(str(_servers(tmp_path)), str(tmp_path / "pairs.csv")).pairs[0].config
+    assert (config.src.user, config.src.password, config.dst.user, config.dst.password) == expected
+
+
+def test_a_quoted_line_break_keeps_the_line_numbers(tmp_path: Path) -> None:
+    batch = load_batch(str(_servers(tmp_path)), str(_pairs(tmp_path, (
+        'src_user,src_pass,dst_user,dst_pass\na,"two\nlines",b,p\n\n# next\nc,p3,d,p4\n'
+    ))))
+    assert [p.line for p in batch.pairs] == [2, 6]
+    assert batch.pairs[0].config.src.password == "two\nlines"
+    with pytest.raises(ConfigError) as caught:
+        load_batch(str(_servers(tmp_path)), str(_pairs(tmp_path, (
+            'src_user,src_pass,dst_user,dst_pass\na,"x\ny",b,p\nc,p3\n'
+        ))))
+    assert "pairs.csv: line 4: 2 fields where the header has 4" in caught.value.message
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("src_user,src_pass,dst_user,dst_pass,src_pass\na,1,b,2,3\n", "line 1: column 'src_pass' is named twice"),
+    ("src_user,src_pass,dst_user,DST_USER,dst_pass\na,1,b,c,2\n", "line 1: column 'dst_user' is named twice"),
+    ('src_user,src_pass,dst_user,dst_pass\na,"never closed,b,2\n', "line 2: a quoted value is not closed"),
+])
+def test_ambiguous_pairs_files_are_refused(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_batch(str(_servers(tmp_path)), str(_pairs(tmp_path, text)))
+    assert problem in caught.value.message
+
+
 def test_the_servers_file_holds_no_user(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_batch(str(_servers(tmp_path, user="x")), str(_pairs(tmp_path, "src_user,src_pass,dst_user,dst_pass\n")))
