@@ -32,6 +32,27 @@ if TYPE_CHECKING:
 PLAIN_INTERVAL_S = 10.0
 
 
+# Characters no server-supplied text may bring to the terminal as they are: C0 and C1
+# controls (ESC starts the sequences that set the clipboard (OSC 52), the window title or
+# colours; a line feed would forge a line of our own), line and paragraph separators, and
+# the bidirectional overrides that make a name read otherwise than it is.
+_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_UNSAFE = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *map(ord, _BIDI))
+} | {ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+
+
+def printable(text: object) -> str:
+    """*text* as it may reach the terminal: every control character written as an escape
+    (``\\x1b``, ``\\n``, ``\\t``...), as Python writes it in a string literal.
+
+    Everything this module writes passes here: folder names, server replies and messages
+    quoting them are the server's words, not ours.
+    """
+    return str(text).translate(_UNSAFE)
+
+
 def human_bytes(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(size) < 1000 or unit == "TB":
@@ -82,10 +103,12 @@ class Reporter:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(file=self.out, highlight=False, soft_wrap=True)
+            # No emoji codes either: a folder named ":warning:" keeps its name.
+            self._console = Console(file=self.out, highlight=False, soft_wrap=True, emoji=False)
         return self._console
 
     def _line(self, stream: TextIO, text: str) -> None:
+        text = printable(text)
         if stream is self.out and self.interactive:
             self.console.print(text, markup=False)
             return
@@ -113,7 +136,7 @@ class Reporter:
 
     def trace(self, text: str) -> None:
         """A traceback, as it is (an internal error with -V)."""
-        self.err.write(text if text.endswith("\n") else text + "\n")
+        self.err.write("".join(printable(line) + "\n" for line in text.splitlines()))
         self.err.flush()
 
     # -- status while planning ---------------------------------------------------------
@@ -122,7 +145,7 @@ class Reporter:
         """A transient line (sizing an account, planning a folder): shown only on a terminal."""
         if self.quiet or not self.interactive:
             return
-        self.err.write(f"{text[:79]:79}\r")
+        self.err.write(f"{printable(text)[:79]:79}\r")
         self.err.flush()
 
     def clear_status(self) -> None:
@@ -136,18 +159,21 @@ class Reporter:
         """A table: rich on a terminal, tab-separated plain text when quiet or piped."""
         if self.quiet or not self.interactive:
             if not self.quiet:
-                self.out.write(f"# {title}\n")
+                self.out.write(f"# {printable(title)}\n")
             for row in rows:
-                self.out.write("\t".join(str(c) for c in row) + "\n")
+                self.out.write("\t".join(printable(c) for c in row) + "\n")
             self.out.flush()
             return
         from rich.table import Table
+        from rich.text import Text
 
-        table = Table(title=title, title_justify="left")
+        # Cells as Text, not strings: a folder named ``Test.[some_group].box`` is a name,
+        # not rich markup.
+        table = Table(title=Text(printable(title)), title_justify="left")
         for index, header in enumerate(headers):
             table.add_column(header, justify="right" if index and _numeric(rows, index) else "left")
         for row in rows:
-            table.add_row(*[str(c) for c in row])
+            table.add_row(*[Text(printable(c)) for c in row])
         self.console.print(table)
 
     def plan(self, rows: Sequence[FolderRow]) -> None:
@@ -170,7 +196,7 @@ class Reporter:
 
     def confirm(self, question: str) -> bool:
         """Ask y/N on the terminal; the caller makes sure stdin is one."""
-        self.err.write(f"{question} [y/N] ")
+        self.err.write(f"{printable(question)} [y/N] ")
         self.err.flush()
         answer = sys.stdin.readline().strip().lower()
         return answer in ("y", "yes")
@@ -192,7 +218,8 @@ class Reporter:
         )
 
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            # Descriptions hold folder names: no markup, no emoji codes.
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
@@ -213,7 +240,7 @@ class Reporter:
             total = folder_total[1]
             task = self._folder_tasks.get(folder)
             if task is None and total:
-                task = self._progress.add_task(folder, total=total)
+                task = self._progress.add_task(printable(folder), total=total)
                 self._folder_tasks[folder] = task
                 self._folder_done[folder] = 0
             if task is not None:
@@ -358,7 +385,7 @@ class Reporter:
         now = time.monotonic()
         if force or now - self._plain_last >= PLAIN_INTERVAL_S:
             self._plain_last = now
-            self.out.write(f"progress: {line}\n")
+            self.out.write(f"progress: {printable(line)}\n")
             self.out.flush()
 
     def batch_report(self, s: BatchSummary) -> None:

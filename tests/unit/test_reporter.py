@@ -420,3 +420,55 @@ def test_without_json_mode_document_writes_nothing() -> None:
     report, out, err = reporter()
     report.document({"command": "sync"})
     assert (out.getvalue(), err.getvalue()) == ("", "")
+
+
+# ------------------------------------------------------------ server-supplied text on the terminal
+
+HOSTILE = [
+    ("\x1b]52;c;aGVsbG8=\x07Inbox", "\\x1b]52;c;aGVsbG8=\\x07Inbox"),
+    ("\x1b]0;owned\x07", "\\x1b]0;owned\\x07"),
+    ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),
+    ("\x9b2J", "\\x9b2J"),
+    ("Work\n0 folders, 0 copied", "Work\\n0 folders, 0 copied"),
+    ("tab\there", "tab\\there"),
+    ("cr\rover", "cr\\rover"),
+    ("evil\u202etxt.exe", "evil\\u202etxt.exe"),
+    ("Test.[some_group].box", "Test.[some_group].box"),
+    ("Test.[bold].box", "Test.[bold].box"),
+    ("Old[/]", "Old[/]"),
+    ("Entwürfe/日本語 :warning:", "Entwürfe/日本語 :warning:"),
+]
+
+
+@pytest.mark.parametrize(("name", "shown"), HOSTILE)
+def test_folder_names_reach_the_terminal_escaped(name: str, shown: str) -> None:
+    report, out, err = reporter()
+    report.plan([FolderRow(name, name, messages=1, size_bytes=10, to_copy=1, to_copy_bytes=10)])
+    report.summary(summary(failed=[Failure(name, 4, 10, f"NO [CANNOT] {name}")], errors=[f"folder {name}: gone"]))
+    report.table("Check", ["source"], [[name]])
+    for text in (out.getvalue(), err.getvalue()):
+        assert all(ch in "\n\t" or ch >= " " and not 0x7F <= ord(ch) < 0xA0 and ch != "\u202e" for ch in text)
+    assert out.getvalue().splitlines()[1].split("\t")[:2] == [shown, shown]
+    assert f"error: folder {shown}: gone" in err.getvalue().splitlines()
+    # No line but the summary's own starts like the summary line.
+    assert sum(line.startswith("0 folders") for line in out.getvalue().splitlines()) == 0
+
+
+@pytest.mark.parametrize(("name", "shown"), HOSTILE)
+def test_rich_tables_show_names_as_they_are_escaped(name: str, shown: str) -> None:
+    out = io.StringIO()
+    report = Reporter(out=out, err=io.StringIO(), interactive=True)
+    report.table("Folders", ["side", "folder"], [["src", name]])
+    report.info(f"folder {name}")
+    text = out.getvalue()
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert text.count(shown) == 2 and f"folder {shown}" in text
+
+
+def test_status_and_traceback_are_escaped() -> None:
+    err = io.StringIO()
+    report = Reporter(out=io.StringIO(), err=err, interactive=True)
+    report.status("planning \x1b]0;t\x07")
+    report.trace("Traceback\n  File x\nValueError: '\x1b[2J'\n")
+    assert "\x1b" not in err.getvalue() and "\x07" not in err.getvalue()
+    assert err.getvalue().endswith("Traceback\n  File x\nValueError: '\\x1b[2J'\n")
