@@ -30,6 +30,7 @@ from fastsync.engine import processes
 from fastsync.records.errors import (
     Cancelled, ExitCode, FastsyncError, Terminated, UsageError, describe, exit_code_of,
 )
+from fastsync.records import secrets as secrets_rules
 from fastsync.settings.options import COMMAND_FLAGS, DEFAULT_CONFIG, GLOBAL_FLAGS, Flag
 
 if TYPE_CHECKING:
@@ -208,6 +209,7 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             spare = None if values.get("cluster") else pairrun.spawn()
             try:
                 batch = load_batch(config_path, args.pairs)
+                reporter.hide(_secrets_of(batch.secrets))
                 options = option_rules.resolve(values, batch.template, COMMAND_FLAGS[args.command])
                 log_handler = configure_log(options.log_file, options.log_format, batch.secrets)
             except BaseException:
@@ -218,6 +220,7 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             _log_end(args.command, code, stopped)
             return code
         config = load_config(config_path)
+        reporter.hide(_secrets_of([config.src.password, config.dst.password]))
         if args.command == "sync" and not values.get("dry_run"):
             # Before the sync's imports (see `processes`), and after the config: reading it
             # took the pass_env passwords out of the environment the server inherits.
@@ -249,6 +252,15 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         if log_handler is not None:
             logging.getLogger("fastsync").removeHandler(log_handler)
             log_handler.close()
+
+
+def _secrets_of(passwords: Sequence[str]) -> Callable[[], Iterable[str]]:
+    """The run's secrets as the reporter asks for them: its passwords, and the tokens
+    fetched so far."""
+    from fastsync.settings import credentials
+
+    fixed = [p for p in passwords if p]
+    return lambda: [*fixed, *credentials.known_secrets()]
 
 
 def _failed(reporter: Reporter, command: str, message: str, code: int, trace: str = "") -> int:
@@ -323,12 +335,11 @@ def _run_batch(batch: Batch, options: Options, reporter: Reporter,
 class _TextFormatter(logging.Formatter):
     """``time level event side=... folder=... uid=... key=value...``: one line per event.
 
-    Server text was redacted in session.py already; this is the second line of defence:
-    no secret of this run reaches the file, whatever an event carries.  Values are
-    redacted before they are rendered, since rendering escapes them (a password holding
-    ``"`` or ``\\`` comes out of repr() or JSON as ``\\"`` or ``\\\\``, which a search for the
-    secret no longer finds); the rendered line is searched once more for every secret in
-    its plain and escaped forms.  *more* is asked for further secrets at each record: the
+    Server text was redacted at the protocol edge already; this is the second line of
+    defence: no secret of this run reaches the file, whatever an event carries.  Values
+    are redacted before they are rendered, and the rendered line once more, each time in
+    every spelling a secret may have taken on its way (quoted, escaped, base64: see
+    `records.secrets`).  *more* is asked for further secrets at each record: the
     OAuth2 tokens fetched since the run began (`credentials.known_secrets`).
     """
 
@@ -354,10 +365,7 @@ class _TextFormatter(logging.Formatter):
         return cast(dict[str, Any], _redact(data, self.secrets()))
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets():
-            for form in (secret, repr(secret)[1:-1], _json_escaped(secret)):
-                text = text.replace(form, "***")
-        return text
+        return secrets_rules.redact(text, self.secrets())
 
     def format(self, record: logging.LogRecord) -> str:
         data = self.fields(record)
@@ -385,16 +393,7 @@ def _redact(value: Any, secrets: Sequence[str]) -> Any:
         return {_redact(str(k), secrets): _redact(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact(v, secrets) for v in value]
-    text = value if isinstance(value, str) else str(value)
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _json_escaped(text: str) -> str:
-    import json
-
-    return json.dumps(text)[1:-1]
+    return secrets_rules.redact(value if isinstance(value, str) else str(value), secrets)
 
 
 def log_formatter(

@@ -17,11 +17,12 @@ import dataclasses
 import io
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
+from fastsync.records import secrets as secrets_rules
 from fastsync.records.results import AccountInfo, BatchSummary, CheckSummary, FolderRow, Listing, Summary
 
 if TYPE_CHECKING:
@@ -95,6 +96,16 @@ class Reporter:
         self._total = 0
         self._total_bytes = 0
         self._started = 0.0
+        self._secrets: Callable[[], Iterable[str]] = tuple
+
+    def hide(self, secrets: Callable[[], Iterable[str]]) -> None:
+        """From now on, leave out of everything written whatever *secrets* returns (asked
+        at each write: tokens fetched during the run count too), in every spelling."""
+        self._secrets = secrets
+
+    def _shown(self, text: object) -> str:
+        """*text* as it may be written: secrets redacted, then control characters escaped."""
+        return printable(secrets_rules.redact(str(text), self._secrets()))
 
     # -- messages ----------------------------------------------------------------------
 
@@ -108,7 +119,7 @@ class Reporter:
         return self._console
 
     def _line(self, stream: TextIO, text: str) -> None:
-        text = printable(text)
+        text = self._shown(text)
         if stream is self.out and self.interactive:
             self.console.print(text, markup=False)
             return
@@ -136,7 +147,7 @@ class Reporter:
 
     def trace(self, text: str) -> None:
         """A traceback, as it is (an internal error with -V)."""
-        self.err.write("".join(printable(line) + "\n" for line in text.splitlines()))
+        self.err.write("".join(self._shown(line) + "\n" for line in text.splitlines()))
         self.err.flush()
 
     # -- status while planning ---------------------------------------------------------
@@ -145,7 +156,7 @@ class Reporter:
         """A transient line (sizing an account, planning a folder): shown only on a terminal."""
         if self.quiet or not self.interactive:
             return
-        self.err.write(f"{printable(text)[:79]:79}\r")
+        self.err.write(f"{self._shown(text)[:79]:79}\r")
         self.err.flush()
 
     def clear_status(self) -> None:
@@ -159,9 +170,9 @@ class Reporter:
         """A table: rich on a terminal, tab-separated plain text when quiet or piped."""
         if self.quiet or not self.interactive:
             if not self.quiet:
-                self.out.write(f"# {printable(title)}\n")
+                self.out.write(f"# {self._shown(title)}\n")
             for row in rows:
-                self.out.write("\t".join(printable(c) for c in row) + "\n")
+                self.out.write("\t".join(self._shown(c) for c in row) + "\n")
             self.out.flush()
             return
         from rich.table import Table
@@ -169,11 +180,11 @@ class Reporter:
 
         # Cells as Text, not strings: a folder named ``Test.[some_group].box`` is a name,
         # not rich markup.
-        table = Table(title=Text(printable(title)), title_justify="left")
+        table = Table(title=Text(self._shown(title)), title_justify="left")
         for index, header in enumerate(headers):
             table.add_column(header, justify="right" if index and _numeric(rows, index) else "left")
         for row in rows:
-            table.add_row(*[Text(printable(c)) for c in row])
+            table.add_row(*[Text(self._shown(c)) for c in row])
         self.console.print(table)
 
     def plan(self, rows: Sequence[FolderRow]) -> None:
@@ -196,7 +207,7 @@ class Reporter:
 
     def confirm(self, question: str) -> bool:
         """Ask y/N on the terminal; the caller makes sure stdin is one."""
-        self.err.write(f"{printable(question)} [y/N] ")
+        self.err.write(f"{self._shown(question)} [y/N] ")
         self.err.flush()
         answer = sys.stdin.readline().strip().lower()
         return answer in ("y", "yes")
@@ -385,7 +396,7 @@ class Reporter:
         now = time.monotonic()
         if force or now - self._plain_last >= PLAIN_INTERVAL_S:
             self._plain_last = now
-            self.out.write(f"progress: {printable(line)}\n")
+            self.out.write(f"progress: {self._shown(line)}\n")
             self.out.flush()
 
     def batch_report(self, s: BatchSummary) -> None:
@@ -437,6 +448,7 @@ class Reporter:
         """Write the run's one JSON document on stdout (only with --json)."""
         if not self.json_output:
             return
+        doc = secrets_rules.redact_values(doc, self._secrets())
         self.document_out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
         self.document_out.flush()
 

@@ -16,6 +16,7 @@ import ssl
 
 from fastsync.settings.config import Account
 from fastsync.records.errors import DestinationFull, FolderMissing, MessageError, Throttled
+from fastsync.records import secrets as secrets_rules
 from fastsync.imap.tls import describe_certificate_error
 
 _RESPONSE_CODE = re.compile(rb"^\s*\[([A-Za-z0-9-]+)")
@@ -141,11 +142,10 @@ def append_uids(text: str, count: int) -> tuple[int, list[int]] | None:
 
 
 def redact(text: str, *secrets: str) -> str:
-    """*text* with every non-empty secret (password, token) replaced by ***."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """*text* with every non-empty secret (password, token) replaced by ***, in every
+    spelling a server's echo may give it: quoted, escaped, inside a SASL exchange's base64
+    (`records.secrets`)."""
+    return secrets_rules.redact(text, secrets)
 
 
 class NoGreeting(TimeoutError):
