@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
+# Shorter secrets are not searched for in what the reporter writes (see `Reporter._hidden`).
+MIN_HIDDEN_CHARS = 4
+
 # Seconds between plain progress lines when stdout is not a terminal.
 PLAIN_INTERVAL_S = 10.0
 
@@ -103,9 +106,14 @@ class Reporter:
         at each write: tokens fetched during the run count too), in every spelling."""
         self._secrets = secrets
 
+    def _hidden(self) -> list[str]:
+        # A secret of a few characters would mask them in every word of our own: server
+        # text has had it masked at the protocol edge already (`imap.replies.redact`).
+        return [s for s in self._secrets() if len(s) >= MIN_HIDDEN_CHARS]
+
     def _shown(self, text: object) -> str:
         """*text* as it may be written: secrets redacted, then control characters escaped."""
-        return printable(secrets_rules.redact(str(text), self._secrets()))
+        return printable(secrets_rules.redact(str(text), self._hidden()))
 
     # -- messages ----------------------------------------------------------------------
 
@@ -448,7 +456,7 @@ class Reporter:
         """Write the run's one JSON document on stdout (only with --json)."""
         if not self.json_output:
             return
-        doc = secrets_rules.redact_values(doc, self._secrets())
+        doc = secrets_rules.redact_values(doc, self._hidden())
         self.document_out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
         self.document_out.flush()
 

@@ -313,6 +313,11 @@ class Options:
         return WorkerSettings(retries=self.retries)
 
 
+# The largest whole number a flag takes: more connections, processes, retries or seconds
+# than any run uses (a semaphore holds at most 2**31 - 1).
+MAX_WHOLE = 1_000_000
+
+
 def _from_env(flag: Flag, environ: Mapping[str, str]) -> tuple[Any, str]:
     """The flag's value from the environment and the variable it came from: ``FASTSYNC_X``,
     else its alias ``IMAPSYNC_X``; (None, "") when neither is set."""
@@ -376,8 +381,8 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
             value = _parsed(flag, value, f"{flag.names[-1]} {value!r}")
         if value is not None and flag.kind in ("int", "count"):
             minimum = 1 if flag.kind == "count" else 0
-            if value < minimum:
-                raise UsageError(f"{source}: expected a whole number >= {minimum}, got {value}")
+            if not minimum <= value <= MAX_WHOLE:
+                raise UsageError(f"{source}: expected a whole number from {minimum} to {MAX_WHOLE}, got {value}")
         values[flag.dest] = value
     return values
 
@@ -417,7 +422,13 @@ def config_value(config: Config, key: str) -> Any:
 
 
 def _check_bounds(options: Options) -> None:
-    """Bounds that leave nothing to take are a mistake, not an empty run."""
+    """Bounds that leave nothing to take are a mistake, not an empty run; a count no
+    machine has is a typing mistake, not "unlimited"."""
+    if options.max_connections > MAX_WHOLE:
+        raise UsageError(
+            f"--max-connections / rate_limit.max_connections: {options.max_connections} is more than "
+            f"{MAX_WHOLE}; give a number of connections per side (0 = unlimited)"
+        )
     max_age, min_age = options.max_age_days, options.min_age_days
     if max_age is not None and min_age is not None and max_age <= min_age:
         raise UsageError(

@@ -89,3 +89,28 @@ def test_flags_that_name_a_config_key_name_a_real_one() -> None:
     }
     for flag in keyed:
         config_value(config, flag.config_key)
+
+
+@pytest.mark.parametrize(("argv", "env", "problem"), [
+    (("sync", "--max-connections", "2147483648"), {}, "--max-connections: expected a whole number from 0 to 1000000"),
+    (("sync",), {"FASTSYNC_MAX_CONNECTIONS": "99999999999999999999"}, "FASTSYNC_MAX_CONNECTIONS: expected a whole"),
+    (("sync", "--procs", "4294967296"), {}, "expected a whole number from 1 to 1000000, got 4294967296"),
+    (("batch", "p.csv", "--max-connections-per-server", "2147483648"), {}, "expected a whole number from 0 to"),
+])
+def test_counts_no_machine_has_are_refused(argv: tuple[str, ...], env: dict[str, str], problem: str) -> None:
+    from fastsync.records.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        options(*argv, env=env)
+    assert problem in caught.value.message
+
+
+def test_a_config_file_connection_count_no_machine_has_is_refused() -> None:
+    from fastsync.records.errors import UsageError
+
+    data = {**CONFIG, "rate_limit": {"max_connections": 2**31}}
+    config = parse_config(data, "fastsync.json", environ={})
+    args = build_parser().parse_args(["sync"])
+    with pytest.raises(UsageError) as caught:
+        resolve(given(args, {}), config, COMMAND_FLAGS["sync"])
+    assert "rate_limit.max_connections: 2147483648 is more than 1000000" in caught.value.message
