@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from fastsync import __version__
 from fastsync.engine import processes
 from fastsync.records.errors import (
-    Cancelled, ExitCode, FastsyncError, Terminated, UsageError, describe, exit_code_of,
+    Cancelled, ExitCode, FastsyncError, HungUp, Terminated, UsageError, describe, exit_code_of,
 )
 from fastsync.records import secrets as secrets_rules
 from fastsync.settings.options import COMMAND_FLAGS, DEFAULT_CONFIG, GLOBAL_FLAGS, Flag
@@ -54,6 +54,7 @@ exit codes:
   4    authentication error: a server refused the login
   70   internal error: a defect of fastsync (-V or --log-file shows the traceback); please report it
   75   sync: another sync is copying to the same destination account; wait for it or stop it
+  129  stopped by SIGHUP (the terminal closed): as SIGTERM
   130  interrupted (Ctrl-C)
   143  stopped by SIGTERM (kill, docker stop, systemd): as Ctrl-C, workers finish the unit in hand
 """
@@ -141,8 +142,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    standard_streams()
     with sigterm_stops():
         return _main(argv, environ)
+
+
+def standard_streams() -> None:
+    """Open /dev/null on each standard stream that was closed at start (``2>&-``).
+
+    Otherwise the first file or socket fastsync opens takes that number: a connection
+    becomes "standard error", and whatever is written there (a warning, a worker's last
+    words) goes to the server in the middle of the protocol.  Python has also set
+    ``sys.stderr`` to None, which the reporter could not write to.
+    """
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(fd, "r" if fd == 0 else "w", encoding="utf-8", closefd=False))
 
 
 @contextmanager
@@ -156,7 +178,10 @@ def sigterm_stops() -> Iterator[None]:
     runs them.  Without a handler, SIGTERM would not even stop fastsync when it runs as
     PID 1 in a container.
 
-    The first SIGTERM raises; later ones are ignored, so that they cannot cut short the
+    SIGHUP (the terminal closed, an ssh session dropped) stops the run the same way, as
+    `HungUp`: by default it would end this process at once, as SIGTERM would.
+
+    The first of them raises; later ones are ignored, so that they cannot cut short the
     stop they asked for (SIGKILL stops at once).  Outside the main thread (an embedding
     program) signals are not ours to handle.
     """
@@ -164,15 +189,19 @@ def sigterm_stops() -> Iterator[None]:
         yield
         return
 
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        for ignored in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(ignored, signal.SIG_IGN)
+        if signum == signal.SIGHUP:
+            raise HungUp("Stopped by SIGHUP (the terminal closed).")
         raise Terminated("Stopped by SIGTERM.")
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:

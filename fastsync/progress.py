@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -126,13 +127,28 @@ class Reporter:
             self._console = Console(file=self.out, highlight=False, soft_wrap=True, emoji=False)
         return self._console
 
+    def _write(self, stream: TextIO, text: str) -> None:
+        """Every write of this module: a reader that went away (``| head -1``, a closed
+        terminal) ends what is shown, never the run (see `dropped`)."""
+        try:
+            stream.write(text)
+            stream.flush()
+        except (OSError, ValueError):
+            dropped(stream)
+
+    def _print(self, renderable: Any, **how: Any) -> None:
+        """rich's print to stdout, with `_write`'s care."""
+        try:
+            self.console.print(renderable, **how)
+        except (OSError, ValueError):
+            dropped(self.out)
+
     def _line(self, stream: TextIO, text: str) -> None:
         text = self._shown(text)
         if stream is self.out and self.interactive:
-            self.console.print(text, markup=False)
+            self._print(text, markup=False)
             return
-        stream.write(text + "\n")
-        stream.flush()
+        self._write(stream, text + "\n")
 
     def info(self, text: str) -> None:
         if not self.quiet:
@@ -155,8 +171,7 @@ class Reporter:
 
     def trace(self, text: str) -> None:
         """A traceback, as it is (an internal error with -V)."""
-        self.err.write("".join(self._shown(line) + "\n" for line in text.splitlines()))
-        self.err.flush()
+        self._write(self.err, "".join(self._shown(line) + "\n" for line in text.splitlines()))
 
     # -- status while planning ---------------------------------------------------------
 
@@ -164,24 +179,20 @@ class Reporter:
         """A transient line (sizing an account, planning a folder): shown only on a terminal."""
         if self.quiet or not self.interactive:
             return
-        self.err.write(f"{self._shown(text)[:79]:79}\r")
-        self.err.flush()
+        self._write(self.err, f"{self._shown(text)[:79]:79}\r")
 
     def clear_status(self) -> None:
         if not self.quiet and self.interactive:
-            self.err.write(" " * 79 + "\r")
-            self.err.flush()
+            self._write(self.err, " " * 79 + "\r")
 
     # -- tables ------------------------------------------------------------------------
 
     def table(self, title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         """A table: rich on a terminal, tab-separated plain text when quiet or piped."""
         if self.quiet or not self.interactive:
-            if not self.quiet:
-                self.out.write(f"# {self._shown(title)}\n")
-            for row in rows:
-                self.out.write("\t".join(self._shown(c) for c in row) + "\n")
-            self.out.flush()
+            lines = [] if self.quiet else [f"# {self._shown(title)}\n"]
+            lines += ["\t".join(self._shown(c) for c in row) + "\n" for row in rows]
+            self._write(self.out, "".join(lines))
             return
         from rich.table import Table
         from rich.text import Text
@@ -193,7 +204,7 @@ class Reporter:
             table.add_column(header, justify="right" if index and _numeric(rows, index) else "left")
         for row in rows:
             table.add_row(*[Text(self._shown(c)) for c in row])
-        self.console.print(table)
+        self._print(table)
 
     def plan(self, rows: Sequence[FolderRow]) -> None:
         if self.quiet:
@@ -215,8 +226,7 @@ class Reporter:
 
     def confirm(self, question: str) -> bool:
         """Ask y/N on the terminal; the caller makes sure stdin is one."""
-        self.err.write(f"{self._shown(question)} [y/N] ")
-        self.err.flush()
+        self._write(self.err, f"{self._shown(question)} [y/N] ")
         answer = sys.stdin.readline().strip().lower()
         return answer in ("y", "yes")
 
@@ -274,16 +284,19 @@ class Reporter:
         if not self.quiet and now - self._plain_last >= PLAIN_INTERVAL_S:
             self._plain_last = now
             rate = self._done_bytes / 1e6 / max(now - self._started, 1e-9)
-            self.out.write(
+            self._write(
+                self.out,
                 f"progress: {self._done}/{self._total} messages, "
                 f"{human_bytes(self._done_bytes)}/{human_bytes(self._total_bytes)}, {rate:.1f} MB/s\n"
             )
-            self.out.flush()
 
     def stop_copy(self) -> None:
         if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+            progress, self._progress = self._progress, None
+            try:
+                progress.stop()
+            except (OSError, ValueError):
+                dropped(self.out)
 
     # -- summary -----------------------------------------------------------------------
 
@@ -404,8 +417,7 @@ class Reporter:
         now = time.monotonic()
         if force or now - self._plain_last >= PLAIN_INTERVAL_S:
             self._plain_last = now
-            self.out.write(f"progress: {self._shown(line)}\n")
-            self.out.flush()
+            self._write(self.out, f"progress: {self._shown(line)}\n")
 
     def batch_report(self, s: BatchSummary) -> None:
         """The table of pairs, each pair's errors, and the batch's last line."""
@@ -457,8 +469,21 @@ class Reporter:
         if not self.json_output:
             return
         doc = secrets_rules.redact_values(doc, self._hidden())
-        self.document_out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
-        self.document_out.flush()
+        self._write(self.document_out, orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def dropped(stream: TextIO) -> None:
+    """*stream*'s reader went away: point its file descriptor at /dev/null, so that later
+    writes (rich's refresh thread too) and the flush at exit succeed without a word."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def sync_document(s: Summary) -> dict[str, Any]:

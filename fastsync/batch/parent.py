@@ -158,7 +158,7 @@ class PairProcess:
             result.errors.append(final["error"])
         if result.exit_code == ExitCode.OK:
             result.outcome = "planned" if doc is not None and doc.get("dry_run") else "exact"
-        elif result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+        elif result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED, ExitCode.HANGUP):
             result.outcome = "interrupted"
         elif doc is not None and result.exit_code == ExitCode.PARTIAL:
             result.outcome = "partial"

@@ -32,6 +32,8 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 70
     # sysexits.h EX_TEMPFAIL: another run is copying to the same destination; try later.
     LOCKED = 75
+    # 128 + SIGHUP: the terminal closed (or the session ended) while the run went on.
+    HANGUP = 129
     INTERRUPTED = 130
     # 128 + SIGTERM, as a shell reports a process that SIGTERM ended.
     TERMINATED = 143
@@ -154,6 +156,13 @@ class Terminated(Cancelled):
     stops as Ctrl-C stops it, with an exit code of its own."""
 
     exit_code = ExitCode.TERMINATED
+
+
+class HungUp(Terminated):
+    """SIGHUP: the terminal that started the run closed (an ssh session dropped, a window
+    closed).  The run stops as SIGTERM stops it, with the code a shell gives SIGHUP."""
+
+    exit_code = ExitCode.HANGUP
 
 
 class Locked(FastsyncError):

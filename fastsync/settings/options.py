@@ -381,7 +381,9 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
             value = _parsed(flag, value, f"{flag.names[-1]} {value!r}")
         if value is not None and flag.kind in ("int", "count"):
             minimum = 1 if flag.kind == "count" else 0
-            if not minimum <= value <= MAX_WHOLE:
+            if value < minimum:
+                raise UsageError(f"{source}: expected a whole number >= {minimum}, got {value}")
+            if value > MAX_WHOLE:
                 raise UsageError(f"{source}: expected a whole number from {minimum} to {MAX_WHOLE}, got {value}")
         values[flag.dest] = value
     return values
