@@ -71,7 +71,7 @@ class Fields:
             isinstance(size, bytes) and size.startswith(b"-") and size[1:].isdigit())
         return cls(
             count(b"UID", 0) or 0,
-            -1 if negative else count(b"RFC822.SIZE", 0),
+            -1 if negative else wire.size_number(count(b"RFC822.SIZE", 0) or 0),
             tuple(text_of(f) for f in (flags if isinstance(flags, tuple) else (flags,))),
             wire.format_internaldate(date) if isinstance(date, dt.datetime) else None,
             next((v if isinstance(v, bytes) else b"" for k, v in parsed.items() if k.startswith(b"BODY[")), None),

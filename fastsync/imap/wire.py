@@ -61,7 +61,8 @@ class Record:
         return _int(_UID.search(self.text))
 
     def size(self) -> int | None:
-        return _int(_SIZE.search(self.text))
+        match = _SIZE.search(self.text)
+        return None if match is None else size_number(match.group(1))
 
     def flags(self) -> tuple[str, ...] | None:
         match = _FLAGS.search(self.text)
@@ -79,6 +80,18 @@ class Record:
     def literal(self) -> bytes | None:
         """The message's single literal, or None when it had none or several."""
         return self.literals[0] if len(self.literals) == 1 else None
+
+
+# RFC 9051 section 9: RFC822.SIZE is a number64, at most 2**63 - 1.
+MAX_NUMBER64 = 2**63 - 1
+
+
+def size_number(raw: bytes | int) -> int:
+    """An RFC822.SIZE as fastsync keeps it: the number, or -1 ("not known", which decides
+    nothing: `plan.size_reason`) for one beyond what the protocol allows, so that no JSON
+    document, pipe message or SQLite row has to hold a number that 64 bits cannot."""
+    value = int(raw)
+    return value if 0 <= value <= MAX_NUMBER64 else -1
 
 
 def _int(match: re.Match[bytes] | None) -> int | None:
@@ -132,7 +145,7 @@ def usual_refs(data: Sequence[object]) -> tuple[list[tuple[int, int, bytes]], Se
     shape, and the rest of *data* (from a message of another shape, or an unsolicited
     response, on) for `records`: the order of messages is kept."""
     found, index = _leading(data, _REF_SHAPE)
-    return [(int(m.group(1)), int(m.group(2)), literal) for m, literal in found], data[index:]
+    return [(int(m.group(1)), size_number(m.group(2)), literal) for m, literal in found], data[index:]
 
 
 def usual_sizes(data: Sequence[object]) -> tuple[list[tuple[int, int]], Sequence[object]]:
@@ -144,7 +157,7 @@ def usual_sizes(data: Sequence[object]) -> tuple[list[tuple[int, int]], Sequence
         shaped = match(item) if type(item) is bytes else None
         if shaped is None:
             return found, data[index:]
-        found.append((int(shaped.group(1)), int(shaped.group(2))))
+        found.append((int(shaped.group(1)), size_number(shaped.group(2))))
     return found, data[len(data):]
 
 
@@ -162,7 +175,9 @@ def usual_states(
     """(UID, size, flags, INTERNALDATE as sent, header fields) of the leading messages of a
     `check` FETCH in the usual shape, and the rest of *data* for `records`."""
     found, rest = _dated_leading(data, _STATE_SHAPE, 4)
-    return [(int(m.group(1)), int(m.group(2)), _flags(m.group(3)), date, literal) for m, date, literal in found], rest
+    return [
+        (int(m.group(1)), size_number(m.group(2)), _flags(m.group(3)), date, literal) for m, date, literal in found
+    ], rest
 
 
 def _dated_leading(

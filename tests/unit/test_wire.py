@@ -236,3 +236,13 @@ def test_usual_check_responses_read_as_the_general_reader_does() -> None:
     # A malformed date: that message and the rest go to the general reader.
     bad = [(line.replace(b" 3-Mar", b"43-Mar") + b" {%d}" % len(header), header), b")"]
     assert usual_states(data + bad + data) == (usual, bad + data)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"0", 0), (b"135", 135), (str(2**63 - 1).encode(), 2**63 - 1), (str(2**63).encode(), -1),
+    (str(2**64 + 5).encode(), -1), (b"9" * 400, -1), (-5, -1),
+])
+def test_sizes_beyond_number64_are_not_known(raw: bytes | int, expected: int) -> None:
+    from fastsync.imap.wire import size_number
+
+    assert size_number(raw) == expected
