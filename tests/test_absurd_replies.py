@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 from conftest import AccountFactory, ConfigFor
-from helpers import run_cli, snapshot
+from helpers import message_count, run_cli, snapshot
 
 from bench.corpus import Message
-from bench.tcpproxy import CountingProxy
+from bench.tcpproxy import CountingProxy, Fault
 
 
 def _seed(account: object, count: int = 3) -> bytes:
@@ -35,3 +36,65 @@ def test_an_rfc822_size_above_2_64_is_no_internal_error(accounts: AccountFactory
     assert document["exit_code"] == result.returncode
     json.loads(check.stdout)
     assert snapshot(dst) == snapshot(src)
+
+
+def _run_behind(src: object, dst: object, config_for: ConfigFor, proxy_side: str, **proxy: object) -> tuple:
+    server = (src if proxy_side == "src" else dst).server  # type: ignore[attr-defined]
+    with CountingProxy(server.port, **proxy) as relay:  # type: ignore[arg-type]
+        config = config_for(src, dst, extra={proxy_side: {"server": f"127.0.0.1:{relay.port}", "timeout_s": 5}})
+        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
+    return result, config
+
+
+import pytest
+
+
+@pytest.mark.parametrize(("side", "anchor"), [("src", b"* LIST "), ("dst", b"* OK [CAPABILITY")])
+def test_a_response_line_over_1_mb(anchor: bytes, side: str, accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    _seed(src)
+    line = b"* OK " + b"x" * (1 << 21) + b"\r\n"
+    result, _config = _run_behind(src, dst, config_for, side, replace_down=(anchor, line + anchor))
+    assert result.returncode == 3, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "the server sent a response line of more than 1000000 bytes (starting b'* OK xxx" in last, last
+    assert last.startswith(f"error: {'source' if side == 'src' else 'destination'} (127.0.0.1:")
+
+
+def test_a_server_that_stalls_right_after_login(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    _seed(src)
+    with CountingProxy(src.server.port, record=True) as recorder:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{recorder.port}"}})
+        assert run_cli("show", "-c", config).returncode == 0
+    # Where the server's reply to the login ends, on the first connection.
+    login = re.search(rb"\r\n[A-Za-z0-9]+ OK [^\r\n]*Logged in[^\r\n]*\r\n", bytes(recorder.recordings[0].server_bytes))
+    assert login is not None and b"Logged in" in login.group(), login
+    stall = Fault(stall_after_down=login.end() + 1, stall_s=20)
+    result, _config = _run_behind(src, dst, config_for, "src", faults=lambda _n: stall)
+    assert result.returncode == 3, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: source (127.0.0.1:") and "no answer within 5 s" in last, last
+
+
+@pytest.mark.parametrize("procs", ["1", "2"])
+def test_a_malformed_appenduid_is_read_as_none_and_nothing_is_appended_twice(
+    procs: str, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    _seed(src, 6)
+    # "[APPENDUID 1700000000 1:3,]": a uid-set with an empty last member (RFC 4315 section 4).
+    with CountingProxy(dst.server.port, replace_down=(b"] Append completed", b",] Append completed"),
+                       record=True) as proxy:
+        config = config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{proxy.port}"}})
+        log = config.parent / "run.log"
+        result = run_cli("sync", "-c", config, "-y", "--procs", procs, "--log-file", log)
+        rerun = run_cli("sync", "-c", config, "-y", "--procs", procs)
+    assert b",] Append completed" in b"".join(bytes(r.server_bytes) for r in proxy.recordings)
+    # The worker that read the reply carried on: no crash after the server had stored the copies.
+    assert "worker exit" not in log.read_text(), log.read_text()
+    assert result.returncode == 0, result.stderr
+    assert "internal error" not in result.stderr
+    assert message_count(dst) == 6
+    assert snapshot(dst) == snapshot(src)
+    assert "0 copied, 6 already present" in rerun.stdout, rerun.stdout

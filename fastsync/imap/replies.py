@@ -117,7 +117,13 @@ def flags_may_be_why(refusal: MessageError) -> bool:
     return refusal.code not in _NOT_ABOUT_FLAGS
 
 
-_APPENDUID = re.compile(r"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
+# RFC 4315 section 4: "APPENDUID" SP nz-number SP append-uid, where a MULTIAPPEND's
+# append-uid is a uid-set (uniqueid / uid-range, comma-separated; nz-numbers).  A reply
+# that does not follow it reports nothing: the copies are made, their UIDs unknown (as
+# without UIDPLUS), never an error after the server has stored them.
+_UNIQUEID = r"[1-9][0-9]*"
+_UID_SET = rf"{_UNIQUEID}(?::{_UNIQUEID})?(?:,{_UNIQUEID}(?::{_UNIQUEID})?)*"
+_APPENDUID = re.compile(rf"\[APPENDUID ({_UNIQUEID}) ({_UID_SET})\]", re.IGNORECASE)
 
 
 def append_uids(text: str, count: int) -> tuple[int, list[int]] | None:

@@ -181,3 +181,25 @@ def test_already_exists(text: str, expected: bool) -> None:
 
 def test_redact_replaces_every_secret_and_ignores_empty_ones() -> None:
     assert redact("user pw1 token tk2 pw1", "pw1", "", "tk2") == "user *** token *** ***"
+
+
+@pytest.mark.parametrize(("text", "count", "expected"), [
+    ("[APPENDUID 38505 3955] APPEND completed", 1, (38505, [3955])),
+    ("[APPENDUID 38505 3955:3957,3960] done", 4, (38505, [3955, 3956, 3957, 3960])),
+    ("[APPENDUID 38505 3957:3955] done", 3, (38505, [3955, 3956, 3957])),
+    # Malformed (RFC 4315 section 4): reported as nothing, never an error after the store.
+    ("[APPENDUID 38505 1:3,] done", 3, None),
+    ("[APPENDUID 38505 :3] done", 3, None),
+    ("[APPENDUID 38505 1::3] done", 3, None),
+    ("[APPENDUID 38505 ,] done", 1, None),
+    ("[APPENDUID 0 1:3] done", 3, None),
+    ("[APPENDUID 38505 0:2] done", 3, None),
+    ("[APPENDUID x 1] done", 1, None),
+    ("[APPENDUID 38505 3955] done", 2, None),
+])
+def test_append_uids_reads_only_well_formed_replies(
+    text: str, count: int, expected: tuple[int, list[int]] | None
+) -> None:
+    from fastsync.imap.replies import append_uids
+
+    assert append_uids(text, count) == expected
