@@ -53,6 +53,8 @@ exit codes:
   3    connection error: a server could not be reached or TLS failed
   4    authentication error: a server refused the login
   70   internal error: a defect of fastsync (-V or --log-file shows the traceback); please report it
+  74   a file of fastsync's own (state directory, batch journal) cannot be read or written:
+       the disk is full or read-only, or the file is damaged; the message names it
   75   sync: another sync is copying to the same destination account; wait for it or stop it
   129  stopped by SIGHUP (the terminal closed): as SIGTERM
   130  interrupted (Ctrl-C)

@@ -1,6 +1,6 @@
 """The batch journal: each account pair's last outcome, so a second run skips what is done.
 
-Engine layer: imports `statedir` (the state directory made safe).  One SQLite file (WAL) in the state
+Engine layer: imports `statedir` (the state directory made safe) and `errors`.  One SQLite file (WAL) in the state
 directory per batch file (by its absolute path).  A pair is known by a hash of its two
 accounts and of what else decides its sync (the servers file, the options), never of a
 password or of anything else secret (the line's text holds passwords): the journal gives
@@ -8,19 +8,24 @@ nothing to test guessed passwords against.
 
 A pair is marked ``running`` before it starts and gets its outcome when it ends, so a
 batch that was killed leaves its running pairs as not finished: they are redone.
-Only a pair that ended exact (exit code 0) is skipped by the next run.
+Only a pair that ended exact (exit code 0) is skipped by the next run.  A journal that
+cannot be read or written (damaged, a full or read-only disk) is a `StateError` naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastsync.engine import statedir
+from fastsync.records.errors import StateError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB);
@@ -52,6 +57,11 @@ class Journal:
     def __init__(self, path: Path, db: sqlite3.Connection) -> None:
         self.path = path
         self._db = db
+        with failures(path):
+            self._forget_salted_keys(db)
+
+    @staticmethod
+    def _forget_salted_keys(db: sqlite3.Connection) -> None:
         if db.execute("SELECT 1 FROM meta WHERE name = 'salt'").fetchone() is not None:
             # Written by an earlier fastsync, whose keys were hashes of the pairs' lines,
             # passwords included, keyed with this salt: both go, and those pairs run again.
@@ -68,27 +78,33 @@ class Journal:
         path = directory / f"{name}.sqlite"
         # Never through a link into another database, never a FIFO (see `statedir`).
         os.close(statedir.open_file(path, os.O_RDWR | os.O_CREAT))
-        db = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA)
+        with failures(path):
+            db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
         return cls(path, db)
 
     def get(self, key: str) -> Entry | None:
-        row = self._db.execute(
-            "SELECT outcome, copied, present, failed, copied_bytes, seconds, exit_code, finished_at "
-            "FROM pairs WHERE key = ?", (key,),
-        ).fetchone()
+        with failures(self.path):
+            row = self._db.execute(
+                "SELECT outcome, copied, present, failed, copied_bytes, seconds, exit_code, finished_at "
+                "FROM pairs WHERE key = ?", (key,),
+            ).fetchone()
         return Entry(*row) if row else None
 
     def started(self, key: str, line: int, src_user: str, dst_user: str) -> None:
-        with self._db:
+        with failures(self.path), self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO pairs VALUES (?, ?, ?, ?, 'running', 0, 0, 0, 0, 0, NULL, NULL)",
                 (key, line, src_user, dst_user),
             )
 
     def finished(self, key: str, entry: Entry) -> None:
-        with self._db:
+        with failures(self.path), self._db:
             self._db.execute(
                 "UPDATE pairs SET outcome = ?, copied = ?, present = ?, failed = ?, copied_bytes = ?, seconds = ?, "
                 "exit_code = ?, finished_at = ? WHERE key = ?",
@@ -98,3 +114,27 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+
+@contextlib.contextmanager
+def failures(path: Path) -> Iterator[None]:
+    """A journal that cannot be read or written is a `StateError` naming it, with what to do."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise StateError(f"batch journal {path}: cannot be read or written: {_why(exc)}") from None
+
+
+def _why(exc: sqlite3.Error | OSError) -> str:
+    """What went wrong and what to do, from the error's code (errno, SQLite's result code)."""
+    code = getattr(exc, "errno", None)
+    sqlite_code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or sqlite_code in (sqlite3.SQLITE_READONLY,
+                                                                           sqlite3.SQLITE_PERM):
+        return "the state directory is read-only; make it writable or choose another with --state-dir"
+    if code == errno.ENOSPC or sqlite_code == sqlite3.SQLITE_FULL:
+        return "the disk is full; free space or choose another state directory with --state-dir"
+    if sqlite_code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return (f"the file is damaged ({exc}); move it away and run again: the batch then starts a new "
+                "journal, and pairs finished before copy only what is missing")
+    return getattr(exc, "strerror", None) or str(exc)

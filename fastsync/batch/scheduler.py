@@ -38,7 +38,7 @@ from fastsync.batch.inputs import Batch, PairLine
 from fastsync.batch.journal import Entry, Journal
 from fastsync.batch.parent import Callbacks, PairProcess
 from fastsync.engine.state import account_key, default_dir
-from fastsync.records.errors import Cancelled, UsageError, describe, exit_code_of
+from fastsync.records.errors import Cancelled, StateError, UsageError, describe, exit_code_of
 from fastsync.records.results import BatchSummary, PairResult, Reporter
 from fastsync.settings.options import DEFAULT_WORKERS, Options
 
@@ -133,6 +133,9 @@ class Scheduler:
         self.lock = threading.Condition()
         self.copied = self.copied_bytes = self.planned_bytes = self.planned_pairs = 0
         self.started_at = time.monotonic()
+        # The journal could not record a pair's outcome (full or read-only disk): the
+        # batch stops, as it could not tell the next run what was done.
+        self.journal_failure: StateError | None = None
 
     def fits(self, pair: PairLine) -> bool:
         src, dst = pair.config.src, pair.config.dst
@@ -183,11 +186,14 @@ class Scheduler:
 
         def follow() -> None:
             process.wait()
-            if self.journal is not None:
-                self.journal.finished(key, Entry(
-                    result.outcome, result.copied, result.present, result.failed, result.copied_bytes,
-                    result.elapsed_s, result.exit_code, time.time(),
-                ))
+            try:
+                if self.journal is not None:
+                    self.journal.finished(key, Entry(
+                        result.outcome, result.copied, result.present, result.failed, result.copied_bytes,
+                        result.elapsed_s, result.exit_code, time.time(),
+                    ))
+            except StateError as exc:
+                self.journal_failure = exc
             with self.lock:
                 del self.running[pair.line]
                 self.take(pair, -1)
@@ -200,6 +206,8 @@ class Scheduler:
         try:
             with self.lock:
                 while pending or self.running:
+                    if self.journal_failure is not None:
+                        raise self.journal_failure
                     for item in [i for i in pending if self.fits(i[0])]:
                         if self.fits(item[0]):
                             pending.remove(item)
@@ -208,9 +216,14 @@ class Scheduler:
                         self.spare = pairrun.spawn()
                     self.lock.wait(0.5)
                     self.show(len(pending))
+                if self.journal_failure is not None:
+                    raise self.journal_failure
         except (KeyboardInterrupt, Cancelled) as exc:
             self.summary.cancelled, self.summary.cancel_code = describe(exc), int(exit_code_of(exc))
             self.stop_all()
+        except StateError:
+            self.stop_all()
+            raise
         finally:
             if self.spare is not None:
                 pairrun.discard(self.spare)

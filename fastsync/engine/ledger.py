@@ -62,6 +62,14 @@ CREATE TABLE IF NOT EXISTS refused_keywords (
 """
 
 
+COLUMNS = ("src_folder", "src_uidvalidity", "src_uid", "dst_folder", "dst_uidvalidity", "dst_uid")
+
+
+class NotALedger(Exception):
+    """A SQLite database that is not a ledger (other tables, or another layout): it is left
+    as it is, neither converted to WAL nor given a table."""
+
+
 class Ledger:
     """The ledger of one (source account, destination account) couple; None path: keep nothing."""
 
@@ -96,12 +104,13 @@ class Ledger:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
             try:
                 _prepare(db)
-            except sqlite3.DatabaseError as exc:
+            except (sqlite3.DatabaseError, NotALedger) as exc:
                 db.close()
-                if _busy(exc):
+                if isinstance(exc, sqlite3.DatabaseError) and _busy(exc):
                     raise
-                # Not a database (overwritten, truncated by a full disk): the run goes on
-                # without it, matching by identity as without UIDPLUS; the file is kept.
+                # Not a database (overwritten, truncated by a full disk), or another one:
+                # the run goes on without it, matching by identity as without UIDPLUS; the
+                # file is kept as it is.
                 self.problem = f"the ledger {self.path} cannot be read ({exc}); re-runs match copies by Message-Id"
                 self.path = None
                 return None
@@ -170,6 +179,7 @@ def _prepare(db: sqlite3.Connection) -> None:
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
         try:
+            _check_layout(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
@@ -179,6 +189,19 @@ def _prepare(db: sqlite3.Connection) -> None:
             if not _busy(exc) or time.monotonic() > deadline:
                 raise
         time.sleep(0.01)
+
+
+def _check_layout(db: sqlite3.Connection) -> None:
+    """Raise NotALedger unless the database is empty or holds the ledger's table alone,
+    with its columns (a file of another program, or of another version of fastsync)."""
+    tables = sorted(name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+    if not tables:
+        return
+    if tables != ["copies"]:
+        raise NotALedger(f"a SQLite database of other tables: {', '.join(tables)}")
+    columns = tuple(row[1] for row in db.execute("PRAGMA table_info(copies)"))
+    if columns != COLUMNS:
+        raise NotALedger(f"its table has other columns: {', '.join(columns)}")
 
 
 def _busy(exc: sqlite3.DatabaseError) -> bool:

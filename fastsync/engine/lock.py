@@ -29,7 +29,7 @@ from typing import Any
 from fastsync.engine import statedir
 from fastsync.engine.state import account_key
 from fastsync.settings.config import Account
-from fastsync.records.errors import Locked, UsageError
+from fastsync.records.errors import Locked, StateError, UsageError
 
 # The holder writes its PID just after it takes the lock; a reader that comes in between
 # finds the file empty and looks again.
@@ -68,8 +68,16 @@ class RunLock:
             os.close(fd)
             raise UsageError(f"cannot lock {path}: {exc.strerror}; choose another --state-dir") from None
         started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n{started}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n{started}\n".encode(), 0)
+        except OSError as exc:
+            # A full disk: the ledger and the state cache could not be written either, and
+            # a run that cannot record its copies may copy them again next time.
+            os.close(fd)
+            raise StateError(
+                f"cannot write the lock file {path}: {exc.strerror}; free space there or choose another --state-dir"
+            ) from None
         return cls(path, fd)
 
     def release(self) -> None:

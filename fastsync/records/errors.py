@@ -30,6 +30,9 @@ class ExitCode(enum.IntEnum):
     AUTH = 4
     # sysexits.h EX_SOFTWARE: an unexpected exception, a defect of fastsync itself.
     INTERNAL = 70
+    # sysexits.h EX_IOERR: a file of fastsync's own (state directory, journal) cannot be
+    # read or written: a full or read-only disk, a damaged file.  The message names it.
+    STATE = 74
     # sysexits.h EX_TEMPFAIL: another run is copying to the same destination; try later.
     LOCKED = 75
     # 128 + SIGHUP: the terminal closed (or the session ended) while the run went on.
@@ -163,6 +166,13 @@ class HungUp(Terminated):
     closed).  The run stops as SIGTERM stops it, with the code a shell gives SIGHUP."""
 
     exit_code = ExitCode.HANGUP
+
+
+class StateError(FastsyncError):
+    """A file fastsync keeps between runs cannot be read or written (the disk is full or
+    read-only, the file is damaged); the message names the file and what to do."""
+
+    exit_code = ExitCode.STATE
 
 
 class Locked(FastsyncError):

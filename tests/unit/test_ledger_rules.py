@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import tracemalloc
 from pathlib import Path
@@ -149,3 +150,25 @@ def test_match_states_pairs_the_ledgers_copies_first() -> None:
     matching = match_states([state(1, "<a>"), state(2, "<a>")], [state(7, "<x>"), state(8, "<a>")], {1: 7})
     assert [(s.uid, d.uid) for s, d in matching.matched] == [(1, 7), (2, 8)]
     assert matching.missing == [] and matching.extra == []
+
+
+@pytest.mark.parametrize(("schema", "why"), [
+    ("CREATE TABLE copies (a TEXT, b INTEGER)", "its table has other columns: a, b"),
+    ("CREATE TABLE copies (src_folder TEXT, src_uidvalidity INTEGER, src_uid INTEGER, dst_folder TEXT, "
+     "dst_uidvalidity INTEGER, dst_uid INTEGER, note TEXT)", "its table has other columns"),
+    ("CREATE TABLE contacts (name TEXT, email TEXT)", "a SQLite database of other tables: contacts"),
+])
+def test_a_database_of_another_layout_is_set_aside_untouched(tmp_path: Path, schema: str, why: str) -> None:
+    path = tmp_path / "l.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(schema)
+        db.commit()
+    before = path.read_bytes()
+    ledger = Ledger(path)
+    ledger.record(("INBOX", 1), ("INBOX", 9), [(1, 1)])
+    assert ledger.copies(("INBOX", 1), ("INBOX", 9)) == {}
+    assert f"the ledger {path} cannot be read ({why}" in ledger.problem
+    ledger.close()
+    # Neither converted to WAL nor given a table.
+    assert path.read_bytes() == before
+    assert not (tmp_path / "l.sqlite-wal").exists()
