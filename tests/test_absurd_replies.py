@@ -6,7 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import subprocess
+from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import AccountFactory, ConfigFor
 from helpers import message_count, run_cli, snapshot
 
@@ -14,10 +18,10 @@ from bench.corpus import Message
 from bench.tcpproxy import CountingProxy, Fault
 
 
-def _seed(account: object, count: int = 3) -> bytes:
+def _seed(account: Any, count: int = 3) -> bytes:
     """Messages whose sizes differ from each other; returns the body of the first."""
     bodies = [f"Message-ID: <abs{n}@x>\r\nSubject: {n}\r\n\r\n{'z' * (50 + n)}\r\n".encode() for n in range(count)]
-    account.seed([Message("INBOX", body, (), dt.datetime(2023, 1, 1, tzinfo=dt.UTC)) for body in bodies])  # type: ignore[attr-defined]
+    account.seed([Message("INBOX", body, (), dt.datetime(2023, 1, 1, tzinfo=dt.UTC)) for body in bodies])
     return bodies[0]
 
 
@@ -38,15 +42,15 @@ def test_an_rfc822_size_above_2_64_is_no_internal_error(accounts: AccountFactory
     assert snapshot(dst) == snapshot(src)
 
 
-def _run_behind(src: object, dst: object, config_for: ConfigFor, proxy_side: str, **proxy: object) -> tuple:
-    server = (src if proxy_side == "src" else dst).server  # type: ignore[attr-defined]
-    with CountingProxy(server.port, **proxy) as relay:  # type: ignore[arg-type]
+def _run_behind(
+    src: Any, dst: Any, config_for: ConfigFor, proxy_side: str, **proxy: Any
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """A sync with *proxy_side*'s server behind a `CountingProxy(**proxy)`, timeouts of 5 s."""
+    server = (src if proxy_side == "src" else dst).server
+    with CountingProxy(server.port, **proxy) as relay:
         config = config_for(src, dst, extra={proxy_side: {"server": f"127.0.0.1:{relay.port}", "timeout_s": 5}})
         result = run_cli("sync", "-c", config, "-y", "--procs", "1")
     return result, config
-
-
-import pytest
 
 
 @pytest.mark.parametrize(("side", "anchor"), [("src", b"* LIST "), ("dst", b"* OK [CAPABILITY")])
