@@ -144,7 +144,10 @@ class Reporter:
             dropped(self.out)
 
     def _line(self, stream: TextIO, text: str) -> None:
-        text = self._shown(text)
+        # A message of several lines (a worker's traceback) keeps them, each line after the
+        # first indented: no line of a message, whatever a server put in it, can pass for
+        # a line of its own (a summary line, an error).
+        text = "\n  ".join(self._shown(line) for line in text.split("\n"))
         if stream is self.out and self.interactive:
             self._print(text, markup=False)
             return

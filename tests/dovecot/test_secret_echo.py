@@ -8,10 +8,10 @@ import base64
 import json
 
 import pytest
-from conftest import AccountFactory, ConfigFor
-from helpers import run_cli
 
-from bench.tcpproxy import CountingProxy
+from bench.harness.tcpproxy import CountingProxy
+from tests.dovecot.accounts import AccountFactory, ConfigFor
+from tests.helpers import run_cli
 
 # Characters IMAP quoting, repr() and JSON all escape; long enough that its middle is its own.
 PASSWORD = "pw\"Kq7\\Zt9'Lm3-Rr8Yy"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import AccountFactory, ConfigFor
-from helpers import message, run_cli, snapshot
 
 from fastsync.engine.ledger import Ledger
 from fastsync.settings.config import load_config
+from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
+from tests.helpers import message, run_cli
 
 
 @contextlib.contextmanager

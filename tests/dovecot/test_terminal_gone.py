@@ -15,10 +15,9 @@ import sys
 import threading
 from pathlib import Path
 
-from conftest import AccountFactory, ConfigFor
-from helpers import REPO_ROOT, cli_env, message, message_count, run_cli, snapshot, wait_for
-
-from bench.corpus import Message
+from bench.harness.corpus import Message
+from tests.dovecot.accounts import AccountFactory, ConfigFor, message_count, snapshot
+from tests.helpers import REPO_ROOT, cli_env, message, run_cli, wait_for
 
 FASTSYNC = f"{sys.executable} -m fastsync"
 

@@ -20,9 +20,11 @@ from fastsync.records.errors import (
     FastsyncError,
     FolderError,
     FolderMissing,
+    HungUp,
     Locked,
     MalformedResponse,
     MessageError,
+    StateError,
     Terminated,
     Throttled,
     TLSError,
@@ -52,6 +54,8 @@ EXAMPLES: list[tuple[FastsyncError, ExitCode]] = [
      ExitCode.PARTIAL),
     (Cancelled("Cancelled."), ExitCode.INTERRUPTED),
     (Terminated("Stopped by SIGTERM."), ExitCode.TERMINATED),
+    (HungUp("Stopped by SIGHUP (the terminal closed)."), ExitCode.HANGUP),
+    (StateError("batch journal /s/batches/x.sqlite: cannot be read or written: the disk is full"), ExitCode.STATE),
     (Locked("another fastsync sync (PID 7) is copying to destination (h:2)", side="dst"), ExitCode.LOCKED),
 ]
 

@@ -134,7 +134,9 @@ def test_a_defect_in_a_worker_is_a_warning_with_its_traceback() -> None:
     coordinator = Coordinator(setup_of(config), [unit], 2, reporter, summary)
     trace = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\nKeyError: 'uid'\n"
     assert coordinator.worker_stopped(WorkerExit(1, None, trace)) is True
-    assert err.getvalue() == f"warning: worker 1 stopped: {trace.strip()}\n"
+    # Each line after the first indented: none passes for a line of its own.
+    indented = trace.strip().replace("\n", "\n  ")
+    assert err.getvalue() == f"warning: worker 1 stopped: {indented}\n"
     assert summary.errors == [] and not coordinator.stop.is_set() and coordinator.workers == 2
 
 

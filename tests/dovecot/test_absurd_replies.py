@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AccountFactory, ConfigFor
-from helpers import message_count, run_cli, snapshot
 
-from bench.corpus import Message
-from bench.tcpproxy import CountingProxy, Fault
+from bench.harness.corpus import Message
+from bench.harness.tcpproxy import CountingProxy, Fault
+from tests.dovecot.accounts import AccountFactory, ConfigFor, message_count, snapshot
+from tests.helpers import run_cli
 
 
 def _seed(account: Any, count: int = 3) -> bytes:
