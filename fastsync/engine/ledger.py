@@ -62,7 +62,11 @@ CREATE TABLE IF NOT EXISTS refused_keywords (
 """
 
 
-COLUMNS = ("src_folder", "src_uidvalidity", "src_uid", "dst_folder", "dst_uidvalidity", "dst_uid")
+# The ledger's tables and their columns, as `_SCHEMA` and `_REFUSED_SCHEMA` make them.
+LAYOUT = {
+    "copies": ("src_folder", "src_uidvalidity", "src_uid", "dst_folder", "dst_uidvalidity", "dst_uid"),
+    "refused_keywords": ("dst_folder", "keyword"),
+}
 
 
 class NotALedger(Exception):
@@ -192,16 +196,17 @@ def _prepare(db: sqlite3.Connection) -> None:
 
 
 def _check_layout(db: sqlite3.Connection) -> None:
-    """Raise NotALedger unless the database is empty or holds the ledger's table alone,
-    with its columns (a file of another program, or of another version of fastsync)."""
+    """Raise NotALedger unless the database holds none but the ledger's tables (some may
+    be missing: a new file, an earlier version's), each with its columns; else it is a
+    file of another program, or of another version of fastsync."""
     tables = sorted(name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
-    if not tables:
-        return
-    if tables != ["copies"]:
-        raise NotALedger(f"a SQLite database of other tables: {', '.join(tables)}")
-    columns = tuple(row[1] for row in db.execute("PRAGMA table_info(copies)"))
-    if columns != COLUMNS:
-        raise NotALedger(f"its table has other columns: {', '.join(columns)}")
+    others = [name for name in tables if name not in LAYOUT]
+    if others:
+        raise NotALedger(f"a SQLite database of other tables: {', '.join(others)}")
+    for table in tables:
+        columns = tuple(row[1] for row in db.execute(f"PRAGMA table_info({table})"))
+        if columns != LAYOUT[table]:
+            raise NotALedger(f"its table {table} has other columns: {', '.join(columns)}")
 
 
 def _busy(exc: sqlite3.DatabaseError) -> bool:

@@ -153,9 +153,10 @@ def test_match_states_pairs_the_ledgers_copies_first() -> None:
 
 
 @pytest.mark.parametrize(("schema", "why"), [
-    ("CREATE TABLE copies (a TEXT, b INTEGER)", "its table has other columns: a, b"),
+    ("CREATE TABLE copies (a TEXT, b INTEGER)", "its table copies has other columns: a, b"),
     ("CREATE TABLE copies (src_folder TEXT, src_uidvalidity INTEGER, src_uid INTEGER, dst_folder TEXT, "
-     "dst_uidvalidity INTEGER, dst_uid INTEGER, note TEXT)", "its table has other columns"),
+     "dst_uidvalidity INTEGER, dst_uid INTEGER, note TEXT)", "its table copies has other columns"),
+    ("CREATE TABLE refused_keywords (keyword TEXT)", "its table refused_keywords has other columns: keyword"),
     ("CREATE TABLE contacts (name TEXT, email TEXT)", "a SQLite database of other tables: contacts"),
 ])
 def test_a_database_of_another_layout_is_set_aside_untouched(tmp_path: Path, schema: str, why: str) -> None:
