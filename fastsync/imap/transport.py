@@ -94,16 +94,9 @@ class Metered:
         return b"".join(parts)
 
     def readline(self) -> bytes:
-        # imaplib refuses a line over 1,000,000 bytes with a plain `error`, as a NO would
-        # be, while the rest of the line is still unread and every later reply out of step.
-        # Such a line is no IMAP reply (a literal carries anything long): say so, quoting
-        # its start, and drop the connection (an abort: the session is unusable).
-        line: bytes = self.file.readline(MAX_LINE_BYTES + 1)  # type: ignore[attr-defined]
-        if len(line) > MAX_LINE_BYTES:
-            raise imaplib.IMAP4.abort(
-                f"the server sent a response line of more than {MAX_LINE_BYTES} bytes "
-                f"(starting {line[:40]!r}); no IMAP reply is that long"
-            )
+        line: bytes = self.file.readline(wire.MAX_LINE_BYTES + 1)  # type: ignore[attr-defined]
+        if len(line) > wire.MAX_LINE_BYTES:
+            raise imaplib.IMAP4.abort(wire.overlong(line))  # the session is out of step: dropped
         if self.meter_down is not None:
             self.meter_down.charge(len(line))
         if line.endswith(b"\n") and not line.endswith(b"\r\n"):
@@ -124,10 +117,6 @@ class Metered:
             chunk = view[start : start + CHUNK_BYTES]
             self.meter_up.charge(len(chunk))
             super().send(chunk)  # type: ignore[misc]
-
-
-# The longest response line read (a literal's bytes do not count): imaplib's own bound.
-MAX_LINE_BYTES = 1_000_000
 
 
 class _PlainTransport(Metered, imap4.IMAP4WithTimeout):  # type: ignore[misc]

@@ -82,6 +82,22 @@ class Record:
         return self.literals[0] if len(self.literals) == 1 else None
 
 
+# The longest response line read (a literal's bytes do not count), imaplib's own bound.
+# imaplib refuses a longer one with a plain `error`, as a NO would be, while the rest of
+# the line is still unread and every later reply out of step: the protocol edge reads
+# lines itself and drops the connection instead (an abort), quoting `overlong`.
+MAX_LINE_BYTES = 1_000_000
+
+
+def overlong(line: bytes) -> str:
+    """What to say of a response line longer than `MAX_LINE_BYTES`: no IMAP reply is that
+    long (a literal carries anything long), so it is quoted by its start only."""
+    return (
+        f"the server sent a response line of more than {MAX_LINE_BYTES} bytes (starting {line[:40]!r}); "
+        "no IMAP reply is that long"
+    )
+
+
 # RFC 9051 section 9: RFC822.SIZE is a number64, at most 2**63 - 1.
 MAX_NUMBER64 = 2**63 - 1
 

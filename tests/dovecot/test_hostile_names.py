@@ -14,7 +14,8 @@ from tests.helpers import run_cli
 # Modified UTF-7 (RFC 3501 section 5.1.3) carries any character, so a server may name a
 # folder with ESC sequences (an OSC 52 clipboard write, a window title, colours), a line
 # feed that would forge a summary line, a TAB that would add a column, or rich markup.
-# Dovecot refuses such names on CREATE: a proxy renames a folder in what the server says.
+# Dovecot refuses such names on CREATE: a proxy renames a folder in what the server says
+# (as a quoted string: the name holds spaces) and back in what the client sends.
 HOSTILE = "Clip\x1b]52;c;aGVsbG8=\x07\x1b]0;owned\x07\x1b[31m\n9 folders, 9 copied\tTest.[bold].box"
 ENCODED = imap_utf7.encode(HOSTILE)
 SHOWN = "Clip\\x1b]52;c;aGVsbG8=\\x07\\x1b]0;owned\\x07\\x1b[31m\\n9 folders, 9 copied\\tTest.[bold].box"
@@ -42,7 +43,7 @@ def test_show_and_sync_escape_folder_names(accounts: AccountFactory, config_for:
     src, dst = accounts(2)
     src.seed([Message("Placeholder", b"Message-ID: <1@x>\r\nSubject: s\r\n\r\nbody\r\n", (),
                       dt.datetime(2021, 3, 4, tzinfo=dt.UTC))])
-    with CountingProxy(src.server.port, replace_down=(b"Placeholder", ENCODED),
+    with CountingProxy(src.server.port, replace_down=(b" Placeholder", b' "' + ENCODED + b'"'),
                         rewrite_up=Renamer) as proxy:
         config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}})
         show_quiet = run_cli("show", "-q", "-c", config)
