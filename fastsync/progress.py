@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from fastsync.records import secrets as secrets_rules
+from fastsync.terminal import dropped, printable, write
 from fastsync.records.results import AccountInfo, BatchSummary, CheckSummary, FolderRow, Listing, Summary
 
 if TYPE_CHECKING:
@@ -35,27 +35,6 @@ MIN_HIDDEN_CHARS = 4
 
 # Seconds between plain progress lines when stdout is not a terminal.
 PLAIN_INTERVAL_S = 10.0
-
-
-# Characters no server-supplied text may bring to the terminal as they are: C0 and C1
-# controls (ESC starts the sequences that set the clipboard (OSC 52), the window title or
-# colours; a line feed would forge a line of our own), line and paragraph separators, and
-# the bidirectional overrides that make a name read otherwise than it is.
-_BIDI = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-_UNSAFE = {
-    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-    for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *map(ord, _BIDI))
-} | {ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
-
-
-def printable(text: object) -> str:
-    """*text* as it may reach the terminal: every control character written as an escape
-    (``\\x1b``, ``\\n``, ``\\t``...), as Python writes it in a string literal.
-
-    Everything this module writes passes here: folder names, server replies and messages
-    quoting them are the server's words, not ours.
-    """
-    return str(text).translate(_UNSAFE)
 
 
 def human_bytes(size: float) -> str:
@@ -127,15 +106,6 @@ class Reporter:
             self._console = Console(file=self.out, highlight=False, soft_wrap=True, emoji=False)
         return self._console
 
-    def _write(self, stream: TextIO, text: str) -> None:
-        """Every write of this module: a reader that went away (``| head -1``, a closed
-        terminal) ends what is shown, never the run (see `dropped`)."""
-        try:
-            stream.write(text)
-            stream.flush()
-        except (OSError, ValueError):
-            dropped(stream)
-
     def _print(self, renderable: Any, **how: Any) -> None:
         """rich's print to stdout, with `_write`'s care."""
         try:
@@ -151,7 +121,7 @@ class Reporter:
         if stream is self.out and self.interactive:
             self._print(text, markup=False)
             return
-        self._write(stream, text + "\n")
+        write(stream, text + "\n")
 
     def info(self, text: str) -> None:
         if not self.quiet:
@@ -174,7 +144,7 @@ class Reporter:
 
     def trace(self, text: str) -> None:
         """A traceback, as it is (an internal error with -V)."""
-        self._write(self.err, "".join(self._shown(line) + "\n" for line in text.splitlines()))
+        write(self.err, "".join(self._shown(line) + "\n" for line in text.splitlines()))
 
     # -- status while planning ---------------------------------------------------------
 
@@ -182,11 +152,11 @@ class Reporter:
         """A transient line (sizing an account, planning a folder): shown only on a terminal."""
         if self.quiet or not self.interactive:
             return
-        self._write(self.err, f"{self._shown(text)[:79]:79}\r")
+        write(self.err, f"{self._shown(text)[:79]:79}\r")
 
     def clear_status(self) -> None:
         if not self.quiet and self.interactive:
-            self._write(self.err, " " * 79 + "\r")
+            write(self.err, " " * 79 + "\r")
 
     # -- tables ------------------------------------------------------------------------
 
@@ -195,7 +165,7 @@ class Reporter:
         if self.quiet or not self.interactive:
             lines = [] if self.quiet else [f"# {self._shown(title)}\n"]
             lines += ["\t".join(self._shown(c) for c in row) + "\n" for row in rows]
-            self._write(self.out, "".join(lines))
+            write(self.out, "".join(lines))
             return
         from rich.table import Table
         from rich.text import Text
@@ -229,7 +199,7 @@ class Reporter:
 
     def confirm(self, question: str) -> bool:
         """Ask y/N on the terminal; the caller makes sure stdin is one."""
-        self._write(self.err, f"{self._shown(question)} [y/N] ")
+        write(self.err, f"{self._shown(question)} [y/N] ")
         answer = sys.stdin.readline().strip().lower()
         return answer in ("y", "yes")
 
@@ -287,7 +257,7 @@ class Reporter:
         if not self.quiet and now - self._plain_last >= PLAIN_INTERVAL_S:
             self._plain_last = now
             rate = self._done_bytes / 1e6 / max(now - self._started, 1e-9)
-            self._write(
+            write(
                 self.out,
                 f"progress: {self._done}/{self._total} messages, "
                 f"{human_bytes(self._done_bytes)}/{human_bytes(self._total_bytes)}, {rate:.1f} MB/s\n"
@@ -420,7 +390,7 @@ class Reporter:
         now = time.monotonic()
         if force or now - self._plain_last >= PLAIN_INTERVAL_S:
             self._plain_last = now
-            self._write(self.out, f"progress: {self._shown(line)}\n")
+            write(self.out, f"progress: {self._shown(line)}\n")
 
     def batch_report(self, s: BatchSummary) -> None:
         """The table of pairs, each pair's errors, and the batch's last line."""
@@ -472,21 +442,7 @@ class Reporter:
         if not self.json_output:
             return
         doc = secrets_rules.redact_values(doc, self._hidden())
-        self._write(self.document_out, orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def dropped(stream: TextIO) -> None:
-    """*stream*'s reader went away: point its file descriptor at /dev/null, so that later
-    writes (rich's refresh thread too) and the flush at exit succeed without a word."""
-    try:
-        fd = stream.fileno()
-    except (OSError, ValueError, AttributeError):
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
+        write(self.document_out, orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def sync_document(s: Summary) -> dict[str, Any]:

@@ -572,12 +572,10 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
     """
     # Ctrl-C reaches the whole process group; the parent decides, workers are told via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGTERM to the whole group (systemd, kill -TERM -PGID) or to this worker alone, or
-    # SIGHUP when the terminal closes: leave after the unit in hand, as `stop` asks.  The
-    # parent stops a worker at once with SIGKILL.
+    # SIGTERM (systemd, kill, to the group or this worker) or SIGHUP (a closed terminal): as `stop`.
     leaving = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda _signum, _frame: leaving.set())
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: leaving.set())
+    signal.signal(signal.SIGHUP, signal.getsignal(signal.SIGTERM))
     # The fork server is this process's parent and outlives the run's process while a
     # worker lives, so os.getppid() cannot tell; nor can `parent_process().is_alive()`,
     # whose sentinel the fork server's children hold open themselves.  The run's process
