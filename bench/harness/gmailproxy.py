@@ -25,14 +25,13 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
+from bench.harness.replyproxy import LineEditor
 from bench.harness.tcpproxy import CountingProxy
 
-__all__ = ["GmailIdProxy", "LineRewriter", "gm_msgid_of"]
+__all__ = ["GmailIdProxy", "gm_msgid_of", "to_client", "to_server"]
 
-_LITERAL = re.compile(rb"~?\{(\d+)[+-]?\}\r?\n\Z")
 _CAPABILITY = re.compile(rb"(?i)(CAPABILITY IMAP4rev1)( |\]|\r?\n)")
 _X_GUID = re.compile(rb"X-GUID ([0-9a-fA-F]+)")
 
@@ -51,51 +50,12 @@ def to_client(line: bytes) -> bytes:
     return _X_GUID.sub(lambda m: b"X-GM-MSGID %d" % gm_msgid_of(m.group(1)), line)
 
 
-class LineRewriter:
-    """One direction of one connection: each protocol line passed through *edit* once
-    whole, the bytes of literals passed on as they are."""
-
-    def __init__(self, edit: Callable[[bytes], bytes]) -> None:
-        self.edit = edit
-        self._line = bytearray()
-        self._literal_left = 0
-
-    def feed(self, data: bytes) -> bytes:
-        out = bytearray()
-        pos = 0
-        while pos < len(data):
-            if self._literal_left:
-                take = data[pos : pos + self._literal_left]
-                pos += len(take)
-                self._literal_left -= len(take)
-                out += take
-                continue
-            end = data.find(b"\n", pos)
-            if end < 0:
-                self._line += data[pos:]
-                break
-            self._line += data[pos : end + 1]
-            pos = end + 1
-            line = bytes(self._line)
-            self._line.clear()
-            marker = _LITERAL.search(line)
-            if marker is not None:
-                self._literal_left = int(marker.group(1))
-            out += self.edit(line)
-        return bytes(out)
-
-    def flush(self) -> bytes:
-        held = bytes(self._line)
-        self._line.clear()
-        return held
-
-
 class GmailIdProxy(CountingProxy):
     """``with GmailIdProxy(port) as proxy:``: the Gmail-like Dovecot at *port*, with
     X-GM-EXT-1 and X-GM-MSGID (see the module's docstring)."""
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1", **options: Any) -> None:
         super().__init__(
-            target_port, target_host, rewrite_up=lambda: LineRewriter(to_server),
-            rewrite_down=lambda: LineRewriter(to_client), **options,
+            target_port, target_host, rewrite_up=lambda: LineEditor(to_server),
+            rewrite_down=lambda: LineEditor(to_client), **options,
         )

@@ -37,7 +37,7 @@ __all__ = ["EditingProxy", "LineEditor", "bare_lf", "modseq_nil", "renamed", "st
 Edit = Callable[[bytes], bytes]
 
 # A literal marker at the end of a line: {N} (synchronising), {N+} (RFC 7888), ~{N} (RFC 3516).
-_LITERAL = re.compile(rb"~?\{(\d+)\+?\}\r?\n\Z")
+_LITERAL = re.compile(rb"~?\{(\d+)[+-]?\}\r?\n\Z")
 
 
 class LineEditor:

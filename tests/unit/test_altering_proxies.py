@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.harness.gmailproxy import LineRewriter, gm_msgid_of, to_client, to_server
+from bench.harness.gmailproxy import gm_msgid_of, to_client, to_server
+from bench.harness.replyproxy import LineEditor
 from bench.harness.rewriteproxy import MboxRewriter, alter_like_mbox
 
 
@@ -63,7 +64,7 @@ def test_gmail_ids_from_guids_outside_literals_only(chunk: int) -> None:
         b"* 1 FETCH (UID 4 X-GUID " + GUID + b" BODY[HEADER.FIELDS (SUBJECT)] {%d}\r\n" % len(header) + header
         + b")\r\na1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"
     )
-    rewriter = LineRewriter(to_client)
+    rewriter = LineEditor(to_client)
     out = b"".join(rewriter.feed(stream[i : i + chunk]) for i in range(0, len(stream), chunk)) + rewriter.flush()
     assert out == (
         b"* OK [CAPABILITY IMAP4rev1 X-GM-EXT-1 SASL-IR] ready\r\n"
