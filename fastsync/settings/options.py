@@ -59,6 +59,12 @@ class Flag:
     parse: Callable[[str], Any] | None = None
 
     @property
+    def shown(self) -> str:
+        """The name messages give the option: its first long name, the one --help and the
+        man page lead with (``--procs``, not its alias ``--workers``)."""
+        return next(name for name in self.names if name.startswith("--"))
+
+    @property
     def alias(self) -> str:
         """imapsync-go's variable for this option: ``IMAPSYNC_`` + the suffix of `env`."""
         return ALIAS_PREFIX + self.env.removeprefix(ENV_PREFIX)
@@ -371,14 +377,14 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
     for flag in ALL_FLAGS:
         if not hasattr(args, flag.dest):
             continue
-        value, source = getattr(args, flag.dest), flag.names[-1]
+        value, source = getattr(args, flag.dest), flag.shown
         if value is None:
             value, variable = _from_env(flag, environ)
             source = f"{source} / {variable}"
         elif flag.kind == "list":
-            value = _patterns(value, flag.names[-1])
+            value = _patterns(value, flag.shown)
         else:
-            value = _parsed(flag, value, f"{flag.names[-1]} {value!r}")
+            value = _parsed(flag, value, f"{flag.shown} {value!r}")
         if value is not None and flag.kind in ("int", "count"):
             minimum = 1 if flag.kind == "count" else 0
             if value < minimum:

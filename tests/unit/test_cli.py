@@ -70,13 +70,13 @@ def test_flag_beats_env(argv: tuple[str, ...], env: dict[str, str], key: str, ex
     ("env", "message"),
     [
         ({"FASTSYNC_WORKERS": "many"}, "environment variable FASTSYNC_WORKERS='many': expected a whole number"),
-        ({"FASTSYNC_WORKERS": "0"}, "--workers / FASTSYNC_WORKERS: expected a whole number >= 1, got 0"),
+        ({"FASTSYNC_WORKERS": "0"}, "--procs / FASTSYNC_WORKERS: expected a whole number >= 1, got 0"),
         ({"FASTSYNC_CONFIRM": "maybe"}, "environment variable FASTSYNC_CONFIRM='maybe': expected 1/0"),
         ({"FASTSYNC_BPS_DOWN": "-5"}, "environment variable FASTSYNC_BPS_DOWN='-5': expected a size such as 500k"),
         ({"FASTSYNC_LOG_FORMAT": "xml"}, "environment variable FASTSYNC_LOG_FORMAT='xml': expected one of text, json"),
         # The message names the variable that was read.
         ({"IMAPSYNC_WORKERS": "many"}, "environment variable IMAPSYNC_WORKERS='many': expected a whole number"),
-        ({"IMAPSYNC_WORKERS": "0"}, "--workers / IMAPSYNC_WORKERS: expected a whole number >= 1, got 0"),
+        ({"IMAPSYNC_WORKERS": "0"}, "--procs / IMAPSYNC_WORKERS: expected a whole number >= 1, got 0"),
         ({"IMAPSYNC_CONFIRM": "maybe"}, "environment variable IMAPSYNC_CONFIRM='maybe': expected 1/0"),
         ({"IMAPSYNC_LOG_FORMAT": "xml", "FASTSYNC_LOG_FORMAT": "json"}, None),
         ({"IMAPSYNC_BPS_UP": "-1", "FASTSYNC_BPS_UP": "x"}, "environment variable FASTSYNC_BPS_UP='x'"),
@@ -91,10 +91,11 @@ def test_bad_env_values_are_usage_errors(env: dict[str, str], message: str | Non
     assert str(caught.value).startswith(message)
 
 
-def test_a_bad_flag_value_names_the_flag() -> None:
+@pytest.mark.parametrize("spelling", ["--procs", "-w", "--workers"])
+def test_a_bad_flag_value_names_the_flag_as_help_shows_it(spelling: str) -> None:
     with pytest.raises(UsageError) as caught:
-        parse("sync", "--procs", "0", env={"IMAPSYNC_WORKERS": "3"})
-    assert str(caught.value) == "--workers: expected a whole number >= 1, got 0"
+        parse("sync", spelling, "0", env={"IMAPSYNC_WORKERS": "3"})
+    assert str(caught.value) == "--procs: expected a whole number >= 1, got 0"
 
 
 @pytest.mark.parametrize(
