@@ -50,6 +50,17 @@ __all__ = ["AppendRewriter", "MboxProxy", "MboxRewriter", "NewIds", "RewritingPr
 
 # A literal marker at the end of a line: {N} (synchronising), {N+} (RFC 7888), ~{N} (RFC 3516).
 _LITERAL = re.compile(rb"(~?)\{(\d+)(\+?)\}\r?\n\Z")
+
+
+def append_state(line: bytes, marker: re.Match[bytes] | None, first_segment: bool, in_append: bool) -> tuple[bool, bool]:
+    """Whether the command *line* belongs to is an APPEND, and whether the literal it
+    announces is the mailbox name ("tag APPEND {N}"), not a message.  Only the command's
+    first segment says which command it is; later segments keep *in_append*."""
+    if not first_segment:
+        return in_append, False
+    words = line.split(None, 2)
+    in_append = len(words) >= 2 and words[1].upper() == b"APPEND"
+    return in_append, in_append and marker is not None and len(line[: marker.start()].split()) == 2
 _MESSAGE_ID = re.compile(rb"message-id[ \t]*:", re.IGNORECASE)
 _ALPHABET = string.ascii_lowercase + string.digits
 _LINES = re.compile(rb"[^\n]*\n|[^\n]+")  # lines with their LF, then a last one without
@@ -195,12 +206,7 @@ class AppendRewriter:
         line = bytes(self._line)
         self._line.clear()
         marker = _LITERAL.search(line)
-        mailbox_literal = False
-        if self._first_segment:
-            words = line.split(None, 2)
-            self._in_append = len(words) >= 2 and words[1].upper() == b"APPEND"
-            # "tag APPEND {N}": the literal is the mailbox name, not a message.
-            mailbox_literal = self._in_append and marker is not None and len(line[: marker.start()].split()) == 2
+        self._in_append, mailbox_literal = append_state(line, marker, self._first_segment, self._in_append)
         if marker is None:
             self._first_segment = True
             self._in_append = False
@@ -315,11 +321,7 @@ class MboxRewriter:
         line = bytes(self._line)
         self._line.clear()
         marker = _LITERAL.search(line)
-        mailbox_literal = False
-        if self._first_segment:
-            words = line.split(None, 2)
-            self._in_append = len(words) >= 2 and words[1].upper() == b"APPEND"
-            mailbox_literal = self._in_append and marker is not None and len(line[: marker.start()].split()) == 2
+        self._in_append, mailbox_literal = append_state(line, marker, self._first_segment, self._in_append)
         if marker is None:
             self._first_segment, self._in_append = True, False
             return line
