@@ -158,6 +158,14 @@ class Dovecot:
     working for every user: the passwd-file passdb stays first and serves only the
     password mechanisms.
 
+    ``master_users`` (name -> password) are administrators who may log in as any user
+    (Dovecot's master users, doc.dovecot.org "Master users/passwords"): with SASL PLAIN,
+    authorization identity = the user and authentication identity = the master user, or
+    with ``user*master`` as a plain login name (``auth_master_user_separator = *``).
+    They sit in a passdb of their own (``master = yes``) with ``result_success =
+    continue``, so the user logged into must exist in the ordinary passdb; they cannot
+    log in as themselves.
+
     ``namespace_prefix="INBOX."`` (with ``separator="."``) puts every personal folder
     under INBOX, as Courier and Cyrus do (RFC 2342): "Sent" is then "INBOX.Sent", and
     the special-use declarations below apply to the names under the prefix.
@@ -191,6 +199,7 @@ class Dovecot:
         mail_format: str = MAIL_FORMAT,
         imap_capability: str | None = None,
         oauth2_introspection_url: str | None = None,
+        master_users: dict[str, str] | None = None,
         quota_storage: str | None = None,
         quota_max_mail_size: str | None = None,
         max_keyword_length: int | None = None,
@@ -223,6 +232,9 @@ class Dovecot:
         self.mail_format = mail_format
         self.imap_capability = imap_capability
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.master_users = dict(master_users or {})
+        for name in self.master_users:
+            self._check_user(name)
         # Dovecot's quota plugin, for tests of refused APPENDs: a storage limit per user
         # (e.g. "500K": APPEND fails with [OVERQUOTA]) and a largest message (e.g. "100k").
         self.quota_storage = quota_storage
@@ -254,6 +266,7 @@ class Dovecot:
         self.log_path = self.root / "dovecot.log"
         self.passwd_path = self.root / "users"
         self.oauth2_path = self.root / "dovecot-oauth2.conf.ext"
+        self.master_path = self.root / "master-users"
         self.mail_root = self.root / "mail"
         self.base_dir = self.root / "run"
         self._short_base_dir: str | None = None
@@ -526,6 +539,10 @@ class Dovecot:
         tmp.write_text(text)
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.passwd_path)
+        if self.master_users:
+            masters = "".join(f"{user}:{{PLAIN}}{password}\n" for user, password in self.master_users.items())
+            self.master_path.write_text(masters)
+            os.chmod(self.master_path, 0o600)
 
     def _write_gmail_virtual(self, home: Path, uid: int, gid: int) -> None:
         """One directory per virtual folder under ~/virtual, each with its dovecot-virtual
@@ -605,15 +622,34 @@ namespace archive {{
             "active_value = true\n"
         )
 
+    def _master_config(self, mechanisms: str) -> str:
+        """The master users' passdb, first (Dovecot asks passdbs in order), or ''.
+
+        ``result_success = continue`` has the next passdb look the login user up, so that a
+        master user cannot log in as a user who does not exist (doc.dovecot.org "Master
+        users/passwords"); ``*`` separates user and master in a plain login name.
+        """
+        if not self.master_users:
+            return ""
+        return (
+            "auth_master_user_separator = *\n"
+            "passdb {\n"
+            f"  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {self.master_path}\n"
+            f"  master = yes\n  result_success = continue\n{mechanisms}"
+            "}\n"
+        )
+
     def _auth_config(self) -> str:
-        """auth_mechanisms and passdbs: passwd-file, plus oauth2 when an introspection URL is set."""
+        """auth_mechanisms and passdbs: master users when given, passwd-file, plus oauth2
+        when an introspection URL is set."""
         passwd = f"  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {self.passwd_path}\n"
         if self.oauth2_introspection_url is None:
-            return f"auth_mechanisms = plain login\npassdb {{\n{passwd}}}\n"
+            return f"auth_mechanisms = plain login\n{self._master_config('')}passdb {{\n{passwd}}}\n"
         # Each passdb serves only its own mechanisms, so a bearer token is never compared
         # with a password (and a password never sent to the introspection endpoint).
         return (
             "auth_mechanisms = plain login xoauth2 oauthbearer\n"
+            f"{self._master_config('  mechanisms = plain login' + chr(10))}"
             f"passdb {{\n{passwd}  mechanisms = plain login\n}}\n"
             "passdb {\n"
             "  driver = oauth2\n"
