@@ -239,7 +239,7 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             # reading of both files and of the journal (a cluster runs pairs elsewhere).
             spare = None if values.get("cluster") else pairrun.spawn()
             try:
-                batch = load_batch(config_path, args.pairs)
+                batch = load_batch(config_path, args.pairs, sides=option_rules.account_keys(values))
                 reporter.hide(_secrets_of(batch.secrets))
                 options = option_rules.resolve(values, batch.template, COMMAND_FLAGS[args.command])
                 log_handler = configure_log(options.log_file, options.log_format, batch.secrets)
@@ -250,7 +250,7 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             code, stopped = _run_batch(batch, options, reporter, spare)
             _log_end(args.command, code, stopped)
             return code
-        config = load_config(config_path)
+        config = load_config(config_path, sides=option_rules.account_keys(values))
         reporter.hide(_secrets_of([config.src.password, config.dst.password]))
         if args.command == "sync" and not values.get("dry_run"):
             # Before the sync's imports (see `processes`), and after the config: reading it

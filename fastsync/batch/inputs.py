@@ -15,21 +15,30 @@ with ``#`` are skipped.  Columns: ``src_user``, ``dst_user``, and per side one o
 separator, a quote written twice, or a line break); passwords are kept exactly as written,
 other values trimmed; a UTF-8 byte order mark is ignored.  Passwords never appear in
 messages: an error names the line and the column.
+
+A side of the servers file that names an administrator (``auth_user``, or the flag
+``--src-auth-user``/``--dest-auth-user``) gives that administrator's password source there
+too, and the pairs file then needs only that side's user column: every pair of the side
+logs in as the administrator.  The password source is resolved once, for all pairs (a
+``pass_cmd`` runs once, a ``pass_env`` variable is removed from the environment once read),
+and the journal's context is then the servers file's data without it: the journal holds
+nothing derived from a secret.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastsync.settings.config import Config, parse_config
+from fastsync.settings.config import PASS_KEYS, Config, parse_config, with_sides
 from fastsync.settings.configfile import display_path, read_config_file
+from fastsync.settings.credentials import forget_env_passwords
 from fastsync.records.errors import ConfigError
 
 CREDENTIAL_COLUMNS = ("pass", "pass_file", "oauth2_token_cmd")
@@ -69,36 +78,80 @@ class Batch:
     servers_path: str
     pairs_path: str
     template: Config
+    # What of the servers file decides a pair's sync, for the journal's keys: its text, or
+    # its data without the administrators' password sources where it holds one.
     servers_text: str
     pairs: tuple[PairLine, ...]
 
     @property
     def secrets(self) -> list[str]:
-        return [a.password for p in self.pairs for a in (p.config.src, p.config.dst) if a.password]
+        found = (a.password for p in self.pairs for a in (p.config.src, p.config.dst) if a.password)
+        return list(dict.fromkeys(found))
+
+    @property
+    def pairs_hold_passwords(self) -> bool:
+        """Whether the pairs file gives a password (a side without an administrator)."""
+        sides = [side for side in ("src", "dst") if getattr(self.template, side).auth_user is None]
+        return any(getattr(p.config, side).password for p in self.pairs for side in sides)
 
 
-def load_batch(servers_path: str, pairs_path: str, environ: Mapping[str, str] | None = None) -> Batch:
-    """Read and check both files; raise ConfigError (one line) on the first problem."""
+def load_batch(
+    servers_path: str, pairs_path: str, environ: Mapping[str, str] | None = None,
+    sides: Mapping[str, Mapping[str, str]] | None = None,
+) -> Batch:
+    """Read and check both files; raise ConfigError (one line) on the first problem.
+    *sides* adds per-side keys that flags set (`config.with_sides`)."""
     data, lines = read_config_file(servers_path)
-    if isinstance(data, Mapping):
-        for side in ("src", "dst"):
-            body = data.get(side)
-            for key in PAIR_KEYS if isinstance(body, Mapping) else ():
-                if body is not None and key in body:
-                    raise ConfigError(
-                        f"{display_path(servers_path)}: {side}.{key}: a batch takes users and passwords from "
-                        f"the pairs file; remove it from the servers file"
-                    )
-    template = parse_config(_completed(data, {"src": _PLACEHOLDER, "dst": _PLACEHOLDER}), servers_path, lines, environ)
+    data = with_sides(data, sides or {})
+    admins = _admin_sides(servers_path, data)
+    placeholders = {side: {"user": _PLACEHOLDER["user"]} if side in admins else _PLACEHOLDER for side in ("src", "dst")}
+    template = parse_config(with_sides(data, placeholders), servers_path, lines, environ)
     with open(servers_path, encoding="utf-8", errors="replace") as servers:
         servers_text = servers.read()
+    if admins:
+        # Each pair takes the administrator's password as resolved once, here.
+        resolved = {side: getattr(template, side).password for side in admins}
+        if environ is None:
+            forget_env_passwords(str(data[side]["pass_env"]) for side in admins if "pass_env" in data[side])
+        servers_text = json.dumps(_without(data, admins, PASS_KEYS), sort_keys=True, default=str)
+        data = _without(data, admins, PASS_KEYS)
+        data = with_sides(data, {side: {"pass": password} for side, password in resolved.items()})
     pairs = tuple(
-        PairLine(number, text, _pair_config(data, servers_path, lines, environ, number, row, pairs_path))
+        PairLine(number, text, _pair_config(data, (servers_path, lines, environ), (number, row, pairs_path), admins))
         for number, text, row in read_pairs(pairs_path)
     )
     if not pairs:
         raise ConfigError(f"{display_path(pairs_path)}: no account pairs; expected a header line, then one per line")
     return Batch(os.path.abspath(servers_path), os.path.abspath(pairs_path), template, servers_text, pairs)
+
+
+def _admin_sides(servers_path: str, data: object) -> dict[str, str]:
+    """The sides of the servers file that log in as an administrator (``auth_user``), with
+    his name; the keys each pair gives are refused in the servers file: a user always, and a
+    password source unless the side names an administrator."""
+    admins: dict[str, str] = {}
+    for side in ("src", "dst"):
+        body = data.get(side) if isinstance(data, Mapping) else None
+        if not isinstance(body, Mapping):
+            continue
+        if body.get("auth_user") is not None:
+            admins[side] = str(body["auth_user"])
+        for key in PAIR_KEYS:
+            if key in body and (side not in admins or key not in PASS_KEYS):
+                also = "" if key == "user" else " (or name an administrator with auth_user, whose password it is)"
+                raise ConfigError(
+                    f"{display_path(servers_path)}: {side}.{key}: a batch takes users and passwords from "
+                    f"the pairs file; remove it from the servers file{also}"
+                )
+    return admins
+
+
+def _without(data: Any, sides: Mapping[str, str], keys: tuple[str, ...]) -> Any:
+    """*data* with *keys* removed from the given *sides*."""
+    full = dict(data)
+    for side in sides:
+        full[side] = {k: v for k, v in full[side].items() if k not in keys}
+    return full
 
 
 def read_pairs(path: str) -> list[tuple[int, str, dict[str, str]]]:
@@ -176,9 +229,13 @@ def _columns(shown: str, header_line: int, header: str, delimiter: str) -> list[
 
 
 def _pair_config(
-    data: Any, servers_path: str, lines: Mapping[str, int], environ: Mapping[str, str] | None, number: int,
-    row: dict[str, str], pairs_path: str,
+    data: Any, servers: tuple[str, Mapping[str, int], Mapping[str, str] | None],
+    where: tuple[int, dict[str, str], str], admins: Mapping[str, str],
 ) -> Config:
+    """The configuration of one line: the servers file's *data* completed with the line's
+    users and passwords (a side with an administrator in *admins* takes the user alone)."""
+    servers_path, lines, environ = servers
+    number, row, pairs_path = where
     shown = f"{display_path(pairs_path)}: line {number}"
     sides: dict[str, dict[str, str]] = {}
     for side in ("src", "dst"):
@@ -186,29 +243,27 @@ def _pair_config(
         if not user:
             raise ConfigError(f"{shown}: {side}_user is empty; every pair needs both users")
         given = [key for key in CREDENTIAL_COLUMNS if row.get(f"{side}_{key}")]
+        if side in admins:
+            if given:
+                raise ConfigError(
+                    f"{shown}: {side}_{given[0]} is given, but the servers file logs in to every {side} mailbox "
+                    f"as the administrator {admins[side]!r}; leave it empty"
+                )
+            sides[side] = {"user": user}
+            continue
         if len(given) != 1:
             problem = "none is given" if not given else f"{' and '.join(side + '_' + k for k in given)} are both given"
             raise ConfigError(
                 f"{shown}: {side}: {problem}; give exactly one of "
-                f"{', '.join(side + '_' + k for k in CREDENTIAL_COLUMNS)}"
+                f"{', '.join(side + '_' + k for k in CREDENTIAL_COLUMNS)}, or an administrator (auth_user) "
+                "in the servers file"
             )
         value = row[f"{side}_{given[0]}"]
         if given[0] == "pass_file":
             value = os.path.join(os.path.dirname(os.path.abspath(pairs_path)), value)
         sides[side] = {"user": user, given[0]: value}
     try:
-        return parse_config(_completed(data, sides), servers_path, lines, environ)
+        return parse_config(with_sides(data, sides), servers_path, lines, environ)
     except ConfigError as exc:
         # The servers file was checked on its own: what is wrong now is this line's.
         raise ConfigError(f"{shown}: {exc.message}") from None
-
-
-def _completed(data: Any, sides: Mapping[str, Mapping[str, str]]) -> Any:
-    """The servers file's data with each side's user and credential added."""
-    if not isinstance(data, Mapping):
-        return data
-    full = copy.deepcopy(dict(data))
-    for side, values in sides.items():
-        if isinstance(full.get(side), Mapping):
-            full[side] = {**full[side], **values}
-    return full

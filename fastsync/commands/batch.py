@@ -30,7 +30,7 @@ def warnings_for(batch: Batch) -> list[str]:
         mode = os.stat(batch.pairs_path).st_mode
     except OSError:
         mode = 0
-    if mode & (stat.S_IRGRP | stat.S_IROTH) and batch.secrets:
+    if mode & (stat.S_IRGRP | stat.S_IROTH) and batch.pairs_hold_passwords:
         found.append(f"{batch.pairs_path} holds passwords and is readable by others; run chmod 600 on it")
     return found
 

@@ -15,7 +15,7 @@ import socket
 import ssl
 
 from fastsync.settings.config import Account
-from fastsync.records.errors import DestinationFull, FolderMissing, MessageError, Throttled
+from fastsync.records.errors import AuthError, DestinationFull, FolderMissing, MessageError, Throttled
 from fastsync.records import secrets as secrets_rules
 from fastsync.imap.tls import describe_certificate_error
 
@@ -72,6 +72,21 @@ def sasl_unusable(status: str, text: str) -> bool:
         return True
     code = response_code(text)
     return bool(code) and code not in _CREDENTIAL_CODES
+
+
+def admin_refused(account: Account, text: str) -> AuthError:
+    """The error for an administrator's login that *account*'s server refused (*text*, the
+    reply, already redacted): RFC 5530 section 3's AUTHORIZATIONFAILED says that his
+    identity and password were right but he may not open this mailbox (Dovecot answers so
+    for a mailbox that does not exist); anything else, that they were not."""
+    side, mailbox, admin = account.side, account.user, account.auth_user
+    if response_code(text) == "AUTHORIZATIONFAILED":
+        check = (f"the administrator may not open this mailbox, or it does not exist; check {side}.user and "
+                 f"what {side}.auth_user may open")
+    else:
+        check = f"check {side}.auth_user and its password (the administrator's, not the user's)"
+    return AuthError(f"{account.where}: login to the mailbox {mailbox!r} as the administrator {admin!r} refused "
+                     f"({text.strip()}); {check}", side=side)
 
 
 def already_exists(text: str) -> bool:

@@ -6,7 +6,8 @@ is charged to the side's `Meter`, in chunks, so nothing above this module mentio
 bandwidth.  `connect` verifies the server's certificate and host name (TLS 1.2 or newer),
 upgrades with STARTTLS where configured, then authenticates: AUTHENTICATE PLAIN
 (RFC 4616) when offered, else the LOGIN command, or for an OAuth2 side OAUTHBEARER
-(RFC 7628) or XOAUTH2 with a token from `credentials.access_token`.  Neither passwords
+(RFC 7628) or XOAUTH2 with a token from `credentials.access_token`, or for a side with an
+administrator (``auth_user``) SASL PLAIN with an authorization identity (`login.py`).  Neither passwords
 nor tokens reach an error message: server text goes through `replies.redact`.
 
 `Client` also holds the few imaplib internals fastsync relies on to pipeline commands and
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import imaplib
 import re
 import socket
@@ -32,6 +34,8 @@ from imapclient.response_parser import parse_fetch_response
 
 from fastsync.settings import credentials
 from fastsync.imap import wire
+from fastsync.imap.login import admin_login
+from fastsync.imap.wire import text_of
 from fastsync.imap.capabilities import Capabilities
 from fastsync.settings.config import Account
 from fastsync.records.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError
@@ -169,14 +173,6 @@ class Client(imapclient.IMAPClient):  # type: ignore[misc]
         return transport
 
 
-def text_of(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, list | tuple):
-        return " ".join(text_of(v) for v in value)
-    return str(value)
-
-
 def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) -> Client:
     """Connect, secure and log in; every failure becomes one line naming the side."""
     where, side = account.where, account.side
@@ -213,6 +209,10 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) 
             )
         if token is not None:
             _oauth2_login(client, account, offered, *token)
+        elif account.auth_user is not None:
+            # Only here: over TLS (implicit, or STARTTLS which was insisted on above), or
+            # in plain text where tls: none was written.
+            admin_login(account, offered, functools.partial(authenticate, client))
         else:
             _password_login(client, account, offered)
         return client

@@ -21,6 +21,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 _START = re.compile(rb"(\d+) \(")
 _UID = re.compile(rb"[( ]UID (\d+)")
@@ -508,3 +509,12 @@ def permanent_flags(ok_lines: Iterable[object]) -> tuple[str, ...] | None:
             if match is not None:
                 return _flags(match.group(1))
     return None
+
+
+def text_of(value: Any) -> str:
+    """A reply item as text (bytes decoded as UTF-8, lists joined by spaces)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list | tuple):
+        return " ".join(text_of(v) for v in value)
+    return str(value)

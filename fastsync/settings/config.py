@@ -7,7 +7,8 @@ the `Config` it returns.
 The file is JSON (``.json``) or YAML (``.yml``/``.yaml``) and uses the keys of the Go tool
 imapsync-go, so its users' files keep working; fastsync adds a few optional per-side keys
 (``tls``, ``ca_file``, ``timeout_s``, the ``pass_env``/``pass_file``/``pass_cmd``
-password sources and ``oauth2_token_cmd`` for OAuth2).  :func:`load_config` returns one
+password sources, ``oauth2_token_cmd`` for OAuth2 and ``auth_user`` for an administrator's
+login, whose password the password source then gives).  :func:`load_config` returns one
 frozen :class:`Config` whose passwords are already resolved, or raises
 :class:`~fastsync.records.errors.ConfigError` with a single line::
 
@@ -35,7 +36,6 @@ file syntax (YAML, JSON, line numbers, values rendered for messages) is
 from __future__ import annotations
 
 import datetime
-import difflib
 import ipaddress
 import math
 import os
@@ -46,7 +46,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from fastsync.settings.configfile import display_path, join_path, kind, printable, quote, read_config_file, show
+from fastsync.settings.configfile import (
+    display_path, join_path, kind, printable, quote, read_config_file, show, suggest_key,
+)
 from fastsync.settings.credentials import (
     CredentialError,
     environ_without,
@@ -68,6 +70,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "warnings_for",
+    "with_sides",
 ]
 
 TLS_MODES = ("implicit", "starttls", "none")
@@ -87,6 +90,7 @@ SIDE_KEYS = (
     "ca_file",
     "timeout_s",
     "oauth2_token_cmd",
+    "auth_user",
 )
 PASS_KEYS = ("pass", "pass_env", "pass_file", "pass_cmd")
 # OAuth2 (XOAUTH2 / OAUTHBEARER, RFC 7628) replaces the password: a side has exactly one
@@ -109,27 +113,6 @@ BPS_EXPECTED = (
 
 SIDE_NAMES = {"src": "source", "dst": "destination"}
 
-# Keys people bring from other tools; difflib alone would not connect "password" to "pass"
-# reliably, and "host"/"port" to "server" not at all.
-ALIASES = {
-    "password": "pass",
-    "passwd": "pass",
-    "host": "server",
-    "hostname": "server",
-    "port": "server",
-    "username": "user",
-    "login": "user",
-    "name": "label",
-    "timeout": "timeout_s",
-    "ssl": "tls",
-    "source": "src",
-    "destination": "dst",
-    "mapping": "map",
-    "folders": "map",
-    "ratelimit": "rate_limit",
-}
-
-
 @dataclass(frozen=True)
 class Account:
     """One side of the sync, fully resolved: ``password`` is the secret itself.
@@ -139,6 +122,7 @@ class Account:
     ``oauth2_token_cmd`` (hidden from ``repr`` too: a command line may embed a client
     secret), run in ``workdir`` (the config file's folder) for each connection.
     ``credential_key`` is the config key the credential came from, for messages.
+    With ``auth_user``, ``password`` is that administrator's, who opens the mailbox ``user``.
     """
 
     side: str  # "src" or "dst": the config key
@@ -153,6 +137,7 @@ class Account:
     credential_key: str = "pass"
     oauth2_token_cmd: str | None = field(default=None, repr=False)
     workdir: str | None = field(default=None, compare=False)
+    auth_user: str | None = None
 
     @property
     def server(self) -> str:
@@ -225,23 +210,10 @@ def _check_keys(ctx: _Context, path: str, data: Mapping[Any, Any], known: tuple[
         if isinstance(key, str) and key in known:
             continue
         problem = f"unknown key; known keys: {', '.join(known)}"
-        hint = _suggest(key, known)
+        hint = suggest_key(key, known)
         if hint:
             problem += f" (did you mean {hint}?)"
         ctx.fail(join_path(path, key), problem)
-
-
-def _suggest(key: object, known: tuple[str, ...]) -> str | None:
-    if not isinstance(key, str):
-        return None
-    lowered = key.strip().lower().replace("-", "_").replace(" ", "_")
-    if lowered in known:
-        return lowered
-    alias = ALIASES.get(lowered)
-    if alias in known:
-        return alias
-    close = difflib.get_close_matches(lowered, known, n=1, cutoff=0.6)
-    return close[0] if close else None
 
 
 # --------------------------------------------------------------------------- field checks
@@ -365,6 +337,7 @@ class _PendingSide:
     timeout_s: float
     pass_key: str
     pass_value: str  # the password itself, or the env name / file path / command
+    auth_user: str | None = None
 
 
 def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str) -> _PendingSide:
@@ -380,6 +353,7 @@ def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str
     tls = _parse_tls(ctx, side, body, port)
     ca_file = _parse_ca_file(ctx, side, body, base_dir)
     timeout_s = _parse_timeout(ctx, side, body)
+    auth_user = _parse_auth_user(ctx, side, body, pass_key)
     return _PendingSide(
         side=side,
         label=label,
@@ -391,6 +365,7 @@ def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str
         timeout_s=timeout_s,
         pass_key=pass_key,
         pass_value=pass_value,
+        auth_user=auth_user,
     )
 
 
@@ -450,6 +425,18 @@ def _parse_credential(ctx: _Context, side: str, body: Mapping[Any, Any], key: st
     )
     if key == "pass_env" and ("=" in value or "\0" in value):
         ctx.fail(f"{side}.{key}", f"{quote(value)} is not a variable name; expected {expected}")
+    return value
+
+
+def _parse_auth_user(ctx: _Context, side: str, body: Mapping[Any, Any], pass_key: str) -> str | None:
+    """The administrator who logs in to the mailbox ``user``; the password source is then his."""
+    path, value = f"{side}.auth_user", body.get("auth_user")
+    if value is None:
+        return None
+    value = _string(ctx, path, value, "the login name of an administrator who may open the mailbox")
+    if pass_key == OAUTH2_KEY:
+        ctx.fail(path, f"logs in with the administrator's password; give it with one of {', '.join(PASS_KEYS)} "
+                       f"instead of {OAUTH2_KEY}")
     return value
 
 
@@ -625,6 +612,7 @@ def parse_config(
             credential_key=p.pass_key,
             oauth2_token_cmd=p.pass_value if p.pass_key == OAUTH2_KEY else None,
             workdir=base_dir,
+            auth_user=p.auth_user,
         )
         for p in pending
     ]
@@ -638,16 +626,33 @@ def parse_config(
     )
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+def with_sides(data: Any, sides: Mapping[str, Mapping[str, str]]) -> Any:
+    """A copy of a config file's *data* with keys added to (or replacing those of) its
+    sides: a batch's pair (user, password), or per-side flags (``--src-auth-user``)."""
+    if not isinstance(data, Mapping) or not sides:
+        return data
+    full = dict(data)
+    for side, values in sides.items():
+        if isinstance(full.get(side), Mapping):
+            full[side] = {**full[side], **values}
+    return full
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    sides: Mapping[str, Mapping[str, str]] | None = None,
+) -> Config:
     """Read, parse and validate the config file at ``path``; raise ConfigError if anything is off.
 
     ``environ`` (default ``os.environ``) is where ``pass_env`` names are looked up.  With
     the default, the variables named by ``pass_env`` are removed from ``os.environ`` once
     read, so that no child process (workers, the forkserver, token commands) inherits a
-    password.
+    password.  *sides* adds per-side keys that flags or variables set (`with_sides`).
     """
     name = os.fspath(path)
     data, lines = read_config_file(name)
+    data = with_sides(data, sides or {})
     config = parse_config(data, name, lines=lines, environ=environ)
     if environ is None:
         # parse_config has checked the structure: a pass_env value is a variable name.
@@ -665,7 +670,7 @@ def warnings_for(config: Config) -> list[str]:
     found: list[str] = []
     for account in (config.src, config.dst):
         if account.tls == "none":
-            secret = "access token" if account.oauth2_token_cmd else "password"
+            secret = "access token" if account.oauth2_token_cmd else "administrator's password" if account.auth_user else "password"
             found.append(
                 f"{account.where}: {account.side}.tls is none: the {secret} "
                 f"and every message cross the network unencrypted; use starttls or implicit"

@@ -6,12 +6,14 @@ field paths (``"src.server"``, ``"map[1].dst"``) to 1-based line numbers, or rai
 :class:`~fastsync.records.errors.ConfigError` with a one-line message that never quotes the file's
 text (a line of it could hold a password).  :func:`quote`, :func:`show`, :func:`kind`,
 :func:`join_path` and :func:`display_path` render names, values and paths for those
-messages on one line, revealing no secret.
+messages on one line, revealing no secret; :func:`suggest_key` names the key an unknown one
+was probably meant to be.
 """
 
 from __future__ import annotations
 
 import datetime
+import difflib
 import json
 import os
 import re
@@ -33,6 +35,7 @@ __all__ = [
     "quote",
     "read_config_file",
     "show",
+    "suggest_key",
     "syntax_error",
 ]
 
@@ -314,3 +317,41 @@ def node_lines(shown: str, root: Any) -> dict[str, int]:
             "expected each key once"
         )
     return lines
+
+
+# Keys people bring from other tools; difflib alone would not connect "password" to "pass"
+# reliably, and "host"/"port" to "server" not at all.
+ALIASES = {
+    "password": "pass",
+    "passwd": "pass",
+    "host": "server",
+    "hostname": "server",
+    "port": "server",
+    "username": "user",
+    "login": "user",
+    "name": "label",
+    "timeout": "timeout_s",
+    "ssl": "tls",
+    "source": "src",
+    "destination": "dst",
+    "mapping": "map",
+    "folders": "map",
+    "ratelimit": "rate_limit",
+    # imapsync's --authuser1/--authuser2.
+    "authuser": "auth_user",
+    "admin": "auth_user",
+}
+
+
+def suggest_key(key: object, known: tuple[str, ...]) -> str | None:
+    """The known key an unknown *key* was probably meant to be: a spelling or another tool's name."""
+    if not isinstance(key, str):
+        return None
+    lowered = key.strip().lower().replace("-", "_").replace(" ", "_")
+    if lowered in known:
+        return lowered
+    alias = ALIASES.get(lowered)
+    if alias in known:
+        return alias
+    close = difflib.get_close_matches(lowered, known, n=1, cutoff=0.6)
+    return close[0] if close else None

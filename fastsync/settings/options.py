@@ -57,6 +57,8 @@ class Flag:
     choices: tuple[str, ...] = ()
     config_key: str = ""
     parse: Callable[[str], Any] | None = None
+    # imapsync's own name for the variable, where it differs from IMAPSYNC_ + suffix.
+    env_alias: str = ""
 
     @property
     def shown(self) -> str:
@@ -66,8 +68,9 @@ class Flag:
 
     @property
     def alias(self) -> str:
-        """imapsync-go's variable for this option: ``IMAPSYNC_`` + the suffix of `env`."""
-        return ALIAS_PREFIX + self.env.removeprefix(ENV_PREFIX)
+        """imapsync-go's variable for this option: ``IMAPSYNC_`` + the suffix of `env`
+        (or `env_alias`: ``IMAPSYNC_AUTHUSER1`` after imapsync's ``--authuser1``)."""
+        return self.env_alias or ALIAS_PREFIX + self.env.removeprefix(ENV_PREFIX)
 
     @property
     def env_names(self) -> str:
@@ -121,6 +124,19 @@ CONFIG_FLAG = Flag(("-c", "--config"), "config", "FASTSYNC_CONFIG", "str", f"con
 # documents it); given on both sides of the command, the one after it wins.
 GLOBAL_FLAGS = (CONFIG_FLAG,)
 
+# Per-side config keys that a flag or a variable may set too (flag > environment > file):
+# `account_keys` adds them to the config file's sides before the file is checked, so they
+# obey the file's rules.  The imapsync names are its --authuser1/--authuser2.
+ACCOUNT_FLAGS = (
+    Flag(("--src-auth-user", "--authuser1"), "src_auth_user", "FASTSYNC_SOURCE_AUTH_USER", "str",
+         "log in to the source mailbox (src.user) as this administrator, with SASL PLAIN (RFC 4616); "
+         "the source's password source (src.pass...) then gives the administrator's password (config: "
+         "src.auth_user)", "ADMIN", config_key="src.auth_user", env_alias="IMAPSYNC_AUTHUSER1"),
+    Flag(("--dest-auth-user", "--authuser2"), "dst_auth_user", "FASTSYNC_DESTINATION_AUTH_USER", "str",
+         "log in to the destination mailbox (dst.user) as this administrator, as --src-auth-user does "
+         "(config: dst.auth_user)", "ADMIN", config_key="dst.auth_user", env_alias="IMAPSYNC_AUTHUSER2"),
+)
+
 COMMON_FLAGS = (
     CONFIG_FLAG,
     Flag(("-V", "--verbose"), "verbose", "FASTSYNC_VERBOSE", "bool",
@@ -135,7 +151,7 @@ COMMON_FLAGS = (
     Flag(("--log-format",), "log_format", "FASTSYNC_LOG_FORMAT", "str",
          "format of --log-file: text, or json (one JSON object per line) (default: text)", "FORMAT",
          ("text", "json")),
-)
+) + ACCOUNT_FLAGS
 
 FOLDER_FLAGS = (
     Flag(("-s", "--src-folder"), "src_folder", "FASTSYNC_SOURCE_FOLDER", "str",
@@ -282,6 +298,8 @@ class Options:
     json: bool = False
     log_file: str | None = None
     log_format: str = "text"
+    src_auth_user: str | None = None
+    dst_auth_user: str | None = None
     src_folder: str | None = None
     dst_folder: str | None = None
     include: tuple[str, ...] = ()
@@ -385,6 +403,8 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
             value = _patterns(value, flag.shown)
         else:
             value = _parsed(flag, value, f"{flag.shown} {value!r}")
+        if flag in ACCOUNT_FLAGS and value is not None and not value.strip():
+            raise UsageError(f"{source}: empty; expected a login name (leave it out for none)")
         if value is not None and flag.kind in ("int", "count"):
             minimum = 1 if flag.kind == "count" else 0
             if value < minimum:
@@ -393,6 +413,17 @@ def given(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any
                 raise UsageError(f"{source}: expected a whole number from {minimum} to {MAX_WHOLE}, got {value}")
         values[flag.dest] = value
     return values
+
+
+def account_keys(values: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The per-side config keys that *values* (from `given`) set: ``{"src": {"auth_user": ...}}``,
+    for `config.load_config` to check as if the file held them."""
+    sides: dict[str, dict[str, str]] = {}
+    for flag in ACCOUNT_FLAGS:
+        if values.get(flag.dest) is not None:
+            side, key = flag.config_key.split(".")
+            sides.setdefault(side, {})[key] = values[flag.dest]
+    return sides
 
 
 def resolve(values: Mapping[str, Any], config: Config | None = None, flags: Sequence[Flag] = ALL_FLAGS) -> Options:
