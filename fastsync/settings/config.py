@@ -408,10 +408,10 @@ def _credential_key(ctx: _Context, side: str, body: Mapping[Any, Any]) -> str:
         )
         both = "both" if len(given) == 2 else "all"
         ctx.fail(side, f"{listed} {both} given; use exactly one")
+    if not given and body.get("auth_user") is not None:
+        ctx.fail(side, f"no password for the administrator {side}.auth_user; give one of {', '.join(PASS_KEYS)}")
     if not given:
-        ctx.fail(
-            side, f"no password; give one of {', '.join(PASS_KEYS)}, or {OAUTH2_KEY} for OAuth2"
-        )
+        ctx.fail(side, f"no password; give one of {', '.join(PASS_KEYS)}, or {OAUTH2_KEY} for OAuth2")
     return given[0]
 
 
