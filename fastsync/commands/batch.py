@@ -26,13 +26,20 @@ def warnings_for(batch: Batch) -> list[str]:
         "unencrypted; use starttls or implicit"
         for a in (batch.template.src, batch.template.dst) if a.tls == "none"
     ]
-    try:
-        mode = os.stat(batch.pairs_path).st_mode
-    except OSError:
-        mode = 0
-    if mode & (stat.S_IRGRP | stat.S_IROTH) and batch.pairs_hold_passwords:
+    if _readable_by_others(batch.pairs_path) and batch.pairs_hold_passwords:
         found.append(f"{batch.pairs_path} holds passwords and is readable by others; run chmod 600 on it")
+    admin_pass = any(a.auth_user and a.credential_key == "pass" for a in (batch.template.src, batch.template.dst))
+    if admin_pass and _readable_by_others(batch.servers_path):
+        found.append(f"{batch.servers_path} holds an administrator's password and is readable by others; "
+                     "run chmod 600 on it")
     return found
+
+
+def _readable_by_others(path: str) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & (stat.S_IRGRP | stat.S_IROTH))
+    except OSError:
+        return False
 
 
 

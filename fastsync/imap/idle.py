@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from fastsync.settings.config import Account
 from fastsync.imap import transport
 from fastsync.imap.session import Session, Slots
-from fastsync.imap.transport import Meter, text_of
+from fastsync.imap.transport import Meter
+from fastsync.imap.wire import text_of
 
 # NOTIFY SET STATUS (RFC 5465 section 5.1): changes to any folder of the personal namespace
 # come as STATUS responses, folders created, renamed or deleted as LIST responses.

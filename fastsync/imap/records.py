@@ -16,7 +16,8 @@ from typing import Any
 from fastsync.imap import wire
 from fastsync.settings.config import Account
 from fastsync.records.errors import FolderError, MalformedResponse
-from fastsync.imap.transport import decode_name, parse_fetch, text_of
+from fastsync.imap.transport import decode_name, parse_fetch
+from fastsync.imap.wire import text_of
 from fastsync.records.model import Folder, FolderStatus, MessageRef, MessageState
 
 # A message's identity from its header fields, and whether it had a Message-Id (plan.identity).

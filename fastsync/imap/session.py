@@ -30,7 +30,8 @@ from fastsync.imap import exchanges, records, replies, transport
 from fastsync.imap.capabilities import Capabilities, status_items
 from fastsync.imap.folder import IDENTITY_BATCH, SIZE_ITEMS, SelectedFolder, identity_items
 from fastsync.imap.records import Identity
-from fastsync.imap.transport import Client, Meter, text_of
+from fastsync.imap.transport import Client, Meter
+from fastsync.imap.wire import text_of
 from fastsync.records.model import (
     Described, Fetched, Folder, FolderScan, FolderStatus, Namespace, Selection,
 )

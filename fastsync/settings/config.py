@@ -656,7 +656,7 @@ def load_config(
     config = parse_config(data, name, lines=lines, environ=environ)
     if environ is None:
         # parse_config has checked the structure: a pass_env value is a variable name.
-        variables = [data[side].get("pass_env") for side in ("src", "dst")]  # type: ignore[index]
+        variables = [data[side].get("pass_env") for side in ("src", "dst")]
         forget_env_passwords(v for v in variables if isinstance(v, str))
     return config
 

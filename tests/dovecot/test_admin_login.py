@@ -97,7 +97,7 @@ def test_the_administrators_come_from_flags_and_variables(
     # The file names the mailboxes and the administrators' passwords; who logs in comes
     # from the command line or the environment.
     config = _write(tmp_path / "c.yaml", {
-        "src": _side(src, **{"pass_env": "OLD_ADMIN_PW"}), "dst": _side(dst, **{"pass": DST_ADMIN_PW}),
+        "src": _side(src, pass_env="OLD_ADMIN_PW"), "dst": _side(dst, **{"pass": DST_ADMIN_PW}),
     })
     env = {"OLD_ADMIN_PW": SRC_ADMIN_PW}
     flags: list[str] = []

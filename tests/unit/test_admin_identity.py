@@ -12,6 +12,7 @@ import yaml
 
 from fastsync.batch.inputs import load_batch
 from fastsync.cli import build_parser
+from fastsync.commands.batch import warnings_for as batch_warnings
 from fastsync.imap.replies import admin_refused
 from fastsync.records.errors import ConfigError, UsageError
 from fastsync.settings.config import load_config, parse_config
@@ -41,11 +42,11 @@ def test_auth_user_is_read(src: dict[str, Any], expected: str | None) -> None:
 
 @pytest.mark.parametrize(("src", "problem"), [
     ({"auth_user": ""}, "c.yaml: src.auth_user: empty; expected the login name of an administrator"),
-    ({"auth_user": 12}, "c.yaml: src.auth_user: expected the login name of an administrator who may open the "
-                        "mailbox, got 12; put it in quotes"),
+    ({"auth_user": 12}, ("c.yaml: src.auth_user: expected the login name of an administrator who may open the "
+                        "mailbox, got 12; put it in quotes")),
     ({"auth_user": "admin", "pass": None, "oauth2_token_cmd": "get-token"},
-     "c.yaml: src.auth_user: logs in with the administrator's password; give it with one of pass, pass_env, "
-     "pass_file, pass_cmd instead of oauth2_token_cmd"),
+     ("c.yaml: src.auth_user: logs in with the administrator's password; give it with one of pass, pass_env, "
+     "pass_file, pass_cmd instead of oauth2_token_cmd")),
     ({"authuser": "admin"}, "did you mean auth_user?"),
     ({"admin": "admin"}, "did you mean auth_user?"),
 ])
@@ -168,19 +169,19 @@ def test_the_administrators_variable_is_forgotten_once_read(tmp_path: Path, monk
 
 @pytest.mark.parametrize(("src", "text", "problem"), [
     ({"auth_user": "oldadmin", "pass": ADMIN_PW}, "src_user,src_pass,dst_user,dst_pass\na,pa,b,pb\n",
-     "pairs.csv: line 2: src_pass is given, but the servers file logs in to every src mailbox as the "
-     "administrator 'oldadmin'; leave it empty"),
+     ("pairs.csv: line 2: src_pass is given, but the servers file logs in to every src mailbox as the "
+     "administrator 'oldadmin'; leave it empty")),
     ({"auth_user": "oldadmin"}, "src_user,dst_user,dst_pass\na,b,pb\n",
      "servers.yaml: src (line 3): no password for the administrator src.auth_user; give one of pass, pass_env, pass_file, pass_cmd"),
     ({"pass": ADMIN_PW}, "src_user,dst_user,dst_pass\na,b,pb\n",
-     "servers.yaml: src.pass: a batch takes users and passwords from the pairs file; remove it from the servers "
-     "file (or name an administrator with auth_user, whose password it is)"),
+     ("servers.yaml: src.pass: a batch takes users and passwords from the pairs file; remove it from the servers "
+     "file (or name an administrator with auth_user, whose password it is)")),
     ({"auth_user": "oldadmin", "pass": ADMIN_PW, "user": "x"}, "src_user,dst_user,dst_pass\na,b,pb\n",
-     "servers.yaml: src.user: a batch takes users and passwords from the pairs file; remove it from the servers "
-     "file"),
+     ("servers.yaml: src.user: a batch takes users and passwords from the pairs file; remove it from the servers "
+     "file")),
     ({}, "src_user,dst_user,dst_pass\na,b,pb\n",
-     "pairs.csv: line 2: src: none is given; give exactly one of src_pass, src_pass_file, src_oauth2_token_cmd, "
-     "or an administrator (auth_user) in the servers file"),
+     ("pairs.csv: line 2: src: none is given; give exactly one of src_pass, src_pass_file, src_oauth2_token_cmd, "
+     "or an administrator (auth_user) in the servers file")),
 ])
 def test_batch_files_that_do_not_fit_together_are_one_line(tmp_path: Path, src: dict[str, Any], text: str,
                                                            problem: str) -> None:
@@ -210,3 +211,21 @@ def test_a_refused_administrator_is_named_with_the_mailbox(reply: str, advice: s
     assert str(error).startswith(f"source (old.example:993): login to the mailbox 'alice' as the administrator "
                                  f"'admin' refused ({reply}); {advice}")
     assert error.side == "src" and error.exit_code == 4
+
+
+@pytest.mark.parametrize(("src", "columns", "warned"), [
+    ({"auth_user": "oldadmin", "pass": ADMIN_PW}, "src_user,dst_user\na,b\n", False),
+    ({"auth_user": "oldadmin", "pass": ADMIN_PW}, "src_user,dst_user,dst_pass\na,b,pb\n", True),
+])
+def test_a_readable_pairs_file_is_warned_about_only_when_it_holds_passwords(
+    tmp_path: Path, src: dict[str, Any], columns: str, warned: bool,
+) -> None:
+    dst = {"auth_user": "newadmin", "pass": "x"} if not warned else {}
+    pairs = _pairs(tmp_path, columns)
+    os.chmod(pairs, 0o644)
+    servers = _servers(tmp_path, src, dst)
+    os.chmod(servers, 0o644)
+    batch = load_batch(servers, pairs, environ={})
+    warnings = batch_warnings(batch)
+    assert any("holds passwords" in warning for warning in warnings) is warned
+    assert f"{servers} holds an administrator's password and is readable by others; run chmod 600 on it" in warnings
