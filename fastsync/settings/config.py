@@ -434,9 +434,9 @@ def _parse_auth_user(ctx: _Context, side: str, body: Mapping[Any, Any], pass_key
     if value is None:
         return None
     value = _string(ctx, path, value, "the login name of an administrator who may open the mailbox")
-    if pass_key == OAUTH2_KEY:
+    if pass_key not in PASS_KEYS:
         ctx.fail(path, f"logs in with the administrator's password; give it with one of {', '.join(PASS_KEYS)} "
-                       f"instead of {OAUTH2_KEY}")
+                       f"instead of {pass_key}")
     return value
 
 
