@@ -28,6 +28,7 @@ from fastsync.records.errors import (
 from fastsync.imap import replies
 from fastsync.imap.pair import SessionPair
 from fastsync.imap.folder import SelectedFolder
+from fastsync.imap.literals import OverBudget
 from fastsync.imap.session import Session, stream_messages
 from fastsync.engine.ledger import Ledger
 from fastsync.records.model import Described, Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
@@ -42,9 +43,19 @@ MALFORMED_BEFORE_ONE_BY_ONE = 2
 # twice its size in memory (the FETCH literal, then the APPEND's buffers).
 STREAM_ABOVE_BYTES = 4 * 1024 * 1024
 
+# What the bodies of a batched unit may hold in a worker, by their literals' own lengths:
+# a unit is batched by RFC822.SIZE, which a server may get wrong (one announced 135 bytes
+# and sent 300 MB); bodies beyond this are streamed instead (`SelectedFolder.fetch_messages`).
+HOLD_BYTES = 2 * STREAM_ABOVE_BYTES
+
 # A message with its body in hand, or one whose body is still on the source.
 M = TypeVar("M", Fetched, Described)
 R = TypeVar("R")
+
+
+def _held(folder: SelectedFolder, uids: Sequence[int]) -> list[Fetched]:
+    """The messages of a batched unit, their bodies in hand within `HOLD_BYTES`."""
+    return folder.fetch_messages(uids, HOLD_BYTES)
 
 
 def header_of(body: bytes) -> bytes:
@@ -141,8 +152,11 @@ class Copier:
         if unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES:
             return self._copy_streamed(unit, check, one_by_one)
         failures: list[Failure] = []
-        fetched = (self._one_by_one(unit, failures, SelectedFolder.fetch_messages) if one_by_one
-                   else self._source(unit).fetch_messages(unit.uids))
+        try:
+            fetched = (self._one_by_one(unit, failures, _held) if one_by_one else _held(self._source(unit), unit.uids))
+        except OverBudget:
+            # The bodies are larger than their RFC822.SIZE said: streamed, never held whole.
+            return self._copy_streamed(unit, check, one_by_one)
         if failures:
             # A message that failed alone dropped both connections (`_one_by_one`).
             _src, dst = self.connect()

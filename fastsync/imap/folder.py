@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
-from fastsync.imap import records, transport, wire
+from fastsync.imap import literals, records, transport, wire
 from fastsync.imap.capabilities import Capabilities
 from fastsync.imap.records import Identity
 from fastsync.imap.transport import Client
@@ -226,9 +226,21 @@ class SelectedFolder:
         flush()
         return digests
 
-    def fetch_messages(self, uids: Sequence[int]) -> list[Fetched]:
-        """Bodies, flags and internal dates; UIDs gone are left out."""
-        return [Fetched(f.uid, f.flags or (), date, f.literal or b"") for f, date in self._dated(uids, b"BODY.PEEK[]")]
+    def fetch_messages(self, uids: Sequence[int], hold_bytes: int | None = None) -> list[Fetched]:
+        """Bodies, flags and internal dates; UIDs gone are left out.  With *hold_bytes*, the
+        bodies' literals may hold that many bytes in all, by their own announced lengths
+        (RFC822.SIZE may be wrong): more is read and dropped, and `literals.OverBudget`
+        raised, for the caller to stream them (`stream_messages`)."""
+        bounds = literals.Bounds(body_bytes=hold_bytes)
+        fetched = [
+            Fetched(f.uid, f.flags or (), date, f.literal or b"")
+            for f, date in self._dated(uids, b"BODY.PEEK[]", bounds=bounds)
+        ]
+        # A body cut (not in the shape of a whole message, so read as header fields are) is
+        # never copied as if it were the message.
+        if bounds.dropped or any(isinstance(m.body, literals.Cut) for m in fetched):
+            raise literals.OverBudget(f"{self.where}: folder {self.name!r}: bodies over {hold_bytes} bytes")
+        return fetched
 
     def describe_messages(self, uids: Sequence[int]) -> list[Described]:
         """Flags, internal dates, sizes and identity header fields, without the bodies (see
@@ -254,23 +266,28 @@ class SelectedFolder:
         return wire.search_uids(found)
 
     def _dated(
-        self, uids: Sequence[int], *items: bytes, needed: str = "literal"
+        self, uids: Sequence[int], *items: bytes, needed: str = "literal", bounds: literals.Bounds | None = None
     ) -> Iterator[tuple[records.Fields, bytes]]:
         """The FETCH items of *uids* with FLAGS and INTERNALDATE (which every copy needs, as
-        sent) and *items* (one of them a literal), message by message (`records.dated`)."""
-        data = self._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True)
+        sent) and *items* (one of them a literal, read within *bounds*), message by message
+        (`records.dated`)."""
+        data = self._fetch(sequence_set(uids), [b"UID", b"FLAGS", b"INTERNALDATE", *items], uid=True, bounds=bounds)
         return records.dated(data, uids, self.account, items == (b"BODY.PEEK[]",), needed)
 
-    def _fetch(self, message_set: str, items: Sequence[bytes], uid: bool, modifier: str = "") -> list[object]:
+    def _fetch(
+        self, message_set: str, items: Sequence[bytes], uid: bool, modifier: str = "",
+        bounds: literals.Bounds | None = None,
+    ) -> list[object]:
         """FETCH with a compact message set (``1:5000``), which IMAPClient.fetch cannot send.
 
-        Returns imaplib's untagged FETCH items, for `wire.records`.  Unsolicited FETCH
-        responses for other messages may be included; callers take what they asked for.
+        Returns imaplib's untagged FETCH items, for `wire.records`, literals read within
+        *bounds* (`transport.read_fetch`).  Unsolicited FETCH responses for other messages
+        may be included; callers take what they asked for.
         """
         owner = self.check()
         words = ["UID", "FETCH", message_set] if uid else ["FETCH", message_set]
         with owner.guarded():
-            typ, text, data = transport.fetch(owner.client, words, items, modifier)
+            typ, text, data = transport.fetch(owner.client, words, items, modifier, bounds)
             if typ != "OK":
                 raise self.folder_error(f"FETCH refused: {text}")
         return [item for item in data if item is not None]

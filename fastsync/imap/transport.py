@@ -20,7 +20,6 @@ import base64
 import contextlib
 import functools
 import imaplib
-import re
 import socket
 import ssl
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,7 +32,7 @@ from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_fetch_response
 
 from fastsync.settings import credentials
-from fastsync.imap import wire
+from fastsync.imap import literals, wire
 from fastsync.imap.login import admin_login
 from fastsync.imap.wire import text_of
 from fastsync.imap.capabilities import Capabilities
@@ -482,15 +481,7 @@ def _read_to_tagged(imap: imaplib.IMAP4, tag: bytes) -> tuple[str, str]:
             imap.tagged_commands.pop(tag, None)
             status, _sep, text = line[len(tag) + 1 :].partition(b" ")
             return status.decode("ascii", "replace").upper(), text.decode("utf-8", "replace")
-        _skip_literal(imap, wire.literal_size(line) or 0)
-
-
-def _skip_literal(imap: imaplib.IMAP4, size_bytes: int) -> None:
-    while size_bytes > 0:
-        part = imap.read(min(size_bytes, CHUNK_BYTES))
-        if not part:
-            raise imaplib.IMAP4.abort("socket error: EOF")
-        size_bytes -= len(part)
+        literals.skip(imap, wire.literal_size(line) or 0)
 
 
 def open_body(client: Client, uid: int) -> BodyLiteral | None:
@@ -519,7 +510,7 @@ def open_body(client: Client, uid: int) -> BodyLiteral | None:
         if body is not None and body[1] in (None, uid):
             return BodyLiteral(client, tag, uid, body[0])
         # Anything else (an unsolicited FETCH of flags, EXISTS) is not ours: skipped.
-        _skip_literal(imap, wire.literal_size(line) or 0)
+        literals.skip(imap, wire.literal_size(line) or 0)
 
 
 def send_append_relayed(
@@ -561,56 +552,14 @@ def send_append_relayed(
     return typ, text_of(data)
 
 
-# The start of an untagged FETCH response (RFC 3501 section 7.4.2): "* 12 FETCH (".
-_FETCH_START = re.compile(rb"\* (\d+) FETCH (\(.*)", re.DOTALL)
-
-
-def read_fetch(client: Client, tag: bytes) -> tuple[str, str, list[Any]]:
-    """The tagged status and text of FETCH command *tag* (sent with imaplib's ``_command``),
-    and its untagged FETCH items in imaplib's form, for `wire.records`: imaplib's reader
-    takes ~7 µs per small message (regular expressions per line, the repr of every line
-    for its command log even with debugging off), this one ~2.3 (bench/README.md).  Any
-    other line (EXISTS, BYE, one not fully arrived yet) goes to imaplib as usual.
-    """
-    imap = client._imap
-    peek = imap.file.peek  # both transports read through an io.BufferedReader
-    # FETCH responses imaplib kept before (unsolicited) go to the caller too, as before.
-    items: list[Any] = imap.untagged_responses.pop("FETCH", [])
-    prefix = tag + b" "
-    while True:
-        head = peek(32)
-        if _FETCH_START.match(head):
-            start = _FETCH_START.match(_line(imap))
-            assert start is not None  # the line begins with the bytes just looked at
-            data = start.group(1) + b" " + start.group(2)
-            while (size := wire.literal_size(data)) is not None:
-                items.append((data, imap.read(size)))
-                data = _line(imap)
-            items.append(data)
-            continue
-        if head.startswith(prefix):
-            status, _sep, text = _line(imap)[len(prefix):].partition(b" ")
-            done: tuple[str, Any] | None = (status.decode("ascii", "replace").upper(), text)
-        else:
-            imap._get_response()
-            imap._check_bye()
-            items.extend(imap.untagged_responses.pop("FETCH", []))
-            done = imap.tagged_commands.get(tag)
-        if done is not None:
-            imap.tagged_commands.pop(tag, None)
-            if done[0] == "BAD":
-                raise imaplib.IMAP4.error(f"FETCH command error: BAD {text_of(done[1])}")
-            return done[0], text_of(done[1]), items
-
-
-def _line(imap: imaplib.IMAP4) -> bytes:
-    """One response line without its CRLF (RFC 3501 section 2.2), as imaplib reads it."""
-    line = imap.readline()
-    if not line:
-        raise imaplib.IMAP4.abort("socket error: EOF")
-    if not line.endswith(b"\r\n"):
-        raise imaplib.IMAP4.abort(f"socket error: unterminated line: {line[:100]!r}")
-    return line[:-2]
+def read_fetch(client: Client, tag: bytes, bounds: literals.Bounds | None = None) -> tuple[str, str, list[Any]]:
+    """The tagged status and text of FETCH command *tag* and its untagged FETCH items, each
+    literal read within *bounds* (by default: whole-message literals whole, others cut at
+    `literals.HEADER_LITERAL_MAX_BYTES`): `literals.read_fetch`.  BAD is imaplib's error."""
+    status, text, items = literals.read_fetch(client._imap, tag, bounds or literals.Bounds())
+    if status == "BAD":
+        raise imaplib.IMAP4.error(f"FETCH command error: BAD {text_of(text)}")
+    return status, text_of(text), items
 
 
 def pipelined(client: Client, command: str, argument_lists: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
@@ -630,11 +579,14 @@ def pipelined(client: Client, command: str, argument_lists: Sequence[Sequence[st
     return out
 
 
-def fetch(client: Client, words: Sequence[str], items: Sequence[bytes], modifier: str = "") -> tuple[str, str, list[Any]]:
+def fetch(
+    client: Client, words: Sequence[str], items: Sequence[bytes], modifier: str = "",
+    bounds: literals.Bounds | None = None,
+) -> tuple[str, str, list[Any]]:
     """Send ``FETCH`` (or ``UID FETCH``: *words*) with *items* and read it (`read_fetch`)."""
     listed = "(" + " ".join(i.decode() for i in items) + ")"
     tag = client._imap._command(*words, listed, *([modifier] if modifier else []))
-    return read_fetch(client, tag)
+    return read_fetch(client, tag, bounds)
 
 
 def take_untagged(client: Client, name: str) -> list[Any]:

@@ -1,0 +1,162 @@
+"""Literals read by their own announced length, with bounds: what one FETCH reply may hold.
+
+Protocol edge (`fastsync/imap/`), beneath `transport.py`, which reads FETCH replies through
+`read_fetch` and skips unwanted literals with `skip`.  A literal announces its length before
+its bytes (``{N}``, RFC 3501 section 4.3); that length, not RFC822.SIZE (which may be an
+estimate, or wrong), decides what is kept in memory:
+
+* a whole-message literal (``BODY[] {N}``) is held only while the reply's whole-message
+  literals fit the reply's `Bounds.body_bytes`; one over it is read in chunks and dropped
+  (`Bounds.dropped` counts them), so that the caller streams the message instead of
+  holding it (`OverBudget`);
+* any other literal (the identity header fields, BODY[HEADER.FIELDS (...)]) keeps its
+  first `HEADER_LITERAL_MAX_BYTES` bytes at most, the rest read in chunks and dropped: the
+  message is still identified, from those bytes, the same way on both sides (`Cut`).
+
+Whatever a server announces, reading one literal holds at most `READ_BYTES` beyond what it
+keeps.  Everything here reads through a `Source` (imaplib's connection, its socket metered, in
+production), so the rules are tested on bytes alone (tests/unit/test_literals.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastsync.imap import wire
+
+# A literal is read this many bytes at a time when it is dropped, or read whole.
+READ_BYTES = 64 * 1024
+
+# A header-fields literal keeps at most this many bytes: real identity header fields
+# (Message-Id, Date, From, Subject, To) are a few hundred bytes, a To of thousands of
+# recipients some hundred KB.  A server sending more (one sent 300 MB) gets its first
+# MiB read for the message's identity, the rest dropped unread into memory.
+HEADER_LITERAL_MAX_BYTES = 1024 * 1024
+
+
+
+class Source(Protocol):
+    """What a literal is read from: imaplib's connection (its metered ``read``, and ``abort``,
+    the exception that says the connection is no longer in step)."""
+
+    @property
+    def abort(self) -> type[Exception]: ...
+
+    def read(self, size: int) -> bytes: ...
+
+
+# The item before a literal that carries a whole message (RFC 3501 section 7.4.2:
+# BODY[] and its partial form BODY[]<origin>; RFC822; RFC 3516 BINARY[]).
+_WHOLE_MESSAGE = re.compile(rb"(?:^|[ (])(?:BODY\[\]|BINARY\[\]|RFC822)(?:<\d+>)? ~?\{\d+\}\Z", re.IGNORECASE)
+
+
+class Cut(bytes):
+    """The start of a literal whose rest was read and dropped; `announced` is its length."""
+
+    announced: int
+
+    def __new__(cls, kept: bytes, announced: int) -> Cut:
+        cut = super().__new__(cls, kept)
+        cut.announced = announced
+        return cut
+
+
+class OverBudget(Exception):
+    """A FETCH reply's whole-message literals were more than it may hold (`Bounds.body_bytes`):
+    those over were read and dropped, the connection is in step.  The caller streams them."""
+
+
+@dataclass
+class Bounds:
+    """What one FETCH reply may hold: whole-message literals up to *body_bytes* in all (None:
+    no bound), any other literal up to *header_bytes* each."""
+
+    body_bytes: int | None = None
+    header_bytes: int = HEADER_LITERAL_MAX_BYTES
+    held_bytes: int = 0
+    dropped: int = 0
+
+    def take(self, source: Source, line: bytes, size_bytes: int) -> bytes:
+        """The literal of *size_bytes* that *line* (without its CRLF) announced, read from
+        *source*: whole, or a `Cut` of it by the rules above."""
+        if _WHOLE_MESSAGE.search(line):
+            if self.body_bytes is None or self.held_bytes + size_bytes <= self.body_bytes:
+                self.held_bytes += size_bytes
+                return read_exactly(source, size_bytes)
+            skip(source, size_bytes)
+            self.dropped += 1
+            return Cut(b"", size_bytes)
+        if size_bytes <= self.header_bytes:
+            return read_exactly(source, size_bytes)
+        kept = read_exactly(source, self.header_bytes)
+        skip(source, size_bytes - self.header_bytes)
+        return Cut(kept, size_bytes)
+
+
+def read_exactly(source: Source, size_bytes: int) -> bytes:
+    """*size_bytes* bytes; a connection that ends before is its ``abort``, as in imaplib."""
+    data = source.read(size_bytes)
+    if len(data) < size_bytes:
+        raise source.abort("socket error: EOF in the middle of a literal")
+    return data
+
+
+def skip(source: Source, size_bytes: int) -> None:
+    """Read *size_bytes* and keep none of them, `READ_BYTES` at a time."""
+    while size_bytes > 0:
+        part = source.read(min(size_bytes, READ_BYTES))
+        if not part:
+            raise source.abort("socket error: EOF")
+        size_bytes -= len(part)
+
+
+# The start of an untagged FETCH response (RFC 3501 section 7.4.2): "* 12 FETCH (".
+_FETCH_START = re.compile(rb"\* (\d+) FETCH (\(.*)", re.DOTALL)
+
+
+def read_fetch(imap: Any, tag: bytes, bounds: Bounds) -> tuple[str, Any, list[Any]]:
+    """The tagged status and text of FETCH command *tag* (sent with imaplib's ``_command``),
+    and its untagged FETCH items in imaplib's form, for `wire.records`, each literal read
+    within *bounds*: imaplib's reader takes ~7 µs per small message (regular expressions per
+    line, the repr of every line for its command log even with debugging off), this one
+    ~2.3 (bench/README.md).  Any other line (EXISTS, BYE, one not fully arrived yet) goes to
+    imaplib as usual.  *imap* is imaplib's connection (`transport.read_fetch` hands it over).
+    """
+    peek = imap.file.peek  # both transports read through an io.BufferedReader
+    # FETCH responses imaplib kept before (unsolicited) go to the caller too, as before.
+    items: list[Any] = imap.untagged_responses.pop("FETCH", [])
+    prefix = tag + b" "
+    while True:
+        head = peek(32)
+        if _FETCH_START.match(head):
+            start = _FETCH_START.match(line_of(imap))
+            assert start is not None  # the line begins with the bytes just looked at
+            data = start.group(1) + b" " + start.group(2)
+            while (size := wire.literal_size(data)) is not None:
+                items.append((data, bounds.take(imap, data, size)))
+                data = line_of(imap)
+            items.append(data)
+            continue
+        if head.startswith(prefix):
+            status, _sep, text = line_of(imap)[len(prefix):].partition(b" ")
+            done: tuple[str, Any] | None = (status.decode("ascii", "replace").upper(), text)
+        else:
+            imap._get_response()
+            imap._check_bye()
+            items.extend(imap.untagged_responses.pop("FETCH", []))
+            done = imap.tagged_commands.get(tag)
+        if done is not None:
+            imap.tagged_commands.pop(tag, None)
+            return done[0], done[1], items
+
+
+def line_of(imap: Any) -> bytes:
+    """One response line without its CRLF (RFC 3501 section 2.2), as imaplib reads it."""
+    line: bytes = imap.readline()
+    if not line:
+        raise imap.abort("socket error: EOF")
+    if not line.endswith(b"\r\n"):
+        raise imap.abort(f"socket error: unterminated line: {line[:100]!r}")
+    return line[:-2]

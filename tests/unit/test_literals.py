@@ -1,0 +1,99 @@
+"""Literals read by their own announced length (`fastsync.imap.literals`): what is kept,
+what is read and dropped, and that the stream stays in step, on bytes alone."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from fastsync.imap import literals
+from fastsync.imap.literals import Bounds, Cut
+
+
+class Abort(Exception):
+    pass
+
+
+class Stream:
+    """A connection's bytes; records the largest read asked of it."""
+
+    abort = Abort
+
+    def __init__(self, data: bytes) -> None:
+        self.file = io.BytesIO(data)
+        self.largest_read = 0
+
+    def read(self, size: int) -> bytes:
+        self.largest_read = max(self.largest_read, size)
+        return self.file.read(size)
+
+    def rest(self) -> bytes:
+        return self.file.read()
+
+
+MB = 1024 * 1024
+HEADER = literals.HEADER_LITERAL_MAX_BYTES
+
+
+@pytest.mark.parametrize(
+    ("line", "size", "bounds", "kept", "dropped", "cut"),
+    [
+        # Whole-message literals: held while the reply's sum fits body_bytes.
+        (b"1 (UID 5 BODY[] {100}", 100, Bounds(), 100, 0, False),
+        (b"1 (UID 5 BODY[] {100}", 100, Bounds(body_bytes=100), 100, 0, False),
+        (b"1 (UID 5 BODY[] {101}", 101, Bounds(body_bytes=100), 0, 1, True),
+        (b"1 (UID 5 BODY[] {60}", 60, Bounds(body_bytes=100, held_bytes=50), 0, 1, True),
+        (b"1 (UID 5 body[]<0> {101}", 101, Bounds(body_bytes=100), 0, 1, True),
+        (b"1 (UID 5 RFC822 {101}", 101, Bounds(body_bytes=100), 0, 1, True),
+        (b" BODY[] {3145728}", 3 * MB, Bounds(body_bytes=MB), 0, 1, True),
+        # Whole messages are never cut by the header rule, with no bound given.
+        (b"1 (UID 5 BODY[] {3000000}", 3_000_000, Bounds(), 3_000_000, 0, False),
+        # Any other literal: its first header_bytes at most.
+        (b'1 (UID 5 BODY[HEADER.FIELDS (MESSAGE-ID)] {100}', 100, Bounds(body_bytes=10), 100, 0, False),
+        (b"1 (UID 5 BODY[HEADER.FIELDS (TO)] {%d}" % (HEADER + 1), HEADER + 1, Bounds(), HEADER, 0, True),
+        (b"1 (UID 5 BODY[HEADER.FIELDS (TO)] {3000000}", 3 * MB, Bounds(header_bytes=1000), 1000, 0, True),
+        (b"1 (UID 5 BODY[1] {3000}", 3000, Bounds(header_bytes=1000), 1000, 0, True),
+    ],
+)
+def test_a_literal_is_kept_by_its_announced_length(
+    line: bytes, size: int, bounds: Bounds, kept: int, dropped: int, cut: bool
+) -> None:
+    literal = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    stream = Stream(literal + b" UID 5)\r\n")
+    taken = bounds.take(stream, line, size)
+    assert taken == literal[:kept]
+    assert isinstance(taken, Cut) is cut
+    if cut:
+        assert taken.announced == size
+    assert bounds.dropped == dropped
+    # The stream is in step: the rest of the response follows.
+    assert stream.rest() == b" UID 5)\r\n"
+    # Dropped bytes are read a chunk at a time, never asked for whole.
+    if cut:
+        assert stream.largest_read <= max(kept, literals.READ_BYTES)
+
+
+def test_whole_messages_count_against_the_reply_s_bound_together() -> None:
+    bounds = Bounds(body_bytes=250)
+    stream = Stream(b"a" * 100 + b"b" * 100 + b"c" * 100 + b"d" * 50)
+    taken = [bounds.take(stream, b"%d (BODY[] {%d}" % (n, size), size) for n, size in enumerate((100, 100, 100, 50))]
+    assert taken == [b"a" * 100, b"b" * 100, b"", b"d" * 50]
+    assert bounds.dropped == 1 and bounds.held_bytes == 250
+
+
+@pytest.mark.parametrize("size", [10, literals.READ_BYTES * 3 + 1])
+def test_a_literal_the_connection_ends_in_is_an_abort(size: int) -> None:
+    with pytest.raises(Abort):
+        Bounds(body_bytes=1).take(Stream(b"x" * (size - 1)), b"1 (BODY[] {%d}" % size, size)
+    with pytest.raises(Abort):
+        Bounds().take(Stream(b"x" * (size - 1)), b"1 (BODY[] {%d}" % size, size)
+    with pytest.raises(Abort):
+        literals.skip(Stream(b"x" * (size - 1)), size)
+
+
+def test_skip_reads_a_chunk_at_a_time() -> None:
+    stream = Stream(b"x" * (10 * literals.READ_BYTES) + b"next")
+    literals.skip(stream, 10 * literals.READ_BYTES)
+    assert stream.largest_read == literals.READ_BYTES
+    assert stream.rest() == b"next"
