@@ -51,6 +51,37 @@ def run_cli(*args: str | Path, env: Mapping[str, str] | None = None, timeout: fl
     )
 
 
+# Runs ``python -m fastsync ARGS`` and writes the peak resident size, in KiB, of every process
+# of the run (its worker processes and the fork server included) to the file named first:
+# as a child subreaper (Linux prctl PR_SET_CHILD_SUBREAPER), it inherits and waits for every
+# process the run leaves behind, and the kernel's RUSAGE_CHILDREN maximum covers all that
+# were waited for, at any depth.
+_PEAK_RUNNER = """
+import ctypes, os, resource, subprocess, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+code = subprocess.call([sys.executable, "-m", "fastsync", *sys.argv[2:]])
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+with open(sys.argv[1], "w") as out:
+    out.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+def run_cli_peak(*args: str | Path, timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], int]:
+    """`run_cli`, and the largest resident size (KiB) any process of the run reached (Linux)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak"
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK_RUNNER, str(peak_file), *map(str, args)],
+            capture_output=True, text=True, env=cli_env(), stdin=subprocess.DEVNULL, timeout=timeout, cwd=REPO_ROOT,
+        )
+        return done, int(peak_file.read_text())
+
+
 def spawn_sync(config: Path, *extra: str) -> subprocess.Popen[str]:
     """Start ``fastsync sync -c CONFIG -y ...`` in a process group of its own, to signal or kill."""
     return subprocess.Popen(

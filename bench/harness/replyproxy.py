@@ -18,6 +18,10 @@ Edits used by the tests (each a function of one line):
 * `renamed(old, new)` (client to server): a folder name in the client's commands replaced,
   so that the server answers NO to STATUS, EXAMINE and SELECT of a folder it listed.
 
+`LiteralSwap` (a `LineEditor` given to ``CountingProxy(rewrite_down=...)``) sends a literal of
+its own instead of the one a chosen line announces: a body larger than its RFC822.SIZE, a
+header of any size.
+
 Example::
 
     with EditingProxy(dovecot.port, down=bare_lf) as proxy:
@@ -32,7 +36,7 @@ from typing import Any
 
 from bench.harness.tcpproxy import CountingProxy
 
-__all__ = ["EditingProxy", "LineEditor", "bare_lf", "modseq_nil", "renamed", "status_dropped"]
+__all__ = ["EditingProxy", "LineEditor", "LiteralSwap", "bare_lf", "modseq_nil", "renamed", "status_dropped"]
 
 Edit = Callable[[bytes], bytes]
 
@@ -47,6 +51,9 @@ class LineEditor:
         self.edit = edit
         self._line = bytearray()
         self._literal_left = 0
+        # Set by an edit that sends a literal of its own instead (`LiteralSwap`): the
+        # server's literal after the line is dropped.
+        self.drop_literal = False
 
     def feed(self, data: bytes) -> bytes:
         out = bytearray()
@@ -56,7 +63,8 @@ class LineEditor:
                 take = data[pos : pos + self._literal_left]
                 pos += len(take)
                 self._literal_left -= len(take)
-                out += take
+                if not self.drop_literal:
+                    out += take
                 continue
             end = data.find(b"\n", pos)
             if end < 0:
@@ -68,6 +76,7 @@ class LineEditor:
             self._line.clear()
             marker = _LITERAL.search(line)
             self._literal_left = int(marker.group(1)) if marker else 0
+            self.drop_literal = False
             out += self.edit(line)
         return bytes(out)
 
@@ -75,6 +84,29 @@ class LineEditor:
         held = bytes(self._line)
         self._line.clear()
         return held
+
+
+class LiteralSwap(LineEditor):
+    """A `LineEditor` that sends *replacement* instead of the literal announced at the end of
+    every line *pick* chooses (its ``{N}`` announcing the replacement's length instead), to
+    play a server that sends more than it announced elsewhere (RFC822.SIZE) or a literal
+    of any size.  Other lines and literals pass untouched.  *replacement* is called for each
+    literal swapped, so that nothing large is made before a connection needs it."""
+
+    def __init__(self, pick: Callable[[bytes], bool], replacement: Callable[[], bytes]) -> None:
+        super().__init__(self._swap)
+        self.pick = pick
+        self._make = replacement
+        self.swapped = 0
+
+    def _swap(self, line: bytes) -> bytes:
+        marker = _LITERAL.search(line)
+        if marker is None or not self.pick(line):
+            return line
+        replacement = self._make()
+        self.drop_literal = True
+        self.swapped += 1
+        return line[: marker.start()] + b"{%d}\r\n" % len(replacement) + replacement
 
 
 class EditingProxy(CountingProxy):

@@ -1,0 +1,108 @@
+"""What a server's literals may cost: memory is bounded by each literal's own announced
+length, never by what the server said elsewhere (RFC822.SIZE), and the copy stays exact.
+
+Against a real Dovecot behind a proxy (`LiteralSwap`) that sends a huge literal in place of
+one message's header fields or body; the peak resident size of every process of the run
+(`run_cli_peak`) is compared with that of the same sync without the huge literal.  48 MB
+stands for the 300 MB a server sent: holding it whole shows at once."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from bench.harness.corpus import Message
+from bench.harness.replyproxy import LiteralSwap
+from bench.harness.tcpproxy import CountingProxy
+from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
+from tests.helpers import run_cli_peak
+
+HUGE_BYTES = 48 * 1024 * 1024
+# Growth of the peak over the same sync without the huge literal that still counts as
+# bounded: well under the literal's size, well over what a few chunks and a MiB cost.
+BOUNDED_KB = 20 * 1024
+
+
+def _bodies(count: int = 3) -> list[bytes]:
+    return [f"Message-ID: <lit{n}@x>\r\nSubject: {n}\r\n\r\n{'z' * (90 + n)}\r\n".encode() for n in range(count)]
+
+
+def _seed(account: Any, bodies: list[bytes]) -> list[bytes]:
+    account.seed([Message("INBOX", body, (), dt.datetime(2023, 1, 1, tzinfo=dt.UTC)) for body in bodies])
+    return bodies
+
+
+# On the destination before the sync: the planner then reads the source's identities (a
+# folder empty on the destination is planned from UIDs and sizes alone).
+_THERE = b"Message-ID: <there@x>\r\nSubject: there\r\n\r\nthere\r\n"
+
+
+def _sync_peak(src: Any, dst: Any, config_for: ConfigFor, swap: Any = None) -> tuple[Any, int, int]:
+    """A sync (one worker) with the source behind a proxy whose server-to-client bytes go
+    through *swap* (a `LiteralSwap` factory, or none): its result, its peak (KiB) and how
+    many literals were swapped."""
+    swaps: list[LiteralSwap] = []
+
+    def rewriter() -> LiteralSwap:
+        swaps.append(swap())
+        return swaps[-1]
+
+    with CountingProxy(src.server.port, rewrite_down=rewriter if swap else None) as proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}})
+        result, peak_kb = run_cli_peak("sync", "-c", config, "-y", "--procs", "1")
+    return result, peak_kb, sum(s.swapped for s in swaps)
+
+
+def _huge_header() -> bytes:
+    # The Message-Id first, as Dovecot sends the fields in the message's order: the MiB
+    # kept identifies the message as the whole header would.
+    return b"Message-ID: <lit0@x>\r\nSubject: " + b"y" * HUGE_BYTES + b"\r\n\r\n"
+
+
+def _huge_body() -> bytes:
+    return b"Message-ID: <lit0@x>\r\nSubject: 0\r\n\r\n" + b"0123456789abcdef" * (HUGE_BYTES // 16)
+
+
+def _first_message(line: bytes, item: bytes) -> bool:
+    return line.startswith(b"* 1 FETCH ") and item in line
+
+
+@pytest.mark.parametrize(
+    ("case", "item", "make"),
+    [
+        # The planner reads every message's identity header fields.
+        ("header", b"BODY[HEADER.FIELDS (", _huge_header),
+        # A message whose RFC822.SIZE says ~130 bytes (a batched unit) sends 48 MB.
+        ("body", b"BODY[] {", _huge_body),
+    ],
+)
+def test_a_huge_literal_is_never_held_whole(
+    case: str, item: bytes, make: Any, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    base_src, base_dst, src, dst = accounts(4)
+    bodies = _seed(src, _bodies())
+    _seed(base_src, _bodies())
+    for account in (base_dst, dst):
+        _seed(account, [_THERE])
+    baseline, base_kb, _none = _sync_peak(base_src, base_dst, config_for)
+    assert baseline.returncode == 0, baseline.stderr
+
+    def swap() -> LiteralSwap:
+        return LiteralSwap(lambda line: _first_message(line, item), make)
+
+    result, peak_kb, swapped = _sync_peak(src, dst, config_for, swap)
+    assert swapped >= 1
+    assert result.returncode == 0, result.stderr
+    assert peak_kb - base_kb < BOUNDED_KB, (peak_kb, base_kb)
+    stored = sorted(body for (body, _flags, _date) in snapshot(dst)["INBOX"])
+    if case == "header":
+        # Identified by the MiB kept: copied once, and found present by the next run, which
+        # reads the whole header on the destination and the huge one on the source.
+        assert stored == sorted([*bodies, _THERE])
+        again, _kb, _swapped = _sync_peak(src, dst, config_for, swap)
+        assert "0 copied, 3 already present" in again.stdout, again.stdout
+    else:
+        # The body as the server sent it, byte for byte, streamed from the source socket.
+        assert stored == sorted([_huge_body(), *bodies[1:], _THERE])
