@@ -38,13 +38,13 @@ HEADER_LITERAL_MAX_BYTES = 1024 * 1024
 
 
 class Source(Protocol):
-    """What a literal is read from: imaplib's connection (its metered ``read``, and ``abort``,
-    the exception that says the connection is no longer in step)."""
+    """What a literal is read from: imaplib's connection (`transport.Metered`: its metered
+    ``read_bytes``, and ``abort``, the exception that says the connection is out of step)."""
 
     @property
     def abort(self) -> type[Exception]: ...
 
-    def read(self, size: int) -> bytes: ...
+    def read_bytes(self, size: int) -> bytes: ...
 
 
 # The item before a literal that carries a whole message (RFC 3501 section 7.4.2:
@@ -95,9 +95,18 @@ class Bounds:
         return Cut(kept, size_bytes)
 
 
+def absurd(line: bytes, size_bytes: int) -> str:
+    """What to say of a literal of *size_bytes* where no reply carries one that long (the
+    line that announced it quoted by its start: printable, short)."""
+    return (
+        f"the server announced a literal of {size_bytes} bytes (in a reply starting {line[:40]!r}); "
+        f"no such reply is over {HEADER_LITERAL_MAX_BYTES} bytes"
+    )
+
+
 def read_exactly(source: Source, size_bytes: int) -> bytes:
     """*size_bytes* bytes; a connection that ends before is its ``abort``, as in imaplib."""
-    data = source.read(size_bytes)
+    data = source.read_bytes(size_bytes)
     if len(data) < size_bytes:
         raise source.abort("socket error: EOF in the middle of a literal")
     return data
@@ -106,7 +115,7 @@ def read_exactly(source: Source, size_bytes: int) -> bytes:
 def skip(source: Source, size_bytes: int) -> None:
     """Read *size_bytes* and keep none of them, `READ_BYTES` at a time."""
     while size_bytes > 0:
-        part = source.read(min(size_bytes, READ_BYTES))
+        part = source.read_bytes(min(size_bytes, READ_BYTES))
         if not part:
             raise source.abort("socket error: EOF")
         size_bytes -= len(part)
@@ -124,6 +133,14 @@ def read_fetch(imap: Any, tag: bytes, bounds: Bounds) -> tuple[str, Any, list[An
     ~2.3 (bench/README.md).  Any other line (EXISTS, BYE, one not fully arrived yet) goes to
     imaplib as usual.  *imap* is imaplib's connection (`transport.read_fetch` hands it over).
     """
+    imap.literal_bounds = bounds
+    try:
+        return _read_fetch(imap, tag, bounds)
+    finally:
+        imap.literal_bounds = None
+
+
+def _read_fetch(imap: Any, tag: bytes, bounds: Bounds) -> tuple[str, Any, list[Any]]:
     peek = imap.file.peek  # both transports read through an io.BufferedReader
     # FETCH responses imaplib kept before (unsolicited) go to the caller too, as before.
     items: list[Any] = imap.untagged_responses.pop("FETCH", [])

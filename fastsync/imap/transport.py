@@ -61,6 +61,10 @@ class Metered:
 
     meter_down: Meter | None = None
     meter_up: Meter | None = None
+    # imaplib's, named here for `literals.Source`.
+    abort = imaplib.IMAP4.abort
+    # The last response line read, without its line ending: the one announcing a literal.
+    last_line = b""
 
     def _connect(self) -> None:
         # imaplib reads the greeting here (RFC 3501 section 7.1), then asks for CAPABILITY.
@@ -80,7 +84,25 @@ class Metered:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
+    # While fastsync reads a FETCH reply (`literals.read_fetch`), the bounds of its literals:
+    # imaplib reads the literals of the lines that reader hands it (one not fully arrived
+    # when looked at) through `read`, and they are bounded the same way.
+    literal_bounds: literals.Bounds | None = None
+
     def read(self, size: int) -> bytes:
+        """A literal imaplib reads (its reader calls ``read`` for nothing else; fastsync's
+        readers call `read_bytes`), by its own announced length: within a FETCH reply's
+        bounds, else refused above `literals.HEADER_LITERAL_MAX_BYTES`, quoting the start of
+        the line that announced it (the session is dropped: nothing was read)."""
+        announced = self.last_line  # imaplib reads a literal right after the line announcing it
+        if self.literal_bounds is not None:
+            return self.literal_bounds.take(self, announced, size)
+        if size > literals.HEADER_LITERAL_MAX_BYTES:
+            raise imaplib.IMAP4.abort(literals.absurd(announced, size))
+        return self.read_bytes(size)
+
+    def read_bytes(self, size: int) -> bytes:
+        """*size* bytes or fewer (the connection ended), metered."""
         file = self.file  # type: ignore[attr-defined]
         if self.meter_down is None:
             return file.read(size)  # type: ignore[no-any-return]
@@ -109,6 +131,7 @@ class Metered:
             # same (be liberal in what you accept, RFC 1122 section 1.2.2); a literal's
             # bytes are read by count, never through here, so no message changes.
             line = line[:-1] + b"\r\n"
+        self.last_line = line[:-2]
         return line
 
     def send(self, data: bytes) -> None:
@@ -450,7 +473,7 @@ class BodyLiteral:
         while remaining > 0:
             step = min(remaining, CHUNK_BYTES)
             try:
-                part = self._imap.read(step)
+                part = self._imap.read_bytes(step)
             except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
                 raise SourceLost(exc) from None
             if len(part) < step:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bench.harness.corpus import Message
-from bench.harness.replyproxy import LiteralSwap
+from bench.harness.replyproxy import EditingProxy, LiteralSwap
 from bench.harness.tcpproxy import CountingProxy
 from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
 from tests.helpers import run_cli_peak
@@ -106,3 +106,30 @@ def test_a_huge_literal_is_never_held_whole(
     else:
         # The body as the server sent it, byte for byte, streamed from the source socket.
         assert stored == sorted([_huge_body(), *bodies[1:], _THERE])
+
+
+def _list_name_as_literal(size_bytes: int) -> Any:
+    """An edit of the server's lines: INBOX's LIST reply names it with a literal of
+    *size_bytes* (RFC 3501 section 4.3 allows a name as a literal; none is that long)."""
+
+    def edit(line: bytes) -> bytes:
+        if line.startswith(b"* LIST ") and line.rstrip().endswith(b" INBOX"):
+            return line.rstrip()[: -len(b"INBOX")] + b"{%d}\r\n" % size_bytes + b"n" * size_bytes + b"\r\n"
+        return line
+
+    return edit
+
+
+def test_a_huge_literal_outside_a_fetch_is_refused_quoting_its_reply(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    _seed(src, _bodies())
+    with EditingProxy(src.server.port, down=_list_name_as_literal(8 * 1024 * 1024)) as proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}", "timeout_s": 5}})
+        result, peak_kb = run_cli_peak("sync", "-c", config, "-y", "--procs", "1")
+    assert result.returncode == 3, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: source (127.0.0.1:"), last
+    assert "the server announced a literal of 8388608 bytes (in a reply starting b'* LIST (" in last, last
+    assert "internal error" not in result.stderr

@@ -24,7 +24,7 @@ class Stream:
         self.file = io.BytesIO(data)
         self.largest_read = 0
 
-    def read(self, size: int) -> bytes:
+    def read_bytes(self, size: int) -> bytes:
         self.largest_read = max(self.largest_read, size)
         return self.file.read(size)
 
