@@ -201,8 +201,10 @@ class SelectedFolder:
     ) -> dict[int, str]:
         """sha256 of each whole message (BODY.PEEK[]): (UID, size) -> digest.
 
-        Fetched in batches bounded by *max_batch_bytes* (a bigger message alone); each body
-        is hashed and dropped, so memory holds one batch whatever the folder's size.
+        Fetched in batches bounded by *max_batch_bytes*, each body hashed and dropped, so
+        memory holds one batch whatever the folder's size.  A message announced bigger, and
+        the messages of a batch whose literals turn out bigger than twice that (RFC822.SIZE
+        may be wrong), are hashed as they arrive, a chunk at a time (`transport.body_digest`).
         """
         digests: dict[int, str] = {}
         batch: list[int] = []
@@ -211,13 +213,17 @@ class SelectedFolder:
         def flush() -> None:
             if not batch:
                 return
-            for record in wire.records(self._fetch(sequence_set(batch), [b"UID", b"BODY.PEEK[]"], uid=True)):
-                fields = records.Fields.read(record, self.account, "literal")
-                if fields is not None:
-                    digests[fields.uid] = hashlib.sha256(fields.literal or b"").hexdigest()
+            try:
+                digests.update(self._digests(batch, literals.Bounds(body_bytes=2 * max_batch_bytes)))
+            except literals.OverBudget:
+                for uid in batch:
+                    self._digest_streamed(uid, digests)
             batch.clear()
 
         for uid, size in messages:
+            if size > max_batch_bytes:
+                self._digest_streamed(uid, digests)
+                continue
             if batch and batch_bytes + size > max_batch_bytes:
                 flush()
                 batch_bytes = 0
@@ -226,20 +232,38 @@ class SelectedFolder:
         flush()
         return digests
 
+    def _digests(self, uids: Sequence[int], bounds: literals.Bounds) -> dict[int, str]:
+        digests = {}
+        for record in wire.records(self._fetch(sequence_set(uids), [b"UID", b"BODY.PEEK[]"], uid=True, bounds=bounds)):
+            fields = records.Fields.read(record, self.account, "literal")
+            if fields is not None:
+                if isinstance(fields.literal, literals.Cut):
+                    raise literals.OverBudget(f"{self.where}: UID {fields.uid}: a body not read whole")
+                digests[fields.uid] = hashlib.sha256(fields.literal or b"").hexdigest()
+        return digests
+
+    def _digest_streamed(self, uid: int, digests: dict[int, str]) -> None:
+        owner = self.check()
+        with owner.guarded():
+            typ, text = transport.body_digest(owner.client, uid)
+        if typ != "OK":
+            raise self.folder_error(f"FETCH refused: {text}")
+        if text:
+            digests[uid] = text
+
     def fetch_messages(self, uids: Sequence[int], hold_bytes: int | None = None) -> list[Fetched]:
         """Bodies, flags and internal dates; UIDs gone are left out.  With *hold_bytes*, the
         bodies' literals may hold that many bytes in all, by their own announced lengths
         (RFC822.SIZE may be wrong): more is read and dropped, and `literals.OverBudget`
         raised, for the caller to stream them (`stream_messages`)."""
-        bounds = literals.Bounds(body_bytes=hold_bytes)
         fetched = [
             Fetched(f.uid, f.flags or (), date, f.literal or b"")
-            for f, date in self._dated(uids, b"BODY.PEEK[]", bounds=bounds)
+            for f, date in self._dated(uids, b"BODY.PEEK[]", bounds=literals.Bounds(body_bytes=hold_bytes))
         ]
         # A body cut (not in the shape of a whole message, so read as header fields are) is
         # never copied as if it were the message.
-        if bounds.dropped or any(isinstance(m.body, literals.Cut) for m in fetched):
-            raise literals.OverBudget(f"{self.where}: folder {self.name!r}: bodies over {hold_bytes} bytes")
+        if any(isinstance(m.body, literals.Cut) for m in fetched):
+            raise literals.OverBudget(f"{self.where}: folder {self.name!r}: a body not read whole")
         return fetched
 
     def describe_messages(self, uids: Sequence[int]) -> list[Described]:
@@ -290,6 +314,8 @@ class SelectedFolder:
             typ, text, data = transport.fetch(owner.client, words, items, modifier, bounds)
             if typ != "OK":
                 raise self.folder_error(f"FETCH refused: {text}")
+        if bounds is not None and bounds.dropped:
+            raise literals.OverBudget(f"{self.where}: folder {self.name!r}: bodies over {bounds.body_bytes} bytes")
         return [item for item in data if item is not None]
 
     # -- writing (a folder selected read-write: the destination only) ---------------------

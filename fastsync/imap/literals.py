@@ -20,7 +20,9 @@ production), so the rules are tested on bytes alone (tests/unit/test_literals.py
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -177,3 +179,121 @@ def line_of(imap: Any) -> bytes:
     if not line.endswith(b"\r\n"):
         raise imap.abort(f"socket error: unterminated line: {line[:100]!r}")
     return line[:-2]
+
+
+# -- one message's body, a chunk at a time ---------------------------------------------
+
+
+class SourceLost(Exception):
+    """The source connection failed while its literal was being relayed; ``cause`` says how.
+
+    Not an OSError, so that the destination's error handling cannot mistake it for its own
+    connection's failure: the caller must drop the destination, never complete its literal.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class BodyLiteral:
+    """A message body the source is sending as the literal of a FETCH response (RFC 3501
+    section 7.4.2), read `READ_BYTES` at a time through the metered socket: memory holds
+    one chunk, whatever the message's size.  Every failure of the source is `SourceLost`."""
+
+    def __init__(self, imap: Any, tag: bytes, uid: int, size_bytes: int) -> None:
+        self._imap = imap
+        self._tag = tag
+        self.uid = uid
+        self.size_bytes = size_bytes
+        # True once the literal, the rest of the response and the tagged OK were read: the
+        # connection is in step again.
+        self.finished = False
+
+    def chunks(self) -> Iterator[bytes]:
+        remaining = self.size_bytes
+        while remaining > 0:
+            step = min(remaining, READ_BYTES)
+            try:
+                part = self._imap.read_bytes(step)
+            except (OSError, EOFError, self._imap.abort) as exc:
+                raise SourceLost(exc) from None
+            if len(part) < step:
+                raise SourceLost(EOFError("connection closed in the middle of a message"))
+            remaining -= step
+            yield part
+
+    def finish(self) -> None:
+        """Read the rest of the FETCH response and its tagged reply, which must be OK."""
+        try:
+            rest = self._imap._get_line()
+            uid = wire.uid_in(rest)
+            if not rest.endswith(b")") or (uid is not None and uid != self.uid):
+                raise self._imap.abort(f"unexpected end of a FETCH response: {rest[:100]!r}")
+            status = _read_to_tagged(self._imap, self._tag)
+        except (OSError, EOFError, self._imap.abort) as exc:
+            raise SourceLost(exc) from None
+        self.finished = True
+        if status[0] != "OK":
+            raise SourceLost(self._imap.abort(f"FETCH failed after the body: {status[1][:200]}"))
+
+
+def _read_to_tagged(imap: Any, tag: bytes) -> tuple[str, str]:
+    """Read lines up to the tagged reply of *tag*, skipping untagged ones and their literals."""
+    while True:
+        line = imap._get_line()
+        if line.startswith(tag + b" "):
+            imap.tagged_commands.pop(tag, None)
+            status, _sep, text = line[len(tag) + 1 :].partition(b" ")
+            return status.decode("ascii", "replace").upper(), text.decode("utf-8", "replace")
+        skip(imap, wire.literal_size(line) or 0)
+
+
+def open_body(imap: Any, uid: int) -> BodyLiteral | None:
+    """Ask for one message's body (``UID FETCH uid (BODY.PEEK[])``, which leaves \\Seen
+    alone, RFC 3501 section 6.4.5) and read up to the start of its literal, whose size the
+    server announces before the bytes.  None when the message is gone (expunged); a refused
+    FETCH raises imaplib's error with the server's text.
+
+    One command in flight at a time: Dovecot runs pipelined FETCH commands side by side, so
+    one's reply may come before the previous one's tagged OK, and a body is known to be
+    *uid*'s even when the server names the UID after the literal (RFC 3501 section 7.4.2
+    fixes no order of items).  *imap* is imaplib's connection.
+    """
+    tag = imap._new_tag()
+    imap.send(tag + b" UID FETCH " + str(uid).encode("ascii") + b" (BODY.PEEK[])\r\n")
+    while True:
+        line = imap._get_line()
+        if line.startswith(tag + b" "):
+            imap.tagged_commands.pop(tag, None)
+            status, _sep, text = line[len(tag) + 1 :].partition(b" ")
+            if status.upper() != b"OK":
+                raise imap.error(text.decode("utf-8", "replace"))
+            return None
+        body = wire.body_literal(line)
+        if body is not None and body[1] in (None, uid):
+            return BodyLiteral(imap, tag, uid, body[0])
+        # Anything else (an unsolicited FETCH of flags, EXISTS) is not ours: skipped.
+        skip(imap, wire.literal_size(line) or 0)
+
+
+def body_digest(imap: Any, uid: int) -> tuple[str, str]:
+    """The sha256 of one message's body (`open_body`), hashed a chunk at a time as it
+    arrives, whatever its size: ("OK", hex digest), ("OK", "") when the message is gone, or
+    the refusal's status and text.  A connection that broke midway is imaplib's abort."""
+    try:
+        body = open_body(imap, uid)
+    except imap.abort:
+        raise
+    except imap.error as exc:
+        return "NO", str(exc)
+    if body is None:
+        return "OK", ""
+    digest = hashlib.sha256()
+    try:
+        for chunk in body.chunks():
+            digest.update(chunk)
+        body.finish()
+    except SourceLost as exc:
+        raise imap.abort(str(exc.cause)) from None
+    return "OK", digest.hexdigest()

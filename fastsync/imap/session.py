@@ -26,7 +26,7 @@ from fastsync.imap import wire
 from fastsync.rules import folders as folder_rules
 from fastsync.settings.config import Account
 from fastsync.records.errors import ConnectionLost, FolderError, MalformedResponse
-from fastsync.imap import exchanges, records, replies, transport
+from fastsync.imap import exchanges, literals, records, replies, transport
 from fastsync.imap.capabilities import Capabilities, status_items
 from fastsync.imap.folder import IDENTITY_BATCH, SIZE_ITEMS, SelectedFolder, identity_items
 from fastsync.imap.records import Identity
@@ -431,14 +431,14 @@ def stream_messages(
     # The source is in step between two messages' FETCH commands, not during one.
     in_fetch = False
 
-    def bodies() -> Iterator[tuple[Described, transport.BodyLiteral]]:
+    def bodies() -> Iterator[tuple[Described, literals.BodyLiteral]]:
         nonlocal in_fetch
         for message in messages:
             in_fetch = True
             try:
                 body = transport.open_body(src._client, message.uid)
             except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
-                raise transport.SourceLost(exc) from None
+                raise literals.SourceLost(exc) from None
             except imaplib.IMAP4.error as exc:
                 in_fetch = False
                 raise src.folder_error(f"folder {src_folder.name!r}: FETCH refused: {text_of(exc)}") from None
@@ -460,7 +460,7 @@ def stream_messages(
                 # A BAD reply: the connection is still in step.
                 reply = "BAD", text_of(exc)
             in_step = True
-    except transport.SourceLost as exc:
+    except literals.SourceLost as exc:
         replies.raise_if_throttled(str(exc.cause), src.account)
         raise ConnectionLost(
             f"{src.where}: {replies.describe_os_error(exc.cause, src.account)}", side=src.side

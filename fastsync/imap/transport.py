@@ -22,7 +22,7 @@ import functools
 import imaplib
 import socket
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import imapclient
@@ -442,102 +442,18 @@ def send_append(client: Client, folder: str, messages: Sequence[Fetched], litera
     return typ, text_of(data)
 
 
-class SourceLost(Exception):
-    """The source connection failed while its literal was being relayed; ``cause`` says how.
-
-    Not an OSError, so that the destination's error handling cannot mistake it for its own
-    connection's failure: the caller must drop the destination, never complete its literal.
-    """
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+def open_body(client: Client, uid: int) -> literals.BodyLiteral | None:
+    """`literals.open_body` on *client*'s connection."""
+    return literals.open_body(client._imap, uid)
 
 
-class BodyLiteral:
-    """A message body the source is sending as the literal of a FETCH response (RFC 3501
-    section 7.4.2), read `CHUNK_BYTES` at a time through the metered socket: memory holds
-    one chunk, whatever the message's size.  Every failure of the source is `SourceLost`."""
-
-    def __init__(self, client: Client, tag: bytes, uid: int, size_bytes: int) -> None:
-        self._imap = client._imap
-        self._tag = tag
-        self.uid = uid
-        self.size_bytes = size_bytes
-        # True once the literal, the rest of the response and the tagged OK were read: the
-        # connection is in step again.
-        self.finished = False
-
-    def chunks(self) -> Iterator[bytes]:
-        remaining = self.size_bytes
-        while remaining > 0:
-            step = min(remaining, CHUNK_BYTES)
-            try:
-                part = self._imap.read_bytes(step)
-            except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
-                raise SourceLost(exc) from None
-            if len(part) < step:
-                raise SourceLost(EOFError("connection closed in the middle of a message"))
-            remaining -= step
-            yield part
-
-    def finish(self) -> None:
-        """Read the rest of the FETCH response and its tagged reply, which must be OK."""
-        try:
-            rest = self._imap._get_line()
-            uid = wire.uid_in(rest)
-            if not rest.endswith(b")") or (uid is not None and uid != self.uid):
-                raise imaplib.IMAP4.abort(f"unexpected end of a FETCH response: {rest[:100]!r}")
-            status = _read_to_tagged(self._imap, self._tag)
-        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
-            raise SourceLost(exc) from None
-        self.finished = True
-        if status[0] != "OK":
-            raise SourceLost(imaplib.IMAP4.abort(f"FETCH failed after the body: {status[1][:200]}"))
-
-
-def _read_to_tagged(imap: imaplib.IMAP4, tag: bytes) -> tuple[str, str]:
-    """Read lines up to the tagged reply of *tag*, skipping untagged ones and their literals."""
-    while True:
-        line = imap._get_line()
-        if line.startswith(tag + b" "):
-            imap.tagged_commands.pop(tag, None)
-            status, _sep, text = line[len(tag) + 1 :].partition(b" ")
-            return status.decode("ascii", "replace").upper(), text.decode("utf-8", "replace")
-        literals.skip(imap, wire.literal_size(line) or 0)
-
-
-def open_body(client: Client, uid: int) -> BodyLiteral | None:
-    """Ask for one message's body (``UID FETCH uid (BODY.PEEK[])``, which leaves \\Seen
-    alone, RFC 3501 section 6.4.5) and read up to the start of its literal, whose size the
-    server announces before the bytes.  None when the message is gone (expunged); a refused
-    FETCH raises imaplib's error with the server's text.
-
-    One command in flight at a time: Dovecot runs pipelined FETCH commands side by side, so
-    one's reply may come before the previous one's tagged OK, and a body is known to be
-    *uid*'s even when the server names the UID after the literal (RFC 3501 section 7.4.2
-    fixes no order of items).
-    """
-    imap = client._imap
-    tag = imap._new_tag()
-    imap.send(tag + b" UID FETCH " + str(uid).encode("ascii") + b" (BODY.PEEK[])\r\n")
-    while True:
-        line = imap._get_line()
-        if line.startswith(tag + b" "):
-            imap.tagged_commands.pop(tag, None)
-            status, _sep, text = line[len(tag) + 1 :].partition(b" ")
-            if status.upper() != b"OK":
-                raise imaplib.IMAP4.error(text.decode("utf-8", "replace"))
-            return None
-        body = wire.body_literal(line)
-        if body is not None and body[1] in (None, uid):
-            return BodyLiteral(client, tag, uid, body[0])
-        # Anything else (an unsolicited FETCH of flags, EXISTS) is not ours: skipped.
-        literals.skip(imap, wire.literal_size(line) or 0)
+def body_digest(client: Client, uid: int) -> tuple[str, str]:
+    """`literals.body_digest` on *client*'s connection."""
+    return literals.body_digest(client._imap, uid)
 
 
 def send_append_relayed(
-    client: Client, folder: str, bodies: Iterable[tuple[Described, BodyLiteral]], literal_plus: bool
+    client: Client, folder: str, bodies: Iterable[tuple[Described, literals.BodyLiteral]], literal_plus: bool
 ) -> tuple[str, str] | None:
     """One APPEND (RFC 3502 MULTIAPPEND when *bodies* holds several) whose literals are
     relayed from the source as they arrive; returns the tagged reply's status and text, or
@@ -550,7 +466,7 @@ def send_append_relayed(
     be cancelled.  The final CRLF, which completes the command, is sent only once the
     source has sent every byte and its OK: a command is not complete before its last CRLF
     (section 2.2.1), and a server stores nothing of an APPEND that never completed (a
-    MULTIAPPEND is all or nothing), so when the source fails (`SourceLost`) or anything
+    MULTIAPPEND is all or nothing), so when the source fails (`literals.SourceLost`) or anything
     else stops this midway, the caller drops the destination connection and nothing is
     left on it (tests/dovecot/test_streaming.py checks it on Dovecot).
     """

@@ -39,10 +39,12 @@ def _seed(account: Any, bodies: list[bytes]) -> list[bytes]:
 _THERE = b"Message-ID: <there@x>\r\nSubject: there\r\n\r\nthere\r\n"
 
 
-def _sync_peak(src: Any, dst: Any, config_for: ConfigFor, swap: Any = None) -> tuple[Any, int, int]:
-    """A sync (one worker) with the source behind a proxy whose server-to-client bytes go
-    through *swap* (a `LiteralSwap` factory, or none): its result, its peak (KiB) and how
-    many literals were swapped."""
+def _sync_peak(
+    src: Any, dst: Any, config_for: ConfigFor, swap: Any = None, command: tuple[str, ...] = ("sync", "-y", "--procs", "1")
+) -> tuple[Any, int, int]:
+    """A sync (one worker), or *command*, with the source behind a proxy whose
+    server-to-client bytes go through *swap* (a `LiteralSwap` factory, or none): its
+    result, its peak (KiB) and how many literals were swapped."""
     swaps: list[LiteralSwap] = []
 
     def rewriter() -> LiteralSwap:
@@ -51,7 +53,7 @@ def _sync_peak(src: Any, dst: Any, config_for: ConfigFor, swap: Any = None) -> t
 
     with CountingProxy(src.server.port, rewrite_down=rewriter if swap else None) as proxy:
         config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}})
-        result, peak_kb = run_cli_peak("sync", "-c", config, "-y", "--procs", "1")
+        result, peak_kb = run_cli_peak(command[0], "-c", config, *command[1:])
     return result, peak_kb, sum(s.swapped for s in swaps)
 
 
@@ -106,6 +108,15 @@ def test_a_huge_literal_is_never_held_whole(
     else:
         # The body as the server sent it, byte for byte, streamed from the source socket.
         assert stored == sorted([_huge_body(), *bodies[1:], _THERE])
+        # check --bodies hashes it as it arrives, on both sides (the destination's copy
+        # announces its size, the source's does not), and finds the copy the same (the
+        # destination's own message is the one difference).
+        command = ("check", "--bodies")
+        checks = [_sync_peak(base_src, base_dst, config_for, None, command), _sync_peak(src, dst, config_for, swap, command)]
+        for check, _kb, _swapped in checks:
+            assert check.returncode == 1, check.stderr
+            assert "0 missing, 1 extra, 0 flags, 0 date, 0 body" in check.stdout, check.stdout
+        assert checks[1][1] - checks[0][1] < BOUNDED_KB, (checks[1][1], checks[0][1])
 
 
 def _list_name_as_literal(size_bytes: int) -> Any:
