@@ -1,9 +1,12 @@
-"""Literals read by their own announced length, with bounds: what one FETCH reply may hold.
+"""Literals read by their own announced length: what one FETCH reply may hold, and a
+message's body read a chunk at a time.
 
-Protocol edge (`fastsync/imap/`), beneath `transport.py`, which reads FETCH replies through
-`read_fetch` and skips unwanted literals with `skip`.  A literal announces its length before
-its bytes (``{N}``, RFC 3501 section 4.3); that length, not RFC822.SIZE (which may be an
-estimate, or wrong), decides what is kept in memory:
+Protocol edge (`fastsync/imap/`), beneath `transport.py` (its metered connection is the
+`Source` read here; it hands this module imaplib's connection, and this module imports
+neither imaplib nor imapclient, naming their errors through the connection: ``abort``,
+``error``).  A literal announces its length before its bytes (``{N}``, RFC 3501 section
+4.3); that length, not RFC822.SIZE (which may be an estimate, or wrong), decides what is
+kept in memory:
 
 * a whole-message literal (``BODY[] {N}``) is held only while the reply's whole-message
   literals fit the reply's `Bounds.body_bytes`; one over it is read in chunks and dropped
@@ -11,11 +14,14 @@ estimate, or wrong), decides what is kept in memory:
   holding it (`OverBudget`);
 * any other literal (the identity header fields, BODY[HEADER.FIELDS (...)]) keeps its
   first `HEADER_LITERAL_MAX_BYTES` bytes at most, the rest read in chunks and dropped: the
-  message is still identified, from those bytes, the same way on both sides (`Cut`).
+  message is still identified, from those bytes, the same way on both sides (`Cut`);
+* a literal in any other reply, which imaplib reads, is refused above that size before a
+  byte of it is read (`absurd`: `transport.Metered.read`).
 
 Whatever a server announces, reading one literal holds at most `READ_BYTES` beyond what it
-keeps.  Everything here reads through a `Source` (imaplib's connection, its socket metered, in
-production), so the rules are tested on bytes alone (tests/unit/test_literals.py).
+keeps.  A message streamed from the source (`open_body`, `BodyLiteral`: relayed into an
+APPEND, or hashed by `body_digest`) holds one chunk.  The bounds are tested on bytes alone
+(tests/unit/test_literals.py) and against Dovecot (tests/dovecot/test_literal_bounds.py).
 """
 
 from __future__ import annotations

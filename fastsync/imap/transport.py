@@ -12,6 +12,8 @@ nor tokens reach an error message: server text goes through `replies.redact`.
 
 `Client` also holds the few imaplib internals fastsync relies on to pipeline commands and
 to send APPEND literals without copying them (imapclient's range is pinned in setup.cfg).
+What the server sends as literals is read by `literals.py`, by each literal's own length:
+FETCH replies, and bodies relayed into an APPEND a chunk at a time.
 """
 
 from __future__ import annotations
