@@ -256,15 +256,13 @@ class SelectedFolder:
         bodies' literals may hold that many bytes in all, by their own announced lengths
         (RFC822.SIZE may be wrong): more is read and dropped, and `literals.OverBudget`
         raised, for the caller to stream them (`stream_messages`)."""
-        fetched = [
-            Fetched(f.uid, f.flags or (), date, f.literal or b"")
-            for f, date in self._dated(uids, b"BODY.PEEK[]", bounds=literals.Bounds(body_bytes=hold_bytes))
-        ]
-        # A body cut (not in the shape of a whole message, so read as header fields are) is
-        # never copied as if it were the message.
-        if any(isinstance(m.body, literals.Cut) for m in fetched):
+        fetched = list(self._dated(uids, b"BODY.PEEK[]", bounds=literals.Bounds(body_bytes=hold_bytes)))
+        # A body cut (not in the shape of a whole message, so read as header fields are; or
+        # dropped from a FETCH response that came outside this reply) is never copied as if
+        # it were the message.
+        if any(isinstance(f.literal, literals.Cut) for f, _date in fetched):
             raise literals.OverBudget(f"{self.where}: folder {self.name!r}: a body not read whole")
-        return fetched
+        return [Fetched(f.uid, f.flags or (), date, f.literal or b"") for f, date in fetched]
 
     def describe_messages(self, uids: Sequence[int]) -> list[Described]:
         """Flags, internal dates, sizes and identity header fields, without the bodies (see

@@ -148,6 +148,11 @@ def read_fetch(imap: Any, tag: bytes, bounds: Bounds) -> tuple[str, Any, list[An
         imap.literal_bounds = None
 
 
+def starts_fetch(line: bytes) -> bool:
+    """Whether *line* is the first line of an untagged FETCH response."""
+    return _FETCH_START.match(line) is not None
+
+
 def _read_fetch(imap: Any, tag: bytes, bounds: Bounds) -> tuple[str, Any, list[Any]]:
     peek = imap.file.peek  # both transports read through an io.BufferedReader
     # FETCH responses imaplib kept before (unsolicited) go to the caller too, as before.

@@ -65,8 +65,12 @@ class Metered:
     meter_up: Meter | None = None
     # imaplib's, named here for `literals.Source`.
     abort = imaplib.IMAP4.abort
-    # The last response line read, without its line ending: the one announcing a literal.
+    # The last response line read, without its line ending: the one announcing a literal;
+    # the first line of the response it belongs to (a line read after a literal continues
+    # its response, RFC 3501 section 4.3).
     last_line = b""
+    response_start = b""
+    after_literal = False
 
     def _connect(self) -> None:
         # imaplib reads the greeting here (RFC 3501 section 7.1), then asks for CAPABILITY.
@@ -94,11 +98,17 @@ class Metered:
     def read(self, size: int) -> bytes:
         """A literal imaplib reads (its reader calls ``read`` for nothing else; fastsync's
         readers call `read_bytes`), by its own announced length: within a FETCH reply's
-        bounds, else refused above `literals.HEADER_LITERAL_MAX_BYTES`, quoting the start of
-        the line that announced it (the session is dropped: nothing was read)."""
+        bounds; in a FETCH response imaplib reads for another command (pipelined, or
+        unsolicited), by the same rules with no whole message held; in any other reply,
+        refused above `literals.HEADER_LITERAL_MAX_BYTES`, quoting the start of the line
+        that announced it (the session is dropped: nothing was read)."""
         announced = self.last_line  # imaplib reads a literal right after the line announcing it
-        if self.literal_bounds is not None:
-            return self.literal_bounds.take(self, announced, size)
+        self.after_literal = True
+        bounds = self.literal_bounds
+        if bounds is None and literals.starts_fetch(self.response_start):
+            bounds = literals.Bounds(body_bytes=0)
+        if bounds is not None:
+            return bounds.take(self, announced, size)
         if size > literals.HEADER_LITERAL_MAX_BYTES:
             raise imaplib.IMAP4.abort(literals.absurd(announced, size))
         return self.read_bytes(size)
@@ -134,6 +144,9 @@ class Metered:
             # bytes are read by count, never through here, so no message changes.
             line = line[:-1] + b"\r\n"
         self.last_line = line[:-2]
+        if not self.after_literal:
+            self.response_start = self.last_line
+        self.after_literal = False
         return line
 
     def send(self, data: bytes) -> None:

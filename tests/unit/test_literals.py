@@ -3,11 +3,12 @@ what is read and dropped, and that the stream stays in step, on bytes alone."""
 
 from __future__ import annotations
 
+import imaplib
 import io
 
 import pytest
 
-from fastsync.imap import literals
+from fastsync.imap import literals, transport, wire
 from fastsync.imap.literals import Bounds, Cut
 
 
@@ -97,3 +98,61 @@ def test_skip_reads_a_chunk_at_a_time() -> None:
     literals.skip(stream, 10 * literals.READ_BYTES)
     assert stream.largest_read == literals.READ_BYTES
     assert stream.rest() == b"next"
+
+
+class Connection(transport.Metered):
+    """The metered transport over bytes: lines and literals read as imaplib reads them
+    (``readline``, then ``read(size)`` for a literal the line announced)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.file = io.BufferedReader(io.BytesIO(data))  # type: ignore[arg-type]
+
+
+def _literal_after(connection: Connection, *lines: int) -> list[bytes]:
+    """Read as imaplib does: a line, then the literal it announces, *lines* times."""
+    out = []
+    for _ in lines:
+        line = connection.readline()
+        size = wire.literal_size(line.rstrip(b"\r\n"))
+        out.append(connection.read(size) if size is not None else b"")
+    return out
+
+
+def test_imaplib_refuses_a_literal_over_the_bound_outside_fetch_before_reading_it() -> None:
+    size = HEADER + 1
+    connection = Connection(b'* LIST () "/" {%d}\r\n' % size + b"n" * size + b"\r\n")
+    with pytest.raises(imaplib.IMAP4.abort) as caught:
+        _literal_after(connection, 1)
+    assert str(caught.value).startswith(
+        f"the server announced a literal of {size} bytes (in a reply starting b'* LIST () \"/\" {{{size}}}')"
+    )
+    # Nothing of it was read.
+    assert connection.file.read(3) == b"nnn"
+
+
+def test_imaplib_reads_a_small_literal_outside_fetch_whole() -> None:
+    connection = Connection(b'* LIST () "/" {5}\r\nINBOX\r\n')
+    assert _literal_after(connection, 1) == [b"INBOX"]
+
+
+def test_a_fetch_response_imaplib_reads_for_another_command_holds_no_body() -> None:
+    body = b"b" * (3 * literals.READ_BYTES)
+    header = b"h" * (HEADER + 10)
+    data = (
+        b"* 1 FETCH (UID 7 BODY[] {%d}\r\n" % len(body) + body
+        + b" BODY[HEADER.FIELDS (TO)] {%d}\r\n" % len(header) + header + b")\r\n* 2 EXISTS\r\n"
+    )
+    connection = Connection(data)
+    taken = _literal_after(connection, 1, 2)
+    assert isinstance(taken[0], Cut) and taken[0] == b"" and taken[0].announced == len(body)
+    # The second literal's line continues the FETCH response: a header's first MiB kept.
+    assert isinstance(taken[1], Cut) and taken[1] == header[:HEADER]
+    assert connection.readline() == b")\r\n"
+    assert connection.readline() == b"* 2 EXISTS\r\n"
+
+
+def test_within_a_fetch_reply_imaplib_reads_by_its_bounds() -> None:
+    connection = Connection(b"* 1 FETCH (UID 7 BODY[] {6}\r\nabcdef)\r\n")
+    connection.literal_bounds = Bounds(body_bytes=10)
+    assert _literal_after(connection, 1) == [b"abcdef"]
+    assert connection.literal_bounds.held_bytes == 6
