@@ -44,7 +44,6 @@ READ_BYTES = 64 * 1024
 HEADER_LITERAL_MAX_BYTES = 1024 * 1024
 
 
-
 class Source(Protocol):
     """What a literal is read from: imaplib's connection (`transport.Metered`: its metered
     ``read_bytes``, and ``abort``, the exception that says the connection is out of step)."""
@@ -69,6 +68,9 @@ class Cut(bytes):
         cut = super().__new__(cls, kept)
         cut.announced = announced
         return cut
+
+    def __reduce__(self) -> tuple[type[Cut], tuple[bytes, int]]:
+        return Cut, (bytes(self), self.announced)
 
 
 class OverBudget(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import imaplib
 import io
+import pickle
 
 import pytest
 
@@ -73,6 +74,11 @@ def test_a_literal_is_kept_by_its_announced_length(
     # Dropped bytes are read a chunk at a time, never asked for whole.
     if cut:
         assert stream.largest_read <= max(kept, literals.READ_BYTES)
+
+
+def test_a_cut_literal_crosses_processes() -> None:
+    cut = pickle.loads(pickle.dumps(Cut(b"start", 10**9)))
+    assert isinstance(cut, Cut) and cut == b"start" and cut.announced == 10**9
 
 
 def test_whole_messages_count_against_the_reply_s_bound_together() -> None:
