@@ -10,9 +10,10 @@ Two ways through a worker, by the unit's kind: a unit of small messages is fetch
 and appended with one MULTIAPPEND (a round trip each way for hundreds of them); a unit
 of large ones (`WorkUnit.streamed`, see `plan.shard`), one above `STREAM_ABOVE_BYTES`, or
 one whose bodies turn out larger than `HOLD_BYTES` (by their literals' own lengths: the
-server's RFC822.SIZE may be wrong), has its bodies streamed: each goes from the source socket to the destination's as it
-arrives (`session.stream_messages`), all of the unit's in one MULTIAPPEND, so a worker
-holds a chunk of a message, never the message (issue 17: 110 MB messages).
+server's RFC822.SIZE may be wrong), has its bodies streamed: each goes from the source
+socket to the destination's as it arrives (`session.stream_messages`), all of the unit's
+in one MULTIAPPEND, so a worker holds a chunk of a message, never the message (issue 17:
+110 MB messages).
 """
 
 from __future__ import annotations
