@@ -54,9 +54,20 @@ class Source(Protocol):
     def read_bytes(self, size: int) -> bytes: ...
 
 
-# The item before a literal that carries a whole message (RFC 3501 section 7.4.2:
-# BODY[] and its partial form BODY[]<origin>; RFC822; RFC 3516 BINARY[]).
-_WHOLE_MESSAGE = re.compile(rb"(?:^|[ (])(?:BODY\[\]|BINARY\[\]|RFC822)(?:<\d+>)? ~?\{\d+\}\Z", re.IGNORECASE)
+# The items whose literal is a whole message (RFC 3501 section 7.4.2: BODY[], also in
+# its partial form BODY[]<origin>; RFC822; RFC 3516 BINARY[]).
+_WHOLE_ITEMS = (b"BODY[]", b"BINARY[]", b"RFC822")
+
+
+def whole_message(line: bytes) -> bool:
+    """Whether the literal announced at the end of *line* is a whole message, by the item
+    just before it (string operations: a regular expression cost 4 times as much per
+    message of a batched unit)."""
+    item = line[: line.rfind(b"{")].rstrip(b"~ ")
+    name = item[max(item.rfind(b" "), item.rfind(b"(")) + 1 :].upper()
+    if name.endswith(b">"):
+        name = name[: name.rfind(b"<")]
+    return name in _WHOLE_ITEMS
 
 
 class Cut(bytes):
@@ -91,7 +102,10 @@ class Bounds:
     def take(self, source: Source, line: bytes, size_bytes: int) -> bytes:
         """The literal of *size_bytes* that *line* (without its CRLF) announced, read from
         *source*: whole, or a `Cut` of it by the rules above."""
-        if _WHOLE_MESSAGE.search(line):
+        if self.body_bytes is None and size_bytes <= self.header_bytes:
+            # Whole by either rule: the survey's header fields, without a look at the line.
+            return read_exactly(source, size_bytes)
+        if whole_message(line):
             if self.body_bytes is None or self.held_bytes + size_bytes <= self.body_bytes:
                 self.held_bytes += size_bytes
                 return read_exactly(source, size_bytes)

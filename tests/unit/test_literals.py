@@ -162,3 +162,24 @@ def test_within_a_fetch_reply_imaplib_reads_by_its_bounds() -> None:
     connection.literal_bounds = Bounds(body_bytes=10)
     assert _literal_after(connection, 1) == [b"abcdef"]
     assert connection.literal_bounds.held_bytes == 6
+
+
+@pytest.mark.parametrize(
+    ("line", "whole"),
+    [
+        (b'1 (UID 5 FLAGS (\\Seen) INTERNALDATE "01-Jan-2023 00:00:00 +0000" BODY[] {3000}', True),
+        (b"1 (BODY[] {5}", True),
+        (b"BODY[] {5}", True),
+        (b" body[]<0> {5}", True),
+        (b"1 (UID 5 RFC822 {9}", True),
+        (b"1 (BINARY[] ~{5}", True),
+        (b"1 (BODY[HEADER.FIELDS (MESSAGE-ID TO)] {5}", False),
+        (b"1 (BODY[HEADER] {5}", False),
+        (b"1 (BODY[1] {5}", False),
+        (b"1 (XBODY[] {5}", False),
+        (b"1 (RFC822.TEXT {5}", False),
+        (b"{5}", False),
+    ],
+)
+def test_a_whole_message_is_told_by_the_item_before_its_literal(line: bytes, whole: bool) -> None:
+    assert literals.whole_message(line) is whole
