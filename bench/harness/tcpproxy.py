@@ -52,6 +52,10 @@ class Fault:
     stall_after_down: int = 0
     stall_s: float = 0.0
     lose_append_reply: bool = False
+    # Server bytes holding this marker wait stall_s before they go on: whether a client
+    # sends its next command without waiting for that reply (pipelining) shows in
+    # `Recording.order`.
+    hold_down: bytes = b""
 
 
 class UpstreamRewriter(Protocol):
@@ -91,6 +95,8 @@ class Recording:
 
     client_bytes: bytearray = field(default_factory=bytearray)
     server_bytes: bytearray = field(default_factory=bytearray)
+    # Both directions' chunks in the order the proxy passed them on: (upstream, bytes).
+    order: list[tuple[bool, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -268,9 +274,13 @@ class CountingProxy:
                     with self._lock:
                         self.faults_done += 1
                     time.sleep(fault.stall_s)
+                if not upstream and fault.hold_down and fault.hold_down in data:
+                    time.sleep(fault.stall_s)
                 relayed += len(data)
                 with self._lock:
                     log.append((time.monotonic(), len(data)))
+                    if link.recording is not None:
+                        link.recording.order.append((upstream, data))
                 if kept is not None:
                     kept += data
                 dst.sendall(data)

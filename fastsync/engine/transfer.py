@@ -60,6 +60,15 @@ def _held(folder: SelectedFolder, uids: Sequence[int]) -> list[Fetched]:
     return folder.fetch_messages(uids, HOLD_BYTES)
 
 
+def _held_or_over(folder: SelectedFolder, uids: Sequence[int]) -> list[Fetched] | OverBudget:
+    """`_held`, read in an EXAMINE's round trip: bodies over the budget come back as the
+    `OverBudget` (raised once the EXAMINE is complete), so that the unit is streamed."""
+    try:
+        return _held(folder, uids)
+    except OverBudget as over:
+        return over
+
+
 def header_of(body: bytes) -> bytes:
     end = body.find(b"\r\n\r\n")
     return body[: end + 2] if end >= 0 else body[:8192]
@@ -148,14 +157,20 @@ class Copier:
 
     def copy(self, unit: WorkUnit, check: bool, one_by_one: bool = False) -> UnitDone:
         src, dst = self.connect()
-        changed = self._open_source(src, unit)
+        streamed = unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES
+        read = SelectedFolder.describe_messages if streamed else _held_or_over
+        # A folder not in hand is examined and read in one round trip (`Session.examine_reading`).
+        changed, ahead = self._open_source(src, unit, None if one_by_one else lambda box: read(box, unit.uids))
         if changed is not None:
             return changed
-        if unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES:
-            return self._copy_streamed(unit, check, one_by_one)
+        if streamed:
+            return self._copy_streamed(unit, check, one_by_one, ahead)
         failures: list[Failure] = []
         try:
-            fetched = (self._one_by_one(unit, failures, _held) if one_by_one else _held(self._source(unit), unit.uids))
+            if isinstance(ahead, OverBudget):
+                raise ahead
+            fetched = (self._one_by_one(unit, failures, _held) if one_by_one
+                       else ahead if ahead is not None else _held(self._source(unit), unit.uids))
         except OverBudget:
             # The bodies are larger than their RFC822.SIZE said: streamed, never held whole.
             return self._copy_streamed(unit, check, one_by_one)
@@ -178,22 +193,29 @@ class Copier:
         copied = [m for m in messages if m.uid not in not_copied]
         return self._done(dst, unit, copied, failures, left, vanished=vanished, skipped=skipped)
 
-    def _open_source(self, src: Session, unit: WorkUnit) -> UnitDone | None:
+    def _open_source(
+        self, src: Session, unit: WorkUnit, read: Callable[[SelectedFolder], list[Any]] | None = None,
+    ) -> tuple[UnitDone | None, list[Any] | None]:
         """Examine the unit's source folder unless it is in hand under the UIDVALIDITY the
         unit was planned with (a unit planned again after a change is checked afresh); a
         report when its UIDVALIDITY changed since planning (RFC 3501 section 2.3.1.1: the
-        plan's UIDs no longer name these messages)."""
+        plan's UIDs no longer name these messages).  With *read*, the folder is read in the
+        EXAMINE's round trip; what it read comes back (None when the folder was in hand),
+        and is dropped when the UIDVALIDITY changed."""
         folder = unit.pair.src
         if self._in_hand(folder) and self._source(unit).status.uidvalidity == unit.uidvalidity:
-            return None
+            return None, None
         self.src_folder = None
-        self.src_folder = src.examine(folder)
+        if read is None:
+            self.src_folder, ahead = src.examine(folder), None
+        else:
+            self.src_folder, ahead = src.examine_reading(folder, read)
         if self.src_folder.status.uidvalidity == unit.uidvalidity:
-            return None
+            return None, ahead
         return UnitDone(
             self.index, unit.unit_id, folder, 0, 0,
             error=f"{src.where}: folder {folder!r} changed UIDVALIDITY since planning", replan=True,
-        )
+        ), None
 
     def _in_hand(self, folder: str) -> bool:
         """Whether *folder* is the source folder in hand, still selected (a connection
@@ -222,7 +244,9 @@ class Copier:
             dst_uidvalidity=self.dst_uidvalidity, rewrites=rewrites, dropped_keywords=tuple(sorted(self.dropped)),
         )
 
-    def _copy_streamed(self, unit: WorkUnit, check: bool, one_by_one: bool) -> UnitDone:
+    def _copy_streamed(
+        self, unit: WorkUnit, check: bool, one_by_one: bool, ahead: list[Described] | None = None,
+    ) -> UnitDone:
         """Copy a unit of large messages, their bodies streamed (`session.stream_messages`):
         all in one MULTIAPPEND where the destination offers it, else, or when it refuses
         the batch, one APPEND each.
@@ -235,7 +259,7 @@ class Copier:
         _src, dst = self.connect()
         failures: list[Failure] = []
         described = (self._one_by_one(unit, failures, SelectedFolder.describe_messages) if one_by_one
-                     else self._source(unit).describe_messages(unit.uids))
+                     else ahead if ahead is not None else self._source(unit).describe_messages(unit.uids))
         if failures:
             # A message that failed alone dropped both connections (`_one_by_one`).
             _src, dst = self.connect()
@@ -279,7 +303,7 @@ class Copier:
         for attempt in range(2):
             # A refusal before a literal leaves the source connection dropped: reopened here.
             src, dst = self.connect()
-            changed = self._open_source(src, unit)
+            changed, _ahead = self._open_source(src, unit)
             if changed is not None:
                 return changed
             try:
@@ -302,19 +326,20 @@ class Copier:
         Message-Id): checked on the first unit of each folder (`WorkUnit.verify`), on one
         copy where APPENDUID named it, else on all of the unit's (no match among the
         folder's new messages)."""
+        sent = {m.uid: _identity_of(m) for m in copied}
+        by_dst = {d: s for s, d in self.appended if s in sent}
+        dst_uid, src_uid = next(iter(by_dst.items()), (0, 0))
+        # EXAMINE and the FETCH in one round trip (`Session.examine_reading`).
         try:
-            box = dst.examine(unit.pair.dst)
+            box, stored = dst.examine_reading(unit.pair.dst, lambda box: (
+                box.identities_of([dst_uid], plan.identity) if by_dst
+                else box.identities_since(unit.dst_uidnext, plan.identity)))
         except FolderError:
             return False
-        with box:
-            sent = {m.uid: _identity_of(m) for m in copied}
-            by_dst = {d: s for s, d in self.appended if s in sent}
-            if by_dst:
-                dst_uid, src_uid = next(iter(by_dst.items()))
-                stored = box.identities_of([dst_uid], plan.identity)
-                return dst_uid in stored and stored[dst_uid] != sent[src_uid]
-            present = set(box.identities_since(unit.dst_uidnext, plan.identity).values())
-        return not present & set(sent.values())
+        box.close()
+        if by_dst:
+            return dst_uid in stored and stored[dst_uid] != sent[src_uid]
+        return not set(stored.values()) & set(sent.values())
 
     def _one_by_one(
         self, unit: WorkUnit, failures: list[Failure], fetch: Callable[[SelectedFolder, Sequence[int]], list[M]]
@@ -341,11 +366,11 @@ class Copier:
         the other units are done, and their copies (``unit.others``) are left out.
         """
         try:
-            box = dst.examine(unit.pair.dst)
+            box, since = dst.examine_reading(
+                unit.pair.dst, lambda box: box.identities_since(unit.dst_uidnext, plan.identity))
         except FolderError:
             return messages, 0
-        with box:
-            since = box.identities_since(unit.dst_uidnext, plan.identity)
+        box.close()
         others = set(unit.others)
         present = [i for uid, i in since.items() if uid not in others]
         keep = plan.match_by_identity(messages, present, _identity_of, str).missing

@@ -1,5 +1,6 @@
 """Single commands whose replies fastsync reads itself: LIST, STATUS, SELECT/EXAMINE and
-NAMESPACE.
+NAMESPACE, also sent ahead of their replies; a LOGOUT that does not wait for its reply
+(`send_logout`).
 
 Protocol edge (`fastsync.imap`), on `transport.command`: each function sends one command and
 hands back the tagged status (BAD included), its text and the untagged replies as imaplib
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastsync.imap import wire
-from fastsync.imap.transport import Client, command, decode_name, quoted_folder
+from fastsync.imap.transport import Client, command, complete, decode_name, quoted_folder
 
 
 def status_replies(replies: Sequence[Any]) -> tuple[dict[str, dict[str, bytes]], list[str]]:
@@ -62,9 +63,27 @@ def namespace_reply(client: Client) -> list[tuple[str, str]] | None:
     """The personal namespaces of a NAMESPACE reply (RFC 2342 section 5) as (prefix,
     delimiter); None when refused or unreadable (`wire.personal_namespaces`)."""
     typ, _text, kept = command(client, "NAMESPACE", keep=["NAMESPACE"])
-    replies = kept.get("NAMESPACE", [])
+    return _personal(typ, kept.get("NAMESPACE", []))
+
+
+def namespace_completed(client: Client, tag: bytes) -> list[tuple[str, str]] | None:
+    """`namespace_reply` of a NAMESPACE sent ahead (imaplib's ``_command``, tag *tag*)."""
+    typ, _text = complete(client, "NAMESPACE", tag)
+    return _personal(typ, client._imap.untagged_responses.pop("NAMESPACE", []))
+
+
+def _personal(typ: str, replies: list[Any]) -> list[tuple[str, str]] | None:
     if typ != "OK" or not replies or not isinstance(replies[-1], bytes):
         return None
     found = wire.personal_namespaces(replies[-1])
     return None if found is None else [(decode_name(prefix), delimiter.decode("utf-8", "replace"))
                                        for prefix, delimiter in found]
+
+
+def send_logout(client: Client) -> None:
+    """Send LOGOUT (RFC 3501 section 6.1.3) without waiting for its reply: the server ends
+    the session as it reads it, and nothing in the reply changes what fastsync does, so
+    closing a connection costs no round trip (`close_quietly` follows)."""
+    imap = client._imap
+    imap.state = "LOGOUT"
+    imap._command("LOGOUT")

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
-from collections.abc import Collection, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 from imapclient import exceptions as imap_exc
 
@@ -36,6 +36,8 @@ from fastsync.records.model import (
     Described, Fetched, Folder, FolderScan, FolderStatus, Namespace, Selection,
 )
 
+
+T = TypeVar("T")
 
 # Folders whose EXAMINE and FETCH commands are in flight at once while planning: enough
 # to hide the round trip, few enough that the commands never fill a socket buffer while
@@ -72,6 +74,8 @@ class Session:
         self._selected: str | None = None
         self._writable = False
         self._handle: SelectedFolder | None = None
+        # The NAMESPACE reply when it came with the folder list (`folders_and_statuses`).
+        self._namespaces: tuple[list[tuple[str, str]] | None] | None = None
 
     # -- connection --------------------------------------------------------------------
 
@@ -101,7 +105,7 @@ class Session:
         try:
             if not quietly:
                 with contextlib.suppress(Exception):
-                    client.logout()
+                    exchanges.send_logout(client)
             transport.close_quietly(client)
         finally:
             if self._slots is not None:
@@ -169,8 +173,11 @@ class Session:
         caller infers one from the folder list: `folders.infer_namespace`)."""
         if not self.capabilities.namespace:
             return None
-        with self.guarded():
-            personal = exchanges.namespace_reply(self._client)
+        if self._namespaces is not None:
+            personal = self._namespaces[0]
+        else:
+            with self.guarded():
+                personal = exchanges.namespace_reply(self._client)
         if not personal:
             return None
         prefix, delimiter = personal[0]
@@ -219,10 +226,14 @@ class Session:
             special = "SPECIAL-USE " if self.capabilities.special_use else ""
             returns = f"({special}STATUS (" + " ".join(status_items(self.capabilities)) + "))"
             tag = imap._command("LIST", '""', '"*"', "RETURN", returns)
+            # NAMESPACE too, in the same round trip: planning asks for it next (`namespace`).
+            asked = imap._command("NAMESPACE") if self.capabilities.namespace else None
             if leave is not None:
                 imap._command_complete(*leave)
                 imap.state = "AUTH"
             typ, data = imap._command_complete("LIST", tag)
+            if asked is not None:
+                self._namespaces = (exchanges.namespace_completed(self._client, asked),)
             if typ != "OK":
                 raise self.folder_error(f"LIST-STATUS refused: {text_of(data)}")
             rows = imap.untagged_responses.pop("LIST", [])
@@ -289,6 +300,41 @@ class Session:
     def examine(self, folder: str) -> SelectedFolder:
         """Select a folder read-only (RFC 3501 section 6.3.2): nothing on it can change."""
         return self._open(folder, writable=False)
+
+    def examine_reading(self, folder: str, read: Callable[[SelectedFolder], T]) -> tuple[SelectedFolder, T]:
+        """`examine` *folder* and *read* it in one round trip instead of two: *read*'s
+        commands (a FETCH) go out before the EXAMINE's reply is read (RFC 3501 section 5.5:
+        the server answers in order, and runs them once the EXAMINE is done).  A folder that
+        cannot be examined raises `FolderError` as `examine` does, whatever *read* met.
+        *read* sees the folder before its status is known: the caller checks the returned
+        handle's UIDVALIDITY before trusting what was read (read-only, so nothing changed)."""
+        self._handle = None
+        self._selected = None
+        imap = self._client._imap
+        with self.guarded():
+            imap.untagged_responses.clear()
+            tag = imap._command("EXAMINE", transport.quoted_folder(self._client, folder))
+        # imaplib checks the state before sending; the FETCH is valid once the EXAMINE is done.
+        imap.state, imap.is_readonly = "SELECTED", True
+        handle = self._handle = SelectedFolder(self, folder, False, FolderStatus(0, -1, 0, 0))
+        failure: BaseException | None = None
+        try:
+            result = read(handle)
+        except (FolderError, imaplib.IMAP4.error) as exc:
+            failure = exc
+        with self.guarded():
+            typ, text = transport.complete(self._client, "EXAMINE", tag)
+            untagged = dict(imap.untagged_responses)
+            imap.untagged_responses.clear()
+        if typ != "OK":
+            self._handle = None
+            imap.state = "AUTH"
+            raise self.folder_error(f"cannot open folder {folder!r}: {typ} {text}")
+        if failure is not None:
+            raise failure
+        self._selected, self._writable = folder, False
+        handle.status = records.selected_status(untagged, self.account, folder)
+        return handle, result
 
     def select(self, folder: str) -> SelectedFolder:
         """Select a destination folder read-write (RFC 3501 section 6.3.1): to STORE flags,

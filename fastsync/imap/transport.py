@@ -518,19 +518,19 @@ def read_fetch(client: Client, tag: bytes, bounds: literals.Bounds | None = None
 
 def pipelined(client: Client, command: str, argument_lists: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
     """Send every command before reading any reply (RFC 3501 section 5.5); (status, text) each."""
-    imap = client._imap
-    tags = [imap._command(*arguments) for arguments in argument_lists]
-    out = []
-    for tag in tags:
-        try:
-            typ, data = imap._command_complete(command, tag)
-        except imaplib.IMAP4.abort:
-            raise
-        except imaplib.IMAP4.error as exc:
-            # imaplib raises on BAD; the stream is still in step, the other replies follow.
-            typ, data = "BAD", str(exc)
-        out.append((typ, text_of(data)))
-    return out
+    tags = [client._imap._command(*arguments) for arguments in argument_lists]
+    return [complete(client, command, tag) for tag in tags]
+
+
+def complete(client: Client, name: str, tag: bytes) -> tuple[str, str]:
+    """Status (OK, NO, BAD: in step, later replies follow) and text of command *tag* sent ahead."""
+    try:
+        typ, data = client._imap._command_complete(name, tag)
+    except imaplib.IMAP4.abort:
+        raise
+    except imaplib.IMAP4.error as exc:
+        typ, data = "BAD", str(exc)
+    return typ, text_of(data)
 
 
 def fetch(

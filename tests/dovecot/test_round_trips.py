@@ -1,0 +1,79 @@
+"""Commands that go out together instead of one round trip each, against a real Dovecot.
+
+At 50 ms of round trip every wait for a reply before the next command costs a run 50 ms
+where it lies on the way to the copies.  A proxy holds back the server's replies that a
+client could wait for (`Fault.hold_down`) and records both directions in the order it
+passed them on: a command that left before the held reply was sent without waiting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from bench.harness.corpus import Message
+from bench.harness.tcpproxy import CountingProxy, Fault, Recording
+from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
+from tests.helpers import run_cli, summary_line
+
+WHEN = dt.datetime(2023, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+HOLD_S = 1.0
+
+
+def _sent_before_reply(recording: Recording, command: bytes, reply: bytes) -> bool | None:
+    """Whether the client sent *command* before the proxy passed on the first server chunk
+    holding *reply* (None: either not seen)."""
+    sent = seen = None
+    for index, (upstream, data) in enumerate(recording.order):
+        if upstream and sent is None and command in data:
+            sent = index
+        if not upstream and seen is None and reply in data:
+            seen = index
+    if sent is None or seen is None:
+        return None
+    return sent < seen
+
+
+def _held(port: int, marker: bytes) -> CountingProxy:
+    """A recording proxy to *port* that holds every server chunk holding *marker*."""
+    return CountingProxy(port, faults=lambda _n: Fault(hold_down=marker, stall_s=HOLD_S), record=True)
+
+
+def test_a_worker_examines_and_fetches_in_one_round_trip_and_checks_the_copy_so(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    src.seed([Message("INBOX", f"Message-ID: <rt{n}@x>\r\nSubject: {n}\r\n\r\nbody {n}\r\n".encode(), ("\\Seen",),
+                      WHEN + dt.timedelta(minutes=n)) for n in range(3)])
+    # EXAMINE answers with the READ-ONLY response code (RFC 3501 section 6.3.2).
+    with _held(src.server.port, b"OK [READ-ONLY]") as src_proxy, _held(dst.server.port, b"OK [READ-ONLY]") as dst_proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
+                                             "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
+        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "3 copied" in summary_line(result.stdout)
+    assert snapshot(dst) == snapshot(src)
+    # The worker's source connection: EXAMINE, then the bodies' UID FETCH before its reply.
+    workers = [r for r in src_proxy.recordings if b"BODY.PEEK[]" in r.client_bytes]
+    assert len(workers) == 1
+    assert _sent_before_reply(workers[0], b"UID FETCH", b"OK [READ-ONLY]") is True
+    # The worker's destination connection: after the first unit of a folder, the check that
+    # the server kept the copy's Message-Id (EXAMINE, UID FETCH of its header) is one round trip.
+    workers = [r for r in dst_proxy.recordings if b"APPEND" in r.client_bytes]
+    assert len(workers) == 1
+    assert _sent_before_reply(workers[0], b"UID FETCH", b"OK [READ-ONLY]") is True
+
+
+def test_the_planner_asks_for_the_namespace_with_the_folder_list(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    src.seed([Message("INBOX", b"Message-ID: <ns@x>\r\nSubject: ns\r\n\r\nbody\r\n", (), WHEN)])
+    # Dovecot's text of a LIST's tagged OK.
+    with _held(src.server.port, b"List completed") as proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"}})
+        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(dst) == snapshot(src)
+    planners = [r for r in proxy.recordings if b"NAMESPACE" in r.client_bytes]
+    assert len(planners) == 1
+    assert _sent_before_reply(planners[0], b"NAMESPACE", b"List completed") is True
