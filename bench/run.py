@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -89,6 +90,9 @@ class Measurement:
     # CPU the source and destination servers spent during the run (`Dovecot.cpu_s`).
     src_server_cpu_s: float = 0.0
     dst_server_cpu_s: float = 0.0
+    # Largest sum of PSS over the tree (shared pages split among the processes sharing
+    # them, so forked workers' common pages count once): 0 where it cannot be read.
+    peak_pss_tree: int = 0
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -111,6 +115,7 @@ class _TreeSampler(threading.Thread):
         self.cpu_by_pid: dict[int, float] = {}
         self.peak_tree = 0
         self.peak_process = 0
+        self.peak_pss_tree = 0
         self.password_in_argv = False
 
     def run(self) -> None:
@@ -123,11 +128,12 @@ class _TreeSampler(threading.Thread):
             processes = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             return
-        total = 0
+        total = pss = 0
         for process in processes:
             try:
                 with process.oneshot():
                     rss = process.memory_info().rss
+                    pss += _pss(process)
                     cpu = process.cpu_times()
                     if process.pid not in self.cpu_by_pid and self.secrets:
                         argv = " ".join(process.cmdline())
@@ -138,6 +144,15 @@ class _TreeSampler(threading.Thread):
             self.peak_process = max(self.peak_process, rss)
             self.cpu_by_pid[process.pid] = cpu.user + cpu.system
         self.peak_tree = max(self.peak_tree, total)
+        self.peak_pss_tree = max(self.peak_pss_tree, pss)
+
+
+def _pss(process: psutil.Process) -> int:
+    """The process's proportional set size (Linux), 0 where it cannot be read."""
+    try:
+        return int(getattr(process.memory_full_info(), "pss", 0))
+    except (psutil.AccessDenied, psutil.ZombieProcess):
+        return 0
 
 
 def measure(
@@ -176,7 +191,7 @@ def measure(
     return Measurement(
         tool=tool, round=round_, exit_code=process.returncode, wall_s=wall, cpu_s=cpu,
         system_cpu_s=_busy_cpu_s() - busy_before, peak_rss_tree=sampler.peak_tree,
-        peak_rss_process=sampler.peak_process, processes=len(sampler.cpu_by_pid),
+        peak_rss_process=sampler.peak_process, processes=len(sampler.cpu_by_pid), peak_pss_tree=sampler.peak_pss_tree,
         password_in_argv=sampler.password_in_argv, note=invocation.note,
     )
 
@@ -437,6 +452,7 @@ def summarise(runs: Sequence[Measurement], messages: int, size_bytes: int) -> li
     for tool in dict.fromkeys(r.tool for r in runs):
         mine = [r for r in runs if r.tool == tool]
         wall = statistics.median(r.wall_s for r in mine)
+        cpu = statistics.median(r.cpu_s for r in mine)
         failed = [r for r in mine if not r.verification.get("ok")]
         reruns = [r.rerun_wall_s for r in mine if r.rerun_wall_s is not None]
         rows.append({
@@ -448,7 +464,10 @@ def summarise(runs: Sequence[Measurement], messages: int, size_bytes: int) -> li
             "wall_s_max": max(r.wall_s for r in mine),
             "messages_per_s": messages / wall,
             "mb_per_s": _mb(size_bytes) / wall,
-            "cpu_s": statistics.median(r.cpu_s for r in mine),
+            "cpu_s": cpu,
+            "cpu_s_per_10k_messages": cpu * 10_000 / messages if messages else 0.0,
+            "cpu_s_per_gb": cpu * 1e9 / size_bytes if size_bytes else 0.0,
+            "peak_pss_tree_mb": _mb(max(r.peak_pss_tree for r in mine)),
             "system_cpu_s": statistics.median(r.system_cpu_s for r in mine),
             "src_server_cpu_s": statistics.median(r.src_server_cpu_s for r in mine),
             "dst_server_cpu_s": statistics.median(r.dst_server_cpu_s for r in mine),
@@ -462,6 +481,41 @@ def summarise(runs: Sequence[Measurement], messages: int, size_bytes: int) -> li
             "note": mine[0].note,
         })
     return rows
+
+
+# Round trips before a connection can carry mail: TCP's handshake, CAPABILITY, AUTHENTICATE
+# PLAIN with its continuation (two), and TLS 1.3's handshake where on.
+LOGIN_ROUND_TRIPS = 4
+TLS_ROUND_TRIPS = 1
+
+# Connections each tool copies over per side (offlineimap: maxconnections above).
+CONNECTIONS = {"doveadm": 1, "mbsync": 1, "imapsync": 1, "offlineimap": 4}
+
+
+def connections_of(spec: str) -> int:
+    """How many connections *spec* moves messages over, per side (fastsync:P: its P workers)."""
+    name, procs = parse_tool(spec)
+    return procs if name == "fastsync" else CONNECTIONS.get(name, 1)
+
+
+def link_floor_s(size_bytes: int, connections: int, meta: dict[str, object]) -> float:
+    """The time the links alone need: the bytes over *connections* at the per-connection rate
+    (each direction is a link of its own, so both run at once), plus one login's round
+    trips.  Without a rate cap only the round trips count."""
+    rate = float(meta.get("rate_bytes_per_s") or 0)  # type: ignore[arg-type]
+    rtt_s = 2 * float(meta.get("wan_delay_ms") or 0) / 1000  # type: ignore[arg-type]
+    trips = LOGIN_ROUND_TRIPS + (TLS_ROUND_TRIPS if meta.get("tls") else 0)
+    return (size_bytes / (connections * rate) if rate else 0.0) + trips * rtt_s
+
+
+def deflate_ratio(bodies: Sequence[bytes]) -> float:
+    """Compressed size over size of the bodies as one COMPRESS=DEFLATE stream would carry
+    them (RFC 4978: raw deflate, a sync flush after each message): what the corpus itself
+    makes of compression (generated text compresses far better than real mail)."""
+    stream = zlib.compressobj(6, zlib.DEFLATED, -15)
+    size = sum(len(b) for b in bodies)
+    packed = sum(len(stream.compress(b)) + len(stream.flush(zlib.Z_SYNC_FLUSH)) for b in bodies)
+    return packed / size if size else 1.0
 
 
 def _fsync_setting(fsync: bool) -> str:
@@ -486,23 +540,31 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
          f"storage {meta.get('storage', MAIL_FORMAT)}, mail_fsync {meta.get('mail_fsync', 'never')}; "
          f"{meta['rounds']} round(s), medians."),
         "",
+        (f"link s: the bytes over the tool's connections at {meta.get('rate_bytes_per_s') or 'no'} bytes/s each "
+         f"plus a login's round trips; the corpus deflates to {float(meta.get('deflate_ratio') or 1):.2f} of its "
+         "size (COMPRESS=DEFLATE's floor would be that much lower; generated text compresses far better than "
+         "real mail).  CPU and PSS are the tool's process tree."),
+        "",
         (f"| tool | wall s | msg/s | MB/s | speed vs doveadm | speed vs {fastsync['tool'] if fastsync else 'fastsync'} "
-         "| tool CPU s | system CPU s | source server CPU s | destination server CPU s | peak RSS tree MB | rerun s "
-         "| verification |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+         "| link s | wall / link "
+         "| tool CPU s | CPU s per 10k msg | CPU s per GB | system CPU s | source server CPU s "
+         "| destination server CPU s | peak RSS tree MB | peak PSS tree MB | rerun s | verification |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         wall = float(r["wall_s"])  # type: ignore[arg-type]
         rerun = f"{r['rerun_wall_s']:.2f}" if r["rerun_wall_s"] is not None else "-"
         status = str(r["verification"]) + ("" if r["exit_codes"] == [0] else f" (exit {r['exit_codes']})")
+        link = link_floor_s(int(meta.get("bytes") or 0), connections_of(str(r["tool"])), meta)  # type: ignore[call-overload]
         lines.append(
             f"| {r['tool']} | {wall:.2f} | {r['messages_per_s']:.0f} | {r['mb_per_s']:.1f} "
-            f"| {_ratio(wall, doveadm_wall)} | {_ratio(wall, fastsync_wall)} | {r['cpu_s']:.1f} "
+            f"| {_ratio(wall, doveadm_wall)} | {_ratio(wall, fastsync_wall)} | {link:.2f} | {wall / link:.1f}x "
+            f"| {r['cpu_s']:.1f} | {r.get('cpu_s_per_10k_messages', 0):.1f} | {r.get('cpu_s_per_gb', 0):.1f} "
             f"| {r['system_cpu_s']:.1f} | {r['src_server_cpu_s']:.1f} | {r['dst_server_cpu_s']:.1f} "
-            f"| {r['peak_rss_tree_mb']:.0f} | {rerun} | {status} |"
+            f"| {r['peak_rss_tree_mb']:.0f} | {r.get('peak_pss_tree_mb', 0):.0f} | {rerun} | {status} |"
         )
     for tool, reason in skipped.items():
-        lines.append(f"| {tool} | skipped: {reason} |||||||||||||")
+        lines.append(f"| {tool} | skipped: {reason} ||||||||||||||||||")
     notes = [f"- {r['tool']}: {r['note']}" for r in rows if r["note"]]
     notes += [f"- {r['tool']}: password visible in a command line" for r in rows if r["password_in_argv"]]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
@@ -598,7 +660,8 @@ def run(
     meta: dict[str, object] = {
         "profile": profile, "scale": scale, "seed": seed, "messages": len(corpus), "mb": _mb(size),
         "wan_delay_ms": wan_delay_ms, "rate_bytes_per_s": rate, "tls": tls, "rounds": repeat,
-        "storage": storage, "mail_fsync": _fsync_setting(fsync),
+        "storage": storage, "mail_fsync": _fsync_setting(fsync), "bytes": size,
+        "deflate_ratio": round(deflate_ratio([m.body for m in corpus]), 3),
         "connect_greeting_ms": round(rtt * 1000, 1) if rtt is not None else None, "cpus": psutil.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "versions": _versions(),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import build_parser
+from bench import run
 from bench.batch import split_cap
 from bench.harness.corpus import PROFILES, Message, folders_of, generate
 from bench.harness.dovecot import Dovecot
@@ -197,3 +198,29 @@ def test_results_header_names_storage_and_fsync() -> None:
 def test_parallel_jobs_hold_the_cap(cap: int, per_job: int, expected: tuple[int, int]) -> None:
     jobs, connections = split_cap(cap, per_job)
     assert (jobs, connections) == expected and jobs * connections <= cap
+
+
+@pytest.mark.parametrize(
+    ("size_bytes", "spec", "meta", "expected"),
+    [
+        # wan-tls: 27 MB over 8 connections of 1 MB/s, 50 ms round trip, a TLS login of 5 round trips.
+        (27_000_000, "fastsync:8", {"rate_bytes_per_s": 1_000_000, "wan_delay_ms": 25, "tls": True}, 3.375 + 0.25),
+        # doveadm reaches the source over one connection.
+        (27_000_000, "doveadm", {"rate_bytes_per_s": 1_000_000, "wan_delay_ms": 25, "tls": False}, 27 + 0.2),
+        # No cap: only the login's round trips.
+        (27_000_000, "fastsync:4", {"rate_bytes_per_s": 0, "wan_delay_ms": 25, "tls": False}, 0.2),
+        # Loopback: nothing.
+        (27_000_000, "mbsync", {"rate_bytes_per_s": 0, "wan_delay_ms": 0, "tls": True}, 0.0),
+    ],
+)
+def test_link_floor(size_bytes: int, spec: str, meta: dict[str, object], expected: float) -> None:
+    assert run.link_floor_s(size_bytes, run.connections_of(spec), meta) == pytest.approx(expected)
+
+
+def test_deflate_ratio_is_that_of_one_raw_deflate_stream() -> None:
+    bodies = [b"Subject: same\r\n\r\n" + b"text " * 200, b"Subject: same\r\n\r\n" + b"text " * 200, b""]
+    ratio = run.deflate_ratio(bodies)
+    assert 0 < ratio < 0.1
+    # Random bytes do not compress: the ratio says so, a little over 1.
+    assert 1.0 <= run.deflate_ratio([os.urandom(50_000)]) < 1.01
+    assert run.deflate_ratio([]) == 1.0
