@@ -95,8 +95,9 @@ class Recording:
 
     client_bytes: bytearray = field(default_factory=bytearray)
     server_bytes: bytearray = field(default_factory=bytearray)
-    # Both directions' chunks in the order the proxy passed them on: (upstream, bytes).
-    order: list[tuple[bool, bytes]] = field(default_factory=list)
+    # Both directions' chunks as the proxy passed them on: (number, upstream, bytes), the
+    # numbers counting every connection's chunks, so that they order connections too.
+    order: list[tuple[int, bool, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -153,6 +154,7 @@ class CountingProxy:
         self.rewrite_up = rewrite_up
         self.rewrite_down = rewrite_down
         self.accepted = 0
+        self.chunks = 0
         self.faults_done = 0
         self.traffic = Traffic()
         self.open_connections = 0
@@ -280,7 +282,8 @@ class CountingProxy:
                 with self._lock:
                     log.append((time.monotonic(), len(data)))
                     if link.recording is not None:
-                        link.recording.order.append((upstream, data))
+                        self.chunks += 1
+                        link.recording.order.append((self.chunks, upstream, data))
                 if kept is not None:
                     kept += data
                 dst.sendall(data)

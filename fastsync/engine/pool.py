@@ -36,7 +36,6 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
 import os
-import select
 import signal
 import threading
 import time
@@ -57,7 +56,7 @@ from fastsync.engine.ledger import Ledger
 from fastsync.rules.limits import Limits, StopFlag
 from fastsync.engine.lock import RunLock
 from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.engine.processes import context
+from fastsync.engine.processes import ParentWatch, context, parent_watch
 from fastsync.records.results import Reporter, Summary
 from fastsync.rules.retry import backoff_s
 from fastsync.engine.transfer import Copier
@@ -69,6 +68,12 @@ POLL_S = 0.2
 # A unit whose worker died is given to another worker this many times before the run
 # reports it as not copied (a unit that kills every worker must not loop forever).
 UNIT_ATTEMPTS = 3
+
+# Units a worker holds beyond the one in hand once every worker has one: it fetches the
+# next from the source while it appends the one in hand (`transfer.Copier.prefetch`).
+UNITS_AHEAD = 1
+# How often a worker's fetch ahead looks for that unit on its pipe.
+UPCOMING_POLL_S = 0.01
 
 # Seconds to wait for workers to log out after the queue is drained.
 JOIN_TIMEOUT_S = 10.0
@@ -241,7 +246,8 @@ class Coordinator:
         self.on_unit: Callable[[WorkUnit, UnitDone], None] | None = None
         self.units = {u.unit_id: u for u in units}
         self.attempts = dict.fromkeys(self.units, 0)
-        # Units not yet given to a worker; each worker holds at most one (`taken`).
+        # Units not yet given to a worker; each worker holds one, and `UNITS_AHEAD` more
+        # once every worker holds one (`taken`, in the order sent).
         self.pending = collections.deque(units)
         self.stop = standby.stop if standby is not None else StopFlag(self.ctx)
         self.processes: dict[int, Any] = {}
@@ -249,7 +255,7 @@ class Coordinator:
         for index, (process, channel) in (standby.take() if standby is not None else {}).items():
             self.processes[index], self.channels[index] = process, channel
         self.next_index = max(self.processes, default=-1) + 1
-        self.taken: dict[int, int] = {}
+        self.taken: dict[int, list[int]] = {}
         self.exits: dict[int, WorkerExit] = {}
         self.replan: set[str] = set()
         # Workers that stopped since the last unit finished: when every restart fails
@@ -270,7 +276,7 @@ class Coordinator:
         workers' hands reach it, so the run ends at most one unit past the limit."""
         if not self.max_transfer_bytes:
             return False
-        in_hand = sum(self.units[u].size_bytes for u in self.taken.values() if u in self.units)
+        in_hand = sum(self.units[u].size_bytes for u in self.held_ids() if u in self.units)
         return self.summary.copied_bytes + in_hand >= self.max_transfer_bytes
 
     def start_worker(self) -> None:
@@ -279,17 +285,25 @@ class Coordinator:
         self.processes[index], self.channels[index] = spawn(self.ctx, index, self.setup, self.stop)
         self.dispatch(index)
 
+    def held_ids(self) -> list[int]:
+        """The units in workers' hands or sent ahead to them."""
+        return [unit_id for ids in self.taken.values() for unit_id in ids]
+
     def dispatch(self, index: int) -> None:
-        """Give an idle worker the next unit, if any (it waits otherwise: a unit may come back)."""
-        if index in self.taken or not self.pending or index not in self.channels or self.at_limit():
-            return
-        unit = self.pending.popleft()
-        try:
-            self.channels[index].send(unit)
-        except OSError:
-            self.pending.appendleft(unit)  # the worker is gone; reap() will notice
-            return
-        self.taken[index] = unit.unit_id
+        """Give a worker the next unit, if any (it waits otherwise: a unit may come back),
+        and one more to fetch ahead once every worker holds one."""
+        held = self.taken.setdefault(index, [])
+        while self.pending and index in self.channels and not self.at_limit() and (
+            not held or (len(held) <= UNITS_AHEAD and len(self.channels) >= self.workers
+                         and all(self.taken.get(i) for i in self.channels))
+        ):
+            unit = self.pending.popleft()
+            try:
+                self.channels[index].send(unit)
+            except OSError:
+                self.pending.appendleft(unit)  # the worker is gone; reap() will notice
+                return
+            held.append(unit.unit_id)
 
     def run(self, folder_totals: Mapping[str, tuple[int, int]]) -> None:
         if self.at_limit():
@@ -298,8 +312,10 @@ class Coordinator:
             self.dispatch(index)
         for _ in range(self.workers - len(self.processes)):
             self.start_worker()
+        for index in list(self.channels):
+            self.dispatch(index)  # every worker holds one: one ahead each
         while self.units:
-            if not self.taken and self.at_limit():
+            if not self.held_ids() and self.at_limit():
                 # The transfer limit is reached and every unit in hand is done.
                 return self.dismiss()
             for message in self.receive(timeout_s=0.5):
@@ -362,7 +378,7 @@ class Coordinator:
 
     def log_worker(self, name: str, worker: int, side: str, text: str, level: int, **fields: Any) -> None:
         """Log a worker's report with the side of its error and the unit it held."""
-        unit = self.units.get(self.taken.get(worker, -1))
+        unit = self.units.get(next(iter(self.taken.get(worker, [])), -1))
         event(
             name, side=side, folder=unit.pair.src if unit else "", level=level, worker=worker, message=text,
             uids=list(unit.uids) if unit else [], **fields,
@@ -394,7 +410,8 @@ class Coordinator:
 
     def finished(self, done: UnitDone, folder_totals: Mapping[str, tuple[int, int]]) -> None:
         self.exits_in_a_row = 0
-        self.taken.pop(done.worker, None)
+        with contextlib.suppress(ValueError):
+            self.taken.get(done.worker, []).remove(done.unit_id)
         if done.held:
             if done.unit_id in self.units:
                 self.hold(self.units[done.unit_id])
@@ -456,9 +473,11 @@ class Coordinator:
             channel = self.channels.pop(index, None)
             if channel is not None:
                 channel.close()
-            unit_id = self.taken.pop(index, None)
-            if unit_id is not None and unit_id in self.units:
-                self.requeue(self.units[unit_id], counted=not throttled)
+            # The unit in hand is to blame, not those sent ahead: given back in their order.
+            held = self.taken.pop(index, [])
+            for position, unit_id in reversed(list(enumerate(held))):
+                if unit_id in self.units:
+                    self.requeue(self.units[unit_id], counted=not throttled and position == 0)
             if self.exits_in_a_row > 2 * self.workers + 2:
                 self.summary.errors.append("workers keep failing; stopping (see the warnings above)")
                 return False
@@ -530,7 +549,7 @@ class Coordinator:
         a copy of the same message there: only together can they tell which copies are theirs.
         """
         held = self.held.get(dst)
-        in_hand = (self.units[i] for i in self.taken.values() if i in self.units)
+        in_hand = (self.units[i] for i in self.held_ids() if i in self.units)
         if not held or any(u.pair.dst == dst for u in (*self.pending, *in_hand)):
             return
         del self.held[dst]
@@ -580,7 +599,7 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
     # worker lives, so os.getppid() cannot tell; nor can `parent_process().is_alive()`,
     # whose sentinel the fork server's children hold open themselves.  The run's process
     # is known by its PID and start time (a PID may be reused).
-    parent_gone = ParentWatch(_parent_watch(multiprocessing.parent_process()))
+    parent_gone = ParentWatch(parent_watch(multiprocessing.parent_process()))
     threading.Thread(target=parent_gone.run, args=(leaving, stop), daemon=True, name="fastsync-parent-watch").start()
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
     setup.limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
@@ -595,12 +614,19 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
             raise  # the server wants fewer connections: this worker leaves (below)
         except ConnectError:
             pass  # a lost connection is met again, with retries, by the first unit
+        # Units sent ahead (`UNITS_AHEAD`); None: stop after the unit in hand.
+        units: collections.deque[WorkUnit | None] = collections.deque()
+        copier.upcoming = lambda settling: _upcoming(channel, units, settling)
         while not stop.is_set() and not leaving.is_set():
-            if not channel.poll(POLL_S):
-                if parent_gone():
-                    break
-                continue
-            unit = channel.recv()
+            # A fetch ahead reads the pipe while it waits for the next unit: done first.
+            copier.ahead.settle()
+            if not units:
+                if not channel.poll(POLL_S):
+                    if parent_gone():
+                        break
+                    continue
+                units.append(channel.recv())
+            unit = units.popleft()
             if unit is None:
                 break
             try:
@@ -630,69 +656,14 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
         channel.close()
 
 
-class ParentWatch:
-    """Whether a worker's run is gone, for every thread of the worker (call the instance).
-    The test (`_parent_watch`: a pidfd's ``select.poll`` object, or psutil) has one owner,
-    `run`'s thread: a poll object polled by two threads at once raises ``RuntimeError:
-    concurrent poll() invocation``.  The other threads read the event the owner sets."""
-
-    def __init__(self, ended: Callable[[], bool]) -> None:
-        self.ended, self.gone = ended, threading.Event()
-
-    def __call__(self) -> bool:
-        return self.gone.is_set()
-
-    def run(self, leaving: threading.Event, stop: StopFlag) -> None:
-        """A run killed with -9: every worker stops after the unit in hand, one waiting to
-        reconnect or for a slot stops waiting (`stop` is the run's).  Sleeps on an event of
-        its own process (*leaving*), never as a waiter of the run's (`limits.StopFlag`)."""
-        while not self.ended():
-            if leaving.wait(POLL_S):
-                return
-        self.gone.set()
-        stop.set()
-
-
-def _parent_watch(parent: Any) -> Callable[[], bool]:
-    """A test of whether the process that started this worker is gone.
-
-    On Linux a pidfd (`os.pidfd_open`, kernel 5.3) names the process itself, not its PID,
-    and polls readable once it has ended, zombie or reaped: no PID reuse to tell apart, and
-    no psutil to import in every worker (17 ms of CPU each, measured on this project's
-    machine).  Elsewhere, psutil.
-    """
-    if parent is None or parent.pid is None:
-        return lambda: False
-    try:
-        pidfd = os.pidfd_open(parent.pid)
-    except ProcessLookupError:
-        return lambda: True
-    except (AttributeError, OSError):
-        return _parent_watch_psutil(parent.pid)
-    ended = select.poll()
-    ended.register(pidfd, select.POLLIN)
-    return lambda: bool(ended.poll(0))
-
-
-def _parent_watch_psutil(pid: int) -> Callable[[], bool]:
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-    except psutil.Error:
-        return lambda: True
-
-    def gone() -> bool:
-        # is_running() tells a reused PID by the process's start time counted from boot
-        # (psutil >= 7 on Linux).  Not create_time(): that adds the boot time, which moves
-        # whenever the system clock is stepped (NTP, a VM's clock catching up), and a
-        # worker that took its run for dead on such a step stopped copying.
-        try:
-            return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return True
-
-    return gone
+def _upcoming(channel: Connection, units: collections.deque[WorkUnit | None], settling: Any) -> WorkUnit | None:
+    """The next unit the parent sends, read from the pipe as it comes until *settling* is
+    set; None when none came by then, or the next word is to stop."""
+    with contextlib.suppress(EOFError, OSError):
+        while not units and not settling.is_set():
+            if channel.poll(UPCOMING_POLL_S):
+                units.append(channel.recv())
+    return units[0] if units else None
 
 
 def _last_word(channel: Connection, exit: WorkerExit) -> None:

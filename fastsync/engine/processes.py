@@ -1,4 +1,5 @@
-"""How fastsync starts its worker processes: the start method, and a fork server started early.
+"""How fastsync starts its worker processes (the start method, and a fork server started
+early), and how a worker tells that its run is gone (`ParentWatch`).
 
 Engine layer, with no fastsync import of its own, so that the command line can start the
 fork server before it imports the sync (`warm_up`): the server's interpreter and imports
@@ -13,12 +14,19 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
+import os
+import select
 import threading
+from collections.abc import Callable
+from typing import Any
 
 # forkserver: workers fork from a small server process that has imported the pool (and
 # imapclient) once, so a worker starts in milliseconds, yet inherits none of the parent's
 # threads (the progress display) or sockets (the planner's connections) as plain fork would.
 START_METHOD = "forkserver"
+
+# How often a worker's watch looks whether its run is gone (`ParentWatch`).
+POLL_S = 0.2
 
 # What the fork server imports before it forks the first worker: the worker's code, and
 # what every worker would otherwise import for itself once forked: ctypes and the shared
@@ -48,3 +56,68 @@ def warm_up() -> None:
     if START_METHOD == "forkserver":
         context()  # its preload list, which the server reads as it starts
         threading.Thread(target=multiprocessing.forkserver.ensure_running, daemon=True).start()
+
+
+class ParentWatch:
+    """Whether a worker's run is gone, for every thread of the worker (call the instance).
+    The test (`parent_watch`: a pidfd's ``select.poll`` object, or psutil) has one owner,
+    `run`'s thread: a poll object polled by two threads at once raises ``RuntimeError:
+    concurrent poll() invocation``.  The other threads read the event the owner sets."""
+
+    def __init__(self, ended: Callable[[], bool]) -> None:
+        self.ended, self.gone = ended, threading.Event()
+
+    def __call__(self) -> bool:
+        return self.gone.is_set()
+
+    def run(self, leaving: threading.Event, stop: Any) -> None:
+        """A run killed with -9: every worker stops after the unit in hand, one waiting to
+        reconnect or for a slot stops waiting (`stop` is the run's).  Sleeps on an event of
+        its own process (*leaving*), never as a waiter of the run's (*stop*, a `limits.StopFlag`)."""
+        while not self.ended():
+            if leaving.wait(POLL_S):
+                return
+        self.gone.set()
+        stop.set()
+
+
+def parent_watch(parent: Any) -> Callable[[], bool]:
+    """A test of whether the process that started this worker is gone.
+
+    On Linux a pidfd (`os.pidfd_open`, kernel 5.3) names the process itself, not its PID,
+    and polls readable once it has ended, zombie or reaped: no PID reuse to tell apart, and
+    no psutil to import in every worker (17 ms of CPU each, measured on this project's
+    machine).  Elsewhere, psutil.
+    """
+    if parent is None or parent.pid is None:
+        return lambda: False
+    try:
+        pidfd = os.pidfd_open(parent.pid)
+    except ProcessLookupError:
+        return lambda: True
+    except (AttributeError, OSError):
+        return _parent_watch_psutil(parent.pid)
+    ended = select.poll()
+    ended.register(pidfd, select.POLLIN)
+    return lambda: bool(ended.poll(0))
+
+
+def _parent_watch_psutil(pid: int) -> Callable[[], bool]:
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+    except psutil.Error:
+        return lambda: True
+
+    def gone() -> bool:
+        # is_running() tells a reused PID by the process's start time counted from boot
+        # (psutil >= 7 on Linux).  Not create_time(): that adds the boot time, which moves
+        # whenever the system clock is stepped (NTP, a VM's clock catching up), and a
+        # worker that took its run for dead on such a step stopped copying.
+        try:
+            return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+
+    return gone

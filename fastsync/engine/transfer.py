@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -91,6 +92,54 @@ def _failure(folder: str, message: Fetched | Described, reason: str) -> Failure:
     return Failure(folder, message.uid, _size(message), reason, message_id)
 
 
+class Ahead:
+    """The fetch of a worker's next unit, in a thread of its own on the source connection,
+    while the unit in hand is appended on the destination's (`Copier.prefetch`).  The
+    thread waits for the parent to send that unit until the worker is done with the unit
+    in hand (`settle`); while it runs, it alone reads the worker's pipe."""
+
+    def __init__(self) -> None:
+        self.settling = threading.Event()
+        self.running: tuple[threading.Thread, list[Any]] | None = None
+
+    def start(self, fetch: Callable[[threading.Event], tuple[int, Any] | None]) -> None:
+        """Run *fetch* (given the event `settle` sets), which returns (unit id, what it read)."""
+        box: list[Any] = []
+        self.settling.clear()
+
+        def run() -> None:
+            try:
+                found = fetch(self.settling)
+            except Exception as exc:
+                found = (0, exc)
+            if found is not None:
+                box.append(found)
+
+        thread = threading.Thread(target=run, name="fastsync-prefetch", daemon=True)
+        thread.start()
+        self.running = (thread, box)
+
+    def settle(self) -> None:
+        """Stop waiting for a unit to fetch; wait for a fetch under way to end."""
+        if self.running is not None:
+            self.settling.set()
+            self.running[0].join()
+
+    def take(self, unit_id: int | None) -> tuple[UnitDone | None, list[Any] | None] | None:
+        """What the fetch read for unit *unit_id* (`Copier._open_source`'s answer); None
+        when it read nothing for that unit or failed: the unit then reads for itself, with
+        its retries."""
+        self.settle()
+        running, self.running = self.running, None
+        if running is None or not running[1]:
+            return None
+        fetched_id, found = running[1][0]
+        if fetched_id != unit_id or isinstance(found, BaseException):
+            return None
+        answer: tuple[UnitDone | None, list[Any] | None] = found
+        return answer
+
+
 class Copier:
     """One worker's connections, reused across units, and how it copies a unit."""
 
@@ -122,11 +171,16 @@ class Copier:
         # ledger on the folder's first unit; those the unit in hand's copies went without.
         self.refused: dict[str, frozenset[str]] = {}
         self.dropped: set[str] = set()
+        # The next unit the parent sent, if any yet (the worker's loop sets it), and the
+        # fetch of it while the unit in hand is appended (`prefetch`).
+        self.upcoming: Callable[[threading.Event], WorkUnit | None] = lambda _settling: None
+        self.ahead = Ahead()
 
     def connect(self) -> tuple[Session, Session]:
         return self.sessions.open()
 
     def close(self) -> None:
+        self.ahead.take(None)
         self.sessions.close()
         self.ledger.close()
 
@@ -156,11 +210,15 @@ class Copier:
         )
 
     def copy(self, unit: WorkUnit, check: bool, one_by_one: bool = False) -> UnitDone:
+        prefetched = self.ahead.take(unit.unit_id)
         src, dst = self.connect()
         streamed = unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES
         read = SelectedFolder.describe_messages if streamed else _held_or_over
-        # A folder not in hand is examined and read in one round trip (`Session.examine_reading`).
-        changed, ahead = self._open_source(src, unit, None if one_by_one else lambda box: read(box, unit.uids))
+        if prefetched is not None and not one_by_one:
+            changed, ahead = prefetched
+        else:
+            # A folder not in hand is examined and read in one round trip (`Session.examine_reading`).
+            changed, ahead = self._open_source(src, unit, None if one_by_one else lambda box: read(box, unit.uids))
         if changed is not None:
             return changed
         if streamed:
@@ -177,6 +235,7 @@ class Copier:
         if failures:
             # A message that failed alone dropped both connections (`_one_by_one`).
             _src, dst = self.connect()
+        self.prefetch()
         # Messages expunged at the source since planning are simply gone: not an error.
         vanished = len(unit.uids) - len(fetched) - len(failures)
         self.appended, self.dst_uidvalidity, self.dropped = [], 0, set()
@@ -216,6 +275,28 @@ class Copier:
             self.index, unit.unit_id, folder, 0, 0,
             error=f"{src.where}: folder {folder!r} changed UIDVALIDITY since planning", replan=True,
         ), None
+
+    def prefetch(self) -> None:
+        """Fetch the next unit the parent sends (`upcoming`) on the source while the unit in
+        hand is appended to the destination, so that both links carry mail at once.  Only a
+        unit of small messages, at most `STREAM_ABOVE_BYTES`: a worker then holds at most
+        one such unit more than before (a large one is streamed, source to destination, as
+        it comes)."""
+        src = self.sessions.src
+        if src is None or src.closed or self.stop.is_set():
+            return
+
+        def fetch(settling: threading.Event) -> tuple[int, Any] | None:
+            unit = self.upcoming(settling)
+            if unit is None or unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES or self.stop.is_set():
+                return None
+            try:
+                return unit.unit_id, self._open_source(src, unit, lambda folder: _held_or_over(folder, unit.uids))
+            except ConnectError:
+                src.close(quietly=True)  # out of step, perhaps: opened afresh for the unit
+                raise
+
+        self.ahead.start(fetch)
 
     def _in_hand(self, folder: str) -> bool:
         """Whether *folder* is the source folder in hand, still selected (a connection

@@ -23,11 +23,11 @@ def _sent_before_reply(recording: Recording, command: bytes, reply: bytes) -> bo
     """Whether the client sent *command* before the proxy passed on the first server chunk
     holding *reply* (None: either not seen)."""
     sent = seen = None
-    for index, (upstream, data) in enumerate(recording.order):
+    for number, upstream, data in recording.order:
         if upstream and sent is None and command in data:
-            sent = index
+            sent = number
         if not upstream and seen is None and reply in data:
-            seen = index
+            seen = number
     if sent is None or seen is None:
         return None
     return sent < seen
@@ -77,3 +77,34 @@ def test_the_planner_asks_for_the_namespace_with_the_folder_list(
     planners = [r for r in proxy.recordings if b"NAMESPACE" in r.client_bytes]
     assert len(planners) == 1
     assert _sent_before_reply(planners[0], b"NAMESPACE", b"List completed") is True
+
+
+def _chunks(recordings: list[Recording], upstream: bool, marker: bytes) -> list[int]:
+    """The numbers of the chunks holding *marker* that went one way, every connection's."""
+    return sorted(n for r in recordings for n, up, data in r.order if up == upstream and marker in data)
+
+
+def test_a_worker_fetches_its_next_unit_while_the_destination_stores_the_one_in_hand(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    folders = ("INBOX", "Lists", "Sent")
+    src.seed([Message(folder, f"Message-ID: <ov{n}{folder}@x>\r\nSubject: {n}\r\n\r\n{'x' * 3000}\r\n".encode(),
+                      ("\\Seen",) if n % 2 else (), WHEN + dt.timedelta(minutes=n))
+              for folder in folders for n in range(20)])
+    # Both accounts live on one server: one proxy sees (and numbers) every connection's
+    # chunks.  Each APPEND's reply (RFC 4315's APPENDUID in its tagged OK) is held back.
+    assert src.server.port == dst.server.port
+    with _held(src.server.port, b"[APPENDUID") as proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{proxy.port}"},
+                                             "dst": {"server": f"127.0.0.1:{proxy.port}"}})
+        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "60 copied" in summary_line(result.stdout)
+    assert snapshot(dst) == snapshot(src)
+    # One unit per folder, one worker: each unit's bodies after the first are fetched
+    # before the reply to the APPEND of the unit before it.
+    fetches = _chunks(proxy.recordings, True, b"BODY.PEEK[]")
+    replies = _chunks(proxy.recordings, False, b"[APPENDUID")
+    assert len(fetches) == len(replies) == len(folders)
+    assert all(fetch < reply for fetch, reply in zip(fetches[1:], replies, strict=False)), (fetches, replies)

@@ -1,4 +1,4 @@
-"""A worker's test of whether its run is gone has one owner (`pool.ParentWatch`): the poll
+"""A worker's test of whether its run is gone has one owner (`processes.ParentWatch`): the poll
 object behind it must never be polled by two threads at once (``RuntimeError: concurrent
 poll() invocation`` killed a worker).  Deterministic: who calls the test is recorded, and
 every other caller is driven from threads of its own (no server, no timing race)."""
@@ -11,7 +11,7 @@ import threading
 import time
 from types import SimpleNamespace
 
-from fastsync.engine.pool import ParentWatch, _parent_watch
+from fastsync.engine.processes import ParentWatch, parent_watch
 
 
 def test_only_the_watch_thread_runs_the_test_however_many_threads_ask() -> None:
@@ -39,7 +39,7 @@ def test_only_the_watch_thread_runs_the_test_however_many_threads_ask() -> None:
 def test_a_run_that_ends_is_seen_by_every_thread_and_stops_the_run() -> None:
     run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        watch = ParentWatch(_parent_watch(SimpleNamespace(pid=run.pid)))
+        watch = ParentWatch(parent_watch(SimpleNamespace(pid=run.pid)))
         leaving, stop = threading.Event(), threading.Event()
         owner = threading.Thread(target=watch.run, args=(leaving, stop))
         owner.start()

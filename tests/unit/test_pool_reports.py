@@ -19,7 +19,8 @@ from fastsync.records.errors import (
     AuthError, Cancelled, ConnectionLost, DestinationFull, FastsyncError, MalformedResponse, Throttled, TLSError,
 )
 from fastsync.records.model import FolderPair, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.engine.pool import Coordinator, PoolSetup, _parent_watch
+from fastsync.engine.pool import Coordinator, PoolSetup
+from fastsync.engine.processes import parent_watch
 from fastsync.engine.processes import context
 from fastsync.progress import Reporter
 from fastsync.records.results import Summary
@@ -47,7 +48,7 @@ def test_a_full_destination_said_after_the_last_unit_is_an_error() -> None:
     coordinator = Coordinator(setup, [unit], 1, reporter, summary)
     parent_end, worker_end = ctx.Pipe()
     coordinator.channels[0] = parent_end
-    coordinator.taken[0] = 0
+    coordinator.taken[0] = [0]
     full = "destination (h:2): 'INBOX': APPEND refused: NO [OVERQUOTA] Quota exceeded; free space on the destination"
     worker_end.send(UnitDone(0, 0, "INBOX", 1, 10, error="1 messages of folder 'INBOX' not copied"))
     worker_end.send(WorkerExit(0, DestinationFull(full, side="dst")))
@@ -102,7 +103,7 @@ def test_the_parent_routes_a_last_word_on_its_type(
     err = io.StringIO()
     reporter = Reporter(out=io.StringIO(), err=err, interactive=False)
     coordinator = Coordinator(setup_of(config), [unit], 3, reporter, summary)
-    coordinator.taken[0] = 0
+    coordinator.taken[0] = [0]
     events = Events()
     logger = logging.getLogger("fastsync")
     logger.addHandler(events)
@@ -148,7 +149,7 @@ def test_a_step_of_the_system_clock_is_not_a_dead_parent(monkeypatch: pytest.Mon
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        gone = _parent_watch(SimpleNamespace(pid=child.pid))
+        gone = parent_watch(SimpleNamespace(pid=child.pid))
         assert not gone()
         boot = psutil._pslinux.boot_time()
         monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: boot + 7.0)
@@ -164,7 +165,7 @@ def test_a_parent_that_ended_is_gone_before_it_is_reaped() -> None:
     reaps it: its workers must stop all the same."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        gone = _parent_watch(SimpleNamespace(pid=child.pid))
+        gone = parent_watch(SimpleNamespace(pid=child.pid))
         assert not gone()
         child.kill()
         deadline = time.monotonic() + 10
