@@ -59,7 +59,7 @@ from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkerSetting
 from fastsync.engine.processes import ParentWatch, context, parent_watch
 from fastsync.records.results import Reporter, Summary
 from fastsync.rules.retry import backoff_s
-from fastsync.engine.transfer import Copier
+from fastsync.engine.transfer import STREAM_ABOVE_BYTES, Copier
 from fastsync.imap.pair import SessionPair
 
 # How often an idle worker wakes to check for cancellation and for a dead parent.
@@ -248,7 +248,9 @@ class Coordinator:
         self.attempts = dict.fromkeys(self.units, 0)
         # Units not yet given to a worker; each worker holds one, and `UNITS_AHEAD` more
         # once every worker holds one (`taken`, in the order sent).
-        self.pending = collections.deque(units)
+        # The largest first (streamed units: a large message holds its worker longest), so
+        # that none starts last while the other workers have nothing left to do.
+        self.pending = collections.deque(sorted(units, key=_longest_first))
         self.stop = standby.stop if standby is not None else StopFlag(self.ctx)
         self.processes: dict[int, Any] = {}
         self.channels: dict[int, Connection] = {}
@@ -294,8 +296,7 @@ class Coordinator:
         and one more to fetch ahead once every worker holds one."""
         held = self.taken.setdefault(index, [])
         while self.pending and index in self.channels and not self.at_limit() and (
-            not held or (len(held) <= UNITS_AHEAD and len(self.channels) >= self.workers
-                         and all(self.taken.get(i) for i in self.channels))
+            not held or (len(held) <= UNITS_AHEAD and self._ahead_for(held[0]))
         ):
             unit = self.pending.popleft()
             try:
@@ -304,6 +305,14 @@ class Coordinator:
                 self.pending.appendleft(unit)  # the worker is gone; reap() will notice
                 return
             held.append(unit.unit_id)
+
+    def _ahead_for(self, unit_id: int) -> bool:
+        """Whether a unit may wait with the worker that holds *unit_id*: every worker holds
+        one, and that unit is of small messages, whose APPEND the next unit's fetch overlaps
+        (a streamed one would keep the unit waiting while other workers may be idle)."""
+        unit = self.units.get(unit_id)
+        return (unit is not None and not unit.streamed and unit.size_bytes <= STREAM_ABOVE_BYTES
+                and len(self.channels) >= self.workers and all(self.taken.get(i) for i in self.channels))
 
     def run(self, folder_totals: Mapping[str, tuple[int, int]]) -> None:
         if self.at_limit():
@@ -654,6 +663,11 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
         with contextlib.suppress(Exception):
             copier.close()
         channel.close()
+
+
+def _longest_first(unit: WorkUnit) -> tuple[bool, int]:
+    streamed = unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES
+    return not streamed, -unit.size_bytes if streamed else 0
 
 
 def _upcoming(channel: Connection, units: collections.deque[WorkUnit | None], settling: Any) -> WorkUnit | None:

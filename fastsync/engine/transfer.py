@@ -291,7 +291,10 @@ class Copier:
             if unit is None or unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES or self.stop.is_set():
                 return None
             try:
-                return unit.unit_id, self._open_source(src, unit, lambda folder: _held_or_over(folder, unit.uids))
+                changed, ahead = self._open_source(src, unit, lambda folder: _held_or_over(folder, unit.uids))
+                if changed is None and ahead is None:
+                    ahead = _held_or_over(self._source(unit), unit.uids)  # the folder was in hand
+                return unit.unit_id, (changed, ahead)
             except ConnectError:
                 src.close(quietly=True)  # out of step, perhaps: opened afresh for the unit
                 raise

@@ -88,8 +88,10 @@ def test_a_worker_fetches_its_next_unit_while_the_destination_stores_the_one_in_
     accounts: AccountFactory, config_for: ConfigFor
 ) -> None:
     src, dst = accounts(2)
+    # 1.5 MB a folder: two units of up to 1 MiB each, so a unit's next is of the same
+    # folder (no EXAMINE) or of another.
     folders = ("INBOX", "Lists", "Sent")
-    src.seed([Message(folder, f"Message-ID: <ov{n}{folder}@x>\r\nSubject: {n}\r\n\r\n{'x' * 3000}\r\n".encode(),
+    src.seed([Message(folder, f"Message-ID: <ov{n}{folder}@x>\r\nSubject: {n}\r\n\r\n{'x' * 75_000}\r\n".encode(),
                       ("\\Seen",) if n % 2 else (), WHEN + dt.timedelta(minutes=n))
               for folder in folders for n in range(20)])
     # Both accounts live on one server: one proxy sees (and numbers) every connection's
@@ -102,9 +104,9 @@ def test_a_worker_fetches_its_next_unit_while_the_destination_stores_the_one_in_
     assert result.returncode == 0, result.stderr
     assert "60 copied" in summary_line(result.stdout)
     assert snapshot(dst) == snapshot(src)
-    # One unit per folder, one worker: each unit's bodies after the first are fetched
-    # before the reply to the APPEND of the unit before it.
+    # One worker: each unit's bodies after the first are fetched before the reply to the
+    # APPEND of the unit before it.
     fetches = _chunks(proxy.recordings, True, b"BODY.PEEK[]")
     replies = _chunks(proxy.recordings, False, b"[APPENDUID")
-    assert len(fetches) == len(replies) == len(folders)
+    assert len(fetches) == len(replies) >= 2 * len(folders)
     assert all(fetch < reply for fetch, reply in zip(fetches[1:], replies, strict=False)), (fetches, replies)

@@ -178,3 +178,36 @@ def test_a_parent_that_ended_is_gone_before_it_is_reaped() -> None:
         child.kill()
         child.wait()
     assert gone()
+
+
+def test_units_go_out_largest_streamed_first_and_one_ahead_only_behind_small_ones() -> None:
+    """A large message holds its worker longest: streamed units start first, the largest
+    first, the small ones keep their planned order; a unit waits with a worker (to be
+    fetched while the worker appends) only once every worker holds one, and never behind
+    a streamed unit, where it would wait while other workers may be idle."""
+    config = parse_config(CONFIG, "fastsync.json", environ={})
+    mb = 1024 * 1024
+    units = [
+        WorkUnit(0, FolderPair("INBOX", "INBOX"), 1, (1,), 1 * mb),
+        WorkUnit(1, FolderPair("INBOX", "INBOX"), 1, (2,), 6 * mb, streamed=True),
+        WorkUnit(2, FolderPair("Sent", "Sent"), 1, (1,), 1 * mb),
+        WorkUnit(3, FolderPair("Sent", "Sent"), 1, (2,), 9 * mb, streamed=True),
+        WorkUnit(4, FolderPair("Sent", "Sent"), 1, (3,), 5 * mb),  # batched, yet above 4 MiB: streamed
+        WorkUnit(5, FolderPair("Lists", "Lists"), 1, (1,), 1 * mb),
+        WorkUnit(6, FolderPair("Lists", "Lists"), 1, (2,), 1 * mb),
+    ]
+    reporter = Reporter(out=io.StringIO(), err=io.StringIO(), interactive=False)
+    ctx = context()
+    coordinator = Coordinator(setup_of(config), units, 3, reporter, Summary())
+    assert [u.unit_id for u in coordinator.pending] == [3, 1, 4, 0, 2, 5, 6]
+    ends = {}
+    for index in range(3):
+        coordinator.channels[index], ends[index] = ctx.Pipe()
+    for index in range(3):
+        coordinator.dispatch(index)
+    # One each, all streamed: none waits behind them.
+    assert coordinator.taken == {0: [3], 1: [1], 2: [4]}
+    # Worker 1 done: a small unit, and one more to fetch while it appends that one.
+    coordinator.finished(UnitDone(1, 1, "INBOX", 1, 6 * mb), {})
+    coordinator.dispatch(1)
+    assert coordinator.taken == {0: [3], 1: [0, 2], 2: [4]}
