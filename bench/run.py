@@ -558,7 +558,7 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
         link = link_floor_s(int(meta.get("bytes") or 0), connections_of(str(r["tool"])), meta)  # type: ignore[call-overload]
         lines.append(
             f"| {r['tool']} | {wall:.2f} | {r['messages_per_s']:.0f} | {r['mb_per_s']:.1f} "
-            f"| {_ratio(wall, doveadm_wall)} | {_ratio(wall, fastsync_wall)} | {link:.2f} | {wall / link:.1f}x "
+            f"| {_ratio(wall, doveadm_wall)} | {_ratio(wall, fastsync_wall)} | {link:.2f} | {f'{wall / link:.1f}x' if link else '-'} "
             f"| {r['cpu_s']:.1f} | {r.get('cpu_s_per_10k_messages', 0):.1f} | {r.get('cpu_s_per_gb', 0):.1f} "
             f"| {r['system_cpu_s']:.1f} | {r['src_server_cpu_s']:.1f} | {r['dst_server_cpu_s']:.1f} "
             f"| {r['peak_rss_tree_mb']:.0f} | {r.get('peak_pss_tree_mb', 0):.0f} | {rerun} | {status} |"

@@ -224,3 +224,17 @@ def test_deflate_ratio_is_that_of_one_raw_deflate_stream() -> None:
     # Random bytes do not compress: the ratio says so, a little over 1.
     assert 1.0 <= run.deflate_ratio([os.urandom(50_000)]) < 1.01
     assert run.deflate_ratio([]) == 1.0
+
+
+def test_results_table_on_loopback_has_no_link_ratio() -> None:
+    """On loopback the link costs nothing: the ratio column says so instead of dividing by 0."""
+    meta = {"profile": "small", "scale": 1.0, "messages": 10, "mb": 1.0, "wan_delay_ms": 0, "tls": False,
+            "rounds": 1, "bytes": 1_000_000, "deflate_ratio": 0.4}
+    row = {"tool": "fastsync:8", "wall_s": 1.0, "messages_per_s": 10.0, "mb_per_s": 1.0, "cpu_s": 0.5,
+           "cpu_s_per_10k_messages": 500.0, "cpu_s_per_gb": 500.0, "system_cpu_s": 1.0, "src_server_cpu_s": 0.1,
+           "dst_server_cpu_s": 0.1, "peak_rss_tree_mb": 100.0, "peak_pss_tree_mb": 60.0, "rerun_wall_s": None,
+           "verification": "ok", "exit_codes": [0], "note": "", "password_in_argv": False}
+    line = next(x for x in markdown(meta, [row], {}).splitlines() if x.startswith("| fastsync:8"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[6:8] == ["0.00", "-"]
+    assert cells[15] == "60"
