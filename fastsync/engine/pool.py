@@ -5,9 +5,10 @@ Engine layer.  Data flow::
     parent (Coordinator, this module)        worker i (worker_main, one process each)
     ---------------------------------        ----------------------------------------
     PoolSetup ------ process start ------->  SessionPair, Copier, Ledger (worker_main)
-    plan -> WorkUnit ---- own pipe ------->  one unit at a time (transfer.Copier):
-                                             src: EXAMINE folder, UID FETCH bodies  (BODY.PEEK)
-                                             dst: MULTIAPPEND bodies with flags + dates
+    plan -> WorkUnit ---- own pipe ------->  one unit in hand, one ahead (transfer.Copier):
+                                             src: EXAMINE folder + UID FETCH bodies (BODY.PEEK)
+                                             dst: MULTIAPPEND bodies with flags + dates,
+                                                  while src fetches the unit ahead
     progress, summary <-- own pipe --------  UnitDone (copied, bytes, refused messages), Retrying
     route on the exception's type <-------  WorkerExit(the exception) when its connections broke
 
