@@ -56,6 +56,10 @@ M = TypeVar("M", Fetched, Described)
 R = TypeVar("R")
 
 
+# What a unit's source read gave: its messages, or the budget its bodies went over.
+Read = list[Any] | OverBudget
+
+
 def _held(folder: SelectedFolder, uids: Sequence[int]) -> list[Fetched]:
     """The messages of a batched unit, their bodies in hand within `HOLD_BYTES`."""
     return folder.fetch_messages(uids, HOLD_BYTES)
@@ -68,6 +72,13 @@ def _held_or_over(folder: SelectedFolder, uids: Sequence[int]) -> list[Fetched] 
         return _held(folder, uids)
     except OverBudget as over:
         return over
+
+
+def _unless_over(ahead: Read) -> list[Any]:
+    """What `_held_or_over` read, its `OverBudget` raised now."""
+    if isinstance(ahead, OverBudget):
+        raise ahead
+    return ahead
 
 
 def header_of(body: bytes) -> bytes:
@@ -125,7 +136,7 @@ class Ahead:
             self.settling.set()
             self.running[0].join()
 
-    def take(self, unit_id: int | None) -> tuple[UnitDone | None, list[Any] | None] | None:
+    def take(self, unit_id: int | None) -> tuple[UnitDone | None, Read | None] | None:
         """What the fetch read for unit *unit_id* (`Copier._open_source`'s answer); None
         when it read nothing for that unit or failed: the unit then reads for itself, with
         its retries."""
@@ -136,7 +147,7 @@ class Ahead:
         fetched_id, found = running[1][0]
         if fetched_id != unit_id or isinstance(found, BaseException):
             return None
-        answer: tuple[UnitDone | None, list[Any] | None] = found
+        answer: tuple[UnitDone | None, Read | None] = found
         return answer
 
 
@@ -222,15 +233,12 @@ class Copier:
         if changed is not None:
             return changed
         if streamed:
-            return self._copy_streamed(unit, check, one_by_one, ahead)
+            return self._copy_streamed(unit, check, one_by_one, _unless_over(ahead) if ahead is not None else None)
         failures: list[Failure] = []
         try:
-            if isinstance(ahead, OverBudget):
-                raise ahead
             fetched = (self._one_by_one(unit, failures, _held) if one_by_one
-                       else ahead if ahead is not None else _held(self._source(unit), unit.uids))
-        except OverBudget:
-            # The bodies are larger than their RFC822.SIZE said: streamed, never held whole.
+                       else _unless_over(ahead) if ahead is not None else _held(self._source(unit), unit.uids))
+        except OverBudget:  # larger than their RFC822.SIZE said: streamed, never held whole
             return self._copy_streamed(unit, check, one_by_one)
         if failures:
             # A message that failed alone dropped both connections (`_one_by_one`).
@@ -253,8 +261,8 @@ class Copier:
         return self._done(dst, unit, copied, failures, left, vanished=vanished, skipped=skipped)
 
     def _open_source(
-        self, src: Session, unit: WorkUnit, read: Callable[[SelectedFolder], list[Any]] | None = None,
-    ) -> tuple[UnitDone | None, list[Any] | None]:
+        self, src: Session, unit: WorkUnit, read: Callable[[SelectedFolder], Read] | None = None,
+    ) -> tuple[UnitDone | None, Read | None]:
         """Examine the unit's source folder unless it is in hand under the UIDVALIDITY the
         unit was planned with (a unit planned again after a change is checked afresh); a
         report when its UIDVALIDITY changed since planning (RFC 3501 section 2.3.1.1: the
