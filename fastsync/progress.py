@@ -24,7 +24,9 @@ import orjson
 
 from fastsync.records import secrets as secrets_rules
 from fastsync.terminal import dropped, printable, write
-from fastsync.records.results import AccountInfo, BatchSummary, CheckSummary, FolderRow, Listing, Summary
+from fastsync.records.results import (
+    AccountInfo, BatchSummary, CheckSummary, FolderRow, Listing, Summary, utc_time,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -483,6 +485,9 @@ def sync_document(s: Summary) -> dict[str, Any]:
         "failed": [dataclasses.asdict(f) for f in s.failed],
         "skipped": [dataclasses.asdict(skipped) for skipped in s.skipped],
         "folders_refused": [dataclasses.asdict(f) for f in s.folders_refused],
+        "budgets": [dataclasses.asdict(b) for b in s.budgets],
+        "parked": [{**dataclasses.asdict(p), "until": utc_time(p.until)} for p in s.parked],
+        "resume_at": utc_time(s.resume_at) if s.resume_at else None,
         "errors": list(s.errors),
         "complete": s.complete,
     }

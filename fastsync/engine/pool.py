@@ -50,14 +50,16 @@ from typing import Any
 from fastsync.settings import credentials
 from fastsync.settings.config import Account
 from fastsync.records.errors import (
-    AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, Throttled, TLSError, describe,
+    AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, OverLimit, Throttled, TLSError,
+    describe,
 )
 from fastsync.records.events import event
+from fastsync.engine.budgets import Gate
 from fastsync.engine.ledger import Ledger
 from fastsync.rules.limits import Limits, StopFlag
 from fastsync.engine.lock import RunLock
 from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.engine.processes import ParentWatch, context, parent_watch
+from fastsync.engine.processes import ParentWatch, context, next_sent, parent_watch
 from fastsync.records.results import Reporter, Summary
 from fastsync.rules.retry import backoff_s
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES, Copier
@@ -73,8 +75,6 @@ UNIT_ATTEMPTS = 3
 # Units a worker holds beyond the one in hand once every worker has one: it fetches the
 # next from the source while it appends the one in hand (`transfer.Copier.prefetch`).
 UNITS_AHEAD = 1
-# How often a worker's fetch ahead looks for that unit on its pipe.
-UPCOMING_POLL_S = 0.01
 
 # Seconds to wait for workers to log out after the queue is drained.
 JOIN_TIMEOUT_S = 10.0
@@ -107,12 +107,13 @@ class PoolSetup:
 @dataclass(frozen=True)
 class CopyJob:
     """One `copy_units` call: the units, each source folder's planned (messages, bytes)
-    for the progress display, the pool's size, and --max-transfer (0: no limit)."""
+    for the progress display, the pool's size, --max-transfer (0: no limit) and the budgets."""
 
     units: Sequence[WorkUnit]
     folder_totals: Mapping[str, tuple[int, int]]
     workers: int
     max_transfer_bytes: int = 0
+    gate: Gate | None = None
 
 
 def copy_units(
@@ -139,7 +140,7 @@ def copy_units(
     folder_totals = job.folder_totals
     coordinator = Coordinator(setup, job.units, min(job.workers, len(job.units)), reporter, summary, standby)
     coordinator.on_unit = on_unit
-    coordinator.max_transfer_bytes = job.max_transfer_bytes
+    coordinator.max_transfer_bytes, coordinator.gate = job.max_transfer_bytes, job.gate
     try:
         try:
             coordinator.run(folder_totals)
@@ -156,7 +157,10 @@ def copy_units(
         if coordinator.units:
             summary.incomplete.update(u.pair.src for u in coordinator.units.values())
             left = sum(len(u.uids) for u in coordinator.units.values())
-            if coordinator.at_limit():
+            if job.gate is not None and job.gate.ended:
+                summary.transfer_limited = True
+                summary.errors.append(job.gate.spent_error(left))
+            elif coordinator.at_limit():
                 summary.transfer_limited = True
                 summary.errors.append(
                     f"stopped at the transfer limit ({summary.copied_bytes / 1e6:,.1f} MB copied, --max-transfer "
@@ -264,8 +268,10 @@ class Coordinator:
         # Workers that stopped since the last unit finished: when every restart fails
         # (server down, account locked) the run ends instead of starting workers forever.
         self.exits_in_a_row = 0
-        # --max-transfer (0: none): bytes after which no unit is started (see at_limit).
+        # --max-transfer (0: none): bytes after which no unit is started (see at_limit);
+        # the budgets per account and window (`budgets.Gate`), None when there are none.
         self.max_transfer_bytes = 0
+        self.gate: Gate | None = None
         # Units planned without identities whose APPEND may have landed, by destination
         # folder, waiting for the folder's other units (`WorkUnit.blind`); and the UIDs the
         # copies into each destination folder received, which those units leave out.
@@ -277,10 +283,11 @@ class Coordinator:
     def at_limit(self) -> bool:
         """Whether --max-transfer stops new units: bytes copied plus those of the units in
         workers' hands reach it, so the run ends at most one unit past the limit."""
-        if not self.max_transfer_bytes:
-            return False
-        in_hand = sum(self.units[u].size_bytes for u in self.held_ids() if u in self.units)
-        return self.summary.copied_bytes + in_hand >= self.max_transfer_bytes
+        return bool(self.max_transfer_bytes) and self.summary.copied_bytes + self.in_hand() >= self.max_transfer_bytes
+
+    def in_hand(self) -> int:
+        """Bytes of the units in workers' hands or sent ahead to them."""
+        return sum(self.units[u].size_bytes for u in self.held_ids() if u in self.units)
 
     def start_worker(self) -> None:
         index = self.next_index
@@ -294,11 +301,11 @@ class Coordinator:
 
     def dispatch(self, index: int) -> None:
         """Give a worker the next unit, if any (it waits otherwise: a unit may come back),
-        and one more to fetch ahead once every worker holds one."""
+        and one more to fetch ahead once every worker holds one; none past a budget."""
         held = self.taken.setdefault(index, [])
         while self.pending and index in self.channels and not self.at_limit() and (
             not held or (len(held) <= UNITS_AHEAD and self._ahead_for(held[0]))
-        ):
+        ) and (self.gate is None or self.gate.open(self.pending[0].size_bytes, self.in_hand())):
             unit = self.pending.popleft()
             try:
                 self.channels[index].send(unit)
@@ -328,6 +335,12 @@ class Coordinator:
             if not self.held_ids() and self.at_limit():
                 # The transfer limit is reached and every unit in hand is done.
                 return self.dismiss()
+            if self.gate is not None and not self.held_ids() and self.pending:
+                # A budget may keep the next unit waiting (parked), or end the copy.
+                if not self.gate.wait(self.pending[0].size_bytes):
+                    return self.dismiss()
+                for index in list(self.channels):
+                    self.dispatch(index)
             for message in self.receive(timeout_s=0.5):
                 if isinstance(message, UnitDone):
                     self.finished(message, folder_totals)
@@ -411,6 +424,11 @@ class Coordinator:
                 self.summary.errors.append(text)
                 self.stop.set()
                 return False
+            case OverLimit() if self.gate is None or not self.gate.server_said(exit.error):
+                self.summary.errors.append(f"{text}; run again later, or with --until-done to wait")
+                return False
+            case Throttled() if self.gate is not None and self.gate.server_said(exit.error):
+                pass  # parked (--until-done): the gate holds the side until it may go on
             case Throttled():
                 self.workers = max(1, self.workers - 1)
                 self.reporter.warn(f"{text}; continuing with {self.workers} workers")
@@ -446,6 +464,8 @@ class Coordinator:
         s.copied_by_folder[unit.pair.src] = s.copied_by_folder.get(unit.pair.src, 0) + done.copied + done.vanished
         s.copied += done.copied
         s.copied_bytes += done.size_bytes
+        if self.gate is not None:
+            self.gate.charge(done.size_bytes)
         s.vanished += done.vanished
         s.failed.extend(done.failures)
         refused = {f.uid for f in done.failures}
@@ -626,7 +646,7 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
             pass  # a lost connection is met again, with retries, by the first unit
         # Units sent ahead (`UNITS_AHEAD`); None: stop after the unit in hand.
         units: collections.deque[WorkUnit | None] = collections.deque()
-        copier.upcoming = lambda settling: _upcoming(channel, units, settling)
+        copier.upcoming = lambda settling: next_sent(channel, units, settling)
         while not stop.is_set() and not leaving.is_set():
             # A fetch ahead reads the pipe while it waits for the next unit: done first.
             copier.ahead.settle()
@@ -669,16 +689,6 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
 def _longest_first(unit: WorkUnit) -> tuple[bool, int]:
     streamed = unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES
     return not streamed, -unit.size_bytes if streamed else 0
-
-
-def _upcoming(channel: Connection, units: collections.deque[WorkUnit | None], settling: Any) -> WorkUnit | None:
-    """The next unit the parent sends, read from the pipe as it comes until *settling* is
-    set; None when none came by then, or the next word is to stop."""
-    with contextlib.suppress(EOFError, OSError):
-        while not units and not settling.is_set():
-            if channel.poll(UPCOMING_POLL_S):
-                units.append(channel.recv())
-    return units[0] if units else None
 
 
 def _last_word(channel: Connection, exit: WorkerExit) -> None:

@@ -11,6 +11,8 @@ the server and every worker would otherwise inherit.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
@@ -27,6 +29,8 @@ START_METHOD = "forkserver"
 
 # How often a worker's watch looks whether its run is gone (`ParentWatch`).
 POLL_S = 0.2
+# How often a worker's fetch ahead looks for its next unit on its pipe (`next_sent`).
+UPCOMING_POLL_S = 0.01
 
 # What the fork server imports before it forks the first worker: the worker's code, and
 # what every worker would otherwise import for itself once forked: ctypes and the shared
@@ -121,3 +125,13 @@ def _parent_watch_psutil(pid: int) -> Callable[[], bool]:
             return True
 
     return gone
+
+
+def next_sent(channel: Any, sent: collections.deque[Any], settling: threading.Event) -> Any:
+    """The next thing the parent sends on a worker's *channel*, read from the pipe into
+    *sent* as it comes until *settling* is set; None when nothing came by then."""
+    with contextlib.suppress(EOFError, OSError):
+        while not sent and not settling.is_set():
+            if channel.poll(UPCOMING_POLL_S):
+                sent.append(channel.recv())
+    return sent[0] if sent else None

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fastsync.engine import pool
+from fastsync.engine import budgets, pool
 from fastsync.engine.ledger import Ledger
 from fastsync.engine.lock import RunLock
 from fastsync.engine.planner import (
@@ -36,7 +36,7 @@ from fastsync.engine.planner import (
     plan_folders,
     selection_of,
 )
-from fastsync.engine.state import StateCache
+from fastsync.engine.state import StateCache, default_dir
 from fastsync.engine.writes import FlagChanges, delete_messages, remember, update_flags
 from fastsync.records.errors import Cancelled, FolderError, UsageError, describe, exit_code_of
 from fastsync.records.events import event
@@ -92,6 +92,7 @@ class SyncPass:
         self.src_folders: list[Folder] = []
         self.pairs: list[FolderPair] = []
         self.standby: pool.Standby | None = None
+        self.gate: budgets.Gate | None = None
 
     def go(self, stdin_is_tty: bool | None) -> None:
         options, reporter, summary, cache = self.options, self.reporter, self.summary, self.context.cache
@@ -127,6 +128,7 @@ class SyncPass:
         )
         plans = plan_folders(self.planner, request, reporter, cache if not options.full else None, self.ledger)
         self.count_plan(plans, left_out)
+        self.gate = self.budgets(plans)
         deletions = self.within_ceiling(plans) if options.delete_dest else []
         expunge_all = bool(deletions) and not uidplus
         changes: FlagChanges = {}
@@ -167,6 +169,14 @@ class SyncPass:
             # After a cancel, without asking the destination again: the user asked to stop,
             # and the pairs this run copied into are diffed again next time.
             remember(cache, self.planner, plans, before, summary, read_after=not summary.cancelled)
+
+    def budgets(self, plans: Sequence[FolderPlan]) -> budgets.Gate | None:
+        """The budgets per account and window of this pass's copy (`budgets.gate_for`)."""
+        gmail = self.planner.call("reading capabilities",
+                                  lambda src, dst: (src.capabilities.gmail_ext, dst.capabilities.gmail_ext))
+        request = budgets.BudgetRequest(self.config, self.options, self.options.state_dir or default_dir(), gmail,
+                                        [r for p in plans for r in p.todo])
+        return budgets.gate_for(request, self.reporter, self.summary)
 
     def start_standby(self, pairs: Sequence[FolderPair], before: tuple[Statuses, Statuses]) -> None:
         """Start workers while planning runs when the folder counts say there is mail to
@@ -328,7 +338,8 @@ class SyncPass:
     def copy(self, plans: Sequence[FolderPlan]) -> set[str]:
         units: list[WorkUnit] = []
         large = sum(r.size_bytes for p in plans for r in p.todo if r.size_bytes > plan.STREAM_MESSAGE_BYTES)
-        bounds = plan.UnitBounds(stream_max_bytes=plan.stream_unit_bytes(large, self.workers))
+        bounds = plan.UnitBounds(max_bytes=budgets.unit_bytes(self.gate, plan.UNIT_MAX_BYTES),
+                                 stream_max_bytes=budgets.unit_bytes(self.gate, plan.stream_unit_bytes(large, self.workers)))
         for p in plans:
             # The first unit into each folder checks what the destination stored (rewriting).
             shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), bounds, dst_uidnext=p.dst_uidnext))
@@ -341,7 +352,7 @@ class SyncPass:
             # logged out: never more than one connection per side.
             self.planner.close()
         standby, self.standby = (self.standby, None) if units else (None, self.standby)
-        job = pool.CopyJob(units, folder_totals, self.workers, self.options.max_transfer)
+        job = pool.CopyJob(units, folder_totals, self.workers, self.options.max_transfer, self.gate)
         return pool.copy_units(
             self.context.pool_setup(self.options), job, self.reporter, self.summary, self.unit_done, standby,
         )

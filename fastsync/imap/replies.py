@@ -15,13 +15,25 @@ import socket
 import ssl
 
 from fastsync.settings.config import Account
-from fastsync.records.errors import AuthError, DestinationFull, FolderMissing, MessageError, Throttled
+from fastsync.records.errors import AuthError, DestinationFull, FolderMissing, MessageError, OverLimit, Throttled
 from fastsync.records import secrets as secrets_rules
 from fastsync.imap.tls import describe_certificate_error
 
 _RESPONSE_CODE = re.compile(rb"^\s*\[([A-Za-z0-9-]+)")
 _BACKOFF_HINT = re.compile(r"Suggested Backoff Time:\s*(\d+)\s*milli", re.IGNORECASE)
-_THROTTLE_SIGNS = ("[THROTTLED]", "[UNAVAILABLE]", "TOO MANY SIMULTANEOUS CONNECTIONS", "REQUEST IS THROTTLED")
+# Microsoft 365 answers "NO Server Unavailable. 15" (or says BYE so) while it sheds load.
+_THROTTLE_SIGNS = ("[THROTTLED]", "[UNAVAILABLE]", "TOO MANY SIMULTANEOUS CONNECTIONS", "REQUEST IS THROTTLED",
+                   "SERVER UNAVAILABLE")
+# Gmail's refusal once an account has moved its daily bandwidth or made too many commands:
+# "[OVERQUOTA] Account exceeded command or bandwidth limits" (RFC 9208's code, used for a
+# budget, not for a full mailbox).
+_OVER_LIMIT = re.compile(r"\[OVERQUOTA\][^\r\n]*\b(bandwidth|command)\b[^\r\n]*\blimit", re.IGNORECASE)
+
+
+def over_limit(text: str) -> bool:
+    """Whether *text* says the account exceeded a bandwidth or command limit (Gmail), as
+    opposed to a full mailbox (a plain ``[OVERQUOTA]``, RFC 9208 section 4.3)."""
+    return _OVER_LIMIT.search(text) is not None
 
 
 def response_code(text: str | bytes) -> str:
@@ -46,7 +58,10 @@ def throttle_wait(text: str) -> float | None:
 
 def raise_if_throttled(text: str, account: Account) -> None:
     """Raise `Throttled` (with the server's suggested wait) when *text*, *account*'s server's
-    reply, is a throttling reply."""
+    reply, is a throttling reply; `OverLimit` when it says the account's limits are spent."""
+    if over_limit(text):
+        raise OverLimit(f"{account.where}: account over the provider's limits: {text.strip()[:200]}",
+                        side=account.side) from None
     wait_s = throttle_wait(text)
     if wait_s is not None:
         raise Throttled(f"{account.where}: server is throttling: {text.strip()[:200]}", wait_s,
@@ -95,15 +110,22 @@ def already_exists(text: str) -> bool:
     return response_code(text) == "ALREADYEXISTS" or "exists" in text.lower()
 
 
-def append_refused(account: Account, folder: str, text: str, status: str = "") -> MessageError | DestinationFull:
-    """The exception for a refused APPEND to *account*: the folder is missing, the account
-    is full, or the server refused these messages (too big, a limit, anything else).
+def append_refused(
+    account: Account, folder: str, text: str, status: str = "",
+) -> MessageError | DestinationFull | Throttled:
+    """The exception for a refused APPEND to *account*: the account is over its provider's
+    limits or throttled, the folder is missing, the account is full, or the server refused
+    these messages (too big, a limit, anything else).
 
     *text* is the reply after its status (*status*: "NO", "BAD"), or the message of an
     error imaplib raised, which puts its own words before the server's ("...: BAD [...]").
     """
     code = response_code(text) or response_code(text.split(":", 1)[-1])
     message = f"{account.where}: {folder!r}: APPEND refused: {status + ' ' if status else ''}{text}"
+    try:
+        raise_if_throttled(text, account)
+    except Throttled as exc:
+        return exc
     if code == "OVERQUOTA":
         # RFC 9208 section 4.3.  A batch refused for quota may still fit in part: the
         # caller retries its messages one by one before concluding the account is full.

@@ -487,6 +487,7 @@ def stream_messages(
                 raise literals.SourceLost(exc) from None
             except imaplib.IMAP4.error as exc:
                 in_fetch = False
+                replies.raise_if_throttled(text_of(exc), src.account)
                 raise src.folder_error(f"folder {src_folder.name!r}: FETCH refused: {text_of(exc)}") from None
             if body is not None:
                 sent.append(message)

@@ -122,6 +122,16 @@ class Throttled(ConnectionLost):
         self.wait_s = wait_s
 
 
+class OverLimit(Throttled):
+    """The server says the account has used up what it may move for now (Gmail's
+    ``[OVERQUOTA] Account exceeded command or bandwidth limits``): not a full mailbox,
+    a budget spent; it is lifted as the provider's window moves on."""
+
+
+class BudgetTooSmall(ConfigError):
+    """A daily limit cannot hold the largest message to copy: that message would never fit."""
+
+
 class DestinationFull(FastsyncError):
     """The destination refused a message for lack of space (``[OVERQUOTA]``, RFC 9208
     section 4.3): once a single message does not fit, every further APPEND would fail too."""

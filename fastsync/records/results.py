@@ -11,6 +11,7 @@ implements it, and nothing below the entry point imports the output layer.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -81,6 +82,34 @@ class RefusedFolder:
     messages: int
 
 
+def utc_time(epoch_s: float) -> str:
+    """A time as messages, logs and --json give it: ``2026-12-07T15:41:22Z`` (UTC)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """One account's budget as the plan shows it: bytes per window, used in the window
+    when planned, and where the figure came from (an option, a provider's preset)."""
+
+    side: str
+    account: str
+    limit_bytes: int
+    window_s: float
+    used_bytes: int
+    origin: str
+
+
+@dataclass(frozen=True)
+class Parked:
+    """An account that waited (--until-done): until when (seconds since the epoch) and why."""
+
+    side: str
+    account: str
+    until: float
+    reason: str
+
+
 @dataclass
 class Summary:
     """What a sync did; every figure of the human summary (and of --json)."""
@@ -115,6 +144,11 @@ class Summary:
     deleted: int = 0
     deleted_by_folder: dict[str, int] = field(default_factory=dict)
     transfer_limited: bool = False
+    # The budgets per account and window; the waits --until-done made; without it, when a
+    # spent budget allows the run to go on (seconds since the epoch, 0: not stopped by one).
+    budgets: list[BudgetState] = field(default_factory=list)
+    parked: list[Parked] = field(default_factory=list)
+    resume_at: float = 0.0
     # Set when Ctrl-C or SIGTERM stopped the copy: what to say ("Cancelled.") and the exit code.
     cancelled: str = ""
     cancel_code: int = 0

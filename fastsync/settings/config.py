@@ -58,7 +58,8 @@ from fastsync.settings.credentials import (
     resolve_path,
 )
 from fastsync.records.errors import ConfigError
-from fastsync.settings.values import parse_size, regex_problem
+from fastsync.settings.ratelimit import RATE_KEYS, RateLimit, parse_rate_limit
+from fastsync.settings.values import regex_problem
 
 __all__ = [
     "OAUTH2_KEY",
@@ -105,12 +106,6 @@ CREDENTIAL_EXPECTED = {
     OAUTH2_KEY: "a shell command that prints an OAuth2 access token",
 }
 MAP_KEYS = ("src", "dst")
-RATE_KEYS = ("down_bps", "up_bps", "max_connections")
-BPS_EXPECTED = (
-    "a whole number of bytes per second >= 0 or a size such as 2M or 500k "
-    "(k, M, G: powers of 1000; Ki, Mi, Gi: of 1024)"
-)
-
 SIDE_NAMES = {"src": "source", "dst": "destination"}
 
 @dataclass(frozen=True)
@@ -157,15 +152,6 @@ class MapEntry:
 
     src: str
     dst: str
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """Throughput and connection caps; 0 means unlimited."""
-
-    down_bps: int = 0
-    up_bps: int = 0
-    max_connections: int = 0  # per side
 
 
 @dataclass(frozen=True)
@@ -245,15 +231,6 @@ def _string(
 
 def _mapping(ctx: _Context, path: str, value: object, expected: str) -> Mapping[Any, Any]:
     if isinstance(value, Mapping):
-        return value
-    ctx.fail(path, f"expected {expected}, got {show(value)}")
-
-
-def _whole(ctx: _Context, path: str, value: object, expected: str) -> int:
-    """A whole number >= 0; JSON's 1e6 (a float) counts when it is integral."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     ctx.fail(path, f"expected {expected}, got {show(value)}")
 
@@ -535,19 +512,7 @@ def _parse_rate_limit(ctx: _Context, value: object) -> RateLimit:
         return RateLimit()
     body = _mapping(ctx, "rate_limit", value, "a mapping with down_bps, up_bps, max_connections")
     _check_keys(ctx, "rate_limit", body, RATE_KEYS)
-    numbers = {}
-    for key in (k for k in RATE_KEYS if body.get(k) is not None):
-        path, raw = f"rate_limit.{key}", body[key]
-        if key == "max_connections":
-            numbers[key] = _whole(ctx, path, raw, "a whole number of connections per side >= 0")
-            continue
-        try:
-            # Bytes per second as a number, or as a size the flags accept too (2M, 500k).
-            raw = parse_size(raw) if isinstance(raw, str) else raw
-        except ValueError:
-            ctx.fail(path, f"expected {BPS_EXPECTED}, got {quote(raw)}")
-        numbers[key] = _whole(ctx, path, raw, BPS_EXPECTED)
-    return RateLimit(**numbers)
+    return parse_rate_limit(body, ctx.fail)
 
 
 def _parse_patterns(ctx: _Context, key: str, value: object) -> tuple[str, ...]:

@@ -196,6 +196,26 @@ MESSAGE_FLAGS = (
          "skip messages smaller than SIZE (same units as --max-size)", "SIZE"),
 )
 
+# Budgets per account and rolling window (`rules/budget.py`): bytes of messages read from
+# the source / written to the destination, remembered between runs in the state directory.
+BUDGET_FLAGS = (
+    Flag(("--src-daily-limit",), "src_daily_limit", "FASTSYNC_SRC_DAILY_LIMIT", "str",
+         "bytes of messages read from the source account per window (--limit-window): 2500M, 1G; none or 0 = "
+         "no limit (default: 2500M for Gmail, else none)", "SIZE", config_key="rate_limit.src_daily_limit",
+         parse=value_rules.parse_daily_limit),
+    Flag(("--dst-daily-limit",), "dst_daily_limit", "FASTSYNC_DST_DAILY_LIMIT", "str",
+         "bytes of messages written to the destination account per window: 500M; none or 0 = no limit "
+         "(default: 500M for Gmail, else none)", "SIZE", config_key="rate_limit.dst_daily_limit",
+         parse=value_rules.parse_daily_limit),
+    Flag(("--limit-window",), "limit_window", "FASTSYNC_LIMIT_WINDOW", "str",
+         "the rolling window of the daily limits: 24h (default), 90m, 10s, 1d", "DURATION",
+         config_key="rate_limit.limit_window", parse=value_rules.parse_window_s),
+    Flag(("--until-done",), "until_done", "FASTSYNC_UNTIL_DONE", "bool",
+         "when a daily limit is spent, or the server says the account is over its limits or throttled, wait "
+         "(the account parked, the time it resumes shown) and go on until everything is copied, instead of "
+         "ending with exit code 1"),
+)
+
 SYNC_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + (
     Flag(("--procs", "-w", "--workers"), "workers", "FASTSYNC_WORKERS", "count",
          f"worker processes copying in parallel (default: {DEFAULT_WORKERS})", "N"),
@@ -230,7 +250,7 @@ SYNC_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + (
     Flag(("--max-transfer",), "max_transfer", "FASTSYNC_MAX_TRANSFER", "size",
          "stop once this many bytes were copied (500M, 2.4G; k, M, G: powers of 1000): units in hand finish, "
          "exit code 1; run again to go on", "SIZE"),
-) + STATE_FLAGS
+) + BUDGET_FLAGS + STATE_FLAGS
 
 
 CHECK_FLAGS = FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + STATE_FLAGS + (
@@ -322,6 +342,10 @@ class Options:
     max_delete: DeleteCeiling = DeleteCeiling()
     force_expunge: bool = False
     max_transfer: int = 0
+    src_daily_limit: int | None = None
+    dst_daily_limit: int | None = None
+    limit_window: float = value_rules.DAY_S
+    until_done: bool = False
     bodies: bool = False
     parallel: int = 0
     max_connections_per_server: int = 0

@@ -65,3 +65,10 @@ def notices(*accounts: Account) -> list[str]:
                 f"{account.label} is {provider.name}: {provider.quotas}. Suggested: {provider.advice}{extra}."
             )
     return lines
+
+
+def is_gmail(account: Account) -> bool:
+    """Whether *account*'s host is Gmail's (the capability X-GM-EXT-1 tells it too, once
+    connected: `imap/capabilities.py`)."""
+    provider = provider_of(account)
+    return provider is not None and provider.name == "Gmail"

@@ -73,3 +73,29 @@ def regex_problem(pattern: str) -> str:
     except re.error as exc:
         return str(exc)
     return ""
+
+
+# Budgets: bytes per account per rolling window (`rules/budget.py`).  "none" or 0: no budget.
+LIMIT_EXPECTED = (
+    "a size such as 500M or 2.5G (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024), a whole number of bytes, "
+    "or none (0) for no limit"
+)
+DAY_S = 86400.0
+WINDOW_FACTORS_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY_S}
+WINDOW_EXPECTED = "a duration such as 24h, 90m, 10s or 1d (a bare number is seconds), more than 0"
+_WINDOW = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)", re.IGNORECASE)
+
+
+def parse_daily_limit(text: str) -> int:
+    """Bytes of a budget: a size as `parse_size` reads it, or ``none`` (0: no budget)."""
+    if text.strip().lower() in ("none", "off", "no"):
+        return 0
+    return parse_size(text)
+
+
+def parse_window_s(text: str) -> float:
+    """Seconds of a budget's window: ``24h`` -> 86400, ``10s`` -> 10, ``1d``, ``90m``, ``30``."""
+    match = _WINDOW.fullmatch(text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"expected {WINDOW_EXPECTED}")
+    return float(match.group(1)) * WINDOW_FACTORS_S[match.group(2).lower()]
