@@ -47,7 +47,8 @@ EXIT_CODES_HELP = """\
 exit codes:
   0    success: everything is copied (or nothing needed copying); check: the accounts match
   1    partial: some messages or folders could not be copied (listed in the summary), --max-transfer
-       stopped the copy, or deletions exceeded --max-delete; run again;
+       or a spent daily limit stopped the copy (without --until-done), or deletions exceeded
+       --max-delete; run again;
        check: the accounts differ (or a folder could not be read)
   2    usage or configuration error (bad flag, bad config file, unknown folder, no terminal to confirm)
   3    connection error: a server could not be reached or TLS failed

@@ -163,13 +163,17 @@ class Gate:
             self.summary.resume_at = until if until != math.inf else 0.0
             self.ended = True
             return False
+        self.park(side, until, reason)
+        return True
+
+    def park(self, side: str, until: float, reason: str) -> None:
+        """Say once that *side*'s account waits until *until*: on screen, in the log, in the summary."""
         parked = self.summary.parked
         if not parked or parked[-1].side != side or parked[-1].until != until:
             account = self._account(side)
             parked.append(Parked(side, account, until, reason))
             self.reporter.warn(f"{account}: {reason}; parked until {utc_time(until)}, then copying resumes")
             event("account parked", side=side, level=logging.WARNING, until=utc_time(until), reason=reason)
-        return True
 
     def charge(self, size_bytes: int) -> None:
         for meter in self.meters:
@@ -191,6 +195,8 @@ class Gate:
         else:
             # The worker waited as asked before it left; the side waits as long again.
             self.held[exc.side] = (now + (exc.wait_s or THROTTLED_WAIT_S), "the server is throttling the account")
+        if exc.side in self.held:
+            self.park(exc.side, *self.held[exc.side])
         return True
 
     def spent_error(self, left: int) -> str:

@@ -424,11 +424,11 @@ class Coordinator:
                 self.summary.errors.append(text)
                 self.stop.set()
                 return False
-            case OverLimit() if self.gate is None or not self.gate.server_said(exit.error):
-                self.summary.errors.append(f"{text}; run again later, or with --until-done to wait")
-                return False
             case Throttled() if self.gate is not None and self.gate.server_said(exit.error):
                 pass  # parked (--until-done): the gate holds the side until it may go on
+            case OverLimit():
+                self.summary.errors.append(f"{text}; run again later, or with --until-done to wait")
+                return False
             case Throttled():
                 self.workers = max(1, self.workers - 1)
                 self.reporter.warn(f"{text}; continuing with {self.workers} workers")
@@ -504,10 +504,13 @@ class Coordinator:
             if channel is not None:
                 channel.close()
             # The unit in hand is to blame, not those sent ahead: given back in their order.
+            # A command the server refused stored nothing: no need to hold a blind unit.
+            refused = exit is not None and isinstance(exit.error, Throttled) and exit.error.refused
             held = self.taken.pop(index, [])
             for position, unit_id in reversed(list(enumerate(held))):
                 if unit_id in self.units:
-                    self.requeue(self.units[unit_id], counted=not throttled and position == 0)
+                    first = position == 0
+                    self.requeue(self.units[unit_id], counted=not throttled and first, stored_nothing=refused and first)
             if self.exits_in_a_row > 2 * self.workers + 2:
                 self.summary.errors.append("workers keep failing; stopping (see the warnings above)")
                 return False
@@ -545,7 +548,7 @@ class Coordinator:
             self.limits.release_all(index)
         self.processes.clear()
 
-    def requeue(self, unit: WorkUnit, counted: bool) -> None:
+    def requeue(self, unit: WorkUnit, counted: bool, stored_nothing: bool = False) -> None:
         """Give a unit whose worker is gone to another; its APPEND may have landed, so it is checked."""
         if counted:
             self.attempts[unit.unit_id] += 1
@@ -557,7 +560,7 @@ class Coordinator:
                     f"{UNIT_ATTEMPTS} attempts; run again"
                 )
                 return
-        if unit.blind and not unit.settled:
+        if unit.blind and not unit.settled and not stored_nothing:
             self.hold(unit)
             return
         again = dataclasses.replace(unit, attempt=unit.attempt + 1)

@@ -125,6 +125,8 @@ def append_refused(
     try:
         raise_if_throttled(text, account)
     except Throttled as exc:
+        # A tagged refusal: the APPEND stored nothing (RFC 3501 section 6.3.11).
+        exc.refused = True
         return exc
     if code == "OVERQUOTA":
         # RFC 9208 section 4.3.  A batch refused for quota may still fit in part: the

@@ -114,12 +114,15 @@ class Throttled(ConnectionLost):
     """The server asked us to slow down (Office 365 "Request is throttled", Gmail
     [THROTTLED], [UNAVAILABLE], "Too many simultaneous connections").
 
-    ``wait_s`` is the server's suggested pause, 0 when it gave none.
+    ``wait_s`` is the server's suggested pause, 0 when it gave none; ``refused``: the
+    server answered the command with a tagged NO (it stored nothing of an APPEND), as
+    opposed to a connection it closed.
     """
 
-    def __init__(self, message: str, wait_s: float = 0.0, *, side: str = "") -> None:
+    def __init__(self, message: str, wait_s: float = 0.0, *, side: str = "", refused: bool = False) -> None:
         super().__init__(message, side=side)
         self.wait_s = wait_s
+        self.refused = refused
 
 
 class OverLimit(Throttled):

@@ -31,10 +31,10 @@ PROVIDERS = (
         "15 simultaneous IMAP connections per account; 2,500 MB/day download and 500 MB/day upload "
         "over IMAP; exceeding them locks IMAP access for up to 24 hours",
         "--max-connections 10 --procs 8",
-        " and, for a large mailbox, --max-transfer 2400M for the daily download quota (or --bps-down 28000 "
-        "to spread 2,400 MB over the day); run again the next day to go on",
-        " and, for a large mailbox, --max-transfer 490M for the daily upload quota (or --bps-up 5700 "
-        "to spread 490 MB over the day); run again the next day to go on",
+        "; fastsync keeps under the daily download limit itself (2,500 MB a day, --src-daily-limit), and for "
+        "a large mailbox --until-done waits for the next window and goes on instead of stopping",
+        "; fastsync keeps under the daily upload limit itself (500 MB a day, --dst-daily-limit), and for a "
+        "large mailbox --until-done waits for the next window and goes on instead of stopping",
     ),
     Provider(
         "Office 365 / Exchange Online",

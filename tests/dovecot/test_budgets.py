@@ -29,8 +29,8 @@ def config_through(tmp_path: Path, src: Account, dst: Account, proxy: QuotaProxy
                         dst.password, extra=extra)
 
 
-def sync(config: Path, *args: str, state: Path) -> tuple[int, dict[str, Any], str]:
-    result = run_cli("sync", "-c", config, "-y", "--json", "--state-dir", state, *args, timeout=240)
+def sync(config: Path, *args: str, state: Path, timeout: float = 240) -> tuple[int, dict[str, Any], str]:
+    result = run_cli("sync", "-c", config, "-y", "--json", "--state-dir", state, *args, timeout=timeout)
     return result.returncode, json.loads(result.stdout), result.stderr
 
 
@@ -90,7 +90,7 @@ def test_a_budget_too_small_for_the_largest_message_is_a_configuration_error(
     assert result.returncode == 2
     assert "200,000 bytes" in result.stderr and "cannot hold the largest message" in result.stderr
     assert "Traceback" not in result.stderr
-    assert snapshot(dst) == {}
+    assert not any(snapshot(dst).values())
 
 
 def test_the_servers_word_parks_the_account_without_a_budget_of_ours(
@@ -112,8 +112,8 @@ def test_the_servers_word_parks_the_account_without_a_budget_of_ours(
 
 def test_microsoft_throttling_parks_and_finishes_exact(accounts: AccountFactory, tmp_path: Path) -> None:
     src, dst = accounts(2)
-    src.seed(corpus(count=30, size=20_000))
-    with QuotaProxy(dst.server.port, throttle=4, backoff_ms=500) as proxy:
+    src.seed(corpus(count=60, size=50_000))
+    with QuotaProxy(dst.server.port, throttle=2, backoff_ms=500) as proxy:
         config = write_config(tmp_path, src.address, src.user, src.password, f"127.0.0.1:{proxy.port}", dst.user,
                               dst.password)
         code, doc, stderr = sync(config, "--until-done", "--procs", "2", state=tmp_path / "state")

@@ -452,7 +452,7 @@ BAD_DATA: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"rate_limit": {"down_bps": 1, "max_conn": 1}},
-        "rate_limit.max_conn: unknown key; known keys: down_bps, up_bps, max_connections (did you mean max_connections?)",
+        "rate_limit.max_conn: unknown key; known keys: down_bps, up_bps, max_connections, src_daily_limit, dst_daily_limit, limit_window (did you mean max_connections?)",
     ),
 ]
 

@@ -10,27 +10,9 @@ import pytest
 
 from fastsync.records import errors
 from fastsync.records.errors import (
-    AuthError,
-    Cancelled,
-    ConfigError,
-    ConnectError,
-    ConnectionLost,
-    DestinationFull,
-    ExitCode,
-    FastsyncError,
-    FolderError,
-    FolderMissing,
-    HungUp,
-    Locked,
-    MalformedResponse,
-    MessageError,
-    StateError,
-    Terminated,
-    Throttled,
-    TLSError,
-    UsageError,
-    describe,
-    exit_code_of,
+    AuthError, BudgetTooSmall, Cancelled, ConfigError, ConnectError, ConnectionLost, DestinationFull, ExitCode,
+    FastsyncError, FolderError, FolderMissing, HungUp, Locked, MalformedResponse, MessageError, OverLimit,
+    StateError, TLSError, Terminated, Throttled, UsageError, describe, exit_code_of,
 )
 from fastsync.records.model import Retrying, WorkerExit
 
@@ -45,7 +27,11 @@ EXAMPLES: list[tuple[FastsyncError, ExitCode]] = [
     (AuthError("destination (h:2): login as 'b' refused", side="dst"), ExitCode.AUTH),
     (ConnectionLost("source (h:1): connection closed by the server", side="src"), ExitCode.CONNECTION),
     (MalformedResponse("source (h:1): malformed FETCH response", side="src"), ExitCode.CONNECTION),
-    (Throttled("destination (h:2): server is throttling", 12.5, side="dst"), ExitCode.CONNECTION),
+    (Throttled("destination (h:2): server is throttling", 12.5, side="dst", refused=True), ExitCode.CONNECTION),
+    (OverLimit("destination (h:2): [OVERQUOTA] Account exceeded command or bandwidth limits", 3.0, side="dst",
+               refused=True), ExitCode.CONNECTION),
+    (BudgetTooSmall("destination (h:2): the daily limit of 200,000 bytes cannot hold 300,000 bytes", side="dst"),
+     ExitCode.USAGE),
     (DestinationFull("destination (h:2): 'INBOX': APPEND refused: NO [OVERQUOTA]", side="dst"), ExitCode.PARTIAL),
     (FolderError("source (h:1): cannot open folder 'Old'", side="src"), ExitCode.PARTIAL),
     (MessageError("destination (h:2): 'INBOX': APPEND refused: NO [TOOBIG]", "TOOBIG", side="dst"),

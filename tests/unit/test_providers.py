@@ -38,12 +38,12 @@ def test_notices_name_the_quotas_and_the_flags(src: str, dst: str, expected: lis
 @pytest.mark.parametrize(
     ("src", "dst", "advice"),
     [
-        ("imap.gmail.com", "imap.example.org", "--max-transfer 2400M for the daily download quota"),
-        ("imap.example.org", "imap.gmail.com", "--max-transfer 490M for the daily upload quota"),
+        ("imap.gmail.com", "imap.example.org", "daily download limit itself (2,500 MB a day, --src-daily-limit)"),
+        ("imap.example.org", "imap.gmail.com", "daily upload limit itself (500 MB a day, --dst-daily-limit)"),
     ],
 )
-def test_gmail_notice_suggests_the_transfer_limit_of_its_side(src: str, dst: str, advice: str) -> None:
+def test_gmail_notice_names_the_daily_limit_of_its_side(src: str, dst: str, advice: str) -> None:
     cfg = config(src, dst)
     [line] = notices(cfg.src, cfg.dst)  # type: ignore[attr-defined]
     assert advice in line
-    assert line.endswith("run again the next day to go on.")
+    assert line.endswith("--until-done waits for the next window and goes on instead of stopping.")

@@ -78,6 +78,9 @@ def test_sync_document() -> None:
         ],
         "skipped": [],
         "folders_refused": [],
+        "budgets": [],
+        "parked": [],
+        "resume_at": None,
         "errors": ["folder 'Junk': cannot be selected"],
         "complete": False,
     }
