@@ -17,7 +17,7 @@ account it keeps the bytes of messages moved, with their times:
 ``throttle`` plays Microsoft 365: every ``throttle``-th APPEND of an account is
 refused with ``NO [UNAVAILABLE] Server Unavailable. 15`` and a suggested back-off
 (``Request is throttled. Suggested Backoff Time: N milliseconds``), counted in
-``throttled``.  ``hide`` removes capabilities from what the server announces (Gmail offers
+``throttled``; ``throttled_users`` limits that to some accounts.  ``hide`` removes capabilities from what the server announces (Gmail offers
 no MULTIAPPEND).  Plain IMAP only: no TLS, no COMPRESS.
 
 Example::
@@ -60,11 +60,13 @@ class QuotaProxy:
     def __init__(
         self, target_port: int, target_host: str = "127.0.0.1", *, window_s: float = 86400.0,
         upload_bytes: int = 0, download_bytes: int = 0, throttle: int = 0, backoff_ms: int = 1000,
-        hide: tuple[bytes, ...] = (),
+        hide: tuple[bytes, ...] = (), throttled_users: frozenset[str] | None = None,
     ) -> None:
         self.target = (target_host, target_port)
         self.window_s, self.upload_bytes, self.download_bytes = window_s, upload_bytes, download_bytes
         self.throttle, self.backoff_ms, self.hide = throttle, backoff_ms, hide
+        # The accounts that are throttled (None: every one).
+        self.throttled_users = throttled_users
         self.accounts: dict[str, Account] = {}
         self.refusals = 0
         self.throttled = 0
@@ -216,7 +218,8 @@ class _Link:
         with proxy._lock:
             account = self.account()
             account.commands += upstream
-            if proxy.throttle and upstream and account.commands % proxy.throttle == 0:
+            chosen = proxy.throttled_users is None or self.user in proxy.throttled_users
+            if proxy.throttle and upstream and chosen and account.commands % proxy.throttle == 0:
                 proxy.throttled += 1
                 return THROTTLE_REFUSAL % proxy.backoff_ms
             uses = account.up if upstream else account.down

@@ -246,11 +246,21 @@ class Scheduler:
         mean = self.planned_bytes / self.planned_pairs if self.planned_pairs else 0.0
         left = max(0.0, self.planned_bytes - self.copied_bytes) + mean * (pending + len(self.running)
                                                                            - min(len(self.running), self.planned_pairs))
-        eta = f", ETA {left / rate:.0f} s" if rate > 0 and self.planned_pairs else ""
+        eta = f", ETA {eta_text(left / rate)}" if rate > 0 and self.planned_pairs else ""
         self.reporter.batch_progress(
             f"pairs {done}/{len(s.pairs)} done, {len(self.running)} running, {failed} failed; "
             f"{self.copied} messages, {self.copied_bytes / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s{eta}"
         )
+
+
+def eta_text(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``5 h 20 min``, ``3 d 4 h``: a campaign under daily limits counts in days."""
+    minutes, hours, days = int(seconds // 60), int(seconds // 3600), int(seconds // 86400)
+    if days:
+        return f"{days} d {hours - 24 * days} h"
+    if hours:
+        return f"{hours} h {minutes - 60 * hours} min"
+    return f"{minutes} min" if minutes else f"{seconds:.0f} s"
 
 
 def run_batch(batch: Batch, options: Options, reporter: Reporter,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastsync.records.errors import ExitCode
 from fastsync.records.model import Failure, Folder, FolderPair, FolderStatus, Namespace, Skipped
@@ -306,6 +306,10 @@ class PairResult:
     elapsed_s: float = 0.0
     exit_code: int | None = None
     errors: list[str] = field(default_factory=list)
+    # --until-done: the waits of the pair's accounts (as sync's --json gives them: side,
+    # account, until, reason); without it, when a spent budget lets the pair go on.
+    parked: list[dict[str, Any]] = field(default_factory=list)
+    resume_at: str | None = None
 
 
 @dataclass

@@ -6,12 +6,16 @@ tests/unit/test_budget.py)."""
 from __future__ import annotations
 
 import json
+import signal
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.harness.quotaproxy import QuotaProxy
 from tests.dovecot.accounts import Account, AccountFactory, snapshot
-from tests.helpers import message, run_cli, write_config
+from tests.helpers import message, run_cli, spawn_sync, wait_for, write_config
 
 
 WINDOW = "10s"
@@ -121,3 +125,66 @@ def test_microsoft_throttling_parks_and_finishes_exact(accounts: AccountFactory,
         assert proxy.throttled >= 1
     assert snapshot(dst) == snapshot(src)
     assert doc["parked"]
+
+
+def test_a_batch_finishes_exact_with_two_pairs_throttled_and_the_others_not_held_up(
+    accounts: AccountFactory, tmp_path: Path,
+) -> None:
+    users = accounts(12)
+    pairs = [(users[2 * i], users[2 * i + 1]) for i in range(6)]
+    for index, (src, _dst) in enumerate(pairs):
+        src.seed([message("INBOX", index * 1000 + n, body="z" * 30_000 + "\r\n") for n in range(100)])
+    throttled = {pairs[1][1].user, pairs[4][1].user}
+    server = pairs[0][0].server
+    with QuotaProxy(server.port, throttle=2, backoff_ms=2000, throttled_users=frozenset(throttled)) as proxy:
+        servers = tmp_path / "servers.yaml"
+        servers.write_text(json.dumps({
+            "src": {"label": "old", "server": f"127.0.0.1:{server.port}", "tls": "none"},
+            "dst": {"label": "new", "server": f"127.0.0.1:{proxy.port}", "tls": "none"},
+        }))
+        csv = tmp_path / "pairs.csv"
+        csv.write_text("src_user,src_pass,dst_user,dst_pass\n" + "".join(
+            f"{s.user},{s.password},{d.user},{d.password}\n" for s, d in pairs))
+        csv.chmod(0o600)
+        state = tmp_path / "state"
+        done = run_cli("-c", servers, "batch", csv, "--state-dir", state, "--procs", "2", "--parallel", "6",
+                       "--until-done", "--json", timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert proxy.throttled >= 2
+    doc = json.loads(done.stdout)
+    assert doc["summary"]["exact"] == 6
+    for src, dst in pairs:
+        assert snapshot(dst) == snapshot(src)
+    by_user = {p["dst_user"]: p for p in doc["pairs"]}
+    # The throttled pairs waited (parked, each wait said); the others never did.
+    assert all(by_user[user]["parked"] for user in throttled)
+    assert not any(p["parked"] for user, p in by_user.items() if user not in throttled)
+    # The others were not held up: each ended before the last throttled pair did.
+    [journal] = (state / "batches").glob("*.sqlite")
+    with sqlite3.connect(journal) as db:
+        ended = dict(db.execute("SELECT dst_user, finished_at FROM pairs"))
+    last_throttled = max(ended[user] for user in throttled)
+    assert all(ended[user] < last_throttled for user in ended if user not in throttled)
+
+
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_ctrl_c_and_sigterm_while_parked_end_cleanly(
+    accounts: AccountFactory, tmp_path: Path, stop: signal.Signals, code: int,
+) -> None:
+    src, dst = accounts(2)
+    src.seed(corpus(count=30))
+    log = tmp_path / "run.log"
+    config = write_config(tmp_path, src.address, src.user, src.password, dst.address, dst.user, dst.password,
+                          extra={"rate_limit": {"dst_daily_limit": BUDGET, "limit_window": "1h"}})
+    run = spawn_sync(config, "--until-done", "--state-dir", str(tmp_path / "state"), "--log-file", str(log))
+    try:
+        wait_for(lambda: log.exists() and "account parked" in log.read_text(), timeout_s=120,
+                 what="the destination to be parked")
+        run.send_signal(stop)
+        _out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == code, err
+    assert "Traceback" not in err
+    assert "parked until" in err
