@@ -488,6 +488,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
         "budgets": [dataclasses.asdict(b) for b in s.budgets],
         "parked": [{**dataclasses.asdict(p), "until": utc_time(p.until)} for p in s.parked],
         "resume_at": utc_time(s.resume_at) if s.resume_at else None,
+        "budget_uses": s.budget_uses,
         "errors": list(s.errors),
         "complete": s.complete,
     }

@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS pairs (
     copied INTEGER, present INTEGER, failed INTEGER, copied_bytes INTEGER, seconds REAL,
     exit_code INTEGER, finished_at REAL
 );
+CREATE TABLE IF NOT EXISTS budgets (name TEXT PRIMARY KEY, uses BLOB);
 """
 
 
@@ -111,6 +113,26 @@ class Journal:
                 (entry.outcome, entry.copied, entry.present, entry.failed, entry.copied_bytes, entry.seconds,
                  entry.exit_code, entry.finished_at or time.time(), key),
             )
+
+    def budget_uses(self, names: Iterable[str]) -> dict[str, list[tuple[float, int]]]:
+        """The budgets' uses kept for these names (`engine/budgets.book_name`)."""
+        found: dict[str, list[tuple[float, int]]] = {}
+        with failures(self.path):
+            for name in names:
+                row = self._db.execute("SELECT uses FROM budgets WHERE name = ?", (name,)).fetchone()
+                if row is not None:
+                    found[name] = [(float(t), int(b)) for t, b in json.loads(row[0])]
+        return found
+
+    def keep_budget_uses(self, uses: Mapping[str, Sequence[Sequence[float]]], window_s: float) -> None:
+        """Add a pair's budgets' uses to those kept, dropping those older than *window_s*:
+        a pair that runs again, here or on another machine, counts them."""
+        now = time.time()
+        for name, new in uses.items():
+            held = self.budget_uses([name]).get(name, [])
+            merged = sorted({(float(t), int(b)) for t, b in [*held, *new] if float(t) > now - window_s})
+            with failures(self.path), self._db:
+                self._db.execute("INSERT OR REPLACE INTO budgets VALUES (?, ?)", (name, json.dumps(merged)))
 
     def close(self) -> None:
         self._db.close()

@@ -151,6 +151,7 @@ class PairProcess:
             result.planned, result.planned_bytes = figures["planned"], figures["planned_bytes"]
             result.delete_planned = figures["delete_planned"]
             result.parked, result.resume_at = doc.get("parked", []), doc.get("resume_at")
+            result.budget_uses = doc.get("budget_uses", {})
             result.errors.extend(doc["errors"])
             result.errors.extend(
                 f"not copied: folder {f['folder']!r} UID {f['uid']}: {f['reason']}" for f in doc["failed"]

@@ -37,6 +37,7 @@ from fastsync.batch import parent as pairrun
 from fastsync.batch.inputs import Batch, PairLine
 from fastsync.batch.journal import Entry, Journal
 from fastsync.batch.parent import Callbacks, PairProcess
+from fastsync.engine.budgets import book_name
 from fastsync.engine.state import account_key, default_dir
 from fastsync.records.errors import Cancelled, StateError, UsageError, describe, exit_code_of
 from fastsync.records.results import BatchSummary, PairResult, Reporter
@@ -169,15 +170,20 @@ class Scheduler:
                 self.copied += messages
                 self.copied_bytes += size_bytes
 
+        options = self.pair_options
+        if self.journal is not None:
+            # The budgets' uses of the pair's accounts, wherever their earlier runs went.
+            kept = self.journal.budget_uses(book_name(a) for a in (pair.config.src, pair.config.dst))
+            options = dataclasses.replace(options, carried_uses=tuple((n, tuple(u)) for n, u in kept.items()))
         process: PairProcess | cluster.ClusterPair
         if self.client is not None:
             budgets: dict[str, int] = {}
             for server in (pair.config.src.server, pair.config.dst.server):
                 budgets[server] = budgets.get(server, 0) + self.per_side
-            process = cluster.ClusterPair(self.client, result, pair.config, self.pair_options, budgets, self.cap,
+            process = cluster.ClusterPair(self.client, result, pair.config, options, budgets, self.cap,
                                           self.stop_name)
         else:
-            process = PairProcess(result, pair.config, self.pair_options, Callbacks(
+            process = PairProcess(result, pair.config, options, Callbacks(
                 warn=lambda text: self.reporter.warn(f"line {pair.line} ({name}): {text}"),
                 planned=planned, advanced=advanced,
             ), self.spare)
@@ -188,6 +194,7 @@ class Scheduler:
             process.wait()
             try:
                 if self.journal is not None:
+                    self.journal.keep_budget_uses(result.budget_uses, options.limit_window)
                     self.journal.finished(key, Entry(
                         result.outcome, result.copied, result.present, result.failed, result.copied_bytes,
                         result.elapsed_s, result.exit_code, time.time(),

@@ -36,7 +36,7 @@ from fastsync.settings import providers
 from fastsync.settings.config import Account, Config
 from fastsync.settings.options import Options
 
-__all__ = ["BudgetRequest", "Gate", "Meter", "book_path", "gate_for", "unit_bytes", "window_text"]
+__all__ = ["BudgetRequest", "Gate", "Meter", "book_name", "book_path", "gate_for", "unit_bytes", "window_text"]
 
 # How long a side the server throttles without saying for how long waits (--until-done).
 THROTTLED_WAIT_S = 30.0
@@ -45,10 +45,14 @@ THROTTLED_WAIT_S = 30.0
 DIRECTION = {"src": "download", "dst": "upload"}
 
 
+def book_name(account: Account) -> str:
+    """The name of *account*'s uses in the direction of its side (a hash: no user name on disk)."""
+    return hashlib.sha256(f"{account_key(account)}\n{DIRECTION[account.side]}".encode()).hexdigest()[:24]
+
+
 def book_path(state_dir: Path, account: Account) -> Path:
     """The file of *account*'s uses in the direction of its side."""
-    name = hashlib.sha256(f"{account_key(account)}\n{DIRECTION[account.side]}".encode()).hexdigest()[:24]
-    return statedir.prepare(state_dir / "budgets") / f"{name}.json"
+    return statedir.prepare(state_dir / "budgets") / f"{book_name(account)}.json"
 
 
 @dataclass
@@ -71,15 +75,22 @@ class Meter:
 
     def charge(self, size_bytes: int, now: float | None = None) -> None:
         """Record *size_bytes* moved at *now*; the uses that left the window are dropped."""
-        if size_bytes <= 0:
-            return
         when = time.time() if now is None else now
+        if size_bytes > 0:
+            self.merge([(when, size_bytes)], when)
+
+    def merge(self, uses: Sequence[Use], now: float | None = None) -> None:
+        """Add *uses* the file does not hold yet (a batch's journal hands a pair those of
+        its earlier runs, wherever they ran); the uses that left the window at *now* are dropped."""
+        now = time.time() if now is None else now
         with self._locked() as fd:
-            kept = budget_rules.live(_read(fd), when, self.budget.window_s) + [(when, size_bytes)]
-            data = orjson.dumps({"version": 1, "uses": kept})
+            held = _read(fd)
+            known = set(held)
+            kept = budget_rules.live(held + [(float(t), int(b)) for t, b in uses if (t, b) not in known], now,
+                                     self.budget.window_s)
             os.lseek(fd, 0, os.SEEK_SET)
             os.ftruncate(fd, 0)
-            os.write(fd, data)
+            os.write(fd, orjson.dumps({"version": 1, "uses": kept}))
 
     def spend(self, now: float | None = None) -> None:
         """The server says the account is over its limit: count the window as full from now."""
@@ -178,6 +189,12 @@ class Gate:
     def charge(self, size_bytes: int) -> None:
         for meter in self.meters:
             meter.charge(size_bytes)
+        self.keep_uses()
+
+    def keep_uses(self) -> None:
+        """Each budget's uses in the summary (a batch keeps them in its journal)."""
+        for meter in self.meters:
+            self.summary.budget_uses[meter.path.stem] = meter.uses()
 
     def server_said(self, exc: Throttled) -> bool:
         """A worker left because the server said its account is over its limits: with
@@ -190,6 +207,7 @@ class Gate:
             meters = [m for m in self.meters if m.budget.side == exc.side]
             for meter in meters:
                 meter.spend(now)
+            self.keep_uses()
             if not meters:
                 self.held[exc.side] = (now + self.window_s, "the server says the account is over its limits")
         else:
@@ -260,6 +278,7 @@ def gate_for(request: BudgetRequest, reporter: Reporter, summary: Summary) -> Ga
                 "or leave that message out with --max-size"
             )
         meter = Meter.create(budget, account, request.state_dir)
+        meter.merge(dict(options.carried_uses).get(book_name(account), ()))
         used = budget_rules.used_bytes(meter.uses(), time.time(), budget.window_s)
         meters.append(meter)
         summary.budgets.append(BudgetState(account.side, account.where, budget.limit_bytes, budget.window_s,
@@ -270,7 +289,9 @@ def gate_for(request: BudgetRequest, reporter: Reporter, summary: Summary) -> Ga
         )
     if not meters and not options.until_done:
         return None
-    return Gate(meters, options.until_done, options.limit_window, reporter, summary)
+    gate = Gate(meters, options.until_done, options.limit_window, reporter, summary)
+    gate.keep_uses()
+    return gate
 
 
 def unit_bytes(gate: Gate | None, default_bytes: int) -> int:

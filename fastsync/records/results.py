@@ -149,6 +149,8 @@ class Summary:
     budgets: list[BudgetState] = field(default_factory=list)
     parked: list[Parked] = field(default_factory=list)
     resume_at: float = 0.0
+    # Each budget's uses in its window at the end (by its file's name), for a batch's journal.
+    budget_uses: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     # Set when Ctrl-C or SIGTERM stopped the copy: what to say ("Cancelled.") and the exit code.
     cancelled: str = ""
     cancel_code: int = 0
@@ -310,6 +312,7 @@ class PairResult:
     # account, until, reason); without it, when a spent budget lets the pair go on.
     parked: list[dict[str, Any]] = field(default_factory=list)
     resume_at: str | None = None
+    budget_uses: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
 
 @dataclass

@@ -346,6 +346,9 @@ class Options:
     dst_daily_limit: int | None = None
     limit_window: float = value_rules.DAY_S
     until_done: bool = False
+    # Not a flag: the budgets' uses a batch keeps in its journal and hands to each pair
+    # (by `engine/budgets.book_name`), so that a pair run on another machine counts them.
+    carried_uses: tuple[tuple[str, tuple[tuple[float, int], ...]], ...] = ()
     bodies: bool = False
     parallel: int = 0
     max_connections_per_server: int = 0

@@ -188,3 +188,33 @@ def test_ctrl_c_and_sigterm_while_parked_end_cleanly(
     assert run.returncode == code, err
     assert "Traceback" not in err
     assert "parked until" in err
+
+
+def test_a_batch_keeps_the_budgets_uses_with_its_journal(accounts: AccountFactory, tmp_path: Path) -> None:
+    # A pair that runs again on another machine (here: a state directory without the
+    # budgets' files, as another machine has) still counts what its budget used.
+    src, dst = accounts(2)
+    src.seed(corpus(count=30))
+    servers = tmp_path / "servers.yaml"
+    servers.write_text(json.dumps({
+        "src": {"server": src.address, "tls": "none"}, "dst": {"server": dst.address, "tls": "none"},
+        "rate_limit": {"dst_daily_limit": BUDGET, "limit_window": "1h"},
+    }))
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"src_user,src_pass,dst_user,dst_pass\n{src.user},{src.password},{dst.user},{dst.password}\n")
+    csv.chmod(0o600)
+    state = tmp_path / "state"
+
+    def batch() -> dict[str, Any]:
+        done = run_cli("-c", servers, "batch", csv, "--state-dir", state, "--json", timeout=240)
+        assert done.returncode == 1, done.stderr
+        return json.loads(done.stdout)["pairs"][0]
+
+    first = batch()
+    assert first["outcome"] == "partial" and 0 < first["copied_bytes"] <= BUDGET
+    assert first["resume_at"]
+    for path in (state / "budgets").iterdir():
+        path.unlink()
+    again = batch()
+    assert again["copied_bytes"] + first["copied_bytes"] <= BUDGET
+    assert again["resume_at"]

@@ -81,6 +81,7 @@ def test_sync_document() -> None:
         "budgets": [],
         "parked": [],
         "resume_at": None,
+        "budget_uses": {},
         "errors": ["folder 'Junk': cannot be selected"],
         "complete": False,
     }
