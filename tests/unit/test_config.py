@@ -163,6 +163,19 @@ def test_minimal_defaults(tmp_path: Path) -> None:
     assert config.src.ca_file is None
     assert config.map == ()
     assert config.rate_limit == RateLimit(0, 0, 0)
+    # No budget given: a provider's preset applies (None), over a day.
+    assert (config.rate_limit.src_daily_limit, config.rate_limit.limit_window) == (None, 86400.0)
+
+
+@pytest.mark.parametrize(("rate", "expected"), [
+    ({"dst_daily_limit": "500MB", "limit_window": "10s"}, (None, 500_000_000, 10.0)),
+    ({"src_daily_limit": "none", "dst_daily_limit": 0}, (0, 0, 86400.0)),
+    ({"src_daily_limit": 2_000_000, "limit_window": 90}, (2_000_000, None, 90.0)),
+])
+def test_budgets_in_rate_limit(tmp_path: Path, rate: dict[str, object], expected: tuple[object, ...]) -> None:
+    path = write(tmp_path, "c.yaml", MINIMAL_YAML + "rate_limit:\n" + "".join(f"  {k}: {v}\n" for k, v in rate.items()))
+    got = load_config(path, environ={}).rate_limit
+    assert (got.src_daily_limit, got.dst_daily_limit, got.limit_window) == expected
 
 
 @pytest.mark.parametrize(
@@ -449,6 +462,22 @@ BAD_DATA: list[tuple[dict[str, Any], str]] = [
     (
         {"rate_limit": {"max_connections": True}},
         "rate_limit.max_connections: expected a whole number of connections per side >= 0, got true",
+    ),
+    (
+        {"rate_limit": {"limit_window": "soon"}},
+        "rate_limit.limit_window: expected a duration such as 24h, 90m, 10s or 1d",
+    ),
+    (
+        {"rate_limit": {"limit_window": 0}},
+        "rate_limit.limit_window: expected a duration such as 24h, 90m, 10s or 1d",
+    ),
+    (
+        {"rate_limit": {"dst_daily_limit": "lots"}},
+        "rate_limit.dst_daily_limit: expected a size such as 500M or 2.5G",
+    ),
+    (
+        {"rate_limit": {"src_daily_limit": -5}},
+        "rate_limit.src_daily_limit: expected a size such as 500M or 2.5G",
     ),
     (
         {"rate_limit": {"down_bps": 1, "max_conn": 1}},
