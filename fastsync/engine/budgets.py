@@ -237,9 +237,9 @@ def _spent_reason(meter: Meter, uses: Sequence[Use], now: float) -> str:
 
 
 def window_text(window_s: float) -> str:
-    """``24 h``, ``90 min``, ``10 s``."""
+    """``24 h``, ``90 min``, ``10 s``, ``7 d``: days from two on."""
     for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
-        if window_s >= size and window_s % size == 0:
+        if window_s >= size * (2 if unit == "d" else 1) and window_s % size == 0:
             return f"{window_s / size:g} {unit}"
     return f"{window_s:g} s"
 

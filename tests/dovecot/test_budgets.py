@@ -218,3 +218,25 @@ def test_a_batch_keeps_the_budgets_uses_with_its_journal(accounts: AccountFactor
     again = batch()
     assert again["copied_bytes"] + first["copied_bytes"] <= BUDGET
     assert again["resume_at"]
+
+
+def test_gmail_is_recognised_by_its_capability_and_its_preset_can_be_lifted(
+    accounts: AccountFactory, tmp_path: Path,
+) -> None:
+    from bench.harness.gmailproxy import GmailIdProxy
+
+    src, dst = accounts(2)
+    src.seed(corpus(count=3))
+    with GmailIdProxy(dst.server.port) as proxy:
+        config = write_config(tmp_path, src.address, src.user, src.password, f"127.0.0.1:{proxy.port}", dst.user,
+                              dst.password)
+        planned = run_cli("sync", "-c", config, "-n", "--json", "--state-dir", tmp_path / "state")
+        assert planned.returncode == 0, planned.stderr
+        [budget] = json.loads(planned.stdout)["budgets"]
+        assert (budget["side"], budget["limit_bytes"]) == ("dst", 500_000_000)
+        assert "Gmail" in budget["origin"]
+        shown = run_cli("sync", "-c", config, "-n", "--state-dir", tmp_path / "state")
+        assert "daily limit 500.0 MB per 24 h (Gmail's limit" in shown.stdout + shown.stderr
+        lifted = run_cli("sync", "-c", config, "-n", "--json", "--state-dir", tmp_path / "state",
+                         "--dst-daily-limit", "none")
+        assert json.loads(lifted.stdout)["budgets"] == []

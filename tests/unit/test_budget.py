@@ -164,7 +164,15 @@ def test_the_gate_parks_with_until_done_and_ends_without(tmp_path: Path) -> None
     assert "run again after" in ending.spent_error(7) and "7 messages" in ending.spent_error(7)
 
 
-@pytest.mark.parametrize(("window_s", "text"), [(86400.0, "1 d"), (3600.0, "1 h"), (5400.0, "90 min"),
+@pytest.mark.parametrize(("window_s", "text"), [(86400.0, "24 h"), (3600.0, "1 h"), (172800.0, "2 d"), (5400.0, "90 min"),
                                                (10.0, "10 s")])
 def test_window_text(window_s: float, text: str) -> None:
     assert window_text(window_s) == text
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(42.0, "42 s"), (1020.0, "17 min"), (19200.0, "5 h 20 min"),
+                                               (273600.0, "3 d 4 h")])
+def test_a_batchs_eta_counts_in_days_when_it_must(seconds: float, text: str) -> None:
+    from fastsync.batch.scheduler import eta_text
+
+    assert eta_text(seconds) == text
