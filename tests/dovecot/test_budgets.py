@@ -240,3 +240,16 @@ def test_gmail_is_recognised_by_its_capability_and_its_preset_can_be_lifted(
         lifted = run_cli("sync", "-c", config, "-n", "--json", "--state-dir", tmp_path / "state",
                          "--dst-daily-limit", "none")
         assert json.loads(lifted.stdout)["budgets"] == []
+
+
+def test_a_source_budget_keeps_downloads_under_gmails_limit(accounts: AccountFactory, tmp_path: Path) -> None:
+    src, dst = accounts(2)
+    src.seed(corpus(count=40))
+    with QuotaProxy(src.server.port, window_s=10, download_bytes=BUDGET) as proxy:
+        config = write_config(tmp_path, f"127.0.0.1:{proxy.port}", src.user, src.password, dst.address, dst.user,
+                              dst.password, extra={"rate_limit": {"src_daily_limit": BUDGET, "limit_window": WINDOW}})
+        code, doc, stderr = sync(config, "--until-done", "--procs", "2", state=tmp_path / "state")
+        assert code == 0, stderr
+        assert proxy.refusals == 0
+    assert snapshot(dst) == snapshot(src)
+    assert doc["parked"] and all(p["side"] == "src" for p in doc["parked"])
