@@ -24,6 +24,7 @@ the unit in hand); they are redone by the next run.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import subprocess
 import threading
@@ -118,10 +119,18 @@ class Scheduler:
         self.per_side, self.parallel = allocation.per_side, allocation.parallel
         self.cap = options.max_connections_per_server
         # A dry batch is a dry run of every pair: it plans, shows and writes nothing.
+        # --until-done: a pair whose budget is spent ends with the time it may go on, and
+        # waits for it here, its place among the pairs running given to another meanwhile.
+        self.until_done = options.until_done and not options.dry_run
         self.pair_options = dataclasses.replace(
             options, confirm=True, dry_run=options.dry_run, json=False, quiet=True, max_connections=self.per_side,
-            workers=allocation.workers,
+            workers=allocation.workers, hand_back_waits=True,
         )
+        self.pending: list[tuple[PairLine, PairResult, str]] = []
+        # Pairs waiting for their budget's window: not started again before (epoch seconds),
+        # and the figures of their runs so far.
+        self.not_before: dict[int, float] = {}
+        self.earlier: dict[int, PairResult] = {}
         self.usage: dict[str, int] = {}
         self.busy_dst: set[str] = set()
         self.running: dict[int, PairProcess | cluster.ClusterPair] = {}
@@ -192,6 +201,8 @@ class Scheduler:
 
         def follow() -> None:
             process.wait()
+            if self.park(pair, result, key):
+                return
             try:
                 if self.journal is not None:
                     self.journal.keep_budget_uses(result.budget_uses, options.limit_window)
@@ -208,15 +219,40 @@ class Scheduler:
 
         threading.Thread(target=follow, daemon=True, name=f"fastsync-pair-{pair.line}").start()
 
+    def park(self, pair: PairLine, result: PairResult, key: str) -> bool:
+        """--until-done: a pair that stopped for a spent budget waits for its window, its
+        place given to the next pair; True when it was put back to wait."""
+        earlier = self.earlier.pop(pair.line, None)
+        if earlier is not None:
+            result.copied, result.copied_bytes = result.copied + earlier.copied, result.copied_bytes + earlier.copied_bytes
+            result.parked = earlier.parked + result.parked
+        if not (self.until_done and result.resume_at and result.outcome == "partial" and not self.summary.cancelled):
+            return False
+        until = calendar.timegm(time.strptime(result.resume_at, "%Y-%m-%dT%H:%M:%SZ")) + 1.0
+        self.reporter.warn(f"line {pair.line} ({pair.name}): an account's limit is spent; parked until "
+                           f"{result.resume_at}, the other pairs go on")
+        result.parked.append({"side": "", "account": pair.name, "until": result.resume_at,
+                              "reason": "an account's limit is spent"})
+        self.earlier[pair.line] = dataclasses.replace(result, errors=[])
+        result.errors, result.resume_at = [], None
+        with self.lock:
+            del self.running[pair.line]
+            self.take(pair, -1)
+            self.not_before[pair.line] = until
+            self.pending.append((pair, result, key))
+            self.lock.notify_all()
+        return True
+
     def run(self, todo: Sequence[tuple[PairLine, PairResult, str]]) -> None:
-        pending = list(todo)
+        pending = self.pending = list(todo)
         try:
             with self.lock:
                 while pending or self.running:
                     if self.journal_failure is not None:
                         raise self.journal_failure
+                    now = time.time()
                     for item in [i for i in pending if self.fits(i[0])]:
-                        if self.fits(item[0]):
+                        if self.fits(item[0]) and self.not_before.get(item[0].line, 0.0) <= now:
                             pending.remove(item)
                             self.start(*item)
                     if pending and self.spare is None and self.client is None:

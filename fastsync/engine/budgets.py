@@ -143,11 +143,15 @@ class Gate:
         # The side that blocks the next unit, until when and why; `ended`: the copy ended for it.
         self.spent: tuple[str, float, str] | None = None
         self.ended = False
+        # A batch's pair with --until-done: a spent budget ends the pair with its resume
+        # time, and the batch waits for it while other pairs run (a throttling still waits here).
+        self.hand_back = False
+        self.by_meter = False
 
     def blocked_until(self, need_bytes: int, in_hand_bytes: int, now: float) -> float:
         """0 when a unit of *need_bytes* may start now (with *in_hand_bytes* on their way),
         else the first time it may (`math.inf`: never, the unit is larger than the budget)."""
-        until, self.spent = 0.0, None
+        until, self.spent, self.by_meter = 0.0, None, False
         for side, (held_until, reason) in self.held.items():
             if held_until > now:
                 until, self.spent = held_until, (side, held_until, reason)
@@ -157,7 +161,7 @@ class Gate:
                 uses.append((now, in_hand_bytes))
             at = budget_rules.resume_at(meter.budget, uses, now, need_bytes)
             if at > now and at > until:
-                until = at
+                until, self.by_meter = at, True
                 self.spent = (meter.budget.side, at, _spent_reason(meter, uses, now))
         return until
 
@@ -170,7 +174,7 @@ class Gate:
         if self.blocked_until(need_bytes, 0, time.time()) == 0 or self.spent is None:
             return True
         side, until, reason = self.spent
-        if not self.until_done or until == math.inf:
+        if not self.until_done or until == math.inf or (self.hand_back and self.by_meter):
             self.summary.resume_at = until if until != math.inf else 0.0
             self.ended = True
             return False
@@ -200,7 +204,7 @@ class Gate:
         """A worker left because the server said its account is over its limits: with
         --until-done the side waits out the window (its budget counted as spent), True;
         without, False (the copy ends)."""
-        if not self.until_done:
+        if not self.until_done or (self.hand_back and isinstance(exc, OverLimit)):
             return False
         now = time.time()
         if isinstance(exc, OverLimit):
@@ -216,6 +220,16 @@ class Gate:
         if exc.side in self.held:
             self.park(exc.side, *self.held[exc.side])
         return True
+
+    def over_limit(self, exc: OverLimit) -> float:
+        """The server says *exc*'s side is over its limits and the copy ends: its budget
+        counts as spent for the next run; when it may go on (a window from now)."""
+        now = time.time()
+        for meter in self.meters:
+            if meter.budget.side == exc.side:
+                meter.spend(now)
+        self.keep_uses()
+        return now + self.window_s
 
     def spent_error(self, left: int) -> str:
         """The line of a copy that a spent budget ended (without --until-done)."""
@@ -256,9 +270,9 @@ class BudgetRequest:
     todo: Sequence[MessageRef]
 
 
-def gate_for(request: BudgetRequest, reporter: Reporter, summary: Summary) -> Gate | None:
-    """The run's budgets, shown with the plan and recorded in the summary; None when there
-    is none and no --until-done.  A budget that cannot hold the largest message to copy is
+def gate_for(request: BudgetRequest, reporter: Reporter, summary: Summary) -> Gate:
+    """The run's budgets, shown with the plan and recorded in the summary (a gate without
+    any still waits out a server's word with --until-done).  A budget that cannot hold the largest message to copy is
     a `BudgetTooSmall`: that message would never fit."""
     options, meters = request.options, []
     largest = max((r.size_bytes for r in request.todo), default=0)
@@ -287,9 +301,8 @@ def gate_for(request: BudgetRequest, reporter: Reporter, summary: Summary) -> Ga
             f"{account.where}: daily limit {budget.limit_bytes / 1e6:,.1f} MB per {window_text(budget.window_s)} "
             f"({budget.origin}), {used / 1e6:,.1f} MB used in the window"
         )
-    if not meters and not options.until_done:
-        return None
     gate = Gate(meters, options.until_done, options.limit_window, reporter, summary)
+    gate.hand_back = options.hand_back_waits
     gate.keep_uses()
     return gate
 

@@ -427,6 +427,8 @@ class Coordinator:
             case Throttled() if self.gate is not None and self.gate.server_said(exit.error):
                 pass  # parked (--until-done): the gate holds the side until it may go on
             case OverLimit():
+                if self.gate is not None:
+                    self.summary.resume_at = self.gate.over_limit(exit.error)
                 self.summary.errors.append(f"{text}; run again later, or with --until-done to wait")
                 return False
             case Throttled():

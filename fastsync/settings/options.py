@@ -349,6 +349,9 @@ class Options:
     # Not a flag: the budgets' uses a batch keeps in its journal and hands to each pair
     # (by `engine/budgets.book_name`), so that a pair run on another machine counts them.
     carried_uses: tuple[tuple[str, tuple[tuple[float, int], ...]], ...] = ()
+    # Not a flag: a batch's pair with --until-done ends when a budget is spent (with the
+    # time it may go on) instead of waiting, so that the batch runs other pairs meanwhile.
+    hand_back_waits: bool = False
     bodies: bool = False
     parallel: int = 0
     max_connections_per_server: int = 0

@@ -253,3 +253,37 @@ def test_a_source_budget_keeps_downloads_under_gmails_limit(accounts: AccountFac
         assert proxy.refusals == 0
     assert snapshot(dst) == snapshot(src)
     assert doc["parked"] and all(p["side"] == "src" for p in doc["parked"])
+
+
+def test_a_batch_runs_other_pairs_while_a_pair_waits_for_its_window(accounts: AccountFactory, tmp_path: Path) -> None:
+    users = accounts(6)
+    pairs = [(users[2 * i], users[2 * i + 1]) for i in range(3)]
+    for index, (src, _dst) in enumerate(pairs):
+        src.seed([message("INBOX", index * 1000 + n, body="w" * 100_000 + "\r\n") for n in range(30)])
+    server = pairs[0][0].server
+    with QuotaProxy(server.port, window_s=10, upload_bytes=BUDGET) as proxy:
+        servers = tmp_path / "servers.yaml"
+        servers.write_text(json.dumps({
+            "src": {"server": f"127.0.0.1:{server.port}", "tls": "none"},
+            "dst": {"server": f"127.0.0.1:{proxy.port}", "tls": "none"},
+            "rate_limit": {"dst_daily_limit": BUDGET, "limit_window": WINDOW},
+        }))
+        csv = tmp_path / "pairs.csv"
+        csv.write_text("src_user,src_pass,dst_user,dst_pass\n" + "".join(
+            f"{s.user},{s.password},{d.user},{d.password}\n" for s, d in pairs))
+        csv.chmod(0o600)
+        done = run_cli("-c", servers, "batch", csv, "--state-dir", tmp_path / "state", "--parallel", "1",
+                       "--until-done", "--json", timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert proxy.refusals == 0
+        uploads = {user: [t for t, _b in account.up] for user, account in proxy.accounts.items()}
+    doc = json.loads(done.stdout)
+    assert doc["summary"]["exact"] == 3
+    for src, dst in pairs:
+        assert snapshot(dst) == snapshot(src)
+    assert all(p["parked"] for p in doc["pairs"])
+    assert doc["summary"]["copied"] == 90
+    # One pair at a time, yet the second pair copied while the first waited for its window.
+    first, second = pairs[0][1].user, pairs[1][1].user
+    assert min(uploads[second]) < max(uploads[first])
+    assert "the other pairs go on" in done.stderr

@@ -78,7 +78,7 @@ def test_without_a_rate_limit_block_the_defaults_hold() -> None:
 
 def test_every_flag_has_an_options_field_and_every_field_a_flag() -> None:
     # carried_uses: what a batch hands each pair from its journal, not an option.
-    fields = {f.name for f in dataclasses.fields(Options)} - {"explicit", "carried_uses"}
+    fields = {f.name for f in dataclasses.fields(Options)} - {"explicit", "carried_uses", "hand_back_waits"}
     assert {flag.dest for flag in ALL_FLAGS} == fields
 
 
