@@ -505,14 +505,13 @@ class Coordinator:
             channel = self.channels.pop(index, None)
             if channel is not None:
                 channel.close()
-            # The unit in hand is to blame, not those sent ahead: given back in their order.
-            # A command the server refused stored nothing: no need to hold a blind unit.
+            # The unit in hand is to blame, not those sent ahead: given back in their order; a
+            # command the server refused stored nothing (no need to hold a blind unit).
             refused = exit is not None and isinstance(exit.error, Throttled) and exit.error.refused
             held = self.taken.pop(index, [])
             for position, unit_id in reversed(list(enumerate(held))):
                 if unit_id in self.units:
-                    first = position == 0
-                    self.requeue(self.units[unit_id], counted=not throttled and first, stored_nothing=refused and first)
+                    self.requeue(self.units[unit_id], counted=not (throttled or position), stored_nothing=refused and not position)
             if self.exits_in_a_row > 2 * self.workers + 2:
                 self.summary.errors.append("workers keep failing; stopping (see the warnings above)")
                 return False
