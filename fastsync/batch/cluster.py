@@ -71,7 +71,8 @@ def connect(address: str, plain: bool = False) -> Any:
         import distributed
     except ImportError:
         raise UsageError(
-            f"--cluster {address}: Dask is not installed; pip install 'fastsync[cluster]' (here and on every worker)"
+            f"--cluster {address}: Dask is not installed; pip install '.[cluster]' in fastsync's checkout "
+            "(here and on every worker)"
         ) from None
     try:
         return distributed.Client(address, timeout=15, set_as_default=False)

@@ -269,7 +269,7 @@ BATCH_FLAGS = (
          "included; source and destination on one host:port share it (0 = unlimited)", "N"),
     Flag(("--cluster",), "cluster", "FASTSYNC_CLUSTER", "str",
          "run each pair as a task on the Dask cluster whose scheduler is at ADDRESS (tls://host:8786); "
-         "needs the cluster extra: pip install 'fastsync[cluster]'; each pair's passwords travel to the "
+         "needs the cluster extra: pip install '.[cluster]' in fastsync's checkout; each pair's passwords travel to the "
          "scheduler and stay in its memory, so the address must be tls:// unless --plain-cluster", "ADDRESS"),
     Flag(("--plain-cluster",), "plain_cluster", "FASTSYNC_PLAIN_CLUSTER", "bool",
          "accept a --cluster address without TLS (tcp://): every pair's passwords then cross the network "
