@@ -126,6 +126,13 @@ def test_the_config_page_describes_exactly_the_keys_the_loader_accepts(section: 
     assert sorted(terms) == sorted(keys)
 
 
+def test_the_main_page_has_a_configuration_section_with_every_top_level_key() -> None:
+    # A reader of fastsync(1) learns every top-level key there (include and exclude too),
+    # and where the rest is.
+    assert sorted(_terms(_page("fastsync.1"), "CONFIGURATION")) == sorted(config_rules.TOP_KEYS)
+    assert "fastsync.conf\\fR(5)" in "\n".join(_section(_page("fastsync.1"), "CONFIGURATION"))
+
+
 def _literal_blocks(section_text: str) -> list[str]:
     """The literal blocks (four-space indented) of a man/text section, unindented."""
     blocks = re.split(r"\n\s*\n", section_text)
