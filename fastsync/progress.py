@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from fastsync.records import secrets as secrets_rules
-from fastsync.terminal import dropped, printable, write
+from fastsync.terminal import columns, dropped, fitted, printable, write
 from fastsync.records.results import (
     AccountInfo, BatchSummary, CheckSummary, FolderRow, Listing, Summary, utc_time,
 )
@@ -154,18 +154,26 @@ class Reporter:
         """A transient line (sizing an account, planning a folder): shown only on a terminal."""
         if self.quiet or not self.interactive:
             return
-        write(self.err, f"{self._shown(text)[:79]:79}\r")
+        write(self.err, fitted(self._shown(text), self._status_width()) + "\r")
 
     def clear_status(self) -> None:
         if not self.quiet and self.interactive:
-            write(self.err, " " * 79 + "\r")
+            write(self.err, " " * self._status_width() + "\r")
+
+    def _status_width(self) -> int:
+        # One column short of the terminal's width: a character in the last column makes
+        # some terminals wrap, and the line would scroll instead of being rewritten.
+        return max(columns(self.err) - 1, 1)
 
     # -- tables ------------------------------------------------------------------------
 
     def table(self, title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        """A table: rich on a terminal, tab-separated plain text when quiet or piped."""
+        """A table: rich on a terminal, tab-separated plain text when quiet or piped.
+
+        Piped, the title comes first ("# Plan"), then the header row, tab-separated as the
+        rows are; quiet (-q), the rows alone."""
         if self.quiet or not self.interactive:
-            lines = [] if self.quiet else [f"# {self._shown(title)}\n"]
+            lines = [] if self.quiet else [f"# {self._shown(title)}\n", "\t".join(headers) + "\n"]
             lines += ["\t".join(self._shown(c) for c in row) + "\n" for row in rows]
             write(self.out, "".join(lines))
             return
@@ -341,7 +349,7 @@ class Reporter:
         rows = [["map", p.src, p.dst, p.reason or "same name"] for p in listing.pairs]
         rows += [["skip", p.src, "-", p.reason] for p in listing.left_out]
         rows += [["excluded", p.src, "-", p.reason] for p in listing.excluded]
-        self.table("Folder mapping used by sync", ["", "source", "destination", "why"], rows)
+        self.table("Folder mapping used by sync", ["entry", "source", "destination", "why"], rows)
 
     def _account_table(self, info: AccountInfo) -> None:
         if self.verbose:

@@ -7,7 +7,11 @@ writes through `write` and shows every string through `printable`.
 from __future__ import annotations
 
 import os
+import unicodedata
 from typing import TextIO
+
+# The width assumed when neither COLUMNS nor the terminal tells one.
+DEFAULT_COLUMNS = 80
 
 # Characters no server-supplied text may bring to the terminal as they are: C0 and C1
 # controls (ESC starts the sequences that set the clipboard (OSC 52), the window title or
@@ -52,3 +56,33 @@ def dropped(stream: TextIO) -> None:
         os.dup2(devnull, fd)
     finally:
         os.close(devnull)
+
+
+def columns(stream: TextIO) -> int:
+    """The width of the terminal *stream* writes to, asked at each call (a window can be
+    resized): COLUMNS when set, as shells and `shutil.get_terminal_size` take it, else
+    the terminal's own, else `DEFAULT_COLUMNS`."""
+    try:
+        given = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        given = 0
+    if given > 0:
+        return given
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or DEFAULT_COLUMNS
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_COLUMNS
+
+
+def fitted(text: str, width: int) -> str:
+    """*text* cut and padded to exactly *width* terminal cells (a wide character, as in
+    日本語, takes two), so that a line rewritten in place neither wraps nor leaves the
+    end of a longer line before it."""
+    out, used = [], 0
+    for ch in text:
+        cells = 2 if unicodedata.east_asian_width(ch) in "WF" else 0 if unicodedata.combining(ch) else 1
+        if used + cells > width:
+            break
+        out.append(ch)
+        used += cells
+    return "".join(out) + " " * (width - used)

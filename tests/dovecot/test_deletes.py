@@ -121,7 +121,7 @@ def test_dry_run_shows_the_deletions_and_writes_nothing(accounts: AccountFactory
     result = run_cli("sync", "-c", config_for(src, dst), "-n", "--delete-dest")
     assert result.returncode == 0, result.stderr
     plan = [line.split("\t") for line in result.stdout.splitlines() if "\t" in line]
-    assert [(row[0], row[5]) for row in plan] == [("INBOX", "1"), ("Work", "1")]
+    assert [(row[0], row[5]) for row in plan] == [("source", "to delete"), ("INBOX", "1"), ("Work", "1")]
     assert "2 messages on the destination are not on the source." in result.stdout
     assert snapshot(dst) == before
 

@@ -167,12 +167,13 @@ class PlanRow:
 
 
 def plan_rows(stdout: str) -> dict[str, PlanRow]:
-    """The plan's rows by source folder, from the plain output (after "# Plan", tab-separated:
-    source, destination, messages, to copy, bytes, no Message-Id, note)."""
+    """The plan's rows by source folder, from the plain output (after "# Plan" and the header
+    row, tab-separated: source, destination, messages, to copy, bytes, no Message-Id, note)."""
     lines = stdout.splitlines()
     assert "# Plan" in lines, stdout
+    assert lines[lines.index("# Plan") + 1].split("\t")[:2] == ["source", "destination"], stdout
     rows = {}
-    for line in lines[lines.index("# Plan") + 1 :]:
+    for line in lines[lines.index("# Plan") + 2 :]:
         fields = line.split("\t")
         if len(fields) != 7:
             break

@@ -30,7 +30,9 @@ def synced(accounts: AccountFactory, config_for: ConfigFor, tmp_path: Path) -> t
 
 
 def plan_notes(output: str) -> dict[str, str]:
-    return {line.split("\t")[0]: line.split("\t")[-1] for line in output.splitlines() if line.count("\t") == 6}
+    # The rows of the plan, its header row ("source ... note") aside.
+    return {line.split("\t")[0]: line.split("\t")[-1] for line in output.splitlines()
+            if line.count("\t") == 6 and not line.startswith("source\t")}
 
 
 def test_unchanged_pairs_are_skipped_and_full_diffs_them(

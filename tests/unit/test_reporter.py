@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from fastsync.records.model import Failure, Folder, FolderPair, FolderStatus, Namespace, Skipped
+from fastsync.terminal import fitted
 from fastsync.progress import Reporter, check_document, show_document, sync_document
 from fastsync.records.results import AccountInfo, CheckSummary, Difference, FolderCheck, FolderInfo, FolderRow, Listing, RefusedFolder, Summary
 
@@ -322,11 +323,12 @@ def test_summary_lists_failures_and_errors_on_stderr_even_when_quiet() -> None:
     )
 
 
-def test_plan_is_a_tab_separated_table() -> None:
+def test_plan_is_a_tab_separated_table_with_a_header_row() -> None:
     report, out, err = reporter()
     report.plan(ROWS)
     assert out.getvalue() == (
         "# Plan\n"
+        "source\tdestination\tmessages\tto copy\tbytes\tno Message-Id\tnote\n"
         "INBOX\tINBOX\t5\t3\t1.5 KB\t1\t\n"
         "Sent Items\tSent\t2\t0\t0 B\t0\tspecial-use \\Sent\n"
         "3 messages (1.5 KB) to copy in 2 folders.\n"
@@ -340,6 +342,7 @@ def test_with_delete_dest_the_plan_has_a_to_delete_column_and_the_document_a_cou
     report.plan(rows)
     assert out.getvalue() == (
         "# Plan\n"
+        "source\tdestination\tmessages\tto copy\tbytes\tto delete\tno Message-Id\tnote\n"
         "INBOX\tINBOX\t5\t3\t1.5 KB\t4\t1\t\n"
         "Sent Items\tSent\t2\t0\t0 B\t0\t0\tspecial-use \\Sent\n"
         "3 messages (1.5 KB) to copy in 2 folders.\n"
@@ -371,9 +374,10 @@ def test_check_report(differ: bool, last: str) -> None:
     lines = out.getvalue().splitlines()
     assert lines[-1] == last
     assert lines[0] == "# Check"
-    assert lines[1] == "INBOX\tINBOX\t3\t3\t" + ("1\t1\t1\t0\tdiffers" if differ else "0\t0\t0\t0\tmatch")
-    assert lines[2] == "Work\tArchive/Work\t2\t2\t0\t0\t0\t0\tmatch"
-    assert lines[3:-1] == ([
+    assert lines[1] == "source\tdestination\tsrc messages\tdst messages\tmissing\textra\tflags\tdate\tresult"
+    assert lines[2] == "INBOX\tINBOX\t3\t3\t" + ("1\t1\t1\t0\tdiffers" if differ else "0\t0\t0\t0\tmatch")
+    assert lines[3] == "Work\tArchive/Work\t2\t2\t0\t0\t0\t0\tmatch"
+    assert lines[4:-1] == ([
         "missing: folder 'INBOX' UID 3 <a@example.org>",
         "extra: folder 'INBOX' destination UID 8 <z@example.org>",
         "flags: folder 'INBOX' UID 1 <b@example.org>: '\\\\Seen' on the source, '' on the destination",
@@ -398,7 +402,7 @@ def test_check_report_errors_go_to_stderr() -> None:
     report, out, err = reporter()
     report.check_report(s)
     assert err.getvalue() == "error: folder 'Spam' cannot be selected\n"
-    assert out.getvalue().splitlines()[1] == "Junk\tSpam\t0\t0\t0\t0\t0\t0\terror"
+    assert out.getvalue().splitlines()[2] == "Junk\tSpam\t0\t0\t0\t0\t0\t0\terror"
 
 
 def test_json_mode_puts_nothing_but_the_document_on_stdout() -> None:
@@ -452,7 +456,7 @@ def test_folder_names_reach_the_terminal_escaped(name: str, shown: str) -> None:
     report.table("Check", ["source"], [[name]])
     for text in (out.getvalue(), err.getvalue()):
         assert all(ch in "\n\t" or ch >= " " and not 0x7F <= ord(ch) < 0xA0 and ch != "\u202e" for ch in text)
-    assert out.getvalue().splitlines()[1].split("\t")[:2] == [shown, shown]
+    assert out.getvalue().splitlines()[2].split("\t")[:2] == [shown, shown]
     # In a message, a line break starts an indented line: no line of its own.
     assert f"error: folder {shown.replace(chr(92) + 'n', chr(10) + '  ')}: gone" in err.getvalue()
     for text in (out.getvalue(), err.getvalue()):
@@ -479,3 +483,28 @@ def test_status_and_traceback_are_escaped() -> None:
     report.trace("Traceback\n  File x\nValueError: '\x1b[2J'\n")
     assert "\x1b" not in err.getvalue() and "\x07" not in err.getvalue()
     assert err.getvalue().endswith("Traceback\n  File x\nValueError: '\\x1b[2J'\n")
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 120, 200])
+def test_the_status_line_fits_the_terminal(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Neither wider than the terminal (it would scroll a line per update) nor cut short of it.
+    monkeypatch.setenv("COLUMNS", str(width))
+    err = io.StringIO()
+    report = Reporter(out=io.StringIO(), err=err, interactive=True)
+    report.status("planning folder " + "Archive/" * 40)
+    report.clear_status()
+    report.status("short")
+    first, cleared, short, _ = err.getvalue().split("\r")
+    assert len(first) == len(cleared) == len(short) == width - 1
+    assert first.startswith("planning folder Archive/") and cleared.strip() == "" and short.rstrip() == "short"
+
+
+@pytest.mark.parametrize(("text", "width", "shown"), [
+    ("abc", 5, "abc  "),
+    ("abcdef", 4, "abcd"),
+    ("日本語", 5, "日本 "),
+    ("日本語", 6, "日本語"),
+    ("", 3, "   "),
+])
+def test_fitted_counts_terminal_cells(text: str, width: int, shown: str) -> None:
+    assert fitted(text, width) == shown
