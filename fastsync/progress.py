@@ -357,27 +357,6 @@ class Reporter:
         headers = ["side", "folder", "messages", "size", "bytes", "special-use"]
         if self.verbose:
             headers += ["delimiter", "uidvalidity", "uidnext", "attributes"]
-        rows = []
-        for item in info.folders:
-            status = item.status
-            row: list[object] = [
-                info.side,
-                item.folder.name,
-                status.messages if status else "-",
-                human_bytes(status.size_bytes) if status else "-",
-                status.size_bytes if status else "-",
-                item.folder.special_use or "-",
-            ]
-            if self.verbose:
-                row += [
-                    item.folder.delimiter or "NIL",
-                    status.uidvalidity if status else "-",
-                    status.uidnext if status else "-",
-                    " ".join(item.folder.attributes) or "-",
-                ]
-            if item.error:
-                row[2] = f"error: {item.error}"
-            rows.append(row)
         ns = info.namespace
         how = "" if ns.announced else ", inferred"
         self.table(
@@ -385,7 +364,7 @@ class Reporter:
             f"{info.messages} messages, {human_bytes(info.size_bytes)}; "
             f"namespace prefix {ns.prefix!r}, delimiter {ns.delimiter!r}{how}",
             headers,
-            rows,
+            _account_rows(info, self.verbose),
         )
 
     # -- batch -------------------------------------------------------------------------
@@ -576,6 +555,32 @@ def check_document(s: CheckSummary) -> dict[str, Any]:
         "errors": s.errors,
         "matches": s.matches,
     }
+
+
+def _account_rows(info: AccountInfo, verbose: bool) -> list[list[object]]:
+    """show's rows for one account's folders (with -v, four more columns)."""
+    rows = []
+    for item in info.folders:
+        status = item.status
+        row: list[object] = [
+            info.side,
+            item.folder.name,
+            status.messages if status else "-",
+            human_bytes(status.size_bytes) if status else "-",
+            status.size_bytes if status else "-",
+            item.folder.special_use or "-",
+        ]
+        if verbose:
+            row += [
+                item.folder.delimiter or "NIL",
+                status.uidvalidity if status else "-",
+                status.uidnext if status else "-",
+                " ".join(item.folder.attributes) or "-",
+            ]
+        if item.error:
+            row[2] = f"error: {item.error}"
+        rows.append(row)
+    return rows
 
 
 def _numeric(rows: Sequence[Sequence[object]], index: int) -> bool:
