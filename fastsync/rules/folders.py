@@ -204,11 +204,10 @@ def folders_to_create(pairs: Iterable[FolderPair], existing: Iterable[str], dst_
 
 def rules_from(config: Config, options: Options) -> list[Rule]:
     """The mapping rules of a run: ``-s/-d`` when given (they override ``map``), else ``map``."""
-    if options.src_folder or options.dst_folder:
-        src = options.src_folder or options.dst_folder or ""
+    if options.src_folder:
         # Without -d, the same name on the destination: filled in by resolve_rules, which
-        # knows both namespaces.
-        return [Rule(src, options.dst_folder or "", "command line")]
+        # knows both namespaces.  (-d without -s is refused by `options.resolve`.)
+        return [Rule(options.src_folder, options.dst_folder or "", "command line")]
     return [Rule(m.src, m.dst, "map") for m in config.map]
 
 

@@ -157,7 +157,7 @@ FOLDER_FLAGS = (
     Flag(("-s", "--src-folder"), "src_folder", "FASTSYNC_SOURCE_FOLDER", "str",
          "only this source folder (and its subfolders), overriding map", "FOLDER"),
     Flag(("-d", "--dest-folder"), "dst_folder", "FASTSYNC_DESTINATION_FOLDER", "str",
-         "destination folder for --src-folder (default: same name)", "FOLDER"),
+         "destination folder for --src-folder (default: same name); only with --src-folder", "FOLDER"),
 )
 
 STATE_FLAGS = (
@@ -473,6 +473,7 @@ def resolve(values: Mapping[str, Any], config: Config | None = None, flags: Sequ
     explicit = frozenset(dest for dest in chosen if values.get(dest) is not None)
     options = dataclasses.replace(Options(), **chosen, explicit=explicit)
     _check_bounds(options)
+    _check_folders(options)
     if options.watch:
         if options.dry_run:
             raise UsageError("--watch copies what changes and --dry-run copies nothing; use one of them")
@@ -488,6 +489,16 @@ def config_value(config: Config, key: str) -> Any:
     for part in key.split("."):
         value = getattr(value, part)
     return value
+
+
+def _check_folders(options: Options) -> None:
+    """-d names where the folder of -s goes: alone it would have to guess the source folder
+    (it once took the same name, copying a folder the user never named)."""
+    if options.dst_folder is not None and options.src_folder is None:
+        raise UsageError(
+            f"-d/--dest-folder {options.dst_folder!r} without -s/--src-folder: name the source folder too "
+            f"(-s FOLDER -d {options.dst_folder!r}; -s alone keeps the folder's name)"
+        )
 
 
 def _check_bounds(options: Options) -> None:

@@ -117,3 +117,33 @@ def test_a_config_file_connection_count_no_machine_has_is_refused() -> None:
     with pytest.raises(UsageError) as caught:
         resolve(given(args, {}), config, COMMAND_FLAGS["sync"])
     assert "rate_limit.max_connections: 2147483648 is more than 1000000" in caught.value.message
+
+
+@pytest.mark.parametrize(("argv", "env"), [
+    (("sync", "-d", "Archive"), {}),
+    (("sync", "--dest-folder", "Archive", "-n"), {}),
+    (("check", "-d", "Archive"), {}),
+    (("sync",), {"FASTSYNC_DESTINATION_FOLDER": "Archive"}),
+    (("sync",), {"IMAPSYNC_DESTINATION_FOLDER": "Archive"}),
+])
+def test_a_destination_folder_without_a_source_folder_is_refused(argv: tuple[str, ...], env: dict[str, str]) -> None:
+    from fastsync.records.errors import ExitCode, UsageError, exit_code_of
+
+    with pytest.raises(UsageError) as caught:
+        options(*argv, env=env)
+    assert caught.value.message == (
+        "-d/--dest-folder 'Archive' without -s/--src-folder: name the source folder too "
+        "(-s FOLDER -d 'Archive'; -s alone keeps the folder's name)"
+    )
+    assert exit_code_of(caught.value) == ExitCode.USAGE
+
+
+@pytest.mark.parametrize(("argv", "src", "dst"), [
+    (("sync", "-s", "Old", "-d", "Archive"), "Old", "Archive"),
+    (("sync", "-s", "Old"), "Old", None),
+    (("sync",), None, None),
+])
+def test_source_folder_with_or_without_a_destination_folder(argv: tuple[str, ...], src: str | None,
+                                                             dst: str | None) -> None:
+    chosen = options(*argv)
+    assert (chosen.src_folder, chosen.dst_folder) == (src, dst)
