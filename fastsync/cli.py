@@ -13,6 +13,7 @@ thread where Ctrl-C raises KeyboardInterrupt, so that both stop a run the same w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -243,13 +244,13 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
                 batch = load_batch(config_path, args.pairs, sides=option_rules.account_keys(values))
                 reporter.hide(_secrets_of(batch.secrets))
                 options = option_rules.resolve(values, batch.template, COMMAND_FLAGS[args.command])
-                log_handler = configure_log(options.log_file, options.log_format, batch.secrets)
+                log_handler = _open_log(options, batch.secrets, Started(args.command, argv, _batch_inputs(batch)))
             except BaseException:
                 if spare is not None:
                     pairrun.discard(spare)
                 raise
-            code, stopped = _run_batch(batch, options, reporter, spare)
-            _log_end(args.command, code, stopped)
+            code, stopped, totals = _run_batch(batch, options, reporter, spare)
+            _log_end(args.command, code, stopped, totals=totals)
             return code
         config = load_config(config_path, sides=option_rules.account_keys(values))
         reporter.hide(_secrets_of([config.src.password, config.dst.password]))
@@ -258,9 +259,11 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             # took the pass_env passwords out of the environment the server inherits.
             processes.warm_up()
         options = option_rules.resolve(values, config, COMMAND_FLAGS[args.command])
-        log_handler = configure_log(options.log_file, options.log_format, [config.src.password, config.dst.password])
-        code, stopped = _run(args.command, options, config, reporter)
-        _log_end(args.command, code, stopped)
+        log_handler = _open_log(options, [config.src.password, config.dst.password],
+                                Started(args.command, argv, _accounts(config)))
+        code, stopped, totals = _run(args.command, options, config, reporter)
+        # Ctrl-C or SIGTERM is how a watch ends: its log says so, not that it failed.
+        _log_end(args.command, code, "" if options.watch else stopped, totals=totals, stopped=stopped)
         return code
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the last arm takes a defect too
         # The one place where an exception becomes an exit code (`errors.exit_code_of`).
@@ -302,16 +305,68 @@ def _failed(reporter: Reporter, command: str, message: str, code: int, trace: st
     return code
 
 
-def _log_end(command: str, code: int, error: str = "", trace: str = "") -> None:
+def _log_end(command: str, code: int, error: str = "", trace: str = "", *,
+             totals: Mapping[str, Any] | None = None, stopped: str = "") -> None:
+    """The log's last record of a run: its exit code, why it stopped (*error*: a failure,
+    logged as an error; *stopped*: the Ctrl-C or SIGTERM that ends a watch), and the
+    figures of its summary (*totals*)."""
     from fastsync.records.events import event
 
     event("run finished", level=logging.ERROR if error else logging.INFO, command=command,
-          exit_code=int(code), error=error, traceback=trace)
+          exit_code=int(code), error=error, stopped="" if error else stopped, traceback=trace,
+          totals=dict(totals or {}))
 
 
-def _run(command: str, options: Options, config: Config, reporter: Reporter) -> tuple[int, str]:
-    """Run one command and show its result; returns its exit code and, for a sync that
-    Ctrl-C or SIGTERM stopped, what it said (other failures raise)."""
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """What the log's first record says of a run: the command, its arguments and the accounts
+    or inputs (labels, users, servers: never a password)."""
+
+    command: str
+    argv: Sequence[str] | None
+    inputs: Mapping[str, Any]
+
+
+def _open_log(options: Options, secrets: Sequence[str], started: Started) -> logging.Handler | None:
+    """Attach the --log-file handler (`configure_log`) and write the run's first record:
+    the command, the accounts, and every option that differs from its default."""
+    handler = configure_log(options.log_file, options.log_format, secrets)
+    from fastsync.records.events import event
+    from fastsync.settings.options import Options as Defaults
+
+    defaults = Defaults()
+    chosen = {
+        f.name: _loggable(getattr(options, f.name)) for f in dataclasses.fields(options)
+        if f.name != "explicit" and getattr(options, f.name) != getattr(defaults, f.name)
+    }
+    argv = list(sys.argv[1:] if started.argv is None else started.argv)
+    event("run started", command=started.command, argv=argv, version=__version__, pid=os.getpid(),
+          **started.inputs, options=chosen)
+    return handler
+
+
+def _loggable(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, tuple | list):
+        return [_loggable(v) for v in value]
+    return str(value)
+
+
+def _accounts(config: Config) -> dict[str, Any]:
+    return {side: {"label": account.label, "user": account.user, "server": account.server}
+            for side, account in (("src", config.src), ("dst", config.dst))}
+
+
+def _batch_inputs(batch: Batch) -> dict[str, Any]:
+    return {"servers_file": batch.servers_path, "pairs_file": batch.pairs_path, "pairs": len(batch.pairs),
+            "src": {"server": batch.template.src.server}, "dst": {"server": batch.template.dst.server}}
+
+
+def _run(command: str, options: Options, config: Config, reporter: Reporter) -> tuple[int, str, dict[str, Any]]:
+    """Run one command and show its result; returns its exit code, for a sync that
+    Ctrl-C or SIGTERM stopped what it said (other failures raise), and the figures of its
+    summary (as its --json document has them)."""
     from fastsync import progress
     from fastsync.settings.config import warnings_for
 
@@ -323,7 +378,11 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
         listing = show.run(config, options, reporter)
         reporter.show_report(listing)
         reporter.document({**progress.show_document(listing), "exit_code": int(ExitCode.OK)})
-        return ExitCode.OK, ""
+        return ExitCode.OK, "", {
+            "src_folders": len(listing.src.folders), "src_messages": listing.src.messages,
+            "dst_folders": len(listing.dst.folders), "dst_messages": listing.dst.messages,
+            "mapped": len(listing.pairs), "excluded": len(listing.excluded),
+        }
     if command == "check":
         from fastsync.commands import check
 
@@ -331,26 +390,30 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
         reporter.check_report(result)
         # As with diff(1) and cmp(1), 1 means "they differ": a script tests one code.
         code = ExitCode.OK if result.matches else ExitCode.PARTIAL
-        reporter.document({**progress.check_document(result), "exit_code": int(code)})
-        return code, ""
+        checked = progress.check_document(result)
+        reporter.document({**checked, "exit_code": int(code)})
+        return code, "", {**checked["summary"], "matches": result.matches}
     from fastsync.commands import sync
 
     summary = sync.run(config, options, reporter)
     reporter.summary(summary)
+    synced = progress.sync_document(summary)
+    totals = {**synced["summary"], "complete": summary.complete, "declined": summary.declined,
+              "dry_run": summary.dry_run}
     if summary.cancelled:
         # Stopped by Ctrl-C or SIGTERM: the summary of what was done, then why it ended.
         reporter.cancelled(summary.cancelled)
-        reporter.document({**progress.sync_document(summary), "error": summary.cancelled,
-                           "exit_code": summary.exit_code})
-        return summary.exit_code, summary.cancelled
-    reporter.document({**progress.sync_document(summary), "exit_code": summary.exit_code})
-    return summary.exit_code, ""
+        reporter.document({**synced, "error": summary.cancelled, "exit_code": summary.exit_code})
+        return summary.exit_code, summary.cancelled, totals
+    reporter.document({**synced, "exit_code": summary.exit_code})
+    return summary.exit_code, "", totals
 
 
 def _run_batch(batch: Batch, options: Options, reporter: Reporter,
-               spare: subprocess.Popen[bytes] | None) -> tuple[int, str]:
+               spare: subprocess.Popen[bytes] | None) -> tuple[int, str, dict[str, Any]]:
     """Run `fastsync batch` (which takes over *spare*, see `pairrun.spawn`) and show its
-    result; returns its exit code and, when Ctrl-C or SIGTERM stopped it, what it said."""
+    result; returns its exit code, when Ctrl-C or SIGTERM stopped it what it said, and
+    the batch's figures."""
     from fastsync import progress
     from fastsync.commands import batch as batch_command
 
@@ -360,8 +423,9 @@ def _run_batch(batch: Batch, options: Options, reporter: Reporter,
     reporter.batch_report(outcome)
     if outcome.cancelled:
         reporter.cancelled(outcome.cancelled)
-    reporter.document({**progress.batch_document(outcome), "exit_code": outcome.exit_code})
-    return outcome.exit_code, outcome.cancelled
+    document = progress.batch_document(outcome)
+    reporter.document({**document, "exit_code": outcome.exit_code})
+    return outcome.exit_code, outcome.cancelled, document["summary"]
 
 
 class _TextFormatter(logging.Formatter):

@@ -130,6 +130,37 @@ def test_log_file_names_side_folder_and_uid(
     assert events[-1]["event"] == "run finished" and events[-1]["exit_code"] == 0
 
 
+def test_the_log_opens_with_the_run_and_closes_with_its_totals(
+    accounts: AccountFactory, config_for: ConfigFor, tmp_path: Path
+) -> None:
+    src, dst = accounts(2)
+    seed(src)
+    log = tmp_path / "fastsync.log"
+    result = run_cli("sync", "-c", config_for(src, dst), "-y", "--procs", "2", "--log-file", log,
+                     "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    started, finished = events[0], events[-1]
+    assert started["event"] == "run started" and started["level"] == "info"
+    assert started["command"] == "sync" and "--procs" in started["argv"]
+    assert started["src"]["user"] == src.user and started["dst"]["user"] == dst.user
+    assert {"label", "server"} <= started["src"].keys() and "pass" not in started["src"]
+    assert started["options"]["workers"] == 2 and started["options"]["confirm"] is True
+    assert finished["event"] == "run finished" and finished["exit_code"] == 0 and finished["level"] == "info"
+    # The figures of the summary line.
+    totals = finished["totals"]
+    assert (totals["copied"], totals["present"], totals["failed"], totals["folders"]) == (4, 0, 0, 3)
+    assert totals["copied_bytes"] > 0 and totals["complete"] is True and "elapsed_s" in totals
+    assert summary_line(result.stdout).startswith("3 folders, 4 copied, 0 already present, 0 failed")
+    assert src.password not in log.read_text() and dst.password not in log.read_text()
+    # The text format says the same, one record per line.
+    again = run_cli("check", "-c", config_for(src, dst), "--log-file", tmp_path / "check.log")
+    assert again.returncode == 0, again.stderr
+    lines = (tmp_path / "check.log").read_text().splitlines()
+    assert " INFO run started command='check'" in lines[0] and f"'user': '{src.user}'" in lines[0]
+    assert " INFO run finished command='check' exit_code=0" in lines[-1] and "'missing': 0" in lines[-1]
+
+
 def test_check_logs_each_difference_with_its_uid(accounts: AccountFactory, config_for: ConfigFor, tmp_path: Path) -> None:
     src, dst = accounts(2)
     src.seed([message("INBOX", 1), message("INBOX", 2)])

@@ -115,6 +115,11 @@ def test_watch_copies_new_mail_and_flag_changes_until_ctrl_c(
     assert run_cli("-c", config, "check", "--state-dir", tmp_path / "state").returncode == 0
     # One event per change in the log, and one per pass.
     assert _events(log, "watch change") and _events(log, "watch pass")
+    # Ctrl-C is how a watch ends: a normal end in the log, not an error.
+    [finished] = _events(log, "run finished")
+    assert (finished["level"], finished["exit_code"], finished["stopped"]) == ("info", 130, "Cancelled.")
+    assert not finished["error"] and finished["totals"]["copied"] == 11
+    assert not [line for line in log.read_text().splitlines() if json.loads(line)["level"] == "error"]
     # New mail alone is planned from the new messages (CONDSTORE), a flag change by a diff.
     notes = [e["note"] for e in _events(log, "folder planned") if e["to_copy"]]
     assert "new messages only" in notes
@@ -127,7 +132,7 @@ def test_watch_propagates_expunges_within_the_ceiling_and_stops_on_sigterm(
     src, dst = accounts(2)
     src.seed([message("INBOX", n) for n in range(20)])
     config = config_for(src, dst)
-    process, _log = _spawn_watch(config, tmp_path, "--delete-dest", "--poll", "2")
+    process, log = _spawn_watch(config, tmp_path, "--delete-dest", "--poll", "2")
     assert _count(dst) == 20
     client = src.client()
     client.select_folder("INBOX")
@@ -138,6 +143,9 @@ def test_watch_propagates_expunges_within_the_ceiling_and_stops_on_sigterm(
     _out, err = _stop(process, signal.SIGTERM)
     assert process.returncode == 143, err
     assert snapshot(src) == snapshot(dst)
+    [finished] = _events(log, "run finished")
+    assert (finished["level"], finished["exit_code"], finished["stopped"]) == ("info", 143, "Stopped by SIGTERM.")
+    assert finished["totals"]["copied"] == 20
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,8 @@ def test_json_document_and_log_file(broken_show: Path, tmp_path: Path, capsys: p
     assert json.loads(out) == {
         "command": "show", "error": "internal error: KeyError: 'folder-index'; please report it", "exit_code": 70,
     }
-    [line] = log.read_text().splitlines()
+    started, line = log.read_text().splitlines()
+    assert json.loads(started)["event"] == "run started"
     record = json.loads(line)
     assert record["event"] == "run finished" and record["exit_code"] == 70
     assert "Traceback (most recent call last)" in record["traceback"] and "in defect" in record["traceback"]
