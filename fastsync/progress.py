@@ -466,6 +466,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
             "stopped_at_transfer_limit": s.transfer_limited,
             "elapsed_s": round(s.elapsed_s, 3),
             "copy_s": round(s.copy_s, 3),
+            "prompt_s": round(s.prompt_s, 3),
             "messages_per_s": round(s.messages_per_s, 1),
             "mb_per_s": round(s.mb_per_s, 3),
         },

@@ -87,7 +87,8 @@ def run(request: RunRequest, reporter: Reporter) -> Result:
         result = _check(request.config, request.options, reporter)
     else:
         result = _sync(request, reporter)
-    result.elapsed_s = time.monotonic() - started
+    # Not the time the confirmation prompt waited for an answer (`Summary.prompt_s`).
+    result.elapsed_s = time.monotonic() - started - (result.prompt_s if isinstance(result, Summary) else 0.0)
     return result
 
 

@@ -423,9 +423,14 @@ def _confirmed(
         raise UsageError("no terminal to ask for confirmation; pass -y/--yes (or set FASTSYNC_CONFIRM=1) to copy")
     flags = f", update the flags of {summary.flags_planned} messages" if summary.flags_planned else ""
     deletes = f", delete {summary.delete_planned} messages from the destination" if summary.delete_planned else ""
-    return reporter.confirm(
-        f"Copy {summary.planned} messages{flags}{deletes} and create {len(missing_folders)} folders?"
-    )
+    asked = time.monotonic()
+    try:
+        return reporter.confirm(
+            f"Copy {summary.planned} messages{flags}{deletes} and create {len(missing_folders)} folders?"
+        )
+    finally:
+        # The user's time, not the run's: left out of the summary's elapsed seconds.
+        summary.prompt_s += time.monotonic() - asked
 
 
 def _no_uidplus(config: Config, options: Options, reporter: Reporter, count: int) -> None:

@@ -123,8 +123,11 @@ class Summary:
     vanished: int = 0
     failed: list[Failure] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # The run's seconds, the wait for an answer at the confirmation prompt (prompt_s) left
+    # out: the machine's time, not the user's; the rates are over the copy (copy_s).
     elapsed_s: float = 0.0
     copy_s: float = 0.0
+    prompt_s: float = 0.0
     dry_run: bool = False
     declined: bool = False
     sync_flags: bool = False
