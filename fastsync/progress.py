@@ -184,7 +184,12 @@ class Reporter:
         # not rich markup.
         table = Table(title=Text(self._shown(title)), title_justify="left")
         for index, header in enumerate(headers):
-            table.add_column(header, justify="right" if index and _numeric(rows, index) else "left")
+            # Never an ellipsis: a folder name is shown whole, folded onto more lines where
+            # the terminal is narrow (the names a user confirms in the plan); numbers stay
+            # on one line.
+            numeric = bool(index) and _numeric(rows, index)
+            table.add_column(header, justify="right" if numeric else "left", no_wrap=numeric,
+                             overflow="fold", ratio=None if numeric else 1)
         for row in rows:
             table.add_row(*[Text(self._shown(c)) for c in row])
         self._print(table)

@@ -508,3 +508,46 @@ def test_the_status_line_fits_the_terminal(width: int, monkeypatch: pytest.Monke
 ])
 def test_fitted_counts_terminal_cells(text: str, width: int, shown: str) -> None:
     assert fitted(text, width) == shown
+
+
+LONG_NAMES = [
+    ("Archive/2019/Customer Correspondence/Quarterly-Reports-Final",
+     "Archive.2019.Customer Correspondence.Quarterly-Reports-Final"),
+    ("INBOX/Projekte/Entwürfe und Vorlagen für das nächste Jahr", "INBOX.Projekte.Entwürfe und Vorlagen"),
+    ("INBOX", "INBOX"),
+]
+
+
+def _table_columns(text: str, columns: int) -> list[list[str]]:
+    """The body rows of a rich table as its cells, each cell's folded lines joined (spaces
+    left out: a line may be folded at one); a row starts where its third cell has text."""
+    rows: list[list[str]] = []
+    body = False
+    for line in text.splitlines():
+        if line.startswith("┡"):
+            body = True
+            continue
+        if not body or not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.strip("│").split("│")]
+        if cells[2]:
+            rows.append([""] * columns)
+        rows[-1] = [joined + cell.replace(" ", "") for joined, cell in zip(rows[-1], cells)]
+    return rows
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_the_plan_shows_whole_folder_names_at_any_width(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plan is what a user confirms: a folder name cut with an ellipsis hides which
+    # folder goes where.
+    monkeypatch.setenv("COLUMNS", str(width))
+    out = io.StringIO()
+    report = Reporter(out=out, err=io.StringIO(), interactive=True)
+    report.plan([FolderRow(src, dst, messages=12345, size_bytes=10, to_copy=12000, to_copy_bytes=123456789,
+                           without_id=3, note="special-use \\Sent") for src, dst in LONG_NAMES])
+    text = out.getvalue()
+    assert "…" not in text
+    assert all(len(line) <= width for line in text.splitlines())
+    rows = _table_columns(text, 7)
+    assert [(row[0], row[1]) for row in rows] == [(src.replace(" ", ""), dst.replace(" ", "")) for src, dst in LONG_NAMES]
+    assert all(row[2:5] == ["12345", "12000", "123.5MB"] for row in rows)
