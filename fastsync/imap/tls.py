@@ -200,3 +200,15 @@ def describe_certificate_error(exc: ssl.SSLCertVerificationError, account: Accou
         f"TLS certificate not trusted ({reason}); for a private CA set {side}.ca_file "
         "to its certificate file"
     )
+
+
+def starttls_refused(account: Account) -> str:
+    """The line for a server that does not offer STARTTLS where the side expects it (say
+    so, or be on a port other than 993): how to choose each way out, plain text last."""
+    side = account.side
+    return (
+        f"{account.where}: server does not offer STARTTLS ({side}.tls is starttls, the default on any port "
+        f"but 993); if it has a TLS port (usually 993), put that port in {side}.server and set {side}.tls: "
+        f"implicit; if it really has no TLS, set {side}.tls: none in the config file (there is no flag for it; "
+        f"the password and the mail then cross the network unencrypted)"
+    )

@@ -41,7 +41,7 @@ from fastsync.imap.capabilities import Capabilities
 from fastsync.settings.config import Account
 from fastsync.records.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError
 from fastsync.imap.replies import NoGreeting, describe_os_error, raise_if_throttled, redact, sasl_unusable
-from fastsync.imap.tls import StreamContext, TLSStream, tls_context
+from fastsync.imap.tls import StreamContext, TLSStream, starttls_refused, tls_context
 from fastsync.rules.limits import capped_buffer_bytes
 from fastsync.records.model import Described, Fetched
 
@@ -231,10 +231,7 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) 
         client.normalise_times = False
         if account.tls == "starttls":
             if not Capabilities.parse(client.capabilities()).starttls:
-                raise TLSError(
-                    f"{where}: server does not offer STARTTLS; use tls: implicit with its TLS port "
-                    f"(usually 993), never plain text", side=side,
-                )
+                raise TLSError(starttls_refused(account), side=side)
             assert context is not None
             client.starttls(StreamContext(context))
         # After STARTTLS the server's list is read again (RFC 3501 section 6.2.1).

@@ -143,4 +143,24 @@ def test_starttls_not_offered_is_refused(tmp_path: Path, accounts: AccountFactor
         result = run_cli("show", "-c", config)
     assert result.returncode == 3
     assert "server does not offer STARTTLS" in result.stderr
-    assert "never plain text" in result.stderr
+    assert "set src.tls: implicit" in result.stderr
+
+
+def test_starttls_by_default_says_how_to_choose_no_tls(
+    tmp_path: Path, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    # No tls key and a port other than 993: starttls by default.  A server that really has
+    # no TLS needs tls: none, and the error line says where that goes.
+    src, dst = accounts(2)
+    with Dovecot(tmp_path / "plain", {"p": "p-pw"}, starttls=False) as plain:
+        config = config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{plain.port}", "user": "p", "pass": "p-pw",
+                                                     "tls": None}})
+        result = run_cli("show", "-c", config)
+    assert result.returncode == 3
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line == (
+        f"error: destination (127.0.0.1:{plain.port}): server does not offer STARTTLS (dst.tls is starttls, the "
+        "default on any port but 993); if it has a TLS port (usually 993), put that port in dst.server and set "
+        "dst.tls: implicit; if it really has no TLS, set dst.tls: none in the config file (there is no flag for "
+        "it; the password and the mail then cross the network unencrypted)"
+    )
