@@ -7,6 +7,7 @@ of RFC822.SIZE.  `progress.py` renders the `Listing`.
 
 from __future__ import annotations
 
+from fastsync.engine.connecting import ConnectSteps
 from fastsync.engine.planner import namespace_of
 from fastsync.imap.session import Session
 from fastsync.records.errors import FolderError
@@ -20,8 +21,9 @@ from fastsync.settings.options import Options
 def list_accounts(config: Config, options: Options, reporter: Reporter) -> Listing:
     """Both accounts' folders, the pairs a sync would use, those it leaves out and why."""
     infos = []
+    steps = ConnectSteps(reporter)
     for account in (config.src, config.dst):
-        with Session.open(account) as session:
+        with Session.open(account, step=steps.of(account)) as session:
             infos.append(describe(session, reporter))
     src, dst = infos
     pairs, left_out = folder_rules.sort_out(

@@ -28,6 +28,7 @@ from fastsync.records.events import event
 from fastsync.imap.pair import SessionPair
 from fastsync.imap.folder import SelectedFolder
 from fastsync.imap.session import Session
+from fastsync.engine.connecting import ConnectSteps
 from fastsync.engine.ledger import Ledger
 from fastsync.rules.limits import Limits
 from fastsync.records.model import (
@@ -102,6 +103,8 @@ class Planner(SessionPair):
         super().__init__(config.src, config.dst, limits)
         self.settings = settings
         self.reporter = reporter
+        # The status line names the account still awaited while both connect.
+        self.steps = ConnectSteps(reporter).of
         self.rng = random.Random()
 
     def call(self, what: str, work: Callable[[Session, Session], T]) -> T:

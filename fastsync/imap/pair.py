@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import partial
 
 from fastsync.settings.config import Account
-from fastsync.imap.session import Session
+from fastsync.imap.session import Session, Step
 from fastsync.rules.limits import Limits
 
 
@@ -28,6 +28,8 @@ class SessionPair:
         self.limits = limits
         self.src: Session | None = None
         self.dst: Session | None = None
+        # Told each account's connection steps (the planner's status line); workers: None.
+        self.steps: Callable[[Account], Step] | None = None
 
     def open(self) -> tuple[Session, Session]:
         # A session dropped mid-literal (`stream_messages`) is opened again.
@@ -35,11 +37,12 @@ class SessionPair:
         self.dst = self.dst if self.dst is not None and not self.dst.closed else None
         if self.src is None or self.dst is None:
             limits = self.limits
+            steps = self.steps or (lambda _account: None)
             src, dst = open_concurrently(
                 None if self.src else partial(Session.open, self.src_account, slots=limits.src_slots,
-                                               meter_down=limits.down),
+                                               meter_down=limits.down, step=steps(self.src_account)),
                 None if self.dst else partial(Session.open, self.dst_account, slots=limits.dst_slots,
-                                               meter_up=limits.up),
+                                               meter_up=limits.up, step=steps(self.dst_account)),
             )
             self.src, self.dst = self.src or src, self.dst or dst
         assert self.src is not None and self.dst is not None

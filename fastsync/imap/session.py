@@ -45,6 +45,10 @@ T = TypeVar("T")
 SURVEY_WINDOW = 16
 
 
+
+# What `Session.open` tells of its progress: the step now waited for, "" once logged in.
+Step = Callable[[str], None] | None
+
 class Slots(Protocol):
     """A per-side connection cap (limits.ConnectionSlots)."""
 
@@ -82,13 +86,19 @@ class Session:
     @classmethod
     def open(
         cls, account: Account, *, slots: Slots | None = None, meter_down: Meter | None = None,
-        meter_up: Meter | None = None,
+        meter_up: Meter | None = None, step: Step = None,
     ) -> Session:
-        """Take a connection slot, connect, secure and log in (`transport.connect`)."""
+        """Take a connection slot, connect, secure and log in (`transport.connect`), telling
+        *step* what is waited for: the connection and the greeting, STARTTLS, the login,
+        and "" once logged in (the parent's status line)."""
         if slots is not None:
             slots.acquire()
         try:
-            return cls(account, transport.connect(account, meter_down, meter_up), slots)
+            tell = step or (lambda _text: None)
+            tell("connecting, then waiting for the server's greeting")
+            session = cls(account, transport.connect(account, meter_down, meter_up, tell), slots)
+            tell("")
+            return session
         except BaseException:
             if slots is not None:
                 slots.release()

@@ -24,7 +24,7 @@ import functools
 import imaplib
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import imapclient
@@ -210,8 +210,8 @@ class Client(imapclient.IMAPClient):  # type: ignore[misc]
         return transport
 
 
-def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) -> Client:
-    """Connect, secure and log in; every failure becomes one line naming the side."""
+def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None, step: Callable[[str], None]) -> Client:
+    """Connect, secure and log in, telling *step* what it waits for; a failure is one line naming the side."""
     where, side = account.where, account.side
     context = tls_context(account) if account.tls != "none" else None
     # The token is fetched before connecting: a failing command then opens no
@@ -233,6 +233,7 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) 
             if not Capabilities.parse(client.capabilities()).starttls:
                 raise TLSError(starttls_refused(account), side=side)
             assert context is not None
+            step("STARTTLS")
             client.starttls(StreamContext(context))
         # After STARTTLS the server's list is read again (RFC 3501 section 6.2.1).
         offered = Capabilities.parse(client.capabilities())
@@ -241,6 +242,7 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None) 
                 f"{where}: server refuses LOGIN on this connection (LOGINDISABLED); "
                 f"set {account.side}.tls to implicit or starttls", side=side,
             )
+        step("logging in")
         if token is not None:
             _oauth2_login(client, account, offered, *token)
         elif account.auth_user is not None:

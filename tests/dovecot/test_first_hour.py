@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.dovecot import Dovecot
 from tests.dovecot.accounts import AccountFactory, ConfigFor
 from tests.helpers import message
 from tests.terminal import run_on_terminal
@@ -36,3 +37,21 @@ def test_the_summary_leaves_out_the_wait_at_the_prompt(
     assert totals["copy_s"] <= totals["elapsed_s"]
     [line] = [line for line in screen.lines if " copied, " in line]
     assert f", {totals['elapsed_s']:.1f} s, " in line
+
+
+@pytest.mark.parametrize("command", [["sync", "-n"], ["show"]])
+def test_while_a_destination_that_never_greets_is_awaited_the_status_names_it(
+    command: list[str], dovecot: Dovecot, accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    # Dovecot's implicit-TLS port reached without TLS: connected, and never a greeting.
+    src, dst = accounts(2)
+    silent = {"server": f"127.0.0.1:{dovecot.tls_port}", "tls": "none", "timeout_s": 3}
+    screen = run_on_terminal([*command, "-c", config_for(src, dst, extra={"dst": silent})], columns=120)
+    assert screen.returncode == 3, screen.text
+    [error_line] = [line for line in screen.text.split("\n") if "error: " in line]
+    shown_before = [part.strip() for part in error_line.split("error: ")[0].split("\r") if part.strip()]
+    assert shown_before, screen.text
+    # What stood on the screen while the run waited: the destination and the step.
+    assert shown_before[-1] == (
+        f"destination (127.0.0.1:{dovecot.tls_port}): connecting, then waiting for the server's greeting"
+    ), screen.text
