@@ -28,6 +28,7 @@ nothing derived from a secret.
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
 import io
 import json
@@ -217,8 +218,10 @@ def _columns(shown: str, header_line: int, header: str, delimiter: str) -> list[
     columns = [c.strip().lower() for c in next(csv.reader([header], delimiter=delimiter))]
     for index, column in enumerate(columns):
         if column not in COLUMNS:
+            close = difflib.get_close_matches(column, COLUMNS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"{shown}: line {header_line}: unknown column {column!r}; expected {', '.join(COLUMNS)}"
+                f"{shown}: line {header_line}: unknown column {column!r}; {hint}expected {', '.join(COLUMNS)}"
             )
         if column in columns[:index]:
             raise ConfigError(f"{shown}: line {header_line}: column {column!r} is named twice; keep one")

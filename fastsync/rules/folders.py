@@ -17,6 +17,7 @@ so sync, check and show always agree on the mapping and on what is left out.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -230,7 +231,9 @@ def resolve_rules(
             src = src_ns.prefix + src
         if not _names_a_folder(src, src_folders):
             raise UsageError(
-                f"source folder {rule.src!r} ({rule.reason}) does not exist; `fastsync show` lists the folders"
+                f"source folder {rule.src!r} ({rule.reason}) does not exist"
+                f"{did_you_mean(rule.src, [f.name for f in src_folders if f.selectable])}; "
+                "`fastsync show` lists the folders"
             )
         if not rule.dst:
             delimiter = next((f.delimiter for f in src_folders if same_name(f.name, src)), src_ns.delimiter)
@@ -244,6 +247,26 @@ def resolve_rules(
         reason = rule.reason if (src, dst) == (rule.src, rule.dst) else f"{rule.reason} {rule.src!r} -> {rule.dst!r}"
         resolved.append(Rule(src, dst, reason))
     return resolved
+
+
+def close_names(name: str, names: Sequence[str], limit: int = 3) -> list[str]:
+    """The names among *names* that *name* was probably meant to be: the same but for letter
+    case alone if there is one, else those that begin with it ("Sent" for "Sent Items"),
+    then those `difflib` finds close (a typing mistake), best first."""
+    lowered = {n.lower(): n for n in reversed(names)}
+    want = name.lower()
+    found = [n for n in names if n.lower() == want and n != name]
+    if found:
+        return found[:limit]
+    found += [n for n in names if n.lower().startswith(want) and want and n not in found]
+    found += [lowered[c] for c in difflib.get_close_matches(want, list(lowered), n=limit, cutoff=0.7)]
+    return list(dict.fromkeys(n for n in found if n != name))[:limit]
+
+
+def did_you_mean(name: str, names: Sequence[str]) -> str:
+    """`` (did you mean 'A' or 'B'?)`` after a name that names nothing (or "")."""
+    close = close_names(name, names)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 def _names_a_folder(name: str, folders: Sequence[Folder]) -> bool:

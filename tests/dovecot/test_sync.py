@@ -123,6 +123,14 @@ def test_map_and_command_line_pairs(accounts: AccountFactory, config_for: Config
     unknown = run_cli("sync", "-c", mapped, "-y", "-s", "Nope")
     assert unknown.returncode == 2
     assert "source folder 'Nope' (command line) does not exist" in unknown.stderr
+    # A name that differs in letter case, or the start of a longer one, draws a suggestion.
+    for typed, meant in (("other", "'Other'"), ("Ot", "'Other'")):
+        close = run_cli("sync", "-c", mapped, "-y", "-s", typed)
+        assert close.returncode == 2
+        assert close.stderr.splitlines()[-1] == (
+            f"error: source folder {typed!r} (command line) does not exist (did you mean {meant}?); "
+            "`fastsync show` lists the folders"
+        )
 
 
 def test_special_use_folders_are_paired_by_role(accounts: AccountFactory, config_for: ConfigFor) -> None:

@@ -7,6 +7,7 @@ import pytest
 from fastsync.records.errors import UsageError
 from fastsync.rules.folders import (
     Rule,
+    close_names,
     folders_to_create,
     infer_namespace,
     plan_pairs,
@@ -218,3 +219,30 @@ def test_nothing_goes_into_the_destinations_all_folder() -> None:
     kept, left = sort_out(src, dst, [], SLASH, SLASH)
     assert [p.src for p in kept] == ["INBOX", "Work"]
     assert [(p.src, p.reason) for p in left] == [("[Gmail]/All Mail", "skipped: the destination's \\All folder")]
+
+
+@pytest.mark.parametrize(("name", "names", "close"), [
+    ("Sent", ["INBOX", "Sent Items", "Drafts"], ["Sent Items"]),
+    ("sent items", ["INBOX", "Sent Items"], ["Sent Items"]),
+    ("Archiv", ["INBOX", "Archive", "Archive/2019"], ["Archive", "Archive/2019"]),
+    ("Drafs", ["INBOX", "Drafts", "Trash"], ["Drafts"]),
+    ("INBOX/Projcets", ["INBOX", "INBOX/Projects", "Sent"], ["INBOX/Projects"]),
+    ("Zebra", ["INBOX", "Sent", "Trash"], []),
+    ("", ["INBOX"], []),
+])
+def test_close_names(name: str, names: list[str], close: list[str]) -> None:
+    assert close_names(name, names) == close
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    (Rule("Sent", "", "command line"),
+     "source folder 'Sent' (command line) does not exist (did you mean 'Sent Items'?); `fastsync show` lists the folders"),
+    (Rule("archive", "Old", "map"),
+     "source folder 'archive' (map) does not exist (did you mean 'Archive'?); `fastsync show` lists the folders"),
+    (Rule("Nothing", "X", "map"), "source folder 'Nothing' (map) does not exist; `fastsync show` lists the folders"),
+])
+def test_a_rule_naming_no_folder_suggests_the_close_ones(rule: Rule, message: str) -> None:
+    src = folders("/", "INBOX", "Sent Items", "Archive", "Archive/2019")
+    with pytest.raises(UsageError) as caught:
+        sort_out(src, [], [rule])
+    assert caught.value.message == message
