@@ -52,8 +52,9 @@ class Screen:
 def run_on_terminal(
     argv: Sequence[str | Path], *, columns: int = 80, rows: int = 40, answer: tuple[str, str, float] | None = None,
     wait_for: Sequence[str] = (), env: dict[str, str] | None = None, timeout_s: float = 300.0,
+    module: str = "fastsync",
 ) -> Screen:
-    """Run ``python -m fastsync ARGV`` with stdin, stdout and stderr on one pseudo-terminal
+    """Run ``python -m MODULE ARGV`` (fastsync, or bench for its demo) with stdin, stdout and stderr on one pseudo-terminal
     of *columns* x *rows*.  *answer* = (prompt, reply, delay_s): once *prompt* has been
     shown, wait *delay_s* and type *reply*.  *wait_for*: texts whose first appearance is
     timed (`Screen.seen`)."""
@@ -61,7 +62,7 @@ def run_on_terminal(
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "fastsync", *map(str, argv)],
+        [sys.executable, "-m", module, *map(str, argv)],
         stdin=terminal, stdout=terminal, stderr=terminal, cwd=REPO_ROOT, start_new_session=True,
         # COLUMNS would win over the terminal's own size: the terminal decides here.
         env={k: v for k, v in cli_env(env).items() if k not in ("COLUMNS", "LINES")},
