@@ -312,6 +312,23 @@ def test_show_marks_excluded_folders_in_the_mapping_table() -> None:
     ]
 
 
+def test_show_piped_has_a_header_row_per_table_and_quiet_none() -> None:
+    src = AccountInfo("src", "source", "a:993", "alice", (), ())
+    dst = AccountInfo("dst", "destination", "b:993", "bob", (), ())
+    report, out, _err = reporter()
+    report.show_report(Listing(src, dst, (FolderPair("INBOX", "INBOX"),)))
+    lines = out.getvalue().splitlines()
+    titles = [i for i, line in enumerate(lines) if line.startswith("# ")]
+    assert [lines[i + 1] for i in titles] == [
+        "side\tfolder\tmessages\tsize\tbytes\tspecial-use",
+        "side\tfolder\tmessages\tsize\tbytes\tspecial-use",
+        "entry\tsource\tdestination\twhy",
+    ]
+    quiet, out, _err = reporter(quiet=True)
+    quiet.show_report(Listing(src, dst, (FolderPair("INBOX", "INBOX"),)))
+    assert out.getvalue() == "map\tINBOX\tINBOX\tsame name\n"
+
+
 def test_summary_lists_failures_and_errors_on_stderr_even_when_quiet() -> None:
     report, out, err = reporter(quiet=True)
     report.summary(summary(failed=[FAILURE, Failure("Work", 9, 999, "[CANNOT] refused")], errors=["folder 'Junk': gone"]))
