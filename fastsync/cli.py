@@ -354,7 +354,9 @@ def _loggable(value: Any) -> Any:
 
 
 def _accounts(config: Config) -> dict[str, Any]:
-    return {side: {"label": account.label, "user": account.user, "server": account.server}
+    # The administrator who opens the mailbox, where one does (never a password).
+    return {side: {"label": account.label, "user": account.user, "server": account.server,
+                   **({"auth_user": account.auth_user} if account.auth_user else {})}
             for side, account in (("src", config.src), ("dst", config.dst))}
 
 
