@@ -210,7 +210,8 @@ class Client(imapclient.IMAPClient):  # type: ignore[misc]
         return transport
 
 
-def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None, step: Callable[[str], None]) -> Client:
+def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
+            step: Callable[[str], None] = lambda _text: None) -> Client:
     """Connect, secure and log in, telling *step* what it waits for; a failure is one line naming the side."""
     where, side = account.where, account.side
     context = tls_context(account) if account.tls != "none" else None
