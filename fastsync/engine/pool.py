@@ -47,7 +47,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from fastsync.settings import credentials
+from fastsync.settings import tokens
 from fastsync.settings.config import Account
 from fastsync.records.errors import (
     AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, OverLimit, Throttled, TLSError,
@@ -99,9 +99,9 @@ class PoolSetup:
     settings: WorkerSettings
     lock: RunLock | None = None
     ledger_path: Path | None = None
-    # The OAuth2 sides' access tokens (`credentials.token_handoff`): workers log in with
-    # them instead of each running the token command.
-    tokens: Mapping[tuple[str, str | None], tuple[float, str]] = dataclasses.field(default_factory=dict)
+    # The OAuth2 sides' access tokens and the parent's token broker (`tokens.token_handoff`):
+    # workers log in with them and ask the parent for new ones, never the provider.
+    tokens: tokens.TokenLink = dataclasses.field(default_factory=tokens.TokenLink)
 
 
 @dataclass(frozen=True)
@@ -637,7 +637,7 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
     threading.Thread(target=parent_gone.run, args=(leaving, stop), daemon=True, name="fastsync-parent-watch").start()
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
     setup.limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
-    credentials.adopt_tokens(setup.tokens)
+    tokens.adopt_tokens(setup.tokens)
     sessions = SessionPair(setup.src, setup.dst, setup.limits)
     copier = Copier(index, sessions, setup.settings, channel.send, stop, Ledger(setup.ledger_path))
     try:

@@ -45,7 +45,7 @@ from fastsync.records.results import FolderRow, RefusedFolder, Reporter, Summary
 from fastsync.rules import folders as folder_rules
 from fastsync.rules import plan
 from fastsync.rules.limits import Limits, planner_yields
-from fastsync.settings import credentials, providers
+from fastsync.settings import providers, tokens
 from fastsync.settings.config import Config
 from fastsync.settings.options import Options
 
@@ -69,7 +69,7 @@ class RunContext:
     def pool_setup(self, options: Options) -> pool.PoolSetup:
         """What the pool's workers start with."""
         return pool.PoolSetup(self.config.src, self.config.dst, self.limits, options.settings, self.lock,
-                              self.ledger.path, credentials.token_handoff((self.config.src, self.config.dst)))
+                              self.ledger.path, tokens.token_handoff((self.config.src, self.config.dst)))
 
 
 class SyncPass:

@@ -6,7 +6,7 @@ is charged to the side's `Meter`, in chunks, so nothing above this module mentio
 bandwidth.  `connect` verifies the server's certificate and host name (TLS 1.2 or newer),
 upgrades with STARTTLS where configured, then authenticates: AUTHENTICATE PLAIN
 (RFC 4616) when offered, else the LOGIN command, or for an OAuth2 side OAUTHBEARER
-(RFC 7628) or XOAUTH2 with a token from `credentials.access_token`, or for a side with an
+(RFC 7628) or XOAUTH2 with a token from `tokens.access_token`, or for a side with an
 administrator (``auth_user``) SASL PLAIN with an authorization identity (`login.py`).  Neither passwords
 nor tokens reach an error message: server text goes through `replies.redact`.
 
@@ -33,7 +33,7 @@ from imapclient import imap4
 from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_fetch_response
 
-from fastsync.settings import credentials
+from fastsync.settings import credentials, tokens
 from fastsync.imap import literals, wire
 from fastsync.imap.login import admin_login
 from fastsync.imap.wire import text_of
@@ -217,7 +217,7 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
     context = tls_context(account) if account.tls != "none" else None
     # The token is fetched before connecting: a failing command then opens no
     # connection, and a slow one cannot run into the server's pre-login timeout.
-    token = credentials.access_token(account) if account.oauth2_token_cmd is not None else None
+    token = tokens.access_token(account) if tokens.bearer(account) else None
     client: Client | None = None
     try:
         client = Client(
@@ -245,7 +245,7 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
             )
         step("logging in")
         if token is not None:
-            _oauth2_login(client, account, offered, *token)
+            _oauth2_login(client, account, offered, token[0], True)
         elif account.auth_user is not None:
             # Only here: over TLS (implicit, or STARTTLS which was insisted on above), or
             # in plain text where tls: none was written.
@@ -280,7 +280,7 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
 def _oauth2_login(client: Client, account: Account, offered: Capabilities, token: str, cached: bool) -> None:
     """Authenticate with the bearer token: OAUTHBEARER when offered, else XOAUTH2."""
     where = account.where
-    field = f"{account.side}.oauth2_token_cmd"
+    field = f"{account.side}.oauth2" if account.oauth2 else f"{account.side}.oauth2_token_cmd"
     mechanism = credentials.bearer_mechanism(offered.auth_mechanisms)
     if mechanism is None:
         announced = [n.removeprefix("AUTH=") for n in offered.names if n.startswith("AUTH=")]
@@ -298,13 +298,13 @@ def _oauth2_login(client: Client, account: Account, offered: Capabilities, token
             text = redact(text_of(exc.args[0] if exc.args else exc), account.password, token)
         raise_if_throttled(text, account)
         if cached:
-            # Revoked or rotated since it was cached: the command may know a newer one.
-            token, cached = credentials.access_token(account, fresh=True)
+            # Expired, revoked or rotated since it was fetched: renewed once, then the run stops.
+            token, cached = tokens.access_token(account, fresh=True)[0], False
             continue
         status = f"; status {exchange.status}" if exchange.status else ""
         raise AuthError(
             f"{where}: {mechanism} login as {account.user!r} refused ({text}{status}): "
-            f"the access token printed by {field} has expired, was revoked or is not for this user", side=account.side
+            f"the access token {tokens.token_origin(account)} has expired, was revoked or is not for this user", side=account.side
         )
 
 

@@ -7,8 +7,8 @@ the `Config` it returns.
 The file is JSON (``.json``) or YAML (``.yml``/``.yaml``) and uses the keys of the Go tool
 imapsync-go, so its users' files keep working; fastsync adds a few optional per-side keys
 (``tls``, ``ca_file``, ``timeout_s``, the ``pass_env``/``pass_file``/``pass_cmd``
-password sources, ``oauth2_token_cmd`` for OAuth2 and ``auth_user`` for an administrator's
-login, whose password the password source then gives).  :func:`load_config` returns one
+password sources, ``oauth2_token_cmd`` or an ``oauth2`` identity for OAuth2 and ``auth_user``
+for an administrator's login, whose password the password source then gives).  :func:`load_config` returns one
 frozen :class:`Config` whose passwords are already resolved, or raises
 :class:`~fastsync.records.errors.ConfigError` with a single line::
 
@@ -16,10 +16,8 @@ frozen :class:`Config` whose passwords are already resolved, or raises
 
 Messages never contain a password (nor the text of a ``pass_cmd``, which may embed one) and
 never a traceback.  Validation happens in two phases: everything is checked first and only
-then are password sources resolved, so a broken file never runs a ``pass_cmd``.  An
-``oauth2_token_cmd`` is not run here at all: access tokens expire within the hour, so
-``session.py`` runs the command for each connection it opens
-(:func:`fastsync.settings.credentials.run_secret_cmd`).
+then are password sources resolved, so a broken file never runs a ``pass_cmd``.  OAuth2
+tokens (``oauth2_token_cmd``, an ``oauth2:`` identity) are fetched later, by `tokens.py`.
 
 Secrets stay out of child processes: a ``pass_cmd`` runs without the variables named by
 ``pass_env``, and :func:`load_config` removes those variables from the process environment
@@ -41,7 +39,6 @@ import math
 import os
 import re
 import shlex
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -52,12 +49,14 @@ from fastsync.settings.configfile import (
 from fastsync.settings.credentials import (
     CredentialError,
     environ_without,
+    file_exposure,
     forget_env_passwords,
     readable_file_problem,
     resolve_password,
     resolve_path,
 )
 from fastsync.records.errors import ConfigError
+from fastsync.settings.oauth2 import IdentityProblem, OAuth2Identity, parse_identity
 from fastsync.settings.ratelimit import RATE_KEYS, RateLimit, parse_rate_limit
 from fastsync.settings.values import regex_problem
 
@@ -92,18 +91,21 @@ SIDE_KEYS = (
     "timeout_s",
     "oauth2_token_cmd",
     "auth_user",
+    "oauth2",
 )
 PASS_KEYS = ("pass", "pass_env", "pass_file", "pass_cmd")
 # OAuth2 (XOAUTH2 / OAUTHBEARER, RFC 7628) replaces the password: a side has exactly one
 # of PASS_KEYS or this key.
 OAUTH2_KEY = "oauth2_token_cmd"
-CREDENTIAL_KEYS = (*PASS_KEYS, OAUTH2_KEY)
+IDENTITY_KEY = "oauth2"  # an administrator identity (settings/oauth2.py): a token per mailbox
+CREDENTIAL_KEYS = (*PASS_KEYS, OAUTH2_KEY, IDENTITY_KEY)
 CREDENTIAL_EXPECTED = {
     "pass": "the password as a string",
     "pass_env": "the name of an environment variable holding the password",
     "pass_file": "the path of a file whose first line is the password",
     "pass_cmd": "a shell command that prints the password",
     OAUTH2_KEY: "a shell command that prints an OAuth2 access token",
+    IDENTITY_KEY: "an OAuth2 identity: google_service_account or microsoft",
 }
 MAP_KEYS = ("src", "dst")
 SIDE_NAMES = {"src": "source", "dst": "destination"}
@@ -114,10 +116,9 @@ class Account:
 
     ``password`` is excluded from ``repr`` (and so from ``str``) so that logging an account
     or a config can never leak it.  An OAuth2 side has an empty ``password`` and its
-    ``oauth2_token_cmd`` (hidden from ``repr`` too: a command line may embed a client
-    secret), run in ``workdir`` (the config file's folder) for each connection.
-    ``credential_key`` is the config key the credential came from, for messages.
-    With ``auth_user``, ``password`` is that administrator's, who opens the mailbox ``user``.
+    ``oauth2_token_cmd`` (hidden from ``repr``: it may embed a client secret; run in
+    ``workdir``, the config file's folder) or ``oauth2`` identity.  ``credential_key`` is the
+    key the credential came from.  With ``auth_user``, ``password`` is that administrator's.
     """
 
     side: str  # "src" or "dst": the config key
@@ -133,6 +134,7 @@ class Account:
     oauth2_token_cmd: str | None = field(default=None, repr=False)
     workdir: str | None = field(default=None, compare=False)
     auth_user: str | None = None
+    oauth2: OAuth2Identity | None = field(default=None, repr=False)
 
     @property
     def server(self) -> str:
@@ -315,6 +317,7 @@ class _PendingSide:
     pass_key: str
     pass_value: str  # the password itself, or the env name / file path / command
     auth_user: str | None = None
+    identity: OAuth2Identity | None = None
 
 
 def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str) -> _PendingSide:
@@ -326,7 +329,8 @@ def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str
     host, port = _parse_server(ctx, f"{side}.server", body["server"])
     user = _parse_user(ctx, side, body)
     pass_key = _credential_key(ctx, side, body)
-    pass_value = _parse_credential(ctx, side, body, pass_key)
+    pass_value = _parse_credential(ctx, side, body, pass_key) if pass_key != IDENTITY_KEY else ""
+    identity = _parse_identity(ctx, side, body, base_dir) if pass_key == IDENTITY_KEY else None
     tls = _parse_tls(ctx, side, body, port)
     ca_file = _parse_ca_file(ctx, side, body, base_dir)
     timeout_s = _parse_timeout(ctx, side, body)
@@ -343,6 +347,7 @@ def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str
         pass_key=pass_key,
         pass_value=pass_value,
         auth_user=auth_user,
+        identity=identity,
     )
 
 
@@ -388,7 +393,7 @@ def _credential_key(ctx: _Context, side: str, body: Mapping[Any, Any]) -> str:
     if not given and body.get("auth_user") is not None:
         ctx.fail(side, f"no password for the administrator {side}.auth_user; give one of {', '.join(PASS_KEYS)}")
     if not given:
-        ctx.fail(side, f"no password; give one of {', '.join(PASS_KEYS)}, or {OAUTH2_KEY} for OAuth2")
+        ctx.fail(side, f"no password; give one of {', '.join(PASS_KEYS)}, or {OAUTH2_KEY} or {IDENTITY_KEY} for OAuth2")
     return given[0]
 
 
@@ -415,6 +420,13 @@ def _parse_auth_user(ctx: _Context, side: str, body: Mapping[Any, Any], pass_key
         ctx.fail(path, f"logs in with the administrator's password; give it with one of {', '.join(PASS_KEYS)} "
                        f"instead of {pass_key}")
     return value
+
+
+def _parse_identity(ctx: _Context, side: str, body: Mapping[Any, Any], base_dir: str) -> OAuth2Identity:
+    try:
+        return parse_identity(body[IDENTITY_KEY], side, base_dir)
+    except IdentityProblem as exc:
+        ctx.fail(exc.path, exc.problem)
 
 
 def _parse_tls(ctx: _Context, side: str, body: Mapping[Any, Any], port: int) -> str:
@@ -462,7 +474,7 @@ def _resolve_password(
 ) -> str:
     """The password of a side; '' for OAuth2, whose token is fetched per connection."""
     key, value = pending.pass_key, pending.pass_value
-    if key == OAUTH2_KEY:
+    if key in (OAUTH2_KEY, IDENTITY_KEY):
         return ""
     try:
         return resolve_password(key, value, quote(value), base_dir, environ, child_env)
@@ -578,6 +590,7 @@ def parse_config(
             oauth2_token_cmd=p.pass_value if p.pass_key == OAUTH2_KEY else None,
             workdir=base_dir,
             auth_user=p.auth_user,
+            oauth2=p.identity,
         )
         for p in pending
     ]
@@ -635,13 +648,14 @@ def warnings_for(config: Config) -> list[str]:
     found: list[str] = []
     for account in (config.src, config.dst):
         if account.tls == "none":
-            secret = "access token" if account.oauth2_token_cmd else "administrator's password" if account.auth_user else "password"
+            secret = ("access token" if account.oauth2_token_cmd or account.oauth2
+                      else "administrator's password" if account.auth_user else "password")
             found.append(
                 f"{account.where}: {account.side}.tls is none: the {secret} "
                 f"and every message cross the network unencrypted; use starttls or implicit"
             )
     if any(account.credential_key == "pass" for account in (config.src, config.dst)):
-        exposure = _exposure(config.path)
+        exposure = file_exposure(config.path)
         if exposure:
             shown = display_path(config.path)
             found.append(
@@ -649,17 +663,3 @@ def warnings_for(config: Config) -> list[str]:
                 f"run chmod 600 {shlex.quote(shown)}"
             )
     return found
-
-
-def _exposure(path: str) -> str:
-    """Who besides the owner can read ``path``: 'others', 'its group', ... or ''."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return ""
-    group, others = bool(mode & stat.S_IRGRP), bool(mode & stat.S_IROTH)
-    if group and others:
-        return "its group and others"
-    return "others" if others else "its group" if group else ""
-
-

@@ -3,8 +3,9 @@ exchange that carries a token.
 
 Settings layer: imports only `errors`.  ``config.py`` resolves each side's password
 through `resolve_password` once the whole file has been checked; the protocol edge gets
-a token for each connection it opens from `access_token` (which runs the side's
-``oauth2_token_cmd`` through `run_secret_cmd`) and logs in with a `BearerExchange`.
+a token for each connection it opens from `tokens.access_token` (which runs the side's
+``oauth2_token_cmd`` through `run_secret_cmd`, or asks the side's identity provider)
+and logs in with a `BearerExchange`.
 Password sources know nothing of the config file's layout: they get plain values and
 raise `CredentialError` with the problem alone; the caller adds the file name and field
 path.  An account is anything shaped like `config.Account` (`TokenAccount`), so this
@@ -18,37 +19,30 @@ from the process environment once read, so that no child process inherits them.
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import json
 import os
-import re
 import selectors
 import stat
 import subprocess
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping
 from typing import IO, Protocol
 
-from fastsync.records.errors import AuthError
 
 __all__ = [
     "PASS_CMD_TIMEOUT_S",
     "CredentialError",
     "SecretCommandError",
     "environ_without",
+    "file_exposure",
     "forget_env_passwords",
     "readable_file_problem",
     "resolve_password",
     "resolve_path",
     "run_secret_cmd",
-    "TOKEN_REUSE_S",
     "SECRET_LINE_MAX_BYTES",
-    "adopt_tokens",
-    "token_expiry",
-    "token_handoff",
     "TokenAccount",
-    "access_token",
     "BearerExchange",
     "bearer_mechanism",
     "remember_secret",
@@ -175,6 +169,18 @@ def readable_file_problem(full: str, shown: str) -> str | None:
     except OSError as exc:
         return f"cannot read {shown}: {exc.strerror or 'error'}"
     return None
+
+
+def file_exposure(path: str) -> str:
+    """Who besides the owner can read ``path``: 'others', 'its group', ... or ''."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    group, others = bool(mode & stat.S_IRGRP), bool(mode & stat.S_IROTH)
+    if group and others:
+        return "its group and others"
+    return "others" if others else "its group" if group else ""
 
 
 def _read_pass_file(base_dir: str, value: str, shown: str) -> str:
@@ -331,21 +337,6 @@ class TokenAccount(Protocol):
     def server(self) -> str: ...
 
 
-# An access token from oauth2_token_cmd is reused until it expires: the planner's
-# connections, every worker's and every reconnect use the one token the command printed
-# for the account, and the command runs again only when it is due.  A JWT (Microsoft 365's
-# tokens) says when (its "exp" claim), and is renewed TOKEN_RENEW_BEFORE_S ahead; an opaque
-# token (Google's) is kept TOKEN_REUSE_S, well within the hour providers' tokens live.  A
-# cached token the server refuses is fetched again at once (see transport's OAuth2 login),
-# so a token revoked or rotated meanwhile is still picked up.  Workers start with the
-# parent's tokens (`token_handoff`, pickled with the pool's setup over the worker's pipe:
-# never in a process's arguments or environment) and keep their own cache from there.
-TOKEN_REUSE_S = 30 * 60.0
-TOKEN_RENEW_BEFORE_S = 5 * 60.0
-
-# (command, workdir) -> (expiry, as time.time(), token)
-_tokens: dict[tuple[str, str | None], tuple[float, str]] = {}
-
 # Every access token this process has fetched (and any other secret handed to
 # `remember_secret`): the --log-file formatter redacts them as a second line of defence,
 # whatever an event carries.  Tokens are short-lived, but one in a log file is still a key.
@@ -361,76 +352,6 @@ def remember_secret(value: str) -> None:
 def known_secrets() -> frozenset[str]:
     """The secrets this process has seen so far: tokens, and what `remember_secret` got."""
     return frozenset(_secrets)
-
-# RFC 6750 section 2.1 b64token: what a bearer token may consist of.  Checked so that a
-# command printing JSON or a "Bearer ..." line fails clearly instead of at the server.
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-
-
-def access_token(account: TokenAccount, *, fresh: bool = False) -> tuple[str, bool]:
-    """(token, came from the cache) for an OAuth2 side; runs its ``oauth2_token_cmd`` if needed.
-
-    A failing command is an AuthError naming the side and the field, never the command
-    (it may embed a client secret) nor what it printed.
-    """
-    command = account.oauth2_token_cmd
-    if command is None:
-        raise ValueError(f"{account.side} has no oauth2_token_cmd")
-    key = (command, account.workdir)
-    cached = _tokens.get(key)
-    if cached is not None and not fresh and time.time() < cached[0]:
-        return cached[1], True
-    where = account.where
-    field = f"{account.side}.oauth2_token_cmd"
-    try:
-        token = run_secret_cmd(command, account.workdir, "an access token").strip()
-    except SecretCommandError as exc:
-        raise AuthError(f"{where}: {field}: {exc.problem}", side=account.side) from None
-    if not _B64TOKEN.fullmatch(token):
-        raise AuthError(
-            f"{where}: {field}: command printed something that is not an access token "
-            "(RFC 6750: letters, digits and -._~+/=); print only the token, "
-            "e.g. pipe JSON through jq -r .access_token", side=account.side,
-        )
-    _tokens[key] = (token_expiry(token, time.time()), token)
-    remember_secret(token)
-    return token, False
-
-
-def token_expiry(token: str, now: float) -> float:
-    """When a token fetched at *now* is to be fetched again (seconds since the epoch): a
-    JWT's "exp" claim (RFC 7519 section 4.1.4) less `TOKEN_RENEW_BEFORE_S`, else after
-    `TOKEN_REUSE_S`; never later than that for a JWT either, nor in the past."""
-    parts = token.split(".")
-    if len(parts) == 3:
-        try:
-            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        except (ValueError, TypeError):
-            claims = None
-        expires = claims.get("exp") if isinstance(claims, dict) else None
-        if isinstance(expires, int | float) and not isinstance(expires, bool):
-            return max(now, min(now + TOKEN_REUSE_S, float(expires) - TOKEN_RENEW_BEFORE_S))
-    return now + TOKEN_REUSE_S
-
-
-def token_handoff(accounts: Iterable[TokenAccount]) -> dict[tuple[str, str | None], tuple[float, str]]:
-    """The tokens of the OAuth2 *accounts*, fetched now if not cached, for `adopt_tokens` in a
-    worker process: workers then log in with the parent's token instead of each running
-    the command.  Raises AuthError as `access_token` does."""
-    handed: dict[tuple[str, str | None], tuple[float, str]] = {}
-    for account in accounts:
-        if account.oauth2_token_cmd is not None:
-            access_token(account)
-            key = (account.oauth2_token_cmd, account.workdir)
-            handed[key] = _tokens[key]
-    return handed
-
-
-def adopt_tokens(handed: Mapping[tuple[str, str | None], tuple[float, str]]) -> None:
-    """Cache the tokens a parent handed over (`token_handoff`) in this process."""
-    for key, (expires, token) in handed.items():
-        _tokens[key] = (expires, token)
-        remember_secret(token)
 
 
 class BearerExchange:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fastsync.settings import credentials
+from fastsync.settings import credentials, tokens
 
 from fastsync.settings.credentials import SECRET_LINE_MAX_BYTES, SecretCommandError, run_secret_cmd
 
@@ -78,18 +78,20 @@ NOW = 1_800_000_000.0
 @pytest.mark.parametrize(
     ("token", "expected"),
     [
-        ("ya29.opaque-token", NOW + credentials.TOKEN_REUSE_S),
-        (_jwt({"exp": NOW + 3600}), NOW + credentials.TOKEN_REUSE_S),
-        (_jwt({"exp": NOW + 600}), NOW + 600 - credentials.TOKEN_RENEW_BEFORE_S),
-        (_jwt({"exp": NOW + 60}), NOW),
-        (_jwt({"exp": "soon"}), NOW + credentials.TOKEN_REUSE_S),
-        (_jwt({"exp": True}), NOW + credentials.TOKEN_REUSE_S),
-        (_jwt([1, 2]), NOW + credentials.TOKEN_REUSE_S),
-        ("a.!!!.b", NOW + credentials.TOKEN_REUSE_S),
+        ("ya29.opaque-token", NOW + tokens.TOKEN_REUSE_S),
+        (_jwt({"exp": NOW + 3600}), NOW + tokens.TOKEN_REUSE_S),
+        (_jwt({"exp": NOW + 600}), NOW + 600 - tokens.TOKEN_RENEW_BEFORE_S),
+        # A short-lived token is renewed half-way through its life, not at every login.
+        (_jwt({"exp": NOW + 60}), NOW + 30),
+        (_jwt({"exp": NOW - 60}), NOW),
+        (_jwt({"exp": "soon"}), NOW + tokens.TOKEN_REUSE_S),
+        (_jwt({"exp": True}), NOW + tokens.TOKEN_REUSE_S),
+        (_jwt([1, 2]), NOW + tokens.TOKEN_REUSE_S),
+        ("a.!!!.b", NOW + tokens.TOKEN_REUSE_S),
     ],
 )
 def test_token_expiry(token: str, expected: float) -> None:
-    assert credentials.token_expiry(token, NOW) == expected
+    assert tokens.token_expiry(token, NOW) == expected
 
 
 def test_pass_env_password_leaves_the_process_environment(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def side(**keys: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("src", "expected"),
     [
-        (side(), "src: no password; give one of pass, pass_env, pass_file, pass_cmd, or oauth2_token_cmd for OAuth2"),
+        (side(), "src: no password; give one of pass, pass_env, pass_file, pass_cmd, or oauth2_token_cmd or oauth2 for OAuth2"),
         (side(**{"pass": "Hunter2-x", "oauth2_token_cmd": "tok"}), "src: pass and oauth2_token_cmd both given; use exactly one"),
         (side(pass_cmd="echo Hunter2-x", oauth2_token_cmd="tok"), "src: pass_cmd and oauth2_token_cmd both given"),
         (side(oauth2_token_cmd=""), "src.oauth2_token_cmd: empty; expected a shell command that prints an OAuth2 access token"),
