@@ -67,7 +67,9 @@ CONFIG_HELP = """\
 config file (JSON or YAML, chosen by extension; the keys of imapsync-go):
   src / dst:   label, server (host:port), user, and one of pass, pass_env (variable name),
                pass_file (path), pass_cmd (shell command printing the password),
-               oauth2_token_cmd (shell command printing an OAuth2 access token);
+               oauth2_token_cmd (shell command printing an OAuth2 access token),
+               oauth2 (an administrator identity: {google_service_account: key.json}
+               or {microsoft: {tenant, client_id, client_secret_cmd | ...}});
                optional tls (implicit | starttls | none; default implicit on port 993,
                starttls otherwise), ca_file, timeout_s (default 60)
   map:         list of {src, dst}: only these folders (and their subfolders) are synced
