@@ -168,6 +168,11 @@ class IdentityProvider:
             self.refused.append(token)
         return {"active": False}
 
+    def revoke_all(self) -> None:
+        """Every token issued so far is revoked (as an administrator's "sign out everywhere")."""
+        with self._lock:
+            self._tokens = {token: (mailbox, 0.0) for token, (mailbox, _e) in self._tokens.items()}
+
     def tokens_issued(self) -> list[str]:
         with self._lock:
             return list(self._tokens)

@@ -32,6 +32,8 @@ from cryptography.x509.oid import NameOID
 
 from bench.harness.dovecot import Dovecot, make_certificates
 from bench.harness.tcpproxy import CountingProxy
+from fastsync.imap import session
+from fastsync.settings.config import load_config
 from tests.dovecot.accounts import Account, snapshot
 from tests.dovecot.identityprovider import App, IdentityProvider
 from tests.helpers import REPO_ROOT, cli_env, message, run_cli, wait_for, write_config
@@ -197,6 +199,47 @@ def test_microsoft_certificate_credential_logs_in(tmp_path: Path, idp: tuple[Dov
     result = run_cli("show", "-c", _config(tmp_path, server, "ox1", "ox5", oauth2), env=NO_CA)
     assert result.returncode == 0, result.stderr
     assert provider.issued[-1] == ("microsoft", "ox5")
+
+
+def test_a_token_refused_mid_run_is_renewed_once(tmp_path: Path, idp: tuple[Dovecot, IdentityProvider, Path]) -> None:
+    server, provider, ca_file = idp
+    _google_key(tmp_path, provider, {"ox9"})
+    config = _config(tmp_path, server, "ox1", "ox9", {"google_service_account": "key.json", "ca_file": str(ca_file)})
+    account = load_config(config, environ={}).dst
+    issued = len(provider.issued)
+    os.environ.update(NO_CA)
+    try:
+        with session.Session.open(account):
+            pass
+        with session.Session.open(account):
+            pass
+        assert len(provider.issued) - issued == 1  # the second login reuses the token
+        provider.revoke_all()
+        with session.Session.open(account) as again:
+            assert "INBOX" in [f.name for f in again.list_folders()]
+    finally:
+        for name in NO_CA:
+            os.environ.pop(name, None)
+    assert len(provider.issued) - issued == 2
+
+
+def test_tokens_refused_twice_stop_the_run_naming_the_side_and_the_answer(
+    tmp_path: Path, idp: tuple[Dovecot, IdentityProvider, Path]
+) -> None:
+    """The app may open ox6 only: a token for it is refused for ox10, renewed once, refused again."""
+    server, provider, ca_file = idp
+    provider.add_app(TENANT, CLIENT_ID, App(CLIENT_SECRET, mailbox="ox6"))
+    (tmp_path / "secret.txt").write_text(CLIENT_SECRET + "\n")
+    issued = len(provider.issued)
+    result = run_cli("show", "-c", _config(tmp_path, server, "ox1", "ox10", _microsoft(ca_file, provider)), env=NO_CA)
+    assert result.returncode == 4, result.stderr
+    assert _error_line(result) == (
+        f"error: destination ({server.host}:{server.port}): OAUTHBEARER login as 'ox10' refused "
+        "([AUTHENTICATIONFAILED] Authentication failed.; status invalid_token): the access token obtained through "
+        "dst.oauth2 has expired, was revoked or is not for this user"
+    )
+    assert len(provider.issued) - issued == 2
+    _secrets_absent(provider, [result.stdout, result.stderr], [CLIENT_SECRET])
 
 
 def _error_line(result: subprocess.CompletedProcess[str]) -> str:
