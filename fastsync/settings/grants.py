@@ -127,8 +127,11 @@ def _google(identity: OAuth2Identity, account: TokenAccount) -> tuple[str, float
         except google_errors.RefreshError as exc:
             raise _google_refusal(identity, account, exc.args) from None
         except google_errors.TransportError as exc:
-            raise ConnectError(f"{account.where}: {identity.key_path}: cannot reach Google's token endpoint "
-                               f"{info['token_uri']} ({_first_line(exc)})", side=account.side) from None
+            cause = exc.args[0] if exc.args else exc
+            untrusted = isinstance(cause, requests.exceptions.SSLError)
+            raise _unreachable(identity, account, info["token_uri"], cause, untrusted) from None
+        except OSError as exc:  # requests: REQUESTS_CA_BUNDLE names no file, and the like
+            raise _unreachable(identity, account, info["token_uri"], exc, False) from None
     token = str(credentials.token)
     expiry = credentials.expiry
     expires = calendar.timegm(expiry.utctimetuple()) if expiry is not None else time.time() + 3600
@@ -178,8 +181,8 @@ def _microsoft(identity: OAuth2Identity, account: TokenAccount) -> tuple[str, fl
         raise _microsoft_refusal(identity, account, exc.code, _json(exc.read(1 << 20))) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise ConnectError(f"{account.where}: {identity.key_path}: cannot reach the token endpoint {url} "
-                           f"({_first_line(reason)})", side=account.side) from None
+        untrusted = isinstance(reason, ssl.SSLCertVerificationError)
+        raise _unreachable(identity, account, url, reason, untrusted) from None
     token = data.get("access_token")
     if not isinstance(token, str) or not token:
         raise AuthError(f"{account.where}: {identity.key_path}: the token endpoint {url} answered without an "
@@ -188,6 +191,15 @@ def _microsoft(identity: OAuth2Identity, account: TokenAccount) -> tuple[str, fl
     lifetime = data.get("expires_in")
     seconds = float(lifetime) if isinstance(lifetime, int | float | str) and str(lifetime).isdigit() else 3600.0
     return token, started + seconds
+
+
+def _unreachable(identity: OAuth2Identity, account: TokenAccount, url: str, reason: object,
+                 untrusted: bool) -> ConnectError:
+    """The token endpoint could not be asked (exit 3); a certificate it was not trusted
+    with names the key that trusts a private CA."""
+    hint = f"; if it has a private CA, give that CA as {identity.key_path}.ca_file" if untrusted else ""
+    return ConnectError(f"{account.where}: {identity.key_path}: cannot reach the token endpoint {url} "
+                        f"({_first_line(reason)}){hint}", side=account.side)
 
 
 def _microsoft_refusal(identity: OAuth2Identity, account: TokenAccount, status: int,

@@ -273,6 +273,10 @@ BAD_INPUTS = [
     ("expired secret", 4, "(invalid_client: AADSTS7000222: The provided client secret keys are expired. Trace ID: "
      "0000): the client secret has expired; create a new one in the Microsoft Entra admin center: App registrations "
      "> the app > Certificates & secrets and update dst.oauth2.microsoft"),
+    ("token endpoint unreachable", 3, "dst.oauth2: cannot reach the token endpoint http://127.0.0.1:1/contoso/token "
+     "([Errno 111] Connection refused)"),
+    ("token endpoint not trusted", 3, "dst.oauth2: cannot reach the token endpoint https://127.0.0.1:"),
+    ("CA bundle variable names no file", 3, "dst.oauth2: cannot reach the token endpoint https://127.0.0.1:"),
     ("secret command fails", 2, "dst.oauth2.microsoft.client_secret_cmd: command failed with exit status 3"),
 ]
 
@@ -297,6 +301,9 @@ def test_bad_input_is_one_line_with_its_exit_code(
         "wrong client": _microsoft(ca_file, provider, client_id="no-such-app"),
         "wrong secret": _microsoft(ca_file, provider, client_secret_file="wrong.txt"),
         "expired secret": _microsoft(ca_file, provider, tenant="old"),
+        "token endpoint unreachable": _microsoft(ca_file, provider, token_url="http://127.0.0.1:1/{tenant}/token"),
+        "token endpoint not trusted": {"google_service_account": "key.json"},
+        "CA bundle variable names no file": {"google_service_account": "key.json"},
         "secret command fails": _microsoft(ca_file, provider, client_secret_file="",
                                            client_secret_cmd="echo " + CLIENT_SECRET + " >/dev/null; exit 3"),
     }[case]
@@ -309,12 +316,18 @@ def test_bad_input_is_one_line_with_its_exit_code(
     (tmp_path / "wrong.txt").write_text("not-the-secret\n")
     log = tmp_path / "run.log"
 
-    result = run_cli("show", "-c", _config(tmp_path, server, "ox1", "ox6", oauth2), "--log-file", log, env=NO_CA)
+    env = {} if case == "token endpoint not trusted" else NO_CA
+    result = run_cli("show", "-c", _config(tmp_path, server, "ox1", "ox6", oauth2), "--log-file", log, env=env)
 
     assert result.returncode == code, result.stderr
     line = _error_line(result)
     if "google_service_account:" in expected:
         assert "dst.oauth2.google_service_account (line " in line  # the key's line in the config file
     assert expected in re.sub(r" \(line \d+\)", "", line)
+    if case == "token endpoint not trusted":
+        assert "certificate verify failed" in line
+        assert line.endswith("; if it has a private CA, give that CA as dst.oauth2.ca_file")
+    if case == "CA bundle variable names no file":
+        assert line.endswith("(Could not find a suitable TLS CA certificate bundle, invalid path: /nonexistent/ca.pem)")
     _secrets_absent(provider, [result.stdout, result.stderr, log.read_text() if log.exists() else ""],
                     [CLIENT_SECRET, _key_body(info)])
