@@ -19,7 +19,8 @@ messages: an error names the line and the column.
 A side of the servers file that names an administrator (``auth_user``, or the flag
 ``--src-auth-user``/``--dest-auth-user``) gives that administrator's password source there
 too, and the pairs file then needs only that side's user column: every pair of the side
-logs in as the administrator.  The password source is resolved once, for all pairs (a
+logs in as the administrator.  So does a side with an ``oauth2`` identity: each pair gets
+a token for its own mailbox.  The password source is resolved once, for all pairs (a
 ``pass_cmd`` runs once, a ``pass_env`` variable is removed from the environment once read),
 and the journal's context is then the servers file's data without it: the journal holds
 nothing derived from a secret.
@@ -110,8 +111,9 @@ def load_batch(
     with open(servers_path, encoding="utf-8", errors="replace") as servers:
         servers_text = servers.read()
     if admins:
-        # Each pair takes the administrator's password as resolved once, here.
-        resolved = {side: getattr(template, side).password for side in admins}
+        # Each pair takes the administrator's password as resolved once, here (an oauth2
+        # identity has none: each pair's process obtains its mailbox's token).
+        resolved = {side: getattr(template, side).password for side in admins if getattr(template, side).oauth2 is None}
         if environ is None:
             forget_env_passwords(str(data[side]["pass_env"]) for side in admins if "pass_env" in data[side])
         servers_text = json.dumps(_without(data, admins, PASS_KEYS), sort_keys=True, default=str)
@@ -137,6 +139,8 @@ def _admin_sides(servers_path: str, data: object) -> dict[str, str]:
             continue
         if body.get("auth_user") is not None:
             admins[side] = str(body["auth_user"])
+        elif body.get("oauth2") is not None:
+            admins[side] = f"{side}.oauth2"
         for key in PAIR_KEYS:
             if key in body and (side not in admins or key not in PASS_KEYS):
                 also = "" if key == "user" else " (or name an administrator with auth_user, whose password it is)"
@@ -258,7 +262,7 @@ def _pair_config(
             problem = "none is given" if not given else f"{' and '.join(side + '_' + k for k in given)} are both given"
             raise ConfigError(
                 f"{shown}: {side}: {problem}; give exactly one of "
-                f"{', '.join(side + '_' + k for k in CREDENTIAL_COLUMNS)}, or an administrator (auth_user) "
+                f"{', '.join(side + '_' + k for k in CREDENTIAL_COLUMNS)}, or an administrator (auth_user or oauth2) "
                 "in the servers file"
             )
         value = row[f"{side}_{given[0]}"]

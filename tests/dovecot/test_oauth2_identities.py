@@ -112,6 +112,35 @@ def test_google_sync_with_8_workers_asks_the_provider_for_one_token(
     _secrets_absent(provider, [result.stdout, result.stderr, log.read_text()], [_key_body(info)])
 
 
+def test_a_batch_of_user_names_into_a_google_domain_gets_one_token_per_mailbox(
+    tmp_path: Path, idp: tuple[Dovecot, IdentityProvider, Path]
+) -> None:
+    server, provider, ca_file = idp
+    pairs = [("ox1", "ox2"), ("ox3", "ox5"), ("ox7", "ox8")]
+    for n, (src_user, _dst) in enumerate(pairs):
+        Account(server, src_user, USERS[src_user]).seed([message(f"B{n}", 500 + 10 * n + k) for k in range(4)])
+    _google_key(tmp_path, provider, {dst for _src, dst in pairs})
+    address = f"{server.host}:{server.port}"
+    servers = tmp_path / "servers.json"
+    servers.write_text(json.dumps({
+        "src": {"server": address, "tls": "starttls", "ca_file": str(server.ca_file)},
+        "dst": {"server": address, "tls": "starttls", "ca_file": str(server.ca_file),
+                "oauth2": {"google_service_account": "key.json", "ca_file": str(ca_file)}},
+    }))
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("src_user,src_pass,dst_user\n" + "".join(f"{s},{USERS[s]},{d}\n" for s, d in pairs))
+    issued = len(provider.issued)
+
+    result = run_cli("-c", servers, "batch", csv, "-y", "--procs", "2", "--state-dir", tmp_path / "state", env=NO_CA)
+
+    assert result.returncode == 0, result.stderr
+    for src_user, dst_user in pairs:
+        assert snapshot(Account(server, dst_user, USERS[dst_user])) == snapshot(Account(server, src_user, USERS[src_user]))
+    assert sorted(provider.issued[issued:]) == sorted(("google", dst) for _src, dst in pairs)
+    journal = "".join(p.read_bytes().decode("utf-8", "replace") for p in (tmp_path / "state").rglob("*") if p.is_file())
+    _secrets_absent(provider, [result.stdout, result.stderr, journal], [])
+
+
 def _processes_hold_none(pid: int, secrets: list[str]) -> None:
     """No process of the run has a secret in its arguments or environment."""
     tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]

@@ -181,7 +181,7 @@ def test_the_administrators_variable_is_forgotten_once_read(tmp_path: Path, monk
      "file")),
     ({}, "src_user,dst_user,dst_pass\na,b,pb\n",
      ("pairs.csv: line 2: src: none is given; give exactly one of src_pass, src_pass_file, src_oauth2_token_cmd, "
-     "or an administrator (auth_user) in the servers file")),
+     "or an administrator (auth_user or oauth2) in the servers file")),
 ])
 def test_batch_files_that_do_not_fit_together_are_one_line(tmp_path: Path, src: dict[str, Any], text: str,
                                                            problem: str) -> None:
