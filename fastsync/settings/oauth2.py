@@ -192,7 +192,7 @@ def read_certificate(identity: OAuth2Identity) -> tuple[Any, Any]:
 
 def missing_extra(extra: str, module: str) -> str:
     """The problem of an identity whose library is not installed."""
-    return f"needs {module}, which is not installed; install fastsync with it: pip install 'fastsync[{extra}]'"
+    return f"needs {module}, which is not installed; install it with the extra {extra!r}: pip install '.[{extra}]' in a checkout of fastsync"
 
 
 def _mapping(path: str, value: object, expected: str) -> Mapping[Any, Any]:
