@@ -102,7 +102,23 @@ COMMANDS = {
          "the state directory records each pair's outcome: a second run skips the pairs that finished "
          "exactly and redoes the others."),
     ),
+    "accept": (
+        "accept the messages the destination refused, so that the run counts as complete",
+        ("Mark the refusals recorded so far (the messages a destination refused, see --retry-refused) as "
+         "accepted: a sync, or with PAIRS the pairs of a batch (--all, or --pair USER), then counts as "
+         "complete with accepted exceptions (exit code 0), and those messages are not sent again. A refusal "
+         "seen after the accept is not covered. Reads and writes the state directory only."),
+    ),
+    "report": (
+        "write the report of the last sync, or with PAIRS of the batch, again (--report DIR)",
+        ("Render report.html, report.csv and report.json into the --report directory again from what the "
+         "state directory holds: the last sync of the config's accounts, or with PAIRS the batch journal. "
+         "Connects to no server."),
+    ),
 }
+
+# The commands that read and write only what earlier runs recorded in the state directory.
+RECORD_COMMANDS = ("accept", "report")
 
 
 def _add_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag], note: str = "", after: bool = False) -> None:
@@ -143,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "batch":
             command.add_argument("pairs", metavar="PAIRS",
                                  help="CSV file of account pairs: a header line, then one pair per line")
+        if name in RECORD_COMMANDS:
+            command.add_argument("pairs", metavar="PAIRS", nargs="?",
+                                 help="the batch's CSV file of account pairs (without it: the config's sync)")
         _add_flags(command, COMMAND_FLAGS[name], after=True)
     return parser
 
@@ -235,6 +254,8 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         verbose = bool(values.get("verbose"))
         reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
         config_path = values.get("config") or DEFAULT_CONFIG
+        if args.command in RECORD_COMMANDS:
+            return _records(args.command, args.pairs, values, config_path, reporter)
         if args.command == "batch":
             from fastsync.batch import parent as pairrun
             from fastsync.batch.inputs import load_batch
@@ -387,6 +408,10 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
             "dst_folders": len(listing.dst.folders), "dst_messages": listing.dst.messages,
             "mapped": len(listing.pairs), "excluded": len(listing.excluded),
         }
+    from fastsync.report import document as report_document
+
+    secrets = [config.src.password, config.dst.password]
+    title = f"{config.src.user}@{config.src.server} -> {config.dst.user}@{config.dst.server}"
     if command == "check":
         from fastsync.commands import check
 
@@ -396,21 +421,29 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
         code = ExitCode.OK if result.matches else ExitCode.PARTIAL
         checked = progress.check_document(result)
         reporter.document({**checked, "exit_code": int(code)})
+        _report(options, report_document.of_check(result, title), secrets, reporter)
         return code, "", {**checked["summary"], "matches": result.matches}
     from fastsync.commands import sync
+    from fastsync.report.live import Sampling
 
-    summary = sync.run(config, options, reporter)
+    sampling = Sampling(reporter)
+    summary = sync.run(config, options, cast("Reporter", sampling))
+    summary.samples = sampling.samples
     reporter.summary(summary)
     synced = progress.sync_document(summary)
     totals = {**synced["summary"], "complete": summary.complete, "declined": summary.declined,
               "dry_run": summary.dry_run}
+    doc = {**synced, "exit_code": summary.exit_code}
     if summary.cancelled:
         # Stopped by Ctrl-C or SIGTERM: the summary of what was done, then why it ended.
         reporter.cancelled(summary.cancelled)
-        reporter.document({**synced, "error": summary.cancelled, "exit_code": summary.exit_code})
-        return summary.exit_code, summary.cancelled, totals
-    reporter.document({**synced, "exit_code": summary.exit_code})
-    return summary.exit_code, "", totals
+        doc["error"] = summary.cancelled
+    reporter.document(doc)
+    if not summary.dry_run:
+        sync.keep_report(config, options, report_document.of_sync(summary, title))
+    _report(options, report_document.of_sync(summary, title), secrets, reporter)
+    _notify(options, doc, secrets, reporter)
+    return summary.exit_code, summary.cancelled, totals
 
 
 def _run_batch(batch: Batch, options: Options, reporter: Reporter,
@@ -421,15 +454,70 @@ def _run_batch(batch: Batch, options: Options, reporter: Reporter,
     from fastsync import progress
     from fastsync.commands import batch as batch_command
 
+    from fastsync.records.results import BatchSummary
+    from fastsync.report import document as report_document
+    from fastsync.report.live import LiveBatch
+
     for warning in batch_command.warnings_for(batch) if not reporter.quiet else ():
         reporter.warn(warning)
-    outcome = batch_command.run(batch, options, reporter, spare)
+    outcome = BatchSummary()
+    if options.report_dir and not options.dry_run:
+        with LiveBatch(outcome, options.report_dir, batch.pairs_path, reporter.warn) as live:
+            batch_command.run(batch, options, reporter, spare, outcome)
+        live.write(running=False)
+    else:
+        batch_command.run(batch, options, reporter, spare, outcome)
     reporter.batch_report(outcome)
     if outcome.cancelled:
         reporter.cancelled(outcome.cancelled)
     document = progress.batch_document(outcome)
-    reporter.document({**document, "exit_code": outcome.exit_code})
+    doc = {**document, "exit_code": outcome.exit_code}
+    reporter.document(doc)
+    if options.report_dir and options.dry_run:
+        _report(options, report_document.of_batch(outcome, batch.pairs_path), batch.secrets, reporter)
+    _notify(options, doc, batch.secrets, reporter)
     return outcome.exit_code, outcome.cancelled, document["summary"]
+
+
+def _report(options: Options, doc: dict[str, Any], secrets: Sequence[str], reporter: Reporter) -> None:
+    """--report DIR: the three files of *doc*, every secret of the run masked."""
+    if not options.report_dir:
+        return
+    from fastsync.report import render
+    from fastsync.settings import credentials
+
+    render.write(secrets_rules.redact_values(doc, [*secrets, *credentials.known_secrets()]), options.report_dir)
+    reporter.detail(f"report written to {options.report_dir}")
+
+
+def _notify(options: Options, doc: dict[str, Any], secrets: Sequence[str], reporter: Reporter) -> None:
+    """--notify CMD: told of the run's end with its --json document; a failure is only said."""
+    if not options.notify:
+        return
+    from fastsync.report.notify import notify
+    from fastsync.settings import credentials
+
+    notify(options.notify, doc, [*secrets, *credentials.known_secrets()], reporter.warn)
+
+
+def _records(command: str, pairs: str | None, values: Mapping[str, Any], config_path: str,
+             reporter: Reporter) -> int:
+    """``fastsync accept`` and ``fastsync report``: what earlier runs recorded, no server."""
+    from fastsync.settings import options as option_rules
+
+    options = option_rules.resolve(values, None, COMMAND_FLAGS[command])
+    if command == "accept":
+        from fastsync.commands import accept
+
+        for line in accept.run(config_path, pairs, options):
+            reporter.info(line)
+        return ExitCode.OK
+    from fastsync.commands import report
+
+    doc, secrets = report.run(config_path, pairs, options)
+    _report(options, doc, secrets, reporter)
+    reporter.info(f"report written to {options.report_dir}: {doc['verdict']}")
+    return ExitCode.OK
 
 
 class _TextFormatter(logging.Formatter):

@@ -312,10 +312,11 @@ class Reporter:
         flags = f", {s.flags_updated} flags updated" if s.sync_flags else ""
         skips = f", {len(s.skipped)} skipped" if s.skipped or s.size_bounds else ""
         deleted = f", {s.deleted} deleted" if s.delete_dest else ""
+        accepted = accepted_note(len(s.accepted) if s.complete else 0)
         self.info(
             f"{s.folders} folders, {s.copied} copied, {s.present} already present, "
             f"{len(s.failed)} failed, {human_bytes(s.copied_bytes)}, {s.elapsed_s:.1f} s, "
-            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}{skips}{deleted}"
+            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}{skips}{deleted}{accepted}"
         )
 
     def check_report(self, s: CheckSummary, limit: int = 20) -> None:
@@ -406,6 +407,7 @@ class Reporter:
                              "bytes", "seconds", "exit"], rows)
         rate = s.copied_bytes / 1e6 / s.elapsed_s if s.elapsed_s else 0.0
         skipped = f", {s.count('skipped')} skipped (finished before; --again redoes them)" if s.count("skipped") else ""
+        skipped += accepted_note(sum(len(p.accepted) for p in s.pairs if p.outcome in ("exact", "skipped")))
         self.info(
             f"{len(s.pairs)} pairs: {s.count('exact')} exact{skipped}, {s.count('partial')} partial, "
             f"{s.count('failed')} failed, {s.count('interrupted') + s.count('not run')} not finished; "
@@ -437,6 +439,11 @@ class Reporter:
             return
         doc = secrets_rules.redact_values(doc, self._hidden())
         write(self.document_out, orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def accepted_note(accepted: int) -> str:
+    """The summary line's words for a run complete with refusals an operator accepted."""
+    return f", complete with {accepted} accepted exceptions" if accepted else ""
 
 
 def sync_document(s: Summary) -> dict[str, Any]:
@@ -476,6 +483,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
             "mb_per_s": round(s.mb_per_s, 3),
         },
         "failed": [dataclasses.asdict(f) for f in s.failed],
+        "accepted": [dataclasses.asdict(f) for f in s.accepted],
         "skipped": [dataclasses.asdict(skipped) for skipped in s.skipped],
         "folders_refused": [dataclasses.asdict(f) for f in s.folders_refused],
         "budgets": [dataclasses.asdict(b) for b in s.budgets],

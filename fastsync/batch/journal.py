@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS pairs (
 );
 CREATE TABLE IF NOT EXISTS budgets (name TEXT PRIMARY KEY, uses BLOB);
 """
+# Added later: a JSON object with the pair's refused and accepted messages and its errors,
+# which `fastsync report` renders; an older journal gets the column on opening.
+_DETAIL = "ALTER TABLE pairs ADD COLUMN detail TEXT"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Entry:
     seconds: float
     exit_code: int | None
     finished_at: float | None
+    detail: str = "{}"
 
 
 class Journal:
@@ -85,6 +89,9 @@ class Journal:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(pairs)")}
+                if "detail" not in columns:
+                    db.execute(_DETAIL)
             except BaseException:
                 db.close()
                 raise
@@ -93,15 +100,24 @@ class Journal:
     def get(self, key: str) -> Entry | None:
         with failures(self.path):
             row = self._db.execute(
-                "SELECT outcome, copied, present, failed, copied_bytes, seconds, exit_code, finished_at "
-                "FROM pairs WHERE key = ?", (key,),
+                "SELECT outcome, copied, present, failed, copied_bytes, seconds, exit_code, finished_at, "
+                "coalesce(detail, '{}') FROM pairs WHERE key = ?", (key,),
             ).fetchone()
         return Entry(*row) if row else None
+
+    def entries(self) -> list[tuple[int, str, str, Entry]]:
+        """Every pair the journal knows: line, source user, destination user, entry; by line."""
+        with failures(self.path):
+            rows = self._db.execute(
+                "SELECT line, src_user, dst_user, outcome, copied, present, failed, copied_bytes, seconds, "
+                "exit_code, finished_at, coalesce(detail, '{}') FROM pairs ORDER BY line",
+            ).fetchall()
+        return [(row[0], row[1], row[2], Entry(*row[3:])) for row in rows]
 
     def started(self, key: str, line: int, src_user: str, dst_user: str) -> None:
         with failures(self.path), self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO pairs VALUES (?, ?, ?, ?, 'running', 0, 0, 0, 0, 0, NULL, NULL)",
+                "INSERT OR REPLACE INTO pairs VALUES (?, ?, ?, ?, 'running', 0, 0, 0, 0, 0, NULL, NULL, '{}')",
                 (key, line, src_user, dst_user),
             )
 
@@ -109,9 +125,9 @@ class Journal:
         with failures(self.path), self._db:
             self._db.execute(
                 "UPDATE pairs SET outcome = ?, copied = ?, present = ?, failed = ?, copied_bytes = ?, seconds = ?, "
-                "exit_code = ?, finished_at = ? WHERE key = ?",
+                "exit_code = ?, finished_at = ?, detail = ? WHERE key = ?",
                 (entry.outcome, entry.copied, entry.present, entry.failed, entry.copied_bytes, entry.seconds,
-                 entry.exit_code, entry.finished_at or time.time(), key),
+                 entry.exit_code, entry.finished_at or time.time(), entry.detail, key),
             )
 
     def budget_uses(self, names: Iterable[str]) -> dict[str, list[tuple[float, int]]]:

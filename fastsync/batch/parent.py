@@ -156,6 +156,7 @@ class PairProcess:
             result.errors.extend(
                 f"not copied: folder {f['folder']!r} UID {f['uid']}: {f['reason']}" for f in doc["failed"]
             )
+            result.refused, result.accepted = list(doc["failed"]), list(doc.get("accepted", []))
         if final.get("error"):
             result.errors.append(final["error"])
         if result.exit_code == ExitCode.OK:

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from fastsync.batch import cluster
 from fastsync.batch import parent as pairrun
 from fastsync.batch.inputs import Batch, PairLine
@@ -165,6 +167,7 @@ class Scheduler:
 
     def start(self, pair: PairLine, result: PairResult, key: str) -> None:
         self.take(pair, +1)
+        result.outcome = "running"
         if self.journal is not None:
             self.journal.started(key, pair.line, result.src_user, result.dst_user)
         name = pair.name
@@ -178,6 +181,7 @@ class Scheduler:
             with self.lock:
                 self.copied += messages
                 self.copied_bytes += size_bytes
+                self.summary.progress_bytes += size_bytes
 
         options = self.pair_options
         if self.journal is not None:
@@ -208,7 +212,9 @@ class Scheduler:
                     self.journal.keep_budget_uses(result.budget_uses, options.limit_window)
                     self.journal.finished(key, Entry(
                         result.outcome, result.copied, result.present, result.failed, result.copied_bytes,
-                        result.elapsed_s, result.exit_code, time.time(),
+                        result.elapsed_s, result.exit_code, time.time(), orjson.dumps({
+                            "refused": result.refused, "accepted": result.accepted, "errors": result.errors,
+                        }).decode(),
                     ))
             except StateError as exc:
                 self.journal_failure = exc
@@ -307,13 +313,13 @@ def eta_text(seconds: float) -> str:
 
 
 def run_batch(batch: Batch, options: Options, reporter: Reporter,
-              spare: subprocess.Popen[bytes] | None = None) -> BatchSummary:
+              spare: subprocess.Popen[bytes] | None = None, summary: BatchSummary | None = None) -> BatchSummary:
     """The batch; *spare*, a pair process from `pairrun.spawn` (else one started here), is
     the first pair's: the caller starts it early, so that its start-up overlaps the reading
     of the files and of the journal."""
     started = time.monotonic()
-    summary = BatchSummary(max_connections_per_server=options.max_connections_per_server,
-                           dry_run=options.dry_run)
+    summary = summary if summary is not None else BatchSummary()
+    summary.max_connections_per_server, summary.dry_run = options.max_connections_per_server, options.dry_run
     client = cluster.connect(options.cluster, options.plain_cluster) if options.cluster else None
     # A dry run plans every pair, finished before or not, and records nothing: a pair it
     # planned must not pass for one a sync finished.
@@ -330,6 +336,7 @@ def run_batch(batch: Batch, options: Options, reporter: Reporter,
             entry = journal.get(key) if journal is not None else None
             if entry is not None and entry.exit_code == 0 and not options.again:
                 result.outcome, result.copied, result.present = "skipped", 0, entry.present + entry.copied
+                result.accepted = list(orjson.loads(entry.detail or "{}").get("accepted", []))
                 continue
             todo.append((pair, result, key))
         skipped = len(batch.pairs) - len(todo)

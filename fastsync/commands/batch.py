@@ -44,8 +44,9 @@ def _readable_by_others(path: str) -> bool:
 
 
 def run(batch: Batch, options: Options, reporter: Reporter,
-        spare: subprocess.Popen[bytes] | None = None) -> BatchSummary:
+        spare: subprocess.Popen[bytes] | None = None, summary: BatchSummary | None = None) -> BatchSummary:
     """The batch; *spare*, a pair process from `parent.spawn` (else one started here), is
     the first pair's: the caller starts it early, so that its start-up overlaps the reading
-    of the files and of the journal."""
-    return run_batch(batch, options, reporter, spare)
+    of the files and of the journal.  *summary*, when given, is filled as the batch goes
+    (the report of a running batch reads it)."""
+    return run_batch(batch, options, reporter, spare, summary)

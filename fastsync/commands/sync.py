@@ -9,6 +9,9 @@ lock while it writes; `cli.py` renders the summary and turns it into an exit cod
 
 from __future__ import annotations
 
+from typing import Any
+
+from fastsync.engine import lastrun
 from fastsync.engine import run as engine
 from fastsync.records.results import Reporter, Summary
 from fastsync.settings.config import Config
@@ -21,3 +24,8 @@ def run(config: Config, options: Options, reporter: Reporter, stdin_is_tty: bool
     result = engine.run(engine.RunRequest.sync(config, options, stdin_is_tty), reporter)
     assert isinstance(result, Summary)
     return result
+
+
+def keep_report(config: Config, options: Options, doc: dict[str, Any]) -> None:
+    """Keep the report's document of this sync in the state directory, for ``fastsync report``."""
+    lastrun.save(config, options.state_dir, doc)

@@ -34,6 +34,7 @@ from fastsync.engine.ledger import Ledger
 from fastsync.engine.listing import list_accounts
 from fastsync.engine.lock import RunLock
 from fastsync.engine.planner import Planner
+from fastsync.engine.refusals import Refusals
 from fastsync.engine.state import StateCache, default_dir
 from fastsync.engine.syncpass import RunContext, SyncPass
 from fastsync.engine.watch import watch
@@ -137,9 +138,10 @@ def _sync_locked(request: RunRequest, options: Options, reporter: Reporter, lock
     cache = state_cache(config, options)
     ledger = Ledger.for_config(config, options.state_dir or default_dir())
     planner = Planner(config, limits, options.settings, reporter)
+    refused = Refusals.for_config(config, options.state_dir)
     try:
         planner.open()
-        context = RunContext(config, planner, limits, ledger, cache, lock)
+        context = RunContext(config, planner, limits, ledger, cache, lock, refused=refused)
         first = SyncPass(context, options, workers, reporter, summary)
         try:
             first.go(request.stdin_is_tty)
@@ -149,11 +151,22 @@ def _sync_locked(request: RunRequest, options: Options, reporter: Reporter, lock
             watch(first)
         if ledger.problem:
             reporter.warn(ledger.problem)
+        if request.writes:
+            keep_refusals(refused, summary)
     finally:
         reporter.clear_status()
         planner.close()
         ledger.close()
     return summary
+
+
+def keep_refusals(refused: Refusals, summary: Summary) -> None:
+    """Record what the destination refused this run; the accepted refusals go into the summary."""
+    if not summary.declined:
+        tried = {row.src for row in summary.rows if row.dst}
+        refused.record(summary.failed, tried, tried - summary.incomplete)
+        refused.save()
+    summary.accepted = [r.failure() for r in refused.listed() if r.accepted]
 
 
 def state_cache(config: Config, options: Options) -> StateCache:

@@ -36,6 +36,7 @@ from fastsync.engine.planner import (
     plan_folders,
     selection_of,
 )
+from fastsync.engine.refusals import Refusals
 from fastsync.engine.state import StateCache, default_dir
 from fastsync.engine.writes import FlagChanges, delete_messages, remember, update_flags
 from fastsync.records.errors import Cancelled, FolderError, UsageError, describe, exit_code_of
@@ -65,6 +66,8 @@ class RunContext:
     lock: RunLock | None = None
     rewrites_said: bool = False
     keywords_said: dict[str, set[str]] = field(default_factory=dict)
+    # The messages the destination refused before (None: a run that keeps no record).
+    refused: Refusals | None = None
 
     def pool_setup(self, options: Options) -> pool.PoolSetup:
         """What the pool's workers start with."""
@@ -127,8 +130,10 @@ class SyncPass:
             incremental=self.incremental, blind_ok=uidplus,
         )
         plans = plan_folders(self.planner, request, reporter, cache if not options.full else None, self.ledger)
+        held = self.hold_refused(plans)
         self.count_plan(plans, left_out)
         self.gate = self.budgets(plans)
+        summary.present -= held
         deletions = self.within_ceiling(plans) if options.delete_dest else []
         expunge_all = bool(deletions) and not uidplus
         changes: FlagChanges = {}
@@ -232,6 +237,31 @@ class SyncPass:
         ] + [FolderRow(skip.src, "", 0, 0, note=skip.reason) for skip in left_out]
         for skip in left_out:
             event("folder skipped", side="src", folder=skip.src, dst_folder=skip.dst, reason=skip.reason)
+
+    def hold_refused(self, plans: Sequence[FolderPlan]) -> int:
+        """Leave out of *plans* the messages refused too often before, or accepted
+        (`rules.refusals.held`); those not accepted are listed as failed without being sent,
+        and keep their folder from being recorded complete.  How many were left out."""
+        refused, held = self.context.refused, 0
+        if refused is None or not refused.items:
+            return 0
+        for p in plans:
+            kept = []
+            for ref in p.todo:
+                found = refused.held(p.pair.src, ref.uid, self.options.retry_refused)
+                if found is None:
+                    kept.append(ref)
+                    continue
+                held += 1
+                if not found.accepted:
+                    self.summary.incomplete.add(p.pair.src)
+                    self.summary.failed.append(dataclasses.replace(found.failure(), reason=(
+                        f"{found.reason} (refused by {found.attempts} runs, not sent again: fastsync accept "
+                        f"accepts it, --retry-refused tries it more)")))
+            if len(kept) != len(p.todo):
+                p.todo = kept
+                p.__dict__.pop("todo_bytes", None)
+        return held
 
     def count_skipped(self, p: FolderPlan) -> None:
         """Messages the size rule leaves out: in the summary, the log, and for those over the

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from fastsync.rules import plan
+from fastsync.rules import plan, refusals
 from fastsync.records.errors import (
     ConnectError, DestinationFull, FolderError, FolderMissing, MalformedResponse, MessageError,
 )
@@ -99,8 +99,10 @@ def _identity_of(message: Fetched | Described) -> str:
 
 
 def _failure(folder: str, message: Fetched | Described, reason: str) -> Failure:
-    message_id = plan.parse_header_fields(_header(message)).get("message-id", b"").decode("utf-8", "replace")
-    return Failure(folder, message.uid, _size(message), reason, message_id)
+    fields = plan.parse_header_fields(_header(message))
+    message_id = fields.get("message-id", b"").decode("utf-8", "replace")
+    return Failure(folder, message.uid, _size(message), reason, message_id,
+                   refusals.header_text(fields.get("subject", b"")), refusals.header_text(fields.get("date", b"")))
 
 
 class Ahead:

@@ -142,6 +142,9 @@ class Failure:
     size_bytes: int
     reason: str
     message_id: str = ""
+    # The message's Subject and Date as read (`rules.refusals.header_text`), for the report.
+    subject: str = ""
+    date: str = ""
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,10 @@ class Summary:
     # Set when Ctrl-C or SIGTERM stopped the copy: what to say ("Cancelled.") and the exit code.
     cancelled: str = ""
     cancel_code: int = 0
+    # Refusals an operator accepted (``fastsync accept``): left out, not failures.
+    accepted: list[Failure] = field(default_factory=list)
+    # (seconds since the copy began, bytes copied so far), for the report's chart.
+    samples: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def messages_per_s(self) -> float:
@@ -316,6 +320,9 @@ class PairResult:
     parked: list[dict[str, Any]] = field(default_factory=list)
     resume_at: str | None = None
     budget_uses: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    # The messages the destination refused (as `Failure` fields) and the refusals accepted.
+    refused: list[dict[str, object]] = field(default_factory=list)
+    accepted: list[dict[str, object]] = field(default_factory=list)
 
 
 @dataclass
@@ -332,6 +339,9 @@ class BatchSummary:
     cancel_code: int = 0
     # ``batch -n``: every pair planned, nothing written.
     dry_run: bool = False
+    # Bytes copied so far by all pairs, finished or running, and its samples for the report's chart.
+    progress_bytes: int = 0
+    samples: list[tuple[float, int]] = field(default_factory=list)
 
     def count(self, outcome: str) -> int:
         return sum(1 for p in self.pairs if p.outcome == outcome)

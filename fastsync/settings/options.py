@@ -288,12 +288,37 @@ WATCH_FLAGS = (
          "SECONDS"),
 )
 
+# What a migration manager reads: refused messages tried again or accepted, the report
+# page, a command told when the run ends.
+REPORT_FLAG = Flag(("--report",), "report_dir", "FASTSYNC_REPORT", "str",
+                   "write report.html, report.csv and report.json into DIR (created if missing) when the run "
+                   "ends; a batch rewrites them every few seconds while it runs", "DIR")
+REFUSED_FLAGS = (
+    Flag(("--retry-refused",), "retry_refused", "FASTSYNC_RETRY_REFUSED", "int",
+         "times a later run sends again a message the destination refused (default: 3); after that it is "
+         "listed as refused without being sent (fastsync accept accepts it)", "N"),
+    Flag(("--notify",), "notify", "FASTSYNC_NOTIFY", "str",
+         "when the run ends, run CMD (split as a shell would, but run without a shell) with the summary "
+         "as a JSON document on its standard input; its failure is logged, the exit code stays the run's",
+         "CMD"),
+    REPORT_FLAG,
+)
+# `accept` and `report`: read what a sync or a batch recorded in the state directory.
+RECORDS_FLAGS = (
+    Flag(("--all",), "all_pairs", "FASTSYNC_ALL", "bool", "accept: every pair of the batch"),
+    Flag(("--pair",), "pair", "FASTSYNC_PAIR", "str", "accept: only the pair whose source user is USER", "USER"),
+    Flag(("--folder",), "folder", "FASTSYNC_FOLDER", "str", "accept: only the refusals of this source folder",
+         "NAME"),
+)
+
 # The flags of each command, in the order --help lists them.
 COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
     "show": COMMON_FLAGS + FILTER_FLAGS,
-    "sync": COMMON_FLAGS + SYNC_FLAGS + WATCH_FLAGS,
-    "check": COMMON_FLAGS + CHECK_FLAGS,
-    "batch": COMMON_FLAGS + SYNC_FLAGS + BATCH_FLAGS,
+    "sync": COMMON_FLAGS + SYNC_FLAGS + WATCH_FLAGS + REFUSED_FLAGS,
+    "check": COMMON_FLAGS + CHECK_FLAGS + (REPORT_FLAG,),
+    "batch": COMMON_FLAGS + SYNC_FLAGS + BATCH_FLAGS + REFUSED_FLAGS,
+    "accept": COMMON_FLAGS + STATE_FLAGS + RECORDS_FLAGS,
+    "report": COMMON_FLAGS + STATE_FLAGS + (REPORT_FLAG,),
 }
 
 # Every flag once (the folder flags serve sync and check).
@@ -360,6 +385,12 @@ class Options:
     again: bool = False
     watch: bool = False
     poll_s: int = 30
+    retry_refused: int = 3
+    notify: str | None = None
+    report_dir: str | None = None
+    all_pairs: bool = False
+    pair: str | None = None
+    folder: str | None = None
     explicit: frozenset[str] = frozenset()
 
     @property

@@ -75,8 +75,9 @@ def test_sync_document() -> None:
         },
         "failed": [
             {"folder": "INBOX", "uid": 4, "size_bytes": 40_000, "reason": "[LIMIT] Message too large",
-             "message_id": "<m4@example.org>"},
+             "message_id": "<m4@example.org>", "subject": "", "date": ""},
         ],
+        "accepted": [],
         "skipped": [],
         "folders_refused": [],
         "budgets": [],
