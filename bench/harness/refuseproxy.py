@@ -11,6 +11,10 @@ Every other command passes unchanged.  Holding a command back is only possible w
 client waits for no continuation: LITERAL+ (RFC 7888, ``{N+}``), which Dovecot announces.
 Plain IMAP only: no TLS, no COMPRESS.
 
+``hold=marker`` keeps an APPEND carrying *marker* from the server until `release` is
+called: a run that stays in the middle of its copy for as long as a test needs, whatever
+the machine's speed.
+
 Example::
 
     with RefusingProxy(dovecot.port, refuse={b"Subject: spam": b"[POLICY] Message refused"}) as proxy:
@@ -44,8 +48,9 @@ class _Link:
 class AppendHolder:
     """Client-to-server bytes: APPEND commands held until whole, then sent or replaced."""
 
-    def __init__(self, refuse: Mapping[bytes, bytes], link: _Link, log: list[bytes]) -> None:
-        self.refuse, self.link, self.log = refuse, link, log
+    def __init__(self, refuse: Mapping[bytes, bytes], link: _Link, log: list[bytes],
+                 hold: tuple[bytes, threading.Event] | None = None) -> None:
+        self.refuse, self.link, self.log, self.hold = refuse, link, log, hold
         self._line = bytearray()
         self._held = bytearray()
         self._holding = False
@@ -97,6 +102,8 @@ class AppendHolder:
         command = bytes(self._held)
         self._held.clear()
         self._holding = False
+        if self.hold is not None and self.hold[0] in command:
+            self.hold[1].wait()
         words = next((w for m, w in self.refuse.items() if m in command), None)
         if words is None:
             return command
@@ -112,8 +119,10 @@ class RefusingProxy(CountingProxy):
     lists the words of every APPEND refused."""
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1", *,
-                 refuse: Mapping[bytes, bytes], **options: Any) -> None:
+                 refuse: Mapping[bytes, bytes], hold: bytes = b"", **options: Any) -> None:
         self.refuse = dict(refuse)
+        self.released = threading.Event()
+        self._hold = (hold, self.released) if hold else None
         self.refused: list[bytes] = []
         self._pending: _Link | None = None
         super().__init__(target_port, target_host, rewrite_up=self._up, rewrite_down=self._down, **options)
@@ -121,7 +130,15 @@ class RefusingProxy(CountingProxy):
     # The proxy makes a connection's two rewriters one after the other, upstream first.
     def _up(self) -> AppendHolder:
         self._pending = _Link()
-        return AppendHolder(self.refuse, self._pending, self.refused)
+        return AppendHolder(self.refuse, self._pending, self.refused, self._hold)
+
+    def release(self) -> None:
+        """Let the held APPENDs (``hold``) through, now and from now on."""
+        self.released.set()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        super().__exit__(*exc)
 
     def _down(self) -> LineEditor:
         link, self._pending = self._pending or _Link(), None
