@@ -110,3 +110,62 @@ def test_notify_gets_the_summary_document_and_its_failure_changes_nothing(
                       f"{sys.executable} -c 'raise SystemExit(3)'")
     assert failing.returncode == 0
     assert "--notify" in failing.stderr and "exited with code 3" in failing.stderr
+
+
+def test_sync_and_check_reports_and_the_report_written_again(
+    accounts: AccountFactory, config_for: ConfigFor, tmp_path: Path
+) -> None:
+    src, dst = accounts(2)
+    seed_with_refusals(src)
+    src.seed([message("Archive", 50 + n) for n in range(2)])
+    state, report = tmp_path / "state", tmp_path / "report"
+    with RefusingProxy(dst.server.port, refuse=REFUSE) as proxy:
+        config = config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{proxy.port}"}})
+        code, _doc, _err = sync(config, state, "--report", report, "--max-size", "100k")
+        assert code == 1
+        doc = json.loads((report / "report.json").read_text())
+        assert doc["verdict"] == "failed" and doc["totals"]["copied"] == 5
+        rows = {r["name"]: r for r in doc["rows"]}
+        assert rows["INBOX"]["refused"] == 2 and rows["Archive"]["refused"] == 0
+        assert {r["subject"] for r in doc["refused"]} == {SCRIPT_SUBJECT, "café invoice"}
+        assert len((report / "report.csv").read_text().splitlines()) == 1 + len(doc["rows"])
+        assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in (report / "report.html").read_text()
+        assert src.password not in (report / "report.json").read_text()
+
+        assert run_cli("-c", config, "accept", "--state-dir", state, "--folder", "INBOX").returncode == 0
+        again = tmp_path / "again"
+        done = run_cli("-c", config, "report", "--state-dir", state, "--report", again)
+        assert done.returncode == 0, done.stderr
+        redone = json.loads((again / "report.json").read_text())
+        assert [r["accepted"] for r in redone["refused"]] == [True, True]
+
+        checked = run_cli("-c", config, "check", "--state-dir", state, "--report", tmp_path / "check")
+        assert checked.returncode == 1
+        doc = json.loads((tmp_path / "check" / "report.json").read_text())
+        assert doc["kind"] == "check" and doc["verdict"] == "differ"
+        assert {r["name"]: r["outcome"] for r in doc["rows"]} == {"INBOX": "differs", "Archive": "match"}
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("accept", "PAIRS"), "give --all"),
+    (("accept", "PAIRS", "--all", "--pair", "x"), "give --all"),
+    (("accept", "--all"), "give its PAIRS file"),
+    (("accept", "PAIRS", "--pair", "nobody"), "no pair whose source user is 'nobody'"),
+    (("report",), "give --report DIR"),
+    (("report", "--report", "REPORT"), "no sync of"),
+])
+def test_accept_and_report_say_what_is_missing(
+    accounts: AccountFactory, config_for: ConfigFor, tmp_path: Path, args: tuple[str, ...], words: str
+) -> None:
+    src, dst = accounts(2)
+    config = config_for(src, dst)
+    if "PAIRS" in args:
+        # A batch's servers file: no user nor password in it.
+        config = config_for(src, dst, extra={side: {"user": None, "pass": None} for side in ("src", "dst")})
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"src_user,src_pass,dst_user,dst_pass\n{src.user},{src.password},{dst.user},{dst.password}\n")
+    pairs.chmod(0o600)
+    real = [str(pairs) if a == "PAIRS" else str(tmp_path / "r") if a == "REPORT" else a for a in args]
+    done = run_cli("-c", config, *real, "--state-dir", tmp_path / "state")
+    assert done.returncode == 2, done.stderr
+    assert words in done.stderr and "Traceback" not in done.stderr
