@@ -440,7 +440,11 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
         doc["error"] = summary.cancelled
     reporter.document(doc)
     if not summary.dry_run:
-        sync.keep_report(config, options, report_document.of_sync(summary, title))
+        try:
+            sync.keep_report(config, options, report_document.of_sync(summary, title))
+        except FastsyncError as exc:
+            # Only `fastsync report` needs it later: the sync's own result stands.
+            reporter.warn(describe(exc))
     _report(options, report_document.of_sync(summary, title), secrets, reporter)
     _notify(options, doc, secrets, reporter)
     return summary.exit_code, summary.cancelled, totals
