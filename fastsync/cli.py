@@ -466,7 +466,17 @@ def _run_batch(batch: Batch, options: Options, reporter: Reporter,
         reporter.warn(warning)
     outcome = BatchSummary()
     if options.report_dir and not options.dry_run:
-        with LiveBatch(outcome, options.report_dir, batch.pairs_path, reporter.warn) as live:
+        live = LiveBatch(outcome, options.report_dir, batch.pairs_path, reporter.warn, _masked(batch.secrets))
+        try:
+            # A report directory that cannot be written stops the batch before it starts.
+            live.write(running=True)
+        except BaseException:
+            if spare is not None:
+                from fastsync.batch import parent as pairrun
+
+                pairrun.discard(spare)
+            raise
+        with live:
             batch_command.run(batch, options, reporter, spare, outcome)
         live.write(running=False)
     else:
@@ -488,10 +498,18 @@ def _report(options: Options, doc: dict[str, Any], secrets: Sequence[str], repor
     if not options.report_dir:
         return
     from fastsync.report import render
+
+    render.write(secrets_rules.redact_values(doc, _masked(secrets)()), options.report_dir)
+    reporter.detail(f"report written to {options.report_dir}")
+
+
+def _masked(secrets: Sequence[str]) -> Callable[[], list[str]]:
+    """The secrets to mask in a report or a notification, as the reporter masks them: the
+    passwords and the tokens fetched so far, not those too short to tell from our words."""
+    from fastsync.progress import MIN_HIDDEN_CHARS
     from fastsync.settings import credentials
 
-    render.write(secrets_rules.redact_values(doc, [*secrets, *credentials.known_secrets()]), options.report_dir)
-    reporter.detail(f"report written to {options.report_dir}")
+    return lambda: [s for s in [*secrets, *credentials.known_secrets()] if len(s) >= MIN_HIDDEN_CHARS]
 
 
 def _notify(options: Options, doc: dict[str, Any], secrets: Sequence[str], reporter: Reporter) -> None:
@@ -499,9 +517,8 @@ def _notify(options: Options, doc: dict[str, Any], secrets: Sequence[str], repor
     if not options.notify:
         return
     from fastsync.report.notify import notify
-    from fastsync.settings import credentials
 
-    notify(options.notify, doc, [*secrets, *credentials.known_secrets()], reporter.warn)
+    notify(options.notify, doc, _masked(secrets)(), reporter.warn)
 
 
 def _records(command: str, pairs: str | None, values: Mapping[str, Any], config_path: str,

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fastsync.records import secrets as secrets_rules
 from fastsync.records.results import BatchSummary
 from fastsync.report import render
 from fastsync.report.document import of_batch
@@ -52,16 +53,18 @@ class Sampling:
 
 
 class LiveBatch:
-    """``with LiveBatch(summary, directory, title, warn):`` keeps DIR's report current."""
+    """``with LiveBatch(summary, directory, title, warn, secrets):`` keeps DIR's report
+    current, masking whatever *secrets* returns."""
 
-    def __init__(self, summary: BatchSummary, directory: str, title: str, warn: Callable[[str], None]) -> None:
+    def __init__(self, summary: BatchSummary, directory: str, title: str, warn: Callable[[str], None],
+                 secrets: Callable[[], list[str]]) -> None:
         self.summary, self.directory, self.title, self.warn = summary, directory, title, warn
+        self.secrets = secrets
         self.started = time.monotonic()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="fastsync-report")
 
     def __enter__(self) -> LiveBatch:
-        self.write(running=True)
         self.thread.start()
         return self
 
@@ -73,7 +76,8 @@ class LiveBatch:
         if running:
             self.summary.elapsed_s = time.monotonic() - self.started
         _keep(self.summary.samples, (round(time.monotonic() - self.started, 3), self.summary.progress_bytes))
-        render.write(of_batch(self.summary, self.title, running), self.directory)
+        doc = of_batch(self.summary, self.title, running)
+        render.write(secrets_rules.redact_values(doc, self.secrets()), self.directory)
 
     def _loop(self) -> None:
         while not self.stop.wait(render.REFRESH_S):

@@ -17,7 +17,7 @@ import pytest
 
 from bench.harness.corpus import Message
 from bench.harness.refuseproxy import RefusingProxy
-from tests.dovecot.accounts import Account, AccountFactory, ConfigFor
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, message_count
 from tests.helpers import message, run_cli, summary_line
 
 pytestmark = pytest.mark.dovecot
@@ -169,3 +169,21 @@ def test_accept_and_report_say_what_is_missing(
     done = run_cli("-c", config, *real, "--state-dir", tmp_path / "state")
     assert done.returncode == 2, done.stderr
     assert words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_batch_whose_report_cannot_be_written_stops_before_it_starts(
+    accounts: AccountFactory, config_for: ConfigFor, tmp_path: Path
+) -> None:
+    src, dst = accounts(2)
+    src.seed([message("INBOX", 1)])
+    servers = config_for(src, dst, extra={side: {"user": None, "pass": None} for side in ("src", "dst")})
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"src_user,src_pass,dst_user,dst_pass\n{src.user},{src.password},{dst.user},{dst.password}\n")
+    pairs.chmod(0o600)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = run_cli("-c", servers, "batch", pairs, "--state-dir", tmp_path / "state", "--report", blocker / "report")
+    assert done.returncode == 74, done.stderr
+    assert f"--report {blocker / 'report'}: cannot write the report" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert message_count(dst) == 0
