@@ -157,6 +157,8 @@ class PairProcess:
                 f"not copied: folder {f['folder']!r} UID {f['uid']}: {f['reason']}" for f in doc["failed"]
             )
             result.refused, result.accepted = list(doc["failed"]), list(doc.get("accepted", []))
+            result.skipped = figures["skipped"]
+            result.skip_rules = sorted({s["reason"] for s in doc["skipped"]})
         if final.get("error"):
             result.errors.append(final["error"])
         if result.exit_code == ExitCode.OK:

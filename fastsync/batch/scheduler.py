@@ -214,6 +214,7 @@ class Scheduler:
                         result.outcome, result.copied, result.present, result.failed, result.copied_bytes,
                         result.elapsed_s, result.exit_code, time.time(), orjson.dumps({
                             "refused": result.refused, "accepted": result.accepted, "errors": result.errors,
+                            "skipped": result.skipped, "skip_rules": result.skip_rules,
                         }).decode(),
                     ))
             except StateError as exc:

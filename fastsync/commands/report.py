@@ -51,6 +51,7 @@ def _of_batch(config_path: str, pairs_path: str, options: Options) -> tuple[dict
             line, src_user, dst_user, entry.outcome, entry.copied, entry.present, entry.failed, entry.copied_bytes,
             elapsed_s=entry.seconds, exit_code=entry.exit_code, errors=list(detail.get("errors", [])),
             refused=list(detail.get("refused", [])), accepted=list(detail.get("accepted", [])),
+            skipped=int(detail.get("skipped", 0)), skip_rules=list(detail.get("skip_rules", [])),
         ))
         if entry.finished_at:
             finished.append((entry.finished_at, entry.copied_bytes))

@@ -323,6 +323,9 @@ class PairResult:
     # The messages the destination refused (as `Failure` fields) and the refusals accepted.
     refused: list[dict[str, object]] = field(default_factory=list)
     accepted: list[dict[str, object]] = field(default_factory=list)
+    # Messages left out on purpose (--max-size, APPENDLIMIT...) and the rules that did.
+    skipped: int = 0
+    skip_rules: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -104,7 +104,7 @@ def of_check(s: CheckSummary, name: str) -> dict[str, Any]:
 def pair_row(p: PairResult) -> dict[str, Any]:
     return {
         "name": f"{p.src_user} -> {p.dst_user}", "line": p.line, "outcome": p.outcome, "copied": p.copied,
-        "present": p.present, "skipped": 0, "skip_rules": "", "refused": len(p.refused),
+        "present": p.present, "skipped": p.skipped, "skip_rules": "; ".join(p.skip_rules), "refused": len(p.refused),
         "accepted": len(p.accepted), "bytes": p.copied_bytes, "seconds": round(p.elapsed_s, 1),
         "last_error": p.errors[-1] if p.errors else "",
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from fastsync.records import secrets as secrets_rules
 from fastsync.records.results import BatchSummary
@@ -64,7 +64,7 @@ class LiveBatch:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True, name="fastsync-report")
 
-    def __enter__(self) -> LiveBatch:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

@@ -117,7 +117,7 @@ def test_sync_and_check_reports_and_the_report_written_again(
 ) -> None:
     src, dst = accounts(2)
     seed_with_refusals(src)
-    src.seed([message("Archive", 50 + n) for n in range(2)])
+    src.seed([message("Archive", 50 + n) for n in range(2)] + [message("Archive", 60, body="x" * 150_000)])
     state, report = tmp_path / "state", tmp_path / "report"
     with RefusingProxy(dst.server.port, refuse=REFUSE) as proxy:
         config = config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{proxy.port}"}})
@@ -127,6 +127,7 @@ def test_sync_and_check_reports_and_the_report_written_again(
         assert doc["verdict"] == "failed" and doc["totals"]["copied"] == 5
         rows = {r["name"]: r for r in doc["rows"]}
         assert rows["INBOX"]["refused"] == 2 and rows["Archive"]["refused"] == 0
+        assert rows["Archive"]["skipped"] == 1 and rows["Archive"]["skip_rules"] == "larger than --max-size (100000 bytes)"
         assert {r["subject"] for r in doc["refused"]} == {SCRIPT_SUBJECT, "café invoice"}
         assert len((report / "report.csv").read_text().splitlines()) == 1 + len(doc["rows"])
         assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in (report / "report.html").read_text()
@@ -139,7 +140,7 @@ def test_sync_and_check_reports_and_the_report_written_again(
         redone = json.loads((again / "report.json").read_text())
         assert [r["accepted"] for r in redone["refused"]] == [True, True]
 
-        checked = run_cli("-c", config, "check", "--state-dir", state, "--report", tmp_path / "check")
+        checked = run_cli("-c", config, "check", "--state-dir", state, "--max-size", "100k", "--report", tmp_path / "check")
         assert checked.returncode == 1
         doc = json.loads((tmp_path / "check" / "report.json").read_text())
         assert doc["kind"] == "check" and doc["verdict"] == "differ"

@@ -167,7 +167,7 @@ def test_a_running_batch_page_changes_by_itself(accounts: AccountFactory, tmp_pa
             assert _text(browser, "#verdict") == "running"
         finally:
             proxy.release()
-            out, err = process.communicate(timeout=300)
+            _out, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
         _open(browser, report / "report.html")
         assert _text(browser, "#verdict") == "complete"
