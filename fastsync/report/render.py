@@ -37,10 +37,25 @@ def _environment() -> Any:
         import jinja2
     except ImportError:
         raise UsageError("--report needs Jinja2: pip install 'fastsync[report]'") from None
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.PackageLoader("fastsync.report", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
+    environment.filters["size"] = size
+    return environment
+
+
+def size(value: object) -> str:
+    """Bytes as a person reads them (1.5 MB); the CSV and JSON keep the exact number."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if number < 1000 or unit == "GB":
+            return f"{number:.0f} {unit}" if unit == "bytes" else f"{number:.1f} {unit}"
+        number /= 1000
+    return str(value)
 
 
 def chart(samples: Sequence[Sequence[float]]) -> dict[str, Any]:

@@ -119,3 +119,10 @@ def test_the_page_shows_hostile_text_as_text_and_reloads_only_while_running(tmp_
     render.write(document.of_batch(summary, "pairs.csv"), str(tmp_path))
     assert 'http-equiv="refresh"' not in (tmp_path / "report.html").read_text()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (0, "0 bytes"), (999, "999 bytes"), (1500, "1.5 KB"), (2_500_000, "2.5 MB"), (7e12, "7000.0 GB"), ("", ""),
+])
+def test_sizes_on_the_page(value: object, shown: str) -> None:
+    assert render.size(value) == shown
