@@ -303,7 +303,9 @@ REFUSED_FLAGS = (
          "CMD"),
     REPORT_FLAG,
 )
-# `accept` and `report`: read what a sync or a batch recorded in the state directory.
+# `accept` and `report`: read what a sync or a batch recorded in the state directory; they
+# log in nowhere, log nothing and print a line or two.
+RECORDS_COMMON = tuple(f for f in COMMON_FLAGS if f.dest in ("config", "verbose", "quiet"))
 RECORDS_FLAGS = (
     Flag(("--all",), "all_pairs", "FASTSYNC_ALL", "bool", "accept: every pair of the batch"),
     Flag(("--pair",), "pair", "FASTSYNC_PAIR", "str", "accept: only the pair whose source user is USER", "USER"),
@@ -317,8 +319,8 @@ COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
     "sync": COMMON_FLAGS + SYNC_FLAGS + WATCH_FLAGS + REFUSED_FLAGS,
     "check": COMMON_FLAGS + CHECK_FLAGS + (REPORT_FLAG,),
     "batch": COMMON_FLAGS + SYNC_FLAGS + BATCH_FLAGS + REFUSED_FLAGS,
-    "accept": COMMON_FLAGS + STATE_FLAGS + RECORDS_FLAGS,
-    "report": COMMON_FLAGS + STATE_FLAGS + (REPORT_FLAG,),
+    "accept": RECORDS_COMMON + STATE_FLAGS + RECORDS_FLAGS,
+    "report": RECORDS_COMMON + STATE_FLAGS + (REPORT_FLAG,),
 }
 
 # Every flag once (the folder flags serve sync and check).
