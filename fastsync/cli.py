@@ -242,14 +242,7 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     log_handler: logging.Handler | None = None
     verbose = False
     try:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        # Events are for --log-file only: the terminal is progress.py's, even for an
-        # error that stops the run before the log file is open (a bad flag value or variable, too).
-        # A NullHandler keeps logging's last-resort handler from printing error events.
-        events = logging.getLogger("fastsync")
-        events.propagate = False
-        if not any(isinstance(h, logging.NullHandler) for h in events.handlers):
-            events.addHandler(logging.NullHandler())
+        _events_to_log_only()
         values = option_rules.given(args, environ)
         verbose = bool(values.get("verbose"))
         reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
@@ -310,6 +303,17 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         if log_handler is not None:
             logging.getLogger("fastsync").removeHandler(log_handler)
             log_handler.close()
+
+
+def _events_to_log_only() -> None:
+    """Events are for --log-file only: the terminal is progress.py's, even for an error
+    that stops the run before the log file is open (a bad flag value or variable, too).
+    A NullHandler keeps logging's last-resort handler from printing error events."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    events = logging.getLogger("fastsync")
+    events.propagate = False
+    if not any(isinstance(h, logging.NullHandler) for h in events.handlers):
+        events.addHandler(logging.NullHandler())
 
 
 def _secrets_of(passwords: Sequence[str]) -> Callable[[], Iterable[str]]:
