@@ -36,7 +36,7 @@ def _environment() -> Any:
     try:
         import jinja2
     except ImportError:
-        raise UsageError("--report needs Jinja2: pip install 'fastsync[report]'") from None
+        raise UsageError("--report needs Jinja2: install it with the extra 'report': pip install '.[report]' in a checkout of fastsync") from None
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("fastsync.report", "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
