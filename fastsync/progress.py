@@ -318,6 +318,8 @@ class Reporter:
             f"{len(s.failed)} failed, {human_bytes(s.copied_bytes)}, {s.elapsed_s:.1f} s, "
             f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}{skips}{deleted}{accepted}"
         )
+        for line in ceiling_lines(s.ceilings):
+            self.info(line)
 
     def check_report(self, s: CheckSummary, limit: int = 20) -> None:
         """check's table, the first *limit* differences of each folder, and a last line."""
@@ -413,6 +415,8 @@ class Reporter:
             f"{s.count('failed')} failed, {s.count('interrupted') + s.count('not run')} not finished; "
             f"{s.copied} copied, {human_bytes(s.copied_bytes)}, {s.elapsed_s:.1f} s, {rate:.1f} MB/s"
         )
+        for line in ceiling_lines(s.ceilings):
+            self.info(line)
 
     def batch_plan(self, s: BatchSummary) -> None:
         """``batch -n``: what each pair would copy and delete, and that nothing was written."""
@@ -444,6 +448,10 @@ class Reporter:
 def accepted_note(accepted: int) -> str:
     """The summary line's words for a run complete with refusals an operator accepted."""
     return f", complete with {accepted} accepted exceptions" if accepted else ""
+def ceiling_lines(ceilings: dict[str, int]) -> list[str]:
+    """What a sync (per side) or a batch (per server) says of the connection ceilings it met."""
+    return [f"connection ceiling: {where} took {connections} connections at once (it refused more logins)"
+            for where, connections in sorted(ceilings.items())]
 
 
 def sync_document(s: Summary) -> dict[str, Any]:
@@ -476,6 +484,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
             "delete_planned": s.delete_planned,
             "deleted": s.deleted,
             "stopped_at_transfer_limit": s.transfer_limited,
+            "connection_ceilings": dict(s.ceilings),
             "elapsed_s": round(s.elapsed_s, 3),
             "copy_s": round(s.copy_s, 3),
             "prompt_s": round(s.prompt_s, 3),
@@ -620,6 +629,7 @@ def batch_document(s: BatchSummary) -> dict[str, Any]:
             "parallel": s.parallel,
             "procs": s.procs,
             "max_connections_per_server": s.max_connections_per_server,
+            "connection_ceilings": dict(s.ceilings),
         },
     }
 
@@ -691,6 +701,8 @@ class LineReporter:
         self.stop_copy()
         self._send(kind="result", summary=sync_document(summary), exit_code=exit_code)
 
-    def failure(self, message: str, exit_code: int) -> None:
+    def failure(self, message: str, exit_code: int, refused_side: str = "") -> None:
+        """The pair failed with *message*; *refused_side*: the side whose server refused a login for
+        the connections open (`TooManyConnections`), which the batch tries again with fewer."""
         self.stop_copy()
-        self._send(kind="result", summary=None, error=message, exit_code=exit_code)
+        self._send(kind="result", summary=None, error=message, exit_code=exit_code, refused=refused_side)

@@ -143,8 +143,13 @@ class CountingProxy:
         replace_down: tuple[bytes, bytes] | None = None,
         rewrite_up: Callable[[], UpstreamRewriter] | None = None,
         rewrite_down: Callable[[], UpstreamRewriter] | None = None,
+        max_open: int = 0,
     ) -> None:
         self.target = (target_host, target_port)
+        # A server that accepts at most this many connections at once (0: any number): past
+        # it, a new connection is greeted with BYE and closed, as Gmail does past 15.
+        self.max_open = max_open
+        self.refused = 0
         self.faults = faults or (lambda _n: None)
         self.record = record
         self.recordings: list[Recording] = []
@@ -201,6 +206,9 @@ class CountingProxy:
                 return
             fault = self.faults(self.accepted) or Fault()
             self.accepted += 1
+            if self.max_open and self.open_connections >= self.max_open:
+                self.refused += 1
+                fault = Fault(greeting=b"* BYE [UNAVAILABLE] Too many simultaneous connections\r\n")
             recording = Recording() if self.record else None
             if recording is not None:
                 self.recordings.append(recording)

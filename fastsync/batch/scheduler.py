@@ -42,12 +42,18 @@ from fastsync.batch.journal import Entry, Journal
 from fastsync.batch.parent import Callbacks, PairProcess
 from fastsync.engine.budgets import book_name
 from fastsync.engine.state import account_key, default_dir
-from fastsync.records.errors import Cancelled, StateError, UsageError, describe, exit_code_of
+from fastsync.records.errors import Cancelled, ExitCode, StateError, UsageError, describe, exit_code_of
+from fastsync.records.events import event
 from fastsync.records.results import BatchSummary, PairResult, Reporter
+from fastsync.rules.ceiling import Window
 from fastsync.settings.options import DEFAULT_WORKERS, Options
 
 # Pairs at once on one machine when nothing else decides.
 DEFAULT_PARALLEL = 4
+
+# Times a pair is started again after a server refused its logins for the connections
+# open (the batch then holds fewer there, `rules.ceiling`), before it counts as failed.
+CEILING_RESTARTS = 6
 
 # Options that decide what a finished sync means: a pair done with other values is not done.
 _DECISIVE = ("src_folder", "dst_folder", "include", "exclude", "max_age_days", "min_age_days", "max_size_bytes",
@@ -134,6 +140,12 @@ class Scheduler:
         self.not_before: dict[int, float] = {}
         self.earlier: dict[int, PairResult] = {}
         self.usage: dict[str, int] = {}
+        # Per server, the connections the batch may hold there (AIMD, `rules.ceiling`), and
+        # per running pair and server: (window epoch and refusals at its start, peak held).
+        self.windows: dict[str, Window] = {}
+        self.runs: dict[tuple[int, str], list[int]] = {}
+        self.requeued: list[tuple[PairLine, PairResult, str]] = []
+        self.carried: dict[int, tuple[int, int]] = {}
         self.busy_dst: set[str] = set()
         self.running: dict[int, PairProcess | cluster.ClusterPair] = {}
         # --cluster: the Dask client, and the event that stops the batch's running tasks.
@@ -153,14 +165,25 @@ class Scheduler:
         src, dst = pair.config.src, pair.config.dst
         if len(self.running) >= self.parallel or account_key(dst) in self.busy_dst:
             return False
-        return not self.cap or all(
-            self.usage.get(server, 0) + self.per_side * (2 if self.same_server else 1) <= self.cap
+        return all(
+            self.window(server).fits(self.usage.get(server, 0), self.per_side * (2 if self.same_server else 1))
             for server in {src.server, dst.server}
         )
+
+    def window(self, server: str) -> Window:
+        if server not in self.windows:
+            self.windows[server] = Window(self.cap, self.per_side * (2 if self.same_server else 1))
+        return self.windows[server]
 
     def take(self, pair: PairLine, delta: int) -> None:
         for server in (pair.config.src.server, pair.config.dst.server):
             self.usage[server] = self.usage.get(server, 0) + delta * self.per_side
+            window = self.window(server)
+            if delta > 0:
+                self.runs[(pair.line, server)] = [window.epoch, window.refusals, 0]
+            for (_line, where), run in self.runs.items():
+                if where == server:
+                    run[2] = max(run[2], self.usage[server])
         # The account, not its spelling: `U015` and `u015` are one mailbox (and one lock).
         dst = account_key(pair.config.dst)
         (self.busy_dst.add if delta > 0 else self.busy_dst.discard)(dst)
@@ -207,9 +230,12 @@ class Scheduler:
             process.wait()
             if self.park(pair, result, key):
                 return
+            with self.lock:
+                again = self.after_ceiling(pair, result, key)
             try:
                 if self.journal is not None:
                     self.journal.keep_budget_uses(result.budget_uses, options.limit_window)
+                if self.journal is not None and not again:
                     self.journal.finished(key, Entry(
                         result.outcome, result.copied, result.present, result.failed, result.copied_bytes,
                         result.elapsed_s, result.exit_code, time.time(), orjson.dumps({
@@ -250,14 +276,42 @@ class Scheduler:
             self.lock.notify_all()
         return True
 
+    def after_ceiling(self, pair: PairLine, result: PairResult, key: str) -> bool:
+        """Tell the windows of the pair's servers how it ended (a refused login there or
+        not); True when it is to start again, with fewer connections held at that server:
+        it failed only for a login refused for the connections open."""
+        earlier = self.carried.pop(pair.line, (0, 0))
+        result.copied, result.copied_bytes = result.copied + earlier[0], result.copied_bytes + earlier[1]
+        sides = {"src": pair.config.src.server, "dst": pair.config.dst.server}
+        refused = {sides[side] for side in result.ceilings if side in sides}
+        for server in set(sides.values()):
+            epoch, refusals, peak = self.runs.pop((pair.line, server), [0, 0, 0])
+            window = self.window(server)
+            if server not in refused:
+                window.finished(peak, refusals)
+            elif window.refused(peak, epoch):
+                self.reporter.warn(f"{server} refused logins with up to {peak} connections of this batch open; "
+                                   f"holding at most {window.allowed} there, more again as pairs finish")
+                event("connection ceiling", side="", server=server, held=peak, allowed=window.allowed)
+        stopped = result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED, ExitCode.HANGUP)
+        if not refused or result.exit_code == 0 or stopped or self.summary.cancelled \
+                or result.restarts >= CEILING_RESTARTS:
+            return False
+        result.restarts += 1
+        self.carried[pair.line] = (result.copied, result.copied_bytes)
+        result.outcome, result.errors, result.ceilings, result.exit_code = "not run", [], {}, None
+        self.requeued.append((pair, result, key))
+        return True
+
     def run(self, todo: Sequence[tuple[PairLine, PairResult, str]]) -> None:
         pending = self.pending = list(todo)
         try:
             with self.lock:
-                while pending or self.running:
+                while pending or self.running or self.requeued:
                     if self.journal_failure is not None:
                         raise self.journal_failure
                     now = time.time()
+                    pending[:0], self.requeued = self.requeued, []
                     for item in [i for i in pending if self.fits(i[0])]:
                         if self.fits(item[0]) and self.not_before.get(item[0].line, 0.0) <= now:
                             pending.remove(item)
@@ -358,6 +412,7 @@ def run_batch(batch: Batch, options: Options, reporter: Reporter,
             cap = options.max_connections_per_server
             reporter.info(f"{allocation}" + (f" within --max-connections-per-server {cap}" if cap else ""))
         scheduler.run(todo)
+        summary.ceilings = {s: w.ceiling for s, w in scheduler.windows.items() if w.ceiling is not None}
     finally:
         if spare is not None:
             pairrun.discard(spare)

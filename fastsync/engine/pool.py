@@ -51,7 +51,7 @@ from fastsync.settings import tokens
 from fastsync.settings.config import Account
 from fastsync.records.errors import (
     AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, OverLimit, Throttled, TLSError,
-    describe,
+    TooManyConnections, describe,
 )
 from fastsync.records.events import event
 from fastsync.engine.budgets import Gate
@@ -178,10 +178,7 @@ def spawn(
     """Start worker *index*; its process and the parent's end of its pipe."""
     channel, child_channel = ctx.Pipe()
     process = ctx.Process(  # type: ignore[attr-defined]
-        target=worker_main,
-        args=(index, setup, child_channel, stop),
-        name=f"fastsync-worker-{index}",
-        daemon=True,
+        target=worker_main, args=(index, setup, child_channel, stop), name=f"fastsync-worker-{index}", daemon=True,
     )
     process.start()
     child_channel.close()
@@ -232,15 +229,8 @@ class Standby:
 class Coordinator:
     """Feeds units to the workers, collects their reports, replaces workers that die."""
 
-    def __init__(
-        self,
-        setup: PoolSetup,
-        units: Sequence[WorkUnit],
-        workers: int,
-        reporter: Reporter,
-        summary: Summary,
-        standby: Standby | None = None,
-    ) -> None:
+    def __init__(self, setup: PoolSetup, units: Sequence[WorkUnit], workers: int, reporter: Reporter,
+                 summary: Summary, standby: Standby | None = None) -> None:
         self.ctx = standby.ctx if standby is not None else context()
         self.setup = setup
         self.limits = setup.limits
@@ -424,6 +414,13 @@ class Coordinator:
                 self.summary.errors.append(text)
                 self.stop.set()
                 return False
+            case TooManyConnections():
+                self.workers -= 1  # the server takes the planner's connection and the workers logged in
+                self.summary.note_ceiling(exit.error.side, self.workers + 1)
+                if self.workers < 1:
+                    self.summary.errors.append(f"{text}; no worker could log in beside the planner's connection")
+                    return False
+                self.reporter.warn(f"{text}; continuing with {self.workers} workers")
             case Throttled() if self.gate is not None and self.gate.server_said(exit.error):
                 pass  # parked (--until-done): the gate holds the side until it may go on
             case OverLimit():

@@ -15,7 +15,9 @@ import socket
 import ssl
 
 from fastsync.settings.config import Account
-from fastsync.records.errors import AuthError, DestinationFull, FolderMissing, MessageError, OverLimit, Throttled
+from fastsync.records.errors import (
+    AuthError, DestinationFull, FolderMissing, MessageError, OverLimit, Throttled, TooManyConnections,
+)
 from fastsync.records import secrets as secrets_rules
 from fastsync.imap.tls import describe_certificate_error
 
@@ -56,12 +58,30 @@ def throttle_wait(text: str) -> float | None:
     return 0.0 if any(sign in upper for sign in _THROTTLE_SIGNS) else None
 
 
+# A login refused for the number of connections already open (the words differ by server:
+# Dovecot "Maximum number of connections from user+IP exceeded", Gmail "[ALERT] Too many
+# simultaneous connections", Cyrus and Courier "Too many connections", Exchange "connection
+# limit"; RFC 5530 gives no response code of its own for it, Dovecot sends [UNAVAILABLE]).
+_CEILING_SIGNS = ("TOO MANY SIMULTANEOUS CONNECTIONS", "TOO MANY CONNECTIONS", "MAXIMUM NUMBER OF CONNECTIONS",
+                  "CONNECTION LIMIT", "MAX_USERIP_CONNECTIONS", "MAIL_MAX_USERIP_CONNECTIONS")
+
+
+def connection_ceiling(text: str) -> bool:
+    """True when *text* refuses a login (or greets with BYE) because too many connections are open."""
+    upper = text.upper()
+    return any(sign in upper for sign in _CEILING_SIGNS)
+
+
 def raise_if_throttled(text: str, account: Account) -> None:
     """Raise `Throttled` (with the server's suggested wait) when *text*, *account*'s server's
-    reply, is a throttling reply; `OverLimit` when it says the account's limits are spent."""
+    reply, is a throttling reply; `OverLimit` when it says the account's limits are spent;
+    `TooManyConnections` when it refuses for the number of connections open."""
     if over_limit(text):
         raise OverLimit(f"{account.where}: account over the provider's limits: {text.strip()[:200]}",
                         side=account.side) from None
+    if connection_ceiling(text):
+        raise TooManyConnections(f"{account.where}: server refuses more connections: {text.strip()[:200]}",
+                                 throttle_wait(text) or 0.0, side=account.side) from None
     wait_s = throttle_wait(text)
     if wait_s is not None:
         raise Throttled(f"{account.where}: server is throttling: {text.strip()[:200]}", wait_s,

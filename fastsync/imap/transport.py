@@ -39,7 +39,7 @@ from fastsync.imap.login import admin_login
 from fastsync.imap.wire import text_of
 from fastsync.imap.capabilities import Capabilities
 from fastsync.settings.config import Account
-from fastsync.records.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError
+from fastsync.records.errors import AuthError, ConnectError, MalformedResponse, Throttled, TLSError, TooManyConnections
 from fastsync.imap.replies import NoGreeting, describe_os_error, raise_if_throttled, redact, sasl_unusable
 from fastsync.imap.tls import StreamContext, TLSStream, starttls_refused, tls_context
 from fastsync.rules.limits import capped_buffer_bytes
@@ -244,14 +244,18 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
                 f"set {account.side}.tls to implicit or starttls", side=side,
             )
         step("logging in")
-        if token is not None:
-            _oauth2_login(client, account, offered, token[0], True)
-        elif account.auth_user is not None:
-            # Only here: over TLS (implicit, or STARTTLS which was insisted on above), or
-            # in plain text where tls: none was written.
-            admin_login(account, offered, functools.partial(authenticate, client))
-        else:
-            _password_login(client, account, offered)
+        try:
+            if token is not None:
+                _oauth2_login(client, account, offered, token[0], True)
+            elif account.auth_user is not None:
+                # Only here: over TLS (implicit, or STARTTLS which was insisted on above), or
+                # in plain text where tls: none was written.
+                admin_login(account, offered, functools.partial(authenticate, client))
+            else:
+                _password_login(client, account, offered)
+        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+            raise_if_throttled(str(exc), account)  # hung up at login (mox past 30 connections): a ceiling
+            raise TooManyConnections(f"{where}: server hung up at login ({describe_os_error(exc, account)})", side=side)
         return client
     except (TLSError, AuthError, Throttled):
         close_quietly(client)
@@ -356,11 +360,10 @@ def authenticate(client: Client, mechanism: str, response: bytes) -> tuple[str, 
     try:
         tag = imap._command("AUTHENTICATE", mechanism)
         status, data = imap._command_complete("AUTHENTICATE", tag)
-    except imaplib.IMAP4.abort:
-        raise
     except imaplib.IMAP4.error as exc:
-        # imaplib raises on BAD; the connection is still in step.
-        return "BAD", str(exc)
+        if isinstance(exc, imaplib.IMAP4.abort):
+            raise
+        return "BAD", str(exc)  # imaplib raises on BAD; the connection is still in step
     if status == "OK":
         imap.state = "AUTH"
     return status, text_of(data)
@@ -371,7 +374,6 @@ def close_quietly(client: Any) -> None:
         return
     with contextlib.suppress(Exception):
         client.shutdown()
-
 
 
 def _append_line(message: Fetched | Described, size_bytes: int, literal_plus: bool) -> bytes:

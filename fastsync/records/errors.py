@@ -135,6 +135,14 @@ class BudgetTooSmall(ConfigError):
     """A daily limit cannot hold the largest message to copy: that message would never fit."""
 
 
+class TooManyConnections(Throttled):
+    """The server refused a login because the account (or this client) has as many
+    connections open as it allows: Dovecot's "Maximum number of connections from user+IP
+    exceeded", Gmail's "Too many simultaneous connections", a server that hangs up at
+    login (mox past 30).  Fewer connections work; the same number will not.  ``side``
+    says which server."""
+
+
 class DestinationFull(FastsyncError):
     """The destination refused a message for lack of space (``[OVERQUOTA]``, RFC 9208
     section 4.3): once a single message does not fit, every further APPEND would fail too."""

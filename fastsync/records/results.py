@@ -161,6 +161,13 @@ class Summary:
     accepted: list[Failure] = field(default_factory=list)
     # (seconds since the copy began, bytes copied so far), for the report's chart.
     samples: list[tuple[float, int]] = field(default_factory=list)
+    # Connection ceilings found: per side ("src", "dst"), the connections its server took
+    # when it refused one more login (`TooManyConnections`); empty when none refused.
+    ceilings: dict[str, int] = field(default_factory=dict)
+
+    def note_ceiling(self, side: str, connections: int) -> None:
+        """*side*'s server refused a login with *connections* open: the lowest such count is its ceiling."""
+        self.ceilings[side] = max(1, min(self.ceilings.get(side, connections), connections))
 
     @property
     def messages_per_s(self) -> float:
@@ -326,6 +333,11 @@ class PairResult:
     # Messages left out on purpose (--max-size, APPENDLIMIT...) and the rules that did.
     skipped: int = 0
     skip_rules: list[str] = field(default_factory=list)
+    # Per side whose server refused a login for the connections open, the connections the
+    # pair held there then (`Summary.ceilings`; 0: its first login was refused), and how
+    # often the batch started the pair again after such a refusal.
+    ceilings: dict[str, int] = field(default_factory=dict)
+    restarts: int = 0
 
 
 @dataclass
@@ -345,6 +357,9 @@ class BatchSummary:
     # Bytes copied so far by all pairs, finished or running, and its samples for the report's chart.
     progress_bytes: int = 0
     samples: list[tuple[float, int]] = field(default_factory=list)
+    # Per server (host:port) that refused logins for the connections open: the most
+    # connections the batch held there without a refusal (`rules.ceiling.Window`).
+    ceilings: dict[str, int] = field(default_factory=dict)
 
     def count(self, outcome: str) -> int:
         return sum(1 for p in self.pairs if p.outcome == outcome)

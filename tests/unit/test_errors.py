@@ -12,7 +12,7 @@ from fastsync.records import errors
 from fastsync.records.errors import (
     AuthError, BudgetTooSmall, Cancelled, ConfigError, ConnectError, ConnectionLost, DestinationFull, ExitCode,
     FastsyncError, FolderError, FolderMissing, HungUp, Locked, MalformedResponse, MessageError, OverLimit,
-    StateError, TLSError, Terminated, Throttled, UsageError, describe, exit_code_of,
+    StateError, TLSError, TooManyConnections, Terminated, Throttled, UsageError, describe, exit_code_of,
 )
 from fastsync.records.model import Retrying, WorkerExit
 
@@ -32,6 +32,8 @@ EXAMPLES: list[tuple[FastsyncError, ExitCode]] = [
                refused=True), ExitCode.CONNECTION),
     (BudgetTooSmall("destination (h:2): the daily limit of 200,000 bytes cannot hold 300,000 bytes", side="dst"),
      ExitCode.USAGE),
+    (Throttled("destination (h:2): server is throttling", 12.5, side="dst"), ExitCode.CONNECTION),
+    (TooManyConnections("destination (h:2): server refuses more connections", side="dst"), ExitCode.CONNECTION),
     (DestinationFull("destination (h:2): 'INBOX': APPEND refused: NO [OVERQUOTA]", side="dst"), ExitCode.PARTIAL),
     (FolderError("source (h:1): cannot open folder 'Old'", side="src"), ExitCode.PARTIAL),
     (MessageError("destination (h:2): 'INBOX': APPEND refused: NO [TOOBIG]", "TOOBIG", side="dst"),

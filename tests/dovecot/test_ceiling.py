@@ -1,0 +1,104 @@
+"""Connection ceilings: a server that accepts fewer connections than fastsync was allowed
+to open (a proxy that greets the fifth with BYE, as Gmail does past its limit; Dovecot's
+mail_max_userip_connections, which refuses the fifth login) makes a batch and a sync go
+on with the connections the server takes, and the ceiling found is reported."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.harness.dovecot import Dovecot
+from bench.harness.tcpproxy import CountingProxy
+from tests.dovecot.accounts import Account, AccountFactory, snapshot
+from tests.helpers import message, run_cli
+
+FOLDERS = ("INBOX", "Sent", "Archive")
+
+
+def _files(tmp_path: Path, pairs: list[tuple[Account, Account]], src_port: int, dst_port: int) -> tuple[Path, Path]:
+    servers = tmp_path / "servers.yaml"
+    servers.write_text(yaml.safe_dump({
+        "src": {"label": "old", "server": f"127.0.0.1:{src_port}", "tls": "none"},
+        "dst": {"label": "new", "server": f"127.0.0.1:{dst_port}", "tls": "none"},
+    }))
+    csv = tmp_path / "pairs.csv"
+    lines = ["src_user,src_pass,dst_user,dst_pass"] + [f"{s.user},{s.password},{d.user},{d.password}" for s, d in pairs]
+    csv.write_text("\n".join(lines) + "\n")
+    csv.chmod(0o600)
+    return servers, csv
+
+
+def test_batch_finds_a_servers_ceiling_of_four_and_ends_exact(accounts: AccountFactory, tmp_path: Path) -> None:
+    users = accounts(12)
+    pairs = [(users[2 * i], users[2 * i + 1]) for i in range(6)]
+    for index, (src, _dst) in enumerate(pairs):
+        src.seed([message(folder, index * 1000 + f * 100 + n) for f, folder in enumerate(FOLDERS) for n in range(15)])
+    server = pairs[0][0].server
+    with CountingProxy(server.port) as src_proxy, CountingProxy(server.port, max_open=4) as dst_proxy:
+        servers, csv = _files(tmp_path, pairs, src_proxy.port, dst_proxy.port)
+        done = run_cli("-c", servers, "batch", csv, "--state-dir", tmp_path / "state",
+                       "--max-connections-per-server", "8", "--json", timeout=240)
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["summary"]["exact"] == len(pairs)
+        # The ceiling is counted in the pairs' connection budgets (two per pair here): at
+        # least the four the server takes, less than the eight it refused.
+        ceilings = doc["summary"]["connection_ceilings"]
+        assert list(ceilings) == [f"127.0.0.1:{dst_proxy.port}"]
+        assert 4 <= ceilings[f"127.0.0.1:{dst_proxy.port}"] < 8
+        assert f"connection ceiling: 127.0.0.1:{dst_proxy.port} took" not in done.stdout  # --json: one document
+        # Refusals are few: the batch lowers its count instead of trying again and again
+        # (before, 946 refused logins in 300 s and no pair done).
+        assert dst_proxy.refused < 40, dst_proxy.refused
+    for src, dst in pairs:
+        assert snapshot(src) == snapshot(dst)
+
+
+@pytest.fixture(scope="module")
+def dovecot_four(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
+    """A Dovecot that takes four connections per user and IP (mail_max_userip_connections)."""
+    users = {f"c{n}": f"pw-c{n}" for n in range(6)}
+    with Dovecot(tmp_path_factory.mktemp("dovecot-four"), users, max_userip_connections=4) as server:
+        yield server
+
+
+def _seeded_pair(server: Dovecot, first: int) -> tuple[Account, Account]:
+    src, dst = (Account(server, f"c{n}", f"pw-c{n}") for n in (first, first + 1))
+    # Ten folders: enough units for eight workers.
+    src.seed([message(f"F{f}", f * 100 + n) for f in range(10) for n in range(6)])
+    return src, dst
+
+
+def test_a_sync_goes_on_with_the_workers_a_server_takes(dovecot_four: Dovecot, tmp_path: Path) -> None:
+    src, dst = _seeded_pair(dovecot_four, 0)
+    config = tmp_path / "sync.yaml"
+    config.write_text(yaml.safe_dump({
+        "src": {"server": src.address, "user": src.user, "pass": src.password, "tls": "none"},
+        "dst": {"server": dst.address, "user": dst.user, "pass": dst.password, "tls": "none"},
+    }))
+    done = run_cli("sync", "-c", config, "-y", "--procs", "8", "--json", "--state-dir", tmp_path / "state")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    # The planner's connection and three workers per account: four, the server's limit
+    # (found on the side whose login was refused first; a worker logs in to both).
+    ceilings = doc["summary"]["connection_ceilings"]
+    assert ceilings and set(ceilings.values()) == {4}, ceilings
+    assert "continuing with 3 workers" in done.stderr
+    assert snapshot(src) == snapshot(dst)
+
+
+def test_a_batch_pair_reports_the_ceiling_of_its_account(dovecot_four: Dovecot, tmp_path: Path) -> None:
+    src, dst = _seeded_pair(dovecot_four, 2)
+    servers, csv = _files(tmp_path, [(src, dst)], dovecot_four.port, dovecot_four.port)
+    done = run_cli("-c", servers, "batch", csv, "--state-dir", tmp_path / "state", "--procs", "8", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["summary"]["exact"] == 1
+    ceilings = doc["pairs"][0]["ceilings"]
+    assert ceilings and set(ceilings.values()) == {4}, ceilings
+    assert snapshot(src) == snapshot(dst)
