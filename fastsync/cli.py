@@ -115,6 +115,16 @@ COMMANDS = {
          "state directory holds: the last sync of the config's accounts, or with PAIRS the batch journal. "
          "Connects to no server."),
     ),
+    "preflight": (
+        "say, for each account pair, whether a sync can complete, without copying anything",
+        ("For the config's account pair, or for every pair of PAIRS (a CSV file, as batch reads it, with the "
+         "servers in the config file): log in on both sides, count the messages and bytes sync would copy, "
+         "compare them with the destination's quota (GETQUOTAROOT), find the messages larger than the "
+         "destination takes (APPENDLIMIT or the provider's documented limit) and the source folders whose "
+         "names the destination would refuse, with --probe the connections each server takes, and estimate "
+         "the copy's duration. Writes nothing to either side. Exit 0 when every pair can complete, 1 when "
+         "some cannot (each reason is printed)."),
+    ),
 }
 
 # The commands that read and write only what earlier runs recorded in the state directory.
@@ -162,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in RECORD_COMMANDS:
             command.add_argument("pairs", metavar="PAIRS", nargs="?",
                                  help="the batch's CSV file of account pairs (without it: the config's sync)")
+        if name == "preflight":
+            command.add_argument("pairs", metavar="PAIRS", nargs="?", default=None,
+                                 help="CSV file of account pairs, as batch reads it (default: the config's one pair)")
         _add_flags(command, COMMAND_FLAGS[name], after=True)
     return parser
 
@@ -245,9 +258,10 @@ def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         _events_to_log_only()
         values = option_rules.given(args, environ)
         verbose = bool(values.get("verbose"))
-        reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose, json_output=bool(values.get("json")))
+        reporter = Reporter(quiet=bool(values.get("quiet")), verbose=verbose,
+                            json_output=bool(values.get("json") or values.get("csv")))
         config_path = values.get("config") or DEFAULT_CONFIG
-        if args.command in RECORD_COMMANDS:
+        if args.command in (*RECORD_COMMANDS, "preflight"):
             return _records(args.command, args.pairs, values, config_path, reporter)
         if args.command == "batch":
             from fastsync.batch import parent as pairrun
@@ -527,8 +541,12 @@ def _notify(options: Options, doc: dict[str, Any], secrets: Sequence[str], repor
 
 def _records(command: str, pairs: str | None, values: Mapping[str, Any], config_path: str,
              reporter: Reporter) -> int:
-    """``fastsync accept`` and ``fastsync report``: what earlier runs recorded, no server."""
+    """``fastsync accept`` and ``fastsync report``: what earlier runs recorded, no server (and
+    ``fastsync preflight``, which reads its inputs as they do)."""
     from fastsync.settings import options as option_rules
+
+    if command == "preflight":
+        return _run_preflight(pairs, values, config_path, reporter)
 
     options = option_rules.resolve(values, None, COMMAND_FLAGS[command])
     if command == "accept":
@@ -543,6 +561,39 @@ def _records(command: str, pairs: str | None, values: Mapping[str, Any], config_
     _report(options, doc, secrets, reporter)
     reporter.info(f"report written to {options.report_dir}: {doc['verdict']}")
     return ExitCode.OK
+
+
+def _run_preflight(pairs_path: str | None, values: Mapping[str, Any], config_path: str, reporter: Reporter) -> int:
+    """Run `fastsync preflight` on the config's pair or on every pair of *pairs_path*, and show it."""
+    from fastsync import preflight_output as progress
+    from fastsync.commands import preflight
+    from fastsync.settings import options as option_rules
+    from fastsync.settings.config import load_config
+
+    if pairs_path:
+        from fastsync.batch.inputs import load_batch
+
+        batch = load_batch(config_path, pairs_path)
+        template, pairs, secrets = batch.template, [(p.line, p.config) for p in batch.pairs], batch.secrets
+    else:
+        template = load_config(config_path)
+        pairs, secrets = [(0, template)], [template.src.password, template.dst.password]
+    reporter.hide(_secrets_of(secrets))
+    options = option_rules.resolve(values, template, COMMAND_FLAGS["preflight"])
+    handler = configure_log(options.log_file, options.log_format, secrets)
+    try:
+        outcome = preflight.run(pairs, options, reporter)
+        progress.preflight_report(reporter, outcome)
+        if options.csv:
+            progress.preflight_csv(reporter, outcome)
+        else:
+            reporter.document({**progress.preflight_document(outcome), "exit_code": outcome.exit_code})
+        _log_end("preflight", outcome.exit_code)
+        return outcome.exit_code
+    finally:
+        if handler is not None:
+            logging.getLogger("fastsync").removeHandler(handler)
+            handler.close()
 
 
 class _TextFormatter(logging.Formatter):

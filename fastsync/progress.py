@@ -437,6 +437,9 @@ class Reporter:
 
     # -- --json --------------------------------------------------------------------------
 
+    def raw(self, text: str) -> None:
+        write(self.document_out, text)  # --csv: fields made printable by the caller
+
     def document(self, doc: dict[str, Any]) -> None:
         """Write the run's one JSON document on stdout (only with --json)."""
         if not self.json_output:

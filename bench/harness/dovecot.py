@@ -606,7 +606,9 @@ namespace archive {{
             lines.append(f"  quota_rule = *:storage={self.quota_storage}")
         if self.quota_max_mail_size is not None:
             lines.append(f"  quota_max_mail_size = {self.quota_max_mail_size}")
-        return "mail_plugins = $mail_plugins quota\nplugin {\n" + "\n".join(lines) + "\n}\n"
+        # imap_quota: GETQUOTAROOT and GETQUOTA (RFC 9208), as providers answer them.
+        return ("mail_plugins = $mail_plugins quota\nprotocol imap {\n  mail_plugins = $mail_plugins imap_quota\n}\n"
+                "plugin {\n" + "\n".join(lines) + "\n}\n")
 
     def _write_oauth2(self) -> None:
         if self.oauth2_introspection_url is None:

@@ -416,7 +416,8 @@ class Coordinator:
                 return False
             case TooManyConnections():
                 self.workers -= 1  # the server takes the planner's connection and the workers logged in
-                self.summary.note_ceiling(exit.error.side, self.workers + 1)
+                for side in {*self.summary.ceilings, exit.error.side}:  # the workers left hold both sides
+                    self.summary.ceilings[side] = self.workers + 1
                 if self.workers < 1:
                     self.summary.errors.append(f"{text}; no worker could log in beside the planner's connection")
                     return False

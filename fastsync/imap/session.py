@@ -413,6 +413,20 @@ class Session:
         self._selected = None
         self._writable = False
 
+    def storage_quota(self, folder: str = "INBOX") -> tuple[int, int] | None:
+        """(bytes used, bytes allowed) of the STORAGE quota over *folder* (RFC 9208 GETQUOTAROOT;
+        STORAGE counts units of 1024 octets, section 5.1), the tightest of its roots; None
+        when the server has no QUOTA extension or sets no storage limit there."""
+        if not self.capabilities.quota:
+            return None
+        try:
+            with self.guarded():
+                _roots, quotas = self._client.get_quota_root(folder)
+        except imap_exc.IMAPClientError:
+            return None  # refused (no quota root there): no limit known
+        storage = [(q.usage * 1024, q.limit * 1024) for q in quotas if str(q.resource).upper() == "STORAGE"]
+        return min(storage, key=lambda q: q[1] - q[0], default=None)
+
     # -- reading and writing many folders ------------------------------------------------
 
     def survey(

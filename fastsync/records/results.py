@@ -161,13 +161,9 @@ class Summary:
     accepted: list[Failure] = field(default_factory=list)
     # (seconds since the copy began, bytes copied so far), for the report's chart.
     samples: list[tuple[float, int]] = field(default_factory=list)
-    # Connection ceilings found: per side ("src", "dst"), the connections its server took
-    # when it refused one more login (`TooManyConnections`); empty when none refused.
+    # Connection ceilings found: per side ("src", "dst") whose server refused a login for the
+    # connections open (`TooManyConnections`), the planner's and the workers' that went on.
     ceilings: dict[str, int] = field(default_factory=dict)
-
-    def note_ceiling(self, side: str, connections: int) -> None:
-        """*side*'s server refused a login with *connections* open: the lowest such count is its ceiling."""
-        self.ceilings[side] = max(1, min(self.ceilings.get(side, connections), connections))
 
     @property
     def messages_per_s(self) -> float:
@@ -382,3 +378,55 @@ class BatchSummary:
         if self.cancelled:
             return self.cancel_code
         return 0 if all(p.outcome in ("exact", "skipped", "planned") for p in self.pairs) else 1
+
+
+# -- preflight ---------------------------------------------------------------------------
+
+
+@dataclass
+class PairReadiness:
+    """What `fastsync preflight` found for one account pair, writing nothing anywhere.
+
+    ``line``: its line in the pairs file (0 for a config's one pair).  Logins: "ok" or the
+    one line that says why not.  To copy: the planner's diff (messages, bytes), of which
+    ``too_large`` messages (``too_large_bytes`` the largest) exceed ``size_limit_bytes``
+    (APPENDLIMIT, else the provider's documented limit; 0: none known).  The destination's
+    quota (GETQUOTAROOT, RFC 9208): bytes used and the limit, None when it has none.
+    ``folders_refused``: source folders whose destination name the server will not take.
+    ``ceilings``: with --probe, per side the connections its server took (planner's
+    included; None: no refusal up to ``probe_max``).  ``problems``: each reason the pair
+    cannot complete; none means it can."""
+
+    line: int
+    src_user: str
+    dst_user: str
+    src_login: str = ""
+    dst_login: str = ""
+    messages: int = 0
+    size_bytes: int = 0
+    size_limit_bytes: int = 0
+    too_large: int = 0
+    too_large_bytes: int = 0
+    quota_used_bytes: int | None = None
+    quota_limit_bytes: int | None = None
+    folders_refused: list[str] = field(default_factory=list)
+    ceilings: dict[str, int | None] = field(default_factory=dict)
+    probe_max: int = 0
+    estimate_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def can_complete(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class PreflightSummary:
+    """Every pair's readiness; exit 0 only when each can complete."""
+
+    pairs: list[PairReadiness] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return int(ExitCode.OK if all(p.can_complete for p in self.pairs) else ExitCode.PARTIAL)

@@ -329,3 +329,16 @@ def filter_pairs(
         else:
             taken.append(pair)
     return taken, left_out
+
+
+def creation_problem(name: str, delimiter: str) -> str:
+    """Why a destination would refuse to create folder *name* (its own spelling, with its
+    *delimiter*), '' when nothing is known against it.  RFC 3501 section 5.1 leaves names to
+    the server; servers that keep folders as files (Dovecot, Courier, Cyrus) refuse empty
+    components, "." and "..", and Dovecot one that starts with "~"."""
+    for part in split(name, delimiter):
+        if part in ("", ".", ".."):
+            return f"its name has a component {part!r}"
+        if part.startswith("~"):
+            return f"its name has a component starting with '~' ({part!r})"
+    return ""

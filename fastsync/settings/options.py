@@ -312,6 +312,23 @@ RECORDS_FLAGS = (
     Flag(("--folder",), "folder", "FASTSYNC_FOLDER", "str", "accept: only the refusals of this source folder",
          "NAME"),
 )
+# `preflight`: what would stop each pair, found without copying.
+PREFLIGHT_FLAGS = (
+    Flag(("--max-connections",), "max_connections", "FASTSYNC_MAX_CONNECTIONS", "int",
+         "with --probe: open at most N connections per side (default: 16)", "N",
+         config_key="rate_limit.max_connections"),
+    Flag(("--bps-down",), "down_bps", "FASTSYNC_BPS_DOWN", "size",
+         "the cap on bytes/s read from the source that the estimate assumes (as sync takes it)", "N",
+         config_key="rate_limit.down_bps"),
+    Flag(("--bps-up",), "up_bps", "FASTSYNC_BPS_UP", "size",
+         "the cap on bytes/s written to the destination that the estimate assumes", "N",
+         config_key="rate_limit.up_bps"),
+    Flag(("--probe",), "probe", "FASTSYNC_PROBE", "bool",
+         "also find each server's connection ceiling: log in again and again (up to --max-connections) "
+         "until a login is refused, then log out of them all"),
+    Flag(("--csv",), "csv", "FASTSYNC_CSV", "bool",
+         "print the table as CSV (a header line, one line per pair) on stdout, and nothing else"),
+)
 
 # The flags of each command, in the order --help lists them.
 COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
@@ -321,6 +338,7 @@ COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
     "batch": COMMON_FLAGS + SYNC_FLAGS + BATCH_FLAGS + REFUSED_FLAGS,
     "accept": RECORDS_COMMON + STATE_FLAGS + RECORDS_FLAGS,
     "report": RECORDS_COMMON + STATE_FLAGS + (REPORT_FLAG,),
+    "preflight": COMMON_FLAGS + FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + PREFLIGHT_FLAGS,
 }
 
 # Every flag once (the folder flags serve sync and check).
@@ -393,6 +411,8 @@ class Options:
     all_pairs: bool = False
     pair: str | None = None
     folder: str | None = None
+    probe: bool = False
+    csv: bool = False
     explicit: frozenset[str] = frozenset()
 
     @property

@@ -22,6 +22,10 @@ class Provider:
     # Added to the advice when the provider is the source / the destination.
     as_src: str = ""
     as_dst: str = ""
+    # The largest message its IMAP APPEND takes, for a server that does not announce it
+    # (RFC 7889 APPENDLIMIT): Gmail announces APPENDLIMIT=35651584; Microsoft's IMAP
+    # migration documents 35 MB.
+    message_limit_bytes: int = 0
 
 
 PROVIDERS = (
@@ -35,6 +39,7 @@ PROVIDERS = (
         "a large mailbox --until-done waits for the next window and goes on instead of stopping",
         "; fastsync keeps under the daily upload limit itself (500 MB a day, --dst-daily-limit), and for a "
         "large mailbox --until-done waits for the next window and goes on instead of stopping",
+        message_limit_bytes=35_651_584,
     ),
     Provider(
         "Office 365 / Exchange Online",
@@ -42,6 +47,7 @@ PROVIDERS = (
         "throttling ('Request is throttled. Suggested Backoff Time') and disconnection under load; "
         "messages over about 35 MB are refused; about 20 connections per account",
         "--max-connections 8 --procs 6; messages over the size limit are reported, not retried",
+        message_limit_bytes=35_000_000,
     ),
 )
 
@@ -52,6 +58,12 @@ def provider_of(account: Account) -> Provider | None:
         if host in provider.hosts:
             return provider
     return None
+
+
+def message_limit(account: Account) -> int:
+    """The largest message *account*'s provider documents for APPEND, 0 when unknown."""
+    provider = provider_of(account)
+    return provider.message_limit_bytes if provider is not None else 0
 
 
 def notices(*accounts: Account) -> list[str]:

@@ -87,8 +87,8 @@ def test_a_sync_goes_on_with_the_workers_a_server_takes(dovecot_four: Dovecot, t
     # The planner's connection and three workers per account: four, the server's limit
     # (found on the side whose login was refused first; a worker logs in to both).
     ceilings = doc["summary"]["connection_ceilings"]
-    assert ceilings and set(ceilings.values()) == {4}, ceilings
-    assert "continuing with 3 workers" in done.stderr
+    assert ceilings and set(ceilings.values()) == {4}, (ceilings, done.stderr)
+    assert "continuing with 3 workers" in done.stderr, done.stderr
     assert snapshot(src) == snapshot(dst)
 
 
@@ -100,5 +100,22 @@ def test_a_batch_pair_reports_the_ceiling_of_its_account(dovecot_four: Dovecot, 
     doc = json.loads(done.stdout)
     assert doc["summary"]["exact"] == 1
     ceilings = doc["pairs"][0]["ceilings"]
-    assert ceilings and set(ceilings.values()) == {4}, ceilings
+    assert ceilings and set(ceilings.values()) == {4}, (ceilings, done.stderr)
     assert snapshot(src) == snapshot(dst)
+
+
+def test_preflight_probe_finds_four_and_closes_them(dovecot_four: Dovecot, tmp_path: Path) -> None:
+    src, dst = (Account(dovecot_four, f"c{n}", f"pw-c{n}") for n in (4, 5))
+    src.seed([message("INBOX", 1)])
+    config = tmp_path / "probe.yaml"
+    config.write_text(yaml.safe_dump({
+        "src": {"server": src.address, "user": src.user, "pass": src.password, "tls": "none"},
+        "dst": {"server": dst.address, "user": dst.user, "pass": dst.password, "tls": "none"},
+    }))
+    done = run_cli("preflight", "-c", config, "--probe", "--max-connections", "8", "--json")
+    assert done.returncode == 0, done.stderr
+    [pair] = json.loads(done.stdout)["pairs"]
+    assert pair["ceilings"] == {"src": 4, "dst": 4}
+    # Every probe connection was closed: the account takes four again at once.
+    assert dovecot_four.connections(dst.user) == 0
+    assert [f for _flags, _delim, f in dst.client().list_folders()] == ["INBOX"]

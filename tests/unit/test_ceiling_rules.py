@@ -1,5 +1,6 @@
-"""The connection-ceiling rules: which replies refuse a login for the connections open
-(`imap.replies`), and the batch's AIMD window per server (`rules.ceiling`)."""
+"""The rules behind ceilings and the pre-flight: which replies refuse a login for the
+connections open (`imap.replies`), the batch's AIMD window per server (`rules.ceiling`),
+the duration estimate (`rules.estimate`) and the names a destination will not create."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from fastsync.imap.replies import connection_ceiling, raise_if_throttled
 from fastsync.records.errors import Throttled, TooManyConnections
 from fastsync.rules.ceiling import Window
+from fastsync.rules.estimate import Budget, duration_s
+from fastsync.rules.folders import creation_problem
 from fastsync.settings.config import Account
 
 
@@ -56,3 +59,33 @@ def test_the_window_decreases_by_half_and_grows_by_one(
         else:
             window.finished(held, window.refusals)
     assert (window.allowed, window.ceiling) == (allowed, ceiling)
+
+
+@pytest.mark.parametrize(("size_bytes", "messages", "bps_down", "bps_up", "budgets", "seconds"), [
+    # Nominal rates: 5 MB/s, 200 messages/s, whichever takes longer.
+    (50_000_000, 100, 0, 0, (), 10.0),
+    (1_000_000, 1_000, 0, 0, (), 5.0),
+    # The lower cap decides.
+    (10_000_000, 10, 2_000_000, 1_000_000, (), 10.0),
+    # A budget of 4 MB per 100 s for 10 MB: two windows' wait, then the last 2 MB.
+    (10_000_000, 10, 0, 0, (Budget(4_000_000, 100.0),), 200.4),
+    # A budget the copy fits in changes nothing.
+    (3_000_000, 10, 0, 0, (Budget(4_000_000, 100.0),), 0.6),
+    (0, 0, 0, 0, (), 0.0),
+])
+def test_the_estimate_follows_rates_and_budgets(
+    size_bytes: int, messages: int, bps_down: int, bps_up: int, budgets: tuple[Budget, ...], seconds: float,
+) -> None:
+    assert duration_s(size_bytes, messages, bps_down, bps_up, budgets) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(("name", "delimiter", "problem"), [
+    ("Archive/2020", "/", ""),
+    ("~old", "/", "its name has a component starting with '~' ('~old')"),
+    ("Archive/~x", "/", "its name has a component starting with '~' ('~x')"),
+    ("a..b", ".", "its name has a component ''"),
+    ("a/./b", "/", "its name has a component '.'"),
+    ("dots.in.name", "/", ""),
+])
+def test_names_a_destination_will_not_create(name: str, delimiter: str, problem: str) -> None:
+    assert creation_problem(name, delimiter) == problem
