@@ -413,6 +413,8 @@ def run_batch(batch: Batch, options: Options, reporter: Reporter,
             reporter.info(f"{allocation}" + (f" within --max-connections-per-server {cap}" if cap else ""))
         scheduler.run(todo)
         summary.ceilings = {s: w.ceiling for s, w in scheduler.windows.items() if w.ceiling is not None}
+        for server, connections in summary.ceilings.items():
+            event("connection ceiling found", server=server, connections=connections)
     finally:
         if spare is not None:
             pairrun.discard(spare)

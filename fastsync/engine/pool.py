@@ -418,6 +418,7 @@ class Coordinator:
                 self.workers -= 1  # the server takes the planner's connection and the workers logged in
                 for side in {*self.summary.ceilings, exit.error.side}:  # the workers left hold both sides
                     self.summary.ceilings[side] = self.workers + 1
+                    event("connection ceiling", side=side, level=logging.WARNING, connections=self.workers + 1)
                 if self.workers < 1:
                     self.summary.errors.append(f"{text}; no worker could log in beside the planner's connection")
                     return False

@@ -41,8 +41,9 @@ def test_batch_finds_a_servers_ceiling_of_four_and_ends_exact(accounts: AccountF
     server = pairs[0][0].server
     with CountingProxy(server.port) as src_proxy, CountingProxy(server.port, max_open=4) as dst_proxy:
         servers, csv = _files(tmp_path, pairs, src_proxy.port, dst_proxy.port)
+        log = tmp_path / "batch.log"
         done = run_cli("-c", servers, "batch", csv, "--state-dir", tmp_path / "state",
-                       "--max-connections-per-server", "8", "--json", timeout=240)
+                       "--max-connections-per-server", "8", "--json", "--log-file", log, timeout=240)
         assert done.returncode == 0, done.stderr
         doc = json.loads(done.stdout)
         assert doc["summary"]["exact"] == len(pairs)
@@ -55,6 +56,7 @@ def test_batch_finds_a_servers_ceiling_of_four_and_ends_exact(accounts: AccountF
         # Refusals are few: the batch lowers its count instead of trying again and again
         # (before, 946 refused logins in 300 s and no pair done).
         assert dst_proxy.refused < 40, dst_proxy.refused
+        assert f"connection ceiling found server='127.0.0.1:{dst_proxy.port}'" in log.read_text()
     for src, dst in pairs:
         assert snapshot(src) == snapshot(dst)
 
