@@ -56,6 +56,8 @@ class Fault:
     # sends its next command without waiting for that reply (pipelining) shows in
     # `Recording.order`.
     hold_down: bytes = b""
+    # Relay the greeting, then hang up when the client logs in (mox past 30 connections).
+    hang_up_at_login: bool = False
 
 
 class UpstreamRewriter(Protocol):
@@ -144,11 +146,14 @@ class CountingProxy:
         rewrite_up: Callable[[], UpstreamRewriter] | None = None,
         rewrite_down: Callable[[], UpstreamRewriter] | None = None,
         max_open: int = 0,
+        hang_up_at_login: bool = False,
     ) -> None:
         self.target = (target_host, target_port)
         # A server that accepts at most this many connections at once (0: any number): past
-        # it, a new connection is greeted with BYE and closed, as Gmail does past 15.
+        # it, a new connection is greeted with BYE and closed, as Gmail does past 15, or with
+        # *hang_up_at_login*, greeted and closed when the client logs in, as mox does past 30.
         self.max_open = max_open
+        self.hang_up_at_login = hang_up_at_login
         self.refused = 0
         self.faults = faults or (lambda _n: None)
         self.record = record
@@ -208,7 +213,8 @@ class CountingProxy:
             self.accepted += 1
             if self.max_open and self.open_connections >= self.max_open:
                 self.refused += 1
-                fault = Fault(greeting=b"* BYE [UNAVAILABLE] Too many simultaneous connections\r\n")
+                fault = (Fault(hang_up_at_login=True) if self.hang_up_at_login
+                         else Fault(greeting=b"* BYE [UNAVAILABLE] Too many simultaneous connections\r\n"))
             recording = Recording() if self.record else None
             if recording is not None:
                 self.recordings.append(recording)
@@ -268,6 +274,10 @@ class CountingProxy:
                     data, held = _replace(held + data, *replace)
                     if not data:
                         continue
+                if upstream and fault.hang_up_at_login and (b" LOGIN " in data.upper() or
+                                                           b" AUTHENTICATE " in data.upper()):
+                    self._break(link)
+                    return
                 if upstream and fault.lose_append_reply and b" APPEND " in data:
                     link.append_sent = True
                 if not upstream and link.append_sent and b" OK " in data:

@@ -121,3 +121,21 @@ def test_preflight_probe_finds_four_and_closes_them(dovecot_four: Dovecot, tmp_p
     # Every probe connection was closed: the account takes four again at once.
     assert dovecot_four.connections(dst.user) == 0
     assert [f for _flags, _delim, f in dst.client().list_folders()] == ["INBOX"]
+
+
+def test_a_server_that_hangs_up_at_login_past_four_is_a_ceiling(
+    accounts: AccountFactory, tmp_path: Path,
+) -> None:
+    src, dst = accounts(2)
+    src.seed([message(f"F{f}", f * 100 + n) for f in range(8) for n in range(4)])
+    with CountingProxy(dst.server.port, max_open=4, hang_up_at_login=True) as proxy:
+        config = tmp_path / "sync.yaml"
+        config.write_text(yaml.safe_dump({
+            "src": {"server": src.address, "user": src.user, "pass": src.password, "tls": "none"},
+            "dst": {"server": f"127.0.0.1:{proxy.port}", "user": dst.user, "pass": dst.password, "tls": "none"},
+        }))
+        done = run_cli("sync", "-c", config, "-y", "--procs", "6", "--json", "--state-dir", tmp_path / "state")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["summary"]["connection_ceilings"] == {"dst": 4}
+        assert "server hung up at login" in done.stderr
+    assert snapshot(src) == snapshot(dst)
