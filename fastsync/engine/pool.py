@@ -420,7 +420,8 @@ class Coordinator:
                     self.summary.ceilings[side] = self.workers + 1
                     event("connection ceiling", side=side, level=logging.WARNING, connections=self.workers + 1)
                 if self.workers < 1:
-                    self.summary.errors.append(f"{text}; no worker could log in beside the planner's connection")
+                    self.summary.errors.append(f"{text}; no worker could log in beside the planner's connection: "
+                                               "--max-connections 1 makes the planner log out while one copies")
                     return False
                 self.reporter.warn(f"{text}; continuing with {self.workers} workers")
             case Throttled() if self.gate is not None and self.gate.server_said(exit.error):
