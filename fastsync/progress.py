@@ -488,6 +488,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
             "deleted": s.deleted,
             "stopped_at_transfer_limit": s.transfer_limited,
             "connection_ceilings": dict(s.ceilings),
+            "throttled": list(s.throttled),
             "elapsed_s": round(s.elapsed_s, 3),
             "copy_s": round(s.copy_s, 3),
             "prompt_s": round(s.prompt_s, 3),
@@ -704,8 +705,10 @@ class LineReporter:
         self.stop_copy()
         self._send(kind="result", summary=sync_document(summary), exit_code=exit_code)
 
-    def failure(self, message: str, exit_code: int, refused_side: str = "") -> None:
+    def failure(self, message: str, exit_code: int, refused_side: str = "", throttled_side: str = "") -> None:
         """The pair failed with *message*; *refused_side*: the side whose server refused a login for
-        the connections open (`TooManyConnections`), which the batch tries again with fewer."""
+        the connections open (`TooManyConnections`), which the batch tries again with fewer;
+        *throttled_side*: one whose server throttled it (the batch holds fewer there too)."""
         self.stop_copy()
-        self._send(kind="result", summary=None, error=message, exit_code=exit_code, refused=refused_side)
+        self._send(kind="result", summary=None, error=message, exit_code=exit_code, refused=refused_side,
+                   throttled=throttled_side)

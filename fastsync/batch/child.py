@@ -28,7 +28,7 @@ import threading
 from typing import BinaryIO
 
 from fastsync.cli import configure_log, sigterm_stops
-from fastsync.records.errors import TooManyConnections, describe, exit_code_of
+from fastsync.records.errors import Throttled, TooManyConnections, describe, exit_code_of
 from fastsync.batch.parent import read_job
 from fastsync.records.results import Summary
 
@@ -70,7 +70,8 @@ def main() -> int:
             reporter.result(summary, code)
         except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - a defect too: said, with its own code
             code = int(exit_code_of(exc))
-            reporter.failure(describe(exc), code, exc.side if isinstance(exc, TooManyConnections) else "")
+            reporter.failure(describe(exc), code, exc.side if isinstance(exc, TooManyConnections) else "",
+                             exc.side if isinstance(exc, Throttled) else "")
         finally:
             if handler is not None:
                 import logging

@@ -160,10 +160,13 @@ class PairProcess:
             result.skipped = figures["skipped"]
             result.skip_rules = sorted({s["reason"] for s in doc["skipped"]})
             result.ceilings = dict(figures.get("connection_ceilings", {}))
+            result.throttled = list(figures.get("throttled", []))
         if final.get("error"):
             result.errors.append(final["error"])
         if final.get("refused"):
             result.ceilings = {final["refused"]: 0}
+        if final.get("throttled"):
+            result.throttled = [final["throttled"]]
         if result.exit_code == ExitCode.OK:
             result.outcome = "planned" if doc is not None and doc.get("dry_run") else "exact"
         elif result.exit_code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED, ExitCode.HANGUP):

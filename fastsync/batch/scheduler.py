@@ -283,7 +283,8 @@ class Scheduler:
         earlier = self.carried.pop(pair.line, (0, 0))
         result.copied, result.copied_bytes = result.copied + earlier[0], result.copied_bytes + earlier[1]
         sides = {"src": pair.config.src.server, "dst": pair.config.dst.server}
-        refused = {sides[side] for side in result.ceilings if side in sides}
+        # A refused login and throttling both ask for fewer connections there.
+        refused = {sides[side] for side in (*result.ceilings, *result.throttled) if side in sides}
         for server in set(sides.values()):
             epoch, refusals, peak = self.runs.pop((pair.line, server), [0, 0, 0])
             window = self.window(server)
@@ -299,7 +300,7 @@ class Scheduler:
             return False
         result.restarts += 1
         self.carried[pair.line] = (result.copied, result.copied_bytes)
-        result.outcome, result.errors, result.ceilings, result.exit_code = "not run", [], {}, None
+        result.outcome, result.errors, result.ceilings, result.throttled, result.exit_code = "not run", [], {}, [], None
         self.requeued.append((pair, result, key))
         return True
 

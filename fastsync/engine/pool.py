@@ -433,6 +433,7 @@ class Coordinator:
                 return False
             case Throttled():
                 self.workers = max(1, self.workers - 1)
+                self.summary.throttled = sorted({*self.summary.throttled, exit.side})
                 self.reporter.warn(f"{text}; continuing with {self.workers} workers")
             case _:
                 self.reporter.warn(f"worker {exit.worker} stopped: {text}")

@@ -164,6 +164,8 @@ class Summary:
     # Connection ceilings found: per side ("src", "dst") whose server refused a login for the
     # connections open (`TooManyConnections`), the planner's and the workers' that went on.
     ceilings: dict[str, int] = field(default_factory=dict)
+    # The sides whose server throttled a worker ("Request is throttled", [THROTTLED]).
+    throttled: list[str] = field(default_factory=list)
 
     @property
     def messages_per_s(self) -> float:
@@ -334,6 +336,8 @@ class PairResult:
     # often the batch started the pair again after such a refusal.
     ceilings: dict[str, int] = field(default_factory=dict)
     restarts: int = 0
+    # The sides whose server throttled the pair (`Summary.throttled`, or its planner's last error).
+    throttled: list[str] = field(default_factory=list)
 
 
 @dataclass
