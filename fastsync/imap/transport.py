@@ -248,8 +248,7 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
             if token is not None:
                 _oauth2_login(client, account, offered, token[0], True)
             elif account.auth_user is not None:
-                # Only here: over TLS (implicit, or STARTTLS which was insisted on above), or
-                # in plain text where tls: none was written.
+                # Only here: over TLS (implicit, or the STARTTLS insisted on above), or where tls: none.
                 admin_login(account, offered, functools.partial(authenticate, client))
             else:
                 _password_login(client, account, offered)
@@ -264,10 +263,8 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
         close_quietly(client)
         raise_if_throttled(text_of(exc.args[0] if exc.args else exc), account)
         text = redact(text_of(exc.args[0] if exc.args else exc), account.password)
-        raise AuthError(
-            f"{where}: login as {account.user!r} refused ({text}); check {account.side}.user and the password",
-            side=side,
-        ) from None
+        raise AuthError(f"{where}: login as {account.user!r} refused ({text}); "
+                        f"check {account.side}.user and the password", side=side) from None
     except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
         close_quietly(client)
         raise_if_throttled(str(exc), account)

@@ -71,7 +71,7 @@ def test_sync_document() -> None:
             "folders": 2, "planned": 3, "planned_bytes": 1500, "copied": 10, "present": 4, "failed": 1,
             "skipped": 0, "copied_bytes": 5_000_000, "vanished": 1, "flags_planned": 2, "flags_updated": 1,
             "delete_planned": 0, "deleted": 0, "stopped_at_transfer_limit": False, "connection_ceilings": {},
-            "elapsed_s": 2.5, "copy_s": 2.0, "prompt_s": 0.0, "messages_per_s": 5.0, "mb_per_s": 2.5,
+            "throttled": [], "elapsed_s": 2.5, "copy_s": 2.0, "prompt_s": 0.0, "messages_per_s": 5.0, "mb_per_s": 2.5,
         },
         "failed": [
             {"folder": "INBOX", "uid": 4, "size_bytes": 40_000, "reason": "[LIMIT] Message too large",
