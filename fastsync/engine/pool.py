@@ -116,14 +116,8 @@ class CopyJob:
     gate: Gate | None = None
 
 
-def copy_units(
-    setup: PoolSetup,
-    job: CopyJob,
-    reporter: Reporter,
-    summary: Summary,
-    on_unit: Callable[[WorkUnit, UnitDone], None] | None = None,
-    standby: Standby | None = None,
-) -> set[str]:
+def copy_units(setup: PoolSetup, job: CopyJob, reporter: Reporter, summary: Summary,
+               on_unit: Callable[[WorkUnit, UnitDone], None] | None = None, standby: Standby | None = None) -> set[str]:
     """Copy *job*'s units with a pool of its workers, counting into *summary*; returns the
     source folders to plan again (their UIDVALIDITY changed).  *on_unit* hears of every
     finished unit (the ledger records its copies).  *standby*'s workers, started while
@@ -154,6 +148,9 @@ def copy_units(
         coordinator.drain(folder_totals, JOIN_TIMEOUT_S)
     finally:
         coordinator.shutdown(folder_totals)
+        for side in coordinator.refused_sides:  # the planner's and the most workers that copied at once
+            summary.ceilings[side] = coordinator.peak + 1
+            event("connection ceiling", side=side, level=logging.WARNING, connections=coordinator.peak + 1)
         if coordinator.units:
             summary.incomplete.update(u.pair.src for u in coordinator.units.values())
             left = sum(len(u.uids) for u in coordinator.units.values())
@@ -253,6 +250,9 @@ class Coordinator:
             self.processes[index], self.channels[index] = process, channel
         self.next_index = max(self.processes, default=-1) + 1
         self.taken: dict[int, list[int]] = {}
+        # Workers alive that copied a unit (so logged in on both sides), the most at once, and
+        # the sides that refused a login for the connections open (`Summary.ceilings`).
+        self.working, self.peak, self.refused_sides = set[int](), 0, set[str]()
         self.exits: dict[int, WorkerExit] = {}
         self.replan: set[str] = set()
         # Workers that stopped since the last unit finished: when every restart fails
@@ -416,9 +416,7 @@ class Coordinator:
                 return False
             case TooManyConnections():
                 self.workers -= 1  # the server takes the planner's connection and the workers logged in
-                for side in {*self.summary.ceilings, exit.error.side}:  # the workers left hold both sides
-                    self.summary.ceilings[side] = self.workers + 1
-                    event("connection ceiling", side=side, level=logging.WARNING, connections=self.workers + 1)
+                self.refused_sides.add(exit.error.side)
                 if self.workers < 1:
                     self.summary.errors.append(f"{text}; no worker could log in beside the planner's connection: "
                                                "--max-connections 1 makes the planner log out while one copies")
@@ -440,7 +438,8 @@ class Coordinator:
         return True
 
     def finished(self, done: UnitDone, folder_totals: Mapping[str, tuple[int, int]]) -> None:
-        self.exits_in_a_row = 0
+        self.exits_in_a_row, self.peak = 0, max(self.peak, len(self.working | {done.worker}))
+        self.working.add(done.worker)
         with contextlib.suppress(ValueError):
             self.taken.get(done.worker, []).remove(done.unit_id)
         if done.held:
@@ -492,6 +491,7 @@ class Coordinator:
                 continue
             process.join()
             del self.processes[index]
+            self.working.discard(index)
             self.limits.release_all(index)
             exit = self.exits.pop(index, None)
             if exit is None:
