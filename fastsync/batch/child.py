@@ -4,7 +4,7 @@ Entry layer, beside `cli.py`: `fastsync batch` (and a Dask task, see `cluster.py
 one such process per account pair.  It reads the pair's job (its `Config` and `Options`,
 passwords included) from stdin, never from its arguments or environment, calls the
 engine's entry (`engine.run.run`) exactly as ``fastsync sync -y`` does, and writes one
-JSON object per line on stdout for the batch (`progress.LineReporter`), the last one the
+JSON object per line on stdout for the batch (`batch.lines.LineReporter`), the last one the
 pair's result.
 
 A pair's own process is a fresh interpreter, not a child forked by multiprocessing, so
@@ -50,7 +50,7 @@ def _watch_lifeline(stream: BinaryIO) -> None:
 
 def main() -> int:
     from fastsync.engine import run as engine
-    from fastsync.progress import LineReporter
+    from fastsync.batch.lines import LineReporter
 
     stdin = sys.stdin.buffer
     job = read_job(stdin)

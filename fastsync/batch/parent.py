@@ -3,7 +3,7 @@
 Engine layer.  `PairProcess` starts the pair's process, hands it the job over stdin (the
 passwords never appear in its arguments or environment), keeps stdin open as the pair's
 lifeline (a pair whose batch is gone stops, see `child.py`), and turns the JSON lines the
-pair writes (`progress.LineReporter`) into calls of the batch's callbacks: warnings,
+pair writes (`batch.lines.LineReporter`) into calls of the batch's callbacks: warnings,
 the plan's size, copy progress, and at the end the pair's `PairResult`.
 
 The pair runs in a session of its own, so a Ctrl-C at the terminal reaches the batch

@@ -250,8 +250,7 @@ class Coordinator:
             self.processes[index], self.channels[index] = process, channel
         self.next_index = max(self.processes, default=-1) + 1
         self.taken: dict[int, list[int]] = {}
-        # Workers alive that copied a unit (so logged in on both sides), the most at once, and
-        # the sides that refused a login for the connections open (`Summary.ceilings`).
+        # Workers that copied a unit (logged in), the most at once, sides refusing logins (`Summary.ceilings`).
         self.working, self.peak, self.refused_sides = set[int](), 0, set[str]()
         self.exits: dict[int, WorkerExit] = {}
         self.replan: set[str] = set()

@@ -414,9 +414,8 @@ class Session:
         self._writable = False
 
     def storage_quota(self, folder: str = "INBOX") -> tuple[int, int] | None:
-        """(bytes used, bytes allowed) of the STORAGE quota over *folder* (RFC 9208 GETQUOTAROOT;
-        STORAGE counts units of 1024 octets, section 5.1), the tightest of its roots; None
-        when the server has no QUOTA extension or sets no storage limit there."""
+        """(bytes used, bytes allowed) of the tightest STORAGE quota over *folder* (RFC 9208
+        GETQUOTAROOT, in units of 1024 octets); None without QUOTA or a storage limit there."""
         if not self.capabilities.quota:
             return None
         try:
