@@ -154,7 +154,7 @@ class CountingProxy:
         # *hang_up_at_login*, greeted and closed when the client logs in, as mox does past 30.
         self.max_open = max_open
         self.hang_up_at_login = hang_up_at_login
-        self.refused = 0
+        self.turned_away = 0
         self.faults = faults or (lambda _n: None)
         self.record = record
         self.recordings: list[Recording] = []
@@ -212,7 +212,7 @@ class CountingProxy:
             fault = self.faults(self.accepted) or Fault()
             self.accepted += 1
             if self.max_open and self.open_connections >= self.max_open:
-                self.refused += 1
+                self.turned_away += 1
                 fault = (Fault(hang_up_at_login=True) if self.hang_up_at_login
                          else Fault(greeting=b"* BYE [UNAVAILABLE] Too many simultaneous connections\r\n"))
             recording = Recording() if self.record else None

@@ -56,7 +56,7 @@ def test_batch_finds_a_servers_ceiling_of_four_and_ends_exact(accounts: AccountF
         assert f"connection ceiling: 127.0.0.1:{dst_proxy.port} took" not in done.stdout  # --json: one document
         # Refusals are few: the batch lowers its count instead of trying again and again
         # (before, 946 refused logins in 300 s and no pair done).
-        assert dst_proxy.refused < 40, dst_proxy.refused
+        assert dst_proxy.turned_away < 40, dst_proxy.turned_away
         assert f"connection ceiling found server='127.0.0.1:{dst_proxy.port}'" in log.read_text()
     for src, dst in pairs:
         assert snapshot(src) == snapshot(dst)
@@ -98,7 +98,7 @@ def test_a_sync_goes_on_with_the_four_connections_a_server_takes(accounts: Accou
     # The planner's connection and the three workers that logged in.
     assert json.loads(done.stdout)["summary"]["connection_ceilings"] == {"dst": 4}, done.stderr
     assert "continuing with 3 workers" in done.stderr, done.stderr
-    assert proxy.refused == 5
+    assert proxy.turned_away == 5
     assert snapshot(src) == snapshot(dst)
 
 
@@ -147,7 +147,7 @@ def test_preflight_probe_finds_four_and_closes_them(accounts: AccountFactory, tm
         assert pair["ceilings"] == {"src": 4, "dst": 4}
         # Every probe connection was closed again.
         wait_for(lambda: src_proxy.open_connections == dst_proxy.open_connections == 0, timeout_s=10)
-        assert (src_proxy.refused, dst_proxy.refused) == (1, 1)
+        assert (src_proxy.turned_away, dst_proxy.turned_away) == (1, 1)
         # Up to the maximum only: a server that takes more is reported as such.
         done = run_cli("preflight", "-c", config, "--probe", "--max-connections", "3", "--json")
         assert json.loads(done.stdout)["pairs"][0]["ceilings"] == {"src": None, "dst": None}
