@@ -208,6 +208,7 @@ class Dovecot:
         gmail_like: bool = False,
         fsync: bool = False,
         chroot: bool = True,
+        imap_zlib: bool = False,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError(f"separator must be '/' or '.', not {separator!r}")
@@ -259,6 +260,9 @@ class Dovecot:
         # serves homes by their real path instead, and needs every parent of the mail
         # store to be enterable by the mail user (checked by start()).
         self.chroot = chroot
+        # COMPRESS=DEFLATE (RFC 4978), announced after login: Dovecot's imap_zlib plugin
+        # (lib30_imap_zlib_plugin.so).  The zlib plugin (compressed mail storage) is not needed.
+        self.imap_zlib = imap_zlib
         self.port = 0
         self.tls_port: int | None = None
         self.ca_file: Path | None = None
@@ -597,6 +601,11 @@ namespace archive {{
 }}
 """
 
+    def _zlib_config(self) -> str:
+        if not self.imap_zlib:
+            return ""
+        return "protocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n"
+
     def _quota_config(self) -> str:
         if self.quota_storage is None and self.quota_max_mail_size is None:
             return ""
@@ -744,6 +753,7 @@ namespace inbox {{
   prefix = {self.namespace_prefix}
 {mailboxes}}}
 {self._gmail_config()}
+{self._zlib_config()}
 {tls}
 default_process_limit = {process_limit}
 default_client_limit = {max(1000, 2 * process_limit + 100)}

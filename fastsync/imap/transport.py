@@ -34,7 +34,7 @@ from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.response_parser import parse_fetch_response
 
 from fastsync.settings import credentials, tokens
-from fastsync.imap import literals, wire
+from fastsync.imap import deflate, literals, wire
 from fastsync.imap.login import admin_login
 from fastsync.imap.wire import text_of
 from fastsync.imap.capabilities import Capabilities
@@ -179,6 +179,9 @@ class _TLSTransport(Metered, imap4.IMAP4WithTimeout):  # type: ignore[misc]
 class Client(imapclient.IMAPClient):  # type: ignore[misc]
     """IMAPClient whose transport is metered."""
 
+    # The byte counts of a connection compressed with COMPRESS=DEFLATE (`start_compress`).
+    deflated: deflate.Counts | None = None
+
     def __init__(self, *args: Any, meter_down: Meter | None, meter_up: Meter | None, **kwargs: Any) -> None:
         # Set before IMAPClient.__init__, which connects through _create_IMAP4.
         self.meter_down = meter_down
@@ -255,6 +258,8 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
         except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
             raise_if_throttled(str(exc), account)  # hung up at login (mox past 30 connections): a ceiling
             raise TooManyConnections(f"{where}: server hung up at login ({describe_os_error(exc, account)})", side=side)
+        if account.compress == "auto":
+            start_compress(client)
         return client
     except (TLSError, AuthError, Throttled):
         close_quietly(client)
@@ -276,6 +281,25 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
         # A server that greets with BYE: busy, or throttling this account.
         raise_if_throttled(text_of(exc), account)
         raise ConnectError(f"{where}: {redact(text_of(exc), account.password)}", side=side) from None
+
+
+def start_compress(client: Client) -> None:
+    """COMPRESS DEFLATE (RFC 4978) when the logged-in server announces it: from its OK on,
+    both directions are deflated (`deflate.py`), inside TLS where there is TLS.  A refusal
+    (NO, or BAD: the server did not mean it) leaves the connection as it was."""
+    if not Capabilities.parse(client.capabilities()).compress_deflate:
+        return
+    imap = client._imap
+    # imaplib checks each command against its table of known ones; COMPRESS is not there.
+    imaplib.Commands.setdefault("COMPRESS", ("AUTH", "SELECTED"))
+    status, _text = complete(client, "COMPRESS", imap._command("COMPRESS", "DEFLATE"))
+    if status != "OK":
+        return
+    stream = deflate.Deflated(imap.file, imap.sock, imap.meter_down, imap.meter_up)
+    # The stream charges the meters for the compressed bytes: the transport no longer does.
+    imap.meter_down = imap.meter_up = None
+    imap.sock, imap.file = stream, deflate.Reading(stream)
+    client.deflated = stream.counts
 
 
 def _oauth2_login(client: Client, account: Account, offered: Capabilities, token: str, cached: bool) -> None:

@@ -92,7 +92,10 @@ SIDE_KEYS = (
     "oauth2_token_cmd",
     "auth_user",
     "oauth2",
+    "compress",
 )
+# COMPRESS=DEFLATE (RFC 4978): "auto" uses it where the server announces it, "no" never.
+COMPRESS_MODES = ("auto", "no")
 PASS_KEYS = ("pass", "pass_env", "pass_file", "pass_cmd")
 # OAuth2 (XOAUTH2 / OAUTHBEARER, RFC 7628) replaces the password: a side has exactly one
 # of PASS_KEYS or this key.
@@ -135,6 +138,7 @@ class Account:
     workdir: str | None = field(default=None, compare=False)
     auth_user: str | None = None
     oauth2: OAuth2Identity | None = field(default=None, repr=False)
+    compress: str = "auto"  # one of COMPRESS_MODES
 
     @property
     def server(self) -> str:
@@ -318,6 +322,7 @@ class _PendingSide:
     pass_value: str  # the password itself, or the env name / file path / command
     auth_user: str | None = None
     identity: OAuth2Identity | None = None
+    compress: str = "auto"
 
 
 def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str) -> _PendingSide:
@@ -335,6 +340,7 @@ def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str
     ca_file = _parse_ca_file(ctx, side, body, base_dir)
     timeout_s = _parse_timeout(ctx, side, body)
     auth_user = _parse_auth_user(ctx, side, body, pass_key)
+    compress = _parse_compress(ctx, side, body)
     return _PendingSide(
         side=side,
         label=label,
@@ -348,6 +354,7 @@ def _parse_side(ctx: _Context, side: str, data: Mapping[Any, Any], base_dir: str
         pass_value=pass_value,
         auth_user=auth_user,
         identity=identity,
+        compress=compress,
     )
 
 
@@ -441,6 +448,19 @@ def _parse_tls(ctx: _Context, side: str, body: Mapping[Any, Any], port: int) -> 
         # YAML reads `tls: no` / `tls: off` as false.
         problem += "; write none to connect without TLS"
     ctx.fail(f"{side}.tls", problem)
+
+
+def _parse_compress(ctx: _Context, side: str, body: Mapping[Any, Any]) -> str:
+    """One of COMPRESS_MODES; auto by default."""
+    value = body.get("compress")
+    if value is None:
+        return "auto"
+    if value is False:
+        # YAML reads `compress: no` / `off` as false.
+        return "no"
+    if isinstance(value, str) and value.strip().lower() in COMPRESS_MODES:
+        return value.strip().lower()
+    ctx.fail(f"{side}.compress", f"expected one of {', '.join(COMPRESS_MODES)}, got {show(value)}")
 
 
 def _parse_ca_file(ctx: _Context, side: str, body: Mapping[Any, Any], base_dir: str) -> str | None:
@@ -591,6 +611,7 @@ def parse_config(
             workdir=base_dir,
             auth_user=p.auth_user,
             oauth2=p.identity,
+            compress=p.compress,
         )
         for p in pending
     ]

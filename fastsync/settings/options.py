@@ -135,6 +135,15 @@ ACCOUNT_FLAGS = (
     Flag(("--dest-auth-user", "--authuser2"), "dst_auth_user", "FASTSYNC_DESTINATION_AUTH_USER", "str",
          "log in to the destination mailbox (dst.user) as this administrator, as --src-auth-user does "
          "(config: dst.auth_user)", "ADMIN", config_key="dst.auth_user", env_alias="IMAPSYNC_AUTHUSER2"),
+) + (
+    # COMPRESS=DEFLATE (RFC 4978), per side.
+    Flag(("--src-compress",), "src_compress", "FASTSYNC_SOURCE_COMPRESS", "str",
+         "auto: deflate the source connections (COMPRESS=DEFLATE, RFC 4978, inside TLS) when the server "
+         "announces it; no: never (config: src.compress; default auto)", "MODE", choices=("auto", "no"),
+         config_key="src.compress"),
+    Flag(("--dest-compress",), "dst_compress", "FASTSYNC_DESTINATION_COMPRESS", "str",
+         "the same for the destination connections (config: dst.compress; default auto)", "MODE",
+         choices=("auto", "no"), config_key="dst.compress"),
 )
 
 COMMON_FLAGS = (
@@ -365,6 +374,8 @@ class Options:
     log_format: str = "text"
     src_auth_user: str | None = None
     dst_auth_user: str | None = None
+    src_compress: str | None = None
+    dst_compress: str | None = None
     src_folder: str | None = None
     dst_folder: str | None = None
     include: tuple[str, ...] = ()
