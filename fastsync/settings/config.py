@@ -34,15 +34,14 @@ file syntax (YAML, JSON, line numbers, values rendered for messages) is
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import math
 import os
-import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from fastsync.settings import addresses
 from fastsync.settings.configfile import (
     display_path, join_path, kind, printable, quote, read_config_file, show, suggest_key,
 )
@@ -250,57 +249,11 @@ def _is_number(value: object) -> bool:
 
 
 def _parse_server(ctx: _Context, path: str, value: object) -> tuple[str, int]:
-    example = "expected host:port, e.g. imap.example.com:993"
     text = _string(ctx, path, value, "host:port, e.g. imap.example.com:993").strip()
-    shown = quote(text)
-    if "://" in text:
-        rest = text.split("://", 1)[1].rstrip("/")
-        ctx.fail(path, f"{shown} has a URL scheme; expected host:port without it, e.g. {rest}")
-    if any(ch.isspace() or ch in "/@?#" for ch in text):
-        ctx.fail(path, f"{shown} is not a host name; {example}")
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            ctx.fail(path, f"{shown} has no closing ]; expected [address]:port, e.g. [::1]:993")
-        host, rest = text[1:end], text[end + 1 :]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            ctx.fail(path, f"{shown} is not an IPv6 address in brackets; {example}")
-        if not rest:
-            ctx.fail(path, f"{shown} has no port; expected [address]:port, e.g. [{host}]:993")
-        if not rest.startswith(":"):
-            ctx.fail(path, f"{shown} has text after ]; expected [address]:port, e.g. [{host}]:993")
-        port_text = rest[1:]
-    elif text.count(":") > 1:
-        # An unbracketed IPv6 address: the port would be ambiguous.
-        host = text
-        try:
-            ipaddress.IPv6Address(text)
-        except ValueError:
-            host = text.rsplit(":", 1)[0]
-        ctx.fail(
-            path, f"{shown} is ambiguous; expected an IPv6 address in brackets, e.g. [{host}]:993"
-        )
-    elif ":" in text:
-        host, port_text = text.split(":", 1)
-        if not host:
-            ctx.fail(path, f"{shown} has no host; {example}")
-    else:
-        ctx.fail(path, f"{shown} has no port; expected host:port, e.g. {text}:{IMAPS_PORT}")
-    if not re.fullmatch(r"[0-9]{1,5}", port_text):
-        ctx.fail(
-            path,
-            f"{shown} has no valid port; expected a port number 1..65535, e.g. {_host_for_example(host)}:993",
-        )
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        ctx.fail(path, f"port {port} is out of range; expected a port number 1..65535")
-    return host, port
-
-
-def _host_for_example(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    try:
+        return addresses.parse_server(text)
+    except ValueError as exc:
+        ctx.fail(path, str(exc))
 
 
 # --------------------------------------------------------------------------- sides

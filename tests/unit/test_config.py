@@ -402,19 +402,19 @@ BAD_DATA: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"src__passs": "x"},
-        "src.passs: unknown key; known keys: label, server, user, pass, pass_env, pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2 (did you mean pass?)",
+        "src.passs: unknown key; known keys: label, server, user, pass, pass_env, pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2, compress (did you mean pass?)",
     ),
     (
         {"src__password": "x"},
-        "src.password: unknown key; known keys: label, server, user, pass, pass_env, pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2 (did you mean pass?)",
+        "src.password: unknown key; known keys: label, server, user, pass, pass_env, pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2, compress (did you mean pass?)",
     ),
     (
         {"src__host": "x"},
-        "src.host: unknown key; known keys: label, server, user, pass, pass_env, pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2 (did you mean server?)",
+        "src.host: unknown key; known keys: label, server, user, pass, pass_env, pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2, compress (did you mean server?)",
     ),
     (
         {"src__zzz": "x"},
-        "src.zzz: unknown key; known keys: label, server, user, pass, pass_env, pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2",
+        "src.zzz: unknown key; known keys: label, server, user, pass, pass_env, pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2, compress",
     ),
     ({"extra": 1}, "extra: unknown key; known keys: src, dst, map, include, exclude, rate_limit"),
     ({"maps": []}, "maps: unknown key; known keys: src, dst, map, include, exclude, rate_limit (did you mean map?)"),
@@ -531,7 +531,7 @@ BAD_YAML: list[tuple[str, str, str]] = [
         "  passs: secret\n",
         (
             "src.passs (line 4): unknown key; known keys: label, server, user, pass, pass_env, "
-            "pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2 (did you mean pass?)"
+            "pass_file, pass_cmd, tls, ca_file, timeout_s, oauth2_token_cmd, auth_user, oauth2, compress (did you mean pass?)"
         ),
     ),
     (

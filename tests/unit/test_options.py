@@ -89,6 +89,7 @@ def test_flags_that_name_a_config_key_name_a_real_one() -> None:
         "rate_limit.down_bps", "rate_limit.up_bps", "rate_limit.max_connections", "include", "exclude",
         "src.auth_user", "dst.auth_user",
         "rate_limit.src_daily_limit", "rate_limit.dst_daily_limit", "rate_limit.limit_window",
+        "src.compress", "dst.compress",
     }
     for flag in keyed:
         config_value(config, flag.config_key)
