@@ -20,6 +20,8 @@ PRESETS = {
     "wan-tls": ["--profile", "realistic", "--scale", "0.1", "--tls", "--wan-delay-ms", "25",
                 "--wan-rate", "1000000", "--tools", "fastsync:8,doveadm,mbsync"],
 }
+# The same with both Dovecots announcing COMPRESS=DEFLATE (their imap_zlib plugin).
+PRESETS["wan-tls-zlib"] = [*PRESETS["wan-tls"], "--imap-zlib"]
 
 
 def expand_presets(argv: Sequence[str]) -> list[str]:
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="mail storage of both servers (default mdbox; maildir is the most common in production)")
     run.add_argument("--fsync", action="store_true",
                      help="servers use mail_fsync = optimized (Dovecot's default) instead of never")
+    run.add_argument("--imap-zlib", action="store_true",
+                     help="load Dovecot's imap_zlib plugin on both servers: COMPRESS=DEFLATE (RFC 4978) announced")
     run.add_argument("--rerun", action="store_true", help="run each tool a second time: the cost of nothing to copy")
     run.add_argument("--out", type=Path, required=True, help="directory for results.json/.md/.png and logs")
     grow = commands.add_parser("scale", help="plan and copy one folder at 25k, 50k and 100k messages")
@@ -134,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return bench_run.run(
         args.profile, [t.strip() for t in args.tools.split(",") if t.strip()], args.out, scale=args.scale,
         seed=args.seed, repeat=args.repeat, wan_delay_ms=args.wan_delay_ms, rate=args.wan_rate, tls=args.tls,
-        rerun=args.rerun, storage=args.storage, fsync=args.fsync,
+        rerun=args.rerun, storage=args.storage, fsync=args.fsync, imap_zlib=args.imap_zlib,
     )
 
 

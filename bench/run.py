@@ -381,7 +381,7 @@ class Bench:
 @contextmanager
 def bench_session(
     root: Path, corpus: Sequence[Message], dst_users: Sequence[str], *, tls: bool, delay_s: float, rate: int,
-    storage: str = MAIL_FORMAT, fsync: bool = False,
+    storage: str = MAIL_FORMAT, fsync: bool = False, imap_zlib: bool = False,
 ) -> Iterator[Bench]:
     """Start both servers (destination users made up front: no passwd reload wait), seed the source.
 
@@ -392,10 +392,11 @@ def bench_session(
         # chroot=False on both (the same for every tool): doveadm runs against the destination's
         # store, and a chrooted doveadm cannot load Dovecot's TLS module for its imapc source.
         src_server = stack.enter_context(Dovecot(root / "src", {SRC_USER: SRC_PASSWORD}, separator="/", starttls=tls,
-                                                 mail_format=storage, fsync=fsync, chroot=False))
+                                                 mail_format=storage, fsync=fsync, chroot=False,
+                                                 imap_zlib=imap_zlib))
         dst_server = stack.enter_context(
             Dovecot(root / "dst", {u: f"{u}-pw" for u in dst_users}, separator=".", starttls=tls,
-                    mail_format=storage, fsync=fsync, chroot=False)
+                    mail_format=storage, fsync=fsync, chroot=False, imap_zlib=imap_zlib)
         )
         seed_account(src_server.host, src_server.port, SRC_USER, SRC_PASSWORD, corpus, separator="/")
         src_port = src_server.tls_port if tls and src_server.tls_port else src_server.port
@@ -514,6 +515,15 @@ def link_floor_s(size_bytes: int, connections: int, meta: dict[str, object]) -> 
     return (size_bytes / (connections * rate) if rate else 0.0) + trips * rtt_s
 
 
+def _wire_bytes(tool: str, meta: dict[str, object]) -> int:
+    """The corpus bytes *tool* moves over its links: with the servers' imap_zlib, fastsync
+    compresses (COMPRESS=DEFLATE), so its floor is the corpus's deflated size."""
+    size = int(meta.get("bytes") or 0)  # type: ignore[call-overload]
+    if meta.get("imap_zlib") and tool.startswith("fastsync"):
+        return int(size * float(meta.get("deflate_ratio") or 1))  # type: ignore[arg-type]
+    return size
+
+
 def deflate_ratio(bodies: Sequence[bytes]) -> float:
     """Compressed size over size of the bodies as one COMPRESS=DEFLATE stream would carry
     them (RFC 4978: raw deflate, a sync flush after each message): what the corpus itself
@@ -544,12 +554,13 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
         (f"Profile {meta['profile']} x{meta['scale']}: {meta['messages']} messages, {meta['mb']:.1f} MB; "
          f"WAN delay {meta['wan_delay_ms']} ms each way; TLS {'on' if meta['tls'] else 'off'}; "
          f"storage {meta.get('storage', MAIL_FORMAT)}, mail_fsync {meta.get('mail_fsync', 'never')}; "
-         f"{meta['rounds']} round(s), medians."),
+         f"imap_zlib {'on' if meta.get('imap_zlib') else 'off'}; {meta['rounds']} round(s), medians."),
         "",
         (f"link s: the bytes over the tool's connections at {meta.get('rate_bytes_per_s') or 'no'} bytes/s each "
          f"plus a login's round trips; the corpus deflates to {float(meta.get('deflate_ratio') or 1):.2f} of its "
          "size (COMPRESS=DEFLATE's floor would be that much lower; generated text compresses far better than "
-         "real mail).  CPU and PSS are the tool's process tree."),
+         "real mail).  CPU and PSS are the tool's process tree."
+         + ("  Servers with imap_zlib: fastsync's link s is over the deflated size." if meta.get("imap_zlib") else "")),
         "",
         (f"| tool | wall s | msg/s | MB/s | speed vs doveadm | speed vs {fastsync['tool'] if fastsync else 'fastsync'} "
          "| link s | wall / link "
@@ -561,7 +572,7 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
         wall = float(r["wall_s"])  # type: ignore[arg-type]
         rerun = f"{r['rerun_wall_s']:.2f}" if r["rerun_wall_s"] is not None else "-"
         status = str(r["verification"]) + ("" if r["exit_codes"] == [0] else f" (exit {r['exit_codes']})")
-        link = link_floor_s(int(meta.get("bytes") or 0), connections_of(str(r["tool"])), meta)  # type: ignore[call-overload]
+        link = link_floor_s(_wire_bytes(str(r["tool"]), meta), connections_of(str(r["tool"])), meta)
         lines.append(
             f"| {r['tool']} | {wall:.2f} | {r['messages_per_s']:.0f} | {r['mb_per_s']:.1f} "
             f"| {_ratio(wall, doveadm_wall)} | {_ratio(wall, fastsync_wall)} | {link:.2f} | {f'{wall / link:.1f}x' if link else '-'} "
@@ -621,7 +632,7 @@ def _versions() -> dict[str, str]:
 
 def run(
     profile: str, tools: Sequence[str], out: Path, *, scale: float, seed: int, repeat: int, wan_delay_ms: float,
-    rate: int, tls: bool, rerun: bool, storage: str = MAIL_FORMAT, fsync: bool = False,
+    rate: int, tls: bool, rerun: bool, storage: str = MAIL_FORMAT, fsync: bool = False, imap_zlib: bool = False,
 ) -> int:
     """The comparison; writes results.json, results.md (and results.png) under ``out``."""
     runnable, skipped = [], {}
@@ -637,7 +648,7 @@ def run(
     corpus = generate(profile, seed=seed, scale=scale)
     size = sum(len(m.body) for m in corpus)
     print(f"corpus {profile} x{scale}: {len(corpus)} messages, {_mb(size):.1f} MB; "
-          f"servers: {storage}, mail_fsync {_fsync_setting(fsync)}")
+          f"servers: {storage}, mail_fsync {_fsync_setting(fsync)}" + (", imap_zlib (COMPRESS=DEFLATE)" if imap_zlib else ""))
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
@@ -646,7 +657,7 @@ def run(
     root = scratch_dir("fsbench-")
     try:
         with bench_session(root / "servers", corpus, users, tls=tls, delay_s=wan_delay_ms / 1000, rate=rate,
-                           storage=storage, fsync=fsync) as bench:
+                           storage=storage, fsync=fsync, imap_zlib=imap_zlib) as bench:
             # On a TLS port the server speaks only after the handshake: no greeting to time.
             rtt = None if tls else measure_rtt(bench.src.host, bench.src.port)
             if rtt is not None:
@@ -666,7 +677,7 @@ def run(
     meta: dict[str, object] = {
         "profile": profile, "scale": scale, "seed": seed, "messages": len(corpus), "mb": _mb(size),
         "wan_delay_ms": wan_delay_ms, "rate_bytes_per_s": rate, "tls": tls, "rounds": repeat,
-        "storage": storage, "mail_fsync": _fsync_setting(fsync), "bytes": size,
+        "storage": storage, "mail_fsync": _fsync_setting(fsync), "bytes": size, "imap_zlib": imap_zlib,
         "deflate_ratio": round(deflate_ratio([m.body for m in corpus]), 3),
         "connect_greeting_ms": round(rtt * 1000, 1) if rtt is not None else None, "cpus": psutil.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
