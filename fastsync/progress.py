@@ -312,11 +312,13 @@ class Reporter:
         flags = f", {s.flags_updated} flags updated" if s.sync_flags else ""
         skips = f", {len(s.skipped)} skipped" if s.skipped or s.size_bounds else ""
         deleted = f", {s.deleted} deleted" if s.delete_dest else ""
+        # Where COMPRESS=DEFLATE was on, what crossed the wire and what it carried, both ways.
+        wire = f", {human_bytes(sum(s.wire[:2]))} on the wire for {human_bytes(sum(s.wire[2:]))}" * (s.wire[:2] != s.wire[2:])
         accepted = accepted_note(len(s.accepted) if s.complete else 0)
         self.info(
             f"{s.folders} folders, {s.copied} copied, {s.present} already present, "
             f"{len(s.failed)} failed, {human_bytes(s.copied_bytes)}, {s.elapsed_s:.1f} s, "
-            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}{skips}{deleted}{accepted}"
+            f"{s.messages_per_s:.0f} messages/s, {s.mb_per_s:.1f} MB/s{flags}{skips}{deleted}{accepted}{wire}"
         )
         for line in ceiling_lines(s.ceilings):
             self.info(line)
@@ -481,6 +483,7 @@ def sync_document(s: Summary) -> dict[str, Any]:
             "failed": len(s.failed),
             "skipped": len(s.skipped),
             "copied_bytes": s.copied_bytes,
+            "wire_bytes": dict(zip(("down", "up", "imap_down", "imap_up"), s.wire, strict=True)),
             "vanished": s.vanished,
             "flags_planned": s.flags_planned,
             "flags_updated": s.flags_updated,

@@ -63,6 +63,7 @@ from fastsync.engine.processes import ParentWatch, context, next_sent, parent_wa
 from fastsync.records.results import Reporter, Summary
 from fastsync.rules.retry import backoff_s
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES, Copier
+from fastsync.imap import transport
 from fastsync.imap.pair import SessionPair
 
 # How often an idle worker wakes to check for cancellation and for a dead parent.
@@ -467,6 +468,7 @@ class Coordinator:
         s.copied_bytes += done.size_bytes
         if self.gate is not None:
             self.gate.charge(done.size_bytes)
+        s.add_wire(done.wire)
         s.vanished += done.vanished
         s.failed.extend(done.failures)
         refused = {f.uid for f in done.failures}
@@ -638,6 +640,8 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
     setup.limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
     tokens.adopt_tokens(setup.tokens)
+    # Counted from here: a forked process starts with its parent's counts.
+    reported = transport.wire_bytes()
     sessions = SessionPair(setup.src, setup.dst, setup.limits)
     copier = Copier(index, sessions, setup.settings, channel.send, stop, Ledger(setup.ledger_path))
     try:
@@ -667,7 +671,9 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
                 done = copier.process(unit)
             except FolderError as exc:
                 done = UnitDone(index, unit.unit_id, unit.pair.src, 0, 0, error=exc.message)
-            channel.send(done)
+            now = transport.wire_bytes()
+            channel.send(dataclasses.replace(done, wire=tuple(a - b for a, b in zip(now, reported, strict=True))))
+            reported = now
             if copier.full is not None:
                 raise copier.full
     except (EOFError, BrokenPipeError):

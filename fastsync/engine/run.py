@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 from fastsync.engine import processes
+from fastsync.imap import transport
 from fastsync.engine.check import check_pairs
 from fastsync.engine.ledger import Ledger
 from fastsync.engine.listing import list_accounts
@@ -83,6 +84,7 @@ def run(request: RunRequest, reporter: Reporter) -> Result:
     if request.mode is Mode.SHOW:
         return list_accounts(request.config, request.options, reporter)
     started = time.monotonic()
+    wire_before = transport.wire_bytes()
     result: CheckSummary | Summary
     if request.mode is Mode.CHECK:
         result = _check(request.config, request.options, reporter)
@@ -90,6 +92,9 @@ def run(request: RunRequest, reporter: Reporter) -> Result:
         result = _sync(request, reporter)
     # Not the time the confirmation prompt waited for an answer (`Summary.prompt_s`).
     result.elapsed_s = time.monotonic() - started - (result.prompt_s if isinstance(result, Summary) else 0.0)
+    if isinstance(result, Summary):
+        # The workers reported their connections' bytes; these are this process's own.
+        result.add_wire([a - b for a, b in zip(transport.wire_bytes(), wire_before, strict=True)])
     return result
 
 

@@ -50,7 +50,9 @@ class Deflated:
     the socket's: polling for IDLE waits on the wire as before.
     """
 
-    def __init__(self, source: Any, sink: Any, meter_down: Meter | None, meter_up: Meter | None) -> None:
+    def __init__(
+        self, source: Any, sink: Any, meter_down: Meter | None, meter_up: Meter | None, tally: Counts | None = None
+    ) -> None:
         self._source = source
         self._sink = sink
         self._meter_down = meter_down
@@ -60,6 +62,8 @@ class Deflated:
         self._buffer = bytearray()
         self._ended = False
         self.counts = Counts()
+        # The process's count of bytes on the wire (`transport.WIRE`), told of ours too.
+        self._tally = tally if tally is not None else Counts()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -68,6 +72,7 @@ class Deflated:
         wire = self._compress.compress(data) + self._compress.flush(zlib.Z_SYNC_FLUSH)
         self.counts.plain_up += size
         self.counts.wire_up += len(wire)
+        self._tally.wire_up += len(wire)
         if self._meter_up is not None:
             self._meter_up.charge(len(wire))
         self._sink.sendall(wire)
@@ -91,6 +96,7 @@ class Deflated:
                 self._ended = True
                 return False
             self.counts.wire_down += len(wire)
+            self._tally.wire_down += len(wire)
             if self._meter_down is not None:
                 self._meter_down.charge(len(wire))
             pending = wire

@@ -50,6 +50,17 @@ from fastsync.records.model import Described, Fetched
 CHUNK_BYTES = 64 * 1024
 
 
+# The bytes this process's connections moved: ``plain_*`` as IMAP reads and writes them,
+# ``wire_*`` as they crossed the wire (deflated where COMPRESS is on, `deflate.py`).
+# Workers report the difference per unit (`wire_bytes`).
+WIRE = deflate.Counts()
+
+
+def wire_bytes() -> tuple[int, int, int, int]:
+    """(wire down, wire up, plain down, plain up) of this process's connections so far."""
+    return WIRE.wire_down, WIRE.wire_up, WIRE.plain_down, WIRE.plain_up
+
+
 class Meter(Protocol):
     """Something that is told about bytes before they cross the wire (limits.SharedBucket)."""
 
@@ -71,6 +82,15 @@ class Metered:
     last_line = b""
     response_start = b""
     after_literal = False
+    # False once COMPRESS is on: the `deflate.Deflated` stream counts the wire bytes then.
+    counting_wire = True
+
+    def _count(self, down: int, up: int) -> None:
+        WIRE.plain_down += down
+        WIRE.plain_up += up
+        if self.counting_wire:
+            WIRE.wire_down += down
+            WIRE.wire_up += up
 
     def _connect(self) -> None:
         # imaplib reads the greeting here (RFC 3501 section 7.1), then asks for CAPABILITY.
@@ -117,7 +137,9 @@ class Metered:
         """*size* bytes or fewer (the connection ended), metered."""
         file = self.file  # type: ignore[attr-defined]
         if self.meter_down is None:
-            return file.read(size)  # type: ignore[no-any-return]
+            whole: bytes = file.read(size)
+            self._count(len(whole), 0)
+            return whole
         parts = []
         remaining = size
         while remaining > 0:
@@ -128,12 +150,14 @@ class Metered:
                 break
             parts.append(part)
             remaining -= len(part)
+        self._count(size - remaining, 0)
         return b"".join(parts)
 
     def readline(self) -> bytes:
         line: bytes = self.file.readline(wire.MAX_LINE_BYTES + 1)  # type: ignore[attr-defined]
         if len(line) > wire.MAX_LINE_BYTES:
             raise imaplib.IMAP4.abort(wire.overlong(line))  # the session is out of step: dropped
+        self._count(len(line), 0)
         if self.meter_down is not None:
             self.meter_down.charge(len(line))
         if line.endswith(b"\n") and not line.endswith(b"\r\n"):
@@ -150,6 +174,7 @@ class Metered:
         return line
 
     def send(self, data: bytes) -> None:
+        self._count(0, len(data))
         if self.meter_up is None:
             super().send(data)  # type: ignore[misc]
             return
@@ -295,9 +320,11 @@ def start_compress(client: Client) -> None:
     status, _text = complete(client, "COMPRESS", imap._command("COMPRESS", "DEFLATE"))
     if status != "OK":
         return
-    stream = deflate.Deflated(imap.file, imap.sock, imap.meter_down, imap.meter_up)
-    # The stream charges the meters for the compressed bytes: the transport no longer does.
+    stream = deflate.Deflated(imap.file, imap.sock, imap.meter_down, imap.meter_up, WIRE)
+    # The stream charges the meters for the compressed bytes and counts them: the transport
+    # no longer does.
     imap.meter_down = imap.meter_up = None
+    imap.counting_wire = False
     imap.sock, imap.file = stream, deflate.Reading(stream)
     client.deflated = stream.counts
 

@@ -164,6 +164,9 @@ class UnitDone:
     # (source UID, destination UID) of the copies, from APPENDUID (RFC 4315), for the ledger.
     appended: tuple[tuple[int, int], ...] = ()
     dst_uidvalidity: int = 0
+    # Bytes the worker's connections moved since its previous report: (on the wire down,
+    # up), as IMAP carried them (down, up); they differ where COMPRESS=DEFLATE is on.
+    wire: tuple[int, int, int, int] = (0, 0, 0, 0)
     # The destination stored a copy under another identity (it rewrites Message-Id).
     rewrites: bool = False
     # A `WorkUnit.blind` unit whose APPEND may have landed: not copied yet, to be given out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from fastsync.records.errors import ExitCode
@@ -166,6 +167,12 @@ class Summary:
     ceilings: dict[str, int] = field(default_factory=dict)
     # The sides whose server throttled a worker ("Request is throttled", [THROTTLED]).
     throttled: list[str] = field(default_factory=list)
+    # What the run's connections moved: on the wire (deflated where COMPRESS=DEFLATE is on)
+    # down and up, then as IMAP carried it, down and up; `copied_bytes` counts messages.
+    wire: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+
+    def add_wire(self, counts: Sequence[int]) -> None:
+        self.wire = [mine + more for mine, more in zip(self.wire, counts, strict=True)]
 
     @property
     def messages_per_s(self) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import zlib
@@ -93,10 +94,20 @@ def test_both_sides_compress_and_the_copy_is_exact(zlib_server: Dovecot, tmp_pat
     src, dst = _pair(zlib_server, 1)
     messages = _messages()
     src.seed(messages)
-    result, src_wire, dst_wire = _sync(tmp_path, src, dst)
+    result, src_wire, dst_wire = _sync(tmp_path, src, dst, None, "--json")
     assert result.returncode == 0, result.stderr
-    assert f"{len(messages)} copied" in summary_line(result.stdout)
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["copied"] == len(messages)
     assert snapshot(dst) == snapshot(src)
+    # Both sizes are reported: the wire's (deflated) and IMAP's, which holds the messages.
+    wire = summary["wire_bytes"]
+    assert wire["imap_down"] > summary["copied_bytes"] > wire["down"] > 0
+    assert wire["imap_up"] > summary["copied_bytes"] > wire["up"] > 0
+    proxied_down = sum(len(r.server_bytes) for r in src_wire + dst_wire)
+    proxied_up = sum(len(r.client_bytes) for r in src_wire + dst_wire)
+    # What the proxies relayed, but for the LOGOUTs after the last unit's report.
+    assert proxied_down * 0.95 <= wire["down"] <= proxied_down
+    assert proxied_up * 0.95 <= wire["up"] <= proxied_up
     for recording in src_wire + dst_wire:
         sent = bytes(recording.client_bytes)
         inflated = _after_compress(sent)

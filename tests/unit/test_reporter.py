@@ -69,7 +69,8 @@ def test_sync_document() -> None:
         ],
         "summary": {
             "folders": 2, "planned": 3, "planned_bytes": 1500, "copied": 10, "present": 4, "failed": 1,
-            "skipped": 0, "copied_bytes": 5_000_000, "vanished": 1, "flags_planned": 2, "flags_updated": 1,
+            "skipped": 0, "copied_bytes": 5_000_000,
+            "wire_bytes": {"down": 0, "up": 0, "imap_down": 0, "imap_up": 0}, "vanished": 1, "flags_planned": 2, "flags_updated": 1,
             "delete_planned": 0, "deleted": 0, "stopped_at_transfer_limit": False, "connection_ceilings": {},
             "throttled": [], "elapsed_s": 2.5, "copy_s": 2.0, "prompt_s": 0.0, "messages_per_s": 5.0, "mb_per_s": 2.5,
         },
@@ -269,8 +270,14 @@ def test_show_document() -> None:
         ({"sync_flags": True, "flags_updated": 3, "delete_dest": True, "deleted": 7},
          "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s, 3 flags updated, "
          "7 deleted"),
+        ({"wire": [2_000_000, 500_000, 5_100_000, 900_000]},
+         "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s, "
+         "2.5 MB on the wire for 6.0 MB"),
+        ({"wire": [5_100_000, 900_000, 5_100_000, 900_000]},
+         "2 folders, 10 copied, 4 already present, 0 failed, 5.0 MB, 2.5 s, 5 messages/s, 2.5 MB/s"),
     ],
-    ids=["copied", "one failed", "nothing to copy", "flags updated", "large run", "size bounds", "skipped", "deleted"],
+    ids=["copied", "one failed", "nothing to copy", "flags updated", "large run", "size bounds", "skipped", "deleted",
+         "compressed", "uncompressed"],
 )
 def test_summary_line(changes: dict[str, Any], line: str) -> None:
     report, out, err = reporter()
