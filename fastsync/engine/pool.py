@@ -672,7 +672,7 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
             except FolderError as exc:
                 done = UnitDone(index, unit.unit_id, unit.pair.src, 0, 0, error=exc.message)
             now = transport.wire_bytes()
-            channel.send(dataclasses.replace(done, wire=tuple(a - b for a, b in zip(now, reported, strict=True))))
+            channel.send(dataclasses.replace(done, wire=transport.wire_since(reported, now)))
             reported = now
             if copier.full is not None:
                 raise copier.full

@@ -94,7 +94,7 @@ def run(request: RunRequest, reporter: Reporter) -> Result:
     result.elapsed_s = time.monotonic() - started - (result.prompt_s if isinstance(result, Summary) else 0.0)
     if isinstance(result, Summary):
         # The workers reported their connections' bytes; these are this process's own.
-        result.add_wire([a - b for a, b in zip(transport.wire_bytes(), wire_before, strict=True)])
+        result.add_wire(transport.wire_since(wire_before, transport.wire_bytes()))
     return result
 
 

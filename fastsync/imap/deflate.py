@@ -106,9 +106,11 @@ class Deflated:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        """*size* bytes, or fewer at the end of the stream."""
-        while len(self._buffer) < size and self._fill():
+        """*size* bytes (all up to the end with -1), or fewer at the end of the stream."""
+        while (size < 0 or len(self._buffer) < size) and self._fill():
             pass
+        if size < 0:
+            size = len(self._buffer)
         taken = bytes(self._buffer[:size])
         del self._buffer[:size]
         return taken

@@ -61,6 +61,11 @@ def wire_bytes() -> tuple[int, int, int, int]:
     return WIRE.wire_down, WIRE.wire_up, WIRE.plain_down, WIRE.plain_up
 
 
+def wire_since(before: tuple[int, int, int, int], now: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """What `wire_bytes` grew by from *before* to *now*."""
+    return now[0] - before[0], now[1] - before[1], now[2] - before[2], now[3] - before[3]
+
+
 class Meter(Protocol):
     """Something that is told about bytes before they cross the wire (limits.SharedBucket)."""
 

@@ -30,7 +30,7 @@ from fastsync.imap.deflate import Deflated
 from fastsync.imap.tls import TLSStream
 from fastsync.settings.config import Account as Side
 from tests.dovecot.accounts import Account, AccountFactory, snapshot
-from tests.helpers import run_cli, spawn_sync, summary_line, wait_for, write_config
+from tests.helpers import run_cli, spawn_sync, wait_for, write_config
 
 WHEN = dt.datetime(2022, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
 COMPRESS = b" COMPRESS DEFLATE\r\n"

@@ -170,3 +170,14 @@ def test_compress_key_refuses_other_values(value: object) -> None:
 )
 def test_compress_flags_set_the_sides_keys(values: dict[str, str], expected: dict[str, dict[str, str]]) -> None:
     assert options.account_keys(values) == expected
+
+
+def test_read_all_reads_to_the_end(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, theirs = pair
+    stream = _stream(ours)
+    deflate = zlib.compressobj(1, zlib.DEFLATED, -15)
+    theirs.sendall(deflate.compress(b"* BYE\r\nlast") + deflate.flush(zlib.Z_SYNC_FLUSH))
+    theirs.shutdown(socket.SHUT_WR)
+    assert stream.readline() == b"* BYE\r\n"
+    assert stream.read(-1) == b"last"
+    assert stream.read(-1) == b""
