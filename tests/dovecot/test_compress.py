@@ -38,7 +38,7 @@ COMPRESS = b" COMPRESS DEFLATE\r\n"
 
 @pytest.fixture(scope="module")
 def zlib_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dovecot]:
-    users = {f"z{n}": f"z{n}-pw" for n in range(1, 13)}
+    users = {f"z{n}": f"z{n}-pw" for n in range(1, 15)}
     server = Dovecot(tmp_path_factory.mktemp("dovecot-zlib"), users, imap_zlib=True)
     server.start()
     try:
@@ -212,3 +212,29 @@ def test_watch_hears_new_mail_over_compressed_connections(zlib_server: Dovecot, 
         assert all(COMPRESS in bytes(r.client_bytes) for r in src_proxy.recordings)
         idled = b"".join(_after_compress(bytes(r.client_bytes)) or b"" for r in src_proxy.recordings)
         assert b"IDLE" in idled or b"NOTIFY" in idled
+
+
+def test_watch_over_tls_and_compression(zlib_server: Dovecot, tmp_path: Path) -> None:
+    """IDLE's wait polls the TCP socket under TLS under DEFLATE, and reads what came."""
+    src, dst = _pair(zlib_server, 12)
+    ca = str(zlib_server.ca_file)
+    tls = {"server": f"127.0.0.1:{zlib_server.tls_port}", "tls": "implicit", "ca_file": ca}
+    config = write_config(tmp_path, src.address, src.user, src.password, dst.address, dst.user, dst.password,
+                          extra={"src": tls, "dst": tls})
+    log = tmp_path / "watch.log"
+    process = spawn_sync(config, "--watch", "--procs", "1", "--state-dir", str(tmp_path / "state"),
+                         "--log-file", str(log), "--log-format", "json")
+    try:
+        def started() -> bool:
+            assert process.poll() is None, process.communicate()
+            return log.exists() and "watch started" in log.read_text()
+
+        wait_for(started, timeout_s=60, what="the watch to start")
+        before = sum(snapshot(dst).get("INBOX", {}).values())
+        src.seed([Message("INBOX", b"Message-ID: <tls-late@x>\r\n\r\nlate\r\n", (), WHEN)])
+        wait_for(lambda: sum(snapshot(dst).get("INBOX", {}).values()) == before + 1, timeout_s=30,
+                 what="the new message")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGINT)
+        process.communicate(timeout=60)
