@@ -63,7 +63,6 @@ from fastsync.engine.processes import ParentWatch, context, next_sent, parent_wa
 from fastsync.records.results import Reporter, Summary
 from fastsync.rules.retry import backoff_s
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES, Copier
-from fastsync.imap import transport
 from fastsync.imap.pair import SessionPair
 
 # How often an idle worker wakes to check for cancellation and for a dead parent.
@@ -640,8 +639,6 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
     # A worker waiting for a connection slot gives up when the run stops or its process is gone.
     setup.limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
     tokens.adopt_tokens(setup.tokens)
-    # Counted from here: a forked process starts with its parent's counts.
-    reported = transport.wire_bytes()
     sessions = SessionPair(setup.src, setup.dst, setup.limits)
     copier = Copier(index, sessions, setup.settings, channel.send, stop, Ledger(setup.ledger_path))
     try:
@@ -671,9 +668,7 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
                 done = copier.process(unit)
             except FolderError as exc:
                 done = UnitDone(index, unit.unit_id, unit.pair.src, 0, 0, error=exc.message)
-            now = transport.wire_bytes()
-            channel.send(dataclasses.replace(done, wire=transport.wire_since(reported, now)))
-            reported = now
+            channel.send(dataclasses.replace(done, wire=sessions.wire()))
             if copier.full is not None:
                 raise copier.full
     except (EOFError, BrokenPipeError):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import partial
 
 from fastsync.settings.config import Account
+from fastsync.imap import transport
 from fastsync.imap.session import Session, Step
 from fastsync.rules.limits import Limits
 
@@ -28,6 +29,8 @@ class SessionPair:
         self.limits = limits
         self.src: Session | None = None
         self.dst: Session | None = None
+        # Counted from here: a forked worker starts with its parent's counts.
+        self._reported = transport.wire_bytes()
         # Told each account's connection steps (the planner's status line); workers: None.
         self.steps: Callable[[Account], Step] | None = None
 
@@ -47,6 +50,13 @@ class SessionPair:
             self.src, self.dst = self.src or src, self.dst or dst
         assert self.src is not None and self.dst is not None
         return self.src, self.dst
+
+    def wire(self) -> tuple[int, int, int, int]:
+        """What this process's connections moved since the last call, or since the pair was
+        made: `transport.wire_bytes`, counted on the wire and as IMAP carried it."""
+        now = transport.wire_bytes()
+        moved, self._reported = transport.wire_since(self._reported, now), now
+        return moved
 
     def close(self) -> None:
         for session in (self.src, self.dst):
