@@ -312,7 +312,6 @@ class Reporter:
         flags = f", {s.flags_updated} flags updated" if s.sync_flags else ""
         skips = f", {len(s.skipped)} skipped" if s.skipped or s.size_bounds else ""
         deleted = f", {s.deleted} deleted" if s.delete_dest else ""
-        # Where COMPRESS=DEFLATE was on, what crossed the wire and what it carried, both ways.
         wire = f", {human_bytes(sum(s.wire[:2]))} on the wire for {human_bytes(sum(s.wire[2:]))}" * (s.wire[:2] != s.wire[2:])
         accepted = accepted_note(len(s.accepted) if s.complete else 0)
         self.info(

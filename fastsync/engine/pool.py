@@ -192,9 +192,7 @@ class Standby:
         self.ctx = context()
         self.stop = StopFlag(self.ctx)
         self.workers: dict[int, tuple[Any, Connection]] = {}
-        self._thread = threading.Thread(
-            target=self._start, args=(setup, count), daemon=True, name="fastsync-standby",
-        )
+        self._thread = threading.Thread(target=self._start, args=(setup, count), daemon=True, name="fastsync-standby")
         self._thread.start()
 
     def _start(self, setup: PoolSetup, count: int) -> None:
