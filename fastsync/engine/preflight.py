@@ -23,6 +23,7 @@ from fastsync.engine.planner import PlanRequest, Planner, list_both, pair_both, 
 from fastsync.imap.session import Session
 from fastsync.records.errors import ConnectError, FastsyncError, TooManyConnections, describe
 from fastsync.records.results import PairReadiness, Reporter
+from fastsync.rules import budget as budget_rules
 from fastsync.rules import folders as folder_rules
 from fastsync.rules.estimate import Budget, duration_s
 from fastsync.rules.limits import Limits
@@ -35,10 +36,18 @@ from fastsync.settings.options import Options
 PROBE_MAX = 16
 
 
-def budgets_of(config: Config, options: Options) -> list[Budget]:
-    """The byte budgets per window that hold the pair's copy back (a provider's daily limit).
-    None are configurable yet: the estimate is the copy's own until they are."""
-    return []
+def budgets_of(config: Config, options: Options, gmail: tuple[bool, bool] = (False, False)) -> list[Budget]:
+    """The byte budgets per window that hold the pair's copy back: each side's daily limit
+    (`--src-daily-limit`, `--dst-daily-limit`, or Gmail's preset where *gmail* says a side's
+    server announced Gmail's extensions or its host is Gmail's), as sync would choose them."""
+    found = []
+    for account, configured, on_gmail in ((config.src, options.src_daily_limit, gmail[0]),
+                                          (config.dst, options.dst_daily_limit, gmail[1])):
+        budget = budget_rules.choose(account.side, configured, on_gmail or providers.is_gmail(account),
+                                     options.limit_window)
+        if budget is not None:
+            found.append(Budget(budget.limit_bytes, budget.window_s))
+    return found
 
 
 def check_pair(config: Config, options: Options, reporter: Reporter, line: int = 0) -> PairReadiness:
@@ -110,8 +119,10 @@ def _plan(planner: Planner, config: Config, options: Options, reporter: Reporter
         free = max(0, quota[1] - quota[0])
         if row.size_bytes > free:
             row.problems.append(f"the destination's quota has {free} bytes free for {row.size_bytes} bytes to copy")
+    gmail = planner.call("reading capabilities",
+                         lambda src, dst: (src.capabilities.gmail_ext, dst.capabilities.gmail_ext))
     row.estimate_s = duration_s(row.size_bytes, row.messages, options.down_bps, options.up_bps,
-                                budgets_of(config, options))
+                                budgets_of(config, options, gmail))
 
 
 def probe(account: Account, most: int) -> int | None:

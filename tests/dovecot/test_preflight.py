@@ -61,6 +61,21 @@ def test_a_pair_that_fits_is_ready_and_nothing_is_written(
     assert [f for _flags, _delim, f in dst.client().list_folders()] == ["INBOX"]
 
 
+def test_the_estimate_waits_out_a_daily_limit(
+    accounts: AccountFactory, config_for: ConfigFor, limited: Dovecot,
+) -> None:
+    """About 57 KB to copy under a budget of 20 KB per hour: two windows waited before the
+    last part, as sync --until-done would; without the budget, seconds."""
+    [src] = accounts(1)
+    dst = Account(limited, "q6", "pw-q6")
+    src.seed([_sized("INBOX", n, 5_000) for n in range(11)])
+    code, doc = _preflight(config_for(src, dst))
+    assert code == 0 and doc["pairs"][0]["estimate_s"] < 600, doc
+    code, doc = _preflight(config_for(src, dst), "--dst-daily-limit", "20000", "--limit-window", "1h")
+    assert code == 0, doc
+    assert 2 * 3600 <= doc["pairs"][0]["estimate_s"] < 3 * 3600, doc
+
+
 def test_a_pair_over_the_destinations_quota_is_reported(
     accounts: AccountFactory, config_for: ConfigFor, limited: Dovecot,
 ) -> None:
