@@ -8,7 +8,6 @@ Engine layer: imports `statedir` and `state` (the files' names).  One JSON file
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,7 @@ def save(config: Config, directory: Path | None, doc: dict[str, Any]) -> None:
     path = path_of(config, directory)
     statedir.prepare(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".report-")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(orjson.dumps(doc))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        statedir.replace_file(path, orjson.dumps(doc))
     except OSError as exc:
         raise StateError(f"{path}: cannot be written: {exc.strerror}; check the state directory (--state-dir)") \
             from None

@@ -16,7 +16,6 @@ how many runs the destination refused it, whether an operator accepted it.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -134,15 +133,8 @@ class Refusals:
             if not self.items:
                 self.path.unlink(missing_ok=True)
                 return
-            data = orjson.dumps({"version": VERSION, "refused": [asdict(r) for r in self.listed()]})
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".refused-")
-            try:
-                with os.fdopen(fd, "wb") as file:
-                    file.write(data)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            statedir.replace_file(self.path, orjson.dumps({"version": VERSION,
+                                                           "refused": [asdict(r) for r in self.listed()]}))
         except OSError as exc:
             raise StateError(f"{self.path}: cannot be written: {exc.strerror}; check the state directory "
                              "(--state-dir)") from None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import orjson
@@ -105,12 +104,4 @@ class StateCache:
         if self.path is None:
             return
         statedir.prepare(self.path.parent)
-        data = orjson.dumps({"version": VERSION, "pairs": self.pairs})
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        statedir.replace_file(self.path, orjson.dumps({"version": VERSION, "pairs": self.pairs}))

@@ -18,6 +18,7 @@ import fcntl
 import os
 import shlex
 import stat
+import tempfile
 from pathlib import Path
 
 from fastsync.records.errors import UsageError
@@ -91,3 +92,16 @@ def open_file(path: Path, flags: int) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write *path* whole or not at all: a temporary file beside it (0600), renamed over it,
+    so that a crash leaves the old file.  OSError as the system gives it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
