@@ -59,7 +59,7 @@ from fastsync.engine.ledger import Ledger
 from fastsync.rules.limits import Limits, StopFlag
 from fastsync.engine.lock import RunLock
 from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.engine.processes import ParentWatch, context, next_sent, parent_watch
+from fastsync.engine.processes import ParentWatch, context, next_sent, parent_watch, thrifty_malloc
 from fastsync.records.results import Reporter, Summary
 from fastsync.rules.retry import backoff_s
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES, Copier
@@ -622,6 +622,7 @@ def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) ->
     ``ledger_path``, once per unit: a copy made after the parent died (``kill -9``) is
     known to the next run.
     """
+    thrifty_malloc()
     # Ctrl-C reaches the whole process group; the parent decides, workers are told via `stop`.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # SIGTERM (systemd, kill, to the group or this worker) or SIGHUP (a closed terminal): as `stop`.

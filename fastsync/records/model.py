@@ -86,12 +86,15 @@ class FolderPair:
     src_role: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageRef:
     """A message as the planner sees it: UID, RFC822.SIZE and its identity (see plan.identity);
     ``gm_msgid`` is Gmail's id of the message (X-GM-MSGID), 0 where the server has none.
     ``identity`` is "" when it was not read: the message goes into an empty destination
-    folder, where there is nothing to match it with (see `planner.plan_folders`)."""
+    folder, where there is nothing to match it with (see `planner.plan_folders`).
+
+    Slots, no ``__dict__``: the parent holds one per message of the run (40 bytes less
+    each, 4 MB of a 100,000-message folder's plan)."""
 
     uid: int
     size_bytes: int
@@ -224,11 +227,11 @@ class WorkerSettings:
     backoff_max_s: float = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MessageState:
     """What `check` and ``--sync-flags`` compare of a message: its identity (see plan.identity),
     its flags as the server reports them and its internal date (None when unreadable);
-    ``gm_msgid`` as in `MessageRef`."""
+    ``gm_msgid`` as in `MessageRef`.  Slots, as `MessageRef`: one per message of a folder."""
 
     uid: int
     size_bytes: int

@@ -17,7 +17,6 @@ so sync, check and show always agree on the mapping and on what is left out.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -259,6 +258,8 @@ def close_names(name: str, names: Sequence[str], limit: int = 3) -> list[str]:
     if found:
         return found[:limit]
     found += [n for n in names if n.lower().startswith(want) and want and n not in found]
+    import difflib  # only for a name that is wrong: kept out of the worker processes' imports
+
     found += [lowered[c] for c in difflib.get_close_matches(want, list(lowered), n=limit, cutoff=0.7)]
     return list(dict.fromkeys(n for n in found if n != name))[:limit]
 

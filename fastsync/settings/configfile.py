@@ -13,7 +13,6 @@ was probably meant to be.
 from __future__ import annotations
 
 import datetime
-import difflib
 import json
 import os
 import re
@@ -353,5 +352,7 @@ def suggest_key(key: object, known: tuple[str, ...]) -> str | None:
     alias = ALIASES.get(lowered)
     if alias in known:
         return alias
+    import difflib  # only for a key that is wrong: kept out of the worker processes' imports
+
     close = difflib.get_close_matches(lowered, known, n=1, cutoff=0.6)
     return close[0] if close else None

@@ -12,17 +12,21 @@ file's are, so a flag and its config key accept the same text.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastsync.settings import values as value_rules
 from fastsync.settings.config import Config
 from fastsync.records.errors import UsageError
 from fastsync.records.model import WorkerSettings
+
+if TYPE_CHECKING:
+    # The parser is the command line's (cli.py); this module only reads its namespace, and
+    # the worker processes, which import this module, have no use for argparse's code.
+    import argparse
 
 DEFAULT_CONFIG = "config.json"
 

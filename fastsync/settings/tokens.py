@@ -42,7 +42,6 @@ from multiprocessing.connection import Client, Connection, Listener
 from typing import Any, Protocol
 
 from fastsync.records.errors import AuthError, FastsyncError
-from fastsync.settings import grants
 from fastsync.settings.credentials import SecretCommandError, TokenAccount, remember_secret, run_secret_cmd
 from fastsync.settings.oauth2 import OAuth2Identity
 
@@ -143,6 +142,10 @@ def _obtain(account: BearerAccount, refused: str | None) -> tuple[float, str]:
             return cached
         now = time.time()
         if account.oauth2 is not None:
+            # Imported here: only the parent fetches, and only for an ``oauth2:`` identity;
+            # urllib.request and http.client (about 2 MB of code) stay out of every worker.
+            from fastsync.settings import grants
+
             token, expires = grants.fetch_token(account.oauth2, account)
             entry = (renew_at(now, expires), token)
         else:

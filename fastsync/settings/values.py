@@ -11,7 +11,6 @@ knows whether a flag, a variable or a config field was wrong and names it.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 
 # Sizes: k, M, G, T are powers of 1000 (as disks and providers count: Gmail's 25 MB,
 # 2,500 MB a day); Ki, Mi, Gi, Ti powers of 1024 (IEC 80000-13).  Letters are read
@@ -52,6 +51,9 @@ def parse_size(text: str) -> int:
     number, unit = match.group(1), (match.group(2) or "").lower()
     if not unit and "." in number:
         raise ValueError(SIZE_EXPECTED)
+    # Imported here: the worker processes, which import this module, never parse a size.
+    from decimal import Decimal
+
     return int(Decimal(number) * SIZE_FACTORS[unit])
 
 
