@@ -93,6 +93,10 @@ class Measurement:
     # Largest sum of PSS over the tree (shared pages split among the processes sharing
     # them, so forked workers' common pages count once): 0 where it cannot be read.
     peak_pss_tree: int = 0
+    # Peak RSS of the tool's own process ("parent"), of the processes it started
+    # ("child": for fastsync the fork server and multiprocessing's resource tracker) and of
+    # their children ("grandchild": fastsync's workers), the largest of each kind.
+    peak_rss_by_depth: dict[str, int] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -116,6 +120,7 @@ class _TreeSampler(threading.Thread):
         self.peak_tree = 0
         self.peak_process = 0
         self.peak_pss_tree = 0
+        self.peak_by_depth: dict[str, int] = {}
         self.password_in_argv = False
 
     def run(self) -> None:
@@ -125,6 +130,7 @@ class _TreeSampler(threading.Thread):
 
     def sample(self) -> None:
         try:
+            children = {p.pid for p in self.root.children()}
             processes = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
             return
@@ -133,6 +139,9 @@ class _TreeSampler(threading.Thread):
             try:
                 with process.oneshot():
                     rss = process.memory_info().rss
+                    depth = ("parent" if process.pid == self.root.pid else "child" if process.pid in children
+                             else "grandchild")
+                    self.peak_by_depth[depth] = max(self.peak_by_depth.get(depth, 0), rss)
                     pss += _pss(process)
                     cpu = process.cpu_times()
                     if process.pid not in self.cpu_by_pid and self.secrets:
@@ -197,7 +206,7 @@ def measure(
         tool=tool, round=round_, exit_code=process.returncode, wall_s=wall, cpu_s=cpu,
         system_cpu_s=_busy_cpu_s() - busy_before, peak_rss_tree=sampler.peak_tree,
         peak_rss_process=sampler.peak_process, processes=len(sampler.cpu_by_pid), peak_pss_tree=sampler.peak_pss_tree,
-        password_in_argv=sampler.password_in_argv, note=invocation.note,
+        password_in_argv=sampler.password_in_argv, note=invocation.note, peak_rss_by_depth=sampler.peak_by_depth,
     )
 
 

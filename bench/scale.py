@@ -19,6 +19,12 @@ from bench.run import SRC_PASSWORD, SRC_USER, Side, fastsync_invocation, measure
 from bench.harness.verify import Endpoint, compare
 
 
+def _by_process(peaks: object) -> str:
+    """fastsync's run process / the fork server and the resource tracker / a worker."""
+    assert isinstance(peaks, dict)
+    return " / ".join(str(peaks.get(depth, "-")) for depth in ("parent", "child", "grandchild"))
+
+
 def scale(sizes: Sequence[int], procs: int, seed: int, out: Path | None) -> int:
     sizes = sorted(sizes)
     corpus = generate("scale", seed, scale=sizes[-1] / 100_000)
@@ -53,6 +59,10 @@ def scale(sizes: Sequence[int], procs: int, seed: int, out: Path | None) -> int:
                         "copy_wall_s": round(runs["copy"].wall_s, 3),
                         "copy_messages_per_s": round(size / runs["copy"].wall_s),
                         "copy_peak_rss_tree_mb": round(runs["copy"].peak_rss_tree / 1e6, 1),
+                        "copy_peak_pss_tree_mb": round(runs["copy"].peak_pss_tree / 1e6, 1),
+                        "copy_peak_rss_by_process_mb": {
+                            depth: round(rss / 1e6, 1) for depth, rss in runs["copy"].peak_rss_by_depth.items()
+                        },
                         "verification": report.summary(),
                         "exit_codes": [runs["plan"].exit_code, runs["copy"].exit_code],
                     }
@@ -60,15 +70,15 @@ def scale(sizes: Sequence[int], procs: int, seed: int, out: Path | None) -> int:
                 print(json.dumps(rows[-1]), flush=True)
     table = [
         f"| messages | plan s | plan s per 10k | plan peak RSS MB | copy s | copy msg/s | copy peak RSS tree MB |"
-        f" verification |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        f" copy peak PSS tree MB | copy peak RSS MB: parent / its children / theirs (largest) | verification |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         per_10k = row["plan_wall_s"] / row["messages"] * 10_000  # type: ignore[operator]
         table.append(
             f"| {row['messages']:,} | {row['plan_wall_s']} | {per_10k:.3f} | {row['plan_peak_rss_mb']} | "
             f"{row['copy_wall_s']} | {row['copy_messages_per_s']} | {row['copy_peak_rss_tree_mb']} | "
-            f"{row['verification']} |"
+            f"{row['copy_peak_pss_tree_mb']} | {_by_process(row['copy_peak_rss_by_process_mb'])} | {row['verification']} |"
         )
     print("\n".join(table))
     if out is not None:
