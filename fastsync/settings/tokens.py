@@ -1,6 +1,7 @@
 """OAuth2 access tokens: one per mailbox and identity, shared by every process of a run.
 
-Settings layer: imports `errors`, `credentials` and `grants`.  The protocol edge asks
+Settings layer: imports `errors`, `credentials` and `grants` (the last where a token is
+fetched, so that worker processes never load it).  The protocol edge asks
 `access_token` for each login of an OAuth2 side (one with ``oauth2_token_cmd`` or an
 ``oauth2:`` identity); the engine hands `token_handoff`'s `TokenLink` to its workers in
 the pool's setup, and each worker `adopt_tokens` it as it starts.
