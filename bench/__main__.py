@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--imap-zlib", action="store_true",
                      help="load Dovecot's imap_zlib plugin on both servers: COMPRESS=DEFLATE (RFC 4978) announced")
     run.add_argument("--rerun", action="store_true", help="run each tool a second time: the cost of nothing to copy")
+    run.add_argument("--wan-log", action="store_true",
+                     help="the WAN proxies log every connection's chunks: logs/USER.timeline.txt per tool run")
     run.add_argument("--out", type=Path, required=True, help="directory for results.json/.md/.png and logs")
     grow = commands.add_parser("scale", help="plan and copy one folder at 25k, 50k and 100k messages")
     grow.add_argument("--sizes", default="25000,50000,100000", help="comma-separated message counts")
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return bench_run.run(
         args.profile, [t.strip() for t in args.tools.split(",") if t.strip()], args.out, scale=args.scale,
         seed=args.seed, repeat=args.repeat, wan_delay_ms=args.wan_delay_ms, rate=args.wan_rate, tls=args.tls,
-        rerun=args.rerun, storage=args.storage, fsync=args.fsync, imap_zlib=args.imap_zlib,
+        rerun=args.rerun, storage=args.storage, fsync=args.fsync, imap_zlib=args.imap_zlib, wan_log=args.wan_log,
     )
 
 

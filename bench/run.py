@@ -35,7 +35,8 @@ import psutil
 from bench.harness.corpus import Message, generate, seed_account
 from bench.harness.dovecot import MAIL_FORMAT, Dovecot
 from bench.harness.verify import Endpoint, Report, compare
-from bench.harness.wanproxy import WanProxy, measure_rtt
+from bench.harness.wanproxy import WanProxy, WireLog, measure_rtt
+from bench.timeline import timeline
 
 TOOLS = ("fastsync", "doveadm", "mbsync", "imapsync", "offlineimap")
 
@@ -360,6 +361,9 @@ class Bench:
     src: Side
     dst_address: tuple[str, int]
     tls: bool
+    # The WAN proxies' logs, by side, with --wan-log (`harness.wanproxy.WireLog`).
+    wire_logs: dict[str, WireLog] = field(default_factory=dict)
+    rate_bytes_per_s: int = 0
 
     def dst_side(self, user: str) -> Side:
         return Side(self.dst_address[0], self.dst_address[1], user, self.dst_server.users[user], self.tls,
@@ -390,7 +394,7 @@ class Bench:
 @contextmanager
 def bench_session(
     root: Path, corpus: Sequence[Message], dst_users: Sequence[str], *, tls: bool, delay_s: float, rate: int,
-    storage: str = MAIL_FORMAT, fsync: bool = False, imap_zlib: bool = False,
+    storage: str = MAIL_FORMAT, fsync: bool = False, imap_zlib: bool = False, wan_log: bool = False,
 ) -> Iterator[Bench]:
     """Start both servers (destination users made up front: no passwd reload wait), seed the source.
 
@@ -410,13 +414,14 @@ def bench_session(
         seed_account(src_server.host, src_server.port, SRC_USER, SRC_PASSWORD, corpus, separator="/")
         src_port = src_server.tls_port if tls and src_server.tls_port else src_server.port
         dst_port = dst_server.tls_port if tls and dst_server.tls_port else dst_server.port
+        logs = {"src": WireLog(), "dst": WireLog()} if wan_log and (delay_s or rate) else {}
         if delay_s or rate:
-            src_port = stack.enter_context(WanProxy(src_server.host, src_port, delay_s, rate)).port
-            dst_port = stack.enter_context(WanProxy(dst_server.host, dst_port, delay_s, rate)).port
+            src_port = stack.enter_context(WanProxy(src_server.host, src_port, delay_s, rate, logs.get("src"))).port
+            dst_port = stack.enter_context(WanProxy(dst_server.host, dst_port, delay_s, rate, logs.get("dst"))).port
         src = Side(src_server.host, src_port, SRC_USER, SRC_PASSWORD, tls,
                    str(src_server.ca_file) if tls else None)
         yield Bench(src_server, dst_server, len(corpus), sum(len(m.body) for m in corpus), src,
-                    (dst_server.host, dst_port), tls)
+                    (dst_server.host, dst_port), tls, logs, rate)
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -441,7 +446,11 @@ def run_tool(bench: Bench, spec: str, round_: int, workdir: Path, logs: Path, re
     secrets = [bench.src.password, bench.dst_server.users[user]]
     log = logs / f"{user}.log"
     servers = bench.src_server.cpu_s(), bench.dst_server.cpu_s()
+    started_s = time.monotonic()
     result = measure(spec, round_, invocation, log, secrets)
+    if bench.wire_logs:
+        (logs / f"{user}.timeline.txt").write_text(
+            timeline(bench.wire_logs, started_s, time.monotonic(), bench.rate_bytes_per_s))
     result.src_server_cpu_s = bench.src_server.cpu_s() - servers[0]
     result.dst_server_cpu_s = bench.dst_server.cpu_s() - servers[1]
     report = bench.verify(user)
@@ -524,6 +533,23 @@ def link_floor_s(size_bytes: int, connections: int, meta: dict[str, object]) -> 
     return (size_bytes / (connections * rate) if rate else 0.0) + trips * rtt_s
 
 
+# Round trips on the way to a message's last byte stored, beyond a login's: the FETCH that
+# asks for its body, and the way of its last byte to the destination with the APPEND's reply.
+FIRST_BYTE_ROUND_TRIPS = 2
+
+
+def physical_floor_s(size_bytes: int, largest_bytes: int, connections: int, meta: dict[str, object]) -> float:
+    """`link_floor_s`, or longer: one message is one literal on one connection (RFC 3501
+    section 6.3.11), so no copy ends before the largest message has crossed one link at
+    the per-connection rate (its download and upload overlap when streamed), after a
+    login's round trips and `FIRST_BYTE_ROUND_TRIPS`.  *largest_bytes* as on the wire."""
+    rate = float(meta.get("rate_bytes_per_s") or 0)  # type: ignore[arg-type]
+    rtt_s = 2 * float(meta.get("wan_delay_ms") or 0) / 1000  # type: ignore[arg-type]
+    trips = LOGIN_ROUND_TRIPS + (TLS_ROUND_TRIPS if meta.get("tls") else 0) + FIRST_BYTE_ROUND_TRIPS
+    one = (largest_bytes / rate if rate else 0.0) + trips * rtt_s
+    return max(link_floor_s(size_bytes, connections, meta), one)
+
+
 def _wire_bytes(tool: str, meta: dict[str, object]) -> int:
     """The corpus bytes *tool* moves over its links: with the servers' imap_zlib, fastsync
     compresses (COMPRESS=DEFLATE), so its floor is the corpus's deflated size."""
@@ -531,6 +557,18 @@ def _wire_bytes(tool: str, meta: dict[str, object]) -> int:
     if meta.get("imap_zlib") and tool.startswith("fastsync"):
         return int(size * float(meta.get("deflate_ratio") or 1))  # type: ignore[arg-type]
     return size
+
+
+def _largest_wire_bytes(tool: str, meta: dict[str, object]) -> int:
+    """The corpus's largest message as *tool* moves it (deflated, as `_wire_bytes`)."""
+    compressed = meta.get("imap_zlib") and tool.startswith("fastsync")
+    return int(meta.get("largest_deflated_bytes" if compressed else "largest_bytes") or 0)  # type: ignore[call-overload]
+
+
+def deflated_bytes(body: bytes) -> int:
+    """One message's size deflated as `deflate_ratio` counts it."""
+    stream = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return len(stream.compress(body)) + len(stream.flush(zlib.Z_SYNC_FLUSH))
 
 
 def deflate_ratio(bodies: Sequence[bytes]) -> float:
@@ -566,31 +604,36 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
          f"imap_zlib {'on' if meta.get('imap_zlib') else 'off'}; {meta['rounds']} round(s), medians."),
         "",
         (f"link s: the bytes over the tool's connections at {meta.get('rate_bytes_per_s') or 'no'} bytes/s each "
-         f"plus a login's round trips; the corpus deflates to {float(meta.get('deflate_ratio') or 1):.2f} of its "
+         f"plus a login's round trips (issue 31's floor); physical s: that, or the largest message "
+         f"({int(meta.get('largest_bytes') or 0) / 1e6:.2f} MB) over one connection plus the round trips before "
+         f"and after it, whichever is longer (one message is one literal on one connection); the corpus deflates to {float(meta.get('deflate_ratio') or 1):.2f} of its "
          "size (COMPRESS=DEFLATE's floor would be that much lower; generated text compresses far better than "
          "real mail).  CPU and PSS are the tool's process tree."
          + ("  Servers with imap_zlib: fastsync's link s is over the deflated size." if meta.get("imap_zlib") else "")),
         "",
         (f"| tool | wall s | msg/s | MB/s | speed vs doveadm | speed vs {fastsync['tool'] if fastsync else 'fastsync'} "
-         "| link s | wall / link "
+         "| link s | wall / link | physical s | wall / physical "
          "| tool CPU s | CPU s per 10k msg | CPU s per GB | system CPU s | source server CPU s "
          "| destination server CPU s | peak RSS tree MB | peak PSS tree MB | rerun s | verification |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         wall = float(r["wall_s"])  # type: ignore[arg-type]
         rerun = f"{r['rerun_wall_s']:.2f}" if r["rerun_wall_s"] is not None else "-"
         status = str(r["verification"]) + ("" if r["exit_codes"] == [0] else f" (exit {r['exit_codes']})")
-        link = link_floor_s(_wire_bytes(str(r["tool"]), meta), connections_of(str(r["tool"])), meta)
+        tool, connections = str(r["tool"]), connections_of(str(r["tool"]))
+        link = link_floor_s(_wire_bytes(tool, meta), connections, meta)
+        physical = physical_floor_s(_wire_bytes(tool, meta), _largest_wire_bytes(tool, meta), connections, meta)
         lines.append(
             f"| {r['tool']} | {wall:.2f} | {r['messages_per_s']:.0f} | {r['mb_per_s']:.1f} "
-            f"| {_ratio(wall, doveadm_wall)} | {_ratio(wall, fastsync_wall)} | {link:.2f} | {f'{wall / link:.1f}x' if link else '-'} "
+            f"| {_ratio(wall, doveadm_wall)} | {_ratio(wall, fastsync_wall)} | {link:.2f} | {f'{wall / link:.2f}x' if link else '-'} "
+            f"| {physical:.2f} | {f'{wall / physical:.2f}x' if physical else '-'} "
             f"| {r['cpu_s']:.1f} | {r.get('cpu_s_per_10k_messages', 0):.1f} | {r.get('cpu_s_per_gb', 0):.1f} "
             f"| {r['system_cpu_s']:.1f} | {r['src_server_cpu_s']:.1f} | {r['dst_server_cpu_s']:.1f} "
             f"| {r['peak_rss_tree_mb']:.0f} | {r.get('peak_pss_tree_mb', 0):.0f} | {rerun} | {status} |"
         )
     for tool, reason in skipped.items():
-        lines.append(f"| {tool} | skipped: {reason} ||||||||||||||||||")
+        lines.append(f"| {tool} | skipped: {reason} ||||||||||||||||||||")
     notes = [f"- {r['tool']}: {r['note']}" for r in rows if r["note"]]
     notes += [f"- {r['tool']}: password visible in a command line" for r in rows if r["password_in_argv"]]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
@@ -642,6 +685,7 @@ def _versions() -> dict[str, str]:
 def run(
     profile: str, tools: Sequence[str], out: Path, *, scale: float, seed: int, repeat: int, wan_delay_ms: float,
     rate: int, tls: bool, rerun: bool, storage: str = MAIL_FORMAT, fsync: bool = False, imap_zlib: bool = False,
+    wan_log: bool = False,
 ) -> int:
     """The comparison; writes results.json, results.md (and results.png) under ``out``."""
     runnable, skipped = [], {}
@@ -666,7 +710,7 @@ def run(
     root = scratch_dir("fsbench-")
     try:
         with bench_session(root / "servers", corpus, users, tls=tls, delay_s=wan_delay_ms / 1000, rate=rate,
-                           storage=storage, fsync=fsync, imap_zlib=imap_zlib) as bench:
+                           storage=storage, fsync=fsync, imap_zlib=imap_zlib, wan_log=wan_log) as bench:
             # On a TLS port the server speaks only after the handshake: no greeting to time.
             rtt = None if tls else measure_rtt(bench.src.host, bench.src.port)
             if rtt is not None:
@@ -688,6 +732,8 @@ def run(
         "wan_delay_ms": wan_delay_ms, "rate_bytes_per_s": rate, "tls": tls, "rounds": repeat,
         "storage": storage, "mail_fsync": _fsync_setting(fsync), "bytes": size, "imap_zlib": imap_zlib,
         "deflate_ratio": round(deflate_ratio([m.body for m in corpus]), 3),
+        "largest_bytes": max((len(m.body) for m in corpus), default=0),
+        "largest_deflated_bytes": max((deflated_bytes(m.body) for m in corpus), default=0),
         "connect_greeting_ms": round(rtt * 1000, 1) if rtt is not None else None, "cpus": psutil.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "date": datetime.now(UTC).isoformat(timespec="seconds"), "versions": _versions(),

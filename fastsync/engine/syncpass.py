@@ -368,7 +368,8 @@ class SyncPass:
     def copy(self, plans: Sequence[FolderPlan]) -> set[str]:
         units: list[WorkUnit] = []
         large = sum(r.size_bytes for p in plans for r in p.todo if r.size_bytes > plan.STREAM_MESSAGE_BYTES)
-        bounds = plan.UnitBounds(max_bytes=budgets.unit_bytes(self.gate, plan.UNIT_MAX_BYTES),
+        small = sum(p.todo_bytes for p in plans) - large
+        bounds = plan.UnitBounds(max_bytes=budgets.unit_bytes(self.gate, plan.batch_unit_bytes(small, self.workers)),
                                  stream_max_bytes=budgets.unit_bytes(self.gate, plan.stream_unit_bytes(large, self.workers)))
         for p in plans:
             # The first unit into each folder checks what the destination stored (rewriting).

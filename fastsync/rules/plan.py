@@ -40,6 +40,25 @@ STREAM_MESSAGE_BYTES = UNIT_MAX_BYTES
 STREAM_UNIT_MAX_BYTES = 16 * 1024 * 1024
 
 
+# A unit of small messages goes through a worker in two steps, fetched whole then
+# appended (the next unit fetched meanwhile), so on a capped link it spends about twice
+# its own time in a worker: the first unit's fetch leaves the destination link idle and the
+# last unit's append the source link, and a worker still on a 1 MiB unit at the end keeps
+# the run going while the others have nothing left.  So the budget shrinks until every
+# worker gets this many units, down to `BATCH_UNIT_MIN_BYTES` (each unit costs a few round
+# trips); a copy large enough keeps `UNIT_MAX_BYTES` (bench/README.md, issue 31).
+UNITS_PER_WORKER = 8
+BATCH_UNIT_MIN_BYTES = 256 * 1024
+
+
+def batch_unit_bytes(small_bytes: int, workers: int) -> int:
+    """The budget of a unit of small messages when *small_bytes* of them are to be copied by
+    *workers*: `UNIT_MAX_BYTES`, or less so that each worker gets `UNITS_PER_WORKER` units,
+    never under `BATCH_UNIT_MIN_BYTES`."""
+    share = small_bytes // (max(1, workers) * UNITS_PER_WORKER)
+    return max(BATCH_UNIT_MIN_BYTES, min(UNIT_MAX_BYTES, share))
+
+
 def stream_unit_bytes(large_bytes: int, workers: int) -> int:
     """The budget of a streamed unit when *large_bytes* of large messages are to be copied
     by *workers*: `STREAM_UNIT_MAX_BYTES`, or less, so that every worker gets a share.  A
@@ -409,7 +428,7 @@ def skip_by_size(
 @dataclass(frozen=True)
 class UnitBounds:
     """How large a work unit may grow: messages, bytes, and bytes of a streamed unit
-    (`stream_unit_bytes` fits the last to the pool)."""
+    (`batch_unit_bytes` and `stream_unit_bytes` fit the two to the pool)."""
 
     max_messages: int = UNIT_MAX_MESSAGES
     max_bytes: int = UNIT_MAX_BYTES

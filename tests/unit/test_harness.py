@@ -236,5 +236,61 @@ def test_results_table_on_loopback_has_no_link_ratio() -> None:
            "verification": "ok", "exit_codes": [0], "note": "", "password_in_argv": False}
     line = next(x for x in markdown(meta, [row], {}).splitlines() if x.startswith("| fastsync:8"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[6:8] == ["0.00", "-"]
-    assert cells[15] == "60"
+    assert cells[6:10] == ["0.00", "-", "0.00", "-"]
+    assert cells[17] == "60"
+
+
+def test_physical_floor_is_the_largest_message_on_one_link() -> None:
+    # wan-tls: 40.3 MB over 8 connections of 1 MB/s is 5.29 s with a login's round trips;
+    # its largest message, 5.82 MB, alone takes longer on the one connection it crosses.
+    meta: dict[str, object] = {"rate_bytes_per_s": 1_000_000, "wan_delay_ms": 25, "tls": True}
+    link = run.link_floor_s(40_300_000, 8, meta)
+    assert link == pytest.approx(40.3 / 8 + 5 * 0.05)
+    physical = run.physical_floor_s(40_300_000, 5_817_096, 8, meta)
+    assert physical == pytest.approx(5.817096 + 7 * 0.05)
+    # A corpus of small messages: the floor stands.
+    assert run.physical_floor_s(40_300_000, 100_000, 8, meta) == link
+    assert run.deflated_bytes(b"a" * 100_000) < 1_000
+
+
+def test_results_table_shows_both_floors() -> None:
+    meta: dict[str, object] = {
+        "profile": "realistic", "scale": 0.1, "messages": 1000, "mb": 40.3, "wan_delay_ms": 25, "tls": True,
+        "rounds": 1, "rate_bytes_per_s": 1_000_000, "bytes": 40_300_000, "largest_bytes": 5_817_096,
+        "largest_deflated_bytes": 4_408_878, "deflate_ratio": 0.56,
+    }
+    row: dict[str, object] = {
+        "tool": "fastsync:8", "wall_s": 7.5, "messages_per_s": 133, "mb_per_s": 5.4, "rerun_wall_s": None,
+        "verification": "ok", "exit_codes": [0], "cpu_s": 1.0, "system_cpu_s": 5.0, "src_server_cpu_s": 0.5,
+        "dst_server_cpu_s": 0.5, "peak_rss_tree_mb": 300, "note": "", "password_in_argv": False,
+    }
+    line = markdown(meta, [row], {}).splitlines()[-1]
+    assert "| 5.29 | 1.42x | 6.17 | 1.22x |" in line, line
+    zlib_line = markdown({**meta, "imap_zlib": True}, [row], {}).splitlines()[-1]
+    # With COMPRESS the largest message's own deflated size makes its floor.
+    assert "| 3.07 | 2.44x | 4.76 | 1.58x |" in zlib_line, zlib_line
+
+
+def test_wire_log_names_commands_not_their_arguments() -> None:
+    from bench.harness.wanproxy import commands_in
+
+    assert commands_in(b"a1 LOGIN user secret-pw\r\na2 CAPABILITY\r\n") == ("LOGIN", "CAPABILITY")
+    assert commands_in(b"A7 UID FETCH 1:5 (BODY.PEEK[])\r\nA8 APPEND INBOX {3+}\r\n") == ("UID FETCH", "APPEND")
+    assert commands_in(b"\x16\x03\x01 random TLS bytes") == ()
+
+
+def test_timeline_draws_each_connection_per_100_ms() -> None:
+    from bench.harness.wanproxy import Chunk, WireLog
+    from bench.timeline import timeline
+
+    log = WireLog({1: 100.0}, [
+        Chunk(1, "up", 40, 100.05, 100.05, ("LOGIN",)),
+        *(Chunk(1, "down", 50_000, 100.0 + t / 10, 100.0 + t / 10 + 0.01) for t in range(2, 5)),
+        Chunk(1, "up", 100_000, 100.61, 100.62, ("APPEND",)),
+    ])
+    text = timeline({"src": log}, 100.0, 100.8, 1_000_000)
+    assert "src #1: accepted 0.00 s, last byte 0.62 s, down 0.15 MB, up 0.10 MB; first LOGIN 0.05, APPEND 0.62" in text
+    assert "  down |..555...|" in text
+    assert "  up   |0.....9.|" in text
+    assert "src busy |00111010|" in text
+    assert "secret" not in text

@@ -12,6 +12,10 @@ from fastsync.records.model import FolderPair, MessageRef, MessageState
 from fastsync.rules.plan import (
     STREAM_MESSAGE_BYTES,
     STREAM_UNIT_MAX_BYTES,
+    BATCH_UNIT_MIN_BYTES,
+    UNIT_MAX_BYTES,
+    UNITS_PER_WORKER,
+    batch_unit_bytes,
     UnitBounds,
     across_folders,
     stream_unit_bytes,
@@ -160,6 +164,20 @@ def test_streamed_units_leave_no_worker_without_a_share() -> None:
     messages = [MessageRef(uid=i + 1, size_bytes=2_000_000, identity=str(i)) for i in range(10)]
     units = list(shard(PAIR, 1, messages, 0, UnitBounds(stream_max_bytes=stream_unit_bytes(20_000_000, 8))))
     assert [u.uids for u in units] == [(n,) for n in range(1, 11)]
+
+
+def test_units_of_small_messages_give_every_worker_several() -> None:
+    # Issue 31: 23 MB of small messages for 8 workers on a capped link: 1 MiB units left
+    # a worker fetching or appending its last one for a second while the others had none.
+    assert batch_unit_bytes(1_000_000_000, 8) == UNIT_MAX_BYTES  # a large copy: as before
+    assert batch_unit_bytes(23_000_000, 8) == 23_000_000 // (8 * UNITS_PER_WORKER)
+    assert batch_unit_bytes(2_000_000, 8) == BATCH_UNIT_MIN_BYTES  # never below: round trips
+    assert batch_unit_bytes(0, 0) == BATCH_UNIT_MIN_BYTES
+    messages = [MessageRef(uid=i + 1, size_bytes=20_000, identity=str(i)) for i in range(1150)]
+    budget = batch_unit_bytes(sum(m.size_bytes for m in messages), 8)
+    units = list(shard(PAIR, 1, messages, 0, UnitBounds(max_bytes=budget)))
+    assert len(units) >= 8 * UNITS_PER_WORKER
+    assert all(u.size_bytes <= budget for u in units)
 
 
 @given(st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([10, 900_000, 1_500_000, 6_000_000])),

@@ -1,0 +1,74 @@
+"""How fastsync keeps capped links busy (issue 31), read from what proxies saw, never from
+wall times: a streamed message's source download and destination upload overlap, and
+small messages travel in units small enough that every worker gets several.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from bench.harness.corpus import Message
+from bench.harness.tcpproxy import CountingProxy
+from bench.harness.wanproxy import WanProxy, WireLog
+from fastsync.rules.plan import BATCH_UNIT_MIN_BYTES, UNIT_MAX_BYTES
+from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
+from tests.dovecot.test_streaming import large
+from tests.helpers import run_cli, summary_line
+from tests.wire import commands
+
+WHEN = dt.datetime(2023, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
+
+
+def _medium(n: int) -> Message:
+    """About 50 KB of text: a small message (batched), as most mail is."""
+    body = f"Message-ID: <m{n}@x>\r\nSubject: medium {n}\r\n\r\n".encode() + (b"%05d " % n) * 8_300 + b"\r\n"
+    return Message("INBOX", body, ("\\Seen",), WHEN + dt.timedelta(minutes=n))
+
+
+def test_a_streamed_message_is_uploaded_while_it_downloads(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    message = large(1, 3_000_000)
+    src.seed([message])
+    src_log, dst_log = WireLog(), WireLog()
+    # 2 MB/s per connection and direction: the message takes 1.5 s on each link.
+    with WanProxy(src.server.host, src.server.port, 0.002, 2_000_000, src_log) as src_proxy, \
+            WanProxy(dst.server.host, dst.server.port, 0.002, 2_000_000, dst_log) as dst_proxy:
+        extra = {"src": {"server": f"127.0.0.1:{src_proxy.port}"}, "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
+        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(dst) == snapshot(src)
+    down = [c for c in src_log.chunks if c.direction == "down"]
+    up = [c for c in dst_log.chunks if c.direction == "up"]
+    assert sum(c.size_bytes for c in down) > len(message.body) and sum(c.size_bytes for c in up) > len(message.body)
+    # The destination had received a third of the body before the source's proxy released
+    # the last third of it: the two links carried the message at once, not in turns.
+    third = len(message.body) // 3
+    uploaded, upload_third_s = 0, 0.0
+    for chunk in up:
+        uploaded += chunk.size_bytes
+        if uploaded >= third:
+            upload_third_s = chunk.sent_s
+            break
+    downloaded_late = sum(c.size_bytes for c in down if c.sent_s > upload_third_s)
+    assert downloaded_late >= third, (downloaded_late, third)
+
+
+def test_small_messages_go_in_units_that_every_worker_gets_several_of(
+    accounts: AccountFactory, config_for: ConfigFor,
+) -> None:
+    src, dst = accounts(2)
+    messages = [_medium(n) for n in range(80)]  # 4 MB: four units of 1 MiB before issue 31
+    total = sum(len(m.body) for m in messages)
+    assert total > 3 * UNIT_MAX_BYTES
+    src.seed(messages)
+    with CountingProxy(dst.server.port, record=True) as dst_proxy:
+        extra = {"dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
+        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "2")
+    assert result.returncode == 0, result.stderr
+    assert "80 copied" in summary_line(result.stdout)
+    assert snapshot(dst) == snapshot(src)
+    appends = [c for r in dst_proxy.recordings for c in commands(bytes(r.client_bytes)) if c.name == "APPEND"]
+    # Units of BATCH_UNIT_MIN_BYTES (the floor: 2 workers x 8 units would be smaller), one
+    # MULTIAPPEND each.
+    assert len(appends) >= total // BATCH_UNIT_MIN_BYTES, len(appends)
+    assert all(len(a.literals) * len(messages[0].body) <= BATCH_UNIT_MIN_BYTES for a in appends)
