@@ -18,6 +18,9 @@ from bench.harness.wanproxy import Chunk, WireLog
 BIN_S = 0.1
 
 # The commands whose first time is shown: those on the way to the first copy.
+# How many of a connection's first commands are listed, up to its first APPEND.
+LEADING_COMMANDS = 12
+
 MILESTONES = ("LOGIN", "AUTHENTICATE", "COMPRESS", "LIST", "EXAMINE", "UID FETCH", "FETCH", "APPEND", "LOGOUT")
 
 
@@ -48,16 +51,22 @@ def render(side: str, log: WireLog, start_s: float, end_s: float, rate_bytes_per
         down = [c for c in chunks if c.direction == "down"]
         up = [c for c in chunks if c.direction == "up"]
         first: dict[str, float] = {}
+        sent: list[tuple[str, float]] = []
         for c in up:
             for name in c.commands:
                 first.setdefault(name, c.sent_s - start_s)
+                sent.append((name, c.sent_s - start_s))
         marks = ", ".join(f"{name} {first[name]:.2f}" for name in MILESTONES if name in first)
+        # The commands on the way to the connection's first copy (issue 31's wire log).
+        leading = sent[: next((n + 1 for n, (name, _t) in enumerate(sent) if name == "APPEND"), LEADING_COMMANDS)]
         last = max((c.sent_s for c in chunks), default=accepted) - start_s
         rows.append(
             f"{side} #{conn}: accepted {accepted - start_s:.2f} s, last byte {last:.2f} s, "
             f"down {sum(c.size_bytes for c in down) / 1e6:.2f} MB, up {sum(c.size_bytes for c in up) / 1e6:.2f} MB"
             + (f"; first {marks}" if marks else "")
         )
+        if leading:
+            rows.append("  sent " + ", ".join(f"{name} {t:.2f}" for name, t in leading[:LEADING_COMMANDS]))
         full = rate_bytes_per_s * BIN_S if rate_bytes_per_s else max([*_bins(chunks, start_s).values(), 0])
         rows.append(f"  down |{_row(_bins(down, start_s), width, full)}|")
         rows.append(f"  up   |{_row(_bins(up, start_s), width, full)}|")

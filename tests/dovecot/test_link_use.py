@@ -72,3 +72,20 @@ def test_small_messages_go_in_units_that_every_worker_gets_several_of(
     # MULTIAPPEND each.
     assert len(appends) >= total // BATCH_UNIT_MIN_BYTES, len(appends)
     assert all(len(a.literals) * len(messages[0].body) <= BATCH_UNIT_MIN_BYTES for a in appends)
+
+
+def test_no_capability_command_when_the_greeting_lists_them(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    src, dst = accounts(2)
+    src.seed([_medium(n) for n in range(3)])
+    with CountingProxy(src.server.port, record=True) as src_proxy, \
+            CountingProxy(dst.server.port, record=True) as dst_proxy:
+        extra = {"src": {"server": f"127.0.0.1:{src_proxy.port}"}, "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
+        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(dst) == snapshot(src)
+    recordings = src_proxy.recordings + dst_proxy.recordings
+    assert all(bytes(r.server_bytes).startswith(b"* OK [CAPABILITY IMAP4rev1 ") for r in recordings)
+    # Dovecot's greeting names its capabilities (RFC 3501 section 7.1): every connection
+    # logs in with its first command, a round trip sooner.
+    firsts = [next(iter(commands(bytes(r.client_bytes)))).name for r in recordings]
+    assert len(firsts) >= 4 and set(firsts) == {"AUTHENTICATE"}, firsts
