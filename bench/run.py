@@ -449,8 +449,13 @@ def run_tool(bench: Bench, spec: str, round_: int, workdir: Path, logs: Path, re
     started_s = time.monotonic()
     result = measure(spec, round_, invocation, log, secrets)
     if bench.wire_logs:
-        (logs / f"{user}.timeline.txt").write_text(
-            timeline(bench.wire_logs, started_s, time.monotonic(), bench.rate_bytes_per_s))
+        ended_s = time.monotonic()
+        (logs / f"{user}.timeline.txt").write_text(timeline(bench.wire_logs, started_s, ended_s, bench.rate_bytes_per_s))
+        # The chunks themselves, times from the tool's start, for a closer look.
+        (logs / f"{user}.wire.json").write_text(json.dumps({
+            side: [[c.conn, c.direction, c.size_bytes, round(c.read_s - started_s, 4), round(c.sent_s - started_s, 4),
+                    list(c.commands)] for c in log.between(started_s, ended_s).chunks]
+            for side, log in bench.wire_logs.items()}))
     result.src_server_cpu_s = bench.src_server.cpu_s() - servers[0]
     result.dst_server_cpu_s = bench.dst_server.cpu_s() - servers[1]
     report = bench.verify(user)
@@ -562,7 +567,7 @@ def _wire_bytes(tool: str, meta: dict[str, object]) -> int:
 def _largest_wire_bytes(tool: str, meta: dict[str, object]) -> int:
     """The corpus's largest message as *tool* moves it (deflated, as `_wire_bytes`)."""
     compressed = meta.get("imap_zlib") and tool.startswith("fastsync")
-    return int(meta.get("largest_deflated_bytes" if compressed else "largest_bytes") or 0)  # type: ignore[call-overload]
+    return int(str(meta.get("largest_deflated_bytes" if compressed else "largest_bytes") or 0))
 
 
 def deflated_bytes(body: bytes) -> int:
@@ -605,8 +610,9 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
         "",
         (f"link s: the bytes over the tool's connections at {meta.get('rate_bytes_per_s') or 'no'} bytes/s each "
          f"plus a login's round trips (issue 31's floor); physical s: that, or the largest message "
-         f"({int(meta.get('largest_bytes') or 0) / 1e6:.2f} MB) over one connection plus the round trips before "
-         f"and after it, whichever is longer (one message is one literal on one connection); the corpus deflates to {float(meta.get('deflate_ratio') or 1):.2f} of its "
+         f"({int(str(meta.get('largest_bytes') or 0)) / 1e6:.2f} MB) over one connection plus the round trips "
+         f"before and after it, whichever is longer (one message is one literal on one connection); the corpus "
+         f"deflates to {float(str(meta.get('deflate_ratio') or 1)):.2f} of its "
          "size (COMPRESS=DEFLATE's floor would be that much lower; generated text compresses far better than "
          "real mail).  CPU and PSS are the tool's process tree."
          + ("  Servers with imap_zlib: fastsync's link s is over the deflated size." if meta.get("imap_zlib") else "")),
