@@ -199,7 +199,7 @@ class SyncPass:
                 continue
             missing_bytes = s.size_bytes - (d.size_bytes if d else 0) if s.size_bytes >= 0 else 0
             units += max(-(-(s.messages - (d.messages if d else 0)) // plan.UNIT_MAX_MESSAGES),
-                         -(-missing_bytes // plan.UNIT_MAX_BYTES))
+                         -(-missing_bytes // plan.BATCH_UNIT_MIN_BYTES))  # `plan.batch_unit_bytes`
         if units:
             self.standby = pool.Standby(self.context.pool_setup(options), min(self.workers, units))
 
@@ -369,7 +369,8 @@ class SyncPass:
         units: list[WorkUnit] = []
         large = sum(r.size_bytes for p in plans for r in p.todo if r.size_bytes > plan.STREAM_MESSAGE_BYTES)
         small = sum(p.todo_bytes for p in plans) - large
-        bounds = plan.UnitBounds(max_bytes=budgets.unit_bytes(self.gate, plan.batch_unit_bytes(small, self.workers)),
+        batch_bytes = plan.batch_unit_bytes(small, self.workers)
+        bounds = plan.UnitBounds(max_bytes=budgets.unit_bytes(self.gate, batch_bytes),
                                  stream_max_bytes=budgets.unit_bytes(self.gate, plan.stream_unit_bytes(large, self.workers)))
         for p in plans:
             # The first unit into each folder checks what the destination stored (rewriting).
