@@ -376,6 +376,7 @@ class SyncPass:
             # The first unit into each folder checks what the destination stored (rewriting).
             shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), bounds, dst_uidnext=p.dst_uidnext))
             units.extend(dataclasses.replace(u, verify=i == 0, blind=p.blind) for i, u in enumerate(shards))
+        units = plan.partial_units_last(units, bounds.max_bytes)
         folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
         if units and planner_yields(self.workers, self.options.max_connections):
             # --max-connections 1: the planner's connections hold the only slot of each

@@ -59,6 +59,18 @@ def batch_unit_bytes(small_bytes: int, workers: int) -> int:
     return max(BATCH_UNIT_MIN_BYTES, min(UNIT_MAX_BYTES, share))
 
 
+def partial_units_last(units: Sequence[WorkUnit], budget_bytes: int) -> list[WorkUnit]:
+    """*units* in the order to copy them: units of small messages under half *budget_bytes*
+    (mostly a folder's last unit, partly filled) after all the others, the largest of them
+    first, so that the copy ends on its smallest units and no worker is still fetching
+    and appending a full one while the others have nothing left (the longest-first rule of
+    list scheduling).  The others keep their order (the pool puts streamed units first)."""
+    def partial(unit: WorkUnit) -> bool:
+        return not unit.streamed and unit.size_bytes < budget_bytes // 2
+
+    return [u for u in units if not partial(u)] + sorted((u for u in units if partial(u)), key=lambda u: -u.size_bytes)
+
+
 def stream_unit_bytes(large_bytes: int, workers: int) -> int:
     """The budget of a streamed unit when *large_bytes* of large messages are to be copied
     by *workers*: `STREAM_UNIT_MAX_BYTES`, or less, so that every worker gets a share.  A

@@ -19,10 +19,10 @@ from tests.wire import commands
 WHEN = dt.datetime(2023, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
 
 
-def _medium(n: int) -> Message:
+def _medium(n: int, folder: str = "INBOX") -> Message:
     """About 50 KB of text: a small message (batched), as most mail is."""
     body = f"Message-ID: <m{n}@x>\r\nSubject: medium {n}\r\n\r\n".encode() + (b"%05d " % n) * 8_300 + b"\r\n"
-    return Message("INBOX", body, ("\\Seen",), WHEN + dt.timedelta(minutes=n))
+    return Message(folder, body, ("\\Seen",), WHEN + dt.timedelta(minutes=n))
 
 
 def test_a_streamed_message_is_uploaded_while_it_downloads(accounts: AccountFactory, config_for: ConfigFor) -> None:
@@ -89,3 +89,22 @@ def test_no_capability_command_when_the_greeting_lists_them(accounts: AccountFac
     # logs in with its first command, a round trip sooner.
     firsts = [next(iter(commands(bytes(r.client_bytes)))).name for r in recordings]
     assert len(firsts) >= 4 and set(firsts) == {"AUTHENTICATE"}, firsts
+
+
+def test_each_folders_partly_filled_last_unit_is_copied_after_the_full_ones(
+    accounts: AccountFactory, config_for: ConfigFor,
+) -> None:
+    src, dst = accounts(2)
+    # Two folders of six 50 KB messages: units of 256 KiB (`plan.BATCH_UNIT_MIN_BYTES`)
+    # take five, so each folder ends on a unit of one.
+    src.seed([_medium(n, "INBOX") for n in range(6)] + [_medium(n, "Archive") for n in range(6, 12)])
+    with CountingProxy(dst.server.port, record=True) as dst_proxy:
+        extra = {"dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
+        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "12 copied" in summary_line(result.stdout)
+    assert snapshot(dst) == snapshot(src)
+    appends = [c for r in dst_proxy.recordings for c in commands(bytes(r.client_bytes)) if c.name == "APPEND"]
+    # One worker copies the units in the order the pool sends them: both full units, then
+    # the two of one message (the copy ends on its smallest units).
+    assert [len(a.literals) for a in appends] == [5, 5, 1, 1], [a.text[:60] for a in appends]

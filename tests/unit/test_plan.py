@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastsync.records.model import FolderPair, MessageRef, MessageState
+from fastsync.records.model import FolderPair, MessageRef, MessageState, WorkUnit
 from fastsync.rules.plan import (
     STREAM_MESSAGE_BYTES,
     STREAM_UNIT_MAX_BYTES,
@@ -16,6 +16,7 @@ from fastsync.rules.plan import (
     UNIT_MAX_BYTES,
     UNITS_PER_WORKER,
     batch_unit_bytes,
+    partial_units_last,
     UnitBounds,
     across_folders,
     stream_unit_bytes,
@@ -178,6 +179,19 @@ def test_units_of_small_messages_give_every_worker_several() -> None:
     units = list(shard(PAIR, 1, messages, 0, UnitBounds(max_bytes=budget)))
     assert len(units) >= 8 * UNITS_PER_WORKER
     assert all(u.size_bytes <= budget for u in units)
+
+
+def test_partly_filled_units_go_last_largest_first() -> None:
+    def unit(unit_id: int, size: int, streamed: bool = False) -> WorkUnit:
+        return WorkUnit(unit_id, PAIR, 1, (unit_id,), size, streamed=streamed)
+
+    units = [unit(0, 300_000), unit(1, 40_000), unit(2, 5_000_000, streamed=True), unit(3, 290_000),
+             unit(4, 120_000), unit(5, 10_000, streamed=True), unit(6, 160_000)]
+    ordered = partial_units_last(units, 320_000)
+    # Full ones (at least half the budget) and streamed ones keep their order; then the
+    # partly filled ones, the largest first.
+    assert [u.unit_id for u in ordered] == [0, 2, 3, 5, 6, 4, 1]
+    assert partial_units_last([], 320_000) == []
 
 
 @given(st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([10, 900_000, 1_500_000, 6_000_000])),
