@@ -29,7 +29,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from fastsync.engine import statedir
-from fastsync.engine.state import accounts_name
 from fastsync.engine.statedir import UnsafeStateFile
 from fastsync.settings.config import Config
 
@@ -87,6 +86,10 @@ class Ledger:
     def for_config(cls, config: Config, directory: Path) -> Ledger:
         """The ledger of this config's two accounts, whatever the case of their names
         (`state.accounts_name`; a hash: no user names on disk)."""
+        # Here, not at the top: only the parent names the ledger; a worker opens it by
+        # its path, and the state cache's module (with orjson) stays out of every worker.
+        from fastsync.engine.state import accounts_name
+
         path = directory / (accounts_name(config) + SUFFIX)
         _adopt(directory / (_spelled_name(config) + SUFFIX), path)
         return cls(path)

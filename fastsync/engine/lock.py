@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from fastsync.engine import statedir
-from fastsync.engine.state import account_key
 from fastsync.settings.config import Account
 from fastsync.records.errors import Locked, StateError, UsageError
 
@@ -39,7 +38,10 @@ READ_PAUSE_S = 0.05
 
 def lock_path(directory: Path, dst: Account) -> Path:
     """The lock file of the destination account *dst*: of the account, not of the spelling
-    of its host and user names (`state.account_key`)."""
+    of its host and user names (`state.account_key`).  Imported here: only the parent
+    takes the lock; a worker, which holds its descriptor, need not load the state cache."""
+    from fastsync.engine.state import account_key
+
     return directory / (hashlib.sha256(account_key(dst).encode()).hexdigest()[:24] + ".lock")
 
 

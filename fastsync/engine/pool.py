@@ -45,25 +45,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastsync.settings import tokens
 from fastsync.settings.config import Account
 from fastsync.records.errors import (
     AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, OverLimit, Throttled, TLSError,
-    TooManyConnections, describe,
-)
+    TooManyConnections, describe)
 from fastsync.records.events import event
-from fastsync.engine.budgets import Gate
 from fastsync.engine.ledger import Ledger
 from fastsync.rules.limits import Limits, StopFlag
 from fastsync.engine.lock import RunLock
 from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
 from fastsync.engine.processes import ParentWatch, context, next_sent, parent_watch, thrifty_malloc
-from fastsync.records.results import Reporter, Summary
 from fastsync.rules.retry import backoff_s
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES, Copier
 from fastsync.imap.pair import SessionPair
+if TYPE_CHECKING:  # annotations only: the fork server, so every worker, need not import them
+    from fastsync.engine.budgets import Gate
+    from fastsync.records.results import Reporter, Summary
 
 # How often an idle worker wakes to check for cancellation and for a dead parent.
 POLL_S = 0.2

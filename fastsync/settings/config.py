@@ -39,7 +39,7 @@ import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fastsync.settings import addresses
 from fastsync.settings.configfile import (
@@ -55,9 +55,11 @@ from fastsync.settings.credentials import (
     resolve_path,
 )
 from fastsync.records.errors import ConfigError
-from fastsync.settings.oauth2 import IdentityProblem, OAuth2Identity, parse_identity
 from fastsync.settings.ratelimit import RATE_KEYS, RateLimit, parse_rate_limit
 from fastsync.settings.values import regex_problem
+
+if TYPE_CHECKING:  # an identity is read where the config is (`_parse_identity`), never in a worker
+    from fastsync.settings.oauth2 import OAuth2Identity
 
 __all__ = [
     "OAUTH2_KEY",
@@ -383,6 +385,8 @@ def _parse_auth_user(ctx: _Context, side: str, body: Mapping[Any, Any], pass_key
 
 
 def _parse_identity(ctx: _Context, side: str, body: Mapping[Any, Any], base_dir: str) -> OAuth2Identity:
+    from fastsync.settings.oauth2 import IdentityProblem, parse_identity
+
     try:
         return parse_identity(body[IDENTITY_KEY], side, base_dir)
     except IdentityProblem as exc:

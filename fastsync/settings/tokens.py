@@ -40,11 +40,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Client, Connection, Listener
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastsync.records.errors import AuthError, FastsyncError
 from fastsync.settings.credentials import SecretCommandError, TokenAccount, remember_secret, run_secret_cmd
-from fastsync.settings.oauth2 import OAuth2Identity
+
+if TYPE_CHECKING:  # only the parent, which fetches tokens, reads an identity
+    from fastsync.settings.oauth2 import OAuth2Identity
 
 __all__ = [
     "TOKEN_REUSE_S",
