@@ -20,11 +20,14 @@ import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastsync.settings.config import Config
 from fastsync.records.errors import UsageError
 from fastsync.records.model import Folder, FolderPair, Namespace
-from fastsync.settings.options import Options
+
+if TYPE_CHECKING:  # the parent's options (a worker's sessions use the rules, never the options)
+    from fastsync.settings.options import Options
 
 # RFC 6154 \All: every message of the account (Gmail's All Mail, archived mail included).
 ALL = "\\All"
