@@ -32,10 +32,25 @@ PARENT_ONLY = (
 )
 
 
-def test_a_worker_holds_no_module_only_the_parent_needs(tmp_path: Path) -> None:
+# Modules the parent uses to run and show a sync, which a worker never does: the state
+# cache (with orjson and, through it, uuid and platform), the daily budgets, the results
+# and the reporter's interface, the command's options, an OAuth2 identity's parsing.
+PARENT_SYNC_ONLY = (
+    "fastsync.engine.state",
+    "orjson",
+    "uuid",
+    "platform",
+    "fastsync.engine.budgets",
+    "fastsync.records.results",
+    "fastsync.settings.options",
+    "fastsync.settings.oauth2",
+)
+
+
+def _worker_modules(tmp_path: Path) -> set[str]:
+    """The modules a process started as a worker holds as it starts (forked from the fork
+    server, with its preloads); exec is a builtin, so unpickling the target imports nothing."""
     listing = tmp_path / "modules"
-    # A process started as a worker is (forked from the fork server, with its preloads);
-    # exec is a builtin, so unpickling the target imports nothing of its own.
     code = f"import sys\nwith open({str(listing)!r}, 'w') as out: out.write('\\n'.join(sys.modules))"
     worker = processes.context().Process(target=exec, args=(code, {}))
     worker.start()
@@ -43,7 +58,16 @@ def test_a_worker_holds_no_module_only_the_parent_needs(tmp_path: Path) -> None:
     assert worker.exitcode == 0
     held = set(listing.read_text().split())
     assert "fastsync.engine.pool" in held  # the fork server's preload
-    assert sorted(held & set(PARENT_ONLY)) == []
+    return held
+
+
+def test_a_worker_holds_no_module_only_the_parent_needs(tmp_path: Path) -> None:
+    assert sorted(_worker_modules(tmp_path) & set(PARENT_ONLY)) == []
+
+
+def test_a_worker_holds_none_of_the_parents_sync_modules(tmp_path: Path) -> None:
+    # Each costs its memory once per worker: a worker counts the fork server's pages.
+    assert sorted(_worker_modules(tmp_path) & set(PARENT_SYNC_ONLY)) == []
 
 
 def test_the_planners_per_message_records_have_no_dict() -> None:
