@@ -98,6 +98,9 @@ class Measurement:
     # ("child": for fastsync the fork server and multiprocessing's resource tracker) and of
     # their children ("grandchild": fastsync's workers), the largest of each kind.
     peak_rss_by_depth: dict[str, int] = field(default_factory=dict)
+    # fastsync: seconds from its first and from its last worker's login to its first APPEND
+    # (`first_append_after_logins`); None for the other tools.
+    first_append_after_logins_s: tuple[float, float] | None = None
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -267,8 +270,39 @@ def fastsync_invocation(workdir: Path, src: Side, dst: Side, procs: int, quiet: 
 
     config = _private_file(workdir / "fastsync.json",
                            json.dumps({"src": side("source", src), "dst": side("destination", dst)}, indent=2))
+    # The JSON log says when the workers logged in and sent their first APPEND (`first_append_after_logins`).
     return Invocation([sys.executable, "-m", "fastsync", "sync", "-c", str(config), "-y", *(["-q"] if quiet else []),
-                       "--procs", str(procs)])
+                       "--procs", str(procs), "--log-file", str(workdir / LOG_NAME), "--log-format", "json"])
+
+
+# fastsync's --log-file in its work directory.
+LOG_NAME = "fastsync-log.jsonl"
+
+
+def first_append_after_logins(log: Path) -> tuple[float, float] | None:
+    """Seconds from the first and from the last worker's login (both sides) to the run's
+    first APPEND, from fastsync's JSON log (the "unit copied" events carry each worker's
+    `logged_in_at` and `first_append_at` once); None when the log does not say."""
+    logins: list[float] = []
+    appends: list[float] = []
+    try:
+        lines = log.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "run finished":
+            break  # the rerun appends to the same log
+        if record.get("logged_in_at"):
+            logins.append(float(record["logged_in_at"]))
+        if record.get("first_append_at"):
+            appends.append(float(record["first_append_at"]))
+    if not logins or not appends:
+        return None
+    return min(appends) - min(logins), min(appends) - max(logins)
 
 
 def doveadm_invocation(workdir: Path, src: Side, dst_server: Dovecot, dst_user: str) -> Invocation:
@@ -456,6 +490,8 @@ def run_tool(bench: Bench, spec: str, round_: int, workdir: Path, logs: Path, re
             side: [[c.conn, c.direction, c.size_bytes, round(c.read_s - started_s, 4), round(c.sent_s - started_s, 4),
                     list(c.commands)] for c in log.between(started_s, ended_s).chunks]
             for side, log in bench.wire_logs.items()}))
+    if name == "fastsync":
+        result.first_append_after_logins_s = first_append_after_logins(tool_dir / LOG_NAME)
     result.src_server_cpu_s = bench.src_server.cpu_s() - servers[0]
     result.dst_server_cpu_s = bench.dst_server.cpu_s() - servers[1]
     report = bench.verify(user)
@@ -509,6 +545,8 @@ def summarise(runs: Sequence[Measurement], messages: int, size_bytes: int) -> li
             "verified": not failed,
             "verification": str((failed or mine)[0].verification.get("summary", "")),
             "note": mine[0].note,
+            "first_append_after_logins_s": [r.first_append_after_logins_s for r in mine
+                                            if r.first_append_after_logins_s is not None],
         })
     return rows
 
@@ -641,6 +679,9 @@ def markdown(meta: dict[str, object], rows: Sequence[dict[str, object]], skipped
     for tool, reason in skipped.items():
         lines.append(f"| {tool} | skipped: {reason} ||||||||||||||||||||")
     notes = [f"- {r['tool']}: {r['note']}" for r in rows if r["note"]]
+    notes += [f"- {r['tool']}: first APPEND " + ", ".join(f"{first:.2f} s" for first, _last in times)
+              + " after the first worker's login (" + ", ".join(f"{last:.2f} s" for _first, last in times)
+              + " after the last's), by round" for r in rows if (times := r.get("first_append_after_logins_s"))]
     notes += [f"- {r['tool']}: password visible in a command line" for r in rows if r["password_in_argv"]]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
@@ -730,6 +771,8 @@ def run(
                           f"CPU {result.cpu_s:.1f} s, machine CPU {result.system_cpu_s:.1f} s, "
                           f"peak RSS {_mb(result.peak_rss_tree):.0f} MB, "
                           f"verification: {result.verification['summary']}"
+                          + (", first APPEND {:.2f} s after the first worker's login, {:.2f} s after the last's".format(
+                              *result.first_append_after_logins_s) if result.first_append_after_logins_s else "")
                           + (f", rerun {result.rerun_wall_s:.2f} s" if result.rerun_wall_s is not None else ""))
     finally:
         shutil.rmtree(root, ignore_errors=True)

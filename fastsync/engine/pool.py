@@ -1,8 +1,8 @@
-"""The process pool that copies work units: the parent's coordinator and the workers' loop.
+"""The process pool that copies work units: the parent's side (the workers' loop: `worker.py`).
 
 Engine layer.  Data flow::
 
-    parent (Coordinator, this module)        worker i (worker_main, one process each)
+    parent (Coordinator, this module)        worker i (worker.worker_main, one process each)
     ---------------------------------        ----------------------------------------
     PoolSetup ------ process start ------->  SessionPair, Copier, Ledger (worker_main)
     plan -> WorkUnit ---- own pipe ------->  one unit in hand, one ahead (transfer.Copier):
@@ -40,33 +40,23 @@ import os
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastsync.settings import tokens
-from fastsync.settings.config import Account
 from fastsync.records.errors import (
-    AuthError, Cancelled, ConnectError, DestinationFull, FastsyncError, FolderError, OverLimit, Throttled, TLSError,
-    TooManyConnections, describe)
+    AuthError, Cancelled, DestinationFull, OverLimit, Throttled, TLSError, TooManyConnections, describe,
+)
 from fastsync.records.events import event
-from fastsync.engine.ledger import Ledger
 from fastsync.rules.limits import Limits, StopFlag
-from fastsync.engine.lock import RunLock
-from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.engine.processes import ParentWatch, context, next_sent, parent_watch, thrifty_malloc
-from fastsync.rules.retry import backoff_s
-from fastsync.engine.transfer import STREAM_ABOVE_BYTES, Copier
-from fastsync.imap.pair import SessionPair
+from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkUnit
+from fastsync.engine.processes import context
+from fastsync.engine.transfer import STREAM_ABOVE_BYTES
+from fastsync.engine.worker import PoolSetup, worker_main
 if TYPE_CHECKING:  # annotations only: the fork server, so every worker, need not import them
     from fastsync.engine.budgets import Gate
     from fastsync.records.results import Reporter, Summary
-
-# How often an idle worker wakes to check for cancellation and for a dead parent.
-POLL_S = 0.2
 
 # A unit whose worker died is given to another worker this many times before the run
 # reports it as not copied (a unit that kills every worker must not loop forever).
@@ -84,24 +74,6 @@ JOIN_TIMEOUT_S = 10.0
 # worker killed mid-APPEND leaves nothing half-written (an APPEND or MULTIAPPEND lands
 # whole or not at all, RFC 3502 section 3) and the next run copies what is missing.
 CANCEL_GRACE_S = 5.0
-
-
-@dataclass(frozen=True)
-class PoolSetup:
-    """What every worker of a run starts with: both accounts, the run's caps and meters,
-    the retry rule, the destination's lock (held while any worker lives) and the ledger's
-    file (each worker records its own copies).  Pickled once per worker as it starts,
-    while multiprocessing may pickle the caps' semaphores (`Limits`) and the lock."""
-
-    src: Account
-    dst: Account
-    limits: Limits
-    settings: WorkerSettings
-    lock: RunLock | None = None
-    ledger_path: Path | None = None
-    # The OAuth2 sides' access tokens and the parent's token broker (`tokens.token_handoff`):
-    # workers log in with them and ask the parent for new ones, never the provider.
-    tokens: tokens.TokenLink = dataclasses.field(default_factory=tokens.TokenLink)
 
 
 @dataclass(frozen=True)
@@ -474,6 +446,10 @@ class Coordinator:
             dst_folder=unit.pair.dst, worker=done.worker, copied=done.copied, size_bytes=done.size_bytes,
             vanished=done.vanished, skipped=done.skipped, error=done.error,
         )
+        if done.logged_in_epoch_s or done.first_append_epoch_s:
+            # When the worker was logged in and sent its first APPEND (0: said before).
+            event("worker timing", worker=done.worker, logged_in_at=round(done.logged_in_epoch_s, 3),
+                  first_append_at=round(done.first_append_epoch_s, 3))
         for failure in done.failures:
             event(
                 "message refused", side="src", folder=failure.folder, uid=failure.uid, level=logging.ERROR,
@@ -613,88 +589,6 @@ class Coordinator:
             self.dispatch(index)
 
 
-def worker_main(index: int, setup: PoolSetup, channel: Connection, stop: Any) -> None:
-    """Process entry point: copy the units the parent sends until it sends None, the run is
-    cancelled or the parent is gone.
-
-    The setup's lock is only held: the destination's run lock stays taken while this
-    process lives.  The worker records its own copies in the ledger at the setup's
-    ``ledger_path``, once per unit: a copy made after the parent died (``kill -9``) is
-    known to the next run.
-    """
-    thrifty_malloc()
-    # Ctrl-C reaches the whole process group; the parent decides, workers are told via `stop`.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGTERM (systemd, kill, to the group or this worker) or SIGHUP (a closed terminal): as `stop`.
-    leaving = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: leaving.set())
-    signal.signal(signal.SIGHUP, signal.getsignal(signal.SIGTERM))
-    # The fork server is this process's parent and outlives the run's process while a
-    # worker lives, so os.getppid() cannot tell; nor can `parent_process().is_alive()`,
-    # whose sentinel the fork server's children hold open themselves.  The run's process
-    # is known by its PID and start time (a PID may be reused).
-    parent_gone = ParentWatch(parent_watch(multiprocessing.parent_process()))
-    threading.Thread(target=parent_gone.run, args=(leaving, stop), daemon=True, name="fastsync-parent-watch").start()
-    # A worker waiting for a connection slot gives up when the run stops or its process is gone.
-    setup.limits.adopt(index, give_up=lambda: stop.is_set() or leaving.is_set() or parent_gone())
-    tokens.adopt_tokens(setup.tokens)
-    sessions = SessionPair(setup.src, setup.dst, setup.limits)
-    copier = Copier(index, sessions, setup.settings, channel.send, stop, Ledger(setup.ledger_path))
-    try:
-        # Logged in before the first unit comes (a `Standby` worker, while the run plans).
-        try:
-            copier.connect()
-        except Throttled:
-            raise  # the server wants fewer connections: this worker leaves (below)
-        except ConnectError:
-            pass  # a lost connection is met again, with retries, by the first unit
-        # Units sent ahead (`UNITS_AHEAD`); None: stop after the unit in hand.
-        units: collections.deque[WorkUnit | None] = collections.deque()
-        copier.upcoming = lambda settling: next_sent(channel, units, settling)
-        while not stop.is_set() and not leaving.is_set():
-            # A fetch ahead reads the pipe while it waits for the next unit: done first.
-            copier.ahead.settle()
-            if not units:
-                if not channel.poll(POLL_S):
-                    if parent_gone():
-                        break
-                    continue
-                units.append(channel.recv())
-            unit = units.popleft()
-            if unit is None:
-                break
-            try:
-                done = copier.process(unit)
-            except FolderError as exc:
-                done = UnitDone(index, unit.unit_id, unit.pair.src, 0, 0, error=exc.message)
-            channel.send(dataclasses.replace(done, wire=sessions.wire()))
-            if copier.full is not None:
-                raise copier.full
-    except (EOFError, BrokenPipeError):
-        pass  # the parent is gone
-    except Throttled as exc:
-        copier.close()
-        # Wait as the server asked before giving the unit back, then leave: the parent
-        # runs on with one connection per side fewer.
-        stop.wait(exc.wait_s or backoff_s(1, setup.settings, copier.rng))
-        _last_word(channel, WorkerExit(index, exc))
-    except FastsyncError as exc:
-        # The parent decides what the error means for the run (`Coordinator.worker_stopped`).
-        _last_word(channel, WorkerExit(index, exc))
-    except Exception:
-        # A defect: its exception may not pickle, its traceback as text always does.
-        _last_word(channel, WorkerExit(index, None, traceback.format_exc(limit=8)))
-    finally:
-        with contextlib.suppress(Exception):
-            copier.close()
-        channel.close()
-
-
 def _longest_first(unit: WorkUnit) -> tuple[bool, int]:
     streamed = unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES
     return not streamed, -unit.size_bytes if streamed else 0
-
-
-def _last_word(channel: Connection, exit: WorkerExit) -> None:
-    with contextlib.suppress(OSError):
-        channel.send(exit)

@@ -38,6 +38,7 @@ from fastsync.engine.planner import (
 )
 from fastsync.engine.refusals import Refusals
 from fastsync.engine.state import StateCache, default_dir
+from fastsync.engine.worker import PoolSetup
 from fastsync.engine.writes import FlagChanges, delete_messages, remember, update_flags
 from fastsync.records.errors import Cancelled, FolderError, UsageError, describe, exit_code_of
 from fastsync.records.events import event
@@ -69,9 +70,9 @@ class RunContext:
     # The messages the destination refused before (None: a run that keeps no record).
     refused: Refusals | None = None
 
-    def pool_setup(self, options: Options) -> pool.PoolSetup:
+    def pool_setup(self, options: Options) -> PoolSetup:
         """What the pool's workers start with."""
-        return pool.PoolSetup(self.config.src, self.config.dst, self.limits, options.settings, self.lock,
+        return PoolSetup(self.config.src, self.config.dst, self.limits, options.settings, self.lock,
                               self.ledger.path, tokens.token_handoff((self.config.src, self.config.dst)))
 
 

@@ -24,6 +24,7 @@ import functools
 import imaplib
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
@@ -54,6 +55,21 @@ CHUNK_BYTES = 64 * 1024
 # ``wire_*`` as they crossed the wire (deflated where COMPRESS is on, `deflate.py`).
 # Workers report the difference per unit (`wire_bytes`).
 WIRE = deflate.Counts()
+
+
+# When this process's first APPEND went out (seconds since the epoch; 0.0: none yet), for
+# the log's timing of a run (`worker.worker_main` reports it with each unit).
+FIRST_APPEND_EPOCH_S = [0.0]
+
+
+def first_append_epoch_s() -> float:
+    """When this process sent its first APPEND command (`time.time`), 0.0 before."""
+    return FIRST_APPEND_EPOCH_S[0]
+
+
+def _appending() -> None:
+    if not FIRST_APPEND_EPOCH_S[0]:
+        FIRST_APPEND_EPOCH_S[0] = time.time()
 
 
 def wire_bytes() -> tuple[int, int, int, int]:
@@ -504,6 +520,7 @@ def send_append(client: Client, folder: str, messages: Sequence[Fetched], litera
     reply instead of one means the server refused before the bytes were sent.
     """
     imap = client._imap
+    _appending()
     tag = imap._new_tag()
     prefix = tag + b" APPEND " + bytes(client._normalise_folder(folder))
     refused = False
@@ -557,6 +574,7 @@ def send_append_relayed(
     for message, body in bodies:
         line = _append_line(message, body.size_bytes, literal_plus)
         if not tag:
+            _appending()
             tag = imap._new_tag()
             line = tag + b" APPEND " + bytes(client._normalise_folder(folder)) + line
         imap.send(line)

@@ -177,6 +177,11 @@ class UnitDone:
     held: bool = False
     # Keywords the destination folder refused (now or on an earlier run): copies went without them.
     dropped_keywords: tuple[str, ...] = ()
+    # For the log's timing of a run, each said once per worker (0.0: said before, or not
+    # yet): when it had logged in on both sides, and when it sent its first APPEND
+    # (seconds since the epoch: comparable across processes).
+    logged_in_epoch_s: float = 0.0
+    first_append_epoch_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fastsync.engine.pool import PoolSetup
+from fastsync.engine.worker import PoolSetup
 from fastsync.engine.run import Mode, RunRequest, state_cache
 from fastsync.records.model import WorkerSettings
 from fastsync.rules.limits import Limits

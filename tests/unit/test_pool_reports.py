@@ -19,7 +19,8 @@ from fastsync.records.errors import (
     AuthError, Cancelled, ConnectionLost, DestinationFull, FastsyncError, MalformedResponse, Throttled, TLSError,
 )
 from fastsync.records.model import FolderPair, UnitDone, WorkerExit, WorkerSettings, WorkUnit
-from fastsync.engine.pool import Coordinator, PoolSetup
+from fastsync.engine.pool import Coordinator
+from fastsync.engine.worker import PoolSetup
 from fastsync.engine.processes import parent_watch
 from fastsync.engine.processes import context
 from fastsync.progress import Reporter
