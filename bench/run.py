@@ -25,7 +25,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -492,6 +492,8 @@ def run_tool(bench: Bench, spec: str, round_: int, workdir: Path, logs: Path, re
             for side, log in bench.wire_logs.items()}))
     if name == "fastsync":
         result.first_append_after_logins_s = first_append_after_logins(tool_dir / LOG_NAME)
+        with suppress(OSError):
+            shutil.copyfile(tool_dir / LOG_NAME, logs / f"{user}.jsonl")
     result.src_server_cpu_s = bench.src_server.cpu_s() - servers[0]
     result.dst_server_cpu_s = bench.dst_server.cpu_s() - servers[1]
     report = bench.verify(user)

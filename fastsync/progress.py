@@ -247,6 +247,12 @@ class Reporter:
         self._progress.start()
         self._overall = self._progress.add_task("all folders", total=size_bytes or 1)
 
+    def more_to_copy(self, messages: int, size_bytes: int) -> None:
+        """Grow the totals: folders planned while the copy runs."""
+        self._total, self._total_bytes = self._total + messages, self._total_bytes + size_bytes
+        if self._progress is not None and self._overall is not None:
+            self._progress.update(self._overall, total=self._total_bytes or 1)
+
     def advance(self, folder: str, messages: int, size_bytes: int, folder_total: tuple[int, int] = (0, 0)) -> None:
         self._done += messages
         self._done_bytes += size_bytes
@@ -363,18 +369,7 @@ class Reporter:
     def _account_table(self, info: AccountInfo) -> None:
         if self.verbose:
             self.detail(f"{info.label} ({info.server}) capabilities: {' '.join(info.capabilities)}")
-        headers = ["side", "folder", "messages", "size", "bytes", "special-use"]
-        if self.verbose:
-            headers += ["delimiter", "uidvalidity", "uidnext", "attributes"]
-        ns = info.namespace
-        how = "" if ns.announced else ", inferred"
-        self.table(
-            f"{info.label} ({info.server}, {info.user}): {len(info.folders)} folders, "
-            f"{info.messages} messages, {human_bytes(info.size_bytes)}; "
-            f"namespace prefix {ns.prefix!r}, delimiter {ns.delimiter!r}{how}",
-            headers,
-            _account_rows(info, self.verbose),
-        )
+        self.table(_account_title(info), _account_headers(self.verbose), _account_rows(info, self.verbose))
 
     # -- batch -------------------------------------------------------------------------
 
@@ -584,6 +579,21 @@ def check_document(s: CheckSummary) -> dict[str, Any]:
         "errors": s.errors,
         "matches": s.matches,
     }
+
+
+def _account_title(info: AccountInfo) -> str:
+    """The title of show's table of one account."""
+    ns = info.namespace
+    how = "" if ns.announced else ", inferred"
+    return (f"{info.label} ({info.server}, {info.user}): {len(info.folders)} folders, "
+            f"{info.messages} messages, {human_bytes(info.size_bytes)}; "
+            f"namespace prefix {ns.prefix!r}, delimiter {ns.delimiter!r}{how}")
+
+
+def _account_headers(verbose: bool) -> list[str]:
+    """The headers of show's table of one account (-v: more columns)."""
+    headers = ["side", "folder", "messages", "size", "bytes", "special-use"]
+    return headers + (["delimiter", "uidvalidity", "uidnext", "attributes"] if verbose else [])
 
 
 def _account_rows(info: AccountInfo, verbose: bool) -> list[list[object]]:

@@ -60,6 +60,9 @@ class LineReporter:
     def start_copy(self, messages: int, size_bytes: int) -> None:
         self._last = time.monotonic()
 
+    def more_to_copy(self, messages: int, size_bytes: int) -> None:
+        pass
+
     def advance(self, folder: str, messages: int, size_bytes: int, folder_total: tuple[int, int] = (0, 0)) -> None:
         self._messages += messages
         self._bytes += size_bytes

@@ -307,6 +307,16 @@ def gate_for(request: BudgetRequest, reporter: Reporter, summary: Summary) -> Ga
     return gate
 
 
+def budgeted(config: Config, options: Options, gmail: tuple[bool, bool]) -> bool:
+    """Whether a daily limit applies to either account (`gate_for` would meter it)."""
+    return any(
+        budget_rules.choose(account.side, configured, is_gmail or providers.is_gmail(account),
+                            options.limit_window) is not None
+        for account, configured, is_gmail in ((config.src, options.src_daily_limit, gmail[0]),
+                                              (config.dst, options.dst_daily_limit, gmail[1]))
+    )
+
+
 def unit_bytes(gate: Gate | None, default_bytes: int) -> int:
     """The most bytes a work unit may hold under the budgets: an eighth of the smallest, so
     that units pack a window closely (one unit more never waits for most of a window)."""

@@ -291,6 +291,9 @@ class PassReporter:
     def start_copy(self, messages: int, size_bytes: int) -> None:
         pass
 
+    def more_to_copy(self, messages: int, size_bytes: int) -> None:
+        pass
+
     def advance(self, folder: str, messages: int, size_bytes: int, folder_total: tuple[int, int] = (0, 0)) -> None:
         pass
 

@@ -14,7 +14,7 @@ import concurrent.futures
 import datetime as dt
 import functools
 import random
-import time
+import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -106,16 +106,20 @@ class Planner(SessionPair):
         # The status line names the account still awaited while both connect.
         self.steps = ConnectSteps(reporter).of
         self.rng = random.Random()
+        # Set when the run stops while this planner works in a thread of its own (`planfeed.py`).
+        self.halted = threading.Event()
 
     def call(self, what: str, work: Callable[[Session, Session], T]) -> T:
         """Run *work* with both sessions; a broken connection is reopened and *work* run again."""
 
         def notify(exc: ConnectError, wait_s: float, attempt: int) -> None:
-            self.reporter.warn(f"{exc.message}; {what}: retrying in {wait_s:.1f} s ({attempt}/{self.settings.retries})")
+            if not self.halted.is_set():
+                self.reporter.warn(
+                    f"{exc.message}; {what}: retrying in {wait_s:.1f} s ({attempt}/{self.settings.retries})")
 
         def wait(wait_s: float) -> bool:
-            time.sleep(wait_s)
-            return False
+            # Planning in a thread while the pool copies (`planfeed.py`): a halted run gives up.
+            return self.halted.wait(wait_s)
 
         return with_retries(
             lambda _failures: work(*self.open()), self.settings,
@@ -235,9 +239,11 @@ def plan_folders(
     reporter: Reporter,
     cache: StateCache | None = None,
     ledger: Ledger | None = None,
+    show_status: bool = True,
 ) -> list[FolderPlan]:
     """Diff each pair's message identities; pairs the cache knows unchanged are not read
-    (`PlanRequest` says what else changes the reading)."""
+    (`PlanRequest` says what else changes the reading).  Without *show_status*, no status line
+    (planning while the copy's progress is shown)."""
     pairs, before, selection = request.pairs, request.before, request.selection
     need_modseq = request.need_modseq
     src_before, dst_before = before
@@ -264,12 +270,13 @@ def plan_folders(
     # other synced source folder: their sources are read even when the cache skips them.
     everything = any(p.src_role == folder_rules.ALL for p in to_read)
     src_read = pairs if everything else to_read
-    if to_read:
+    if to_read and show_status:
         reporter.status(f"planning {len(to_read)} folders")
     # Identities are needed everywhere then (`elsewhere`, below).
     blind_ok = request.blind_ok and not everything
     src_scans, dst_scans, blind = _read(planner, request, to_read, src_read, blind_ok)
-    reporter.clear_status()
+    if show_status:
+        reporter.clear_status()
     elsewhere = {
         plan.across_folders(ref)
         for p in pairs if everything and p.src_role != folder_rules.ALL and p.src in src_scans

@@ -53,6 +53,7 @@ from fastsync.rules.limits import Limits, StopFlag
 from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkUnit
 from fastsync.engine.processes import context
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES
+from fastsync.engine.unitqueue import Feed, Pending
 from fastsync.engine.worker import PoolSetup, worker_main
 if TYPE_CHECKING:  # annotations only: the fork server, so every worker, need not import them
     from fastsync.engine.budgets import Gate
@@ -86,6 +87,9 @@ class CopyJob:
     workers: int
     max_transfer_bytes: int = 0
     gate: Gate | None = None
+    # Units planned while the pool copies (None: *units* are all): *folder_totals* grows
+    # as they come, and no unit comes once the feed is done.
+    feed: Feed | None = None
 
 
 def copy_units(setup: PoolSetup, job: CopyJob, reporter: Reporter, summary: Summary,
@@ -101,17 +105,20 @@ def copy_units(setup: PoolSetup, job: CopyJob, reporter: Reporter, summary: Summ
     `cli.main` turns into `Terminated`), stops the run as the workers finish the unit in
     hand; what they copied is counted, then `Cancelled` is raised again for the caller.
     """
-    if not job.units:
+    if not job.units and job.feed is None:
         return set()
     folder_totals = job.folder_totals
-    coordinator = Coordinator(setup, job.units, min(job.workers, len(job.units)), reporter, summary, standby)
-    coordinator.on_unit = on_unit
+    workers = job.workers if job.feed is not None else min(job.workers, len(job.units))
+    coordinator = Coordinator(setup, job.units, workers, reporter, summary, standby)
+    coordinator.on_unit, coordinator.feed = on_unit, job.feed
     coordinator.max_transfer_bytes, coordinator.gate = job.max_transfer_bytes, job.gate
     try:
         try:
             coordinator.run(folder_totals)
         except (KeyboardInterrupt, Cancelled) as exc:
             stopped = exc if isinstance(exc, Cancelled) else Cancelled(describe(exc))
+            if job.feed is not None:
+                job.feed.halt()
             coordinator.stop.set()
             reporter.stop_copy()
             # A second Ctrl-C here cuts the grace short; the finally clause still stops every worker.
@@ -120,6 +127,9 @@ def copy_units(setup: PoolSetup, job: CopyJob, reporter: Reporter, summary: Summ
         coordinator.drain(folder_totals, JOIN_TIMEOUT_S)
     finally:
         coordinator.shutdown(folder_totals)
+        if job.feed is not None:
+            # Stopped early: what the planner made without a worker to copy it is counted below.
+            coordinator.accept(job.feed.finish())
         for side in coordinator.refused_sides:  # the planner's and the most workers that copied at once
             summary.ceilings[side] = coordinator.peak + 1
             event("connection ceiling", side=side, level=logging.WARNING, connections=coordinator.peak + 1)
@@ -212,7 +222,8 @@ class Coordinator:
         # once every worker holds one (`taken`, in the order sent).
         # The largest first (streamed units: a large message holds its worker longest), so
         # that none starts last while the other workers have nothing left to do.
-        self.pending = collections.deque(sorted(units, key=_longest_first))
+        self.pending = Pending(units)
+        self.feed: Feed | None = None  # units planned while copying (`CopyJob.feed`)
         self.stop = standby.stop if standby is not None else StopFlag(self.ctx)
         self.processes: dict[int, Any] = {}
         self.channels: dict[int, Connection] = {}
@@ -281,16 +292,35 @@ class Coordinator:
         return (unit is not None and not unit.streamed and unit.size_bytes <= STREAM_ABOVE_BYTES
                 and len(self.channels) >= self.workers and all(self.taken.get(i) for i in self.channels))
 
-    def run(self, folder_totals: Mapping[str, tuple[int, int]]) -> None:
-        if self.at_limit():
-            return
+    def accept(self, units: Sequence[WorkUnit]) -> None:
+        """Take units planned while copying (`Feed.take`), in the pool's order."""
+        for unit in units:
+            self.units[unit.unit_id] = unit
+            self.attempts[unit.unit_id] = 0
+        self.pending.add(units)
+
+    def start_workers(self) -> None:
+        """Start the workers the units known want (no more than the pool's), each given one
+        unit; then one more each once every worker holds one."""
         for index in list(self.channels):
             self.dispatch(index)
-        for _ in range(self.workers - len(self.processes)):
+        for _ in range(min(self.workers, len(self.units)) - len(self.processes)):
             self.start_worker()
         for index in list(self.channels):
             self.dispatch(index)  # every worker holds one: one ahead each
-        while self.units:
+
+    def fed(self) -> bool:
+        """Take what the feed planned since (see `CopyJob.feed`); False once no unit will come."""
+        if self.feed is not None and self.feed.waitable.poll() and (units := self.feed.take()):
+            self.accept(units)
+            self.start_workers()
+        return self.feed is not None and not self.feed.done()
+
+    def run(self, folder_totals: Mapping[str, tuple[int, int]]) -> None:
+        if self.at_limit():
+            return
+        self.start_workers()
+        while self.fed() or self.units:
             if not self.held_ids() and self.at_limit():
                 # The transfer limit is reached and every unit in hand is done.
                 return self.dismiss()
@@ -300,7 +330,7 @@ class Coordinator:
                     return self.dismiss()
                 for index in list(self.channels):
                     self.dispatch(index)
-            for message in self.receive(timeout_s=0.5):
+            for message in self.receive(timeout_s=0.5, also=self.feed.waitable if self.feed is not None else None):
                 if isinstance(message, UnitDone):
                     self.finished(message, folder_totals)
                     self.dispatch(message.worker)
@@ -319,9 +349,10 @@ class Coordinator:
                 return self.dismiss()
         self.dismiss()
 
-    def receive(self, timeout_s: float) -> list[object]:
-        """Every report waiting on any worker's pipe (waits up to *timeout_s* for the first)."""
-        ready = multiprocessing.connection.wait(list(self.channels.values()), timeout_s)
+    def receive(self, timeout_s: float, also: Connection | None = None) -> list[object]:
+        """Every report waiting on any worker's pipe (waits up to *timeout_s* for the first,
+        or until *also* is ready: the feed has units)."""
+        ready = multiprocessing.connection.wait([*self.channels.values(), *([also] if also else [])], timeout_s)
         messages = []
         for index, channel in list(self.channels.items()):
             if channel not in ready:
@@ -440,22 +471,7 @@ class Coordinator:
         s.add_wire(done.wire)
         s.vanished += done.vanished
         s.failed.extend(done.failures)
-        refused = {f.uid for f in done.failures}
-        event(
-            "unit copied", side="src", folder=unit.pair.src, uids=[u for u in unit.uids if u not in refused],
-            dst_folder=unit.pair.dst, worker=done.worker, copied=done.copied, size_bytes=done.size_bytes,
-            vanished=done.vanished, skipped=done.skipped, error=done.error,
-        )
-        if done.logged_in_epoch_s or done.first_append_epoch_s:
-            # When the worker was logged in and sent its first APPEND (0: said before).
-            event("worker timing", worker=done.worker, logged_in_at=round(done.logged_in_epoch_s, 3),
-                  first_append_at=round(done.first_append_epoch_s, 3))
-        for failure in done.failures:
-            event(
-                "message refused", side="src", folder=failure.folder, uid=failure.uid, level=logging.ERROR,
-                dst_folder=unit.pair.dst, message_id=failure.message_id, size_bytes=failure.size_bytes,
-                reason=failure.reason,
-            )
+        _log_done(unit, done)
         self.reporter.advance(done.folder, done.copied, unit.size_bytes, folder_totals.get(done.folder, (0, 0)))
 
     def reap(self) -> bool:
@@ -589,6 +605,21 @@ class Coordinator:
             self.dispatch(index)
 
 
-def _longest_first(unit: WorkUnit) -> tuple[bool, int]:
-    streamed = unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES
-    return not streamed, -unit.size_bytes if streamed else 0
+def _log_done(unit: WorkUnit, done: UnitDone) -> None:
+    """Log a finished unit, the messages the destination refused, and the worker's timing."""
+    refused = {f.uid for f in done.failures}
+    event(
+        "unit copied", side="src", folder=unit.pair.src, uids=[u for u in unit.uids if u not in refused],
+        dst_folder=unit.pair.dst, worker=done.worker, copied=done.copied, size_bytes=done.size_bytes,
+        vanished=done.vanished, skipped=done.skipped, error=done.error,
+    )
+    if done.logged_in_epoch_s or done.first_append_epoch_s:
+        # When the worker was logged in and sent its first APPEND (0: said before).
+        event("worker timing", worker=done.worker, logged_in_at=round(done.logged_in_epoch_s, 3),
+              first_append_at=round(done.first_append_epoch_s, 3))
+    for failure in done.failures:
+        event(
+            "message refused", side="src", folder=failure.folder, uid=failure.uid, level=logging.ERROR,
+            dst_folder=unit.pair.dst, message_id=failure.message_id, size_bytes=failure.size_bytes,
+            reason=failure.reason,
+        )

@@ -17,11 +17,12 @@ import dataclasses
 import functools
 import logging
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from fastsync.engine import budgets, pool
+from fastsync.engine import budgets, planfeed, pool
 from fastsync.engine.ledger import Ledger
 from fastsync.engine.lock import RunLock
 from fastsync.engine.planner import (
@@ -45,7 +46,7 @@ from fastsync.records.events import event
 from fastsync.records.model import Folder, FolderPair, UnitDone, WorkUnit
 from fastsync.records.results import FolderRow, RefusedFolder, Reporter, Summary
 from fastsync.rules import folders as folder_rules
-from fastsync.rules import plan
+from fastsync.rules import plan, surveyorder
 from fastsync.rules.limits import Limits, planner_yields
 from fastsync.settings import providers, tokens
 from fastsync.settings.config import Config
@@ -130,6 +131,8 @@ class SyncPass:
             pairs, existing, before, self.selection, need_modseq=options.sync_flags, deletions=options.delete_dest,
             incremental=self.incremental, blind_ok=uidplus,
         )
+        if streams(self):
+            return CopyWhilePlanning(self, request, left_out, dst_side.namespace.delimiter).go()
         plans = plan_folders(self.planner, request, reporter, cache if not options.full else None, self.ledger)
         held = self.hold_refused(plans)
         self.count_plan(plans, left_out)
@@ -211,18 +214,26 @@ class SyncPass:
             self.standby = None
 
     def count_plan(self, plans: Sequence[FolderPlan], left_out: Sequence[FolderPair] = ()) -> None:
+        for p in plans:
+            self.count_folder(p)
+        self.count_totals(plans, left_out)
+
+    def count_folder(self, p: FolderPlan) -> None:
+        """One folder's plan in the summary's errors and the log."""
+        if p.error:
+            self.summary.errors.append(p.error)
+            self.summary.incomplete.add(p.pair.src)
+        event(
+            "folder planned", side="src", folder=p.pair.src, dst_folder=p.pair.dst, messages=p.src_messages,
+            to_copy=len(p.todo), to_copy_bytes=p.todo_bytes, note=p.note, error=p.error,
+            skipped=len(p.skipped), outside_dates=p.outside,
+        )
+        self.count_skipped(p)
+
+    def count_totals(self, plans: Sequence[FolderPlan], left_out: Sequence[FolderPair] = ()) -> None:
+        """The plan's totals and rows in the summary."""
         summary = self.summary
         summary.folders = len(plans)
-        for p in plans:
-            if p.error:
-                summary.errors.append(p.error)
-                summary.incomplete.add(p.pair.src)
-            event(
-                "folder planned", side="src", folder=p.pair.src, dst_folder=p.pair.dst, messages=p.src_messages,
-                to_copy=len(p.todo), to_copy_bytes=p.todo_bytes, note=p.note, error=p.error,
-                skipped=len(p.skipped), outside_dates=p.outside,
-            )
-            self.count_skipped(p)
         summary.planned = sum(len(p.todo) for p in plans)
         summary.planned_bytes = sum(p.todo_bytes for p in plans)
         summary.present = sum(p.src_messages - len(p.todo) - len(p.skipped) for p in plans)
@@ -315,34 +326,41 @@ class SyncPass:
     ) -> None:
         reporter, summary = self.reporter, self.summary
         # Every mapped folder is created, empty ones too: the destination mirrors the tree.
-        refused: dict[str, str] = {}
-        if missing_folders:
-            reporter.detail(f"creating folders {', '.join(map(repr, missing_folders))}")
-            refused = self.planner.call("creating folders", lambda _src, dst: dst.create_folders(missing_folders))
-            for name in missing_folders:
-                if name in refused:
-                    event("folder refused", side="dst", folder=name, level=logging.ERROR, reason=refused[name])
-                else:
-                    event("folder created", side="dst", folder=name)
+        refused = self.create_folders(missing_folders) if missing_folders else {}
         plans = self.leave_out(plans, refused) if refused else plans
         copy_started = time.monotonic()
         reporter.start_copy(sum(len(p.todo) for p in plans), sum(p.todo_bytes for p in plans))
         try:
-            replan = self.replanned = self.copy(plans)
-            if replan:
-                # A folder whose UIDVALIDITY changed is planned again, once: its old UIDs
-                # name nothing now (RFC 3501 section 2.3.1.1).
-                reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
-                created = existing | (set(missing_folders) - set(refused))
-                request = PlanRequest([p for p in pairs if p.src in replan], created, selection=self.selection)
-                again = plan_folders(self.planner, request, reporter, ledger=self.ledger)
-                summary.planned += sum(len(p.todo) for p in again)
-                summary.incomplete.update(replan)
-                self.changed_again(self.copy(again))
+            self.replanned = self.copy(plans)
+            self.plan_again(pairs, existing | (set(missing_folders) - set(refused)))
         finally:
             reporter.stop_copy()
             # Also when Ctrl-C or SIGTERM ended the copy: the summary's rates use it.
             summary.copy_s = time.monotonic() - copy_started
+
+    def create_folders(self, names: Sequence[str]) -> dict[str, str]:
+        """Create destination folders; those the server refused, with its reason."""
+        self.reporter.detail(f"creating folders {', '.join(map(repr, names))}")
+        refused = self.planner.call("creating folders", lambda _src, dst: dst.create_folders(names))
+        for name in names:
+            if name in refused:
+                event("folder refused", side="dst", folder=name, level=logging.ERROR, reason=refused[name])
+            else:
+                event("folder created", side="dst", folder=name)
+        return refused
+
+    def plan_again(self, pairs: Sequence[FolderPair], created: set[str]) -> None:
+        """Plan again, once, and copy, the folders whose UIDVALIDITY changed during the copy
+        (`replanned`): their old UIDs name nothing now (RFC 3501 section 2.3.1.1)."""
+        replan = self.replanned
+        if not replan:
+            return
+        self.reporter.warn(f"planning again {len(replan)} folders whose UIDVALIDITY changed")
+        request = PlanRequest([p for p in pairs if p.src in replan], created, selection=self.selection)
+        again = plan_folders(self.planner, request, self.reporter, ledger=self.ledger)
+        self.summary.planned += sum(len(p.todo) for p in again)
+        self.summary.incomplete.update(replan)
+        self.changed_again(self.copy(again))
 
     def changed_again(self, folders: set[str]) -> None:
         """Source folders whose UIDVALIDITY changed again after they were planned again:
@@ -366,7 +384,8 @@ class SyncPass:
             self.summary.folders_refused.append(RefusedFolder(name, reason, messages))
         return [p for p in plans if p.pair.dst not in refused]
 
-    def copy(self, plans: Sequence[FolderPlan]) -> set[str]:
+    def units_of(self, plans: Sequence[FolderPlan], first_id: int = 0) -> list[WorkUnit]:
+        """*plans*' work units, numbered from *first_id*."""
         units: list[WorkUnit] = []
         large = sum(r.size_bytes for p in plans for r in p.todo if r.size_bytes > plan.STREAM_MESSAGE_BYTES)
         small = sum(p.todo_bytes for p in plans) - large
@@ -375,9 +394,13 @@ class SyncPass:
                                  stream_max_bytes=budgets.unit_bytes(self.gate, plan.stream_unit_bytes(large, self.workers)))
         for p in plans:
             # The first unit into each folder checks what the destination stored (rewriting).
-            shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, len(units), bounds, dst_uidnext=p.dst_uidnext))
+            shards = list(plan.shard(p.pair, p.uidvalidity, p.todo, first_id + len(units), bounds,
+                                     dst_uidnext=p.dst_uidnext))
             units.extend(dataclasses.replace(u, verify=i == 0, blind=p.blind) for i, u in enumerate(shards))
-        units = plan.partial_units_last(units, bounds.max_bytes)
+        return plan.partial_units_last(units, bounds.max_bytes)
+
+    def copy(self, plans: Sequence[FolderPlan]) -> set[str]:
+        units = self.units_of(plans)
         folder_totals = {p.pair.src: (len(p.todo), p.todo_bytes) for p in plans}
         if units and planner_yields(self.workers, self.options.max_connections):
             # --max-connections 1: the planner's connections hold the only slot of each
@@ -477,3 +500,126 @@ def _no_uidplus(config: Config, options: Options, reporter: Reporter, count: int
     if options.confirm and not options.force_expunge and not options.dry_run:
         raise UsageError(f"{text}; pass --force-expunge to accept that, or leave out --delete-dest")
     reporter.warn(text + ("" if options.force_expunge else "; a run with -y needs --force-expunge"))
+
+
+def streams(sync: SyncPass) -> bool:
+    """Whether the pool copies while folders are still planned (`CopyWhilePlanning`):
+    not where the whole plan is needed first: a question to the user, a dry run,
+    deletions (--max-delete's ceiling is checked before anything), --sync-flags (the
+    flags are compared before the copy), --max-transfer and daily limits (both weigh
+    the whole copy), a watch's passes, and --max-connections 1 (the planner leaves its
+    slot to the worker)."""
+    options = sync.options
+    if (not options.confirm or options.dry_run or options.delete_dest or options.sync_flags or sync.incremental
+            or options.max_transfer or planner_yields(sync.workers, options.max_connections)):
+        return False
+    gmail = sync.planner.call("reading capabilities",
+                              lambda src, dst: (src.capabilities.gmail_ext, dst.capabilities.gmail_ext))
+    return not budgets.budgeted(sync.config, options, gmail)
+
+
+class CopyWhilePlanning:
+    """A pass whose pool copies while the planner still surveys (`streams`): the
+    planner plans group after group in a thread (`planfeed.PlanFeed`, in the order of
+    `surveyorder.survey_groups`), creating each group's missing destination folders, and
+    each group's units go to the pool as soon as it is planned.  The counts, the rows,
+    the refused messages and folders are those the whole plan would give; the plan's
+    table is shown once planning is over, after the copy."""
+
+    def __init__(self, sync: SyncPass, request: PlanRequest, left_out: Sequence[FolderPair], delimiter: str) -> None:
+        self.sync, self.request, self.left_out, self.delimiter = sync, request, left_out, delimiter
+        self.plans: list[FolderPlan] = []
+        self.held = 0
+        self.next_id = 0
+        self.folder_totals: dict[str, tuple[int, int]] = {}
+        # Destination folders that exist or were created (the planner's thread adds to it).
+        self.created = set(request.existing)
+
+    def go(self) -> None:
+        sync, options, reporter, summary = self.sync, self.sync.options, self.sync.reporter, self.sync.summary
+        for notice in providers.notices(sync.config.src, sync.config.dst):
+            reporter.warn(notice)
+        sync.gate = sync.budgets([])  # no daily limit here: a server's word with --until-done only
+        feed = planfeed.PlanFeed(self.plan_groups, self.units_of, self.drop_planner)
+        copy_started = time.monotonic()
+        reporter.start_copy(0, 0)
+        try:
+            try:
+                feed.start()
+                standby, sync.standby = sync.standby, None
+                job = pool.CopyJob([], self.folder_totals, sync.workers, gate=sync.gate, feed=feed)
+                sync.replanned = pool.copy_units(sync.context.pool_setup(options), job, reporter, summary,
+                                                 sync.unit_done, standby)
+                if feed.error is not None:
+                    raise feed.error
+                sync.plan_again(self.request.pairs, self.created)
+            finally:
+                reporter.stop_copy()
+                summary.copy_s = time.monotonic() - copy_started
+                feed.halt()
+                self.units_of(planfeed.Planned([]), feed.finish())
+                feed.close()
+                sync.planner.halted.clear()
+        except (Cancelled, KeyboardInterrupt) as exc:
+            summary.cancelled, summary.cancel_code = describe(exc), int(exit_code_of(exc))
+            sync.planner.close()
+        if not summary.cancelled:
+            reporter.plan(summary.rows)
+        # After a cancel, without asking the destination again (as `SyncPass.go`).
+        remember(sync.context.cache, sync.planner, self.plans, self.request.before, summary,
+                 read_after=not summary.cancelled)
+
+    def plan_groups(self, put: Callable[[planfeed.Planned], None], halted: threading.Event) -> None:
+        """The planner's thread: plan each group, create its missing folders, hand it over."""
+        sync, request = self.sync, self.request
+        # A SQLite connection belongs to the thread that opened it: the thread's own.
+        ledger = Ledger(sync.ledger.path)
+        sync.planner.halted = halted
+        cache = sync.context.cache if not sync.options.full else None
+        try:
+            for group in surveyorder.survey_groups(request.pairs, *request.before):
+                if halted.is_set():
+                    return
+                plans = plan_folders(sync.planner, dataclasses.replace(request, pairs=group), sync.reporter, cache,
+                                     ledger, show_status=False)
+                unread = {p.pair.src for p in plans if p.error}
+                missing = folder_rules.folders_to_create([p for p in group if p.src not in unread], self.created,
+                                                         self.delimiter)
+                refused = sync.create_folders(missing) if missing else {}
+                self.created.update(set(missing) - set(refused))
+                put(planfeed.Planned(plans, refused))
+        finally:
+            ledger.close()
+
+    def units_of(self, planned: planfeed.Planned, more: Sequence[WorkUnit] = ()) -> list[WorkUnit]:
+        """The coordinator's thread: count a group's plans as `SyncPass.go` counts the whole
+        plan's, and cut the units of those whose destination folder exists (with none
+        planned, *more*: units the pool did not take, once the copy is over, counted as not
+        copied)."""
+        sync, summary = self.sync, self.sync.summary
+        if more:
+            summary.incomplete.update(u.pair.src for u in more)
+            summary.errors.append(f"{sum(len(u.uids) for u in more)} messages not copied because the run stopped "
+                                  "early; run again")
+        plans = planned.plans
+        if plans:
+            self.held += sync.hold_refused(plans)
+            for p in plans:
+                sync.count_folder(p)
+            order = {pair: index for index, pair in enumerate(self.request.pairs)}
+            self.plans = sorted([*self.plans, *plans], key=lambda p: order[p.pair])
+            sync.count_totals(self.plans, self.left_out)
+            summary.present -= self.held
+        kept = sync.leave_out(plans, planned.refused) if planned.refused else plans
+        units = sync.units_of(kept, self.next_id)
+        self.next_id += len(units)
+        self.folder_totals.update({p.pair.src: (len(p.todo), p.todo_bytes) for p in kept})
+        sync.reporter.more_to_copy(sum(len(p.todo) for p in kept), sum(p.todo_bytes for p in kept))
+        return units
+
+    def drop_planner(self) -> None:
+        """The planner's thread is stuck in a read after the run was stopped: its
+        connections are dropped without a word (its read fails, and it gives up)."""
+        for session in (self.sync.planner.src, self.sync.planner.dst):
+            if session is not None:
+                session.close(quietly=True)
