@@ -1,0 +1,123 @@
+"""Copy while planning: with -y, the pool copies the folders already planned while the
+planner still surveys the others (`syncpass.CopyWhilePlanning`).
+
+A proxy in front of the source holds the planner's EXAMINE of a later folder until an
+APPEND into the first folder reaches the destination (or a timeout, which is what the
+code that plans everything first meets): the order the proxies saw proves the overlap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+
+from bench.harness.replyproxy import EditingProxy
+from fastsync.records.errors import ExitCode
+from tests.dovecot.accounts import AccountFactory, ConfigFor, message_count, snapshot
+from tests.helpers import message, run_cli, spawn_sync, summary_line, wait_for
+
+# Longest the source proxy holds the later folder's survey (the code before this feature
+# never sends an APPEND while planning, and would wait this long).
+HOLD_S = 15.0
+
+
+class Hold:
+    """Holds the first EXAMINE of *later* on the source until an APPEND into *first*
+    passes on the destination (or `HOLD_S`, or `release`); records what came first."""
+
+    def __init__(self, first: bytes, later: bytes, until: threading.Event | None = None) -> None:
+        self.first, self.later = first, later
+        self.appended = threading.Event()
+        # What ends the hold (default: the APPEND into *first*).
+        self.until = until or self.appended
+        self.order: list[str] = []
+        self.held = False
+
+    def src_up(self, line: bytes) -> bytes:
+        if not self.held and line.split(b" ")[1:2] == [b"EXAMINE"] and self.later in line:
+            self.held = True
+            self.until.wait(HOLD_S)
+            self.order.append("survey of the later folder")
+        return line
+
+    def dst_up(self, line: bytes) -> bytes:
+        if b" APPEND " in line and self.first in line and not self.appended.is_set():
+            self.order.append("APPEND into the first folder")
+            self.appended.set()
+        return line
+
+    def release(self) -> None:
+        self.until.set()
+
+
+def test_the_first_folder_is_copied_while_a_later_one_is_still_surveyed(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    # Alpha is the cheapest folder with mail to copy: surveyed first, alone.
+    src.seed([message("Alpha", n) for n in range(1, 4)] + [message("Beta", n) for n in range(10, 40)])
+    hold = Hold(b"Alpha", b"Beta")
+    with EditingProxy(src.server.port, up=hold.src_up) as src_proxy, \
+            EditingProxy(dst.server.port, up=hold.dst_up) as dst_proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
+                                             "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
+        result = run_cli("sync", "-c", config, "-y", "--procs", "2")
+        hold.release()
+    assert result.returncode == 0, result.stderr
+    assert hold.order == ["APPEND into the first folder", "survey of the later folder"], hold.order
+    assert "33 copied" in summary_line(result.stdout), result.stdout
+    assert snapshot(dst) == snapshot(src)
+
+
+def test_many_folders_are_copied_exactly_and_a_rerun_copies_nothing(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    # Folders of different sizes (so several survey groups), one nested, one already in
+    # step on the destination, one empty.
+    messages = [message(f"F{k}", 100 * k + n) for k in range(1, 9) for n in range(k * k)]
+    messages += [message("Nested/Deep", 900 + n) for n in range(5)]
+    same = [message("Same", 950 + n) for n in range(4)]
+    src.seed(messages + same)
+    dst.seed(same)
+    client = src.client()
+    client.create_folder("Empty")
+    client.logout()
+    config = config_for(src, dst)
+    result = run_cli("sync", "-c", config, "-y", "--procs", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(dst) == snapshot(src)
+    rerun = run_cli("sync", "-c", config, "-y", "--procs", "3", "--full")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"0 copied, {len(messages) + len(same)} already present" in summary_line(rerun.stdout), rerun.stdout
+    check = run_cli("check", "-c", config)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_sigterm_while_planning_and_copying_stops_cleanly(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = accounts(2)
+    src.seed([message("Alpha", n) for n in range(1, 4)] + [message("Beta", n) for n in range(10, 40)])
+    # The survey of Beta is held until the test releases it: the run is stopped while
+    # Alpha is copied and Beta still planned.
+    hold = Hold(b"Alpha", b"Beta", until=threading.Event())
+    with EditingProxy(src.server.port, up=hold.src_up) as src_proxy, \
+            EditingProxy(dst.server.port, up=hold.dst_up) as dst_proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
+                                             "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
+        process = spawn_sync(config, "--procs", "2")
+        wait_for(lambda: message_count(dst) >= 3, timeout_s=HOLD_S, what="Alpha to be copied")
+        assert hold.held and not hold.order[1:], hold.order
+        os.kill(process.pid, signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+        hold.release()
+    assert process.returncode == ExitCode.TERMINATED == 143, err
+    assert err.strip().splitlines()[-1] == "Stopped by SIGTERM.", err
+    assert "Traceback" not in err, err
+    assert re.search(r"\b3 copied\b", summary_line(out)), out
+    rerun = run_cli("sync", "-c", config_for(src, dst), "-y")
+    assert rerun.returncode == 0, rerun.stderr
+    assert snapshot(dst) == snapshot(src)
