@@ -590,6 +590,9 @@ class CopyWhilePlanning:
                 put(planfeed.Planned(plans, refused))
         finally:
             ledger.close()
+            if ledger.problem and not sync.ledger.problem:
+                # Said once by the run (`Ledger.problem`), as if the pass's own had met it.
+                sync.ledger.problem, sync.ledger.path = ledger.problem, None
 
     def units_of(self, planned: planfeed.Planned, more: Sequence[WorkUnit] = ()) -> list[WorkUnit]:
         """The coordinator's thread: count a group's plans as `SyncPass.go` counts the whole
