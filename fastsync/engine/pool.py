@@ -173,18 +173,31 @@ class Standby:
     def __init__(self, setup: PoolSetup, count: int) -> None:
         self.ctx = context()
         self.stop = StopFlag(self.ctx)
+        self.count, self.started = count, 0
         self.workers: dict[int, tuple[Any, Connection]] = {}
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._start, args=(setup, count), daemon=True, name="fastsync-standby")
         self._thread.start()
 
     def _start(self, setup: PoolSetup, count: int) -> None:
         for index in range(count):
-            self.workers[index] = spawn(self.ctx, index, setup, self.stop)
+            worker = spawn(self.ctx, index, setup, self.stop)
+            with self._lock:
+                self.workers[index] = worker
+                self.started += 1
 
-    def take(self) -> dict[int, tuple[Any, Connection]]:
-        self._thread.join()
-        workers, self.workers = self.workers, {}
+    def take(self, wait: bool = True) -> dict[int, tuple[Any, Connection]]:
+        """The workers started and not taken yet: all of them once every one is started,
+        or (*wait* False) those started so far, while the others still start."""
+        if wait:
+            self._thread.join()
+        with self._lock:
+            workers, self.workers = self.workers, {}
         return workers
+
+    def starting(self) -> int:
+        """How many workers are still to start."""
+        return self.count - self.started if self._thread.is_alive() else 0
 
     def close(self, limits: Limits) -> None:
         """Stop the workers not taken: told to log out, killed after `JOIN_TIMEOUT_S`."""
@@ -227,9 +240,10 @@ class Coordinator:
         self.stop = standby.stop if standby is not None else StopFlag(self.ctx)
         self.processes: dict[int, Any] = {}
         self.channels: dict[int, Connection] = {}
-        for index, (process, channel) in (standby.take() if standby is not None else {}).items():
-            self.processes[index], self.channels[index] = process, channel
-        self.next_index = max(self.processes, default=-1) + 1
+        # Standby workers are taken as they start (`adopt`): the first may copy while the last starts.
+        self.standby = standby
+        self.adopt(wait=False, dispatch=False)
+        self.next_index = standby.count if standby is not None else 0
         self.taken: dict[int, list[int]] = {}
         # Workers that copied a unit (logged in), the most at once, sides refusing logins (`Summary.ceilings`).
         self.working, self.peak, self.refused_sides = set[int](), 0, set[str]()
@@ -299,12 +313,20 @@ class Coordinator:
             self.attempts[unit.unit_id] = 0
         self.pending.add(units)
 
+    def adopt(self, wait: bool, dispatch: bool = True) -> None:
+        """Take the standby workers started since (all, with *wait*), each given a unit."""
+        for index, (process, channel) in (self.standby.take(wait) if self.standby is not None else {}).items():
+            self.processes[index], self.channels[index] = process, channel
+            if dispatch:
+                self.dispatch(index)
+
     def start_workers(self) -> None:
         """Start the workers the units known want (no more than the pool's), each given one
         unit; then one more each once every worker holds one."""
         for index in list(self.channels):
             self.dispatch(index)
-        for _ in range(min(self.workers, len(self.units)) - len(self.processes)):
+        starting = self.standby.starting() if self.standby is not None else 0
+        for _ in range(min(self.workers, len(self.units)) - len(self.processes) - starting):
             self.start_worker()
         for index in list(self.channels):
             self.dispatch(index)  # every worker holds one: one ahead each
@@ -321,6 +343,7 @@ class Coordinator:
             return
         self.start_workers()
         while self.fed() or self.units:
+            self.adopt(wait=False)
             if not self.held_ids() and self.at_limit():
                 # The transfer limit is reached and every unit in hand is done.
                 return self.dismiss()
@@ -330,7 +353,9 @@ class Coordinator:
                     return self.dismiss()
                 for index in list(self.channels):
                     self.dispatch(index)
-            for message in self.receive(timeout_s=0.5, also=self.feed.waitable if self.feed is not None else None):
+            # Short waits while standby workers start, to give each a unit as it comes.
+            wait_s = 0.02 if self.standby is not None and self.standby.starting() else 0.5
+            for message in receive(self.channels, wait_s, self.feed.waitable if self.feed is not None else None):
                 if isinstance(message, UnitDone):
                     self.finished(message, folder_totals)
                     self.dispatch(message.worker)
@@ -349,25 +374,9 @@ class Coordinator:
                 return self.dismiss()
         self.dismiss()
 
-    def receive(self, timeout_s: float, also: Connection | None = None) -> list[object]:
-        """Every report waiting on any worker's pipe (waits up to *timeout_s* for the first,
-        or until *also* is ready: the feed has units)."""
-        ready = multiprocessing.connection.wait([*self.channels.values(), *([also] if also else [])], timeout_s)
-        messages = []
-        for index, channel in list(self.channels.items()):
-            if channel not in ready:
-                continue
-            try:
-                while channel.poll():
-                    messages.append(channel.recv())
-            except (EOFError, OSError):
-                # The worker is gone; reap() gives its unit to another.
-                channel.close()
-                del self.channels[index]
-        return messages
-
     def dismiss(self) -> None:
         """Tell every worker to stop after the unit in hand."""
+        self.adopt(wait=True, dispatch=False)
         for channel in self.channels.values():
             with contextlib.suppress(OSError):
                 channel.send(None)
@@ -382,7 +391,7 @@ class Coordinator:
         """
         deadline = time.monotonic() + timeout_s
         while self.channels and time.monotonic() < deadline:
-            for message in self.receive(timeout_s=0.1):
+            for message in receive(self.channels, timeout_s=0.1):
                 if isinstance(message, UnitDone):
                     self.finished(message, folder_totals)
                 elif isinstance(message, WorkerExit):
@@ -520,6 +529,7 @@ class Coordinator:
         zombie) still owns its PID, and SIGKILL cannot hit another process.  SIGKILL, not
         SIGTERM: a worker takes SIGTERM as "stop after the unit in hand".
         """
+        self.adopt(wait=True, dispatch=False)
         for index, channel in list(self.channels.items()):
             process = self.processes.get(index)
             try:
@@ -603,6 +613,24 @@ class Coordinator:
         self.pending.append(settled)
         for index in list(self.channels):
             self.dispatch(index)
+
+
+def receive(channels: dict[int, Connection], timeout_s: float, also: Connection | None = None) -> list[object]:
+    """Every report waiting on any worker's pipe in *channels* (waits up to *timeout_s* for
+    the first, or until *also* is ready: the feed has units).  A pipe at its end leaves
+    *channels*: its worker is gone, and `Coordinator.reap` gives its unit to another."""
+    ready = multiprocessing.connection.wait([*channels.values(), *([also] if also else [])], timeout_s)
+    messages = []
+    for index, channel in list(channels.items()):
+        if channel not in ready:
+            continue
+        try:
+            while channel.poll():
+                messages.append(channel.recv())
+        except (EOFError, OSError):
+            channel.close()
+            del channels[index]
+    return messages
 
 
 def _log_done(unit: WorkUnit, done: UnitDone) -> None:
