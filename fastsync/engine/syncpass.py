@@ -545,21 +545,20 @@ class CopyWhilePlanning:
         reporter.start_copy(0, 0)
         try:
             try:
-                feed.start()
-                standby, sync.standby = sync.standby, None
-                job = pool.CopyJob([], self.folder_totals, sync.workers, gate=sync.gate, feed=feed)
-                sync.replanned = pool.copy_units(sync.context.pool_setup(options), job, reporter, summary,
-                                                 sync.unit_done, standby)
+                try:
+                    feed.start()
+                    standby, sync.standby = sync.standby, None
+                    job = pool.CopyJob([], self.folder_totals, sync.workers, gate=sync.gate, feed=feed)
+                    sync.replanned = pool.copy_units(sync.context.pool_setup(options), job, reporter, summary,
+                                                     sync.unit_done, standby)
+                finally:
+                    self.planned(feed)
                 if feed.error is not None:
                     raise feed.error
                 sync.plan_again(self.request.pairs, self.created)
             finally:
                 reporter.stop_copy()
                 summary.copy_s = time.monotonic() - copy_started
-                feed.halt()
-                self.units_of(planfeed.Planned([]), feed.finish())
-                feed.close()
-                sync.planner.halted.clear()
         except (Cancelled, KeyboardInterrupt) as exc:
             summary.cancelled, summary.cancel_code = describe(exc), int(exit_code_of(exc))
             sync.planner.close()
@@ -569,6 +568,17 @@ class CopyWhilePlanning:
         remember(sync.context.cache, sync.planner, self.plans, self.request.before, summary,
                  read_after=not summary.cancelled)
 
+    def planned(self, feed: planfeed.PlanFeed) -> None:
+        """Once the copy is over (or stopped): what the planner handed over without the
+        pool taking it is counted (and, as units, not copied), and the plan's totals and
+        rows are those of the folders planned."""
+        feed.halt()  # without effect once planning ended
+        self.units_of(planfeed.Planned([]), feed.finish())
+        feed.close()
+        self.sync.planner.halted.clear()
+        self.sync.count_totals(self.plans, self.left_out)
+        self.sync.summary.present -= self.held
+
     def plan_groups(self, put: Callable[[planfeed.Planned], None], halted: threading.Event) -> None:
         """The planner's thread: plan each group, create its missing folders, hand it over."""
         sync, request = self.sync, self.request
@@ -577,7 +587,7 @@ class CopyWhilePlanning:
         sync.planner.halted = halted
         cache = sync.context.cache if not sync.options.full else None
         try:
-            for group in surveyorder.survey_groups(request.pairs, *request.before):
+            for group in surveyorder.survey_groups(request.pairs, *request.before, workers=sync.workers):
                 if halted.is_set():
                     return
                 plans = plan_folders(sync.planner, dataclasses.replace(request, pairs=group), sync.reporter, cache,
@@ -611,8 +621,6 @@ class CopyWhilePlanning:
                 sync.count_folder(p)
             order = {pair: index for index, pair in enumerate(self.request.pairs)}
             self.plans = sorted([*self.plans, *plans], key=lambda p: order[p.pair])
-            sync.count_totals(self.plans, self.left_out)
-            summary.present -= self.held
         kept = sync.leave_out(plans, planned.refused) if planned.refused else plans
         units = sync.units_of(kept, self.next_id)
         self.next_id += len(units)

@@ -1,22 +1,24 @@
-"""In which order, and in which groups, a run that copies while it plans surveys its folders.
+"""Which folders a run that copies while it plans surveys first, from what LIST-STATUS told.
 
-Rules layer: pure logic on what LIST-STATUS told (RFC 5819; MESSAGES, and SIZE where the
-server offers it, RFC 8438).  When the pool copies while the parent still plans
-(`syncpass.py`), each group of folder pairs is surveyed in one pipelined pass and its
-units go to the workers as soon as it is planned; a group costs the planner about one
-round trip more than surveying everything at once, off the copy's path.  Two wants:
+Rules layer: pure logic on STATUS's MESSAGES, and SIZE where the server offers it
+(RFC 5819, RFC 8438).  When the pool copies while the parent still plans
+(`syncpass.CopyWhilePlanning`), the folder pairs are surveyed in two groups, each in one
+pipelined pass, and a group's units go to the workers as soon as it is planned:
 
-* the first units start soon: the first group is the single cheapest pair that has
-  something to copy (fewest messages to read on both sides);
-* the largest messages start early, since a large message alone on its connection can
-  set the run's wall time (a 5.8 MB message at 1 MB/s takes 5.8 s whatever the others
-  do): after the first group, pairs whose missing messages are largest on average
-  (source SIZE minus destination SIZE, over the missing count) come first.
+* the first group is the cheapest folders (fewest messages to read on both sides) that
+  have mail to copy, as few as give every worker a unit (`UNIT_MAX_MESSAGES`,
+  `UNIT_MAX_BYTES`, from the counts): the first units start soon, and no worker waits;
+* the second is every other pair: one more pipelined pass, whose units the pool sorts with
+  the rest (streamed units first, the largest first, `unitqueue.Pending`), so that the
+  largest messages, which alone on their connection may set the run's wall time, start
+  as soon as they are known.
 
-Later groups grow (each at least twice the messages of the one before), so that a run
-of many folders costs a few round trips more, not one per folder.  Pairs into one
-destination folder stay in one group (the planner compares them together), and a Gmail
-\\All source folder, diffed against every other folder, makes a single group of all.
+More groups were tried (growing, each at least twice the one before): on this 2-core
+test machine the planner's thread competes for the CPU with the workers, and each group
+waited for the one before; the large folders came last and the pool idled at the end.
+Pairs into one destination folder stay in one group (the planner compares them
+together), and a Gmail \\All source folder, diffed against every other folder, makes a
+single group of all.
 """
 
 from __future__ import annotations
@@ -26,13 +28,10 @@ from dataclasses import dataclass
 
 from fastsync.records.model import FolderPair, FolderStatus
 from fastsync.rules import folders as folder_rules
+from fastsync.rules import plan
 
 # Messages a pair counts for when STATUS did not tell (a folder not listed with it).
 UNKNOWN_MESSAGES = 1_000_000
-
-# Each group after the second holds at least this many times the messages of the one before.
-GROWTH = 2
-
 
 @dataclass(frozen=True)
 class _Group:
@@ -44,15 +43,17 @@ class _Group:
     missing_bytes: int
 
     @property
-    def mean_missing_bytes(self) -> float:
-        return self.missing_bytes / self.missing if self.missing and self.missing_bytes > 0 else 0.0
+    def units(self) -> int:
+        """The work units the missing messages make, as the counts suggest (`plan.shard`)."""
+        by_bytes = -(-self.missing_bytes // plan.UNIT_MAX_BYTES) if self.missing_bytes > 0 else 0
+        return max(-(-self.missing // plan.UNIT_MAX_MESSAGES), by_bytes)
 
 
 def survey_groups(
-    pairs: Sequence[FolderPair], src: Mapping[str, FolderStatus], dst: Mapping[str, FolderStatus]
+    pairs: Sequence[FolderPair], src: Mapping[str, FolderStatus], dst: Mapping[str, FolderStatus], workers: int = 1,
 ) -> list[list[FolderPair]]:
-    """The pairs in the groups to survey one after the other (see the module's text).
-    Every pair appears once; within a group, pairs keep their order in *pairs*."""
+    """The pairs in the groups to survey one after the other (see the module's text), for
+    a pool of *workers*.  Every pair appears once; within a group, pairs keep their order."""
     if not pairs:
         return []
     if any(p.src_role == folder_rules.ALL for p in pairs):
@@ -60,25 +61,17 @@ def survey_groups(
     by_dst: dict[str, list[FolderPair]] = {}
     for pair in pairs:
         by_dst.setdefault(pair.dst, []).append(pair)
-    groups = [_group(members, src, dst) for members in by_dst.values()]
-    wanted = [g for g in groups if g.missing]
-    first = min(wanted, key=lambda g: g.cost) if wanted else None
-    rest = sorted((g for g in groups if g is not first),
-                  key=lambda g: (not g.missing, -g.mean_missing_bytes, -g.missing_bytes))
-    out: list[list[FolderPair]] = [list(first.pairs)] if first is not None else []
-    previous = first.cost if first is not None else 0
-    chunk: list[FolderPair] = []
-    cost = 0
-    for group in rest:
-        chunk.extend(group.pairs)
-        cost += group.cost
-        if cost >= GROWTH * max(previous, 1):
-            out.append(chunk)
-            previous, chunk, cost = cost, [], 0
-    if chunk:
-        out.append(chunk)
+    groups = sorted((_group(members, src, dst) for members in by_dst.values()), key=lambda g: g.cost)
+    first: list[_Group] = []
+    for group in groups:
+        if sum(g.units for g in first) >= workers:
+            break
+        if group.missing:
+            first.append(group)
+    rest = [g for g in groups if g not in first]
     order = {pair: index for index, pair in enumerate(pairs)}
-    return [sorted(chunk, key=order.__getitem__) for chunk in out]
+    chunks = [[p for g in chunk for p in g.pairs] for chunk in (first, rest) if chunk]
+    return [sorted(chunk, key=order.__getitem__) for chunk in chunks]
 
 
 def _group(pairs: Sequence[FolderPair], src: Mapping[str, FolderStatus], dst: Mapping[str, FolderStatus]) -> _Group:

@@ -56,14 +56,15 @@ def test_the_first_folder_is_copied_while_a_later_one_is_still_surveyed(
     accounts: AccountFactory, config_for: ConfigFor
 ) -> None:
     src, dst = accounts(2)
-    # Alpha is the cheapest folder with mail to copy: surveyed first, alone.
+    # Alpha is the cheapest folder with mail to copy, and gives the one worker a unit:
+    # surveyed first, alone.
     src.seed([message("Alpha", n) for n in range(1, 4)] + [message("Beta", n) for n in range(10, 40)])
     hold = Hold(b"Alpha", b"Beta")
     with EditingProxy(src.server.port, up=hold.src_up) as src_proxy, \
             EditingProxy(dst.server.port, up=hold.dst_up) as dst_proxy:
         config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
                                              "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
-        result = run_cli("sync", "-c", config, "-y", "--procs", "2")
+        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
         hold.release()
     assert result.returncode == 0, result.stderr
     assert hold.order == ["APPEND into the first folder", "survey of the later folder"], hold.order
@@ -108,7 +109,7 @@ def test_sigterm_while_planning_and_copying_stops_cleanly(
             EditingProxy(dst.server.port, up=hold.dst_up) as dst_proxy:
         config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
                                              "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
-        process = spawn_sync(config, "--procs", "2")
+        process = spawn_sync(config, "--procs", "1")
         wait_for(lambda: message_count(dst) >= 3, timeout_s=HOLD_S, what="Alpha to be copied")
         assert hold.held and not hold.order[1:], hold.order
         os.kill(process.pid, signal.SIGTERM)

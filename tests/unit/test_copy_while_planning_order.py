@@ -12,36 +12,33 @@ def _status(messages: int, size_bytes: int = -1) -> FolderStatus:
     return FolderStatus(messages, size_bytes, 1, messages + 1)
 
 
-def test_the_cheapest_folder_with_mail_to_copy_comes_first_then_the_largest_messages() -> None:
+def test_the_cheapest_folders_that_give_every_worker_a_unit_come_first_then_all_the_rest() -> None:
     pairs = [FolderPair(n, n) for n in ("INBOX", "Small", "Big", "Done", "Mid")]
     src = {"INBOX": _status(500, 5_000_000), "Small": _status(10, 10_000), "Big": _status(40, 40_000_000),
            "Done": _status(5, 5_000), "Mid": _status(100, 1_000_000)}
     dst = {"Done": _status(5, 5_000)}
-    groups = survey_groups(pairs, src, dst)
-    assert groups[0] == [FolderPair("Small", "Small")]
-    flat = [p.src for g in groups for p in g]
-    assert sorted(flat) == sorted(p.src for p in pairs)
-    # Big's messages are 1 MB on average, INBOX's and Mid's 10 KB: Big is surveyed next.
-    assert flat[1] == "Big"
-    # Done has nothing missing: in the last group (within a group, pairs keep their order).
-    assert FolderPair("Done", "Done") in groups[-1]
+    # One worker: Small alone (one unit); Done, with nothing missing, waits for the rest.
+    assert survey_groups(pairs, src, dst, workers=1) == [
+        [FolderPair("Small", "Small")], [FolderPair(n, n) for n in ("INBOX", "Big", "Done", "Mid")]]
+    # Four: Small (1 unit), then Big (40 messages of 1 MB: 40 units) are enough.
+    first, rest = survey_groups(pairs, src, dst, workers=4)
+    assert [p.src for p in first] == ["Small", "Big"]
+    assert [p.src for p in rest] == ["INBOX", "Done", "Mid"]
 
 
 def test_pairs_into_one_destination_folder_stay_together_and_all_mail_makes_one_group() -> None:
     pairs = [FolderPair("A", "X"), FolderPair("B", "Y"), FolderPair("C", "X")]
     src = {"A": _status(1), "B": _status(50), "C": _status(100)}
-    groups = survey_groups(pairs, src, {})
-    assert [FolderPair("A", "X"), FolderPair("C", "X")] in groups
+    groups = survey_groups(pairs, src, {}, workers=1)
+    assert groups == [[FolderPair("B", "Y")], [FolderPair("A", "X"), FolderPair("C", "X")]]
     gmail = [FolderPair("[Gmail]/All Mail", "All", src_role="\\All"), *pairs]
     assert survey_groups(gmail, src, {}) == [gmail]
 
 
-def test_groups_grow() -> None:
-    pairs = [FolderPair(f"F{k}", f"F{k}") for k in range(12)]
-    src = {p.src: _status(10) for p in pairs}
-    sizes = [len(g) for g in survey_groups(pairs, src, {})]
-    assert sizes[0] == 1 and sum(sizes) == 12
-    assert len(sizes) < 6 and sizes == sorted(sizes[:-1]) + sizes[-1:]
+def test_nothing_to_copy_makes_one_group() -> None:
+    pairs = [FolderPair(f"F{k}", f"F{k}") for k in range(3)]
+    same = {p.src: _status(10) for p in pairs}
+    assert survey_groups(pairs, same, same, workers=8) == [pairs]
 
 
 def _unit(unit_id: int, size_bytes: int, streamed: bool = False) -> WorkUnit:
