@@ -314,11 +314,13 @@ class Coordinator:
         self.pending.add(units)
 
     def adopt(self, wait: bool, dispatch: bool = True) -> None:
-        """Take the standby workers started since (all, with *wait*), each given a unit."""
-        for index, (process, channel) in (self.standby.take(wait) if self.standby is not None else {}).items():
+        """Take the standby workers started since (all, with *wait*), each given a unit,
+        and every worker one ahead once all hold one (`dispatch`)."""
+        taken = self.standby.take(wait) if self.standby is not None else {}
+        for index, (process, channel) in taken.items():
             self.processes[index], self.channels[index] = process, channel
-            if dispatch:
-                self.dispatch(index)
+        for index in [*self.channels, *self.channels] if taken and dispatch else ():
+            self.dispatch(index)
 
     def start_workers(self) -> None:
         """Start the workers the units known want (no more than the pool's), each given one
