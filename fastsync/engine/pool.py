@@ -173,7 +173,7 @@ class Standby:
     def __init__(self, setup: PoolSetup, count: int) -> None:
         self.ctx = context()
         self.stop = StopFlag(self.ctx)
-        self.count, self.started = count, 0
+        self.count, self.taken = count, 0
         self.workers: dict[int, tuple[Any, Connection]] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._start, args=(setup, count), daemon=True, name="fastsync-standby")
@@ -184,7 +184,6 @@ class Standby:
             worker = spawn(self.ctx, index, setup, self.stop)
             with self._lock:
                 self.workers[index] = worker
-                self.started += 1
 
     def take(self, wait: bool = True) -> dict[int, tuple[Any, Connection]]:
         """The workers started and not taken yet: all of them once every one is started,
@@ -193,11 +192,13 @@ class Standby:
             self._thread.join()
         with self._lock:
             workers, self.workers = self.workers, {}
+            self.taken += len(workers)
         return workers
 
     def starting(self) -> int:
-        """How many workers are still to start."""
-        return self.count - self.started if self._thread.is_alive() else 0
+        """How many workers `take` has still to give: started, or starting."""
+        with self._lock:
+            return self.count - self.taken if self._thread.is_alive() else len(self.workers)
 
     def close(self, limits: Limits) -> None:
         """Stop the workers not taken: told to log out, killed after `JOIN_TIMEOUT_S`."""
@@ -240,8 +241,7 @@ class Coordinator:
         self.stop = standby.stop if standby is not None else StopFlag(self.ctx)
         self.processes: dict[int, Any] = {}
         self.channels: dict[int, Connection] = {}
-        # Standby workers are taken as they start (`adopt`): the first may copy while the last starts.
-        self.standby = standby
+        self.standby = standby  # its workers taken as each starts (`adopt`), the first copying while the last starts
         self.adopt(wait=False, dispatch=False)
         self.next_index = standby.count if standby is not None else 0
         self.taken: dict[int, list[int]] = {}
@@ -322,13 +322,15 @@ class Coordinator:
         for index in [*self.channels, *self.channels] if taken and dispatch else ():
             self.dispatch(index)
 
+    def starting(self) -> int:
+        return self.standby.starting() if self.standby is not None else 0
+
     def start_workers(self) -> None:
         """Start the workers the units known want (no more than the pool's), each given one
         unit; then one more each once every worker holds one."""
         for index in list(self.channels):
             self.dispatch(index)
-        starting = self.standby.starting() if self.standby is not None else 0
-        for _ in range(min(self.workers, len(self.units)) - len(self.processes) - starting):
+        for _ in range(min(self.workers, len(self.units)) - len(self.processes) - self.starting()):
             self.start_worker()
         for index in list(self.channels):
             self.dispatch(index)  # every worker holds one: one ahead each
@@ -356,7 +358,7 @@ class Coordinator:
                 for index in list(self.channels):
                     self.dispatch(index)
             # Short waits while standby workers start, to give each a unit as it comes.
-            wait_s = 0.02 if self.standby is not None and self.standby.starting() else 0.5
+            wait_s = 0.02 if self.starting() else 0.5
             for message in receive(self.channels, wait_s, self.feed.waitable if self.feed is not None else None):
                 if isinstance(message, UnitDone):
                     self.finished(message, folder_totals)
@@ -517,7 +519,7 @@ class Coordinator:
             if self.exits_in_a_row > 2 * self.workers + 2:
                 self.summary.errors.append("workers keep failing; stopping (see the warnings above)")
                 return False
-            if self.units and len(self.processes) < self.workers:
+            if self.units and len(self.processes) + self.starting() < self.workers:
                 self.start_worker()
         return True
 
