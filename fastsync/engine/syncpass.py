@@ -587,7 +587,9 @@ class CopyWhilePlanning:
         sync.planner.halted = halted
         cache = sync.context.cache if not sync.options.full else None
         try:
-            for group in surveyorder.survey_groups(request.pairs, *request.before, workers=sync.workers):
+            # Enough units in the first group for a unit in hand and one ahead per worker.
+            units = sync.workers * (1 + pool.UNITS_AHEAD)
+            for group in surveyorder.survey_groups(request.pairs, *request.before, units=units):
                 if halted.is_set():
                     return
                 plans = plan_folders(sync.planner, dataclasses.replace(request, pairs=group), sync.reporter, cache,

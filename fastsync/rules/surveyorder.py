@@ -6,8 +6,12 @@ Rules layer: pure logic on STATUS's MESSAGES, and SIZE where the server offers i
 pipelined pass, and a group's units go to the workers as soon as it is planned:
 
 * the first group is the cheapest folders (fewest messages to read on both sides) that
-  have mail to copy, as few as give every worker a unit (`UNIT_MAX_MESSAGES`,
-  `UNIT_MAX_BYTES`, from the counts): the first units start soon, and no worker waits;
+  have mail to copy, as few as give every worker a unit in hand and one ahead
+  (`UNIT_MAX_MESSAGES`, `UNIT_MAX_BYTES`, from the counts): the first units start soon,
+  and no worker runs dry while the rest is surveyed (with fewer, on the small profile's
+  20,000 messages, the workers finished the first folder before the second's survey,
+  which shares the CPU with them, was done, and the run was slower than planning all
+  first);
 * the second is every other pair: one more pipelined pass, whose units the pool sorts with
   the rest (streamed units first, the largest first, `unitqueue.Pending`), so that the
   largest messages, which alone on their connection may set the run's wall time, start
@@ -50,10 +54,11 @@ class _Group:
 
 
 def survey_groups(
-    pairs: Sequence[FolderPair], src: Mapping[str, FolderStatus], dst: Mapping[str, FolderStatus], workers: int = 1,
+    pairs: Sequence[FolderPair], src: Mapping[str, FolderStatus], dst: Mapping[str, FolderStatus], units: int = 1,
 ) -> list[list[FolderPair]]:
-    """The pairs in the groups to survey one after the other (see the module's text), for
-    a pool of *workers*.  Every pair appears once; within a group, pairs keep their order."""
+    """The pairs in the groups to survey one after the other (see the module's text), the
+    first with at least *units* work units if it can.  Every pair appears once; within a
+    group, pairs keep their order."""
     if not pairs:
         return []
     if any(p.src_role == folder_rules.ALL for p in pairs):
@@ -64,7 +69,7 @@ def survey_groups(
     groups = sorted((_group(members, src, dst) for members in by_dst.values()), key=lambda g: g.cost)
     first: list[_Group] = []
     for group in groups:
-        if sum(g.units for g in first) >= workers:
+        if sum(g.units for g in first) >= units:
             break
         if group.missing:
             first.append(group)

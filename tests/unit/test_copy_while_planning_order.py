@@ -17,11 +17,11 @@ def test_the_cheapest_folders_that_give_every_worker_a_unit_come_first_then_all_
     src = {"INBOX": _status(500, 5_000_000), "Small": _status(10, 10_000), "Big": _status(40, 40_000_000),
            "Done": _status(5, 5_000), "Mid": _status(100, 1_000_000)}
     dst = {"Done": _status(5, 5_000)}
-    # One worker: Small alone (one unit); Done, with nothing missing, waits for the rest.
-    assert survey_groups(pairs, src, dst, workers=1) == [
+    # One unit wanted: Small alone (one unit); Done, with nothing missing, waits for the rest.
+    assert survey_groups(pairs, src, dst, units=1) == [
         [FolderPair("Small", "Small")], [FolderPair(n, n) for n in ("INBOX", "Big", "Done", "Mid")]]
-    # Four: Small (1 unit), then Big (40 messages of 1 MB: 40 units) are enough.
-    first, rest = survey_groups(pairs, src, dst, workers=4)
+    # Four units: Small (1 unit), then Big (40 messages of 1 MB: 40 units) are enough.
+    first, rest = survey_groups(pairs, src, dst, units=4)
     assert [p.src for p in first] == ["Small", "Big"]
     assert [p.src for p in rest] == ["INBOX", "Done", "Mid"]
 
@@ -29,7 +29,7 @@ def test_the_cheapest_folders_that_give_every_worker_a_unit_come_first_then_all_
 def test_pairs_into_one_destination_folder_stay_together_and_all_mail_makes_one_group() -> None:
     pairs = [FolderPair("A", "X"), FolderPair("B", "Y"), FolderPair("C", "X")]
     src = {"A": _status(1), "B": _status(50), "C": _status(100)}
-    groups = survey_groups(pairs, src, {}, workers=1)
+    groups = survey_groups(pairs, src, {}, units=1)
     assert groups == [[FolderPair("B", "Y")], [FolderPair("A", "X"), FolderPair("C", "X")]]
     gmail = [FolderPair("[Gmail]/All Mail", "All", src_role="\\All"), *pairs]
     assert survey_groups(gmail, src, {}) == [gmail]
@@ -38,7 +38,7 @@ def test_pairs_into_one_destination_folder_stay_together_and_all_mail_makes_one_
 def test_nothing_to_copy_makes_one_group() -> None:
     pairs = [FolderPair(f"F{k}", f"F{k}") for k in range(3)]
     same = {p.src: _status(10) for p in pairs}
-    assert survey_groups(pairs, same, same, workers=8) == [pairs]
+    assert survey_groups(pairs, same, same, units=8) == [pairs]
 
 
 def _unit(unit_id: int, size_bytes: int, streamed: bool = False) -> WorkUnit:
