@@ -301,16 +301,16 @@ class Coordinator:
     def _ahead_for(self, unit_id: int) -> bool:
         """Whether a unit may wait with the worker that holds *unit_id*: every worker holds
         one, and that unit is of small messages, whose APPEND the next unit's fetch overlaps
-        (a streamed one would keep the unit waiting while other workers may be idle)."""
-        unit = self.units.get(unit_id)
+        (a streamed one would keep the unit waiting while other workers may be idle); not
+        while folders are still planned: a later folder's large messages would wait behind it."""
+        unit = self.units.get(unit_id) if self.feed is None or self.feed.done() else None
         return (unit is not None and not unit.streamed and unit.size_bytes <= STREAM_ABOVE_BYTES
                 and len(self.channels) >= self.workers and all(self.taken.get(i) for i in self.channels))
 
     def accept(self, units: Sequence[WorkUnit]) -> None:
         """Take units planned while copying (`Feed.take`), in the pool's order."""
-        for unit in units:
-            self.units[unit.unit_id] = unit
-            self.attempts[unit.unit_id] = 0
+        self.units.update((u.unit_id, u) for u in units)
+        self.attempts.update((u.unit_id, 0) for u in units)
         self.pending.add(units)
 
     def adopt(self, wait: bool, dispatch: bool = True) -> None:
@@ -337,8 +337,8 @@ class Coordinator:
 
     def fed(self) -> bool:
         """Take what the feed planned since (see `CopyJob.feed`); False once no unit will come."""
-        if self.feed is not None and self.feed.waitable.poll() and (units := self.feed.take()):
-            self.accept(units)
+        if self.feed is not None and self.feed.waitable.poll():
+            self.accept(self.feed.take())
             self.start_workers()
         return self.feed is not None and not self.feed.done()
 

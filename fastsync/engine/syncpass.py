@@ -587,8 +587,8 @@ class CopyWhilePlanning:
         sync.planner.halted = halted
         cache = sync.context.cache if not sync.options.full else None
         try:
-            # Enough units in the first group for a unit in hand and one ahead per worker.
-            units = sync.workers * (1 + pool.UNITS_AHEAD)
+            # Two units per worker in the first group: none runs dry while the rest is surveyed.
+            units = 2 * sync.workers
             for group in surveyorder.survey_groups(request.pairs, *request.before, units=units):
                 if halted.is_set():
                     return

@@ -6,9 +6,9 @@ Rules layer: pure logic on STATUS's MESSAGES, and SIZE where the server offers i
 pipelined pass, and a group's units go to the workers as soon as it is planned:
 
 * the first group is the cheapest folders (fewest messages to read on both sides) that
-  have mail to copy, as few as give every worker a unit in hand and one ahead
-  (`UNIT_MAX_MESSAGES`, `UNIT_MAX_BYTES`, from the counts): the first units start soon,
-  and no worker runs dry while the rest is surveyed (with fewer, on the small profile's
+  have mail to copy, as few as give every worker two units (`UNIT_MAX_MESSAGES`,
+  `UNIT_MAX_BYTES`, from the counts): the first units start soon, and no worker runs
+  dry while the rest is surveyed (with fewer, on the small profile's
   20,000 messages, the workers finished the first folder before the second's survey,
   which shares the CPU with them, was done, and the run was slower than planning all
   first);
