@@ -301,9 +301,8 @@ class Coordinator:
     def _ahead_for(self, unit_id: int) -> bool:
         """Whether a unit may wait with the worker that holds *unit_id*: every worker holds
         one, and that unit is of small messages, whose APPEND the next unit's fetch overlaps
-        (a streamed one would keep the unit waiting while other workers may be idle); not
-        while folders are still planned: a later folder's large messages would wait behind it."""
-        unit = self.units.get(unit_id) if self.feed is None or self.feed.done() else None
+        (a streamed one would keep the unit waiting while other workers may be idle)."""
+        unit = self.units.get(unit_id)
         return (unit is not None and not unit.streamed and unit.size_bytes <= STREAM_ABOVE_BYTES
                 and len(self.channels) >= self.workers and all(self.taken.get(i) for i in self.channels))
 

@@ -587,9 +587,7 @@ class CopyWhilePlanning:
         sync.planner.halted = halted
         cache = sync.context.cache if not sync.options.full else None
         try:
-            # Two units per worker in the first group: none runs dry while the rest is surveyed.
-            units = 2 * sync.workers
-            for group in surveyorder.survey_groups(request.pairs, *request.before, units=units):
+            for group in surveyorder.survey_groups(request.pairs, *request.before, units=sync.workers):
                 if halted.is_set():
                     return
                 plans = plan_folders(sync.planner, dataclasses.replace(request, pairs=group), sync.reporter, cache,

@@ -6,12 +6,11 @@ Rules layer: pure logic on STATUS's MESSAGES, and SIZE where the server offers i
 pipelined pass, and a group's units go to the workers as soon as it is planned:
 
 * the first group is the cheapest folders (fewest messages to read on both sides) that
-  have mail to copy, as few as give every worker two units (`UNIT_MAX_MESSAGES`,
-  `UNIT_MAX_BYTES`, from the counts): the first units start soon, and no worker runs
-  dry while the rest is surveyed (with fewer, on the small profile's
-  20,000 messages, the workers finished the first folder before the second's survey,
-  which shares the CPU with them, was done, and the run was slower than planning all
-  first);
+  have mail to copy, as few as give every worker a unit (`UNIT_MAX_MESSAGES`,
+  `UNIT_MAX_BYTES`, from the counts): the first units start soon.  A first group of two
+  units per worker kept the small profile's full size (20,000 messages in two folders) in
+  one group, but on `wan-tls` a 5.8 MB message of the second group then waited for a
+  worker 2 s longer, and the run was 0.8 s slower than planning all first (bench/README);
 * the second is every other pair: one more pipelined pass, whose units the pool sorts with
   the rest (streamed units first, the largest first, `unitqueue.Pending`), so that the
   largest messages, which alone on their connection may set the run's wall time, start

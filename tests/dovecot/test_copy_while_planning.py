@@ -24,8 +24,8 @@ HOLD_S = 15.0
 
 
 # Alpha: the cheapest folder with mail to copy, whose 401 messages make two units (400 a
-# unit, `plan.UNIT_MAX_MESSAGES`), two for the one worker, so it is surveyed first, alone
-# (`rules.surveyorder`); Beta, larger, is surveyed after it.
+# unit, `plan.UNIT_MAX_MESSAGES`): enough for the one worker, so it is surveyed first,
+# alone (`rules.surveyorder`); Beta, larger, is surveyed after it.
 ALPHA, BETA = 401, 450
 
 
