@@ -504,13 +504,15 @@ def _no_uidplus(config: Config, options: Options, reporter: Reporter, count: int
 
 def streams(sync: SyncPass) -> bool:
     """Whether the pool copies while folders are still planned (`CopyWhilePlanning`):
-    not where the whole plan is needed first: a question to the user, a dry run,
+    only when asked (--copy-while-planning: where planning is quick, the survey's thread
+    competing with the workers made whole runs slower), and not where the whole plan is
+    needed first: a question to the user, a dry run,
     deletions (--max-delete's ceiling is checked before anything), --sync-flags (the
     flags are compared before the copy), --max-transfer and daily limits (both weigh
     the whole copy), a watch's passes, and --max-connections 1 (the planner leaves its
     slot to the worker)."""
     options = sync.options
-    if (not options.confirm or options.dry_run or options.delete_dest or options.sync_flags or sync.incremental
+    if (not options.copy_while_planning or not options.confirm or options.dry_run or options.delete_dest or options.sync_flags or sync.incremental
             or options.max_transfer or planner_yields(sync.workers, options.max_connections)):
         return False
     gmail = sync.planner.call("reading capabilities",

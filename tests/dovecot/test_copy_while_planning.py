@@ -37,8 +37,9 @@ class Hold:
     """Holds the first EXAMINE of *later* on the source until an APPEND into *first*
     passes on the destination (or `HOLD_S`, or `release`); records what came first."""
 
-    def __init__(self, first: bytes, later: bytes, until: threading.Event | None = None) -> None:
-        self.first, self.later = first, later
+    def __init__(self, first: bytes, later: bytes, until: threading.Event | None = None,
+                 hold_s: float = HOLD_S) -> None:
+        self.first, self.later, self.hold_s = first, later, hold_s
         self.appended = threading.Event()
         # What ends the hold (default: the APPEND into *first*).
         self.until = until or self.appended
@@ -48,7 +49,7 @@ class Hold:
     def src_up(self, line: bytes) -> bytes:
         if not self.held and line.split(b" ")[1:2] == [b"EXAMINE"] and self.later in line:
             self.held = True
-            self.until.wait(HOLD_S)
+            self.until.wait(self.hold_s)
             self.order.append("survey of the later folder")
         return line
 
@@ -72,10 +73,30 @@ def test_the_first_folder_is_copied_while_a_later_one_is_still_surveyed(
             EditingProxy(dst.server.port, up=hold.dst_up) as dst_proxy:
         config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
                                              "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
-        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
+        result = run_cli("sync", "-c", config, "-y", "--copy-while-planning", "--procs", "1")
         hold.release()
     assert result.returncode == 0, result.stderr
     assert hold.order == ["APPEND into the first folder", "survey of the later folder"], hold.order
+    assert f"{ALPHA + BETA} copied" in summary_line(result.stdout), result.stdout
+    assert snapshot(dst) == snapshot(src)
+
+
+def test_without_the_flag_every_folder_is_surveyed_before_the_first_copy(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    # Copying while planning is asked for (--copy-while-planning): by default the whole
+    # plan is made first, which measured faster where planning is quick.
+    src, dst = accounts(2)
+    _alpha_and_beta(src)
+    # Held until an APPEND into Alpha, which never comes while planning: 3 s, then on.
+    hold = Hold(b"Alpha", b"Beta", hold_s=3.0)
+    with EditingProxy(src.server.port, up=hold.src_up) as src_proxy, \
+            EditingProxy(dst.server.port, up=hold.dst_up) as dst_proxy:
+        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
+                                             "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
+        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert hold.order == ["survey of the later folder", "APPEND into the first folder"], hold.order
     assert f"{ALPHA + BETA} copied" in summary_line(result.stdout), result.stdout
     assert snapshot(dst) == snapshot(src)
 
@@ -95,7 +116,7 @@ def test_many_folders_are_copied_exactly_and_a_rerun_copies_nothing(
     client.create_folder("Empty")
     client.logout()
     config = config_for(src, dst)
-    result = run_cli("sync", "-c", config, "-y", "--procs", "3", "--json")
+    result = run_cli("sync", "-c", config, "-y", "--copy-while-planning", "--procs", "3", "--json")
     assert result.returncode == 0, result.stderr
     assert snapshot(dst) == snapshot(src)
     rerun = run_cli("sync", "-c", config, "-y", "--procs", "3", "--full")
@@ -117,7 +138,7 @@ def test_sigterm_while_planning_and_copying_stops_cleanly(
             EditingProxy(dst.server.port, up=hold.dst_up) as dst_proxy:
         config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
                                              "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
-        process = spawn_sync(config, "--procs", "1")
+        process = spawn_sync(config, "--copy-while-planning", "--procs", "1")
         wait_for(lambda: message_count(dst) > 0, timeout_s=HOLD_S, what="Alpha's first unit to land")
         assert hold.held and not hold.order[1:], hold.order
         os.kill(process.pid, signal.SIGTERM)
