@@ -195,6 +195,13 @@ def selection_of(options: Options, append_limit_bytes: int = 0, today: dt.date |
     )
 
 
+def gmail_sides(planner: Planner) -> tuple[bool, bool]:
+    """Whether the source and the destination announce Gmail's extensions (X-GM-EXT-1):
+    what the daily budgets' presets go by."""
+    return planner.call("reading capabilities",
+                        lambda src, dst: (src.capabilities.gmail_ext, dst.capabilities.gmail_ext))
+
+
 def append_limit(planner: Planner) -> int:
     """The destination's APPENDLIMIT (RFC 7889) in bytes, 0 when it announces none."""
     return planner.call("reading capabilities", lambda _src, dst: dst.capabilities.appendlimit or 0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 from fastsync.engine import processes
-from fastsync.engine.planner import PlanRequest, Planner, list_both, pair_both, plan_folders, selection_of
+from fastsync.engine.planner import PlanRequest, Planner, gmail_sides, list_both, pair_both, plan_folders, selection_of
 from fastsync.imap.session import Session
 from fastsync.records.errors import ConnectError, FastsyncError, TooManyConnections, describe
 from fastsync.records.results import PairReadiness, Reporter
@@ -119,8 +119,7 @@ def _plan(planner: Planner, config: Config, options: Options, reporter: Reporter
         free = max(0, quota[1] - quota[0])
         if row.size_bytes > free:
             row.problems.append(f"the destination's quota has {free} bytes free for {row.size_bytes} bytes to copy")
-    gmail = planner.call("reading capabilities",
-                         lambda src, dst: (src.capabilities.gmail_ext, dst.capabilities.gmail_ext))
+    gmail = gmail_sides(planner)
     row.estimate_s = duration_s(row.size_bytes, row.messages, options.down_bps, options.up_bps,
                                 budgets_of(config, options, gmail))
 

@@ -32,6 +32,7 @@ from fastsync.engine.planner import (
     Statuses,
     append_limit,
     flags_to_update,
+    gmail_sides,
     list_both,
     pair_both,
     plan_folders,
@@ -181,8 +182,7 @@ class SyncPass:
 
     def budgets(self, plans: Sequence[FolderPlan]) -> budgets.Gate | None:
         """The budgets per account and window of this pass's copy (`budgets.gate_for`)."""
-        gmail = self.planner.call("reading capabilities",
-                                  lambda src, dst: (src.capabilities.gmail_ext, dst.capabilities.gmail_ext))
+        gmail = gmail_sides(self.planner)
         request = budgets.BudgetRequest(self.config, self.options, self.options.state_dir or default_dir(), gmail,
                                         [r for p in plans for r in p.todo])
         return budgets.gate_for(request, self.reporter, self.summary)
@@ -515,8 +515,7 @@ def streams(sync: SyncPass) -> bool:
     if (not options.copy_while_planning or not options.confirm or options.dry_run or options.delete_dest or options.sync_flags or sync.incremental
             or options.max_transfer or planner_yields(sync.workers, options.max_connections)):
         return False
-    gmail = sync.planner.call("reading capabilities",
-                              lambda src, dst: (src.capabilities.gmail_ext, dst.capabilities.gmail_ext))
+    gmail = gmail_sides(sync.planner)
     return not budgets.budgeted(sync.config, options, gmail)
 
 

@@ -105,10 +105,10 @@ def test_each_folders_partly_filled_last_unit_is_copied_after_the_full_ones(
     assert "12 copied" in summary_line(result.stdout)
     assert snapshot(dst) == snapshot(src)
     appends = [c for r in dst_proxy.recordings for c in commands(bytes(r.client_bytes)) if c.name == "APPEND"]
-    # One worker copies the units in the order the pool sends them.  With -y the pool
-    # copies while later folders are planned (`syncpass.CopyWhilePlanning`): Archive, the
-    # cheaper folder, is planned and copied first, then INBOX; among the units known at
-    # once, each folder's full unit goes before its unit of one message.
+    # One worker copies the units in the order the pool sends them: both full units, then
+    # the two of one message; with --copy-while-planning (`syncpass.CopyWhilePlanning`),
+    # Archive, the cheaper folder, is planned and copied first, then INBOX, each folder's
+    # full unit before its unit of one message.
     sizes = [len(a.literals) for a in appends]
     assert sizes in ([5, 5, 1, 1], [5, 1, 5, 1]), [a.text[:60] for a in appends]
     assert sizes[-1] == 1
