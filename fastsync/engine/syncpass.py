@@ -512,8 +512,9 @@ def streams(sync: SyncPass) -> bool:
     the whole copy), a watch's passes, and --max-connections 1 (the planner leaves its
     slot to the worker)."""
     options = sync.options
-    if (not options.copy_while_planning or not options.confirm or options.dry_run or options.delete_dest or options.sync_flags or sync.incremental
-            or options.max_transfer or planner_yields(sync.workers, options.max_connections)):
+    if (not options.copy_while_planning or not options.confirm or options.dry_run or options.delete_dest
+            or options.sync_flags or sync.incremental or options.max_transfer
+            or planner_yields(sync.workers, options.max_connections)):
         return False
     gmail = gmail_sides(sync.planner)
     return not budgets.budgeted(sync.config, options, gmail)
