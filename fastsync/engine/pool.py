@@ -51,6 +51,7 @@ from fastsync.records.errors import (
 from fastsync.records.events import event
 from fastsync.rules.limits import Limits, StopFlag
 from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkUnit
+from fastsync.engine import interrupts
 from fastsync.engine.processes import context
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES
 from fastsync.engine.unitqueue import Feed, Pending
@@ -358,24 +359,35 @@ class Coordinator:
                     self.dispatch(index)
             # Short waits while standby workers start, to give each a unit as it comes.
             wait_s = 0.02 if self.starting() else 0.5
-            for message in receive(self.channels, wait_s, self.feed.waitable if self.feed is not None else None):
-                if isinstance(message, UnitDone):
-                    self.finished(message, folder_totals)
-                    self.dispatch(message.worker)
-                elif isinstance(message, Retrying):
-                    self.log_worker("retry", message.worker, message.error.side, message.error.message,
-                                    logging.WARNING, wait_s=round(message.wait_s, 3), attempt=message.attempt)
-                    self.reporter.warn(
-                        f"{message.error.message}; retrying in {message.wait_s:.1f} s "
-                        f"({message.attempt}/{self.settings.retries})"
-                    )
-                elif isinstance(message, WorkerExit):
-                    self.exits[message.worker] = message
-                    if not self.worker_stopped(message):
-                        return self.dismiss()
+            ready = wait_for_reports(self.channels, wait_s, self.feed.waitable if self.feed is not None else None)
+            # A report read is counted before Ctrl-C or SIGTERM may end the loop (`interrupts`).
+            with interrupts.held():
+                if not self.hear(receive(self.channels, ready), folder_totals):
+                    return self.dismiss()
             if not self.reap():
                 return self.dismiss()
         self.dismiss()
+
+    def hear(self, messages: list[object], folder_totals: Mapping[str, tuple[int, int]], stopping: bool = False) -> bool:
+        """Count and route the workers' reports, each given a next unit unless the run is
+        *stopping*; False when one of them ends the run (those after it are still counted)."""
+        going = not stopping
+        for message in messages:
+            if isinstance(message, UnitDone):
+                self.finished(message, folder_totals)
+                if going:
+                    self.dispatch(message.worker)
+            elif isinstance(message, Retrying):
+                self.log_worker("retry", message.worker, message.error.side, message.error.message,
+                                logging.WARNING, wait_s=round(message.wait_s, 3), attempt=message.attempt)
+                self.reporter.warn(
+                    f"{message.error.message}; retrying in {message.wait_s:.1f} s "
+                    f"({message.attempt}/{self.settings.retries})"
+                )
+            elif isinstance(message, WorkerExit):
+                self.exits[message.worker] = message
+                going = self.worker_stopped(message) and going
+        return going or stopping
 
     def dismiss(self) -> None:
         """Tell every worker to stop after the unit in hand."""
@@ -394,12 +406,9 @@ class Coordinator:
         """
         deadline = time.monotonic() + timeout_s
         while self.channels and time.monotonic() < deadline:
-            for message in receive(self.channels, timeout_s=0.1):
-                if isinstance(message, UnitDone):
-                    self.finished(message, folder_totals)
-                elif isinstance(message, WorkerExit):
-                    self.exits[message.worker] = message
-                    self.worker_stopped(message)
+            ready = wait_for_reports(self.channels, timeout_s=0.1)
+            with interrupts.held():
+                self.hear(receive(self.channels, ready), folder_totals, stopping=True)
 
     def log_worker(self, name: str, worker: int, side: str, text: str, level: int, **fields: Any) -> None:
         """Log a worker's report with the side of its error and the unit it held."""
@@ -468,21 +477,11 @@ class Coordinator:
             self.release(unit.pair.dst)
         if self.on_unit is not None:
             self.on_unit(unit, done)
-        s = self.summary
         if done.replan:
             self.replan.add(unit.pair.src)
-        elif done.error:
-            s.errors.append(done.error)
-        if done.error or done.failures:
-            s.incomplete.add(unit.pair.src)
-        s.copied_by_folder[unit.pair.src] = s.copied_by_folder.get(unit.pair.src, 0) + done.copied + done.vanished
-        s.copied += done.copied
-        s.copied_bytes += done.size_bytes
+        _count(self.summary, unit, done)
         if self.gate is not None:
             self.gate.charge(done.size_bytes)
-        s.add_wire(done.wire)
-        s.vanished += done.vanished
-        s.failed.extend(done.failures)
         _log_done(unit, done)
         self.reporter.advance(done.folder, done.copied, unit.size_bytes, folder_totals.get(done.folder, (0, 0)))
 
@@ -536,10 +535,11 @@ class Coordinator:
         for index, channel in list(self.channels.items()):
             process = self.processes.get(index)
             try:
-                while channel.poll():
-                    message = channel.recv()
-                    if isinstance(message, UnitDone):
-                        self.finished(message, folder_totals)
+                with interrupts.held():
+                    while channel.poll():
+                        message = channel.recv()
+                        if isinstance(message, UnitDone):
+                            self.finished(message, folder_totals)
                 if process is not None and process.pid is not None:
                     os.kill(process.pid, signal.SIGKILL)
                 # EOF once the worker is gone.
@@ -618,11 +618,16 @@ class Coordinator:
             self.dispatch(index)
 
 
-def receive(channels: dict[int, Connection], timeout_s: float, also: Connection | None = None) -> list[object]:
-    """Every report waiting on any worker's pipe in *channels* (waits up to *timeout_s* for
-    the first, or until *also* is ready: the feed has units).  A pipe at its end leaves
-    *channels*: its worker is gone, and `Coordinator.reap` gives its unit to another."""
-    ready = multiprocessing.connection.wait([*channels.values(), *([also] if also else [])], timeout_s)
+def wait_for_reports(channels: dict[int, Connection], timeout_s: float, also: Connection | None = None) -> list[Any]:
+    """The pipes in *channels* with a report (or at their end), after waiting up to
+    *timeout_s* for the first, or until *also* is ready (the feed has units)."""
+    return multiprocessing.connection.wait([*channels.values(), *([also] if also else [])], timeout_s)
+
+
+def receive(channels: dict[int, Connection], ready: list[Any]) -> list[object]:
+    """Every report waiting on the pipes of *channels* that are *ready*.  A pipe at its
+    end leaves *channels*: its worker is gone, and `Coordinator.reap` gives its unit to
+    another."""
     messages = []
     for index, channel in list(channels.items()):
         if channel not in ready:
@@ -634,6 +639,20 @@ def receive(channels: dict[int, Connection], timeout_s: float, also: Connection 
             channel.close()
             del channels[index]
     return messages
+
+
+def _count(s: Summary, unit: WorkUnit, done: UnitDone) -> None:
+    """Add a finished unit's figures, errors and refused messages to the summary."""
+    if done.error and not done.replan:
+        s.errors.append(done.error)
+    if done.error or done.failures:
+        s.incomplete.add(unit.pair.src)
+    s.copied_by_folder[unit.pair.src] = s.copied_by_folder.get(unit.pair.src, 0) + done.copied + done.vanished
+    s.copied += done.copied
+    s.copied_bytes += done.size_bytes
+    s.add_wire(done.wire)
+    s.vanished += done.vanished
+    s.failed.extend(done.failures)
 
 
 def _log_done(unit: WorkUnit, done: UnitDone) -> None:

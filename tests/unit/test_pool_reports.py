@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,10 +15,12 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
+from fastsync.cli import sigterm_stops
 from fastsync.settings.config import Config, parse_config
 from fastsync.rules.limits import Limits
 from fastsync.records.errors import (
-    AuthError, Cancelled, ConnectionLost, DestinationFull, FastsyncError, MalformedResponse, Throttled, TLSError,
+    AuthError, Cancelled, ConnectionLost, DestinationFull, FastsyncError, MalformedResponse, Terminated, Throttled,
+    TLSError,
 )
 from fastsync.records.model import FolderPair, UnitDone, WorkerExit, WorkerSettings, WorkUnit
 from fastsync.engine.pool import Coordinator
@@ -212,3 +216,40 @@ def test_units_go_out_largest_streamed_first_and_one_ahead_only_behind_small_one
     coordinator.finished(UnitDone(1, 1, "INBOX", 1, 6 * mb), {})
     coordinator.dispatch(1)
     assert coordinator.taken == {0: [3], 1: [0, 2], 2: [4]}
+
+
+@pytest.mark.parametrize("stage", ["copying", "draining"])
+def test_sigterm_while_a_report_is_counted_stops_after_the_count(stage: str) -> None:
+    """SIGTERM reaches the run's process just as it counts a worker's report (here while the
+    ledger's hook hears of the first unit; `kill` to the whole group arrives as a unit
+    lands): every report read is counted first, then the run stops."""
+    config = parse_config(CONFIG, "fastsync.json", environ={})
+    units = [WorkUnit(n, FolderPair("INBOX", "INBOX"), 1, (2 * n + 1, 2 * n + 2), 20) for n in range(2)]
+    summary = Summary()
+    reporter = Reporter(out=io.StringIO(), err=io.StringIO(), interactive=False)
+    ctx = context()
+    coordinator = Coordinator(setup_of(config), units, 1, reporter, summary)
+    parent_end, worker_end = ctx.Pipe()
+    coordinator.channels[0] = parent_end
+    coordinator.processes[0] = SimpleNamespace(is_alive=lambda: True)  # the worker, still running
+    coordinator.taken[0] = [0, 1]
+    coordinator.pending.popleft(), coordinator.pending.popleft()
+    heard = []
+
+    def on_unit(unit: WorkUnit, done: UnitDone) -> None:
+        heard.append(unit.unit_id)
+        if len(heard) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    coordinator.on_unit = on_unit
+    for unit in units:
+        worker_end.send(UnitDone(0, unit.unit_id, "INBOX", 2, 20))
+    with sigterm_stops(), pytest.raises(Terminated):
+        if stage == "copying":
+            coordinator.run({"INBOX": (4, 40)})
+        else:
+            coordinator.drain({"INBOX": (4, 40)}, timeout_s=5.0)
+    assert heard == [0, 1]
+    assert (summary.copied, summary.copied_bytes) == (4, 40)
+    assert not coordinator.units
+    worker_end.close()
