@@ -5,7 +5,8 @@ Bandwidth accounting hooks in at the socket layer (`Metered`): every byte read o
 is charged to the side's `Meter`, in chunks, so nothing above this module mentions
 bandwidth.  `connect` verifies the server's certificate and host name (TLS 1.2 or newer),
 upgrades with STARTTLS where configured, then authenticates: AUTHENTICATE PLAIN
-(RFC 4616) when offered, else the LOGIN command, or for an OAuth2 side OAUTHBEARER
+(RFC 4616) when offered (its response sent with the command where SASL-IR, RFC 4959, is
+announced: one round trip), else the LOGIN command, or for an OAuth2 side OAUTHBEARER
 (RFC 7628) or XOAUTH2 with a token from `tokens.access_token`, or for a side with an
 administrator (``auth_user``) SASL PLAIN with an authorization identity (`login.py`).  Neither passwords
 nor tokens reach an error message: server text goes through `replies.redact`.
@@ -310,7 +311,7 @@ def connect(account: Account, meter_down: Meter | None, meter_up: Meter | None,
                 _oauth2_login(client, account, offered, token[0], True)
             elif account.auth_user is not None:
                 # Only here: over TLS (implicit, or the STARTTLS insisted on above), or where tls: none.
-                admin_login(account, offered, functools.partial(authenticate, client))
+                admin_login(account, offered, functools.partial(authenticate, client, initial=offered.sasl_ir))
             else:
                 _password_login(client, account, offered)
         except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
@@ -403,7 +404,7 @@ def _password_login(client: Client, account: Account, offered: Capabilities) -> 
         # RFC 4616 carries the user name and password as UTF-8; imaplib sends the LOGIN
         # command's arguments as ASCII only.
         secret = f"\0{account.user}\0{account.password}".encode()
-        status, text = authenticate(client, "PLAIN", secret)
+        status, text = authenticate(client, "PLAIN", secret, initial=offered.sasl_ir)
         if status == "OK":
             return
         text = redact(text, account.password)
@@ -423,8 +424,8 @@ class _SaslResponse:
     """The client's answer to a one-step SASL mechanism (PLAIN, RFC 4616), for imaplib's
     ``_command``, which calls it on each continuation (it wants a bound method)."""
 
-    def __init__(self, response: bytes) -> None:
-        self._response: bytes | None = response
+    def __init__(self, response: bytes | None) -> None:
+        self._response = response
 
     def answer(self, _challenge: bytes) -> bytes:
         response, self._response = self._response, None
@@ -432,14 +433,20 @@ class _SaslResponse:
         return b"*" if response is None else base64.b64encode(response)
 
 
-def authenticate(client: Client, mechanism: str, response: bytes) -> tuple[str, str]:
+def authenticate(client: Client, mechanism: str, response: bytes, initial: bool = False) -> tuple[str, str]:
     """AUTHENTICATE *mechanism* with one response (RFC 3501 section 6.2.2); the tagged reply's
     status (OK, NO or BAD) and text.  imapclient's ``plain_login`` raises one LoginError for
-    all three, and a BAD (the mechanism is not known after all) is no wrong password."""
+    all three, and a BAD (the mechanism is not known after all) is no wrong password.
+
+    *initial* (the server announces SASL-IR, RFC 4959): the response goes with the command,
+    so the login takes one round trip instead of two (the server's empty challenge, then
+    the answer); a challenge that still comes is cancelled."""
     imap = client._imap
-    imap.literal = _SaslResponse(response).answer
+    imap.literal = _SaslResponse(None if initial else response).answer
     try:
-        tag = imap._command("AUTHENTICATE", mechanism)
+        # RFC 4959 section 3: an empty initial response is sent as "=".
+        first = (base64.b64encode(response).decode("ascii") or "=",) if initial else ()
+        tag = imap._command("AUTHENTICATE", mechanism, *first)
         status, data = imap._command_complete("AUTHENTICATE", tag)
     except imaplib.IMAP4.error as exc:
         if isinstance(exc, imaplib.IMAP4.abort):

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from bench.harness.corpus import Message
+from bench.harness.replyproxy import EditingProxy
 from bench.harness.tcpproxy import CountingProxy
 from bench.harness.wanproxy import WanProxy, WireLog
 from fastsync.rules.plan import BATCH_UNIT_MIN_BYTES, UNIT_MAX_BYTES
@@ -112,3 +115,37 @@ def test_each_folders_partly_filled_last_unit_is_copied_after_the_full_ones(
     sizes = [len(a.literals) for a in appends]
     assert sizes in ([5, 5, 1, 1], [5, 1, 5, 1]), [a.text[:60] for a in appends]
     assert sizes[-1] == 1
+
+
+def _without_sasl_ir(line: bytes) -> bytes:
+    return line.replace(b" SASL-IR", b"") if line.startswith(b"* OK [CAPABILITY ") else line
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_login_is_one_round_trip_where_the_server_takes_an_initial_response(
+    announced: bool, accounts: AccountFactory, config_for: ConfigFor,
+) -> None:
+    """With SASL-IR (RFC 4959) in the greeting, AUTHENTICATE PLAIN carries its response
+    and the server answers it at once; without, the server's empty challenge is answered."""
+    src, dst = accounts(2)
+    src.seed([_medium(n) for n in range(3)])
+    edit = None if announced else _without_sasl_ir
+    with EditingProxy(src.server.port, record=True, down=edit) as src_proxy, \
+            EditingProxy(dst.server.port, record=True, down=edit) as dst_proxy:
+        extra = {"src": {"server": f"127.0.0.1:{src_proxy.port}"}, "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
+        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(dst) == snapshot(src)
+    recordings = src_proxy.recordings + dst_proxy.recordings
+    assert len(recordings) >= 4
+    for recording in recordings:
+        server = bytes(recording.server_bytes)
+        [login] = [c for c in commands(bytes(recording.client_bytes)) if c.name == "AUTHENTICATE"]
+        words = login.text.split()
+        assert words[2] == b"PLAIN"
+        if announced:
+            assert len(words) == 4 and b"\r\n+" not in server, (login.text, server[:300])
+        else:
+            assert len(words) == 3 and b"\r\n+ " in server
+        # The credentials travel base64-encoded only, never in clear in the command line.
+        assert src.password.encode() not in login.text and dst.password.encode() not in login.text
