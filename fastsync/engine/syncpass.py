@@ -580,6 +580,15 @@ class CopyWhilePlanning:
         self.sync.planner.halted.clear()
         self.sync.count_totals(self.plans, self.left_out)
         self.sync.summary.present -= self.held
+        # Stopped before the survey reached them: listed, and incomplete (not recorded in step).
+        planned = {p.pair.src for p in self.plans}
+        unplanned = [pair for pair in self.request.pairs if pair.src not in planned]
+        if unplanned:
+            summary = self.sync.summary
+            summary.rows += [FolderRow(pair.src, pair.dst, 0, 0, note="not planned: the run stopped first")
+                             for pair in unplanned]
+            summary.incomplete.update(pair.src for pair in unplanned)
+            summary.errors.append(f"{len(unplanned)} folders not planned because the run stopped early; run again")
 
     def plan_groups(self, put: Callable[[planfeed.Planned], None], halted: threading.Event) -> None:
         """The planner's thread: plan each group, create its missing folders, hand it over."""

@@ -8,6 +8,7 @@ code that plans everything first meets): the order the proxies saw proves the ov
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -127,7 +128,7 @@ def test_sigterm_while_planning_and_copying_stops_cleanly(
             EditingProxy(dst.server.port, up=hold.dst_up) as dst_proxy:
         config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
                                              "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
-        process = spawn_sync(config, "--copy-while-planning", "--procs", "1")
+        process = spawn_sync(config, "--copy-while-planning", "--procs", "1", "--json")
         wait_for(lambda: message_count(dst) > 0, timeout_s=HOLD_S, what="Alpha's first unit to land")
         assert hold.held and not hold.order[1:], hold.order
         os.kill(process.pid, signal.SIGTERM)
@@ -136,8 +137,16 @@ def test_sigterm_while_planning_and_copying_stops_cleanly(
     assert process.returncode == ExitCode.TERMINATED == 143, err
     assert err.strip().splitlines()[-1] == "Stopped by SIGTERM.", err
     assert "Traceback" not in err, err
-    copied = int(re.search(r"(\d+) copied", summary_line(out)).group(1))  # type: ignore[union-attr]
+    document = json.loads(out)
+    copied = document["summary"]["copied"]
     assert 0 < copied == message_count(dst) <= ALPHA, out
+    # Beta, never surveyed, is still listed: stopped before its plan, nothing of it counted.
+    rows = {row["src"]: row for row in document["folders"]}
+    assert set(rows) == {"INBOX", "Alpha", "Beta"}, rows
+    assert rows["Beta"]["note"] == "not planned: the run stopped first" and rows["Beta"]["to_copy"] == 0
+    unplanned = [src for src, row in rows.items() if row["note"] == "not planned: the run stopped first"]
+    assert "Alpha" not in unplanned
+    assert f"{len(unplanned)} folders not planned because the run stopped early; run again" in document["errors"]
     rerun = run_cli("sync", "-c", config_for(src, dst), "-y")
     assert rerun.returncode == 0, rerun.stderr
     assert snapshot(dst) == snapshot(src)
