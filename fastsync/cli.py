@@ -50,7 +50,7 @@ exit codes:
   1    partial: some messages or folders could not be copied (listed in the summary), --max-transfer
        or a spent daily limit stopped the copy (without --until-done), or deletions exceeded
        --max-delete; run again;
-       check: the accounts differ (or a folder could not be read)
+       check: the accounts differ (or a folder could not be read); show: a folder could not be read
   2    usage or configuration error (bad flag, bad config file, unknown folder, no terminal to confirm)
   3    connection error: a server could not be reached or TLS failed
   4    authentication error: a server refused the login
@@ -420,8 +420,13 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
 
         listing = show.run(config, options, reporter)
         reporter.show_report(listing)
-        reporter.document({**progress.show_document(listing), "exit_code": int(ExitCode.OK)})
-        return ExitCode.OK, "", {
+        unread = [(info, item) for info in (listing.src, listing.dst) for item in info.folders if item.error]
+        for _info, item in unread:
+            # The error names the side, its server and the folder (`Session.folder_error`).
+            reporter.error(f"{item.error}; its counts are not in the listing")
+        code = ExitCode.PARTIAL if unread else ExitCode.OK
+        reporter.document({**progress.show_document(listing), "exit_code": int(code)})
+        return code, "", {
             "src_folders": len(listing.src.folders), "src_messages": listing.src.messages,
             "dst_folders": len(listing.dst.folders), "dst_messages": listing.dst.messages,
             "mapped": len(listing.pairs), "excluded": len(listing.excluded),

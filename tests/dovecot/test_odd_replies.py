@@ -184,6 +184,10 @@ def check_unusable_folder(config: Path, src: Account, dst: Account, bad: str, go
     assert all(row[-1] == "match" for row in rows if row[0] in good), checked.stdout
     shown = run_cli("show", "-c", config)
     assert any(line.startswith(f"src\t{bad}\terror: ") for line in shown.stdout.splitlines()), shown.stdout
+    # The listing is partial: said on stderr, naming the folder, and exit 1 as check's.
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    said = [line for line in shown.stderr.splitlines() if line.startswith("error: ")]
+    assert len(said) == 1 and f"folder '{bad}'" in said[0] and "not in the listing" in said[0], shown.stderr
 
 
 def test_a_source_folder_that_fails_status_and_examine(edited: tuple[Account, Account, Callable[..., Path]]) -> None:
