@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from fastsync.engine import budgets, planfeed, pool
+from fastsync.engine import budgets, interrupts, planfeed, pool
 from fastsync.engine.ledger import Ledger
 from fastsync.engine.lock import RunLock
 from fastsync.engine.planner import (
@@ -449,23 +449,25 @@ class SyncPass:
         for p in deletions:
             sources = [q.pair.src for q in plans if q.pair.dst == p.pair.dst]
             uids = [r.uid for r in p.to_delete]
-            try:
-                if self.replanned.intersection(sources):
-                    raise FolderError(
-                        f"folder {p.pair.dst!r}: nothing deleted: its source folder changed during the run; run again",
-                        side="dst",
-                    )
-                command = self.planner.call("deleting", functools.partial(
-                    delete_messages, folder=p.pair.dst, uids=uids, uidvalidity=p.dst_uidvalidity
-                ))
-            except FolderError as exc:
-                summary.errors.append(exc.message)
-                summary.incomplete.update(sources)
-                event("messages not deleted", side="dst", folder=p.pair.dst, uids=uids, level=logging.ERROR,
-                      reason=exc.message)
-                continue
-            summary.deleted += len(uids)
-            summary.deleted_by_folder[p.pair.dst] = len(uids)
+            # Ctrl-C or SIGTERM waits for the folder's deletion to be counted (`interrupts`).
+            with interrupts.held():
+                try:
+                    if self.replanned.intersection(sources):
+                        raise FolderError(
+                            f"folder {p.pair.dst!r}: nothing deleted: its source folder changed during the run; "
+                            "run again", side="dst",
+                        )
+                    command = self.planner.call("deleting", functools.partial(
+                        delete_messages, folder=p.pair.dst, uids=uids, uidvalidity=p.dst_uidvalidity
+                    ))
+                except FolderError as exc:
+                    summary.errors.append(exc.message)
+                    summary.incomplete.update(sources)
+                    event("messages not deleted", side="dst", folder=p.pair.dst, uids=uids, level=logging.ERROR,
+                          reason=exc.message)
+                    continue
+                summary.deleted += len(uids)
+                summary.deleted_by_folder[p.pair.dst] = len(uids)
             event("messages deleted", side="dst", folder=p.pair.dst, uids=uids, command=command)
             self.reporter.detail(f"deleted {len(uids)} messages from {p.pair.dst!r}")
 

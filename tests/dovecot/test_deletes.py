@@ -4,6 +4,10 @@ servers (their pure parts: tests/unit/test_deletes.py)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,8 +15,10 @@ from typing import Any
 
 from bench.harness.corpus import Message
 from bench.harness.dovecot import Dovecot
+from bench.harness.replyproxy import EditingProxy
+from fastsync.records.errors import ExitCode
 from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
-from tests.helpers import message, run_cli, summary_line
+from tests.helpers import message, run_cli, spawn_sync, summary_line
 
 
 # ----------------------------------------------------------------------------- Dovecot
@@ -174,3 +180,50 @@ def test_max_transfer_stops_after_the_unit_in_hand_and_a_rerun_goes_on(
     assert rest[0] == 0, rest[2]
     assert rest[1]["summary"]["copied"] == 60 - summary["copied"]
     assert snapshot(dst) == snapshot(src)
+
+
+class HeldExpunge:
+    """Edits for an `EditingProxy` on the destination: the server's tagged reply to UID
+    EXPUNGE waits until `release` (at most 20 s), after `seen` is set."""
+
+    def __init__(self) -> None:
+        self.tag = b""
+        self.seen, self.released = threading.Event(), threading.Event()
+
+    def up(self, line: bytes) -> bytes:
+        words = line.split(b" ")
+        if words[1:3] == [b"UID", b"EXPUNGE"]:
+            self.tag = words[0]
+        return line
+
+    def down(self, line: bytes) -> bytes:
+        if self.tag and line.startswith(self.tag + b" "):
+            self.seen.set()
+            self.released.wait(20)
+        return line
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def test_sigterm_while_the_expunge_is_answered_counts_the_deletion(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    """The destination has expunged; SIGTERM comes before its reply: the run waits for the
+    reply, counts the deletion in its summary, then stops (143)."""
+    src, dst = seeded_pair(accounts, [message("INBOX", 100)])
+    held = HeldExpunge()
+    with EditingProxy(dst.server.port, up=held.up, down=held.down) as proxy:
+        config = config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{proxy.port}"}})
+        process = spawn_sync(config, "--delete-dest", "--json")
+        try:
+            assert held.seen.wait(60), "no UID EXPUNGE reached the destination"
+            os.kill(process.pid, signal.SIGTERM)
+            time.sleep(0.5)  # the signal is delivered while the reply is held
+        finally:
+            held.release()
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.TERMINATED, err
+    doc = json.loads(out)
+    assert doc["summary"]["deleted"] == 1, doc["summary"]
+    assert message("INBOX", 100).body not in bodies(dst)
