@@ -114,6 +114,23 @@ class Meter:
             os.close(fd)
 
 
+def window_uses(state_dir: Path, account: Account, window_s: float, now: float) -> list[Use]:
+    """What *account*'s window ending *now* already holds, read without writing anything
+    (no state directory or file is created: `fastsync preflight` writes nothing)."""
+    path = state_dir / "budgets" / f"{book_name(account)}.json"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []  # no run has counted anything for it here (or the file cannot be read)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return budget_rules.live(_read(fd), now, window_s)
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
+
+
 def _read(fd: int) -> list[Use]:
     """The uses the file holds; a damaged file counts as none (it only ever makes a run wait)."""
     os.lseek(fd, 0, os.SEEK_SET)

@@ -17,8 +17,11 @@ no ledger, no lock).  The probe's extra connections log in and out, nothing else
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from fastsync.engine import processes
+from fastsync.engine.budgets import window_uses
+from fastsync.engine.state import default_dir
 from fastsync.engine.planner import PlanRequest, Planner, gmail_sides, list_both, pair_both, plan_folders, selection_of
 from fastsync.imap.session import Session
 from fastsync.records.errors import ConnectError, FastsyncError, TooManyConnections, describe
@@ -39,14 +42,17 @@ PROBE_MAX = 16
 def budgets_of(config: Config, options: Options, gmail: tuple[bool, bool] = (False, False)) -> list[Budget]:
     """The byte budgets per window that hold the pair's copy back: each side's daily limit
     (`--src-daily-limit`, `--dst-daily-limit`, or Gmail's preset where *gmail* says a side's
-    server announced Gmail's extensions or its host is Gmail's), as sync would choose them."""
+    server announced Gmail's extensions or its host is Gmail's), as sync would choose them,
+    with what their windows already hold from earlier runs (the state directory's)."""
     found = []
+    now = time.time()
     for account, configured, on_gmail in ((config.src, options.src_daily_limit, gmail[0]),
                                           (config.dst, options.dst_daily_limit, gmail[1])):
         budget = budget_rules.choose(account.side, configured, on_gmail or providers.is_gmail(account),
                                      options.limit_window)
         if budget is not None:
-            found.append(Budget(budget.limit_bytes, budget.window_s))
+            uses = window_uses(options.state_dir or default_dir(), account, budget.window_s, now)
+            found.append(Budget(budget.limit_bytes, budget.window_s, tuple((now - t, b) for t, b in uses)))
     return found
 
 

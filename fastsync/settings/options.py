@@ -355,7 +355,8 @@ COMMAND_FLAGS: dict[str, tuple[Flag, ...]] = {
     "batch": COMMON_FLAGS + SYNC_FLAGS + BATCH_FLAGS + REFUSED_FLAGS,
     "accept": RECORDS_COMMON + STATE_FLAGS + RECORDS_FLAGS,
     "report": RECORDS_COMMON + STATE_FLAGS + (REPORT_FLAG,),
-    "preflight": COMMON_FLAGS + FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + PREFLIGHT_FLAGS + BUDGET_FLAGS[:3],
+    "preflight": (COMMON_FLAGS + FOLDER_FLAGS + FILTER_FLAGS + MESSAGE_FLAGS + PREFLIGHT_FLAGS + BUDGET_FLAGS[:3]
+                  + STATE_FLAGS),
 }
 
 # Every flag once (the folder flags serve sync and check).

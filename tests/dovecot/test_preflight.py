@@ -76,6 +76,27 @@ def test_the_estimate_waits_out_a_daily_limit(
     assert 2 * 3600 <= doc["pairs"][0]["estimate_s"] < 3 * 3600, doc
 
 
+def test_the_estimate_counts_what_the_window_already_holds(
+    accounts: AccountFactory, config_for: ConfigFor, limited: Dovecot, tmp_path: Path,
+) -> None:
+    """A sync under 20 KB per hour copied 15 KB a moment ago: the 35 KB left wait for it to
+    leave the window (about 2 hours), where a state directory without that use says 1 hour."""
+    [src] = accounts(1)
+    dst = Account(limited, "q7", "pw-q7")
+    config = config_for(src, dst)
+    budget = ("--dst-daily-limit", "20000", "--limit-window", "1h")
+    state = tmp_path / "state"
+    src.seed([_sized("INBOX", n, 5_000) for n in range(3)])
+    first = run_cli("sync", "-c", config, "-y", "--state-dir", state, *budget)
+    assert first.returncode == 0, first.stderr
+    src.seed([_sized("INBOX", n, 5_000) for n in range(3, 10)])
+    code, doc = _preflight(config, "--state-dir", tmp_path / "elsewhere", *budget)
+    assert code == 0 and 3600 <= doc["pairs"][0]["estimate_s"] < 2 * 3600, doc
+    code, doc = _preflight(config, "--state-dir", state, *budget)
+    assert code == 0 and 2 * 3600 - 60 <= doc["pairs"][0]["estimate_s"] < 3 * 3600, doc
+    assert not (tmp_path / "elsewhere").exists()  # preflight wrote nothing there
+
+
 def test_a_pair_over_the_destinations_quota_is_reported(
     accounts: AccountFactory, config_for: ConfigFor, limited: Dovecot,
 ) -> None:

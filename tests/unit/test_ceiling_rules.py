@@ -89,3 +89,23 @@ def test_the_estimate_follows_rates_and_budgets(
 ])
 def test_names_a_destination_will_not_create(name: str, delimiter: str, problem: str) -> None:
     assert creation_problem(name, delimiter) == problem
+
+
+@pytest.mark.parametrize(("used", "seconds"), [
+    # 3 MB used a second ago of 4 MB per 100 s: 1 MB now, 3 MB when those 3 MB leave the
+    # window (99 s), 1 MB when the first 1 MB leaves it (100 s), the last 1 MB at 199 s.
+    (((1.0, 3_000_000),), 199.2),
+    # Used 90 s ago: it leaves the window 10 s from now.
+    (((90.0, 3_000_000),), 110.2),
+    # Used longer ago than the window: counts for nothing.
+    (((150.0, 3_000_000),), 100.4),
+])
+def test_the_estimate_counts_what_the_window_already_holds(used: tuple[tuple[float, int], ...], seconds: float) -> None:
+    # 6 MB at 5 MB/s under 4 MB per 100 s.
+    assert duration_s(6_000_000, 10, 0, 0, (Budget(4_000_000, 100.0, used),)) == pytest.approx(seconds)
+
+
+def test_a_copy_of_many_windows_is_estimated_window_by_window() -> None:
+    # 2,000 windows' worth, a quarter of a window used: 2,000 waits, then the last quarter.
+    budget = Budget(1_000_000, 10.0, ((1.0, 250_000),))
+    assert duration_s(2_000_000_000, 1, 0, 0, (budget,)) == pytest.approx(2000 * 10.0 + 250_000 / 5_000_000)
