@@ -1,11 +1,15 @@
-"""Ctrl-C, SIGTERM and SIGHUP held back while the run's process counts what a worker did.
+"""Ctrl-C, SIGTERM and SIGHUP held back while the run's process counts what was done.
 
 Engine layer.  Their handlers raise (KeyboardInterrupt, `Terminated`, `HungUp`) wherever
 the main thread is.  Between reading a worker's report from its pipe and adding it to the
 summary, that would drop the report: the unit landed on the destination, but the summary
-and the ledger's caller would not count it.  `held` runs a block with those signals
-remembered instead, and acts on the first one received as the block ends.  The waits for
-reports stay outside, so a signal still ends a wait at once.
+would not count it; the same between a destination's answer to an expunge and the count
+of the deletion.  While a `Holding` is entered, its `held` blocks run with those signals
+remembered instead, and the first one received is acted on as the block ends.  The waits
+for reports stay outside the blocks, so a signal still ends a wait at once.
+
+The handlers are wrapped once per `Holding` (a system call each), not per block: a block
+costs a flag, so the pool can hold the signals around every batch of reports it reads.
 """
 
 from __future__ import annotations
@@ -21,31 +25,47 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 Handler = Callable[[int, FrameType | None], object]
 
 
-@contextlib.contextmanager
-def held() -> Iterator[None]:
-    """While inside: the handlers of `SIGNALS` that Python runs (not the defaults the
-    system applies, nor ignored signals) only remember the signal; on leaving, the first
-    remembered signal's own handler runs, and raises what it raises.  Outside the main
-    thread signals are not Python's to handle there: nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
+class Holding:
+    """While entered, the handlers of `SIGNALS` that Python runs (not the defaults the
+    system applies, nor ignored signals) are wrapped: inside `held`, a signal is only
+    remembered; elsewhere it runs its handler at once.  Outside the main thread signals
+    are not Python's to handle there: nothing is wrapped, and `held` holds nothing."""
 
-    def remember(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
+    def __init__(self) -> None:
+        self.holding = False
+        self.received: list[signal.Signals] = []
+        self.previous: dict[signal.Signals, Handler] = {}
 
-    previous: dict[signal.Signals, Handler] = {}
-    for signum in SIGNALS:
-        handler = signal.getsignal(signum)
-        if callable(handler):
-            previous[signum] = handler
-            signal.signal(signum, remember)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if received:
-            first = signal.Signals(received[0])
-            previous[first](first, None)
+    def __enter__(self) -> Holding:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    self.previous[signum] = handler
+                    signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        number = signal.Signals(signum)
+        if self.holding:
+            self.received.append(number)
+            return
+        self.previous[number](signum, frame)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Run the block with the signals remembered; then act on the first received."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+            if self.received:
+                first, self.received = self.received[0], []
+                self.previous[first](first, None)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            # A handler may have replaced ours since (the SIGTERM handler ignores the next ones).
+            if signal.getsignal(signum) == self._handle:
+                signal.signal(signum, handler)

@@ -108,11 +108,18 @@ def copy_units(setup: PoolSetup, job: CopyJob, reporter: Reporter, summary: Summ
     """
     if not job.units and job.feed is None:
         return set()
-    folder_totals = job.folder_totals
     workers = job.workers if job.feed is not None else min(job.workers, len(job.units))
     coordinator = Coordinator(setup, job.units, workers, reporter, summary, standby)
     coordinator.on_unit, coordinator.feed = on_unit, job.feed
     coordinator.max_transfer_bytes, coordinator.gate = job.max_transfer_bytes, job.gate
+    with coordinator.signals:
+        _copy(coordinator, job, reporter, summary)
+    return coordinator.replan
+
+
+def _copy(coordinator: Coordinator, job: CopyJob, reporter: Reporter, summary: Summary) -> None:
+    """`copy_units`' copy, and what its summary says once it is over (or stopped)."""
+    folder_totals = job.folder_totals
     try:
         try:
             coordinator.run(folder_totals)
@@ -149,7 +156,6 @@ def copy_units(setup: PoolSetup, job: CopyJob, reporter: Reporter, summary: Summ
                 )
             else:
                 summary.errors.append(f"{left} messages not copied because the run stopped early; run again")
-    return coordinator.replan
 
 
 def spawn(
@@ -238,6 +244,8 @@ class Coordinator:
         # The largest first (streamed units: a large message holds its worker longest), so
         # that none starts last while the other workers have nothing left to do.
         self.pending = Pending(units)
+        # Ctrl-C and SIGTERM wait while a report is read and counted (`interrupts`).
+        self.signals = interrupts.Holding()
         self.feed: Feed | None = None  # units planned while copying (`CopyJob.feed`)
         self.stop = standby.stop if standby is not None else StopFlag(self.ctx)
         self.processes: dict[int, Any] = {}
@@ -361,7 +369,7 @@ class Coordinator:
             wait_s = 0.02 if self.starting() else 0.5
             ready = wait_for_reports(self.channels, wait_s, self.feed.waitable if self.feed is not None else None)
             # A report read is counted before Ctrl-C or SIGTERM may end the loop (`interrupts`).
-            with interrupts.held():
+            with self.signals.held():
                 if not self.hear(receive(self.channels, ready), folder_totals):
                     return self.dismiss()
             if not self.reap():
@@ -407,7 +415,7 @@ class Coordinator:
         deadline = time.monotonic() + timeout_s
         while self.channels and time.monotonic() < deadline:
             ready = wait_for_reports(self.channels, timeout_s=0.1)
-            with interrupts.held():
+            with self.signals.held():
                 self.hear(receive(self.channels, ready), folder_totals, stopping=True)
 
     def log_worker(self, name: str, worker: int, side: str, text: str, level: int, **fields: Any) -> None:
@@ -535,7 +543,7 @@ class Coordinator:
         for index, channel in list(self.channels.items()):
             process = self.processes.get(index)
             try:
-                with interrupts.held():
+                with self.signals.held():
                     while channel.poll():
                         message = channel.recv()
                         if isinstance(message, UnitDone):

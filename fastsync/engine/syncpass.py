@@ -450,7 +450,7 @@ class SyncPass:
             sources = [q.pair.src for q in plans if q.pair.dst == p.pair.dst]
             uids = [r.uid for r in p.to_delete]
             # Ctrl-C or SIGTERM waits for the folder's deletion to be counted (`interrupts`).
-            with interrupts.held():
+            with interrupts.Holding() as signals, signals.held():
                 try:
                     if self.replanned.intersection(sources):
                         raise FolderError(

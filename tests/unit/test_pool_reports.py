@@ -244,7 +244,7 @@ def test_sigterm_while_a_report_is_counted_stops_after_the_count(stage: str) -> 
     coordinator.on_unit = on_unit
     for unit in units:
         worker_end.send(UnitDone(0, unit.unit_id, "INBOX", 2, 20))
-    with sigterm_stops(), pytest.raises(Terminated):
+    with sigterm_stops(), coordinator.signals, pytest.raises(Terminated):
         if stage == "copying":
             coordinator.run({"INBOX": (4, 40)})
         else:
