@@ -420,8 +420,8 @@ def _run(command: str, options: Options, config: Config, reporter: Reporter) -> 
 
         listing = show.run(config, options, reporter)
         reporter.show_report(listing)
-        unread = [(info, item) for info in (listing.src, listing.dst) for item in info.folders if item.error]
-        for _info, item in unread:
+        unread = [item for info in (listing.src, listing.dst) for item in info.folders if item.error]
+        for item in unread:
             # The error names the side, its server and the folder (`Session.folder_error`).
             reporter.error(f"{item.error}; its counts are not in the listing")
         code = ExitCode.PARTIAL if unread else ExitCode.OK
