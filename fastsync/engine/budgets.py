@@ -50,9 +50,11 @@ def book_name(account: Account) -> str:
     return hashlib.sha256(f"{account_key(account)}\n{DIRECTION[account.side]}".encode()).hexdigest()[:24]
 
 
-def book_path(state_dir: Path, account: Account) -> Path:
-    """The file of *account*'s uses in the direction of its side."""
-    return statedir.prepare(state_dir / "budgets") / f"{book_name(account)}.json"
+def book_path(state_dir: Path, account: Account, prepare: bool = True) -> Path:
+    """The file of *account*'s uses in the direction of its side (its folder made, unless
+    not *prepare*)."""
+    folder = state_dir / "budgets"
+    return (statedir.prepare(folder) if prepare else folder) / f"{book_name(account)}.json"
 
 
 @dataclass
@@ -117,7 +119,7 @@ class Meter:
 def window_uses(state_dir: Path, account: Account, window_s: float, now: float) -> list[Use]:
     """What *account*'s window ending *now* already holds, read without writing anything
     (no state directory or file is created: `fastsync preflight` writes nothing)."""
-    path = state_dir / "budgets" / f"{book_name(account)}.json"
+    path = book_path(state_dir, account, prepare=False)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -293,14 +295,7 @@ def gate_for(request: BudgetRequest, reporter: Reporter, summary: Summary) -> Ga
     a `BudgetTooSmall`: that message would never fit."""
     options, meters = request.options, []
     largest = max((r.size_bytes for r in request.todo), default=0)
-    for account, configured, gmail in (
-        (request.config.src, options.src_daily_limit, request.gmail[0]),
-        (request.config.dst, options.dst_daily_limit, request.gmail[1]),
-    ):
-        budget = budget_rules.choose(account.side, configured, gmail or providers.is_gmail(account),
-                                     options.limit_window)
-        if budget is None:
-            continue
+    for account, budget in chosen(request.config, options, request.gmail):
         if largest > budget.limit_bytes:
             raise BudgetTooSmall(
                 f"{account.where}: the daily limit of {budget.limit_bytes:,} bytes per "
@@ -324,14 +319,17 @@ def gate_for(request: BudgetRequest, reporter: Reporter, summary: Summary) -> Ga
     return gate
 
 
-def budgeted(config: Config, options: Options, gmail: tuple[bool, bool]) -> bool:
-    """Whether a daily limit applies to either account (`gate_for` would meter it)."""
-    return any(
-        budget_rules.choose(account.side, configured, is_gmail or providers.is_gmail(account),
-                            options.limit_window) is not None
-        for account, configured, is_gmail in ((config.src, options.src_daily_limit, gmail[0]),
-                                              (config.dst, options.dst_daily_limit, gmail[1]))
-    )
+def chosen(config: Config, options: Options, gmail: tuple[bool, bool]) -> list[tuple[Account, Budget]]:
+    """Each account's budget, where one applies: its side's daily limit, or Gmail's preset
+    where *gmail* says its server announced Gmail's extensions or its host is Gmail's."""
+    found = []
+    for account, configured, is_gmail in ((config.src, options.src_daily_limit, gmail[0]),
+                                          (config.dst, options.dst_daily_limit, gmail[1])):
+        budget = budget_rules.choose(account.side, configured, is_gmail or providers.is_gmail(account),
+                                     options.limit_window)
+        if budget is not None:
+            found.append((account, budget))
+    return found
 
 
 def unit_bytes(gate: Gate | None, default_bytes: int) -> int:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TypeVar
 
+from fastsync.engine import interrupts
 from fastsync.settings.config import Account
 from fastsync.records.errors import FastsyncError
 from fastsync.records.events import event
@@ -52,7 +53,7 @@ RENEW_S = 24 * 60
 STEP_S = 1.0
 
 
-class Interrupts:
+class Interrupts(interrupts.Wrapped):
     """Ctrl-C and SIGTERM while the watch runs, remembered.
 
     A signal's handler raises its exception (KeyboardInterrupt, `Terminated`) wherever the
@@ -62,34 +63,22 @@ class Interrupts:
     signal is also remembered, and `check`, called between waits, raises it again.
     """
 
+    signals = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self) -> None:
-        self.received: list[int] = []
-        self.previous: dict[int, Callable[[int, FrameType | None], object]] = {}
+        super().__init__()
+        self.received: list[signal.Signals] = []
 
-    def __enter__(self) -> Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                handler = signal.getsignal(signum)
-                if callable(handler):
-                    self.previous[signum] = handler
-                    signal.signal(signum, self._remember)
-        return self
-
-    def _remember(self, signum: int, frame: FrameType | None) -> None:
-        self.received.append(signum)
-        self.previous[signum](signum, frame)
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        number = signal.Signals(signum)
+        self.received.append(number)
+        self.previous[number](signum, frame)
 
     def check(self) -> None:
         """Raise what the first signal received raises (it may have been dropped)."""
         if self.received:
             signum = self.received[0]
             self.previous[signum](signum, None)
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self.previous.items():
-            # A handler may have replaced ours since (the SIGTERM handler ignores the next ones).
-            if signal.getsignal(signum) == self._remember:
-                signal.signal(signum, handler)
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,12 @@ import dataclasses
 import time
 
 from fastsync.engine import processes
-from fastsync.engine.budgets import window_uses
+from fastsync.engine.budgets import chosen, window_uses
 from fastsync.engine.state import default_dir
 from fastsync.engine.planner import PlanRequest, Planner, gmail_sides, list_both, pair_both, plan_folders, selection_of
 from fastsync.imap.session import Session
 from fastsync.records.errors import ConnectError, FastsyncError, TooManyConnections, describe
 from fastsync.records.results import PairReadiness, Reporter
-from fastsync.rules import budget as budget_rules
 from fastsync.rules import folders as folder_rules
 from fastsync.rules.estimate import Budget, duration_s
 from fastsync.rules.limits import Limits
@@ -46,13 +45,9 @@ def budgets_of(config: Config, options: Options, gmail: tuple[bool, bool] = (Fal
     with what their windows already hold from earlier runs (the state directory's)."""
     found = []
     now = time.time()
-    for account, configured, on_gmail in ((config.src, options.src_daily_limit, gmail[0]),
-                                          (config.dst, options.dst_daily_limit, gmail[1])):
-        budget = budget_rules.choose(account.side, configured, on_gmail or providers.is_gmail(account),
-                                     options.limit_window)
-        if budget is not None:
-            uses = window_uses(options.state_dir or default_dir(), account, budget.window_s, now)
-            found.append(Budget(budget.limit_bytes, budget.window_s, tuple((now - t, b) for t, b in uses)))
+    for account, budget in chosen(config, options, gmail):
+        uses = window_uses(options.state_dir or default_dir(), account, budget.window_s, now)
+        found.append(Budget(budget.limit_bytes, budget.window_s, tuple((now - t, b) for t, b in uses)))
     return found
 
 

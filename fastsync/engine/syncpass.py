@@ -519,7 +519,7 @@ def streams(sync: SyncPass) -> bool:
             or planner_yields(sync.workers, options.max_connections)):
         return False
     gmail = gmail_sides(sync.planner)
-    return not budgets.budgeted(sync.config, options, gmail)
+    return not budgets.chosen(sync.config, options, gmail)
 
 
 class CopyWhilePlanning:

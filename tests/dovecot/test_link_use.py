@@ -5,19 +5,21 @@ small messages travel in units small enough that every worker gets several.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import subprocess
 
 import pytest
 
 from bench.harness.corpus import Message
-from bench.harness.replyproxy import EditingProxy
-from bench.harness.tcpproxy import CountingProxy
+from bench.harness.replyproxy import Edit, EditingProxy
+from bench.harness.tcpproxy import Recording
 from bench.harness.wanproxy import WanProxy, WireLog
 from fastsync.rules.plan import BATCH_UNIT_MIN_BYTES, UNIT_MAX_BYTES
-from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
 from tests.dovecot.test_streaming import large
 from tests.helpers import run_cli, summary_line
-from tests.wire import commands
+from tests.wire import Command, commands
 
 WHEN = dt.datetime(2023, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
 
@@ -26,6 +28,27 @@ def _medium(n: int, folder: str = "INBOX") -> Message:
     """About 50 KB of text: a small message (batched), as most mail is."""
     body = f"Message-ID: <m{n}@x>\r\nSubject: medium {n}\r\n\r\n".encode() + (b"%05d " % n) * 8_300 + b"\r\n"
     return Message(folder, body, ("\\Seen",), WHEN + dt.timedelta(minutes=n))
+
+
+def _recorded_sync(
+    src: Account, dst: Account, config_for: ConfigFor, procs: int, sides: tuple[str, ...] = ("dst",),
+    down: Edit | None = None,
+) -> tuple[subprocess.CompletedProcess[str], list[Recording]]:
+    """``sync -y --procs N`` through a recording proxy in front of each of *sides* (the
+    server's lines edited by *down*), checked exit 0 and exact; what the proxies recorded."""
+    accounts = {"src": src, "dst": dst}
+    with contextlib.ExitStack() as stack:
+        proxies = {side: stack.enter_context(EditingProxy(accounts[side].server.port, record=True, down=down))
+                   for side in sides}
+        extra = {side: {"server": f"127.0.0.1:{proxy.port}"} for side, proxy in proxies.items()}
+        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", str(procs))
+    assert result.returncode == 0, result.stderr
+    assert snapshot(dst) == snapshot(src)
+    return result, [r for proxy in proxies.values() for r in proxy.recordings]
+
+
+def _appends(recordings: list[Recording]) -> list[Command]:
+    return [c for r in recordings for c in commands(bytes(r.client_bytes)) if c.name == "APPEND"]
 
 
 def test_a_streamed_message_is_uploaded_while_it_downloads(accounts: AccountFactory, config_for: ConfigFor) -> None:
@@ -64,13 +87,9 @@ def test_small_messages_go_in_units_that_every_worker_gets_several_of(
     total = sum(len(m.body) for m in messages)
     assert total > 3 * UNIT_MAX_BYTES
     src.seed(messages)
-    with CountingProxy(dst.server.port, record=True) as dst_proxy:
-        extra = {"dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
-        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "2")
-    assert result.returncode == 0, result.stderr
+    result, recordings = _recorded_sync(src, dst, config_for, procs=2)
     assert "80 copied" in summary_line(result.stdout)
-    assert snapshot(dst) == snapshot(src)
-    appends = [c for r in dst_proxy.recordings for c in commands(bytes(r.client_bytes)) if c.name == "APPEND"]
+    appends = _appends(recordings)
     # Units of BATCH_UNIT_MIN_BYTES (the floor: 2 workers x 8 units would be smaller), one
     # MULTIAPPEND each.
     assert len(appends) >= total // BATCH_UNIT_MIN_BYTES, len(appends)
@@ -80,13 +99,7 @@ def test_small_messages_go_in_units_that_every_worker_gets_several_of(
 def test_no_capability_command_when_the_greeting_lists_them(accounts: AccountFactory, config_for: ConfigFor) -> None:
     src, dst = accounts(2)
     src.seed([_medium(n) for n in range(3)])
-    with CountingProxy(src.server.port, record=True) as src_proxy, \
-            CountingProxy(dst.server.port, record=True) as dst_proxy:
-        extra = {"src": {"server": f"127.0.0.1:{src_proxy.port}"}, "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
-        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "1")
-    assert result.returncode == 0, result.stderr
-    assert snapshot(dst) == snapshot(src)
-    recordings = src_proxy.recordings + dst_proxy.recordings
+    _result, recordings = _recorded_sync(src, dst, config_for, procs=1, sides=("src", "dst"))
     assert all(bytes(r.server_bytes).startswith(b"* OK [CAPABILITY IMAP4rev1 ") for r in recordings)
     # Dovecot's greeting names its capabilities (RFC 3501 section 7.1): every connection
     # logs in with its first command, a round trip sooner.
@@ -101,13 +114,9 @@ def test_each_folders_partly_filled_last_unit_is_copied_after_the_full_ones(
     # Two folders of six 50 KB messages: units of 256 KiB (`plan.BATCH_UNIT_MIN_BYTES`)
     # take five, so each folder ends on a unit of one.
     src.seed([_medium(n, "INBOX") for n in range(6)] + [_medium(n, "Archive") for n in range(6, 12)])
-    with CountingProxy(dst.server.port, record=True) as dst_proxy:
-        extra = {"dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
-        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "1")
-    assert result.returncode == 0, result.stderr
+    result, recordings = _recorded_sync(src, dst, config_for, procs=1)
     assert "12 copied" in summary_line(result.stdout)
-    assert snapshot(dst) == snapshot(src)
-    appends = [c for r in dst_proxy.recordings for c in commands(bytes(r.client_bytes)) if c.name == "APPEND"]
+    appends = _appends(recordings)
     # One worker copies the units in the order the pool sends them: both full units, then
     # the two of one message; with --copy-while-planning (`syncpass.CopyWhilePlanning`),
     # Archive, the cheaper folder, is planned and copied first, then INBOX, each folder's
@@ -130,13 +139,7 @@ def test_a_login_is_one_round_trip_where_the_server_takes_an_initial_response(
     src, dst = accounts(2)
     src.seed([_medium(n) for n in range(3)])
     edit = None if announced else _without_sasl_ir
-    with EditingProxy(src.server.port, record=True, down=edit) as src_proxy, \
-            EditingProxy(dst.server.port, record=True, down=edit) as dst_proxy:
-        extra = {"src": {"server": f"127.0.0.1:{src_proxy.port}"}, "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
-        result = run_cli("sync", "-c", config_for(src, dst, extra=extra), "-y", "--procs", "1")
-    assert result.returncode == 0, result.stderr
-    assert snapshot(dst) == snapshot(src)
-    recordings = src_proxy.recordings + dst_proxy.recordings
+    _result, recordings = _recorded_sync(src, dst, config_for, procs=1, sides=("src", "dst"), down=edit)
     assert len(recordings) >= 4
     for recording in recordings:
         server = bytes(recording.server_bytes)
