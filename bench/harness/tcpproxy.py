@@ -52,9 +52,9 @@ class Fault:
     stall_after_down: int = 0
     stall_s: float = 0.0
     lose_append_reply: bool = False
-    # Server bytes holding this marker wait stall_s before they go on: whether a client
-    # sends its next command without waiting for that reply (pipelining) shows in
-    # `Recording.order`.
+    # Server bytes from this marker on wait stall_s before they go on (those before it go
+    # first): whether a client sends its next command without waiting for that reply
+    # (pipelining) shows in `Recording.order`.
     hold_down: bytes = b""
     # Relay the greeting, then hang up when the client logs in (mox past 30 connections).
     hang_up_at_login: bool = False
@@ -290,25 +290,39 @@ class CountingProxy:
                     dst.sendall(data[: max(0, limit - relayed)])
                     self._break(link)
                     return
+                # A stall comes exactly where it is asked for: the bytes before it go on first.
+                stall_at = -1
                 if not upstream and fault.stall_after_down and relayed < fault.stall_after_down <= relayed + len(data):
+                    stall_at = fault.stall_after_down - relayed
+                if not upstream and fault.hold_down and fault.hold_down in data:
+                    stall_at = data.index(fault.hold_down)
+                if stall_at >= 0:
+                    before, data = data[:stall_at], data[stall_at:]
+                    self._pass(link, log, kept, upstream, before, dst)
+                    relayed += len(before)
                     with self._lock:
                         self.faults_done += 1
                     time.sleep(fault.stall_s)
-                if not upstream and fault.hold_down and fault.hold_down in data:
-                    time.sleep(fault.stall_s)
                 relayed += len(data)
-                with self._lock:
-                    log.append((time.monotonic(), len(data)))
-                    if link.recording is not None:
-                        self.chunks += 1
-                        link.recording.order.append((self.chunks, upstream, data))
-                if kept is not None:
-                    kept += data
-                dst.sendall(data)
+                self._pass(link, log, kept, upstream, data, dst)
         except OSError:
             pass
         finally:
             self._close(link)
+
+    def _pass(self, link: _Link, log: list[tuple[float, int]], kept: bytearray | None, upstream: bool,
+              data: bytes, dst: socket.socket) -> None:
+        """Send *data* on, counted and recorded."""
+        if not data:
+            return
+        with self._lock:
+            log.append((time.monotonic(), len(data)))
+            if link.recording is not None:
+                self.chunks += 1
+                link.recording.order.append((self.chunks, upstream, data))
+        if kept is not None:
+            kept += data
+        dst.sendall(data)
 
     def _break(self, link: _Link) -> None:
         with self._lock:

@@ -225,8 +225,11 @@ class SourceLost(Exception):
 
 class BodyLiteral:
     """A message body the source is sending as the literal of a FETCH response (RFC 3501
-    section 7.4.2), read `READ_BYTES` at a time through the metered socket: memory holds
-    one chunk, whatever the message's size.  Every failure of the source is `SourceLost`."""
+    section 7.4.2), read as it arrives, at most `READ_BYTES` at a time, through the metered
+    socket: memory holds one chunk, whatever the message's size, and a relay passes each
+    piece on at once (waiting for whole chunks of 64 KiB kept the destination's link 65 ms
+    behind the source's on a 1 MB/s link, the last chunk included).  Every failure of the
+    source is `SourceLost`."""
 
     def __init__(self, imap: Any, tag: bytes, uid: int, size_bytes: int) -> None:
         self._imap = imap
@@ -242,12 +245,12 @@ class BodyLiteral:
         while remaining > 0:
             step = min(remaining, READ_BYTES)
             try:
-                part = self._imap.read_bytes(step)
+                part = self._imap.read_some(step)
             except (OSError, EOFError, self._imap.abort) as exc:
                 raise SourceLost(exc) from None
-            if len(part) < step:
+            if not part:
                 raise SourceLost(EOFError("connection closed in the middle of a message"))
-            remaining -= step
+            remaining -= len(part)
             yield part
 
     def finish(self) -> None:

@@ -187,6 +187,17 @@ class Metered:
         self._count(size - remaining, 0)
         return b"".join(parts)
 
+    def read_some(self, size: int) -> bytes:
+        """What has arrived, up to *size* bytes (at least one; none once the connection
+        ended), without waiting for more: a relay forwards each piece as it comes instead
+        of holding it back until *size* bytes are in.  Metered once read: a capped side
+        then waits before its next read."""
+        part: bytes = self.file.read1(size)  # type: ignore[attr-defined]
+        self._count(len(part), 0)
+        if self.meter_down is not None and part:
+            self.meter_down.charge(len(part))
+        return part
+
     def readline(self) -> bytes:
         line: bytes = self.file.readline(wire.MAX_LINE_BYTES + 1)  # type: ignore[attr-defined]
         if len(line) > wire.MAX_LINE_BYTES:

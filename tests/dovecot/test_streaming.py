@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from bench.harness.dovecot import Dovecot
 from bench.harness.tcpproxy import CountingProxy, Fault, Traffic
 from fastsync.rules.plan import STREAM_MESSAGE_BYTES
 from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
-from tests.helpers import capped_rate_allowance, run_cli, summary_line
+from tests.helpers import capped_rate_allowance, run_cli, spawn_sync, summary_line, wait_for
 from tests.wire import commands
 
 WHEN = dt.datetime(2022, 3, 4, 5, 6, 7, tzinfo=dt.timezone(dt.timedelta(hours=-7)))
@@ -170,4 +171,37 @@ def test_streamed_append_whose_answer_is_lost_is_not_duplicated(
     assert proxy.faults_done == 1
     assert result.returncode == 0, result.stderr
     assert "retrying in" in result.stderr
+    assert snapshot(dst) == snapshot(src)
+
+
+def test_a_streamed_body_goes_on_as_it_arrives(accounts: AccountFactory, config_for: ConfigFor) -> None:
+    """A source that pauses in the middle of a large message: what it sent up to the pause
+    reaches the destination during the pause.  The pause falls 60,000 bytes into the ninth
+    64 KiB of the body: a relay that waited for whole chunks of 64 KiB passed 8 of them on
+    (524,288 bytes) and held the rest back, which on a 1 MB/s link kept the destination's
+    side 65 ms behind the source's, to the last byte."""
+    src, dst = accounts(2)
+    marker = b"PAUSE-HERE"
+    head = b"Message-ID: <paused@x>\r\nSubject: paused\r\n\r\n"
+    paused_at = 8 * 65536 + 60_000
+    line = b"x" * 76 + b"\r\n"
+    room = paused_at - len(head)
+    filler = line * (room // len(line)) + b"y" * (room % len(line))
+    body = head + filler + marker + b"\r\n" + line * 15_000
+    assert body.index(marker) == paused_at and len(body) > STREAM_MESSAGE_BYTES
+    src.seed([Message("INBOX", body, ("\\Seen",), WHEN)])
+    pausing = CountingProxy(src.server.port, faults=lambda _n: Fault(hold_down=marker, stall_s=4))
+    with pausing as src_proxy, CountingProxy(dst.server.port) as dst_proxy:
+        extra = {"src": {"server": f"127.0.0.1:{src_proxy.port}"}, "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
+        process = spawn_sync(config_for(src, dst, extra=extra), "--procs", "1")
+        try:
+            wait_for(lambda: src_proxy.faults_done, what="the source's pause")
+            time.sleep(1.5)  # the source is paused for 4 s: whatever was sent has arrived
+            during_pause = sum(size for _t, size in dst_proxy.traffic.to_server)
+        finally:
+            out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "1 copied" in summary_line(out)
+    # Every byte of the body up to the pause (and the commands before it) was passed on.
+    assert during_pause >= paused_at, during_pause
     assert snapshot(dst) == snapshot(src)
