@@ -50,7 +50,7 @@ from fastsync.records.errors import (
 )
 from fastsync.records.events import event
 from fastsync.rules.limits import Limits, StopFlag
-from fastsync.records.model import Retrying, UnitDone, WorkerExit, WorkUnit
+from fastsync.records.model import Retrying, SourceDone, UnitDone, WorkerExit, WorkUnit
 from fastsync.engine import interrupts
 from fastsync.engine.processes import context
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES
@@ -224,6 +224,16 @@ class Standby:
             limits.release_all(index)
 
 
+def _fetches_ahead(unit: WorkUnit | None, sources_done: set[int]) -> bool:
+    """Whether the worker holding *unit* fetches its next unit while the destination takes
+    this one: a unit of small messages, or a streamed one whose source part is done
+    (`SourceDone`); one still streaming from the source would keep the next unit waiting
+    while other workers may be idle."""
+    if unit is None:
+        return False
+    return unit.unit_id in sources_done or (not unit.streamed and unit.size_bytes <= STREAM_ABOVE_BYTES)
+
+
 class Coordinator:
     """Feeds units to the workers, collects their reports, replaces workers that die."""
 
@@ -239,13 +249,11 @@ class Coordinator:
         self.on_unit: Callable[[WorkUnit, UnitDone], None] | None = None
         self.units = {u.unit_id: u for u in units}
         self.attempts = dict.fromkeys(self.units, 0)
-        # Units not yet given to a worker; each worker holds one, and `UNITS_AHEAD` more
-        # once every worker holds one (`taken`, in the order sent).
-        # The largest first (streamed units: a large message holds its worker longest), so
-        # that none starts last while the other workers have nothing left to do.
+        # Units not yet given to a worker; each worker holds one, and `UNITS_AHEAD` more once
+        # every worker holds one (`taken`, in the order sent).  The largest first (a large message
+        # holds its worker longest), so that none starts last while the others have nothing to do.
         self.pending = Pending(units)
-        # Ctrl-C and SIGTERM wait while a report is read and counted (`interrupts`).
-        self.signals = interrupts.Holding()
+        self.signals = interrupts.Holding()  # Ctrl-C, SIGTERM wait while a report is counted
         self.feed: Feed | None = None  # units planned while copying (`CopyJob.feed`)
         self.stop = standby.stop if standby is not None else StopFlag(self.ctx)
         self.processes: dict[int, Any] = {}
@@ -254,16 +262,16 @@ class Coordinator:
         self.adopt(wait=False, dispatch=False)
         self.next_index = standby.count if standby is not None else 0
         self.taken: dict[int, list[int]] = {}
+        self.sources_done: set[int] = set()  # streamed units whose source part is done (`SourceDone`)
         # Workers that copied a unit (logged in), the most at once, sides refusing logins (`Summary.ceilings`).
         self.working, self.peak, self.refused_sides = set[int](), 0, set[str]()
         self.exits: dict[int, WorkerExit] = {}
         self.replan: set[str] = set()
-        # Workers that stopped since the last unit finished: when every restart fails
-        # (server down, account locked) the run ends instead of starting workers forever.
-        self.exits_in_a_row = 0
-        # --max-transfer (0: none): bytes after which no unit is started (see at_limit);
-        # the budgets per account and window (`budgets.Gate`), None when there are none.
-        self.max_transfer_bytes = 0
+        # Workers that stopped since the last unit finished: when every restart fails (server
+        # down, account locked) the run ends instead of starting workers forever.  --max-transfer
+        # (0: none): bytes after which no unit is started (`at_limit`); the budgets per account
+        # and window (`budgets.Gate`), None when there are none.
+        self.exits_in_a_row, self.max_transfer_bytes = 0, 0
         self.gate: Gate | None = None
         # Units planned without identities whose APPEND may have landed, by destination
         # folder, waiting for the folder's other units (`WorkUnit.blind`); and the UIDs the
@@ -309,10 +317,8 @@ class Coordinator:
 
     def _ahead_for(self, unit_id: int) -> bool:
         """Whether a unit may wait with the worker that holds *unit_id*: every worker holds
-        one, and that unit is of small messages, whose APPEND the next unit's fetch overlaps
-        (a streamed one would keep the unit waiting while other workers may be idle)."""
-        unit = self.units.get(unit_id)
-        return (unit is not None and not unit.streamed and unit.size_bytes <= STREAM_ABOVE_BYTES
+        one, and that worker fetches its next unit meanwhile (`_fetches_ahead`)."""
+        return (_fetches_ahead(self.units.get(unit_id), self.sources_done)
                 and len(self.channels) >= self.workers and all(self.taken.get(i) for i in self.channels))
 
     def accept(self, units: Sequence[WorkUnit]) -> None:
@@ -382,9 +388,13 @@ class Coordinator:
         going = not stopping
         for message in messages:
             if isinstance(message, UnitDone):
+                self.sources_done.discard(message.unit_id)
                 self.finished(message, folder_totals)
                 if going:
                     self.dispatch(message.worker)
+            elif isinstance(message, SourceDone) and going:
+                self.sources_done.add(message.unit_id)
+                self.dispatch(message.worker)
             elif isinstance(message, Retrying):
                 self.log_worker("retry", message.worker, message.error.side, message.error.message,
                                 logging.WARNING, wait_s=round(message.wait_s, 3), attempt=message.attempt)

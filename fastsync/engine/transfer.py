@@ -34,7 +34,9 @@ from fastsync.imap.folder import SelectedFolder
 from fastsync.imap.literals import OverBudget
 from fastsync.imap.session import Session, stream_messages
 from fastsync.engine.ledger import Ledger
-from fastsync.records.model import Described, Failure, Fetched, Retrying, UnitDone, WorkerSettings, WorkUnit
+from fastsync.records.model import (
+    Described, Failure, Fetched, Retrying, SourceDone, UnitDone, WorkerSettings, WorkUnit,
+)
 from fastsync.rules.retry import with_retries
 
 # A unit that meets data the parser cannot read this many times is copied message by
@@ -103,6 +105,28 @@ def _failure(folder: str, message: Fetched | Described, reason: str) -> Failure:
     message_id = fields.get("message-id", b"").decode("utf-8", "replace")
     return Failure(folder, message.uid, _size(message), reason, message_id,
                    refusals.header_text(fields.get("subject", b"")), refusals.header_text(fields.get("date", b"")))
+
+
+def rewrites(dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described],
+             appended: Sequence[tuple[int, int]]) -> bool:
+    """Whether the destination stored the copies under other identities (it rewrites
+    Message-Id): checked on the first unit of each folder (`WorkUnit.verify`), on one
+    copy where APPENDUID named it (*appended*: source and destination UIDs), else on all
+    of the unit's (no match among the folder's new messages)."""
+    sent = {m.uid: _identity_of(m) for m in copied}
+    by_dst = {d: s for s, d in appended if s in sent}
+    dst_uid, src_uid = next(iter(by_dst.items()), (0, 0))
+    # EXAMINE and the FETCH in one round trip (`Session.examine_reading`).
+    try:
+        box, stored = dst.examine_reading(unit.pair.dst, lambda box: (
+            box.identities_of([dst_uid], plan.identity) if by_dst
+            else box.identities_since(unit.dst_uidnext, plan.identity)))
+    except FolderError:
+        return False
+    box.close()
+    if by_dst:
+        return dst_uid in stored and stored[dst_uid] != sent[src_uid]
+    return not set(stored.values()) & set(sent.values())
 
 
 class Ahead:
@@ -330,12 +354,12 @@ class Copier:
         self, dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described], failures: list[Failure],
         left: int, *, vanished: int, skipped: int,
     ) -> UnitDone:
-        rewrites = self._rewrites(dst, unit, copied) if copied and unit.verify else False
+        rewritten = rewrites(dst, unit, copied, self.appended) if copied and unit.verify else False
         error = f"{left} messages of folder {unit.pair.src!r} not copied: the destination is over quota" if left else ""
         return UnitDone(
             self.index, unit.unit_id, unit.pair.src, len(copied) + skipped, sum(_size(m) for m in copied),
             vanished, tuple(failures), error=error, skipped=skipped, appended=tuple(self.appended),
-            dst_uidvalidity=self.dst_uidvalidity, rewrites=rewrites, dropped_keywords=tuple(sorted(self.dropped)),
+            dst_uidvalidity=self.dst_uidvalidity, rewrites=rewritten, dropped_keywords=tuple(sorted(self.dropped)),
         )
 
     def _copy_streamed(
@@ -369,13 +393,14 @@ class Copier:
             if len(messages) > 1 and dst.capabilities.multiappend:
                 with contextlib.suppress(MessageError, DestinationFull):
                     # Refused as a whole: one APPEND each below finds what (part may fit).
-                    outcome = self._relay(unit, messages)
+                    outcome = self._relay(unit, messages, last=True)
                     if isinstance(outcome, UnitDone):
                         return outcome
                     copied, vanished, messages = outcome, vanished + len(messages) - len(outcome), []
             for index, message in enumerate(messages):
                 try:
-                    outcome = self._dropping_keywords(unit.pair.dst, message, lambda m: self._relay(unit, [m]))
+                    last = index == len(messages) - 1
+                    outcome = self._dropping_keywords(unit.pair.dst, message, lambda m: self._relay(unit, [m], last))
                     if isinstance(outcome, UnitDone):
                         return outcome
                     copied.extend(outcome)
@@ -390,18 +415,25 @@ class Copier:
         # Only the source connection may have been dropped (a refusal before the literal).
         return self._done(self.sessions.dst or dst, unit, copied, failures, left, vanished=vanished, skipped=skipped)
 
-    def _relay(self, unit: WorkUnit, messages: list[Described]) -> list[Described] | UnitDone:
+    def _relay(self, unit: WorkUnit, messages: list[Described], last: bool = False) -> list[Described] | UnitDone:
         """Stream *messages* with one APPEND; the messages sent (not those gone from the
         source), or the report of a source folder whose UIDVALIDITY changed when it had to
-        be reopened (the unit is planned again)."""
+        be reopened (the unit is planned again).  With the unit's *last* message, the next
+        unit is fetched (`prefetch`) as soon as the source has sent that message, while the
+        destination still receives it and answers: a unit of large messages then leaves
+        no gap on the source's link after it."""
         for attempt in range(2):
+            # The source again (after a refusal, or to create the folder): a fetch ahead started
+            # by an earlier attempt ends first.
+            self.ahead.settle()
             # A refusal before a literal leaves the source connection dropped: reopened here.
             src, dst = self.connect()
             changed, _ahead = self._open_source(src, unit)
             if changed is not None:
                 return changed
             try:
-                sent, reported = stream_messages(self._source(unit), dst, unit.pair.dst, messages)
+                sent, reported = stream_messages(self._source(unit), dst, unit.pair.dst, messages,
+                                                 (lambda: self._source_free(unit)) if last else None)
             except FolderMissing:
                 # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
                 if attempt or unit.pair.dst in self.created:
@@ -415,25 +447,11 @@ class Copier:
             return sent
         return []
 
-    def _rewrites(self, dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described]) -> bool:
-        """Whether the destination stored the copies under other identities (it rewrites
-        Message-Id): checked on the first unit of each folder (`WorkUnit.verify`), on one
-        copy where APPENDUID named it, else on all of the unit's (no match among the
-        folder's new messages)."""
-        sent = {m.uid: _identity_of(m) for m in copied}
-        by_dst = {d: s for s, d in self.appended if s in sent}
-        dst_uid, src_uid = next(iter(by_dst.items()), (0, 0))
-        # EXAMINE and the FETCH in one round trip (`Session.examine_reading`).
-        try:
-            box, stored = dst.examine_reading(unit.pair.dst, lambda box: (
-                box.identities_of([dst_uid], plan.identity) if by_dst
-                else box.identities_since(unit.dst_uidnext, plan.identity)))
-        except FolderError:
-            return False
-        box.close()
-        if by_dst:
-            return dst_uid in stored and stored[dst_uid] != sent[src_uid]
-        return not set(stored.values()) & set(sent.values())
+    def _source_free(self, unit: WorkUnit) -> None:
+        """The source has sent the streamed *unit*'s last body: the parent may send the next
+        unit (it sends none ahead to a worker busy streaming), fetched from now on."""
+        self.report(SourceDone(self.index, unit.unit_id))
+        self.prefetch()
 
     def _one_by_one(
         self, unit: WorkUnit, failures: list[Failure], fetch: Callable[[SelectedFolder, Sequence[int]], list[M]]

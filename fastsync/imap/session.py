@@ -26,7 +26,7 @@ from fastsync.imap import wire
 from fastsync.rules import folders as folder_rules
 from fastsync.settings.config import Account
 from fastsync.records.errors import ConnectionLost, FolderError, MalformedResponse
-from fastsync.imap import exchanges, literals, records, replies, transport
+from fastsync.imap import appends, exchanges, literals, records, replies, transport
 from fastsync.imap.capabilities import Capabilities, status_items
 from fastsync.imap.folder import IDENTITY_BATCH, SIZE_ITEMS, SelectedFolder, identity_items
 from fastsync.imap.records import Identity
@@ -449,7 +449,7 @@ class Session:
             raise ValueError(f"{self.where}: several messages in one APPEND need MULTIAPPEND")
         try:
             with self.guarded():
-                typ, text = transport.send_append(self._client, folder, messages, self.capabilities.literal_plus)
+                typ, text = appends.send_append(self._client, folder, messages, self.capabilities.literal_plus)
         except imap_exc.IMAPClientError as exc:
             raise replies.append_refused(self.account, folder, text_of(exc)) from None
         if typ != "OK":
@@ -482,17 +482,20 @@ def guard(account: Account) -> Iterator[None]:
 
 
 def stream_messages(
-    src_folder: SelectedFolder, dst: Session, folder: str, messages: Sequence[Described]
+    src_folder: SelectedFolder, dst: Session, folder: str, messages: Sequence[Described],
+    source_done: Callable[[], None] | None = None,
 ) -> tuple[list[Described], tuple[int, list[int]] | None]:
     """Copy messages of *src_folder* into the destination's *folder* with one APPEND (a
     MULTIAPPEND when several: the caller checks it is offered, one commit on the
-    destination), each body relayed as it arrives (`transport.send_append_relayed`), so
+    destination), each body relayed as it arrives (`appends.send_append_relayed`), so
     that memory holds a chunk, not a message; bytes cross both metered sockets, so the caps
     hold.  Returns the messages sent (not those the source no longer has) and what
     `Session.append` returns for them; raises what a refusal means.  A failure before the
     APPEND's last byte drops the destination connection (which stores nothing of an
     unfinished APPEND), and the source's mid-FETCH; a source that broke is
-    `ConnectionLost` naming the source.
+    `ConnectionLost` naming the source.  *source_done* is called once the source has sent
+    the last body and its OK, while the destination's reply is still to come: the source
+    connection is free from then on.
     """
     src = src_folder.check()
     assert isinstance(src, Session)
@@ -518,12 +521,14 @@ def stream_messages(
                 if not body.finished:
                     return
             in_fetch = False
+        if source_done is not None:
+            source_done()
 
     in_step = False
     try:
         with dst.guarded():
             try:
-                reply = transport.send_append_relayed(dst._client, folder, bodies(), dst.capabilities.literal_plus)
+                reply = appends.send_append_relayed(dst._client, folder, bodies(), dst.capabilities.literal_plus)
             except imaplib.IMAP4.abort:
                 raise
             except imap_exc.IMAPClientError as exc:

@@ -34,7 +34,7 @@ class TLSStream:
     read-ahead), and writes each record with one: copying 2,000 realistic messages (80 MB)
     over TLS on both sides took 47,000 reads and 9,000 writes.  Here a read takes whatever
     the kernel holds, up to `TLS_READ_BYTES`, and OpenSSL decrypts from memory; a write
-    encrypts up to `TLS_WRITE_BYTES` into one send (with `send_append`'s coalescing: 5,700
+    encrypts up to `TLS_WRITE_BYTES` into one send (with `appends.send_append`'s coalescing: 5,700
     reads and 1,100 sends for the same copy), which also wakes the server less often.
     Verification is the context's, as with SSLSocket: the certificate chain and the host
     name are checked during the handshake, and a failure raises the same exceptions.

@@ -12,7 +12,8 @@ administrator (``auth_user``) SASL PLAIN with an authorization identity (`login.
 nor tokens reach an error message: server text goes through `replies.redact`.
 
 `Client` also holds the few imaplib internals fastsync relies on to pipeline commands and
-to send APPEND literals without copying them (imapclient's range is pinned in setup.cfg).
+to send APPEND literals without copying them (`appends.py`; imapclient's range is pinned
+in setup.cfg).
 What the server sends as literals is read by `literals.py`, by each literal's own length:
 FETCH replies, and bodies relayed into an APPEND a chunk at a time.
 """
@@ -26,7 +27,7 @@ import imaplib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import imapclient
@@ -45,7 +46,6 @@ from fastsync.records.errors import AuthError, ConnectError, MalformedResponse, 
 from fastsync.imap.replies import NoGreeting, describe_os_error, raise_if_throttled, redact, sasl_unusable
 from fastsync.imap.tls import StreamContext, TLSStream, starttls_refused, tls_context
 from fastsync.rules.limits import capped_buffer_bytes
-from fastsync.records.model import Described, Fetched
 
 # Bytes charged to a meter per read or write: small enough that a 20 MB message cannot
 # burst through a bandwidth cap, large enough that accounting costs nothing measurable.
@@ -68,7 +68,8 @@ def first_append_epoch_s() -> float:
     return FIRST_APPEND_EPOCH_S[0]
 
 
-def _appending() -> None:
+def appending() -> None:
+    """Note this process's first APPEND (`first_append_epoch_s`)."""
     if not FIRST_APPEND_EPOCH_S[0]:
         FIRST_APPEND_EPOCH_S[0] = time.time()
 
@@ -188,10 +189,8 @@ class Metered:
         return b"".join(parts)
 
     def read_some(self, size: int) -> bytes:
-        """What has arrived, up to *size* bytes (at least one; none once the connection
-        ended), without waiting for more: a relay forwards each piece as it comes instead
-        of holding it back until *size* bytes are in.  Metered once read: a capped side
-        then waits before its next read."""
+        """What has arrived, up to *size* bytes (none: the connection ended), without
+        waiting for more, metered once read (a capped side then waits before its next)."""
         part: bytes = self.file.read1(size)  # type: ignore[attr-defined]
         self._count(len(part), 0)
         if self.meter_down is not None and part:
@@ -475,90 +474,6 @@ def close_quietly(client: Any) -> None:
         client.shutdown()
 
 
-def _append_line(message: Fetched | Described, size_bytes: int, literal_plus: bool) -> bytes:
-    """One message's part of an APPEND command, up to its literal's announcement: flags,
-    internal date and ``{n}``, or ``{n+}`` with LITERAL+ (RFC 7888: no continuation awaited)."""
-    flags = " ".join(message.flags).encode("ascii", "replace")
-    return (
-        b" (" + flags + b') "' + message.internaldate + b'" {'
-        + str(size_bytes).encode("ascii") + (b"+}\r\n" if literal_plus else b"}\r\n")
-    )
-
-
-def _refused_before_literal(imap: imaplib.IMAP4, tag: bytes) -> bool:
-    """Wait for the continuation of a synchronizing literal (RFC 3501 section 7.5); True when
-    the tagged reply came instead: the server refused before the bytes were sent."""
-    # _get_response returns None on a continuation; a tagged reply means refusal.
-    while imap._get_response() is not None:
-        if imap.tagged_commands.get(tag):
-            return True
-    return False
-
-
-# The pieces of a MULTIAPPEND (each message's line, its body, the final CRLF) go to the
-# socket in writes of at least this many bytes, small ones joined: one write per piece
-# made ~2 sends, TLS records and TCP segments (TCP_NODELAY) per message, each waking the
-# server, for a median message of 12 KB.
-APPEND_WRITE_BYTES = 256 * 1024
-
-
-class _Writes:
-    """A command's pieces, sent in writes of at least `APPEND_WRITE_BYTES` (a piece that
-    large on its own is sent as it is, without a copy)."""
-
-    def __init__(self, imap: imaplib.IMAP4) -> None:
-        self._imap = imap
-        self._parts: list[bytes] = []
-        self._size_bytes = 0
-
-    def add(self, data: bytes) -> None:
-        if len(data) >= APPEND_WRITE_BYTES:
-            self.flush()
-            self._imap.send(data)
-            return
-        self._parts.append(data)
-        self._size_bytes += len(data)
-        if self._size_bytes >= APPEND_WRITE_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._parts:
-            self._imap.send(b"".join(self._parts) if len(self._parts) > 1 else self._parts[0])
-            self._parts, self._size_bytes = [], 0
-
-
-def send_append(client: Client, folder: str, messages: Sequence[Fetched], literal_plus: bool) -> tuple[str, str]:
-    """Send one APPEND command carrying *messages* (RFC 3501 section 6.3.11, RFC 3502
-    MULTIAPPEND when there are several); returns the tagged reply's status and text.
-
-    Bodies go to the socket as they are: no copy, no line-ending rewrite (imaplib's
-    APPEND turns bare LF into CRLF, which changes the message; imapclient copies each
-    body twice while building the command).  With LITERAL+ (RFC 7888) nothing waits for
-    the server's "+"; without it each literal waits for its continuation, and a tagged
-    reply instead of one means the server refused before the bytes were sent.
-    """
-    imap = client._imap
-    _appending()
-    tag = imap._new_tag()
-    prefix = tag + b" APPEND " + bytes(client._normalise_folder(folder))
-    refused = False
-    writes = _Writes(imap)
-    for message in messages:
-        writes.add(prefix + _append_line(message, len(message.body), literal_plus))
-        prefix = b""
-        if not literal_plus:
-            writes.flush()
-            if _refused_before_literal(imap, tag):
-                refused = True
-                break
-        writes.add(message.body)
-    if not refused:
-        writes.add(b"\r\n")
-    writes.flush()
-    typ, data = imap._command_complete("APPEND", tag)
-    return typ, text_of(data)
-
-
 def open_body(client: Client, uid: int) -> literals.BodyLiteral | None:
     """`literals.open_body` on *client*'s connection."""
     return literals.open_body(client._imap, uid)
@@ -567,46 +482,6 @@ def open_body(client: Client, uid: int) -> literals.BodyLiteral | None:
 def body_digest(client: Client, uid: int) -> tuple[str, str]:
     """`literals.body_digest` on *client*'s connection."""
     return literals.body_digest(client._imap, uid)
-
-
-def send_append_relayed(
-    client: Client, folder: str, bodies: Iterable[tuple[Described, literals.BodyLiteral]], literal_plus: bool
-) -> tuple[str, str] | None:
-    """One APPEND (RFC 3502 MULTIAPPEND when *bodies* holds several) whose literals are
-    relayed from the source as they arrive; returns the tagged reply's status and text, or
-    None when *bodies* held nothing (no command sent).
-
-    Each literal's size is the one the source announced (RFC822.SIZE may be an estimate).
-    Without LITERAL+ each continuation is awaited first (RFC 3501 section 7.5); a refusal
-    then comes before the literal's bytes, with the source's literal unread
-    (``body.finished`` False): the caller drops the source connection, as a FETCH cannot
-    be cancelled.  The final CRLF, which completes the command, is sent only once the
-    source has sent every byte and its OK: a command is not complete before its last CRLF
-    (section 2.2.1), and a server stores nothing of an APPEND that never completed (a
-    MULTIAPPEND is all or nothing), so when the source fails (`literals.SourceLost`) or anything
-    else stops this midway, the caller drops the destination connection and nothing is
-    left on it (tests/dovecot/test_streaming.py checks it on Dovecot).
-    """
-    imap = client._imap
-    tag = b""
-    for message, body in bodies:
-        line = _append_line(message, body.size_bytes, literal_plus)
-        if not tag:
-            _appending()
-            tag = imap._new_tag()
-            line = tag + b" APPEND " + bytes(client._normalise_folder(folder)) + line
-        imap.send(line)
-        if not literal_plus and _refused_before_literal(imap, tag):
-            typ, data = imap._command_complete("APPEND", tag)
-            return typ, text_of(data)
-        for chunk in body.chunks():
-            imap.send(chunk)
-        body.finish()
-    if not tag:
-        return None
-    imap.send(b"\r\n")
-    typ, data = imap._command_complete("APPEND", tag)
-    return typ, text_of(data)
 
 
 def read_fetch(client: Client, tag: bytes, bounds: literals.Bounds | None = None) -> tuple[str, str, list[Any]]:

@@ -224,6 +224,15 @@ class Retrying:
 
 
 @dataclass(frozen=True)
+class SourceDone:
+    """A worker's source has sent the last body of its streamed unit *unit_id*, which the
+    destination still receives: the worker may be sent its next unit, to fetch it meanwhile."""
+
+    worker: int
+    unit_id: int
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """Retry policy of the workers (and the planner)."""
 

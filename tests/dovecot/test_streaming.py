@@ -205,3 +205,29 @@ def test_a_streamed_body_goes_on_as_it_arrives(accounts: AccountFactory, config_
     # Every byte of the body up to the pause (and the commands before it) was passed on.
     assert during_pause >= paused_at, during_pause
     assert snapshot(dst) == snapshot(src)
+
+
+def test_the_next_unit_is_fetched_while_the_destination_answers_a_streamed_one(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    """Once the source has sent a streamed unit's last body, the worker's source connection
+    fetches its next unit while the destination still stores the streamed one: the source's
+    link has no gap of a round trip and the destination's answer between the two units."""
+    src, dst = accounts(2)
+    src.seed([large(12, 2_000_000), small(6)])
+    # Dovecot's text of an APPEND's tagged OK: the streamed unit's comes first (one worker,
+    # streamed units first).
+    holding = CountingProxy(dst.server.port, faults=lambda _n: Fault(hold_down=b"Append completed", stall_s=4))
+    with CountingProxy(src.server.port, record=True) as src_proxy, holding as dst_proxy:
+        extra = {"src": {"server": f"127.0.0.1:{src_proxy.port}"}, "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}
+        process = spawn_sync(config_for(src, dst, extra=extra), "--procs", "1")
+        try:
+            wait_for(lambda: dst_proxy.faults_done, what="the destination's held answer")
+            time.sleep(1.5)  # the answer is held for 4 s
+            fetched_meanwhile = any(b"hello 6" in r.server_bytes for r in src_proxy.recordings)
+        finally:
+            out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "2 copied" in summary_line(out)
+    assert fetched_meanwhile
+    assert snapshot(dst) == snapshot(src)

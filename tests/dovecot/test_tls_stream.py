@@ -15,7 +15,7 @@ from bench.harness.corpus import Message
 from fastsync.settings.config import Account
 from fastsync.imap import transport
 from fastsync.imap.tls import TLSStream
-from fastsync.imap.transport import APPEND_WRITE_BYTES
+from fastsync.imap.appends import APPEND_WRITE_BYTES
 from fastsync.engine.transfer import STREAM_ABOVE_BYTES
 from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
 from tests.helpers import run_cli, summary_line

@@ -25,7 +25,7 @@ from bench.harness.dovecot import make_certificates
 from fastsync.settings.config import Account
 from fastsync.imap import transport
 from fastsync.imap.tls import TLS_WRITE_BYTES, TLSStream
-from fastsync.imap.transport import APPEND_WRITE_BYTES, _Writes
+from fastsync.imap.appends import APPEND_WRITE_BYTES, _Writes
 
 
 @pytest.fixture(scope="module")
