@@ -23,7 +23,7 @@ from fastsync.engine import processes
 from fastsync.engine.budgets import chosen, window_uses
 from fastsync.engine.state import default_dir
 from fastsync.engine.planner import PlanRequest, Planner, gmail_sides, list_both, pair_both, plan_folders, selection_of
-from fastsync.imap.session import Session
+from fastsync.imap.session import Session, storage_quota
 from fastsync.records.errors import ConnectError, FastsyncError, TooManyConnections, describe
 from fastsync.records.results import PairReadiness, Reporter
 from fastsync.rules import folders as folder_rules
@@ -114,7 +114,7 @@ def _plan(planner: Planner, config: Config, options: Options, reporter: Reporter
     if large:
         row.problems.append(f"{len(large)} messages are larger than the destination takes "
                             f"({row.size_limit_bytes} bytes; the largest has {row.too_large_bytes})")
-    quota = planner.call("reading the quota", lambda _src, dst: dst.storage_quota())
+    quota = planner.call("reading the quota", lambda _src, dst: storage_quota(dst))
     if quota is not None:
         row.quota_used_bytes, row.quota_limit_bytes = quota
         free = max(0, quota[1] - quota[0])

@@ -108,14 +108,21 @@ def _failure(folder: str, message: Fetched | Described, reason: str) -> Failure:
 
 
 def rewrites(dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described],
-             appended: Sequence[tuple[int, int]]) -> bool:
+             appended: Sequence[tuple[int, int]], read_soon: dict[int, str] | None = None) -> bool:
     """Whether the destination stored the copies under other identities (it rewrites
     Message-Id): checked on the first unit of each folder (`WorkUnit.verify`), on one
     copy where APPENDUID named it (*appended*: source and destination UIDs), else on all
-    of the unit's (no match among the folder's new messages)."""
+    of the unit's (no match among the folder's new messages).  *read_soon*: the folder's
+    new messages' identities read in the APPEND's round trip (`Copier.read_copies_soon`);
+    where the copies are not among them (a server may run the commands out of order), the
+    folder is read again."""
     sent = {m.uid: _identity_of(m) for m in copied}
     by_dst = {d: s for s, d in appended if s in sent}
     dst_uid, src_uid = next(iter(by_dst.items()), (0, 0))
+    if read_soon is not None and by_dst and dst_uid in read_soon:
+        return read_soon[dst_uid] != sent[src_uid]
+    if read_soon is not None and not by_dst and set(read_soon.values()) & set(sent.values()):
+        return False
     # EXAMINE and the FETCH in one round trip (`Session.examine_reading`).
     try:
         box, stored = dst.examine_reading(unit.pair.dst, lambda box: (
@@ -127,6 +134,26 @@ def rewrites(dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described]
     if by_dst:
         return dst_uid in stored and stored[dst_uid] != sent[src_uid]
     return not set(stored.values()) & set(sent.values())
+
+
+def already_there(dst: Session, unit: WorkUnit, messages: list[M]) -> tuple[list[M], int]:
+    """Drop messages an earlier, interrupted attempt already appended.
+
+    Copies made since planning have UIDs >= the folder's UIDNEXT at planning time, and
+    no other unit carries these identities (plan.shard keeps them together), so every
+    match there is one of ours.  A unit planned without identities comes here settled:
+    the other units are done, and their copies (``unit.others``) are left out.
+    """
+    try:
+        box, since = dst.examine_reading(
+            unit.pair.dst, lambda box: box.identities_since(unit.dst_uidnext, plan.identity))
+    except FolderError:
+        return messages, 0
+    box.close()
+    others = set(unit.others)
+    present = [i for uid, i in since.items() if uid not in others]
+    keep = plan.match_by_identity(messages, present, _identity_of, str).missing
+    return keep, len(messages) - len(keep)
 
 
 class Ahead:
@@ -204,6 +231,9 @@ class Copier:
         # The unit in hand's copies: (source UID, destination UID), and the UIDVALIDITY.
         self.appended: list[tuple[int, int]] = []
         self.dst_uidvalidity = 0
+        # The unit whose copies `rewrites` checks, and what was read for it (`read_copies_soon`).
+        self.verifying: WorkUnit | None = None
+        self.read_soon: dict[int, str] | None = None
         # Keywords each destination folder refused on APPEND (lower case), read from the
         # ledger on the folder's first unit; those the unit in hand's copies went without.
         self.refused: dict[str, frozenset[str]] = {}
@@ -247,6 +277,7 @@ class Copier:
         )
 
     def copy(self, unit: WorkUnit, check: bool, one_by_one: bool = False) -> UnitDone:
+        self.verifying, self.read_soon = None, None
         prefetched = self.ahead.take(unit.unit_id)
         src, dst = self.connect()
         streamed = unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES
@@ -276,7 +307,8 @@ class Copier:
         messages = [self._keepable(unit.pair.dst, m) for m in fetched]
         skipped = 0
         if check:
-            messages, skipped = self._already_there(dst, unit, messages)
+            messages, skipped = already_there(dst, unit, messages)
+        self.verifying = unit if unit.verify else None
         try:
             refused, left = self._append(dst, unit.pair.dst, unit.pair.src, messages)
         finally:
@@ -354,7 +386,7 @@ class Copier:
         self, dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described], failures: list[Failure],
         left: int, *, vanished: int, skipped: int,
     ) -> UnitDone:
-        rewritten = rewrites(dst, unit, copied, self.appended) if copied and unit.verify else False
+        rewritten = rewrites(dst, unit, copied, self.appended, self.read_soon) if copied and unit.verify else False
         error = f"{left} messages of folder {unit.pair.src!r} not copied: the destination is over quota" if left else ""
         return UnitDone(
             self.index, unit.unit_id, unit.pair.src, len(copied) + skipped, sum(_size(m) for m in copied),
@@ -386,7 +418,7 @@ class Copier:
         vanished = len(unit.uids) - len(messages) - len(failures)
         skipped = 0
         if check:
-            messages, skipped = self._already_there(dst, unit, messages)
+            messages, skipped = already_there(dst, unit, messages)
         copied: list[Described] = []
         left = 0
         try:
@@ -469,25 +501,6 @@ class Copier:
                 self.close()
         return fetched
 
-    def _already_there(self, dst: Session, unit: WorkUnit, messages: list[M]) -> tuple[list[M], int]:
-        """Drop messages an earlier, interrupted attempt already appended.
-
-        Copies made since planning have UIDs >= the folder's UIDNEXT at planning time, and
-        no other unit carries these identities (plan.shard keeps them together), so every
-        match there is one of ours.  A unit planned without identities comes here settled:
-        the other units are done, and their copies (``unit.others``) are left out.
-        """
-        try:
-            box, since = dst.examine_reading(
-                unit.pair.dst, lambda box: box.identities_since(unit.dst_uidnext, plan.identity))
-        except FolderError:
-            return messages, 0
-        box.close()
-        others = set(unit.others)
-        present = [i for uid, i in since.items() if uid not in others]
-        keep = plan.match_by_identity(messages, present, _identity_of, str).missing
-        return keep, len(messages) - len(keep)
-
     def _append(
         self, dst: Session, dst_folder: str, src_folder: str, messages: list[Fetched]
     ) -> tuple[list[Failure], int]:
@@ -519,9 +532,25 @@ class Copier:
                 return failures, len(messages) - index
         return failures, 0
 
+    def read_copies_soon(self, dst: Session) -> Callable[[], None] | None:
+        """For the first unit of a folder (`verifying`), once: the reading of the folder's
+        new messages' identities for `rewrites`, to send in the APPEND's round trip
+        (`Session.append`) instead of one more after it."""
+        unit, self.verifying = self.verifying, None
+        if unit is None:
+            return None
+
+        def read() -> None:
+            with contextlib.suppress(FolderError):
+                box, self.read_soon = dst.examine_reading(
+                    unit.pair.dst, lambda box: box.identities_since(unit.dst_uidnext, plan.identity))
+                box.close()
+
+        return read
+
     def _append_or_create(self, dst: Session, dst_folder: str, messages: list[Fetched]) -> None:
         try:
-            reported = dst.append(dst_folder, messages)
+            reported = dst.append(dst_folder, messages, self.read_copies_soon(dst))
         except FolderMissing:
             # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
             if dst_folder in self.created:

@@ -8,7 +8,7 @@ with or without LITERAL+ (RFC 7888).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from fastsync.imap import literals, transport
@@ -68,9 +68,15 @@ class _Writes:
             self._parts, self._size_bytes = [], 0
 
 
-def send_append(client: transport.Client, folder: str, messages: Sequence[Fetched], literal_plus: bool) -> tuple[str, str]:
+def send_append(
+    client: transport.Client, folder: str, messages: Sequence[Fetched], literal_plus: bool,
+    then: Callable[[], None] | None = None,
+) -> tuple[str, str]:
     """Send one APPEND command carrying *messages* (RFC 3501 section 6.3.11, RFC 3502
     MULTIAPPEND when there are several); returns the tagged reply's status and text.
+    *then* runs once the command is sent whole, before its reply is read: its commands go
+    out in the APPEND's round trip (RFC 3501 section 5.5), and imaplib keeps the APPEND's
+    reply for later when it comes while *then* reads its own.
 
     Bodies go to the socket as they are: no copy, no line-ending rewrite (imaplib's
     APPEND turns bare LF into CRLF, which changes the message; imapclient copies each
@@ -96,6 +102,8 @@ def send_append(client: transport.Client, folder: str, messages: Sequence[Fetche
     if not refused:
         writes.add(b"\r\n")
     writes.flush()
+    if then is not None and not refused:
+        then()
     typ, data = imap._command_complete("APPEND", tag)
     return typ, text_of(data)
 

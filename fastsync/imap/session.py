@@ -413,19 +413,6 @@ class Session:
         self._selected = None
         self._writable = False
 
-    def storage_quota(self, folder: str = "INBOX") -> tuple[int, int] | None:
-        """(bytes used, bytes allowed) of the tightest STORAGE quota over *folder* (RFC 9208
-        GETQUOTAROOT, in units of 1024 octets); None without QUOTA or a storage limit there."""
-        if not self.capabilities.quota:
-            return None
-        try:
-            with self.guarded():
-                _roots, quotas = self._client.get_quota_root(folder)
-        except imap_exc.IMAPClientError:
-            return None  # refused (no quota root there): no limit known
-        storage = [(q.usage * 1024, q.limit * 1024) for q in quotas if str(q.resource).upper() == "STORAGE"]
-        return min(storage, key=lambda q: q[1] - q[0], default=None)
-
     # -- reading and writing many folders ------------------------------------------------
 
     def survey(
@@ -437,19 +424,22 @@ class Session:
         `SelectedFolder` of this session ends."""
         return _Survey(self, identity, window, selection, blind).run(folders)
 
-    def append(self, folder: str, messages: Sequence[Fetched]) -> tuple[int, list[int]] | None:
+    def append(
+        self, folder: str, messages: Sequence[Fetched], then: Callable[[], None] | None = None,
+    ) -> tuple[int, list[int]] | None:
         """Append messages with flags and dates in one APPEND command: one message, or
         several in one MULTIAPPEND (RFC 3502: all stored or none), which the caller checks
         is offered (`Capabilities.multiappend`).  One command, so a refusal stores nothing:
         without MULTIAPPEND the caller sends each message alone and knows which were stored.
         A refusal raises what `replies.append_refused` makes of it.  Returns the UIDVALIDITY
-        and the new UIDs where reported (APPENDUID, RFC 4315), else None.
+        and the new UIDs where reported (APPENDUID, RFC 4315), else None.  *then* (commands
+        of this session) runs once the APPEND is sent, before its reply is read.
         """
         if len(messages) > 1 and not self.capabilities.multiappend:
             raise ValueError(f"{self.where}: several messages in one APPEND need MULTIAPPEND")
         try:
             with self.guarded():
-                typ, text = appends.send_append(self._client, folder, messages, self.capabilities.literal_plus)
+                typ, text = appends.send_append(self._client, folder, messages, self.capabilities.literal_plus, then)
         except imap_exc.IMAPClientError as exc:
             raise replies.append_refused(self.account, folder, text_of(exc)) from None
         if typ != "OK":
@@ -457,6 +447,20 @@ class Session:
         # APPENDUID counts only where UIDPLUS is announced (RFC 4315).
         reported = replies.append_uids(text, len(messages)) if self.capabilities.uidplus else None
         return reported if reported is not None and reported[0] else None
+
+
+def storage_quota(session: Session, folder: str = "INBOX") -> tuple[int, int] | None:
+    """(bytes used, bytes allowed) of the tightest STORAGE quota over *folder* on *session*
+    (RFC 9208 GETQUOTAROOT, in units of 1024 octets); None without QUOTA or a storage limit."""
+    if not session.capabilities.quota:
+        return None
+    try:
+        with session.guarded():
+            _roots, quotas = session.client.get_quota_root(folder)
+    except imap_exc.IMAPClientError:
+        return None  # refused (no quota root there): no limit known
+    storage = [(q.usage * 1024, q.limit * 1024) for q in quotas if str(q.resource).upper() == "STORAGE"]
+    return min(storage, key=lambda q: q[1] - q[0], default=None)
 
 
 @contextlib.contextmanager

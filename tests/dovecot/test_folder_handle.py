@@ -8,9 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from bench.harness.dovecot import Dovecot
+from fastsync.engine import transfer
 from fastsync.imap.folder import NotSelected
 from fastsync.imap.session import Session
 from fastsync.records.errors import FolderError
+from fastsync.records.model import FolderPair, WorkUnit
 from fastsync.rules import plan
 from fastsync.settings.config import parse_config
 from tests.dovecot.accounts import Account, AccountFactory
@@ -196,3 +198,22 @@ def test_capabilities_are_read_after_login(accounts: AccountFactory, without_uns
     with open_session(Account(without_unselect, "u3", "p3")) as session:
         caps = session.capabilities
         assert caps.namespace and not (caps.uidplus or caps.multiappend or caps.unselect or caps.list_status)
+
+
+def test_the_rewrite_check_reads_again_when_the_copies_were_not_seen_with_the_append(accounts: AccountFactory) -> None:
+    """`transfer.rewrites` takes what was read in the APPEND's round trip only where the
+    copies are among it: a server may run the EXAMINE before the APPEND, and an empty
+    reading must not pass for a rewritten Message-Id (the folder is read again)."""
+    src, dst = accounts(2)
+    src.seed([message("INBOX", 1)])
+    with open_session(src) as reading, open_session(dst, "dst") as writing:
+        fetched = [m.with_flags(()) for m in reading.examine("INBOX").fetch_messages([1])]
+        unit = WorkUnit(0, FolderPair("INBOX", "INBOX"), 1, (1,), len(fetched[0].body), dst_uidnext=1, verify=True)
+        reported = writing.append("INBOX", fetched)
+        appended = [(1, reported[1][0])] if reported else []
+        # Read too early (nothing), then as it is (the copy), then a copy stored otherwise.
+        assert transfer.rewrites(writing, unit, fetched, appended, read_soon={}) is False
+        assert transfer.rewrites(writing, unit, fetched, appended, read_soon=None) is False
+        if appended:
+            assert transfer.rewrites(writing, unit, fetched, appended, read_soon={appended[0][1]: "<other@x>"}) is True
+        assert transfer.rewrites(writing, unit, fetched, [], read_soon={5: "<other@x>"}) is False

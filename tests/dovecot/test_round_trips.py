@@ -110,3 +110,24 @@ def test_a_worker_fetches_its_next_unit_while_the_destination_stores_the_one_in_
     replies = _chunks(proxy.recordings, False, b"[APPENDUID")
     assert len(fetches) == len(replies) >= 2 * len(folders)
     assert all(fetch < reply for fetch, reply in zip(fetches[1:], replies, strict=False)), (fetches, replies)
+
+
+def test_the_check_of_a_folders_first_copies_goes_with_the_append(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    """The first unit of each folder is checked for a Message-Id the server rewrote
+    (EXAMINE, UID FETCH of the new messages' headers): sent right after the APPEND, before
+    its reply, not one round trip after it."""
+    src, dst = accounts(2)
+    src.seed([Message("INBOX", f"Message-ID: <ap{n}@x>\r\nSubject: {n}\r\n\r\nbody {n}\r\n".encode(), ("\\Seen",),
+                      WHEN + dt.timedelta(minutes=n)) for n in range(3)])
+    # Dovecot's text of an APPEND's tagged OK.
+    with _held(dst.server.port, b"Append completed") as dst_proxy:
+        config = config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
+        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "3 copied" in summary_line(result.stdout)
+    assert snapshot(dst) == snapshot(src)
+    workers = [r for r in dst_proxy.recordings if b"APPEND" in r.client_bytes]
+    assert len(workers) == 1
+    assert _sent_before_reply(workers[0], b"EXAMINE", b"Append completed") is True
