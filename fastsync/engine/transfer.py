@@ -112,10 +112,10 @@ def rewrites(dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described]
     """Whether the destination stored the copies under other identities (it rewrites
     Message-Id): checked on the first unit of each folder (`WorkUnit.verify`), on one
     copy where APPENDUID named it (*appended*: source and destination UIDs), else on all
-    of the unit's (no match among the folder's new messages).  *read_soon*: the folder's
-    new messages' identities read in the APPEND's round trip (`Copier.read_copies_soon`);
-    where the copies are not among them (a server may run the commands out of order), the
-    folder is read again."""
+    of the unit's (no match among the folder's new messages).  *read_soon*: identities
+    read in the APPEND's round trip (`Copier.read_copies_soon`); where no copy is among
+    them (another came first, or a server ran the commands out of order), the folder is
+    read again."""
     sent = {m.uid: _identity_of(m) for m in copied}
     by_dst = {d: s for s, d in appended if s in sent}
     dst_uid, src_uid = next(iter(by_dst.items()), (0, 0))
@@ -533,9 +533,10 @@ class Copier:
         return failures, 0
 
     def read_copies_soon(self, dst: Session) -> Callable[[], None] | None:
-        """For the first unit of a folder (`verifying`), once: the reading of the folder's
-        new messages' identities for `rewrites`, to send in the APPEND's round trip
-        (`Session.append`) instead of one more after it."""
+        """For the first unit of a folder (`verifying`), once: the reading for `rewrites`,
+        to send in the APPEND's round trip (`Session.append`) instead of one more after it:
+        the identity of the message at the folder's UIDNEXT of planning, which the unit's
+        first copy gets unless another copy came first (then the folder is read after)."""
         unit, self.verifying = self.verifying, None
         if unit is None:
             return None
@@ -543,7 +544,7 @@ class Copier:
         def read() -> None:
             with contextlib.suppress(FolderError):
                 box, self.read_soon = dst.examine_reading(
-                    unit.pair.dst, lambda box: box.identities_since(unit.dst_uidnext, plan.identity))
+                    unit.pair.dst, lambda box: box.identities_of([unit.dst_uidnext], plan.identity))
                 box.close()
 
         return read
