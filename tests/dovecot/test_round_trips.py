@@ -9,10 +9,11 @@ passed them on: a command that left before the held reply was sent without waiti
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from bench.harness.corpus import Message
 from bench.harness.tcpproxy import CountingProxy, Fault, Recording
-from tests.dovecot.accounts import AccountFactory, ConfigFor, snapshot
+from tests.dovecot.accounts import Account, AccountFactory, ConfigFor, snapshot
 from tests.helpers import run_cli, summary_line
 
 WHEN = dt.datetime(2023, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
@@ -38,20 +39,30 @@ def _held(port: int, marker: bytes) -> CountingProxy:
     return CountingProxy(port, faults=lambda _n: Fault(hold_down=marker, stall_s=HOLD_S), record=True)
 
 
-def test_a_worker_examines_and_fetches_in_one_round_trip_and_checks_the_copy_so(
-    accounts: AccountFactory, config_for: ConfigFor
-) -> None:
+def _three_to_copy(accounts: AccountFactory) -> tuple[Account, Account]:
+    """A source with three small messages in INBOX, and an empty destination."""
     src, dst = accounts(2)
     src.seed([Message("INBOX", f"Message-ID: <rt{n}@x>\r\nSubject: {n}\r\n\r\nbody {n}\r\n".encode(), ("\\Seen",),
                       WHEN + dt.timedelta(minutes=n)) for n in range(3)])
-    # EXAMINE answers with the READ-ONLY response code (RFC 3501 section 6.3.2).
-    with _held(src.server.port, b"OK [READ-ONLY]") as src_proxy, _held(dst.server.port, b"OK [READ-ONLY]") as dst_proxy:
-        config = config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
-                                             "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
-        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
+    return src, dst
+
+
+def _copy_three(src: Account, dst: Account, config: Path) -> None:
+    """Sync with one worker: the three messages copied exactly."""
+    result = run_cli("sync", "-c", config, "-y", "--procs", "1")
     assert result.returncode == 0, result.stderr
     assert "3 copied" in summary_line(result.stdout)
     assert snapshot(dst) == snapshot(src)
+
+
+def test_a_worker_examines_and_fetches_in_one_round_trip_and_checks_the_copy_so(
+    accounts: AccountFactory, config_for: ConfigFor
+) -> None:
+    src, dst = _three_to_copy(accounts)
+    # EXAMINE answers with the READ-ONLY response code (RFC 3501 section 6.3.2).
+    with _held(src.server.port, b"OK [READ-ONLY]") as src_proxy, _held(dst.server.port, b"OK [READ-ONLY]") as dst_proxy:
+        _copy_three(src, dst, config_for(src, dst, extra={"src": {"server": f"127.0.0.1:{src_proxy.port}"},
+                                                          "dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}))
     # The worker's source connection: EXAMINE, then the bodies' UID FETCH before its reply.
     workers = [r for r in src_proxy.recordings if b"BODY.PEEK[]" in r.client_bytes]
     assert len(workers) == 1
@@ -118,16 +129,10 @@ def test_the_check_of_a_folders_first_copies_goes_with_the_append(
     """The first unit of each folder is checked for a Message-Id the server rewrote
     (EXAMINE, UID FETCH of the new messages' headers): sent right after the APPEND, before
     its reply, not one round trip after it."""
-    src, dst = accounts(2)
-    src.seed([Message("INBOX", f"Message-ID: <ap{n}@x>\r\nSubject: {n}\r\n\r\nbody {n}\r\n".encode(), ("\\Seen",),
-                      WHEN + dt.timedelta(minutes=n)) for n in range(3)])
+    src, dst = _three_to_copy(accounts)
     # Dovecot's text of an APPEND's tagged OK.
     with _held(dst.server.port, b"Append completed") as dst_proxy:
-        config = config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{dst_proxy.port}"}})
-        result = run_cli("sync", "-c", config, "-y", "--procs", "1")
-    assert result.returncode == 0, result.stderr
-    assert "3 copied" in summary_line(result.stdout)
-    assert snapshot(dst) == snapshot(src)
+        _copy_three(src, dst, config_for(src, dst, extra={"dst": {"server": f"127.0.0.1:{dst_proxy.port}"}}))
     workers = [r for r in dst_proxy.recordings if b"APPEND" in r.client_bytes]
     assert len(workers) == 1
     assert _sent_before_reply(workers[0], b"EXAMINE", b"Append completed") is True
