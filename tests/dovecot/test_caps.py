@@ -49,10 +49,15 @@ def test_bandwidth_cap_holds_on_the_wire(
     assert snapshot(dst) == snapshot(src)
     chunks = proxy.traffic.to_client if direction == "down" else proxy.traffic.to_server
     seconds, total = Traffic.span(chunks)
-    assert total > 3_000_000 and seconds >= 10
-    # Over any 10 s window: within the cap plus one burst and what the kernel buffers per
+    # About 12 s at the cap; the proxy sees bytes as it hands them to the kernel, so what
+    # the kernel buffers at either end can shorten the span it sees (9.4 s once on a loaded
+    # machine): a window of 8 s keeps the check below meaningful, and a cap not applied,
+    # or applied at twice its rate, still fails here.
+    window_s = 8.0
+    assert total > 3_000_000 and seconds >= window_s
+    # Over any window: within the cap plus one burst and what the kernel buffers per
     # connection (planner and 4 workers) before the bucket acts.
-    assert Traffic.rate(chunks, 10.0) <= capped_rate_allowance(cap, 5, 10.0)
+    assert Traffic.rate(chunks, window_s) <= capped_rate_allowance(cap, 5, window_s)
     # And the cap is used: at least 80 % of it over the whole transfer (a shared CI machine
     # under load has been measured at 88 %; the bench measures the real figure).
     assert total / seconds >= 0.8 * cap
