@@ -29,7 +29,6 @@ destination's run lock travels to every worker, so it is held while any of them 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import logging
@@ -224,14 +223,14 @@ class Standby:
             limits.release_all(index)
 
 
-def _fetches_ahead(unit: WorkUnit | None, sources_done: set[int]) -> bool:
+def _fetches_ahead(unit: WorkUnit | None, source_done: bool) -> bool:
     """Whether the worker holding *unit* fetches its next unit while the destination takes
     this one: a unit of small messages, or a streamed one whose source part is done
-    (`SourceDone`); one still streaming from the source would keep the next unit waiting
-    while other workers may be idle."""
+    (*source_done*, `SourceDone`); one still streaming from the source would keep the next
+    unit waiting while other workers may be idle."""
     if unit is None:
         return False
-    return unit.unit_id in sources_done or (not unit.streamed and unit.size_bytes <= STREAM_ABOVE_BYTES)
+    return source_done or (not unit.streamed and unit.size_bytes <= STREAM_ABOVE_BYTES)
 
 
 class Coordinator:
@@ -262,7 +261,7 @@ class Coordinator:
         self.adopt(wait=False, dispatch=False)
         self.next_index = standby.count if standby is not None else 0
         self.taken: dict[int, list[int]] = {}
-        self.sources_done: set[int] = set()  # streamed units whose source part is done (`SourceDone`)
+        self.sources_done: set[tuple[int, int]] = set()  # (worker, streamed unit) whose source part is done
         # Workers that copied a unit (logged in), the most at once, sides refusing logins (`Summary.ceilings`).
         self.working, self.peak, self.refused_sides = set[int](), 0, set[str]()
         self.exits: dict[int, WorkerExit] = {}
@@ -305,7 +304,7 @@ class Coordinator:
         and one more to fetch ahead once every worker holds one; none past a budget."""
         held = self.taken.setdefault(index, [])
         while self.pending and index in self.channels and not self.at_limit() and (
-            not held or (len(held) <= UNITS_AHEAD and self._ahead_for(held[0]))
+            not held or (len(held) <= UNITS_AHEAD and self._ahead_for(index, held[0]))
         ) and (self.gate is None or self.gate.open(self.pending[0].size_bytes, self.in_hand())):
             unit = self.pending.popleft()
             try:
@@ -315,10 +314,10 @@ class Coordinator:
                 return
             held.append(unit.unit_id)
 
-    def _ahead_for(self, unit_id: int) -> bool:
-        """Whether a unit may wait with the worker that holds *unit_id*: every worker holds
-        one, and that worker fetches its next unit meanwhile (`_fetches_ahead`)."""
-        return (_fetches_ahead(self.units.get(unit_id), self.sources_done)
+    def _ahead_for(self, index: int, unit_id: int) -> bool:
+        """Whether a unit may wait with worker *index*, which holds *unit_id*: every worker
+        holds one, and that worker fetches its next unit meanwhile (`_fetches_ahead`)."""
+        return (_fetches_ahead(self.units.get(unit_id), (index, unit_id) in self.sources_done)
                 and len(self.channels) >= self.workers and all(self.taken.get(i) for i in self.channels))
 
     def accept(self, units: Sequence[WorkUnit]) -> None:
@@ -388,12 +387,12 @@ class Coordinator:
         going = not stopping
         for message in messages:
             if isinstance(message, UnitDone):
-                self.sources_done.discard(message.unit_id)
+                self.sources_done.discard((message.worker, message.unit_id))
                 self.finished(message, folder_totals)
                 if going:
                     self.dispatch(message.worker)
             elif isinstance(message, SourceDone) and going:
-                self.sources_done.add(message.unit_id)
+                self.sources_done.add((message.worker, message.unit_id))
                 self.dispatch(message.worker)
             elif isinstance(message, Retrying):
                 self.log_worker("retry", message.worker, message.error.side, message.error.message,

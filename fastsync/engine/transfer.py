@@ -113,7 +113,7 @@ def rewrites(dst: Session, unit: WorkUnit, copied: Sequence[Fetched | Described]
     Message-Id): checked on the first unit of each folder (`WorkUnit.verify`), on one
     copy where APPENDUID named it (*appended*: source and destination UIDs), else on all
     of the unit's (no match among the folder's new messages).  *read_soon*: identities
-    read in the APPEND's round trip (`Copier.read_copies_soon`); where no copy is among
+    read in the APPEND's round trip (`Copier._read_copies_soon`); where no copy is among
     them (another came first, or a server ran the commands out of order), the folder is
     read again."""
     sent = {m.uid: _identity_of(m) for m in copied}
@@ -231,8 +231,7 @@ class Copier:
         # The unit in hand's copies: (source UID, destination UID), and the UIDVALIDITY.
         self.appended: list[tuple[int, int]] = []
         self.dst_uidvalidity = 0
-        # The unit whose copies `rewrites` checks, and what was read for it (`read_copies_soon`).
-        self.verifying: WorkUnit | None = None
+        # What was read for `rewrites` in the unit in hand's APPEND round trip (`_read_copies_soon`).
         self.read_soon: dict[int, str] | None = None
         # Keywords each destination folder refused on APPEND (lower case), read from the
         # ledger on the folder's first unit; those the unit in hand's copies went without.
@@ -277,7 +276,7 @@ class Copier:
         )
 
     def copy(self, unit: WorkUnit, check: bool, one_by_one: bool = False) -> UnitDone:
-        self.verifying, self.read_soon = None, None
+        self.read_soon = None
         prefetched = self.ahead.take(unit.unit_id)
         src, dst = self.connect()
         streamed = unit.streamed or unit.size_bytes > STREAM_ABOVE_BYTES
@@ -308,9 +307,9 @@ class Copier:
         skipped = 0
         if check:
             messages, skipped = already_there(dst, unit, messages)
-        self.verifying = unit if unit.verify else None
         try:
-            refused, left = self._append(dst, unit.pair.dst, unit.pair.src, messages)
+            refused, left = self._append(dst, unit.pair.dst, unit.pair.src, messages,
+                                         self._read_copies_soon(dst, unit) if unit.verify else None)
         finally:
             self._record(unit)
         failures += refused
@@ -502,7 +501,8 @@ class Copier:
         return fetched
 
     def _append(
-        self, dst: Session, dst_folder: str, src_folder: str, messages: list[Fetched]
+        self, dst: Session, dst_folder: str, src_folder: str, messages: list[Fetched],
+        then: Callable[[], None] | None = None,
     ) -> tuple[list[Failure], int]:
         """Append all: in one MULTIAPPEND where offered, else, or when the batch is refused,
         one APPEND each, so that every message stored is known by its own OK (and
@@ -511,18 +511,21 @@ class Copier:
         Returns the refused messages and how many at the end were not tried because the
         destination is full (then `self.full` says why and the worker stops after this unit).
         A batch refused for quota is tried message by message too: part of it may fit.
+        *then* goes with the first APPEND (`Session.append`).
         """
         if not messages:
             return [], 0
         if len(messages) > 1 and dst.capabilities.multiappend:
             # RFC 3502: a refused MULTIAPPEND stored none of its messages.
             with contextlib.suppress(MessageError, DestinationFull):
-                self._append_or_create(dst, dst_folder, messages)
+                self._append_or_create(dst, dst_folder, messages, then)
                 return [], 0
         failures = []
         for index, m in enumerate(messages):
             try:
-                self._dropping_keywords(dst_folder, m, lambda one: self._append_or_create(dst, dst_folder, [one]))
+                first = then if index == 0 else None
+                self._dropping_keywords(
+                    dst_folder, m, lambda one: self._append_or_create(dst, dst_folder, [one], first))
             except MessageError as exc:
                 failures.append(_failure(src_folder, m, exc.message))
             except DestinationFull as exc:
@@ -532,16 +535,16 @@ class Copier:
                 return failures, len(messages) - index
         return failures, 0
 
-    def read_copies_soon(self, dst: Session) -> Callable[[], None] | None:
-        """For the first unit of a folder (`verifying`), once: the reading for `rewrites`,
+    def _read_copies_soon(self, dst: Session, unit: WorkUnit) -> Callable[[], None]:
+        """For the first unit of a folder (`WorkUnit.verify`): the reading for `rewrites`,
         to send in the APPEND's round trip (`Session.append`) instead of one more after it:
         the identity of the message at the folder's UIDNEXT of planning, which the unit's
-        first copy gets unless another copy came first (then the folder is read after)."""
-        unit, self.verifying = self.verifying, None
-        if unit is None:
-            return None
+        first copy gets unless another copy came first (then the folder is read after).
+        Read once per unit: an APPEND tried again (a refused batch) does not repeat it."""
 
         def read() -> None:
+            if self.read_soon is not None:
+                return
             with contextlib.suppress(FolderError):
                 box, self.read_soon = dst.examine_reading(
                     unit.pair.dst, lambda box: box.identities_of([unit.dst_uidnext], plan.identity))
@@ -549,9 +552,11 @@ class Copier:
 
         return read
 
-    def _append_or_create(self, dst: Session, dst_folder: str, messages: list[Fetched]) -> None:
+    def _append_or_create(
+        self, dst: Session, dst_folder: str, messages: list[Fetched], then: Callable[[], None] | None = None,
+    ) -> None:
         try:
-            reported = dst.append(dst_folder, messages, self.read_copies_soon(dst))
+            reported = dst.append(dst_folder, messages, then)
         except FolderMissing:
             # RFC 3501 section 6.3.11: [TRYCREATE] means the folder is missing; create it, retry once.
             if dst_folder in self.created:

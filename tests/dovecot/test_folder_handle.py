@@ -210,10 +210,10 @@ def test_the_rewrite_check_reads_again_when_the_copies_were_not_seen_with_the_ap
         fetched = [m.with_flags(()) for m in reading.examine("INBOX").fetch_messages([1])]
         unit = WorkUnit(0, FolderPair("INBOX", "INBOX"), 1, (1,), len(fetched[0].body), dst_uidnext=1, verify=True)
         reported = writing.append("INBOX", fetched)
-        appended = [(1, reported[1][0])] if reported else []
+        assert reported is not None  # Dovecot announces UIDPLUS (RFC 4315)
+        appended = [(1, reported[1][0])]
         # Read too early (nothing), then as it is (the copy), then a copy stored otherwise.
         assert transfer.rewrites(writing, unit, fetched, appended, read_soon={}) is False
         assert transfer.rewrites(writing, unit, fetched, appended, read_soon=None) is False
-        if appended:
-            assert transfer.rewrites(writing, unit, fetched, appended, read_soon={appended[0][1]: "<other@x>"}) is True
+        assert transfer.rewrites(writing, unit, fetched, appended, read_soon={appended[0][1]: "<other@x>"}) is True
         assert transfer.rewrites(writing, unit, fetched, [], read_soon={5: "<other@x>"}) is False
